@@ -1,0 +1,188 @@
+package oauth
+
+import (
+	"net"
+	"net/url"
+	"strings"
+)
+
+// Application types (OpenID Connect Dynamic Client Registration §2, sent by
+// MCP clients since the 2026-07-28 revision).
+const (
+	AppTypeWeb    = "web"
+	AppTypeNative = "native"
+)
+
+// maxRedirectURILen bounds what we parse and store.
+const maxRedirectURILen = 2000
+
+// forbiddenSchemes can execute or read local content in a browser; they are
+// never acceptable redirect targets, whatever their case.
+var forbiddenSchemes = map[string]bool{
+	"javascript": true, "data": true, "file": true, "vbscript": true,
+	"about": true, "blob": true, "filesystem": true, "view-source": true,
+	"jar": true, "ws": true, "wss": true, "ftp": true, "mailto": true,
+	"chrome": true, "chrome-extension": true, "resource": true,
+}
+
+// IsLoopbackHost reports whether host (as url.URL.Hostname returns it) is
+// one of the loopback names RFC 8252 §7.3 and the MCP spec accept over http.
+func IsLoopbackHost(host string) bool {
+	switch host {
+	case "localhost", "127.0.0.1", "::1":
+		return true
+	}
+	return false
+}
+
+// ValidateRedirectURI checks a redirect URI at registration (OAuth 2.1
+// §2.3.1, RFC 8252 §7, RFC 9700 §2.1). appType is "web", "native" or ""
+// (not stated: MCP clients such as Cursor register private-use schemes
+// without saying they are native, so both kinds of rule apply).
+func ValidateRedirectURI(raw, appType string) *Error {
+	bad := func(why string) *Error {
+		return InvalidRedirectURI("redirect URI %q is not acceptable: %s", truncate(raw, 200), why)
+	}
+	if raw == "" {
+		return bad("it is empty")
+	}
+	if len(raw) > maxRedirectURILen {
+		return bad("it is too long")
+	}
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c <= 0x20 || c >= 0x7f {
+			return bad("it contains whitespace, control or non-ASCII characters")
+		}
+	}
+	if strings.Contains(raw, "#") {
+		return bad("it must not contain a fragment")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return bad("it is not a valid URI")
+	}
+	if u.Scheme == "" {
+		return bad("it must be an absolute URI")
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if scheme != u.Scheme {
+		return bad("the scheme must be lower case")
+	}
+	if forbiddenSchemes[scheme] {
+		return bad("the " + scheme + " scheme is not allowed")
+	}
+	if u.User != nil || strings.Contains(hostPart(raw), "@") {
+		return bad("it must not contain user information")
+	}
+	switch scheme {
+	case "https":
+		if u.Host == "" || u.Hostname() == "" {
+			return bad("it must name a host")
+		}
+		if u.Port() != "" && !allDigits(u.Port()) {
+			return bad("the port is not numeric")
+		}
+	case "http":
+		if !IsLoopbackHost(u.Hostname()) {
+			return bad("http is allowed only for loopback hosts (127.0.0.1, [::1], localhost); use https")
+		}
+		if u.Port() != "" && !allDigits(u.Port()) {
+			return bad("the port is not numeric")
+		}
+	default:
+		// A private-use URI scheme (RFC 8252 §7.1), for native apps only.
+		if appType == AppTypeWeb {
+			return bad("web clients must use https (or http on a loopback host)")
+		}
+		if u.Opaque == "" && u.Path == "" && u.Host == "" {
+			return bad("it has no path")
+		}
+	}
+	return nil
+}
+
+// MatchRedirectURI returns the registered URI that requested matches, by
+// exact string comparison (RFC 9700 §4.1.3), except that for http loopback
+// redirect URIs the port is ignored (RFC 8252 §7.3: native apps get an
+// ephemeral port at run time). Scheme, host, path and query must still be
+// byte-equal; nothing is normalised.
+func MatchRedirectURI(registered []string, requested string) (string, bool) {
+	for _, r := range registered {
+		if r == requested {
+			return r, true
+		}
+	}
+	req, ok := loopbackWithoutPort(requested)
+	if !ok {
+		return "", false
+	}
+	for _, r := range registered {
+		if reg, ok := loopbackWithoutPort(r); ok && reg == req {
+			return r, true
+		}
+	}
+	return "", false
+}
+
+// loopbackWithoutPort returns an http loopback URI with its port removed,
+// reporting false for anything else (including malformed ports, userinfo,
+// fragments or a missing path separator that would make "host" ambiguous).
+func loopbackWithoutPort(raw string) (string, bool) {
+	const prefix = "http://"
+	if !strings.HasPrefix(raw, prefix) || strings.ContainsAny(raw, "#@\\") {
+		return "", false
+	}
+	rest := raw[len(prefix):]
+	end := strings.IndexAny(rest, "/?")
+	authority, tail := rest, ""
+	if end >= 0 {
+		authority, tail = rest[:end], rest[end:]
+	}
+	host, port := authority, ""
+	if h, p, err := net.SplitHostPort(authority); err == nil {
+		host, port = h, p
+		if port == "" || !allDigits(port) {
+			return "", false
+		}
+	} else if strings.HasPrefix(authority, "[") && strings.HasSuffix(authority, "]") {
+		host = authority[1 : len(authority)-1]
+	} else if strings.Contains(authority, ":") {
+		return "", false
+	}
+	if !IsLoopbackHost(host) {
+		return "", false
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return prefix + host + tail, true
+}
+
+// hostPart returns the authority component of raw, if it has one.
+func hostPart(raw string) string {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return ""
+	}
+	rest := raw[i+3:]
+	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
+		rest = rest[:j]
+	}
+	return rest
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

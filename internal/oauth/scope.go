@@ -1,0 +1,134 @@
+package oauth
+
+import (
+	"net/url"
+	"slices"
+	"strings"
+)
+
+const (
+	maxScopeLen    = 2000
+	maxResourceLen = 2000
+	maxResources   = 10
+)
+
+// ParseScope splits a scope parameter (RFC 6749 §3.3) into its tokens,
+// dropping duplicates and keeping their order. Each token must be
+// 1*( %x21 / %x23-5B / %x5D-7E ).
+func ParseScope(s string) ([]string, *Error) {
+	if len(s) > maxScopeLen {
+		return nil, InvalidScope("scope is too long")
+	}
+	var out []string
+	for _, tok := range strings.Split(s, " ") {
+		if tok == "" {
+			continue
+		}
+		for i := 0; i < len(tok); i++ {
+			c := tok[i]
+			if c < 0x21 || c == 0x22 || c == 0x5c || c > 0x7e {
+				return nil, InvalidScope("scope contains a character not allowed by RFC 6749 section 3.3")
+			}
+		}
+		if !slices.Contains(out, tok) {
+			out = append(out, tok)
+		}
+	}
+	return out, nil
+}
+
+// JoinScope is the inverse of ParseScope.
+func JoinScope(scopes []string) string { return strings.Join(scopes, " ") }
+
+// ParseResources validates RFC 8707 resource indicators: each an absolute
+// URI without a fragment. They are returned in canonical form (lower-case
+// scheme and host, default port and a lone trailing "/" dropped) so that
+// "https://MCP.example.com/" and "https://mcp.example.com" name the same
+// resource, as the MCP spec's canonical server URI asks.
+func ParseResources(values []string) ([]string, *Error) {
+	if len(values) > maxResources {
+		return nil, InvalidTarget("too many resource parameters")
+	}
+	var out []string
+	for _, v := range values {
+		r, err := CanonicalResource(v)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// CanonicalResource validates one resource indicator and returns its
+// canonical form (see ParseResources).
+func CanonicalResource(v string) (string, *Error) {
+	bad := func(why string) *Error {
+		return InvalidTarget("resource %q is invalid: %s", truncate(v, 200), why)
+	}
+	if v == "" || len(v) > maxResourceLen {
+		return "", bad("it must be a non-empty absolute URI of reasonable length")
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c <= 0x20 || c >= 0x7f {
+			return "", bad("it contains whitespace, control or non-ASCII characters")
+		}
+	}
+	if strings.Contains(v, "#") {
+		return "", bad("it must not contain a fragment (RFC 8707 section 2)")
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme == "" || u.Host == "" || u.Opaque != "" {
+		return "", bad("it must be an absolute URI with a host")
+	}
+	if u.User != nil {
+		return "", bad("it must not contain user information")
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return "", bad("only http and https resources are supported")
+	}
+	host := strings.ToLower(u.Hostname())
+	port := u.Port()
+	if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
+		port = ""
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" {
+		if !allDigits(port) {
+			return "", bad("the port is not numeric")
+		}
+		host += ":" + port
+	}
+	u.Host = host
+	if u.Path == "/" && u.RawQuery == "" {
+		u.Path = ""
+		u.RawPath = ""
+	}
+	return u.String(), nil
+}
+
+// Subset reports whether every element of a is in b.
+func Subset(a, b []string) bool {
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
+}
+
+// Union returns a followed by the elements of b not already in a.
+func Union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, x := range b {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}

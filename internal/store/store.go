@@ -1,0 +1,396 @@
+// Package store defines what authd persists and the contract every storage
+// implementation meets. Two implementations exist: Postgres (production; the
+// only importer of pgx) and Memory (for --dev and fast unit tests). Both pass
+// the same conformance suite in storetest.
+//
+// Secrets never reach the store in clear: codes, refresh tokens, opaque access
+// tokens, registration access tokens, browser-session ids and pending-request
+// ids are stored and looked up by their digest (oauth.Digest). Client secrets
+// are stored as a self-describing hash (oauth.HashSecret).
+//
+// Time is always passed in by the caller (now), never read inside the store,
+// so that tests control expiry and every replica agrees on what "expired" means
+// for a given request.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors returned by every implementation. Callers test with errors.Is.
+var (
+	// ErrNotFound: no such row, or the row exists but is expired.
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict: a uniqueness constraint would be violated.
+	ErrConflict = errors.New("store: conflict")
+	// ErrAlreadyUsed: a one-time value (code, refresh token, pending request)
+	// was consumed before. Returned together with the row where the method's
+	// doc says so, so the caller can revoke what was derived from it.
+	ErrAlreadyUsed = errors.New("store: already used")
+	// ErrUnavailable matches (errors.Is) failures to reach the database.
+	// Such errors also carry an Unavailable() method, which oauth.AsError
+	// turns into 503 temporarily_unavailable rather than 500.
+	ErrUnavailable = errors.New("store: database unavailable")
+)
+
+// Unavailable wraps err (a connection failure) so that it matches
+// ErrUnavailable and answers 503 at the HTTP layer.
+func Unavailable(err error) error { return unavailableError{err} }
+
+type unavailableError struct{ err error }
+
+func (e unavailableError) Error() string        { return "store: database unavailable: " + e.err.Error() }
+func (e unavailableError) Unwrap() error        { return e.err }
+func (e unavailableError) Is(target error) bool { return target == ErrUnavailable }
+func (e unavailableError) Unavailable() bool    { return true }
+
+// ClientSource says where a client record came from.
+type ClientSource string
+
+const (
+	SourceDynamic  ClientSource = "dynamic"           // RFC 7591 registration
+	SourceConfig   ClientSource = "config"            // config file or admin CLI
+	SourceMetadata ClientSource = "metadata_document" // client ID metadata document
+)
+
+// ClientMetadata is the RFC 7591 §2 metadata, with its JSON names. It is
+// stored as one jsonb document so that adding a field needs no migration.
+type ClientMetadata struct {
+	RedirectURIs            []string `json:"redirect_uris,omitempty"`
+	TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method,omitempty"`
+	GrantTypes              []string `json:"grant_types,omitempty"`
+	ResponseTypes           []string `json:"response_types,omitempty"`
+	ApplicationType         string   `json:"application_type,omitempty"`
+	ClientName              string   `json:"client_name,omitempty"`
+	ClientURI               string   `json:"client_uri,omitempty"`
+	LogoURI                 string   `json:"logo_uri,omitempty"`
+	Scope                   string   `json:"scope,omitempty"`
+	Contacts                []string `json:"contacts,omitempty"`
+	TOSURI                  string   `json:"tos_uri,omitempty"`
+	PolicyURI               string   `json:"policy_uri,omitempty"`
+	SoftwareID              string   `json:"software_id,omitempty"`
+	SoftwareVersion         string   `json:"software_version,omitempty"`
+}
+
+// Client is a registered OAuth client.
+type Client struct {
+	ID     string
+	Source ClientSource
+	// SecretHash is empty for public clients (token_endpoint_auth_method none).
+	SecretHash      string
+	SecretExpiresAt *time.Time
+	// RegistrationTokenHash is the digest of the RFC 7592 registration access
+	// token; empty for clients that cannot manage themselves.
+	RegistrationTokenHash string
+	Metadata              ClientMetadata
+	// Fingerprint is a digest of the normalised metadata plus the registering
+	// source, used to recognise identical re-registrations (empty: not deduped).
+	Fingerprint string
+	// AllowedScopes / AllowedResources restrict the client further than the
+	// server configuration does; nil means no extra restriction.
+	AllowedScopes    []string
+	AllowedResources []string
+	SkipConsent      bool // first-party clients from config
+	CanIntrospect    bool // resource servers allowed to call /introspect
+	Disabled         bool // blocked by the operator
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+	LastUsedAt       time.Time
+	// ExpiresAt is the idle expiry of dynamic clients; nil never expires.
+	ExpiresAt *time.Time
+}
+
+// ClientFilter narrows ListClients.
+type ClientFilter struct {
+	Source ClientSource // empty: all
+	Limit  int          // 0: no limit
+}
+
+// User is an end user as known through one upstream provider. (Provider,
+// Subject) is unique and immutable; the rest is refreshed at every login.
+type User struct {
+	ID            string // uuid issued by authd
+	Provider      string // upstream connector id, e.g. "github"
+	Subject       string // the provider's immutable id (GitHub numeric id, OIDC sub)
+	Login         string // display handle (GitHub login); may change upstream
+	Email         string
+	EmailVerified bool
+	Name          string
+	Groups        []string // OIDC groups, GitHub "org" and "org/team"
+	Domain        string   // Google Workspace hd
+	Disabled      bool
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	LastLoginAt   time.Time
+}
+
+// AuthRequest is a pending authorization request, alive from GET /authorize
+// until a code is issued (or it expires, minutes later). It is looked up by
+// the digest of its id (held in the browser's cookie) or by the digest of the
+// state sent to the upstream provider.
+type AuthRequest struct {
+	IDDigest            string
+	ClientID            string
+	RedirectURI         string
+	RedirectURIProvided bool // redirect_uri was present at /authorize (RFC 6749 §4.1.3)
+	State               string
+	Scopes              []string
+	Resources           []string
+	CodeChallenge       string
+	CodeChallengeMethod string
+	Nonce               string
+	Prompt              []string
+	MaxAge              *int // seconds; nil when absent
+	LoginHint           string
+	Upstream            string // chosen connector id
+	UpstreamStateDigest string // digest of the state sent upstream; unique when set
+	UserID              string // set once the user has signed in
+	AuthTime            *time.Time
+	CreatedAt           time.Time
+	ExpiresAt           time.Time
+}
+
+// Session is a browser's signed-in state at authd (single sign-on).
+type Session struct {
+	IDDigest  string
+	UserID    string
+	AuthTime  time.Time
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Consent records what a user approved for a client: the union of scopes and
+// resources granted so far.
+type Consent struct {
+	UserID    string
+	ClientID  string
+	Scopes    []string
+	Resources []string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// AuthCode is an issued authorization code, bound to everything the request
+// carried.
+type AuthCode struct {
+	Digest              string
+	ClientID            string
+	UserID              string
+	RedirectURI         string
+	RedirectURIProvided bool
+	Scopes              []string
+	Resources           []string
+	CodeChallenge       string
+	CodeChallengeMethod string
+	Nonce               string
+	AuthTime            time.Time
+	CreatedAt           time.Time
+	ExpiresAt           time.Time
+	UsedAt              *time.Time
+	GrantID             string // set on redemption: the grant the code produced
+}
+
+// Grant is the long-lived authorization a user gave a client; refresh tokens
+// and (by grant id) access tokens hang off it. Revoking the grant revokes
+// them all.
+type Grant struct {
+	ID         string // uuid
+	ClientID   string
+	UserID     string // empty for client_credentials
+	Scopes     []string
+	Resources  []string
+	AuthTime   time.Time
+	CreatedAt  time.Time
+	LastUsedAt time.Time
+	ExpiresAt  time.Time // absolute lifetime
+	RevokedAt  *time.Time
+}
+
+// RefreshToken is one link in a grant's rotation chain.
+type RefreshToken struct {
+	Digest    string
+	GrantID   string
+	ClientID  string
+	Parent    string // digest of the token this one replaced; empty for the first
+	CreatedAt time.Time
+	ExpiresAt time.Time // idle expiry (min of idle timeout and grant expiry)
+	UsedAt    *time.Time
+}
+
+// AccessToken is an opaque access token (JWT access tokens are not stored).
+type AccessToken struct {
+	Digest    string
+	GrantID   string // empty for client_credentials
+	ClientID  string
+	UserID    string // empty for client_credentials
+	Scopes    []string
+	Resources []string
+	AuthTime  *time.Time
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	RevokedAt *time.Time
+}
+
+// KeyState is a signing key's place in its life cycle.
+type KeyState string
+
+const (
+	KeyNext    KeyState = "next"    // published in JWKS, not yet signing
+	KeyActive  KeyState = "active"  // signing (exactly one)
+	KeyRetired KeyState = "retired" // published until tokens it signed expire
+)
+
+// SigningKey is a JWT signing key. The private key is encrypted by the keys
+// package before it reaches the store.
+type SigningKey struct {
+	ID                  string // kid
+	Algorithm           string // ES256 or RS256
+	State               KeyState
+	PublicJWK           []byte // JSON
+	EncryptedPrivateKey []byte
+	CreatedAt           time.Time
+	ActivatedAt         *time.Time
+	RetiredAt           *time.Time
+	ExpiresAt           *time.Time // stop publishing after this (retired keys)
+}
+
+// MetadataDocument is a fetched client ID metadata document.
+type MetadataDocument struct {
+	URL       string
+	Document  []byte // the JSON as fetched
+	ETag      string
+	FetchedAt time.Time
+	ExpiresAt time.Time
+}
+
+// PurgeResult counts what Purge removed, per table.
+type PurgeResult map[string]int64
+
+// Stats is what `authd stats` prints.
+type Stats struct {
+	Clients      int64
+	Users        int64
+	ActiveGrants int64
+	// TokensIssued counts refresh tokens ever created that still exist.
+	RefreshTokens int64
+}
+
+// Store is everything authd persists. Endpoint packages declare narrower
+// interfaces listing only the methods they call.
+type Store interface {
+	Ping(ctx context.Context) error
+	Close()
+
+	// Clients.
+	CreateClient(ctx context.Context, c Client) error // ErrConflict on duplicate id
+	GetClient(ctx context.Context, id string, now time.Time) (Client, error)
+	// FindClientByFingerprint returns an unexpired client with that fingerprint.
+	FindClientByFingerprint(ctx context.Context, fingerprint string, now time.Time) (Client, error)
+	// UpdateClient replaces every field but ID and CreatedAt. ErrNotFound if absent.
+	UpdateClient(ctx context.Context, c Client) error
+	// UpsertClient creates or replaces a client (config clients at start-up).
+	UpsertClient(ctx context.Context, c Client) error
+	// DeleteClient removes the client and everything issued to it (codes,
+	// grants, refresh tokens, opaque access tokens, consents, pending requests).
+	DeleteClient(ctx context.Context, id string) error
+	// TouchClient records use: sets LastUsedAt and, for clients with an idle
+	// expiry, slides ExpiresAt to now+idle. Cheap; may be skipped if recent.
+	TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error
+	ListClients(ctx context.Context, f ClientFilter) ([]Client, error)
+	CountClients(ctx context.Context, source ClientSource) (int64, error)
+
+	// Users.
+	// UpsertUser inserts or updates by (Provider, Subject) and returns the
+	// stored user with its stable ID. Disabled is never changed by an upsert.
+	UpsertUser(ctx context.Context, u User) (User, error)
+	GetUser(ctx context.Context, id string) (User, error)
+	SetUserDisabled(ctx context.Context, id string, disabled bool) error
+
+	// Pending authorization requests.
+	CreateAuthRequest(ctx context.Context, r AuthRequest) error
+	GetAuthRequest(ctx context.Context, idDigest string, now time.Time) (AuthRequest, error)
+	GetAuthRequestByUpstreamState(ctx context.Context, stateDigest string, now time.Time) (AuthRequest, error)
+	// UpdateAuthRequest replaces the mutable fields (Upstream,
+	// UpstreamStateDigest, UserID, AuthTime, Scopes, Resources).
+	UpdateAuthRequest(ctx context.Context, r AuthRequest) error
+	// ConsumeAuthRequest deletes and returns the request; exactly one of
+	// several concurrent callers succeeds, the others get ErrNotFound.
+	ConsumeAuthRequest(ctx context.Context, idDigest string, now time.Time) (AuthRequest, error)
+
+	// Browser sessions.
+	CreateSession(ctx context.Context, s Session) error
+	GetSession(ctx context.Context, idDigest string, now time.Time) (Session, error)
+	DeleteSession(ctx context.Context, idDigest string) error
+
+	// Consents.
+	GetConsent(ctx context.Context, userID, clientID string) (Consent, error)
+	// AddConsent merges scopes and resources into the stored consent.
+	AddConsent(ctx context.Context, c Consent) error
+	ListConsents(ctx context.Context, userID string) ([]Consent, error)
+	// DeleteConsent removes the consent and revokes the user's grants for
+	// that client.
+	DeleteConsent(ctx context.Context, userID, clientID string, now time.Time) error
+
+	// Authorization codes.
+	CreateAuthCode(ctx context.Context, c AuthCode) error
+	// GetAuthCode returns the code whether used or not (so a replay can be
+	// detected), ErrNotFound if unknown or expired.
+	GetAuthCode(ctx context.Context, digest string, now time.Time) (AuthCode, error)
+	// RedeemAuthCode atomically marks the code used and, in the same
+	// transaction, creates grant g and (if rt != nil) refresh token rt, and
+	// records g.ID on the code. If the code was already used it returns the
+	// stored code (with its GrantID) and ErrAlreadyUsed and writes nothing.
+	// Expired or unknown: ErrNotFound.
+	RedeemAuthCode(ctx context.Context, digest string, now time.Time, g Grant, rt *RefreshToken) (AuthCode, error)
+
+	// Grants.
+	GetGrant(ctx context.Context, id string) (Grant, error)
+	ListGrants(ctx context.Context, userID string) ([]Grant, error)
+	// RevokeGrant marks the grant revoked, and with it its refresh tokens and
+	// opaque access tokens. Revoking twice is not an error.
+	RevokeGrant(ctx context.Context, id string, now time.Time) error
+
+	// Refresh tokens.
+	CreateRefreshToken(ctx context.Context, rt RefreshToken) error
+	GetRefreshToken(ctx context.Context, digest string) (RefreshToken, error)
+	// RotateRefreshToken atomically marks old used and inserts next (same
+	// grant), bumping the grant's LastUsedAt. If old was already used it
+	// revokes the grant (reuse detection, OAuth 2.1 §4.3.1) and returns
+	// ErrAlreadyUsed; concurrent callers with one token: exactly one wins.
+	// Unknown, expired, or grant revoked/expired: ErrNotFound.
+	RotateRefreshToken(ctx context.Context, old string, now time.Time, next RefreshToken) (Grant, error)
+
+	// Opaque access tokens.
+	CreateAccessToken(ctx context.Context, t AccessToken) error
+	// GetAccessToken returns the token (even revoked/expired, so callers can
+	// decide); ErrNotFound if unknown.
+	GetAccessToken(ctx context.Context, digest string) (AccessToken, error)
+	RevokeAccessToken(ctx context.Context, digest string, now time.Time) error
+
+	// JWT access token revocation by jti, remembered until the token's exp.
+	RevokeJTI(ctx context.Context, jti string, exp time.Time) error
+	IsJTIRevoked(ctx context.Context, jti string, now time.Time) (bool, error)
+
+	// Signing keys.
+	ListSigningKeys(ctx context.Context) ([]SigningKey, error)
+	// CreateSigningKey inserts a key; ErrConflict if State is active and an
+	// active key exists already (so racing replicas create only one).
+	CreateSigningKey(ctx context.Context, k SigningKey) error
+	// ActivateSigningKey makes kid the active key and retires the previous
+	// active key (setting its RetiredAt and ExpiresAt = retireExpiry), in one
+	// transaction.
+	ActivateSigningKey(ctx context.Context, kid string, now, retireExpiry time.Time) error
+
+	// Client ID metadata documents.
+	GetMetadataDocument(ctx context.Context, url string) (MetadataDocument, error)
+	PutMetadataDocument(ctx context.Context, d MetadataDocument) error
+
+	// Maintenance. Purge deletes expired rows (codes, pending requests,
+	// sessions, revoked jtis, expired dynamic clients, expired or used refresh
+	// tokens past their expiry, expired grants and opaque tokens, retired keys
+	// past expiry) in bounded batches; safe to run on several replicas at once.
+	Purge(ctx context.Context, now time.Time) (PurgeResult, error)
+	Stats(ctx context.Context, now time.Time) (Stats, error)
+}

@@ -164,7 +164,7 @@ type unavailable interface{ Unavailable() bool }
 
 // SanitizeDescription keeps error_description within RFC 6749 §5.2's
 // charset (%x20-21 / %x23-5B / %x5D-7E): control characters such as CR, LF
-// and TAB become spaces, '"' and '\' become '\'' and '/', anything outside
+// and TAB become spaces, '"' and '\' become '\” and '/', anything outside
 // ASCII is dropped, and the text is capped at 300 bytes.
 func SanitizeDescription(s string) string {
 	var b strings.Builder

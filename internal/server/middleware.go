@@ -1,0 +1,263 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/reqlog"
+)
+
+// forwardedHeaders are only meaningful when a trusted proxy set them; from
+// anyone else they are removed so no handler can be fooled by them
+// (RFC 9700 §4.13).
+var forwardedHeaders = []string{
+	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+	"X-Forwarded-Uri", "X-Forwarded-Method", "X-Forwarded-Port", "X-Real-Ip",
+	"X-Original-Uri", "X-Original-Url",
+}
+
+// trustProxies rewrites r.RemoteAddr to the client address reported by
+// X-Forwarded-For when the direct peer is a trusted proxy, walking the list
+// from the right and stopping at the first address that is not itself a
+// trusted proxy. X-Forwarded-Host replaces r.Host only then. From untrusted
+// peers every forwarding header is dropped.
+func trustProxies(trusted []netip.Prefix) func(http.Handler) http.Handler {
+	isTrusted := func(a netip.Addr) bool {
+		a = a.Unmap()
+		for _, p := range trusted {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			peer, ok := addrOf(r.RemoteAddr)
+			if !ok || !isTrusted(peer) {
+				for _, h := range forwardedHeaders {
+					r.Header.Del(h)
+				}
+				next.ServeHTTP(w, r)
+				return
+			}
+			client := peer
+			hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+			for i := len(hops) - 1; i >= 0; i-- {
+				a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+				if err != nil {
+					break
+				}
+				client = a.Unmap()
+				if !isTrusted(client) {
+					break
+				}
+			}
+			r.RemoteAddr = net.JoinHostPort(client.String(), "0")
+			if h := r.Header.Get("X-Forwarded-Host"); h != "" && validHost(h) {
+				r.Host = h
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+func addrOf(remote string) (netip.Addr, bool) {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	a, err := netip.ParseAddr(host)
+	return a, err == nil
+}
+
+// validHost accepts host[:port] made of the characters a DNS name or IP
+// literal can contain.
+func validHost(h string) bool {
+	if len(h) > 255 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '.' || c == '-' || c == ':' || c == '[' || c == ']') {
+			return false
+		}
+	}
+	return h != ""
+}
+
+// requestID assigns every request an id, taking a well-formed incoming
+// X-Request-Id (set by a proxy) so logs can be correlated end to end.
+func requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get("X-Request-Id")
+		if !validRequestID(id) {
+			id = oauth.RandomString(12)
+		}
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(reqlog.WithRequestID(r.Context(), id)))
+	})
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// statusRecorder remembers the status and size written.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += n
+	return n, err
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// RouteObserver receives every finished request (metrics).
+type RouteObserver func(route, method string, status int, d time.Duration)
+
+// accessLog writes one line per request. It logs the path but never the
+// query string, which can carry codes and state (/callback, redirects).
+func accessLog(log *slog.Logger, observe RouteObserver) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			rec := &statusRecorder{ResponseWriter: w}
+			next.ServeHTTP(rec, r)
+			d := time.Since(start)
+			status := rec.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			route := routePattern(r)
+			if observe != nil {
+				observe(route, r.Method, status, d)
+			}
+			attrs := []slog.Attr{
+				slog.String("method", r.Method),
+				slog.String("route", route),
+				slog.String("path", r.URL.Path),
+				slog.Int("status", status),
+				slog.Int("bytes", rec.bytes),
+				slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+				slog.String("remote_ip", hostOf(r.RemoteAddr)),
+				slog.String("user_agent", truncate(r.UserAgent(), 200)),
+			}
+			attrs = append(attrs, reqlog.Attrs(r.Context())...)
+			level := slog.LevelInfo
+			if status >= 500 {
+				level = slog.LevelError
+			}
+			log.LogAttrs(r.Context(), level, "request", attrs...)
+		})
+	}
+}
+
+// routePattern is the chi route pattern (e.g. /register/{client_id}), so
+// logs and metrics never carry unbounded raw paths.
+func routePattern(r *http.Request) string {
+	if rc := chi.RouteContext(r.Context()); rc != nil {
+		if p := rc.RoutePattern(); p != "" {
+			return p
+		}
+	}
+	return "unmatched"
+}
+
+func hostOf(remote string) string {
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		return h
+	}
+	return remote
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// recoverer turns a panic into a JSON 500 without internals and logs the
+// stack once. http.ErrAbortHandler keeps its meaning (abort silently).
+func recoverer(log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				v := recover()
+				if v == nil {
+					return
+				}
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.ErrorContext(r.Context(), "panic serving request",
+					"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				oauth.WriteError(w, r, nil, oauth.ServerError(nil))
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// limitBody caps every request body; handlers that read it see
+// *http.MaxBytesError past the limit and answer 413.
+func limitBody(max int64) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ContentLength > max {
+				oauth.WriteError(w, r, nil, &oauth.Error{
+					Code: oauth.CodeInvalidRequest, Description: "request body too large",
+					Status: http.StatusRequestEntityTooLarge,
+				})
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, max)
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// baseHeaders sets headers every response should carry.
+func baseHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		next.ServeHTTP(w, r)
+	})
+}

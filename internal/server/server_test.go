@@ -1,0 +1,297 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/authd/authd/internal/reqlog"
+)
+
+func newTestRouter(t *testing.T, logBuf *bytes.Buffer, o Options) chi.Router {
+	t.Helper()
+	if o.Log == nil {
+		o.Log = slog.New(reqlog.NewHandler(slog.NewJSONHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	}
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = 1024
+	}
+	return NewRouter(o)
+}
+
+func TestHealthAndReady(t *testing.T) {
+	var buf bytes.Buffer
+	dbErr := error(nil)
+	started := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	r := newTestRouter(t, &buf, Options{
+		Version: "v1.2.3",
+		Started: started,
+		Now:     func() time.Time { return started.Add(90 * time.Second) },
+		Ready:   func(context.Context) error { return dbErr },
+	})
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+
+	var health struct {
+		Status  string `json:"status"`
+		Version string `json:"version"`
+		Uptime  int64  `json:"uptime_seconds"`
+	}
+	getJSON(t, srv.URL+"/health", http.StatusOK, &health)
+	if health.Status != "ok" || health.Version != "v1.2.3" || health.Uptime != 90 {
+		t.Fatalf("health = %+v", health)
+	}
+	var ready struct{ Status string }
+	getJSON(t, srv.URL+"/ready", http.StatusOK, &ready)
+	if ready.Status != "ready" {
+		t.Fatalf("ready = %+v", ready)
+	}
+
+	dbErr = errors.New("connection refused to 10.0.0.5 password=hunter2")
+	getJSON(t, srv.URL+"/ready", http.StatusServiceUnavailable, &ready)
+	if ready.Status != "unavailable" {
+		t.Fatalf("ready while down = %+v", ready)
+	}
+	// Liveness does not depend on the database.
+	getJSON(t, srv.URL+"/health", http.StatusOK, &health)
+}
+
+func getJSON(t *testing.T, url string, wantStatus int, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != wantStatus {
+		t.Fatalf("GET %s: status %d, want %d", url, resp.StatusCode, wantStatus)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("GET %s: content type %q", url, ct)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPanicBecomesOpaqueJSON500(t *testing.T) {
+	var buf bytes.Buffer
+	r := newTestRouter(t, &buf, Options{})
+	r.Get("/boom", func(http.ResponseWriter, *http.Request) { panic("secret internal detail") })
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/boom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	var e struct{ Error, ErrorDescription string }
+	if err := json.Unmarshal(body, &e); err != nil || e.Error != "server_error" {
+		t.Fatalf("body %s (%v)", body, err)
+	}
+	if strings.Contains(string(body), "secret internal detail") {
+		t.Fatalf("panic value leaked to client: %s", body)
+	}
+	if !strings.Contains(buf.String(), "secret internal detail") {
+		t.Fatalf("panic not logged: %s", buf.String())
+	}
+}
+
+func TestBodyLimit(t *testing.T) {
+	var buf bytes.Buffer
+	r := newTestRouter(t, &buf, Options{MaxBodyBytes: 100})
+	r.Post("/echo", func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+
+	for _, tc := range []struct {
+		name string
+		body io.Reader
+		want int
+	}{
+		{"small", strings.NewReader("ok"), http.StatusNoContent},
+		{"declared too large", strings.NewReader(strings.Repeat("x", 200)), http.StatusRequestEntityTooLarge},
+		// Chunked: no Content-Length, caught while reading.
+		{"chunked too large", io.MultiReader(strings.NewReader(strings.Repeat("x", 150))), http.StatusRequestEntityTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := http.Post(srv.URL+"/echo", "text/plain", tc.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.want)
+			}
+		})
+	}
+}
+
+func TestTrustedProxies(t *testing.T) {
+	var buf bytes.Buffer
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	r := newTestRouter(t, &buf, Options{TrustedProxies: trusted})
+	r.Get("/who", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]string{
+			"remote": hostOf(r.RemoteAddr),
+			"host":   r.Host,
+			"xfh":    r.Header.Get("X-Forwarded-Host"),
+		})
+	})
+	for _, tc := range []struct {
+		name, peer, xff, xfh       string
+		wantRemote, wantHost, wXfh string
+	}{
+		{"untrusted peer: headers ignored and stripped", "203.0.113.9:1234", "1.2.3.4", "evil.example", "203.0.113.9", "authd.example", ""},
+		{"trusted proxy: client from XFF", "10.1.2.3:1234", "198.51.100.7", "mcp.example.com", "198.51.100.7", "mcp.example.com", "mcp.example.com"},
+		{"trusted chain: rightmost untrusted wins", "10.1.2.3:1234", "6.6.6.6, 198.51.100.7, 10.9.9.9", "", "198.51.100.7", "authd.example", ""},
+		{"garbage XFF: peer kept", "10.1.2.3:1234", "not-an-ip", "", "10.1.2.3", "authd.example", ""},
+		{"bad forwarded host ignored", "10.1.2.3:1234", "", "evil.example/<script>", "10.1.2.3", "authd.example", "evil.example/<script>"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "http://authd.example/who", nil)
+			req.RemoteAddr = tc.peer
+			if tc.xff != "" {
+				req.Header.Set("X-Forwarded-For", tc.xff)
+			}
+			if tc.xfh != "" {
+				req.Header.Set("X-Forwarded-Host", tc.xfh)
+			}
+			rec := httptest.NewRecorder()
+			r.ServeHTTP(rec, req)
+			var got map[string]string
+			if err := json.NewDecoder(rec.Body).Decode(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got["remote"] != tc.wantRemote || got["host"] != tc.wantHost || got["xfh"] != tc.wXfh {
+				t.Fatalf("got %v, want remote=%s host=%s xfh=%q", got, tc.wantRemote, tc.wantHost, tc.wXfh)
+			}
+		})
+	}
+}
+
+func TestAccessLogAndRequestID(t *testing.T) {
+	var buf bytes.Buffer
+	r := newTestRouter(t, &buf, Options{})
+	r.Get("/clients/{id}", func(w http.ResponseWriter, r *http.Request) {
+		reqlog.Set(r.Context(), "client_id", chi.URLParam(r, "id"))
+		w.WriteHeader(http.StatusTeapot)
+	})
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/clients/abc?code=SECRETCODE", nil)
+	req.Header.Set("X-Request-Id", "proxy-id-123")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Request-Id"); got != "proxy-id-123" {
+		t.Fatalf("request id %q", got)
+	}
+	var line map[string]any
+	if err := json.Unmarshal(bytes.TrimSpace(buf.Bytes()), &line); err != nil {
+		t.Fatalf("access log not one JSON line: %q", buf.String())
+	}
+	if line["route"] != "/clients/{id}" || line["status"] != float64(418) ||
+		line["request_id"] != "proxy-id-123" || line["client_id"] != "abc" {
+		t.Fatalf("access log line %v", line)
+	}
+	if strings.Contains(buf.String(), "SECRETCODE") {
+		t.Fatal("query string leaked into the access log")
+	}
+
+	// A malformed incoming id is replaced.
+	buf.Reset()
+	req, _ = http.NewRequest(http.MethodGet, srv.URL+"/health", nil)
+	req.Header.Set("X-Request-Id", "bad id\"with<junk>")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Request-Id"); got == "" || strings.ContainsAny(got, " \"<>") {
+		t.Fatalf("request id not replaced: %q", got)
+	}
+}
+
+func TestServeDrainsInFlightRequestsOnShutdown(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		io.WriteString(w, "finished")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, Config{
+			Addr: "127.0.0.1:0", Handler: h, Log: log,
+			Timeouts: Timeouts{ReadHeader: time.Second, Read: 5 * time.Second, Write: 5 * time.Second, Idle: time.Second, Shutdown: 5 * time.Second},
+		}, addrc)
+	}()
+	addr := <-addrc
+
+	respc := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr.String() + "/")
+		if err != nil {
+			respc <- "error: " + err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		respc <- string(b)
+	}()
+	<-entered
+	cancel() // SIGTERM arrives while the request is in flight
+	// New connections are refused once shutdown has begun.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr.String())
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("listener still accepting after shutdown began")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	if got := <-respc; got != "finished" {
+		t.Fatalf("in-flight request got %q", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Serve returned %v", err)
+	}
+}

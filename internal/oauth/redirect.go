@@ -64,8 +64,9 @@ func ValidateRedirectURI(raw, appType string) *Error {
 	if u.Scheme == "" {
 		return bad("it must be an absolute URI")
 	}
+	// url.Parse lower-cases the scheme; look at what was actually sent.
 	scheme := strings.ToLower(u.Scheme)
-	if scheme != u.Scheme {
+	if !strings.HasPrefix(raw, scheme+":") {
 		return bad("the scheme must be lower case")
 	}
 	if forbiddenSchemes[scheme] {

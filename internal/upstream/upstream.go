@@ -7,6 +7,9 @@ package upstream
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 )
 
@@ -60,3 +63,102 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// Error codes carried by *Error.
+const (
+	// CodeAccessDenied: the user declined at the provider, or signed in
+	// with an account this connector does not accept.
+	CodeAccessDenied = "access_denied"
+	// CodeUpstreamError: the provider answered with an error or with
+	// something that failed verification.
+	CodeUpstreamError = "upstream_error"
+	// CodeUnavailable: the provider could not be reached or answered 5xx.
+	CodeUnavailable = "temporarily_unavailable"
+)
+
+// Preparer is implemented by connectors that must reach their provider
+// before they can send anyone there: the OIDC and Google connectors fetch
+// the issuer's discovery document. New tries once and, if the provider is
+// down, still returns the connector so that authd starts; Prepare retries
+// (at most every few seconds) and reports whether the connector is usable.
+type Preparer interface {
+	Prepare(ctx context.Context) error
+}
+
+// Prepare makes sure c can build a login URL; call it before AuthCodeURL
+// and show the user a "try again later" page (503) if it fails. For
+// connectors that need no preparation it returns nil. The error is an
+// *Error with Code CodeUnavailable.
+func Prepare(ctx context.Context, c Connector) error {
+	if p, ok := c.(Preparer); ok {
+		return p.Prepare(ctx)
+	}
+	return nil
+}
+
+// New builds the connector c describes. c must pass Validate and have
+// RedirectURL set. hc is the client for every call to the provider (nil:
+// a default one); New copies it and bounds each call with a timeout. log
+// may be nil.
+//
+// For types google and oidc, New fetches the discovery document with ctx;
+// if that fails it logs a warning and returns the connector anyway, which
+// retries on Prepare, AuthCodeURL and HandleCallback.
+func New(ctx context.Context, c Config, hc *http.Client, log *slog.Logger) (Connector, error) {
+	if errs := c.Validate(); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if c.RedirectURL == "" {
+		return nil, errNoRedirectURL
+	}
+	if err := checkEndpointURL(c.RedirectURL); err != nil {
+		return nil, fmt.Errorf("upstream %s: redirect URL: %w", c.ID, err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("upstream", c.ID)
+	c = c.withDefaults()
+	hc = boundedClient(hc)
+	switch c.Type {
+	case TypeGitHub:
+		return newGitHub(c, hc), nil
+	case TypeGoogle, TypeOIDC:
+		return newOIDC(ctx, c, hc, log), nil
+	case TypeDev:
+		d, err := newDev(c)
+		if err != nil {
+			return nil, err
+		}
+		return d, nil
+	}
+	return nil, fmt.Errorf("upstream %s: unknown type %q", c.ID, c.Type)
+}
+
+// callbackCode reads the provider's answer at /callback/{id} (RFC 6749
+// §4.1.2 and §4.1.2.1). The provider's error_description is attacker-
+// controllable text, so it only goes to the log, never to the page.
+func callbackCode(r *http.Request, provider string) (string, error) {
+	q := r.URL.Query()
+	if e := q.Get("error"); e != "" {
+		cause := fmt.Errorf("provider answered error=%q error_description=%q", clip(e), clip(q.Get("error_description")))
+		if e == "access_denied" {
+			return "", &Error{Code: CodeAccessDenied, Message: "You declined to sign in with " + provider + ", so nothing was shared with this server.", Err: cause}
+		}
+		return "", &Error{Code: CodeUpstreamError, Message: provider + " could not sign you in. Please try again.", Err: cause}
+	}
+	code := q.Get("code")
+	if code == "" {
+		return "", &Error{Code: CodeUpstreamError, Message: "The answer from " + provider + " was incomplete. Please try again.", Err: errors.New("callback without code")}
+	}
+	return code, nil
+}
+
+// clip shortens provider-supplied text before it reaches a log line.
+func clip(s string) string {
+	const max = 200
+	if len(s) > max {
+		return s[:max] + "…"
+	}
+	return s
+}

@@ -1,0 +1,288 @@
+package upstream
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// Connector types.
+const (
+	TypeGitHub = "github"
+	TypeGoogle = "google"
+	TypeOIDC   = "oidc"
+	TypeDev    = "dev"
+)
+
+// Defaults for the public providers. GitHub Enterprise sets both GitHub URLs.
+const (
+	DefaultGitHubBaseURL = "https://github.com"
+	DefaultGitHubAPIURL  = "https://api.github.com"
+	DefaultGoogleIssuer  = "https://accounts.google.com"
+)
+
+// Config is one entry of the upstreams list.
+type Config struct {
+	// ID names the connector in URLs (/callback/{id}) and in stored users:
+	// (ID, Subject) identifies a user, so changing it orphans its users.
+	ID   string `mapstructure:"id"`
+	Type string `mapstructure:"type"` // github, google, oidc or dev
+	// Name is shown on the chooser page; defaults to the provider's name.
+	Name         string   `mapstructure:"name"`
+	ClientID     string   `mapstructure:"client_id"`
+	ClientSecret string   `mapstructure:"client_secret"`
+	Scopes       []string `mapstructure:"scopes"` // defaults per type
+	// RedirectURL is set by the caller to issuer + "/callback/" + ID; it is
+	// not read from configuration so it always agrees with the issuer.
+	RedirectURL string `mapstructure:"-"`
+
+	GitHub GitHubConfig `mapstructure:"github"`
+	OIDC   OIDCConfig   `mapstructure:"oidc"`
+}
+
+// GitHubConfig holds the GitHub-specific settings (type github).
+type GitHubConfig struct {
+	// BaseURL serves /login/oauth/authorize and /login/oauth/access_token.
+	// Default https://github.com; GitHub Enterprise: https://ghe.example.com.
+	BaseURL string `mapstructure:"base_url"`
+	// APIURL is the REST API root. Default https://api.github.com, or
+	// BaseURL + "/api/v3" when only BaseURL is set (GitHub Enterprise).
+	APIURL string `mapstructure:"api_url"`
+	// LoadTeams fetches org and team memberships (scope read:org) so that
+	// allowlist.github_orgs / github_teams can match.
+	LoadTeams bool `mapstructure:"load_teams"`
+}
+
+// OIDCConfig holds the OpenID Connect settings (types google and oidc).
+//
+// There is deliberately no switch to treat unverified emails as verified:
+// an email the provider did not verify proves nothing about who signed in.
+// For providers that never send email_verified (e.g. Entra ID), allowlist
+// by groups or Google domain instead.
+type OIDCConfig struct {
+	// Issuer is the OpenID Provider's issuer URL; discovery is fetched from
+	// Issuer + "/.well-known/openid-configuration". Google: default
+	// https://accounts.google.com.
+	Issuer string `mapstructure:"issuer"`
+	// Claim names in the ID token (type oidc). Defaults: email, name,
+	// groups, preferred_username.
+	ClaimEmail    string `mapstructure:"claim_email"`
+	ClaimName     string `mapstructure:"claim_name"`
+	ClaimGroups   string `mapstructure:"claim_groups"`
+	ClaimUsername string `mapstructure:"claim_username"`
+	// HostedDomain (type google) asks Google to offer only accounts of this
+	// Workspace domain, and rejects ID tokens whose hd claim differs: the
+	// request parameter alone is only a hint the user can strip.
+	HostedDomain string `mapstructure:"hosted_domain"`
+}
+
+var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+
+// Validate lists every problem in c, each naming its setting as
+// upstreams[<id>].<key>.
+func (c Config) Validate() []error {
+	name := c.ID
+	if name == "" {
+		name = "?"
+	}
+	var errs []error
+	add := func(key, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("upstreams[%s].%s %s", name, key, fmt.Sprintf(format, a...)))
+	}
+
+	switch {
+	case c.ID == "":
+		add("id", "is required (e.g. github); it appears in the callback URL /callback/{id}")
+	case !idPattern.MatchString(c.ID):
+		add("id", "%q must be 1-32 lowercase letters, digits, '-' or '_', starting with a letter or digit", c.ID)
+	}
+
+	switch c.Type {
+	case TypeGitHub, TypeGoogle, TypeOIDC, TypeDev:
+	case "":
+		add("type", "is required: github, google, oidc or dev")
+		return errs
+	default:
+		add("type", "%q is not one of github, google, oidc, dev", c.Type)
+		return errs
+	}
+
+	if c.Type != TypeDev {
+		if c.ClientID == "" {
+			add("client_id", "is required: the OAuth client id registered at the provider")
+		}
+		// Public OIDC clients (PKCE only) exist; GitHub and Google always
+		// issue a secret to web applications.
+		if c.ClientSecret == "" && c.Type != TypeOIDC {
+			add("client_secret", "is required: the OAuth client secret issued by the provider")
+		}
+	}
+	for i, s := range c.Scopes {
+		if s == "" || strings.ContainsAny(s, " \t\n\"\\") {
+			add(fmt.Sprintf("scopes[%d]", i), "%q is not a valid scope token", s)
+		}
+	}
+
+	gh, oc := c.GitHub, c.OIDC
+	if c.Type == TypeGitHub {
+		if gh.BaseURL != "" {
+			if err := checkEndpointURL(gh.BaseURL); err != nil {
+				add("github.base_url", "%v", err)
+			}
+		}
+		if gh.APIURL != "" {
+			if err := checkEndpointURL(gh.APIURL); err != nil {
+				add("github.api_url", "%v", err)
+			}
+		}
+	} else if gh != (GitHubConfig{}) {
+		add("github", "applies only to type github")
+	}
+
+	switch c.Type {
+	case TypeOIDC:
+		if oc.Issuer == "" {
+			add("oidc.issuer", "is required for type oidc (e.g. https://login.example.com/realms/main)")
+		} else if err := checkEndpointURL(oc.Issuer); err != nil {
+			add("oidc.issuer", "%v", err)
+		}
+		if oc.HostedDomain != "" {
+			add("oidc.hosted_domain", "applies only to type google")
+		}
+	case TypeGoogle:
+		if oc.Issuer != "" {
+			if err := checkEndpointURL(oc.Issuer); err != nil {
+				add("oidc.issuer", "%v", err)
+			}
+		}
+		if oc.ClaimEmail != "" || oc.ClaimName != "" || oc.ClaimGroups != "" || oc.ClaimUsername != "" {
+			add("oidc", "claim mapping applies only to type oidc; Google's claims are fixed")
+		}
+		if oc.HostedDomain != "" && !validDomain(oc.HostedDomain) {
+			add("oidc.hosted_domain", "%q is not a domain name such as example.com", oc.HostedDomain)
+		}
+	default:
+		if oc != (OIDCConfig{}) {
+			add("oidc", "applies only to types google and oidc")
+		}
+	}
+	return errs
+}
+
+// checkEndpointURL accepts absolute https URLs without query or fragment,
+// and plain http only for loopback hosts (local test servers).
+func checkEndpointURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return fmt.Errorf("%q must be an absolute https URL", s)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("%q must not contain a query, fragment or user info", s)
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return fmt.Errorf("%q must use https (plain http only for localhost)", s)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func isGitHubDotCom(base string) bool {
+	u, err := url.Parse(base)
+	return err == nil && strings.EqualFold(u.Hostname(), "github.com")
+}
+
+var domainLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+func validDomain(d string) bool {
+	d = strings.ToLower(d)
+	if len(d) > 253 || !strings.Contains(d, ".") {
+		return false
+	}
+	for l := range strings.SplitSeq(d, ".") {
+		if !domainLabel.MatchString(l) {
+			return false
+		}
+	}
+	return true
+}
+
+// withDefaults fills in the per-type defaults. It assumes Validate passed.
+func (c Config) withDefaults() Config {
+	c.Scopes = slices.Clone(c.Scopes)
+	switch c.Type {
+	case TypeGitHub:
+		if c.Name == "" {
+			c.Name = "GitHub"
+		}
+		if c.GitHub.BaseURL == "" {
+			c.GitHub.BaseURL = DefaultGitHubBaseURL
+		}
+		if c.GitHub.APIURL == "" {
+			if isGitHubDotCom(c.GitHub.BaseURL) {
+				c.GitHub.APIURL = DefaultGitHubAPIURL
+			} else {
+				c.GitHub.APIURL = strings.TrimSuffix(c.GitHub.BaseURL, "/") + "/api/v3"
+			}
+		}
+		c.GitHub.BaseURL = strings.TrimSuffix(c.GitHub.BaseURL, "/")
+		c.GitHub.APIURL = strings.TrimSuffix(c.GitHub.APIURL, "/")
+		if len(c.Scopes) == 0 {
+			c.Scopes = []string{"read:user", "user:email"}
+		}
+		if c.GitHub.LoadTeams && !slices.Contains(c.Scopes, "read:org") {
+			c.Scopes = append(c.Scopes, "read:org")
+		}
+	case TypeGoogle:
+		if c.Name == "" {
+			c.Name = "Google"
+		}
+		if c.OIDC.Issuer == "" {
+			c.OIDC.Issuer = DefaultGoogleIssuer
+		}
+		if len(c.Scopes) == 0 {
+			c.Scopes = []string{"openid", "email", "profile"}
+		}
+	case TypeOIDC:
+		if c.Name == "" {
+			if u, err := url.Parse(c.OIDC.Issuer); err == nil {
+				c.Name = u.Hostname()
+			}
+		}
+		if len(c.Scopes) == 0 {
+			c.Scopes = []string{"openid", "profile", "email"}
+		}
+		c.OIDC.ClaimEmail = orDefault(c.OIDC.ClaimEmail, "email")
+		c.OIDC.ClaimName = orDefault(c.OIDC.ClaimName, "name")
+		c.OIDC.ClaimGroups = orDefault(c.OIDC.ClaimGroups, "groups")
+		c.OIDC.ClaimUsername = orDefault(c.OIDC.ClaimUsername, "preferred_username")
+	case TypeDev:
+		if c.Name == "" {
+			c.Name = "Development login"
+		}
+	}
+	if (c.Type == TypeGoogle || c.Type == TypeOIDC) && !slices.Contains(c.Scopes, "openid") {
+		// Without openid there is no ID token to verify.
+		c.Scopes = append([]string{"openid"}, c.Scopes...)
+	}
+	return c
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+var errNoRedirectURL = errors.New("upstream: Config.RedirectURL must be set (issuer + \"/callback/\" + id)")

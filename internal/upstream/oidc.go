@@ -1,0 +1,303 @@
+package upstream
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+)
+
+// oidcConnector signs users in at an OpenID Connect provider (types google
+// and oidc): discovery, authorization code with PKCE and nonce, and an ID
+// token verified by go-oidc (signature against the issuer's JWKS, iss,
+// aud, exp) plus nonce and azp checked here. Identity comes from the ID
+// token's claims only.
+type oidcConnector struct {
+	cfg Config
+	hc  *http.Client
+	log *slog.Logger
+
+	mu       sync.Mutex // guards the fields below
+	disc     *discovered
+	inflight *discoveryCall
+}
+
+// discoveryCall is one discovery attempt that concurrent callers share.
+type discoveryCall struct {
+	done chan struct{}
+	d    *discovered
+	err  error
+}
+
+type discovered struct {
+	oauth    oauth2.Config
+	verifier *oidc.IDTokenVerifier
+}
+
+func newOIDC(ctx context.Context, c Config, hc *http.Client, log *slog.Logger) *oidcConnector {
+	conn := &oidcConnector{cfg: c, hc: hc, log: log}
+	if _, err := conn.discover(ctx); err != nil {
+		log.Warn("upstream discovery failed; will retry on first use", "issuer", c.OIDC.Issuer, "err", err)
+	}
+	return conn
+}
+
+func (c *oidcConnector) ID() string          { return c.cfg.ID }
+func (c *oidcConnector) Type() string        { return c.cfg.Type }
+func (c *oidcConnector) DisplayName() string { return c.cfg.Name }
+
+// Prepare implements Preparer.
+func (c *oidcConnector) Prepare(ctx context.Context) error {
+	_, err := c.discover(ctx)
+	return err
+}
+
+// discover fetches the discovery document until it succeeds once. While
+// an attempt is in flight, other callers wait for its outcome rather than
+// start their own, so an unreachable issuer sees one request at a time.
+func (c *oidcConnector) discover(ctx context.Context) (*discovered, error) {
+	c.mu.Lock()
+	if c.disc != nil {
+		d := c.disc
+		c.mu.Unlock()
+		return d, nil
+	}
+	call := c.inflight
+	if call == nil {
+		call = &discoveryCall{done: make(chan struct{})}
+		c.inflight = call
+		// The attempt outlives a caller that gives up, for the others;
+		// fetchDiscovery bounds it with callTimeout.
+		go func(ctx context.Context) {
+			d, err := c.fetchDiscovery(ctx)
+			c.mu.Lock()
+			if err == nil {
+				c.disc = d
+				c.log.Debug("upstream discovery done", "issuer", c.cfg.OIDC.Issuer)
+			}
+			c.inflight = nil
+			c.mu.Unlock()
+			call.d, call.err = d, err
+			close(call.done)
+		}(context.WithoutCancel(ctx))
+	}
+	c.mu.Unlock()
+
+	select {
+	case <-call.done:
+		if call.err != nil {
+			return nil, c.unavailable(call.err)
+		}
+		return call.d, nil
+	case <-ctx.Done():
+		return nil, c.unavailable(ctx.Err())
+	}
+}
+
+func (c *oidcConnector) unavailable(cause error) *Error {
+	return &Error{Code: CodeUnavailable, Message: c.cfg.Name + " could not be reached. Please try again in a moment.", Err: cause}
+}
+
+func (c *oidcConnector) fetchDiscovery(ctx context.Context) (*discovered, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	// The provider keeps this client for its JWKS fetches; go-oidc drops
+	// the context's cancellation for those, the client's timeout remains.
+	p, err := oidc.NewProvider(oidc.ClientContext(ctx, c.hc), c.cfg.OIDC.Issuer)
+	if err != nil {
+		return nil, fmt.Errorf("discovery at %s: %w", c.cfg.OIDC.Issuer, err)
+	}
+	var meta struct {
+		AuthMethods []string `json:"token_endpoint_auth_methods_supported"`
+		JWKSURI     string   `json:"jwks_uri"`
+	}
+	if err := p.Claims(&meta); err != nil {
+		return nil, fmt.Errorf("discovery at %s: %w", c.cfg.OIDC.Issuer, err)
+	}
+	ep := p.Endpoint()
+	for name, u := range map[string]string{"authorization_endpoint": ep.AuthURL, "token_endpoint": ep.TokenURL, "jwks_uri": meta.JWKSURI} {
+		if u == "" {
+			return nil, fmt.Errorf("discovery at %s: no %s", c.cfg.OIDC.Issuer, name)
+		}
+		if err := checkEndpointURL(stripQuery(u)); err != nil {
+			return nil, fmt.Errorf("discovery at %s: %s: %w", c.cfg.OIDC.Issuer, name, err)
+		}
+	}
+	// OpenID Connect Discovery §3: client_secret_basic is the default.
+	// A fixed style keeps x/oauth2 from retrying a refused code the other
+	// way.
+	ep.AuthStyle = oauth2.AuthStyleInHeader
+	if c.cfg.ClientSecret == "" || (len(meta.AuthMethods) > 0 && !slices.Contains(meta.AuthMethods, "client_secret_basic") && slices.Contains(meta.AuthMethods, "client_secret_post")) {
+		ep.AuthStyle = oauth2.AuthStyleInParams
+	}
+	return &discovered{
+		oauth: oauth2.Config{
+			ClientID:     c.cfg.ClientID,
+			ClientSecret: c.cfg.ClientSecret,
+			RedirectURL:  c.cfg.RedirectURL,
+			Scopes:       c.cfg.Scopes,
+			Endpoint:     ep,
+		},
+		verifier: p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID}),
+	}, nil
+}
+
+// AuthCodeURL returns "" when the issuer's discovery document cannot be
+// fetched; callers avoid that by calling Prepare first.
+func (c *oidcConnector) AuthCodeURL(state, verifier, nonce, loginHint string) string {
+	d, err := c.discover(context.Background())
+	if err != nil {
+		c.log.Warn("upstream not ready", "err", err)
+		return ""
+	}
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
+	if nonce != "" {
+		opts = append(opts, oidc.Nonce(nonce))
+	}
+	if loginHint != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("login_hint", loginHint))
+	}
+	if c.cfg.Type == TypeGoogle && c.cfg.OIDC.HostedDomain != "" {
+		// Only narrows Google's account chooser; the hd claim is what
+		// HandleCallback checks.
+		opts = append(opts, oauth2.SetAuthURLParam("hd", c.cfg.OIDC.HostedDomain))
+	}
+	return d.oauth.AuthCodeURL(state, opts...)
+}
+
+func (c *oidcConnector) HandleCallback(ctx context.Context, r *http.Request, verifier, nonce string) (Identity, error) {
+	code, err := callbackCode(r, c.cfg.Name)
+	if err != nil {
+		return Identity{}, err
+	}
+	if verifier == "" || nonce == "" {
+		return Identity{}, errors.New("upstream: HandleCallback needs the PKCE verifier and the nonce")
+	}
+	ctx, cancel := context.WithTimeout(ctx, callbackTimeout)
+	defer cancel()
+	d, err := c.discover(ctx)
+	if err != nil {
+		return Identity{}, err
+	}
+	verifyFailed := func(cause error) error {
+		return &Error{Code: CodeUpstreamError, Message: "The answer from " + c.cfg.Name + " could not be verified. Please try again.", Err: cause}
+	}
+	// RFC 9207: a provider that names itself in the response must be the
+	// one this callback belongs to (mix-up defence).
+	if iss := r.URL.Query().Get("iss"); iss != "" && iss != c.cfg.OIDC.Issuer {
+		return Identity{}, verifyFailed(fmt.Errorf("authorization response from issuer %q", clip(iss)))
+	}
+
+	tok, err := d.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, c.hc), code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		return Identity{}, apiError(c.cfg.Name, err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		return Identity{}, verifyFailed(errors.New("token response without id_token"))
+	}
+	idt, err := d.verifier.Verify(oidc.ClientContext(ctx, c.hc), raw)
+	if err != nil {
+		return Identity{}, verifyFailed(err)
+	}
+	// go-oidc leaves the nonce to the caller (OpenID Connect Core
+	// §3.1.3.7 step 11).
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
+		return Identity{}, verifyFailed(errors.New("id_token nonce does not match"))
+	}
+	var claims map[string]any
+	if err := idt.Claims(&claims); err != nil {
+		return Identity{}, verifyFailed(err)
+	}
+	// Core §3.1.3.7 steps 4-5: with several audiences azp must be us, and
+	// if present it must be us.
+	azp, hasAzp := claims["azp"]
+	if (len(idt.Audience) > 1 || hasAzp) && azp != c.cfg.ClientID {
+		return Identity{}, verifyFailed(fmt.Errorf("id_token azp %v is not our client id", azp))
+	}
+	if idt.Subject == "" {
+		return Identity{}, verifyFailed(errors.New("id_token without sub"))
+	}
+	id := c.identity(idt.Subject, claims)
+
+	if want := c.cfg.OIDC.HostedDomain; c.cfg.Type == TypeGoogle && want != "" && !strings.EqualFold(id.Domain, want) {
+		return Identity{}, &Error{
+			Code:    CodeAccessDenied,
+			Message: "Please sign in with your " + want + " Google account.",
+			Err:     fmt.Errorf("hd claim %q, want %q", id.Domain, want),
+		}
+	}
+	return id, nil
+}
+
+// identity maps ID token claims. The email counts as verified only when it
+// comes from the standard email claim with email_verified true: a custom
+// claim (e.g. upn) has no verification status, so it is not an email the
+// allowlist can trust. Unverified addresses are not recorded at all.
+func (c *oidcConnector) identity(sub string, claims map[string]any) Identity {
+	id := Identity{Provider: c.cfg.ID, Subject: sub}
+	str := func(name string) string {
+		s, _ := claims[name].(string)
+		return s
+	}
+	emailClaim, nameClaim, userClaim, groupsClaim := "email", "name", "", ""
+	if c.cfg.Type == TypeOIDC {
+		emailClaim, nameClaim = c.cfg.OIDC.ClaimEmail, c.cfg.OIDC.ClaimName
+		userClaim, groupsClaim = c.cfg.OIDC.ClaimUsername, c.cfg.OIDC.ClaimGroups
+	}
+	if email := str(emailClaim); email != "" && emailClaim == "email" && isTrue(claims["email_verified"]) {
+		id.Email, id.EmailVerified = email, true
+	}
+	id.Name = str(nameClaim)
+	id.Domain = str("hd")
+	if userClaim != "" {
+		id.Login = str(userClaim)
+	} else {
+		// Google has no user name; the verified address is its handle.
+		id.Login = id.Email
+	}
+	if groupsClaim != "" {
+		id.Groups = stringList(claims[groupsClaim])
+	}
+	return id
+}
+
+// isTrue accepts the JSON boolean true and, for providers that send it as
+// a string (older Google tokens, some Cognito pools), "true".
+func isTrue(v any) bool {
+	switch v := v.(type) {
+	case bool:
+		return v
+	case string:
+		return v == "true"
+	}
+	return false
+}
+
+// stringList reads a claim that may be an array of strings or one string.
+func stringList(v any) []string {
+	switch v := v.(type) {
+	case string:
+		if v == "" {
+			return nil
+		}
+		return []string{v}
+	case []any:
+		var out []string
+		for _, e := range v {
+			if s, ok := e.(string); ok && s != "" {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}

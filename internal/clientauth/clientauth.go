@@ -1,0 +1,213 @@
+// Package clientauth authenticates OAuth clients at the endpoints they call
+// directly (/token, /revoke, /introspect), following RFC 6749 §2.3.1:
+// client_secret_basic, client_secret_post, and "none" for public clients.
+// It also reads those endpoints' form bodies the same strict way (§3.2).
+package clientauth
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/store"
+)
+
+// Method is the client authentication method a request used, named as in
+// RFC 7591 §2 (token_endpoint_auth_method).
+type Method string
+
+const (
+	MethodNone  Method = "none"
+	MethodBasic Method = "client_secret_basic"
+	MethodPost  Method = "client_secret_post"
+)
+
+// ClientGetter looks clients up; *store.Postgres, *store.Memory and
+// *CachedClients implement it.
+type ClientGetter interface {
+	GetClient(ctx context.Context, id string, now time.Time) (store.Client, error)
+}
+
+// maxClientIDLen bounds what is looked up. Client ID metadata document
+// URLs are the longest ids authd accepts.
+const maxClientIDLen = 2048
+
+// failed is the one description every credential failure gets, so that an
+// unknown client, a wrong secret, a disabled client and an expired secret
+// cannot be told apart from outside. The log gets the real reason.
+const failed = "client authentication failed"
+
+// basicChallenge is sent with 401 when the client tried the Authorization
+// header (RFC 6749 §5.2).
+const basicChallenge = `Basic realm="authd"`
+
+// Authenticator authenticates the client of a token-endpoint-style request.
+type Authenticator struct {
+	Clients ClientGetter
+	Now     func() time.Time
+}
+
+// Authenticate identifies and authenticates the client of r, whose body
+// parameters are form (read with ReadForm). It accepts client_secret_basic
+// or client_secret_post from any confidential client, whatever it
+// registered, since deployed MCP clients send post after registering basic,
+// but never both at once; public clients identify themselves with client_id
+// alone and must not present a secret.
+//
+// Failures are *oauth.Error values: invalid_request for a malformed or
+// ambiguous request, 401 invalid_client (with a Basic challenge when the
+// Authorization header was used) for anything wrong with the credentials.
+// Store failures other than "not found" are returned as they are.
+func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Client, Method, error) {
+	cred, err := credentials(r, form)
+	if err != nil {
+		return store.Client{}, "", err
+	}
+	reject := func(reason string) (store.Client, Method, error) {
+		e := oauth.InvalidClient(failed).WithCause(fmt.Errorf("client %q: %s", truncate(cred.id, 100), reason))
+		if cred.basic {
+			e = e.WithHeader("WWW-Authenticate", basicChallenge)
+		}
+		return store.Client{}, "", e
+	}
+	if cred.id == "" {
+		return reject("no client authentication included")
+	}
+	if len(cred.id) > maxClientIDLen {
+		return reject("client_id too long")
+	}
+
+	now := a.now()
+	c, err := a.Clients.GetClient(r.Context(), cred.id, now)
+	known := err == nil
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return store.Client{}, "", err
+	}
+
+	if cred.secret != "" {
+		// Compare even for unknown and public clients (the empty hash makes
+		// VerifySecret do dummy work) so timing does not reveal which ids
+		// exist.
+		ok := oauth.VerifySecret(c.SecretHash, cred.secret)
+		switch {
+		case !known:
+			return reject("unknown client")
+		case c.SecretHash == "":
+			return reject("public client presented a secret")
+		case !ok:
+			return reject("wrong secret")
+		case c.SecretExpiresAt != nil && !now.Before(*c.SecretExpiresAt):
+			return reject("secret expired")
+		}
+	} else {
+		switch {
+		case !known:
+			return reject("unknown client")
+		case c.SecretHash != "":
+			return reject("confidential client presented no secret")
+		}
+	}
+	if c.Disabled {
+		return reject("client disabled")
+	}
+
+	m := MethodNone
+	switch {
+	case cred.secret == "":
+	case cred.basic:
+		m = MethodBasic
+	default:
+		m = MethodPost
+	}
+	return c, m, nil
+}
+
+func (a *Authenticator) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+type credential struct {
+	id, secret string
+	basic      bool // came in the Authorization header
+}
+
+// credentials extracts the client's id and secret from the Authorization
+// header or the body. RFC 6749 §3.2 treats a parameter sent without a value
+// as omitted, so "client_secret=" or a Basic header with an empty password
+// present no secret (x/oauth2 sends the latter for public clients).
+func credentials(r *http.Request, form url.Values) (credential, error) {
+	for _, name := range []string{"client_id", "client_secret"} {
+		if len(form[name]) > 1 {
+			return credential{}, oauth.InvalidRequest("parameter %s is included more than once", name)
+		}
+	}
+	formID, formSecret := form.Get("client_id"), form.Get("client_secret")
+
+	headers := r.Header.Values("Authorization")
+	if len(headers) > 1 {
+		return credential{}, oauth.InvalidRequest("more than one Authorization header")
+	}
+	if len(headers) == 0 || !isBasic(headers[0]) {
+		// No Basic credentials (another scheme is not client
+		// authentication at this endpoint, so it is ignored).
+		return credential{id: formID, secret: formSecret}, nil
+	}
+
+	id, secret, err := parseBasic(headers[0])
+	if err != nil {
+		return credential{}, oauth.InvalidClient(failed).WithCause(err).WithHeader("WWW-Authenticate", basicChallenge)
+	}
+	if formSecret != "" {
+		return credential{}, oauth.InvalidRequest("the client used more than one authentication method (Authorization header and client_secret)")
+	}
+	if formID != "" && formID != id {
+		return credential{}, oauth.InvalidRequest("client_id does not match the client in the Authorization header")
+	}
+	return credential{id: id, secret: secret, basic: true}, nil
+}
+
+func isBasic(h string) bool {
+	scheme, _, _ := strings.Cut(h, " ")
+	return strings.EqualFold(scheme, "Basic")
+}
+
+// parseBasic decodes "Basic base64(urlencode(id):urlencode(secret))"; the
+// form-urlencoding inside is what RFC 6749 §2.3.1 prescribes, so that ids
+// and secrets may contain ':' and non-ASCII characters.
+func parseBasic(h string) (id, secret string, err error) {
+	_, enc, _ := strings.Cut(h, " ")
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(enc))
+	if err != nil {
+		return "", "", fmt.Errorf("basic credentials are not valid base64: %w", err)
+	}
+	rawID, rawSecret, ok := strings.Cut(string(raw), ":")
+	if !ok {
+		return "", "", errors.New("basic credentials lack the ':' separator")
+	}
+	if id, err = url.QueryUnescape(rawID); err != nil {
+		return "", "", fmt.Errorf("basic client id is not form-urlencoded: %w", err)
+	}
+	if secret, err = url.QueryUnescape(rawSecret); err != nil {
+		return "", "", fmt.Errorf("basic client secret is not form-urlencoded: %w", err)
+	}
+	if id == "" {
+		return "", "", errors.New("basic credentials have an empty client id")
+	}
+	return id, secret, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

@@ -1,0 +1,392 @@
+// Package config is authd's typed configuration: the Config struct, its
+// defaults, and Validate, which lists every problem at once with the
+// setting's name and how to fix it. Loading (viper: file, environment,
+// flags) lives in cmd/authd, the only place that knows about viper; nothing
+// below cmd reads the environment.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/authd/authd/internal/allowlist"
+	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/register"
+	"github.com/authd/authd/internal/upstream"
+)
+
+// Config is everything authd can be told. Field tags name the YAML keys;
+// the environment variable of a key is AUTHD_ + the key upper-cased with
+// "." replaced by "_" (e.g. keys.encryption_secret → AUTHD_KEYS_ENCRYPTION_SECRET).
+type Config struct {
+	// Dev turns on development mode (--dev): in-memory store, dev login,
+	// http://localhost issuer. Never set in production.
+	Dev bool `mapstructure:"dev"`
+
+	Issuer         string   `mapstructure:"issuer"`
+	Listen         string   `mapstructure:"listen"`
+	DatabaseURL    string   `mapstructure:"database_url"`
+	MigrateOnStart bool     `mapstructure:"migrate_on_start"`
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	// ServiceDocumentation is advertised in the server metadata.
+	ServiceDocumentation string `mapstructure:"service_documentation"`
+
+	Log     LogConfig     `mapstructure:"log"`
+	TLS     TLSConfig     `mapstructure:"tls"`
+	HTTP    HTTPConfig    `mapstructure:"http"`
+	Metrics MetricsConfig `mapstructure:"metrics"`
+	Keys    KeysConfig    `mapstructure:"keys"`
+	Tokens  TokensConfig  `mapstructure:"tokens"`
+	Session SessionConfig `mapstructure:"session"`
+
+	Scopes           []ScopeConfig    `mapstructure:"scopes"`
+	DefaultScopes    []string         `mapstructure:"default_scopes"`
+	Resources        []ResourceConfig `mapstructure:"resources"`
+	AllowAnyResource bool             `mapstructure:"allow_any_resource"`
+
+	Registration  register.Policy         `mapstructure:"registration"`
+	Clients       []register.StaticClient `mapstructure:"clients"`
+	Upstreams     []upstream.Config       `mapstructure:"upstreams"`
+	Allowlist     allowlist.Policy        `mapstructure:"allowlist"`
+	Introspection IntrospectionConfig     `mapstructure:"introspection"`
+}
+
+type LogConfig struct {
+	Level  string `mapstructure:"level"`  // debug, info, warn, error
+	Format string `mapstructure:"format"` // json or text
+}
+
+type TLSConfig struct {
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
+type HTTPConfig struct {
+	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout"`
+	ReadTimeout       time.Duration `mapstructure:"read_timeout"`
+	WriteTimeout      time.Duration `mapstructure:"write_timeout"`
+	IdleTimeout       time.Duration `mapstructure:"idle_timeout"`
+	ShutdownTimeout   time.Duration `mapstructure:"shutdown_timeout"`
+	MaxBodyBytes      int64         `mapstructure:"max_body_bytes"`
+	MaxHeaderBytes    int           `mapstructure:"max_header_bytes"`
+}
+
+type MetricsConfig struct {
+	// Listen is the address of the Prometheus /metrics listener, kept
+	// apart from the public one; empty disables it.
+	Listen string `mapstructure:"listen"`
+}
+
+type KeysConfig struct {
+	Algorithm string `mapstructure:"algorithm"` // ES256 or RS256
+	// EncryptionSecret encrypts signing keys at rest (AES-256-GCM).
+	EncryptionSecret string `mapstructure:"encryption_secret"`
+	// PEMFiles, when set, are the signing keys (not stored in the database).
+	PEMFiles []string `mapstructure:"pem_files"`
+	// Prepublish is how long a new key is published before it signs.
+	Prepublish time.Duration `mapstructure:"prepublish"`
+}
+
+type TokensConfig struct {
+	AccessTokenLifetime  time.Duration `mapstructure:"access_token_lifetime"`
+	RefreshTokenLifetime time.Duration `mapstructure:"refresh_token_lifetime"` // idle
+	GrantLifetime        time.Duration `mapstructure:"grant_lifetime"`         // absolute
+	CodeLifetime         time.Duration `mapstructure:"code_lifetime"`
+	// IdentityClaims adds preferred_username and email to access tokens.
+	IdentityClaims bool `mapstructure:"identity_claims"`
+	// Format is the default access token format: jwt or opaque.
+	Format string `mapstructure:"format"`
+}
+
+type SessionConfig struct {
+	Lifetime        time.Duration `mapstructure:"lifetime"`         // browser SSO session
+	RequestLifetime time.Duration `mapstructure:"request_lifetime"` // pending /authorize request
+}
+
+// ScopeConfig declares a scope the server knows, with the words shown on
+// the consent page.
+type ScopeConfig struct {
+	Name        string `mapstructure:"name"`
+	Description string `mapstructure:"description"`
+}
+
+// ResourceConfig declares a protected resource (an MCP server) that tokens
+// may be bound to (RFC 8707).
+type ResourceConfig struct {
+	URI            string   `mapstructure:"uri"`
+	Name           string   `mapstructure:"name"`
+	Scopes         []string `mapstructure:"scopes"`          // allowed; empty = all server scopes
+	RequiredScopes []string `mapstructure:"required_scopes"` // enforced by /verify
+	TokenFormat    string   `mapstructure:"token_format"`    // jwt (default) or opaque
+	Documentation  string   `mapstructure:"documentation"`
+}
+
+type IntrospectionConfig struct {
+	// BearerTokens are static tokens that may call /introspect (simple
+	// deployments); prefer resource-server clients with secrets.
+	BearerTokens []string `mapstructure:"bearer_tokens"`
+}
+
+// Defaults returns the value of every key before file, env and flags.
+func Defaults() Config {
+	return Config{
+		Listen: ":8080",
+		Log:    LogConfig{Level: "info", Format: "json"},
+		HTTP: HTTPConfig{
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       15 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ShutdownTimeout:   20 * time.Second,
+			MaxBodyBytes:      64 << 10,
+			MaxHeaderBytes:    16 << 10,
+		},
+		Keys: KeysConfig{Algorithm: "ES256", Prepublish: time.Hour},
+		Tokens: TokensConfig{
+			AccessTokenLifetime:  time.Hour,
+			RefreshTokenLifetime: 30 * 24 * time.Hour,
+			GrantLifetime:        90 * 24 * time.Hour,
+			CodeLifetime:         60 * time.Second,
+			Format:               "jwt",
+		},
+		Session:      SessionConfig{Lifetime: 24 * time.Hour, RequestLifetime: 10 * time.Minute},
+		Registration: register.DefaultPolicy(),
+	}
+}
+
+// ApplyDev fills in what development mode provides when not set explicitly.
+func (c *Config) ApplyDev() {
+	if !c.Dev {
+		return
+	}
+	if c.Issuer == "" {
+		port := "8080"
+		if _, p, err := net.SplitHostPort(c.Listen); err == nil && p != "" && p != "0" {
+			port = p
+		}
+		c.Issuer = "http://localhost:" + port
+	}
+	if c.Log.Format == "json" {
+		c.Log.Format = "text"
+	}
+	if len(c.Upstreams) == 0 {
+		c.Upstreams = []upstream.Config{{ID: "dev", Type: "dev", Name: "Development login"}}
+	}
+	if c.Allowlist.Empty() {
+		c.Allowlist.AllowAllUsers = true
+	}
+	if len(c.Resources) == 0 {
+		// Any MCP server on the developer's machine may be named as resource.
+		c.AllowAnyResource = true
+	}
+}
+
+// Validate reports every problem in c, each naming its setting.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	if err := validateIssuer(c.Issuer); err != nil {
+		add("issuer: %v", err)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		add("listen: %q is not host:port (e.g. \":8080\" or \"127.0.0.1:8080\")", c.Listen)
+	}
+	if c.DatabaseURL == "" && !c.Dev {
+		add("database_url: required (e.g. postgres://authd:pw@db:5432/authd); set AUTHD_DATABASE_URL, or use --dev for an in-memory store")
+	}
+	if c.DatabaseURL != "" {
+		if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			add("database_url: must be a postgres:// or postgresql:// URL")
+		}
+	}
+	if _, err := c.TrustedProxyPrefixes(); err != nil {
+		add("trusted_proxies: %v", err)
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		add("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		add("log.format: %q is not json or text", c.Log.Format)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		add("tls: set both tls.cert_file and tls.key_file, or neither")
+	}
+	for name, d := range map[string]time.Duration{
+		"http.read_header_timeout": c.HTTP.ReadHeaderTimeout, "http.read_timeout": c.HTTP.ReadTimeout,
+		"http.write_timeout": c.HTTP.WriteTimeout, "http.idle_timeout": c.HTTP.IdleTimeout,
+		"http.shutdown_timeout": c.HTTP.ShutdownTimeout,
+		"tokens.access_token_lifetime": c.Tokens.AccessTokenLifetime, "tokens.refresh_token_lifetime": c.Tokens.RefreshTokenLifetime,
+		"tokens.grant_lifetime": c.Tokens.GrantLifetime, "tokens.code_lifetime": c.Tokens.CodeLifetime,
+		"session.lifetime": c.Session.Lifetime, "session.request_lifetime": c.Session.RequestLifetime,
+		"keys.prepublish": c.Keys.Prepublish,
+	} {
+		if d <= 0 {
+			add("%s: must be a positive duration such as 30s, 10m or 24h", name)
+		}
+	}
+	if c.Tokens.CodeLifetime > 10*time.Minute {
+		add("tokens.code_lifetime: at most 10m (RFC 6749 section 4.1.2); 60s is recommended")
+	}
+	if c.HTTP.MaxBodyBytes < 1024 {
+		add("http.max_body_bytes: at least 1024")
+	}
+	if c.HTTP.MaxHeaderBytes < 4096 {
+		add("http.max_header_bytes: at least 4096")
+	}
+	if c.Tokens.Format != "jwt" && c.Tokens.Format != "opaque" {
+		add("tokens.format: %q is not jwt or opaque", c.Tokens.Format)
+	}
+	if c.Keys.Algorithm != "ES256" && c.Keys.Algorithm != "RS256" {
+		add("keys.algorithm: %q is not ES256 or RS256", c.Keys.Algorithm)
+	}
+	if !c.Dev && len(c.Keys.PEMFiles) == 0 && len(c.Keys.EncryptionSecret) < 32 {
+		add("keys.encryption_secret: required, at least 32 characters (e.g. `openssl rand -base64 48`); set AUTHD_KEYS_ENCRYPTION_SECRET")
+	}
+
+	scopeNames := map[string]bool{}
+	for i, s := range c.Scopes {
+		if toks, err := oauth.ParseScope(s.Name); err != nil || len(toks) != 1 {
+			add("scopes[%d].name: %q is not a single valid scope token", i, s.Name)
+		}
+		if scopeNames[s.Name] {
+			add("scopes[%d].name: %q declared twice", i, s.Name)
+		}
+		scopeNames[s.Name] = true
+	}
+	for _, s := range c.DefaultScopes {
+		if len(c.Scopes) > 0 && !scopeNames[s] {
+			add("default_scopes: %q is not declared in scopes", s)
+		}
+	}
+	seen := map[string]bool{}
+	for i, r := range c.Resources {
+		canon, err := oauth.CanonicalResource(r.URI)
+		if err != nil {
+			add("resources[%d].uri: %s", i, err.Description)
+			continue
+		}
+		if canon != r.URI {
+			add("resources[%d].uri: write it in canonical form %q", i, canon)
+		}
+		if seen[canon] {
+			add("resources[%d].uri: %q declared twice", i, r.URI)
+		}
+		seen[canon] = true
+		if r.TokenFormat != "" && r.TokenFormat != "jwt" && r.TokenFormat != "opaque" {
+			add("resources[%d].token_format: %q is not jwt or opaque", i, r.TokenFormat)
+		}
+		for _, s := range append(slices.Clone(r.Scopes), r.RequiredScopes...) {
+			if len(c.Scopes) > 0 && !scopeNames[s] {
+				add("resources[%d]: scope %q is not declared in scopes", i, s)
+			}
+		}
+	}
+
+	for _, err := range c.Registration.Validate() {
+		add("registration.%v", err)
+	}
+	for i, cl := range c.Clients {
+		for _, err := range cl.Validate() {
+			add("clients[%d].%v", i, err)
+		}
+	}
+	if len(c.Upstreams) == 0 {
+		add("upstreams: configure at least one identity provider (github, google or oidc), or use --dev")
+	}
+	ids := map[string]bool{}
+	for i, u := range c.Upstreams {
+		if ids[u.ID] {
+			add("upstreams[%d].id: %q used twice", i, u.ID)
+		}
+		ids[u.ID] = true
+		if u.Type == "dev" && !c.Dev {
+			add("upstreams[%d].type: the dev login is only available with --dev", i)
+		}
+		for _, err := range u.Validate() {
+			add("%v", err)
+		}
+	}
+	if c.Allowlist.NeedsGitHubTeams() {
+		for i, u := range c.Upstreams {
+			if u.Type == "github" && !u.GitHub.LoadTeams {
+				add("upstreams[%d].github.load_teams: must be true because allowlist.github_orgs or github_teams is set (otherwise those rules can never match)", i)
+			}
+		}
+	}
+	for _, err := range c.Allowlist.Validate() {
+		add("allowlist.%v", err)
+	}
+	if !c.Dev && c.Allowlist.Empty() && !c.Allowlist.AllowAllUsers {
+		add("allowlist: no rule allows anyone; list users, orgs, emails or domains, or set allowlist.allow_all_users: true to let every upstream user in")
+	}
+	for i, t := range c.Introspection.BearerTokens {
+		if len(t) < 32 {
+			add("introspection.bearer_tokens[%d]: at least 32 characters", i)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validateIssuer applies RFC 8414 §2 and OAuth 2.1 §1.5: an https URL
+// without query or fragment; plain http only for a loopback host.
+func validateIssuer(s string) error {
+	if s == "" {
+		return errors.New("required: the public URL of this server, e.g. https://auth.example.com (AUTHD_ISSUER)")
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return fmt.Errorf("%q must be an absolute URL such as https://auth.example.com", s)
+	}
+	switch {
+	case u.RawQuery != "" || u.ForceQuery || strings.Contains(s, "#"):
+		return fmt.Errorf("%q must not have a query or fragment", s)
+	case u.User != nil:
+		return fmt.Errorf("%q must not contain user information", s)
+	case strings.HasSuffix(s, "/"):
+		return fmt.Errorf("%q must not end with a slash (write %q)", s, strings.TrimRight(s, "/"))
+	case u.Path != "":
+		// Every endpoint is mounted at the host root; serve authd on its own
+		// host (or subdomain) rather than under a path.
+		return fmt.Errorf("%q must not have a path: give authd its own host, e.g. https://auth.example.com", s)
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && oauth.IsLoopbackHost(u.Hostname()):
+		return nil
+	case u.Scheme == "http":
+		return fmt.Errorf("%q must use https; plain http is accepted only for localhost, 127.0.0.1 or [::1]", s)
+	}
+	return fmt.Errorf("%q must be an https URL", s)
+}
+
+// TrustedProxyPrefixes parses trusted_proxies (CIDRs or single addresses).
+func (c *Config) TrustedProxyPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.TrustedProxies {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither an address nor a CIDR", s)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+// ScopeNames returns the declared scope names.
+func (c *Config) ScopeNames() []string {
+	out := make([]string, len(c.Scopes))
+	for i, s := range c.Scopes {
+		out[i] = s.Name
+	}
+	return out
+}

@@ -1,0 +1,142 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/reqlog"
+	"github.com/authd/authd/internal/store"
+)
+
+const invalidRefresh = "the refresh token is invalid, expired, revoked, or was issued to another client"
+
+// refreshToken rotates a refresh token (RFC 6749 §6, OAuth 2.1 §4.3): the
+// presented token is spent and a new one issued in the same grant. A token
+// presented after it was spent means two parties hold it, so the store
+// revokes the whole grant (reuse detection, OAuth 2.1 §4.3.1).
+//
+// Before rotating, the grant is re-checked against the present: the user
+// must still exist, be enabled and pass the current allowlist, or the grant
+// ends here. (The client's existence and status were checked when it
+// authenticated.)
+//
+// There is no grace window for clients that lost a rotation's response:
+// retrying the spent token safely needs the store to hand out the spent
+// token's successor atomically, which its API does not offer; see
+// RotateRefreshToken.
+func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, error) {
+	value := req.form.Get("refresh_token")
+	if value == "" {
+		return nil, oauth.InvalidRequest("refresh_token is required")
+	}
+	digest := oauth.Digest(value)
+	old, err := h.Store.GetRefreshToken(ctx, digest)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, oauth.InvalidGrant(invalidRefresh).WithCause(errors.New("unknown refresh token"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	// A client presenting another client's token learns nothing and
+	// changes nothing: revoking here would let anyone end others' grants.
+	if old.ClientID != req.client.ID {
+		return nil, oauth.InvalidGrant(invalidRefresh).WithCause(errors.New("refresh token of another client"))
+	}
+	g, err := h.Store.GetGrant(ctx, old.GrantID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, oauth.InvalidGrant(invalidRefresh).WithCause(errors.New("grant gone"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	alive := g.RevokedAt == nil && req.now.Before(g.ExpiresAt)
+	if old.UsedAt != nil && alive {
+		// Reuse noticed here; RotateRefreshToken revokes the grant itself
+		// when it is the one to notice (a concurrent rotation).
+		if err := h.Store.RevokeGrant(ctx, g.ID, req.now); err != nil {
+			return nil, fmt.Errorf("revoke grant of reused refresh token: %w", err)
+		}
+		return nil, h.rotateFailed(ctx, req, old, store.ErrAlreadyUsed)
+	}
+	if old.UsedAt != nil || !alive || !req.now.Before(old.ExpiresAt) {
+		return nil, oauth.InvalidGrant(invalidRefresh).WithCause(errors.New("refresh token spent or expired, or grant revoked or expired"))
+	}
+
+	// RFC 6749 §6: the scope may only narrow, and narrows only this access
+	// token; the grant keeps what was consented to.
+	scopes := g.Scopes
+	if req.form.Has("scope") {
+		requested, oerr := oauth.ParseScope(req.form.Get("scope"))
+		if oerr != nil {
+			return nil, oerr
+		}
+		if !oauth.Subset(requested, g.Scopes) {
+			return nil, oauth.InvalidScope("the requested scope exceeds the scope granted by the resource owner")
+		}
+		scopes = requested
+	}
+	authorized := g.Resources
+	if len(authorized) == 0 {
+		if authorized, err = h.defaultResources(); err != nil {
+			return nil, err
+		}
+	}
+	aud, err := audience(req.resources, authorized)
+	if err != nil {
+		return nil, err
+	}
+
+	user, err := h.checkUser(ctx, g.UserID)
+	if err != nil {
+		var oe *oauth.Error
+		if errors.As(err, &oe) && oe.Code == oauth.CodeInvalidGrant {
+			if rerr := h.Store.RevokeGrant(ctx, g.ID, req.now); rerr != nil {
+				return nil, fmt.Errorf("revoke grant of a user no longer allowed: %w", rerr)
+			}
+			h.log().InfoContext(ctx, "grant revoked: its user may no longer sign in",
+				"event", "grant_revoked", "reason", oe.Description,
+				"client_id", req.client.ID, "user_id", g.UserID, "grant_id", g.ID)
+		}
+		return nil, err
+	}
+
+	refresh := oauth.NewToken(oauth.PrefixRefreshToken)
+	next := store.RefreshToken{
+		Digest: oauth.Digest(refresh), GrantID: g.ID, ClientID: req.client.ID, Parent: digest,
+		CreatedAt: req.now, ExpiresAt: h.refreshExpiry(req.now, g),
+	}
+	if _, err := h.Store.RotateRefreshToken(ctx, digest, req.now, next); err != nil {
+		return nil, h.rotateFailed(ctx, req, old, err)
+	}
+	reqlog.Set(ctx, "user_id", g.UserID)
+	h.touchClient(ctx, req)
+
+	scopes = h.scopesFor(scopes, aud)
+	access, expiresIn, err := h.issue(ctx, req.now, accessToken{
+		clientID: req.client.ID, user: &user, grant: &g, scopes: scopes, resources: aud,
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.log().InfoContext(ctx, "token issued", "event", "token_issued", "grant_type", req.grantType,
+		"client_id", req.client.ID, "user_id", g.UserID, "grant_id", g.ID, "refresh_token", true)
+	return &response{
+		AccessToken: access, TokenType: "Bearer", ExpiresIn: expiresIn,
+		RefreshToken: refresh, Scope: oauth.JoinScope(scopes),
+	}, nil
+}
+
+// rotateFailed turns a failed rotation into the answer, recording reuse.
+func (h *Handler) rotateFailed(ctx context.Context, req *request, old store.RefreshToken, err error) error {
+	switch {
+	case errors.Is(err, store.ErrAlreadyUsed):
+		h.log().WarnContext(ctx, "refresh token reused; grant revoked",
+			"event", "refresh_token_reuse", "client_id", req.client.ID, "grant_id", old.GrantID)
+		return oauth.InvalidGrant(invalidRefresh).WithCause(errRefreshReuse)
+	case errors.Is(err, store.ErrNotFound):
+		return oauth.InvalidGrant(invalidRefresh).WithCause(err)
+	}
+	return err
+}

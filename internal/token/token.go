@@ -1,0 +1,306 @@
+// Package token implements the token endpoint, POST /token (RFC 6749 §3.2,
+// OAuth 2.1 §3.2), with the authorization_code (PKCE required),
+// refresh_token (rotation with reuse detection) and client_credentials
+// grants, and token revocation, POST /revoke (RFC 7009).
+//
+// Every request is parsed once, its client authenticated and its grant type
+// checked against the client's registration in one shared path, and only
+// then dispatched to the grant, so that no grant can skip those checks.
+// Access tokens are RFC 9068 JWTs or, for resources configured so, opaque
+// random strings stored by digest; refresh tokens are always opaque.
+package token
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/authd/authd/internal/clientauth"
+	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/reqlog"
+	"github.com/authd/authd/internal/store"
+)
+
+// Grant types (RFC 6749 §4).
+const (
+	GrantAuthorizationCode = "authorization_code"
+	GrantRefreshToken      = "refresh_token"
+	GrantClientCredentials = "client_credentials"
+)
+
+// Access token formats.
+const (
+	FormatJWT    = "jwt"
+	FormatOpaque = "opaque"
+)
+
+// Defaults for the zero values of Handler's lifetimes.
+const (
+	DefaultAccessTokenLifetime  = time.Hour
+	DefaultRefreshTokenLifetime = 30 * 24 * time.Hour
+	DefaultGrantLifetime        = 90 * 24 * time.Hour
+)
+
+// Store is what the token and revocation endpoints persist.
+// *store.Postgres and *store.Memory implement it.
+type Store interface {
+	GetAuthCode(ctx context.Context, digest string, now time.Time) (store.AuthCode, error)
+	RedeemAuthCode(ctx context.Context, digest string, now time.Time, g store.Grant, rt *store.RefreshToken) (store.AuthCode, error)
+	GetGrant(ctx context.Context, id string) (store.Grant, error)
+	RevokeGrant(ctx context.Context, id string, now time.Time) error
+	GetRefreshToken(ctx context.Context, digest string) (store.RefreshToken, error)
+	RotateRefreshToken(ctx context.Context, old string, now time.Time, next store.RefreshToken) (store.Grant, error)
+	GetUser(ctx context.Context, id string) (store.User, error)
+	TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error
+	CreateAccessToken(ctx context.Context, t store.AccessToken) error
+	GetAccessToken(ctx context.Context, digest string) (store.AccessToken, error)
+	RevokeAccessToken(ctx context.Context, digest string, now time.Time) error
+	RevokeJTI(ctx context.Context, jti string, exp time.Time) error
+}
+
+// Keys signs access tokens and verifies them at /revoke;
+// *keys.Manager implements it.
+type Keys interface {
+	Sign(ctx context.Context, typ string, claims jwt.Claims) (string, error)
+	Keyfunc(t *jwt.Token) (any, error)
+	Algorithms() []string
+}
+
+// Resource is a protected resource tokens may be bound to (RFC 8707), as
+// the operator configured it.
+type Resource struct {
+	URI string // canonical (oauth.CanonicalResource)
+	// Scopes this resource accepts; empty means any scope the server knows.
+	Scopes []string
+	// TokenFormat is FormatJWT or FormatOpaque; empty means
+	// Handler.TokenFormat.
+	TokenFormat string
+}
+
+// Handler serves POST /token and POST /revoke.
+type Handler struct {
+	Store   Store
+	Clients *clientauth.Authenticator
+	Keys    Keys
+	Issuer  string
+
+	// Resources are the configured resources. AllowAnyResource lets
+	// client_credentials name other absolute URIs too (authorization codes
+	// carry resources already vetted at /authorize).
+	Resources        []Resource
+	AllowAnyResource bool
+	// DefaultResource is the audience of tokens whose request named no
+	// resource. When empty and exactly one resource is configured, that one
+	// is the default; otherwise such requests fail with invalid_target:
+	// a token bound to no resource would be accepted by any resource
+	// server that does not check the audience (a confused deputy).
+	DefaultResource string
+	// Scopes is the server's scope list; empty means any well-formed scope.
+	Scopes []string
+	// DefaultScopes are granted to client_credentials requests without a
+	// scope parameter when the client has no AllowedScopes of its own.
+	DefaultScopes []string
+	// TokenFormat is the access token format for resources that do not set
+	// one: FormatJWT (the default) or FormatOpaque.
+	TokenFormat string
+
+	AccessTokenLifetime  time.Duration // default 1h
+	RefreshTokenLifetime time.Duration // idle; default 30 days
+	GrantLifetime        time.Duration // absolute; default 90 days
+	// ClientIdleLifetime, when positive, is passed to Store.TouchClient
+	// when a client with an idle expiry redeems a code or refreshes, so
+	// that a client in use through refresh alone does not expire.
+	ClientIdleLifetime time.Duration
+
+	// IdentityClaims adds preferred_username and email to JWT access
+	// tokens issued for a user.
+	IdentityClaims bool
+	// UserCheck re-applies the current sign-in policy (the allowlist) to
+	// the user at every code redemption and refresh; an error ends the
+	// grant. Nil allows everyone.
+	UserCheck func(ctx context.Context, u store.User) error
+	// Observe, when set, is told the outcome of every token request: the
+	// grant type ("unknown" for unsupported ones) and "issued", the OAuth
+	// error code, or "code_replay" / "refresh_token_reuse" (metrics).
+	Observe func(grantType, outcome string)
+	// MaxBodyBytes bounds request bodies (clientauth.DefaultMaxFormBytes
+	// when zero).
+	MaxBodyBytes int64
+
+	Now func() time.Time
+	Log *slog.Logger
+}
+
+// Routes mounts POST /token and POST /revoke, with CORS for browser-based
+// clients (any origin, never credentials: these endpoints authenticate by
+// what the request carries, not by cookies).
+func (h *Handler) Routes(r chi.Router) {
+	r.With(allowAnyOrigin).Post("/token", h.serveToken)
+	r.Options("/token", preflight)
+	r.With(allowAnyOrigin).Post("/revoke", h.serveRevoke)
+	r.Options("/revoke", preflight)
+}
+
+// request is a parsed and client-authenticated token request.
+type request struct {
+	form      url.Values
+	client    store.Client
+	method    clientauth.Method
+	grantType string
+	// resources are the RFC 8707 resource parameters, canonical.
+	resources []string
+	now       time.Time
+}
+
+// response is the RFC 6749 §5.1 success response.
+type response struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+type grantFunc func(h *Handler, ctx context.Context, req *request) (*response, error)
+
+var grants = map[string]grantFunc{
+	GrantAuthorizationCode: (*Handler).authorizationCode,
+	GrantRefreshToken:      (*Handler).refreshToken,
+	GrantClientCredentials: (*Handler).clientCredentials,
+}
+
+func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
+	req := &request{grantType: "unknown"}
+	err := h.parse(w, r, req)
+	var resp *response
+	if err == nil {
+		resp, err = grants[req.grantType](h, r.Context(), req)
+	}
+	if err != nil {
+		h.observe(req.grantType, outcome(err))
+		oauth.WriteError(w, r, h.log(), err)
+		return
+	}
+	h.observe(req.grantType, "issued")
+	oauth.NoStore(w)
+	oauth.WriteJSON(w, http.StatusOK, resp)
+}
+
+// parse fills req: it reads the form, authenticates the client and checks
+// the grant type, everything every grant needs, in one place. req.grantType
+// is set as soon as it is known to be supported (for metrics labels).
+func (h *Handler) parse(w http.ResponseWriter, r *http.Request, req *request) error {
+	form, err := clientauth.ReadForm(w, r, h.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	gt := form.Get("grant_type")
+	_, supported := grants[gt]
+	if supported {
+		req.grantType = gt
+	}
+	if err := clientauth.CheckSingle(form, "resource"); err != nil {
+		return err
+	}
+	client, method, err := h.Clients.Authenticate(r, form)
+	if err != nil {
+		return err
+	}
+	reqlog.Set(r.Context(), "client_id", client.ID)
+
+	switch {
+	case gt == "":
+		return oauth.InvalidRequest("grant_type is required")
+	case !supported:
+		return oauth.UnsupportedGrantType("grant_type %q is not supported", truncate(gt, 50))
+	case !slices.Contains(grantTypes(client), gt):
+		return oauth.UnauthorizedClient("the client is not registered for the %s grant", gt)
+	}
+	resources, oerr := oauth.ParseResources(form["resource"])
+	if oerr != nil {
+		return oerr
+	}
+	req.form, req.client, req.method, req.resources, req.now = form, client, method, resources, h.now()
+	return nil
+}
+
+// grantTypes is what the client registered, with RFC 7591 §2's default.
+func grantTypes(c store.Client) []string {
+	if len(c.Metadata.GrantTypes) == 0 {
+		return []string{GrantAuthorizationCode}
+	}
+	return c.Metadata.GrantTypes
+}
+
+// allowAnyOrigin lets browser-based MCP clients read token responses. No
+// Access-Control-Allow-Credentials: a page can never make the browser
+// attach cookies or cached HTTP credentials for it.
+func allowAnyOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		w.Header().Set("Access-Control-Expose-Headers", "WWW-Authenticate")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// preflight answers CORS preflight requests. Authorization must be listed
+// by name: the "*" wildcard does not cover it.
+func preflight(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("Access-Control-Allow-Origin", "*")
+	hd.Set("Access-Control-Allow-Methods", "POST")
+	hd.Set("Access-Control-Allow-Headers", "Authorization, *")
+	hd.Set("Access-Control-Max-Age", "86400")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// Causes of invalid_grant that deserve their own metric outcome.
+var (
+	errCodeReplay   = errors.New("authorization code used twice")
+	errRefreshReuse = errors.New("spent refresh token presented again")
+)
+
+// outcome labels a failed request for Observe.
+func outcome(err error) string {
+	switch {
+	case errors.Is(err, errCodeReplay):
+		return "code_replay"
+	case errors.Is(err, errRefreshReuse):
+		return "refresh_token_reuse"
+	}
+	return oauth.AsError(err).Code
+}
+
+func (h *Handler) observe(grantType, outcome string) {
+	if h.Observe != nil {
+		h.Observe(grantType, outcome)
+	}
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func (h *Handler) log() *slog.Logger {
+	if h.Log != nil {
+		return h.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}

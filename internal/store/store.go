@@ -266,6 +266,13 @@ type MetadataDocument struct {
 }
 
 // PurgeResult counts what Purge removed, per table.
+//
+// Keys are the table names: "auth_codes", "auth_requests", "sessions",
+// "revoked_jtis", "clients", "grants", "refresh_tokens", "access_tokens",
+// "signing_keys", "metadata_documents". Counts cover rows deleted by their
+// own table's expiry rule; rows that went along with a deleted parent (the
+// grants, tokens and consents of a purged client, the tokens of a purged
+// grant) are not counted.
 type PurgeResult map[string]int64
 
 // Stats is what `authd stats` prints.
@@ -279,6 +286,25 @@ type Stats struct {
 
 // Store is everything authd persists. Endpoint packages declare narrower
 // interfaces listing only the methods they call.
+//
+// Contract details every implementation follows (checked by storetest):
+//
+//   - Expiry: a row is expired when its ExpiresAt <= now; it is live only
+//     while now < ExpiresAt. Methods taking now treat expired rows exactly
+//     like absent ones (ErrNotFound); Purge deletes them later.
+//   - Methods without now (UpdateClient, UpdateAuthRequest, GetGrant,
+//     GetRefreshToken, GetAccessToken, GetMetadataDocument, ListClients,
+//     CountClients, the List methods) see expired-but-unpurged rows too; the
+//     caller decides.
+//   - Lists are ordered oldest first: by CreatedAt, then by ID (ClientID for
+//     consents).
+//   - Rows that reference a client, user or grant require it to exist (a
+//     foreign key in Postgres); such a failure is a plain error.
+//   - nil and empty slices are stored distinctly where the distinction is a
+//     policy (Client.AllowedScopes/AllowedResources: nil means no
+//     restriction, empty means nothing allowed).
+//   - A method that fails writes nothing: every multi-row write is one
+//     transaction.
 type Store interface {
 	Ping(ctx context.Context) error
 	Close()
@@ -287,16 +313,22 @@ type Store interface {
 	CreateClient(ctx context.Context, c Client) error // ErrConflict on duplicate id
 	GetClient(ctx context.Context, id string, now time.Time) (Client, error)
 	// FindClientByFingerprint returns an unexpired client with that fingerprint.
+	// If several match, the most recently created one. An empty fingerprint
+	// ("not deduped") never matches: ErrNotFound.
 	FindClientByFingerprint(ctx context.Context, fingerprint string, now time.Time) (Client, error)
 	// UpdateClient replaces every field but ID and CreatedAt. ErrNotFound if absent.
 	UpdateClient(ctx context.Context, c Client) error
 	// UpsertClient creates or replaces a client (config clients at start-up).
+	// Replacing keeps the stored CreatedAt, like UpdateClient.
 	UpsertClient(ctx context.Context, c Client) error
 	// DeleteClient removes the client and everything issued to it (codes,
 	// grants, refresh tokens, opaque access tokens, consents, pending requests).
+	// ErrNotFound if there is no such client.
 	DeleteClient(ctx context.Context, id string) error
 	// TouchClient records use: sets LastUsedAt and, for clients with an idle
 	// expiry, slides ExpiresAt to now+idle. Cheap; may be skipped if recent.
+	// ErrNotFound if the client is absent or already expired at now: an
+	// expired client is never revived.
 	TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error
 	ListClients(ctx context.Context, f ClientFilter) ([]Client, error)
 	CountClients(ctx context.Context, source ClientSource) (int64, error)
@@ -304,33 +336,45 @@ type Store interface {
 	// Users.
 	// UpsertUser inserts or updates by (Provider, Subject) and returns the
 	// stored user with its stable ID. Disabled is never changed by an upsert.
+	// On insert the store assigns a fresh uuid when u.ID is empty; on update
+	// u.ID, CreatedAt and Disabled are ignored and the rest is replaced.
+	// GetUser and SetUserDisabled: ErrNotFound if absent.
 	UpsertUser(ctx context.Context, u User) (User, error)
 	GetUser(ctx context.Context, id string) (User, error)
 	SetUserDisabled(ctx context.Context, id string, disabled bool) error
 
-	// Pending authorization requests.
+	// Pending authorization requests. ErrConflict on a duplicate IDDigest or
+	// a duplicate non-empty UpstreamStateDigest; GetAuthRequestByUpstreamState
+	// never matches an empty stateDigest.
 	CreateAuthRequest(ctx context.Context, r AuthRequest) error
 	GetAuthRequest(ctx context.Context, idDigest string, now time.Time) (AuthRequest, error)
 	GetAuthRequestByUpstreamState(ctx context.Context, stateDigest string, now time.Time) (AuthRequest, error)
 	// UpdateAuthRequest replaces the mutable fields (Upstream,
-	// UpstreamStateDigest, UserID, AuthTime, Scopes, Resources).
+	// UpstreamStateDigest, UserID, AuthTime, Scopes, Resources); the others
+	// keep their stored values. ErrNotFound if absent, ErrConflict if the
+	// UpstreamStateDigest belongs to another request.
 	UpdateAuthRequest(ctx context.Context, r AuthRequest) error
 	// ConsumeAuthRequest deletes and returns the request; exactly one of
 	// several concurrent callers succeeds, the others get ErrNotFound.
+	// Expired: ErrNotFound.
 	ConsumeAuthRequest(ctx context.Context, idDigest string, now time.Time) (AuthRequest, error)
 
-	// Browser sessions.
+	// Browser sessions. ErrConflict on a duplicate IDDigest. DeleteSession
+	// is idempotent (nil when absent) so that signing out never fails.
 	CreateSession(ctx context.Context, s Session) error
 	GetSession(ctx context.Context, idDigest string, now time.Time) (Session, error)
 	DeleteSession(ctx context.Context, idDigest string) error
 
 	// Consents.
 	GetConsent(ctx context.Context, userID, clientID string) (Consent, error)
-	// AddConsent merges scopes and resources into the stored consent.
+	// AddConsent merges scopes and resources into the stored consent
+	// (set union, no duplicates), creating it if absent. The first
+	// CreatedAt is kept; UpdatedAt is taken from c.
 	AddConsent(ctx context.Context, c Consent) error
 	ListConsents(ctx context.Context, userID string) ([]Consent, error)
 	// DeleteConsent removes the consent and revokes the user's grants for
-	// that client.
+	// that client. It is idempotent and revokes the grants (as RevokeGrant)
+	// even when no consent row exists (first-party clients skip consent).
 	DeleteConsent(ctx context.Context, userID, clientID string, now time.Time) error
 
 	// Authorization codes.
@@ -342,14 +386,19 @@ type Store interface {
 	// transaction, creates grant g and (if rt != nil) refresh token rt, and
 	// records g.ID on the code. If the code was already used it returns the
 	// stored code (with its GrantID) and ErrAlreadyUsed and writes nothing.
-	// Expired or unknown: ErrNotFound.
+	// Expired or unknown: ErrNotFound (expiry is checked first, so an
+	// expired replay revokes nothing). On success it returns the code with
+	// UsedAt = now and GrantID = g.ID. If g.ID or rt's digest already exists
+	// it returns ErrConflict and the code stays unused.
 	RedeemAuthCode(ctx context.Context, digest string, now time.Time, g Grant, rt *RefreshToken) (AuthCode, error)
 
-	// Grants.
+	// Grants. GetGrant returns revoked and expired grants too.
 	GetGrant(ctx context.Context, id string) (Grant, error)
 	ListGrants(ctx context.Context, userID string) ([]Grant, error)
 	// RevokeGrant marks the grant revoked, and with it its refresh tokens and
 	// opaque access tokens. Revoking twice is not an error.
+	// The first RevokedAt is kept. Refresh tokens get UsedAt = now (unless
+	// used already), access tokens RevokedAt = now. ErrNotFound if unknown.
 	RevokeGrant(ctx context.Context, id string, now time.Time) error
 
 	// Refresh tokens.
@@ -360,6 +409,12 @@ type Store interface {
 	// revokes the grant (reuse detection, OAuth 2.1 §4.3.1) and returns
 	// ErrAlreadyUsed; concurrent callers with one token: exactly one wins.
 	// Unknown, expired, or grant revoked/expired: ErrNotFound.
+	// These checks come before the reuse check, so a used token of a revoked
+	// grant gives ErrNotFound. With ErrAlreadyUsed the now revoked grant is
+	// returned.
+	// next must carry old's GrantID and ClientID (an error otherwise); a
+	// duplicate next digest gives ErrConflict. Either way old stays unused.
+	// On success the updated grant is returned.
 	RotateRefreshToken(ctx context.Context, old string, now time.Time, next RefreshToken) (Grant, error)
 
 	// Opaque access tokens.
@@ -367,23 +422,30 @@ type Store interface {
 	// GetAccessToken returns the token (even revoked/expired, so callers can
 	// decide); ErrNotFound if unknown.
 	GetAccessToken(ctx context.Context, digest string) (AccessToken, error)
+	// RevokeAccessToken keeps the first RevokedAt; ErrNotFound if unknown.
 	RevokeAccessToken(ctx context.Context, digest string, now time.Time) error
 
 	// JWT access token revocation by jti, remembered until the token's exp.
+	// Revoking again keeps the later exp; IsJTIRevoked is true while now < exp.
 	RevokeJTI(ctx context.Context, jti string, exp time.Time) error
 	IsJTIRevoked(ctx context.Context, jti string, now time.Time) (bool, error)
 
 	// Signing keys.
 	ListSigningKeys(ctx context.Context) ([]SigningKey, error)
 	// CreateSigningKey inserts a key; ErrConflict if State is active and an
-	// active key exists already (so racing replicas create only one).
+	// active key exists already (so racing replicas create only one), and
+	// on a duplicate kid.
 	CreateSigningKey(ctx context.Context, k SigningKey) error
 	// ActivateSigningKey makes kid the active key and retires the previous
 	// active key (setting its RetiredAt and ExpiresAt = retireExpiry), in one
-	// transaction.
+	// transaction. It sets kid's ActivatedAt = now. Activating the active key
+	// again is a no-op (racing replicas); an unknown kid is ErrNotFound and a
+	// retired one ErrConflict (verifiers may have dropped it already).
 	ActivateSigningKey(ctx context.Context, kid string, now, retireExpiry time.Time) error
 
-	// Client ID metadata documents.
+	// Client ID metadata documents. Get returns expired documents too (their
+	// ETag allows a conditional refetch), ErrNotFound if absent; Put creates
+	// or replaces the document for d.URL.
 	GetMetadataDocument(ctx context.Context, url string) (MetadataDocument, error)
 	PutMetadataDocument(ctx context.Context, d MetadataDocument) error
 
@@ -391,6 +453,11 @@ type Store interface {
 	// sessions, revoked jtis, expired dynamic clients, expired or used refresh
 	// tokens past their expiry, expired grants and opaque tokens, retired keys
 	// past expiry) in bounded batches; safe to run on several replicas at once.
+	// It also deletes metadata documents past their ExpiresAt, and every
+	// client not from config whose ExpiresAt has passed. Used refresh tokens
+	// stay until their own expiry: reuse detection needs them.
+	// Stats counts clients unexpired at now, all users, grants neither
+	// revoked nor expired, and every stored refresh token.
 	Purge(ctx context.Context, now time.Time) (PurgeResult, error)
 	Stats(ctx context.Context, now time.Time) (Stats, error)
 }

@@ -1,0 +1,169 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// clientColumns are named after Client's fields, so rows scan with
+// pgx.RowToStructByName.
+const clientColumns = `id, source, secret_hash, secret_expires_at, registration_token_hash,
+	metadata, fingerprint, allowed_scopes, allowed_resources, skip_consent, can_introspect,
+	disabled, created_at, updated_at, last_used_at, expires_at`
+
+// CreateClient inserts c; ErrConflict if the id is taken.
+func (p *Postgres) CreateClient(ctx context.Context, c Client) error {
+	_, err := p.pool.Exec(ctx, `
+		INSERT INTO clients (`+clientColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
+		c.ID, c.Source, c.SecretHash, c.SecretExpiresAt, c.RegistrationTokenHash,
+		c.Metadata, c.Fingerprint, c.AllowedScopes, c.AllowedResources, c.SkipConsent, c.CanIntrospect,
+		c.Disabled, c.CreatedAt, c.UpdatedAt, c.LastUsedAt, c.ExpiresAt)
+	return mapErr(err)
+}
+
+// GetClient returns the client unless it is unknown or past its idle expiry.
+func (p *Postgres) GetClient(ctx context.Context, id string, now time.Time) (Client, error) {
+	return getClient(ctx, p.pool, `
+		SELECT `+clientColumns+` FROM clients
+		WHERE id = $1 AND (expires_at IS NULL OR expires_at > $2)`, id, now)
+}
+
+// FindClientByFingerprint returns the newest unexpired client registered with
+// that fingerprint.
+func (p *Postgres) FindClientByFingerprint(ctx context.Context, fingerprint string, now time.Time) (Client, error) {
+	if fingerprint == "" {
+		return Client{}, ErrNotFound
+	}
+	return getClient(ctx, p.pool, `
+		SELECT `+clientColumns+` FROM clients
+		WHERE fingerprint = $1 AND (expires_at IS NULL OR expires_at > $2)
+		ORDER BY created_at DESC, id DESC
+		LIMIT 1`, fingerprint, now)
+}
+
+// UpdateClient replaces every field but ID and CreatedAt.
+func (p *Postgres) UpdateClient(ctx context.Context, c Client) error {
+	tag, err := p.pool.Exec(ctx, `
+		UPDATE clients SET
+			source = $2, secret_hash = $3, secret_expires_at = $4, registration_token_hash = $5,
+			metadata = $6, fingerprint = $7, allowed_scopes = $8, allowed_resources = $9,
+			skip_consent = $10, can_introspect = $11, disabled = $12,
+			updated_at = $13, last_used_at = $14, expires_at = $15
+		WHERE id = $1`,
+		c.ID, c.Source, c.SecretHash, c.SecretExpiresAt, c.RegistrationTokenHash,
+		c.Metadata, c.Fingerprint, c.AllowedScopes, c.AllowedResources,
+		c.SkipConsent, c.CanIntrospect, c.Disabled,
+		c.UpdatedAt, c.LastUsedAt, c.ExpiresAt)
+	if err != nil {
+		return mapErr(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// UpsertClient creates c or replaces every field of the existing client but
+// CreatedAt.
+func (p *Postgres) UpsertClient(ctx context.Context, c Client) error {
+	_, err := p.pool.Exec(ctx, `
+		INSERT INTO clients (`+clientColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+		ON CONFLICT (id) DO UPDATE SET
+			source = excluded.source, secret_hash = excluded.secret_hash,
+			secret_expires_at = excluded.secret_expires_at,
+			registration_token_hash = excluded.registration_token_hash,
+			metadata = excluded.metadata, fingerprint = excluded.fingerprint,
+			allowed_scopes = excluded.allowed_scopes, allowed_resources = excluded.allowed_resources,
+			skip_consent = excluded.skip_consent, can_introspect = excluded.can_introspect,
+			disabled = excluded.disabled, updated_at = excluded.updated_at,
+			last_used_at = excluded.last_used_at, expires_at = excluded.expires_at`,
+		c.ID, c.Source, c.SecretHash, c.SecretExpiresAt, c.RegistrationTokenHash,
+		c.Metadata, c.Fingerprint, c.AllowedScopes, c.AllowedResources, c.SkipConsent, c.CanIntrospect,
+		c.Disabled, c.CreatedAt, c.UpdatedAt, c.LastUsedAt, c.ExpiresAt)
+	return mapErr(err)
+}
+
+// DeleteClient removes the client; the foreign keys cascade to everything
+// issued to it (codes, grants, refresh and access tokens, consents, pending
+// requests).
+func (p *Postgres) DeleteClient(ctx context.Context, id string) error {
+	tag, err := p.pool.Exec(ctx, `DELETE FROM clients WHERE id = $1`, id)
+	if err != nil {
+		return mapErr(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// touchInterval is how stale LastUsedAt may get before TouchClient writes:
+// it runs on every token request, and a write per request would turn the
+// hottest read path into a write path contending on one row.
+const touchInterval = time.Minute
+
+// TouchClient records use of an unexpired client and slides its idle expiry
+// (for clients that have one) to now+idle; ErrNotFound if the client is
+// unknown or expired. The write is skipped when the client was touched less
+// than a minute ago, so the common case is one indexed read.
+func (p *Postgres) TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error {
+	var found bool
+	err := p.pool.QueryRow(ctx, `
+		WITH c AS (
+			SELECT id, last_used_at FROM clients
+			WHERE id = $1 AND (expires_at IS NULL OR expires_at > $2)
+		), touched AS (
+			UPDATE clients SET
+				last_used_at = $2,
+				expires_at = CASE WHEN expires_at IS NULL THEN NULL ELSE $3::timestamptz END
+			WHERE id = (SELECT id FROM c WHERE last_used_at <= $4)
+		)
+		SELECT EXISTS (SELECT 1 FROM c)`,
+		id, now, now.Add(idle), now.Add(-touchInterval)).Scan(&found)
+	if err != nil {
+		return mapErr(err)
+	}
+	if !found {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// ListClients returns clients (expired ones included, for the operator),
+// oldest first.
+func (p *Postgres) ListClients(ctx context.Context, f ClientFilter) ([]Client, error) {
+	var limit *int
+	if f.Limit > 0 {
+		limit = &f.Limit
+	}
+	rows, err := p.pool.Query(ctx, `
+		SELECT `+clientColumns+` FROM clients
+		WHERE $1 = '' OR source = $1
+		ORDER BY created_at, id
+		LIMIT $2`, f.Source, limit)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	cs, err := pgx.CollectRows(rows, pgx.RowToStructByName[Client])
+	return cs, mapErr(err)
+}
+
+// CountClients counts the clients from source (all sources if empty).
+func (p *Postgres) CountClients(ctx context.Context, source ClientSource) (int64, error) {
+	var n int64
+	err := p.pool.QueryRow(ctx, `SELECT count(*) FROM clients WHERE $1 = '' OR source = $1`, source).Scan(&n)
+	return n, mapErr(err)
+}
+
+func getClient(ctx context.Context, q querier, sql string, args ...any) (Client, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return Client{}, mapErr(err)
+	}
+	c, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Client])
+	return c, mapErr(err)
+}

@@ -1,0 +1,91 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+const codeColumns = `digest, client_id, user_id, redirect_uri, redirect_uri_provided, scopes, resources,
+	code_challenge, code_challenge_method, nonce, auth_time, created_at, expires_at, used_at,
+	coalesce(grant_id, '') AS grant_id`
+
+func (p *Postgres) CreateAuthCode(ctx context.Context, c AuthCode) error {
+	_, err := p.pool.Exec(ctx, `
+		INSERT INTO auth_codes (digest, client_id, user_id, redirect_uri, redirect_uri_provided,
+			scopes, resources, code_challenge, code_challenge_method, nonce, auth_time, created_at,
+			expires_at, used_at, grant_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		c.Digest, c.ClientID, c.UserID, c.RedirectURI, c.RedirectURIProvided,
+		c.Scopes, c.Resources, c.CodeChallenge, c.CodeChallengeMethod, c.Nonce, c.AuthTime, c.CreatedAt,
+		c.ExpiresAt, c.UsedAt, nullString(c.GrantID))
+	return mapErr(err)
+}
+
+// GetAuthCode returns an unexpired code, used or not.
+func (p *Postgres) GetAuthCode(ctx context.Context, digest string, now time.Time) (AuthCode, error) {
+	return getAuthCode(ctx, p.pool, digest, now)
+}
+
+// RedeemAuthCode claims the code with one conditional UPDATE, so that of
+// concurrent redemptions exactly one matches "used_at IS NULL" (the others
+// wait for its row lock, then see it used), and creates the grant and first
+// refresh token in the same transaction: either all of it happens or none.
+// A grant without an ID gets a fresh uuid.
+func (p *Postgres) RedeemAuthCode(ctx context.Context, digest string, now time.Time, g Grant, rt *RefreshToken) (AuthCode, error) {
+	if g.ID == "" {
+		g.ID = uuid.NewString()
+	}
+	var code AuthCode
+	err := p.withTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			UPDATE auth_codes SET used_at = $2, grant_id = $3
+			WHERE digest = $1 AND used_at IS NULL AND expires_at > $2
+			RETURNING `+codeColumns, digest, now, g.ID)
+		if err != nil {
+			return mapErr(err)
+		}
+		code, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[AuthCode])
+		if errors.Is(err, pgx.ErrNoRows) {
+			// Used before, or unknown/expired. Tell which; write nothing.
+			code, err = getAuthCode(ctx, tx, digest, now)
+			if err != nil {
+				return err
+			}
+			if code.UsedAt == nil { // created after the UPDATE looked: as good as unknown
+				return ErrNotFound
+			}
+			return ErrAlreadyUsed
+		}
+		if err != nil {
+			return mapErr(err)
+		}
+		if err := insertGrant(ctx, tx, g); err != nil {
+			return err
+		}
+		if rt != nil {
+			if err := insertRefreshToken(ctx, tx, *rt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrAlreadyUsed) {
+		return AuthCode{}, err
+	}
+	return code, err
+}
+
+func getAuthCode(ctx context.Context, q querier, digest string, now time.Time) (AuthCode, error) {
+	rows, err := q.Query(ctx, `
+		SELECT `+codeColumns+` FROM auth_codes
+		WHERE digest = $1 AND expires_at > $2`, digest, now)
+	if err != nil {
+		return AuthCode{}, mapErr(err)
+	}
+	c, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[AuthCode])
+	return c, mapErr(err)
+}

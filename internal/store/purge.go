@@ -1,0 +1,69 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// purgeBatch bounds how many rows one DELETE removes, so that purging never
+// holds many row locks or a long transaction.
+const purgeBatch = 5000
+
+// purgeTargets lists what Purge deletes, in order. Clients go first: their
+// deletion cascades to what was issued to them. Deleting a grant cascades to
+// its refresh and access tokens.
+var purgeTargets = []struct {
+	table string
+	where string // $1 is now
+	batch int
+}{
+	// Config clients never expire; dynamic and metadata-document clients do
+	// when idle. Each one may cascade to many rows, hence the small batch.
+	{"clients", `expires_at <= $1 AND source <> 'config'`, 200},
+	{"grants", `expires_at <= $1`, 1000},
+	{"refresh_tokens", `expires_at <= $1`, purgeBatch},
+	{"access_tokens", `expires_at <= $1`, purgeBatch},
+	{"auth_codes", `expires_at <= $1`, purgeBatch},
+	{"auth_requests", `expires_at <= $1`, purgeBatch},
+	{"sessions", `expires_at <= $1`, purgeBatch},
+	{"revoked_jtis", `expires_at <= $1`, purgeBatch},
+	{"signing_keys", `state = 'retired' AND expires_at <= $1`, purgeBatch},
+	{"metadata_documents", `expires_at <= $1`, purgeBatch},
+}
+
+// Purge deletes expired rows in batches, each its own short statement. Rows
+// another replica's purge holds are skipped (SKIP LOCKED), so several
+// replicas can purge at once without waiting on each other; what one skips,
+// the other deletes.
+func (p *Postgres) Purge(ctx context.Context, now time.Time) (PurgeResult, error) {
+	res := PurgeResult{}
+	for _, t := range purgeTargets {
+		q := `DELETE FROM ` + t.table + ` WHERE ctid = ANY (ARRAY(
+			SELECT ctid FROM ` + t.table + ` WHERE ` + t.where + `
+			LIMIT $2 FOR UPDATE SKIP LOCKED))`
+		for {
+			tag, err := p.pool.Exec(ctx, q, now, t.batch)
+			if err != nil {
+				return res, mapErr(err)
+			}
+			res[t.table] += tag.RowsAffected()
+			if tag.RowsAffected() < int64(t.batch) {
+				break
+			}
+		}
+	}
+	return res, nil
+}
+
+// Stats counts what `authd stats` prints.
+func (p *Postgres) Stats(ctx context.Context, now time.Time) (Stats, error) {
+	var s Stats
+	err := p.pool.QueryRow(ctx, `
+		SELECT
+			(SELECT count(*) FROM clients WHERE expires_at IS NULL OR expires_at > $1),
+			(SELECT count(*) FROM users),
+			(SELECT count(*) FROM grants WHERE revoked_at IS NULL AND expires_at > $1),
+			(SELECT count(*) FROM refresh_tokens)`, now).
+		Scan(&s.Clients, &s.Users, &s.ActiveGrants, &s.RefreshTokens)
+	return s, mapErr(err)
+}

@@ -1,0 +1,291 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/authd/authd/internal/store"
+)
+
+// racers is how many goroutines contend for one value. It stays below the
+// Postgres store's default pool size so that every racer holds a
+// connection at once and the race is real.
+const racers = 16
+
+// The heart of the code flow (fosite #778): of N concurrent redemptions of
+// one code exactly one creates a grant; the others see ErrAlreadyUsed with
+// the winner's grant id, and none of their grants or tokens exist.
+func testConcurrentRedeemAuthCode(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	c, u := client(t, s), user(t, s)
+	code := createCode(t, s, c, u)
+	now := t0.Add(time.Minute)
+
+	grants := make([]store.Grant, racers)
+	tokens := make([]store.RefreshToken, racers)
+	for i := range racers {
+		grants[i] = newGrant(code)
+		tokens[i] = newRefreshToken(grants[i])
+	}
+	results := make([]store.AuthCode, racers)
+	errs := make([]error, racers)
+	race(racers, func(i int) {
+		results[i], errs[i] = s.RedeemAuthCode(ctx, code.Digest, now, grants[i], &tokens[i])
+	})
+
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("RedeemAuthCode succeeded twice (racers %d and %d)", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, store.ErrAlreadyUsed):
+			t.Fatalf("racer %d: got %v, want ErrAlreadyUsed", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no racer redeemed the code")
+	}
+	winning := grants[winner].ID
+	for i, r := range results {
+		if r.GrantID != winning {
+			t.Fatalf("racer %d got a code with GrantID %q, want the winner's %q", i, r.GrantID, winning)
+		}
+	}
+	for i := range racers {
+		_, gErr := s.GetGrant(ctx, grants[i].ID)
+		_, tErr := s.GetRefreshToken(ctx, tokens[i].Digest)
+		if i == winner {
+			must(t, gErr, "GetGrant of the winner's grant")
+			must(t, tErr, "GetRefreshToken of the winner's token")
+			continue
+		}
+		wantErr(t, gErr, store.ErrNotFound, fmt.Sprintf("GetGrant of loser %d's grant", i))
+		wantErr(t, tErr, store.ErrNotFound, fmt.Sprintf("GetRefreshToken of loser %d's token", i))
+	}
+	got, err := s.GetAuthCode(ctx, code.Digest, now)
+	must(t, err, "GetAuthCode")
+	if got.GrantID != winning || got.UsedAt == nil {
+		t.Fatalf("code after the race: %s, want used with GrantID %s", show(got), winning)
+	}
+}
+
+// Of N concurrent rotations of one refresh token exactly one succeeds. The
+// others are reuse (ErrAlreadyUsed, which revokes the grant) or, once the
+// grant is revoked, ErrNotFound; either way the family ends up revoked.
+func testConcurrentRotateRefreshToken(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	c, u := client(t, s), user(t, s)
+	g, rt := grant(t, s, c, u)
+	now := t0.Add(time.Hour)
+
+	next := make([]store.RefreshToken, racers)
+	for i := range next {
+		next[i] = nextRefreshToken(rt, now)
+	}
+	errs := make([]error, racers)
+	race(racers, func(i int) {
+		_, errs[i] = s.RotateRefreshToken(ctx, rt.Digest, now, next[i])
+	})
+
+	winner, reused := -1, 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("RotateRefreshToken succeeded twice (racers %d and %d)", winner, i)
+			}
+			winner = i
+		case errors.Is(err, store.ErrAlreadyUsed):
+			reused++
+		case !errors.Is(err, store.ErrNotFound):
+			t.Fatalf("racer %d: got %v, want ErrAlreadyUsed or ErrNotFound", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no racer rotated the token")
+	}
+	if reused == 0 {
+		t.Fatal("no loser reported reuse (ErrAlreadyUsed)")
+	}
+	for i := range racers {
+		_, err := s.GetRefreshToken(ctx, next[i].Digest)
+		if i == winner {
+			must(t, err, "GetRefreshToken of the winner's successor")
+		} else {
+			wantErr(t, err, store.ErrNotFound, fmt.Sprintf("GetRefreshToken of loser %d's successor", i))
+		}
+	}
+	gotG, err := s.GetGrant(ctx, g.ID)
+	must(t, err, "GetGrant")
+	timeEqual(t, "RevokedAt of the grant after concurrent reuse", gotG.RevokedAt, now)
+	w := next[winner]
+	_, err = s.RotateRefreshToken(ctx, w.Digest, now, nextRefreshToken(w, now))
+	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken of the winner's successor after reuse")
+}
+
+// Of N concurrent consumptions of one pending request exactly one gets it.
+func testConcurrentConsumeAuthRequest(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	c := client(t, s)
+	r := newAuthRequest(c)
+	must(t, s.CreateAuthRequest(ctx, r), "CreateAuthRequest")
+
+	results := make([]store.AuthRequest, racers)
+	errs := make([]error, racers)
+	race(racers, func(i int) {
+		results[i], errs[i] = s.ConsumeAuthRequest(ctx, r.IDDigest, t0)
+	})
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("ConsumeAuthRequest succeeded twice (racers %d and %d)", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, store.ErrNotFound):
+			t.Fatalf("racer %d: got %v, want ErrNotFound", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no racer consumed the request")
+	}
+	equal(t, "the consumed request", results[winner], r)
+}
+
+// Replicas starting together each try to create the first active key:
+// exactly one succeeds, the rest get ErrConflict and write nothing.
+func testConcurrentCreateActiveSigningKey(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	keys := make([]store.SigningKey, racers)
+	for i := range keys {
+		keys[i] = newSigningKey(store.KeyActive, t0)
+	}
+	errs := make([]error, racers)
+	race(racers, func(i int) {
+		errs[i] = s.CreateSigningKey(ctx, keys[i])
+	})
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("two active keys were created (racers %d and %d)", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, store.ErrConflict):
+			t.Fatalf("racer %d: got %v, want ErrConflict", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no racer created the active key")
+	}
+	list, err := s.ListSigningKeys(ctx)
+	must(t, err, "ListSigningKeys")
+	if len(list) != 1 {
+		t.Fatalf("ListSigningKeys after the race: %d keys, want 1", len(list))
+	}
+	equal(t, "the one active key", list[0], keys[winner])
+}
+
+// A refresh racing a revocation must not leave a usable token behind: once
+// RevokeGrant has returned, no refresh token of the grant rotates, whoever
+// won. Several rounds, so that both orders are likely to occur.
+func testConcurrentRefreshAndRevokeGrant(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	c, u := client(t, s), user(t, s)
+	const rounds = 8
+	for round := range rounds {
+		g, rt := grant(t, s, c, u)
+		now := t0.Add(time.Hour)
+		next := nextRefreshToken(rt, now)
+		var rotErr, revErr error
+		race(2, func(i int) {
+			if i == 0 {
+				_, rotErr = s.RotateRefreshToken(ctx, rt.Digest, now, next)
+			} else {
+				revErr = s.RevokeGrant(ctx, g.ID, now)
+			}
+		})
+		must(t, revErr, fmt.Sprintf("round %d: RevokeGrant", round))
+		if rotErr != nil && !errors.Is(rotErr, store.ErrNotFound) {
+			t.Fatalf("round %d: RotateRefreshToken racing RevokeGrant: %v, want success or ErrNotFound", round, rotErr)
+		}
+		gotG, err := s.GetGrant(ctx, g.ID)
+		must(t, err, "GetGrant")
+		if gotG.RevokedAt == nil {
+			t.Fatalf("round %d: grant not revoked after RevokeGrant", round)
+		}
+		later := now.Add(time.Minute)
+		for _, d := range []store.RefreshToken{rt, next} {
+			_, err := s.RotateRefreshToken(ctx, d.Digest, later, nextRefreshToken(d, later))
+			if err == nil {
+				t.Fatalf("round %d: a refresh token of a revoked grant still rotates (rotation error in the race: %v)", round, rotErr)
+			}
+			wantErr(t, err, store.ErrNotFound, fmt.Sprintf("round %d: RotateRefreshToken after the race", round))
+		}
+		if rotErr == nil {
+			// The rotation won, so it wrote its successor (which may or may
+			// not be marked used: it can land after RevokeGrant's update,
+			// and the revoked grant is what stops it, checked above).
+			_, err := s.GetRefreshToken(ctx, next.Digest)
+			must(t, err, fmt.Sprintf("round %d: GetRefreshToken of the successor of a successful rotation", round))
+		} else {
+			_, err := s.GetRefreshToken(ctx, next.Digest)
+			wantErr(t, err, store.ErrNotFound, fmt.Sprintf("round %d: successor of a refused rotation", round))
+		}
+	}
+}
+
+// AddConsent merges atomically: concurrent approvals of different scopes
+// for one user and client lose none of them.
+func testConcurrentAddConsent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	c, u := client(t, s), user(t, s)
+	want := make([]string, racers)
+	errs := make([]error, racers)
+	for i := range racers {
+		want[i] = fmt.Sprintf("scope:%d", i)
+	}
+	race(racers, func(i int) {
+		errs[i] = s.AddConsent(ctx, store.Consent{UserID: u.ID, ClientID: c.ID,
+			Scopes: []string{want[i]}, Resources: []string{"https://mcp.example/"},
+			CreatedAt: t0, UpdatedAt: t0})
+	})
+	for i, err := range errs {
+		must(t, err, fmt.Sprintf("racer %d: AddConsent", i))
+	}
+	got, err := s.GetConsent(ctx, u.ID, c.ID)
+	must(t, err, "GetConsent")
+	sameSet(t, "scopes after concurrent AddConsent", got.Scopes, want)
+	sameSet(t, "resources after concurrent AddConsent", got.Resources, []string{"https://mcp.example/"})
+}
+
+// Two first logins of one person at once (two tabs) yield one user.
+func testConcurrentUpsertUser(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	in := newUser()
+	ids := make([]string, racers)
+	errs := make([]error, racers)
+	race(racers, func(i int) {
+		var u store.User
+		u, errs[i] = s.UpsertUser(ctx, in)
+		ids[i] = u.ID
+	})
+	// A second user row would show as a different ID (or, with a unique
+	// index, as an error for some racer).
+	for i, err := range errs {
+		must(t, err, fmt.Sprintf("racer %d: UpsertUser", i))
+		if ids[i] == "" || ids[i] != ids[0] {
+			t.Fatalf("concurrent UpsertUser of one identity returned IDs %q", ids)
+		}
+	}
+	if _, err := s.GetUser(ctx, ids[0]); err != nil {
+		t.Fatalf("GetUser of the upserted user: %v", err)
+	}
+}

@@ -1,0 +1,164 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+const refreshTokenColumns = `digest, grant_id, client_id, parent, created_at, expires_at, used_at`
+
+func (p *Postgres) CreateRefreshToken(ctx context.Context, rt RefreshToken) error {
+	return insertRefreshToken(ctx, p.pool, rt)
+}
+
+// GetRefreshToken returns the token in any state (used or expired included).
+func (p *Postgres) GetRefreshToken(ctx context.Context, digest string) (RefreshToken, error) {
+	rows, err := p.pool.Query(ctx, `SELECT `+refreshTokenColumns+` FROM refresh_tokens WHERE digest = $1`, digest)
+	if err != nil {
+		return RefreshToken{}, mapErr(err)
+	}
+	rt, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[RefreshToken])
+	return rt, mapErr(err)
+}
+
+// RotateRefreshToken marks old used and inserts next in one transaction,
+// which first locks the grant row: rotations of one grant (and revocations,
+// which lock the grant first too) are serialised there, so of concurrent
+// callers with one token exactly one finds it unused.
+//
+// Presenting a token that was already rotated means two parties hold the
+// chain (OAuth 2.1 §4.3.1): the grant and its tokens are revoked, the
+// revocation is committed, and ErrAlreadyUsed is returned with the grant.
+// The checks run in the order the contract lists: an unknown or expired
+// token, or a revoked or expired grant, is ErrNotFound before reuse is
+// considered.
+func (p *Postgres) RotateRefreshToken(ctx context.Context, old string, now time.Time, next RefreshToken) (Grant, error) {
+	var g Grant
+	reused := false
+	err := p.withTx(ctx, func(tx pgx.Tx) error {
+		var cur RefreshToken
+		rows, err := tx.Query(ctx, `
+			SELECT `+refreshTokenColumns+` FROM refresh_tokens
+			WHERE digest = $1 AND expires_at > $2`, old, now)
+		if err != nil {
+			return mapErr(err)
+		}
+		if cur, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[RefreshToken]); err != nil {
+			return mapErr(err)
+		}
+		var live bool
+		if err := tx.QueryRow(ctx, `
+			SELECT revoked_at IS NULL AND expires_at > $2 FROM grants
+			WHERE id = $1 FOR NO KEY UPDATE`, cur.GrantID, now).Scan(&live); err != nil {
+			return mapErr(err)
+		}
+		if !live {
+			return ErrNotFound
+		}
+		// Under the grant's lock: whoever held it before us has committed,
+		// so this sees the token's final state.
+		tag, err := tx.Exec(ctx, `
+			UPDATE refresh_tokens SET used_at = $2
+			WHERE digest = $1 AND used_at IS NULL`, old, now)
+		if err != nil {
+			return mapErr(err)
+		}
+		if tag.RowsAffected() == 0 {
+			reused = true
+			if err := revokeGrant(ctx, tx, cur.GrantID, now); err != nil {
+				return err
+			}
+			g, err = getGrant(ctx, tx, cur.GrantID)
+			return err // commit the revocation
+		}
+
+		if next.GrantID != cur.GrantID || next.ClientID != cur.ClientID {
+			return fmt.Errorf("store: next refresh token must belong to grant %q of client %q", cur.GrantID, cur.ClientID)
+		}
+		if err := insertRefreshToken(ctx, tx, next); err != nil {
+			return err
+		}
+		rows, err = tx.Query(ctx, `
+			UPDATE grants SET last_used_at = $2 WHERE id = $1
+			RETURNING `+grantColumns, cur.GrantID, now)
+		if err != nil {
+			return mapErr(err)
+		}
+		g, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Grant])
+		return mapErr(err)
+	})
+	if err != nil {
+		return Grant{}, err
+	}
+	if reused {
+		return g, ErrAlreadyUsed
+	}
+	return g, nil
+}
+
+func insertRefreshToken(ctx context.Context, q querier, rt RefreshToken) error {
+	_, err := q.Exec(ctx, `
+		INSERT INTO refresh_tokens (`+refreshTokenColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		rt.Digest, rt.GrantID, rt.ClientID, rt.Parent, rt.CreatedAt, rt.ExpiresAt, rt.UsedAt)
+	return mapErr(err)
+}
+
+const accessTokenColumns = `digest, coalesce(grant_id, '') AS grant_id, client_id,
+	coalesce(user_id, '') AS user_id, scopes, resources, auth_time, created_at, expires_at, revoked_at`
+
+func (p *Postgres) CreateAccessToken(ctx context.Context, t AccessToken) error {
+	_, err := p.pool.Exec(ctx, `
+		INSERT INTO access_tokens (digest, grant_id, client_id, user_id, scopes, resources,
+			auth_time, created_at, expires_at, revoked_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		t.Digest, nullString(t.GrantID), t.ClientID, nullString(t.UserID), t.Scopes, t.Resources,
+		t.AuthTime, t.CreatedAt, t.ExpiresAt, t.RevokedAt)
+	return mapErr(err)
+}
+
+// GetAccessToken returns the token in any state (revoked or expired
+// included).
+func (p *Postgres) GetAccessToken(ctx context.Context, digest string) (AccessToken, error) {
+	rows, err := p.pool.Query(ctx, `SELECT `+accessTokenColumns+` FROM access_tokens WHERE digest = $1`, digest)
+	if err != nil {
+		return AccessToken{}, mapErr(err)
+	}
+	t, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[AccessToken])
+	return t, mapErr(err)
+}
+
+// RevokeAccessToken revokes an opaque access token; revoking it again keeps
+// the first revocation time. ErrNotFound if unknown.
+func (p *Postgres) RevokeAccessToken(ctx context.Context, digest string, now time.Time) error {
+	tag, err := p.pool.Exec(ctx, `
+		UPDATE access_tokens SET revoked_at = coalesce(revoked_at, $2)
+		WHERE digest = $1`, digest, now)
+	if err != nil {
+		return mapErr(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// RevokeJTI remembers a revoked JWT access token until exp (the later exp if
+// revoked twice).
+func (p *Postgres) RevokeJTI(ctx context.Context, jti string, exp time.Time) error {
+	_, err := p.pool.Exec(ctx, `
+		INSERT INTO revoked_jtis AS r (jti, expires_at) VALUES ($1, $2)
+		ON CONFLICT (jti) DO UPDATE SET expires_at = greatest(r.expires_at, excluded.expires_at)`,
+		jti, exp)
+	return mapErr(err)
+}
+
+func (p *Postgres) IsJTIRevoked(ctx context.Context, jti string, now time.Time) (bool, error) {
+	var revoked bool
+	err := p.pool.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM revoked_jtis WHERE jti = $1 AND expires_at > $2)`, jti, now).Scan(&revoked)
+	return revoked, mapErr(err)
+}

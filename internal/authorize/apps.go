@@ -1,0 +1,294 @@
+package authorize
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/reqlog"
+	"github.com/authd/authd/internal/store"
+)
+
+type appEntry struct {
+	ClientID      string
+	Name          string
+	Verified      string // shown as "✔ ..."; empty: unverified
+	RedirectHosts []string
+	Resources     []string
+	Scopes        []string
+	LastUsed      time.Time
+}
+
+// apps serves GET /apps: the applications the signed-in user approved, and
+// any other application holding a live grant of theirs (first-party
+// clients that skip consent), so that every one can be revoked here.
+func (h *Handler) apps(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	now := h.now()
+	user, sid, ok := h.appsSession(w, r)
+	if !ok {
+		return
+	}
+	consents, err := h.Store.ListConsents(ctx, user.ID)
+	if err != nil {
+		h.internalErrorPage(w, r, err)
+		return
+	}
+	grants, err := h.Store.ListGrants(ctx, user.ID)
+	if err != nil {
+		h.internalErrorPage(w, r, err)
+		return
+	}
+	type access struct {
+		scopes, resources []string
+		consented         bool
+		lastUsed          time.Time
+	}
+	byClient := map[string]*access{}
+	for _, c := range consents {
+		byClient[c.ClientID] = &access{scopes: c.Scopes, resources: c.Resources, consented: true}
+	}
+	for _, g := range grants {
+		if g.RevokedAt != nil || !g.ExpiresAt.After(now) {
+			continue
+		}
+		a := byClient[g.ClientID]
+		if a == nil {
+			a = &access{}
+			byClient[g.ClientID] = a
+		}
+		if !a.consented {
+			a.scopes, a.resources = oauth.Union(a.scopes, g.Scopes), oauth.Union(a.resources, g.Resources)
+		}
+		if g.LastUsedAt.After(a.lastUsed) {
+			a.lastUsed = g.LastUsedAt
+		}
+	}
+
+	var entries []appEntry
+	for clientID, a := range byClient {
+		client, err := h.Store.GetClient(ctx, clientID, now)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // deleted or expired, and with it everything it held
+		}
+		if err != nil {
+			h.internalErrorPage(w, r, err)
+			return
+		}
+		e := appEntry{ClientID: client.ID, Name: clientName(client), LastUsed: a.lastUsed}
+		switch verification(client) {
+		case "config":
+			e.Verified = "Registered by the operator of this server"
+		case "metadata":
+			e.Verified = "Published by " + metadataHost(client)
+		}
+		for _, ru := range client.Metadata.RedirectURIs {
+			if host, _ := redirectHost(ru); !slices.Contains(e.RedirectHosts, host) {
+				e.RedirectHosts = append(e.RedirectHosts, host)
+			}
+		}
+		for _, uri := range a.resources {
+			if res, ok := h.resource(uri); ok && res.Name != "" {
+				uri = res.Name + " (" + uri + ")"
+			}
+			e.Resources = append(e.Resources, uri)
+		}
+		for _, s := range a.scopes {
+			if d := h.scopeDescription(s); d != "" {
+				s = d + " (" + s + ")"
+			}
+			e.Scopes = append(e.Scopes, s)
+		}
+		entries = append(entries, e)
+	}
+	slices.SortFunc(entries, func(a, b appEntry) int {
+		if c := strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name)); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ClientID, b.ClientID)
+	})
+	h.render(w, r, http.StatusOK, "apps", "Connected apps", struct {
+		UserName string
+		Apps     []appEntry
+		CSRF     string
+	}{displayName(user), entries, sessionCSRF(sid)})
+}
+
+// revokeApp serves POST /apps/revoke: withdraws the consent for one client
+// and revokes the user's grants for it (and with them every refresh and
+// access token derived from them).
+func (h *Handler) revokeApp(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	user, _, signedOut, ok := h.sessionForm(w, r)
+	if signedOut {
+		h.errorPage(w, r, http.StatusForbidden, "Not signed in",
+			"You are not signed in, so there is nothing to revoke here. Sign in through an application first.", nil)
+		return
+	}
+	if !ok {
+		return
+	}
+	clientID := r.PostForm.Get("client_id")
+	if clientID == "" {
+		h.errorPage(w, r, http.StatusBadRequest, "Invalid form", "No application was named.", nil)
+		return
+	}
+	err := h.Store.DeleteConsent(ctx, user.ID, clientID, h.now())
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		h.internalErrorPage(w, r, err)
+		return
+	}
+	h.event(ctx, EventAppRevoked, "client_id", clientID, "user_id", user.ID)
+	redirect(w, r, "/apps")
+}
+
+// logout serves POST /logout: ends the browser's session and answers 303
+// to /apps, which then says so.
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
+	_, sid, signedOut, ok := h.sessionForm(w, r)
+	if signedOut {
+		redirect(w, r, "/apps") // nothing to end
+		return
+	}
+	if !ok {
+		return
+	}
+	if err := h.Store.DeleteSession(r.Context(), oauth.Digest(sid)); err != nil && !errors.Is(err, store.ErrNotFound) {
+		h.internalErrorPage(w, r, err)
+		return
+	}
+	h.clearCookie(w, h.cookieName(sessionCookie))
+	redirect(w, r, "/apps")
+}
+
+// signedIn returns the browser's signed-in user and session id; ok is
+// false when there is none (and when err is set).
+func (h *Handler) signedIn(r *http.Request) (store.User, string, bool, error) {
+	ctx := r.Context()
+	sess, sid, err := h.currentSession(ctx, r, h.now())
+	if err != nil || sess == nil {
+		return store.User{}, "", false, err
+	}
+	user, err := h.Store.GetUser(ctx, sess.UserID)
+	if err != nil {
+		return store.User{}, "", false, err
+	}
+	reqlog.Set(ctx, "user_id", user.ID)
+	return user, sid, true, nil
+}
+
+// appsSession returns the signed-in user, or writes the "not signed in"
+// page. There is no sign-in from here: a sign-in always belongs to an
+// authorization request of some client.
+func (h *Handler) appsSession(w http.ResponseWriter, r *http.Request) (store.User, string, bool) {
+	user, sid, ok, err := h.signedIn(r)
+	if err != nil {
+		h.internalErrorPage(w, r, err)
+		return store.User{}, "", false
+	}
+	if !ok {
+		// 200, not 401: there is no HTTP authentication scheme to offer
+		// (RFC 9110 §15.5.2 requires WWW-Authenticate with a 401).
+		h.render(w, r, http.StatusOK, "error", "Not signed in", errorData{
+			Message: "You are not signed in.",
+			Hint:    "This page lists the applications you have allowed to use your account. It is available while you are signed in: connect an application to this server, then come back here.",
+		})
+	}
+	return user, sid, ok
+}
+
+// sessionForm reads a POSTed form of the signed-in user and checks its
+// CSRF token, which is bound to the session. signedOut is true (and
+// nothing written) when the browser has no session.
+func (h *Handler) sessionForm(w http.ResponseWriter, r *http.Request) (user store.User, sid string, signedOut, ok bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+	if err := r.ParseForm(); err != nil {
+		h.errorPage(w, r, http.StatusBadRequest, "Invalid form", "The form could not be read.", nil)
+		return store.User{}, "", false, false
+	}
+	user, sid, ok, err := h.signedIn(r)
+	if err != nil {
+		h.internalErrorPage(w, r, err)
+		return store.User{}, "", false, false
+	}
+	if !ok {
+		return store.User{}, "", true, false
+	}
+	if !oauth.ConstantTimeEqual(r.PostForm.Get("csrf"), sessionCSRF(sid)) {
+		h.errorPage(w, r, http.StatusForbidden, "Request refused",
+			"The form's security token is missing or wrong. Go back, reload the page and try again.", nil)
+		return store.User{}, "", false, false
+	}
+	return user, sid, false, true
+}
+
+// clientName is the name to show: the registered name, else the id.
+func clientName(c store.Client) string {
+	if c.Metadata.ClientName != "" {
+		return c.Metadata.ClientName
+	}
+	return c.ID
+}
+
+// verification says how far the client's identity is known: "config"
+// (registered by the operator), "metadata" (a client ID metadata document
+// fetched from an https URL, so the host vouches for it) or "dynamic"
+// (self-asserted at dynamic registration: unverified).
+func verification(c store.Client) string {
+	switch c.Source {
+	case store.SourceConfig:
+		return "config"
+	case store.SourceMetadata:
+		if metadataHost(c) != "" {
+			return "metadata"
+		}
+	}
+	return "dynamic"
+}
+
+// metadataHost is the host of a metadata-document client's id (an https
+// URL), or "".
+func metadataHost(c store.Client) string {
+	if c.Source != store.SourceMetadata {
+		return ""
+	}
+	u, err := url.Parse(c.ID)
+	if err != nil || u.Scheme != "https" {
+		return ""
+	}
+	return u.Host
+}
+
+// redirectHost is what the consent page shows of a redirect URI: the host
+// (with port) for http and https, scheme://host for private-use schemes;
+// loopback reports an http(s) loopback host.
+func redirectHost(uri string) (string, bool) {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return uri, false
+	}
+	switch u.Scheme {
+	case "http", "https":
+		return u.Host, oauth.IsLoopbackHost(u.Hostname())
+	}
+	if u.Host != "" {
+		return u.Scheme + "://" + u.Host, false
+	}
+	return u.Scheme + ":", false
+}
+
+func displayName(u store.User) string {
+	switch {
+	case u.Login != "":
+		return u.Login
+	case u.Email != "":
+		return u.Email
+	case u.Name != "":
+		return u.Name
+	}
+	return u.Subject
+}

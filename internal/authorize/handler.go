@@ -1,0 +1,259 @@
+// Package authorize is the user-facing half of authd: the authorization
+// endpoint (OAuth 2.1 §4.1), sign-in through an upstream identity provider,
+// the consent page, browser sessions (single sign-on), the connected-apps
+// page, and the issuing of authorization codes.
+//
+// # One authorization
+//
+//	GET|POST /authorize      validate → pending AuthRequest + request cookie
+//	GET /login?req=H         chooser (several upstreams) → upstream redirect
+//	GET /callback/{provider} state → request, cookie check, exchange,
+//	                         allowlist, user, new session
+//	GET|POST /consent?req=H  consent page, Approve/Deny
+//	                         → code at the client's redirect URI
+//	GET /apps                connected apps; POST /apps/revoke, POST /logout
+//
+// # Secrets that live only in the browser
+//
+// A pending request has a random id (oauth.PrefixRequest) that is kept only
+// in an HttpOnly cookie; the database holds its digest. Everything else that
+// must stay secret during the flow is derived from that id, so neither a
+// database dump nor an intercepted URL is enough to use it:
+//
+//   - the PKCE verifier towards the upstream is
+//     base64url(SHA-256("authd-upstream-pkce\x00" + requestID + "\x00" + upstreamState)),
+//     and the OIDC nonce is built the same way with "authd-upstream-nonce".
+//     The upstream state travels through the upstream and the callback URL;
+//     the request id never does. A thief of the callback URL lacks the
+//     request id (and the cookie check stops him first); a thief of the
+//     database lacks the request id too.
+//   - the consent form's CSRF token is
+//     base64url(SHA-256("authd-consent\x00" + requestID)); an attacker's page
+//     cannot read the HttpOnly cookie, so it cannot compute the token.
+//
+// Pending requests are looked up through a short public handle H (a prefix
+// of the id's digest) that names the request cookie, so that one browser can
+// run several authorizations at once (two MCP clients connecting in
+// parallel) without one cookie overwriting the other.
+package authorize
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/upstream"
+)
+
+// Store is the part of store.Store this package uses.
+type Store interface {
+	GetClient(ctx context.Context, id string, now time.Time) (store.Client, error)
+
+	UpsertUser(ctx context.Context, u store.User) (store.User, error)
+	GetUser(ctx context.Context, id string) (store.User, error)
+
+	CreateAuthRequest(ctx context.Context, r store.AuthRequest) error
+	GetAuthRequest(ctx context.Context, idDigest string, now time.Time) (store.AuthRequest, error)
+	GetAuthRequestByUpstreamState(ctx context.Context, stateDigest string, now time.Time) (store.AuthRequest, error)
+	UpdateAuthRequest(ctx context.Context, r store.AuthRequest) error
+	ConsumeAuthRequest(ctx context.Context, idDigest string, now time.Time) (store.AuthRequest, error)
+
+	CreateSession(ctx context.Context, s store.Session) error
+	GetSession(ctx context.Context, idDigest string, now time.Time) (store.Session, error)
+	DeleteSession(ctx context.Context, idDigest string) error
+
+	GetConsent(ctx context.Context, userID, clientID string) (store.Consent, error)
+	AddConsent(ctx context.Context, c store.Consent) error
+	ListConsents(ctx context.Context, userID string) ([]store.Consent, error)
+	DeleteConsent(ctx context.Context, userID, clientID string, now time.Time) error
+
+	CreateAuthCode(ctx context.Context, c store.AuthCode) error
+	ListGrants(ctx context.Context, userID string) ([]store.Grant, error)
+}
+
+// Allowlist decides who may sign in (allowlist.Policy). A non-nil error
+// denies; the Reason of an *allowlist.Denied is shown to the user, any other
+// error gets a generic sentence.
+type Allowlist interface {
+	Check(providerType string, u store.User) error
+}
+
+// Resource is a protected resource (an MCP server) tokens may be bound to.
+type Resource struct {
+	URI    string   // canonical (oauth.CanonicalResource)
+	Name   string   // shown on the consent page
+	Scopes []string // scopes allowed for it; empty: every server scope
+}
+
+// Scope is a scope the server knows, with the words the consent page shows.
+type Scope struct {
+	Name        string
+	Description string
+}
+
+// Lifetimes of what this package creates. Zero values take the defaults.
+type Lifetimes struct {
+	Request time.Duration // pending authorization request; default 10m
+	Code    time.Duration // authorization code; default 60s
+	Session time.Duration // browser single sign-on session; default 24h
+}
+
+const (
+	defaultRequestLifetime = 10 * time.Minute
+	defaultCodeLifetime    = 60 * time.Second
+	defaultSessionLifetime = 24 * time.Hour
+)
+
+// Handler serves /authorize and the pages around it.
+type Handler struct {
+	Store  Store
+	Issuer string // e.g. https://auth.example.com; sent as iss (RFC 9207)
+	// Connectors are the upstream identity providers, in chooser order.
+	Connectors []upstream.Connector
+	Allowlist  Allowlist
+	Resources  []Resource
+	// AllowAnyResource accepts resource indicators that are not configured
+	// (scopes are then limited only by Scopes and the client).
+	AllowAnyResource bool
+	// DefaultResource binds requests that name no resource (RFC 8707);
+	// when empty and exactly one resource is configured, that one is the
+	// default, otherwise such requests fail with invalid_target (a token
+	// bound to no resource is a confused-deputy risk). Same rule as /token.
+	DefaultResource string
+	// Scopes is the server-wide scope list; empty means any syntactically
+	// valid scope, limited by the resource and the client.
+	Scopes []Scope
+	// DefaultScopes apply when a request has no scope parameter; those the
+	// client or resource does not allow are dropped.
+	DefaultScopes []string
+	Lifetimes     Lifetimes
+	// DevMode marks every page as a development server and mounts the
+	// development login form (upstream.DevLoginPath) for dev connectors.
+	DevMode bool
+	// OnEvent, if set, is told about outcomes (for metrics): see the event
+	// constants.
+	OnEvent func(event string)
+	Now     func() time.Time
+	Log     *slog.Logger
+}
+
+// Events passed to OnEvent (and logged as audit records with event=...).
+const (
+	EventLogin           = "login"            // upstream sign-in succeeded
+	EventLoginDenied     = "login_denied"     // allowlist or disabled user
+	EventLoginFailed     = "login_failed"     // upstream error, bad state
+	EventConsentApproved = "consent_approved" // user approved
+	EventConsentDenied   = "consent_denied"   // user declined
+	EventCodeIssued      = "code_issued"      // authorization code issued
+	EventAppRevoked      = "app_revoked"      // consent revoked on /apps
+)
+
+// maxFormBytes bounds the bodies of the POST endpoints here.
+const maxFormBytes = 64 << 10
+
+// Routes mounts the endpoints on r.
+func (h *Handler) Routes(r chi.Router) {
+	// Cross-origin protection (Sec-Fetch-Site / Origin) guards the POSTs a
+	// user makes on authd's own pages. Not /authorize: an authorization
+	// request POSTed by a client's page is cross-origin by design.
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.errorPage(w, r, http.StatusForbidden, "Request refused",
+			"This form was submitted from another site. Go back to the page on this server and try again.", nil)
+	}))
+	r.Get("/authorize", h.authorize)
+	r.Post("/authorize", h.authorize)
+	r.Get("/login", h.login)
+	r.Get("/callback/{provider}", h.callback)
+	r.Get("/consent", h.consentPage)
+	r.With(cop.Handler).Post("/consent", h.consentSubmit)
+	r.Get("/apps", h.apps)
+	r.With(cop.Handler).Post("/apps/revoke", h.revokeApp)
+	r.With(cop.Handler).Post("/logout", h.logout)
+	if h.DevMode {
+		r.Handle(upstream.DevLoginPath, upstream.DevLoginHandler(h.Connectors, h.log()))
+	}
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func (h *Handler) log() *slog.Logger {
+	if h.Log != nil {
+		return h.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (h *Handler) requestLifetime() time.Duration {
+	if h.Lifetimes.Request > 0 {
+		return h.Lifetimes.Request
+	}
+	return defaultRequestLifetime
+}
+
+func (h *Handler) codeLifetime() time.Duration {
+	if h.Lifetimes.Code > 0 {
+		return h.Lifetimes.Code
+	}
+	return defaultCodeLifetime
+}
+
+func (h *Handler) sessionLifetime() time.Duration {
+	if h.Lifetimes.Session > 0 {
+		return h.Lifetimes.Session
+	}
+	return defaultSessionLifetime
+}
+
+// secureCookies reports whether cookies get Secure and the __Host- prefix:
+// always, except for an http issuer (development on a loopback address),
+// where a browser would drop Secure cookies.
+func (h *Handler) secureCookies() bool {
+	u, err := url.Parse(h.Issuer)
+	return err != nil || u.Scheme != "http"
+}
+
+// event records an audit log line and tells OnEvent.
+func (h *Handler) event(ctx context.Context, name string, attrs ...any) {
+	h.log().InfoContext(ctx, "audit", append([]any{"event", name}, attrs...)...)
+	if h.OnEvent != nil {
+		h.OnEvent(name)
+	}
+}
+
+func (h *Handler) connector(id string) upstream.Connector {
+	for _, c := range h.Connectors {
+		if c.ID() == id {
+			return c
+		}
+	}
+	return nil
+}
+
+func (h *Handler) resource(uri string) (Resource, bool) {
+	for _, r := range h.Resources {
+		if r.URI == uri {
+			return r, true
+		}
+	}
+	return Resource{}, false
+}
+
+func (h *Handler) scopeDescription(name string) string {
+	for _, s := range h.Scopes {
+		if s.Name == name {
+			return s.Description
+		}
+	}
+	return ""
+}

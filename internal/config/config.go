@@ -49,6 +49,10 @@ type Config struct {
 	DefaultScopes    []string         `mapstructure:"default_scopes"`
 	Resources        []ResourceConfig `mapstructure:"resources"`
 	AllowAnyResource bool             `mapstructure:"allow_any_resource"`
+	// DefaultResource is the audience of requests that name no resource
+	// (clients before RFC 8707); empty: the only configured resource, if
+	// exactly one, else such requests are refused.
+	DefaultResource string `mapstructure:"default_resource"`
 
 	Registration  register.Policy         `mapstructure:"registration"`
 	Clients       []register.StaticClient `mapstructure:"clients"`
@@ -286,6 +290,13 @@ func (c *Config) Validate() error {
 			if len(c.Scopes) > 0 && !scopeNames[s] {
 				add("resources[%d]: scope %q is not declared in scopes", i, s)
 			}
+		}
+	}
+	if c.DefaultResource != "" {
+		if canon, err := oauth.CanonicalResource(c.DefaultResource); err != nil || canon != c.DefaultResource {
+			add("default_resource: %q must be a resource URI in canonical form", c.DefaultResource)
+		} else if !seen[canon] && !c.AllowAnyResource {
+			add("default_resource: %q is not one of the configured resources", c.DefaultResource)
 		}
 	}
 

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/authd/authd/internal/authorize"
+	"github.com/authd/authd/internal/clientauth"
+	"github.com/authd/authd/internal/config"
+	"github.com/authd/authd/internal/discovery"
+	"github.com/authd/authd/internal/keys"
+	"github.com/authd/authd/internal/ratelimit"
+	"github.com/authd/authd/internal/register"
+	"github.com/authd/authd/internal/server"
+	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/token"
+	"github.com/authd/authd/internal/upstream"
+)
+
+// app is a fully wired authd: every handler built from one Config, mounted
+// on one router. It is the only composition root.
+type app struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	store   store.Store
+	keys    *keys.Manager
+	handler http.Handler
+	now     func() time.Time
+}
+
+// keyOptions maps the keys configuration, reading PEM files if any.
+func keyOptions(cfg *config.Config, now func() time.Time, log *slog.Logger) keys.Options {
+	return keys.Options{
+		Algorithm:     cfg.Keys.Algorithm,
+		EncryptionKey: keys.DeriveKEK(cfg.Keys.EncryptionSecret),
+		TokenLifetime: cfg.Tokens.AccessTokenLifetime,
+		Prepublish:    cfg.Keys.Prepublish,
+		Now:           now,
+		Log:           log,
+	}
+}
+
+func readPEMFiles(paths []string) ([][]byte, error) {
+	var out [][]byte
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("keys.pem_files: %w", err)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// buildApp wires every component from cfg over st.
+func buildApp(ctx context.Context, cfg *config.Config, st store.Store, log *slog.Logger, now func() time.Time, started time.Time, upstreamClient *http.Client) (*app, error) {
+	if err := register.SyncStaticClients(ctx, st, cfg.Clients, now()); err != nil {
+		return nil, fmt.Errorf("loading configured clients: %w", err)
+	}
+
+	kopts := keyOptions(cfg, now, log)
+	pems, err := readPEMFiles(cfg.Keys.PEMFiles)
+	if err != nil {
+		return nil, err
+	}
+	kopts.PEMKeys = pems
+	if cfg.Dev && cfg.Keys.EncryptionSecret == "" {
+		// Dev keys live in memory (or a dev database) only.
+		kopts.EncryptionKey = keys.DeriveKEK("authd-development-mode-only")
+	}
+	km, err := keys.New(ctx, st, kopts)
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+
+	if upstreamClient == nil {
+		upstreamClient = &http.Client{Timeout: 15 * time.Second}
+	}
+	var connectors []upstream.Connector
+	providerTypes := map[string]string{}
+	for _, uc := range cfg.Upstreams {
+		uc.RedirectURL = cfg.Issuer + "/callback/" + uc.ID
+		c, err := upstream.New(ctx, uc, upstreamClient, log)
+		if err != nil {
+			return nil, fmt.Errorf("upstreams[%s]: %w", uc.ID, err)
+		}
+		connectors = append(connectors, c)
+		providerTypes[uc.ID] = uc.Type
+	}
+	policy := cfg.Allowlist
+	userCheck := func(_ context.Context, u store.User) error {
+		if u.Disabled {
+			return errors.New("user disabled")
+		}
+		return policy.Check(providerTypes[u.Provider], u)
+	}
+
+	r := server.NewRouter(server.Options{
+		Log:            log,
+		TrustedProxies: mustPrefixes(cfg),
+		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
+		Version:        version,
+		Started:        started,
+		Ready:          st.Ping,
+		Now:            now,
+	})
+
+	scopeNames := cfg.ScopeNames()
+	features := discovery.Features{
+		Registration:         cfg.Registration.Enabled,
+		Revocation:           true,
+		ClientCredentials:    true,
+		RefreshTokens:        true,
+		Scopes:               scopeNames,
+		ServiceDocumentation: cfg.ServiceDocumentation,
+	}
+	disc := &discovery.Handler{
+		Metadata: discovery.NewMetadata(cfg.Issuer, features),
+		JWKS:     km.JWKS,
+		Log:      log,
+	}
+	disc.Routes(r)
+
+	reg := &register.Handler{
+		Store:   st,
+		Issuer:  cfg.Issuer,
+		Policy:  cfg.Registration,
+		Limiter: ratelimit.New(cfg.Registration.RateLimit, now),
+		Now:     now,
+		Log:     log,
+	}
+	reg.Routes(r)
+
+	authz := &authorize.Handler{
+		Store:            st,
+		Issuer:           cfg.Issuer,
+		Connectors:       connectors,
+		Allowlist:        policy,
+		AllowAnyResource: cfg.AllowAnyResource,
+		DefaultResource:  cfg.DefaultResource,
+		DefaultScopes:    cfg.DefaultScopes,
+		Lifetimes: authorize.Lifetimes{
+			Request: cfg.Session.RequestLifetime,
+			Code:    cfg.Tokens.CodeLifetime,
+			Session: cfg.Session.Lifetime,
+		},
+		DevMode: cfg.Dev,
+		Now:     now,
+		Log:     log,
+	}
+	for _, s := range cfg.Scopes {
+		authz.Scopes = append(authz.Scopes, authorize.Scope{Name: s.Name, Description: s.Description})
+	}
+	for _, res := range cfg.Resources {
+		authz.Resources = append(authz.Resources, authorize.Resource{URI: res.URI, Name: res.Name, Scopes: res.Scopes})
+	}
+	authz.Routes(r)
+
+	clients := clientauth.NewCachedClients(st, 5*time.Second, now)
+	tok := &token.Handler{
+		Store:                st,
+		Clients:              &clientauth.Authenticator{Clients: clients, Now: now},
+		Keys:                 km,
+		Issuer:               cfg.Issuer,
+		AllowAnyResource:     cfg.AllowAnyResource,
+		DefaultResource:      cfg.DefaultResource,
+		Scopes:               scopeNames,
+		DefaultScopes:        cfg.DefaultScopes,
+		TokenFormat:          cfg.Tokens.Format,
+		AccessTokenLifetime:  cfg.Tokens.AccessTokenLifetime,
+		RefreshTokenLifetime: cfg.Tokens.RefreshTokenLifetime,
+		GrantLifetime:        cfg.Tokens.GrantLifetime,
+		ClientIdleLifetime:   cfg.Registration.ClientIdleLifetime,
+		IdentityClaims:       cfg.Tokens.IdentityClaims,
+		UserCheck:            userCheck,
+		MaxBodyBytes:         cfg.HTTP.MaxBodyBytes,
+		Now:                  now,
+		Log:                  log,
+	}
+	for _, res := range cfg.Resources {
+		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat})
+	}
+	tok.Routes(r)
+
+	return &app{cfg: cfg, log: log, store: st, keys: km, handler: r, now: now}, nil
+}
+
+func mustPrefixes(cfg *config.Config) []netip.Prefix {
+	p, _ := cfg.TrustedProxyPrefixes() // validated at load
+	return p
+}
+
+// startBackground starts the jobs every replica runs: purging expired rows
+// (safe on several replicas at once) and reloading signing keys.
+func (a *app) startBackground(ctx context.Context) {
+	go func() {
+		t := time.NewTicker(5 * time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				res, err := a.store.Purge(ctx, a.now())
+				if err != nil {
+					a.log.Warn("purge failed", "error", err.Error())
+					continue
+				}
+				var total int64
+				for _, n := range res {
+					total += n
+				}
+				if total > 0 {
+					a.log.Info("purged expired rows", "deleted", total)
+				}
+			}
+		}
+	}()
+}
+
+func (a *app) close() {}

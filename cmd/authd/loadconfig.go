@@ -1,0 +1,174 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/authd/authd/internal/config"
+)
+
+// envPrefix prefixes every environment variable authd reads.
+const envPrefix = "AUTHD_"
+
+// configFlags are the flags that override configuration keys, by key.
+var configFlags = map[string]string{
+	"dev":              "dev",
+	"issuer":           "issuer",
+	"listen":           "listen",
+	"database_url":     "database-url",
+	"migrate_on_start": "migrate",
+	"log.level":        "log-level",
+}
+
+// addConfigFlags declares the configuration flags on fs.
+func addConfigFlags(fs *pflag.FlagSet) {
+	fs.String("config", "", "path to a YAML configuration file")
+	fs.Bool("dev", false, "development mode: in-memory store, dev login, http://localhost issuer (NEVER in production)")
+	fs.String("issuer", "", "public URL of this server (issuer)")
+	fs.String("listen", "", "listen address, e.g. :8080")
+	fs.String("database-url", "", "PostgreSQL URL")
+	fs.Bool("migrate", false, "apply database migrations at start-up")
+	fs.String("log-level", "", "log level: debug, info, warn, error")
+}
+
+// loadConfig builds the effective configuration with the usual precedence,
+// highest first: flags, environment (AUTHD_*), the YAML file, defaults.
+// Every key has a default registered (spf13/viper#761: Unmarshal ignores
+// keys viper has never heard of), and unknown keys in the file are errors.
+func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (*config.Config, error) {
+	v := viper.New()
+	defaults := config.Defaults()
+	keys := leafKeys(reflect.ValueOf(defaults), "")
+	for _, k := range keys {
+		v.SetDefault(k.name, k.value)
+	}
+
+	if path, _ := fs.GetString("config"); path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("config file: %w", err)
+		}
+		v.SetConfigType("yaml")
+		err = v.ReadConfig(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("config file %s is not valid YAML: %w", path, err)
+		}
+	}
+
+	// The environment is merged as a layer above the file and below flags.
+	env := map[string]any{}
+	for _, k := range keys {
+		if val := getenv(envName(k.name)); val != "" {
+			setNested(env, strings.Split(k.name, "."), val)
+		}
+	}
+	if len(env) > 0 {
+		if err := v.MergeConfigMap(env); err != nil {
+			return nil, fmt.Errorf("environment: %w", err)
+		}
+	}
+
+	for key, flag := range configFlags {
+		if f := fs.Lookup(flag); f != nil && f.Changed {
+			if err := v.BindPFlag(key, f); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	var cfg config.Config
+	err := v.Unmarshal(&cfg, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		)
+	})
+	if err != nil {
+		return nil, explainDecodeError(err)
+	}
+	cfg.ApplyDev()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration:\n%w", indent(err))
+	}
+	return &cfg, nil
+}
+
+type leafKey struct {
+	name  string
+	value any
+}
+
+// leafKeys lists every configuration key (dotted) with its default value,
+// walking nested structs by their mapstructure tags.
+func leafKeys(v reflect.Value, prefix string) []leafKey {
+	var out []leafKey
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("mapstructure"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		name := prefix + tag
+		fv := v.Field(i)
+		if fv.Kind() == reflect.Struct && f.Type != reflect.TypeOf(time.Duration(0)) {
+			out = append(out, leafKeys(fv, name+".")...)
+			continue
+		}
+		out = append(out, leafKey{name, fv.Interface()})
+	}
+	return out
+}
+
+func envName(key string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+func setNested(m map[string]any, path []string, val string) {
+	for _, p := range path[:len(path)-1] {
+		next, ok := m[p].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			m[p] = next
+		}
+		m = next
+	}
+	m[path[len(path)-1]] = val
+}
+
+// explainDecodeError rewrites mapstructure's messages so each names the
+// setting, its environment variable, and what was wrong.
+func explainDecodeError(err error) error {
+	msg := err.Error()
+	msg = strings.ReplaceAll(msg, "decoding failed due to the following error(s):\n\n", "")
+	var lines []string
+	for _, line := range strings.Split(msg, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		if strings.Contains(line, "has invalid keys:") {
+			line += " (unknown setting: check its spelling against authd.example.yaml)"
+		}
+		lines = append(lines, "  "+line)
+	}
+	return fmt.Errorf("invalid configuration:\n%s", strings.Join(lines, "\n"))
+}
+
+func indent(err error) error {
+	var lines []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		lines = append(lines, "  "+l)
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}

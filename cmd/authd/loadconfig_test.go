@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "authd.yaml")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const validYAML = `
+issuer: https://auth.example.com
+database_url: postgres://authd:pw@db:5432/authd
+keys:
+  encryption_secret: 0123456789abcdef0123456789abcdef
+upstreams:
+  - id: github
+    type: github
+    client_id: gh-client
+    client_secret: gh-secret
+    github: {load_teams: true}
+allowlist:
+  github_orgs: [acme]
+tokens:
+  access_token_lifetime: 15m
+`
+
+func flagsFor(t *testing.T, args ...string) *pflag.FlagSet {
+	t.Helper()
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	addConfigFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+func TestLoadConfigPrecedence(t *testing.T) {
+	path := writeFile(t, validYAML+"listen: \":9000\"\n")
+
+	// File over defaults.
+	cfg, err := loadConfig(flagsFor(t, "--config", path), envOf(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != ":9000" || cfg.Tokens.AccessTokenLifetime != 15*time.Minute || cfg.Tokens.CodeLifetime != time.Minute {
+		t.Fatalf("file/defaults not applied: listen=%q at=%v code=%v", cfg.Listen, cfg.Tokens.AccessTokenLifetime, cfg.Tokens.CodeLifetime)
+	}
+
+	// Environment over file, including nested keys and durations.
+	env := envOf(map[string]string{
+		"AUTHD_LISTEN":                       ":9100",
+		"AUTHD_TOKENS_ACCESS_TOKEN_LIFETIME": "5m",
+		"AUTHD_TRUSTED_PROXIES":              "10.0.0.0/8,192.168.1.1",
+	})
+	cfg, err = loadConfig(flagsFor(t, "--config", path), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != ":9100" || cfg.Tokens.AccessTokenLifetime != 5*time.Minute || len(cfg.TrustedProxies) != 2 {
+		t.Fatalf("env not applied: listen=%q at=%v proxies=%v", cfg.Listen, cfg.Tokens.AccessTokenLifetime, cfg.TrustedProxies)
+	}
+
+	// Flags over environment.
+	cfg, err = loadConfig(flagsFor(t, "--config", path, "--listen", ":9200"), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != ":9200" {
+		t.Fatalf("flag not applied: %q", cfg.Listen)
+	}
+}
+
+func TestLoadConfigEnvOnly(t *testing.T) {
+	// 12-factor: no file at all.
+	cfg, err := loadConfig(flagsFor(t), envOf(map[string]string{
+		"AUTHD_ISSUER":                      "https://auth.example.com",
+		"AUTHD_DATABASE_URL":                "postgres://db/authd",
+		"AUTHD_KEYS_ENCRYPTION_SECRET":      strings.Repeat("k", 40),
+		"AUTHD_ALLOWLIST_ALLOW_ALL_USERS":   "true",
+		"AUTHD_REGISTRATION_ENABLED":        "false",
+		"AUTHD_DEV":                         "true", // dev supplies the upstream
+		"AUTHD_SESSION_LIFETIME":            "2h",
+		"AUTHD_KEYS_ALGORITHM":              "RS256",
+		"AUTHD_HTTP_MAX_BODY_BYTES":         "2048",
+		"AUTHD_INTROSPECTION_BEARER_TOKENS": strings.Repeat("t", 40),
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Issuer != "https://auth.example.com" || cfg.Session.Lifetime != 2*time.Hour || cfg.Keys.Algorithm != "RS256" ||
+		cfg.HTTP.MaxBodyBytes != 2048 || !cfg.Allowlist.AllowAllUsers || cfg.Registration.Enabled || len(cfg.Introspection.BearerTokens) != 1 {
+		t.Fatalf("env-only config not applied: %+v", cfg)
+	}
+}
+
+func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		yaml string
+		env  map[string]string
+		want []string
+	}{
+		{"malformed yaml", "issuer: [unclosed\n", nil, []string{"not valid YAML"}},
+		{"unknown key", validYAML + "isuer: typo\n", nil, []string{"isuer", "unknown setting"}},
+		{"unknown nested key", strings.Replace(validYAML, "keys:\n", "keys:\n  colour: red\n", 1), nil, []string{"colour"}},
+		{"bad env duration", validYAML, map[string]string{"AUTHD_TOKENS_CODE_LIFETIME": "soon"}, []string{"code_lifetime"}},
+		{"bad env bool", validYAML, map[string]string{"AUTHD_MIGRATE_ON_START": "perhaps"}, []string{"migrate_on_start"}},
+		{"missing issuer", strings.Replace(validYAML, "issuer: https://auth.example.com", "", 1), nil, []string{"issuer: required", "AUTHD_ISSUER"}},
+		{"http issuer not loopback", validYAML, map[string]string{"AUTHD_ISSUER": "http://auth.example.com"}, []string{"issuer", "https"}},
+		{"issuer with query", validYAML, map[string]string{"AUTHD_ISSUER": "https://auth.example.com?x=1"}, []string{"issuer", "query"}},
+		{"issuer with fragment", validYAML, map[string]string{"AUTHD_ISSUER": "https://auth.example.com#x"}, []string{"issuer", "fragment"}},
+		{"issuer with path", validYAML, map[string]string{"AUTHD_ISSUER": "https://example.com/auth"}, []string{"issuer", "path"}},
+		{"issuer trailing slash", validYAML, map[string]string{"AUTHD_ISSUER": "https://auth.example.com/"}, []string{"issuer", "slash"}},
+		{"missing database", strings.Replace(validYAML, "database_url: postgres://authd:pw@db:5432/authd", "", 1), nil, []string{"database_url: required"}},
+		{"short encryption secret", validYAML, map[string]string{"AUTHD_KEYS_ENCRYPTION_SECRET": "short"}, []string{"keys.encryption_secret"}},
+		{"bad algorithm", validYAML, map[string]string{"AUTHD_KEYS_ALGORITHM": "HS256"}, []string{"keys.algorithm"}},
+		{"bad proxy", validYAML, map[string]string{"AUTHD_TRUSTED_PROXIES": "10.0.0.0/33"}, []string{"trusted_proxies"}},
+		{"no allowlist", strings.Replace(validYAML, "  github_orgs: [acme]", "  allow_all_users: false", 1), nil, []string{"allowlist", "allow_all_users"}},
+		{"no upstreams", "issuer: https://a.example\ndatabase_url: postgres://db/a\nkeys: {encryption_secret: 0123456789abcdef0123456789abcdef}\nallowlist: {allow_all_users: true}\n", nil, []string{"upstreams"}},
+		{"several problems at once", validYAML, map[string]string{"AUTHD_ISSUER": "ftp://x", "AUTHD_LOG_LEVEL": "loud"}, []string{"issuer", "log.level"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := writeFile(t, tc.yaml)
+			_, err := loadConfig(flagsFor(t, "--config", path), envOf(tc.env))
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestLoopbackHTTPIssuerAllowedWithoutDev(t *testing.T) {
+	for _, iss := range []string{"http://localhost:8080", "http://127.0.0.1:9000", "http://[::1]:8080"} {
+		path := writeFile(t, validYAML)
+		if _, err := loadConfig(flagsFor(t, "--config", path), envOf(map[string]string{"AUTHD_ISSUER": iss})); err != nil {
+			t.Errorf("%s rejected: %v", iss, err)
+		}
+	}
+}
+
+func TestConfigCommandMasksSecrets(t *testing.T) {
+	path := writeFile(t, validYAML)
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"config", "--config", path}, envOf(nil), &out, &errOut)
+	if err != nil {
+		t.Fatalf("%v: %s", err, errOut.String())
+	}
+	s := out.String()
+	for _, secret := range []string{"gh-secret", "0123456789abcdef0123456789abcdef", ":pw@"} {
+		if strings.Contains(s, secret) {
+			t.Errorf("secret %q printed:\n%s", secret, s)
+		}
+	}
+	for _, want := range []string{"issuer: https://auth.example.com", "access_token_lifetime: 15m0s", "client_id: gh-client", "********"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output lacks %q:\n%s", want, s)
+		}
+	}
+}
+
+func TestInvalidConfigExitsWithError(t *testing.T) {
+	path := writeFile(t, validYAML+"bogus_key: 1\n")
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"serve", "--config", path}, envOf(nil), &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "bogus_key") {
+		t.Fatalf("serve with an unknown key: %v", err)
+	}
+}
+
+func TestVersionCommand(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, envOf(nil), &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "authd ") {
+		t.Fatalf("version output %q", out.String())
+	}
+}

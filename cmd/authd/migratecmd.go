@@ -1,0 +1,136 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/authd/authd/internal/config"
+	"github.com/authd/authd/internal/store"
+)
+
+func newMigrateCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "migrate up|down|status",
+		Short: "Manage the database schema",
+	}
+	dsn := func(cmd *cobra.Command) (string, error) {
+		cfg, err := loadDBConfig(cmd, e)
+		if err != nil {
+			return "", err
+		}
+		return cfg.DatabaseURL, nil
+	}
+	cmd.AddCommand(
+		&cobra.Command{
+			Use: "up", Short: "Apply all pending migrations", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				d, err := dsn(cmd)
+				if err != nil {
+					return err
+				}
+				if err := store.MigrateUp(cmd.Context(), d); err != nil {
+					return err
+				}
+				return printStatus(cmd, d)
+			},
+		},
+		&cobra.Command{
+			Use: "down", Short: "Roll back the most recent migration", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				d, err := dsn(cmd)
+				if err != nil {
+					return err
+				}
+				if err := store.MigrateDown(cmd.Context(), d); err != nil {
+					return err
+				}
+				return printStatus(cmd, d)
+			},
+		},
+		&cobra.Command{
+			Use: "status", Short: "Print the schema version", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				d, err := dsn(cmd)
+				if err != nil {
+					return err
+				}
+				return printStatus(cmd, d)
+			},
+		},
+	)
+	return cmd
+}
+
+func printStatus(cmd *cobra.Command, dsn string) error {
+	cur, latest, err := store.MigrationStatus(cmd.Context(), dsn)
+	if err != nil {
+		return err
+	}
+	state := "up to date"
+	switch {
+	case cur < latest:
+		state = fmt.Sprintf("%d pending", latest-cur)
+	case cur > latest:
+		state = "NEWER than this authd knows"
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "schema version %d, latest %d (%s)\n", cur, latest, state)
+	return nil
+}
+
+// loadDBConfig loads the configuration for commands that only need the
+// database: the full validation would demand upstreams and secrets that a
+// migration job does not have.
+func loadDBConfig(cmd *cobra.Command, e *env) (*config.Config, error) {
+	cfg, err := loadConfig(cmd.Flags(), e.getenv)
+	if err == nil {
+		return cfg, nil
+	}
+	// Fall back to just the database URL when the rest is incomplete.
+	if u := e.getenv(envName("database_url")); u != "" {
+		return &config.Config{DatabaseURL: u}, nil
+	}
+	if f := cmd.Flags().Lookup("database-url"); f != nil && f.Value.String() != "" {
+		return &config.Config{DatabaseURL: f.Value.String()}, nil
+	}
+	return nil, err
+}
+
+func newHealthcheckCmd(e *env) *cobra.Command {
+	var target string
+	cmd := &cobra.Command{
+		Use:   "healthcheck",
+		Short: "Probe a running authd's /health (for container HEALTHCHECK; the image has no curl)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if target == "" {
+				listen := e.getenv(envName("listen"))
+				if listen == "" {
+					listen = config.Defaults().Listen
+				}
+				_, port, err := net.SplitHostPort(listen)
+				if err != nil {
+					return fmt.Errorf("cannot derive the health URL from listen %q: pass --url", listen)
+				}
+				target = "http://127.0.0.1:" + port + "/health"
+			}
+			c := &http.Client{Timeout: 3 * time.Second}
+			resp, err := c.Get(target)
+			if err != nil {
+				return fmt.Errorf("unhealthy: %w", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return errors.New("unhealthy: " + resp.Status)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "ok")
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&target, "url", "", "health URL (default http://127.0.0.1:<listen port>/health)")
+	return cmd
+}

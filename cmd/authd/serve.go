@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/authd/authd/internal/config"
+	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/reqlog"
+	"github.com/authd/authd/internal/server"
+	"github.com/authd/authd/internal/store"
+)
+
+func newServeCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the authorization server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd.Flags(), e.getenv)
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), cfg, e)
+		},
+	}
+}
+
+func newLogger(cfg *config.Config, w interface{ Write([]byte) (int, error) }) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
+	if cfg.Log.Format == "text" {
+		h = slog.NewTextHandler(w, opts)
+	}
+	return slog.New(reqlog.NewHandler(h))
+}
+
+// serve runs authd until ctx is cancelled. The listener comes up at once;
+// until the database is reachable and the application is built, /health
+// answers 200, /ready 503, and everything else 503 temporarily_unavailable.
+func serve(ctx context.Context, cfg *config.Config, e *env) error {
+	log := newLogger(cfg, e.stderr)
+	started := e.now()
+	if cfg.Dev {
+		log.Warn("DEVELOPMENT MODE: in-memory store, development login, no allowlist. Never use --dev in production.")
+	}
+
+	var current atomic.Pointer[http.Handler]
+	starting := startingHandler(cfg, started, e.now)
+	current.Store(&starting)
+	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*current.Load()).ServeHTTP(w, r)
+	})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	addrc := make(chan net.Addr, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- server.Serve(ctx, server.Config{
+			Addr:    cfg.Listen,
+			Handler: root,
+			Timeouts: server.Timeouts{
+				ReadHeader: cfg.HTTP.ReadHeaderTimeout, Read: cfg.HTTP.ReadTimeout,
+				Write: cfg.HTTP.WriteTimeout, Idle: cfg.HTTP.IdleTimeout, Shutdown: cfg.HTTP.ShutdownTimeout,
+			},
+			MaxHeaderBytes: cfg.HTTP.MaxHeaderBytes,
+			CertFile:       cfg.TLS.CertFile,
+			KeyFile:        cfg.TLS.KeyFile,
+			Log:            log,
+		}, addrc)
+	}()
+	var addr net.Addr
+	select {
+	case addr = <-addrc:
+	case err := <-errc:
+		return err
+	}
+	log.Info("listening", "addr", addr.String(), "issuer", cfg.Issuer, "version", version)
+
+	st, err := openStoreWithRetry(ctx, cfg, log)
+	if err != nil {
+		cancel()
+		<-errc
+		return err
+	}
+	defer st.Close()
+
+	a, err := buildApp(ctx, cfg, st, log, e.now, started, e.upstreamClient)
+	if err != nil {
+		cancel()
+		<-errc
+		return err
+	}
+	defer a.close()
+	h := a.handler
+	current.Store(&h)
+	a.startBackground(ctx)
+
+	if cfg.Dev {
+		fmt.Fprintf(e.stdout, "\n  authd %s is running in DEVELOPMENT mode (in-memory store, dev login).\n"+
+			"  Discovery: %s/.well-known/oauth-authorization-server\n"+
+			"  Point an MCP client at %s; sign in with any user name on the dev login page.\n\n",
+			version, cfg.Issuer, cfg.Issuer)
+	}
+	log.Info("ready", "discovery", cfg.Issuer+"/.well-known/oauth-authorization-server")
+	if e.ready != nil {
+		e.ready <- addr.String()
+	}
+	return <-errc
+}
+
+// startingHandler serves while the application is not built yet.
+func startingHandler(cfg *config.Config, started time.Time, now func() time.Time) http.Handler {
+	r := server.NewRouter(server.Options{
+		Log:          slog.New(slog.DiscardHandler),
+		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
+		Version:      version,
+		Started:      started,
+		Now:          now,
+		Ready:        func(context.Context) error { return errors.New("starting: database not ready") },
+	})
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		oauth.WriteError(w, r, nil, oauth.TemporarilyUnavailable(nil))
+	})
+	return r
+}
+
+// openStoreWithRetry opens the configured store. Postgres may not be up yet
+// (containers start in any order): retry with capped exponential backoff
+// until it answers or ctx ends. The schema must match this binary unless
+// migrate_on_start asks to migrate.
+func openStoreWithRetry(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.Store, error) {
+	if cfg.DatabaseURL == "" {
+		log.Warn("using the in-memory store: data is lost on exit and not shared between replicas")
+		return store.NewMemory(), nil
+	}
+	backoff := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := prepareSchema(ctx, cfg)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrUnavailable) {
+			return nil, err
+		}
+		log.Warn("database not reachable, retrying", "attempt", attempt, "retry_in", backoff.String(), "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+	return store.OpenPostgres(ctx, cfg.DatabaseURL)
+}
+
+func prepareSchema(ctx context.Context, cfg *config.Config) error {
+	if cfg.MigrateOnStart {
+		return store.MigrateUp(ctx, cfg.DatabaseURL)
+	}
+	return store.CheckSchema(ctx, cfg.DatabaseURL)
+}
+
+// storeOpener returns the store-opening function the admin commands use.
+func storeOpener(e *env, flags *pflag.FlagSet) func(ctx context.Context) (store.Store, error) {
+	return func(ctx context.Context) (store.Store, error) {
+		cfg, err := loadConfig(flags, e.getenv)
+		if err != nil {
+			if u := e.getenv(envName("database_url")); u != "" {
+				cfg = &config.Config{DatabaseURL: u}
+			} else {
+				return nil, err
+			}
+		}
+		if cfg.DatabaseURL == "" {
+			return nil, errors.New("database_url is required for this command (AUTHD_DATABASE_URL or --database-url)")
+		}
+		if err := store.CheckSchema(ctx, cfg.DatabaseURL); err != nil {
+			return nil, err
+		}
+		return store.OpenPostgres(ctx, cfg.DatabaseURL)
+	}
+}

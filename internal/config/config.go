@@ -225,7 +225,7 @@ func (c *Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"http.read_header_timeout": c.HTTP.ReadHeaderTimeout, "http.read_timeout": c.HTTP.ReadTimeout,
 		"http.write_timeout": c.HTTP.WriteTimeout, "http.idle_timeout": c.HTTP.IdleTimeout,
-		"http.shutdown_timeout": c.HTTP.ShutdownTimeout,
+		"http.shutdown_timeout":        c.HTTP.ShutdownTimeout,
 		"tokens.access_token_lifetime": c.Tokens.AccessTokenLifetime, "tokens.refresh_token_lifetime": c.Tokens.RefreshTokenLifetime,
 		"tokens.grant_lifetime": c.Tokens.GrantLifetime, "tokens.code_lifetime": c.Tokens.CodeLifetime,
 		"session.lifetime": c.Session.Lifetime, "session.request_lifetime": c.Session.RequestLifetime,

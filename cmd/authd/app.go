@@ -10,11 +10,14 @@ import (
 	"os"
 	"time"
 
+	"github.com/go-chi/chi/v5"
+
 	"github.com/authd/authd/internal/authorize"
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/discovery"
 	"github.com/authd/authd/internal/keys"
+	"github.com/authd/authd/internal/metrics"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/register"
 	"github.com/authd/authd/internal/server"
@@ -32,6 +35,7 @@ type app struct {
 	keys    *keys.Manager
 	handler http.Handler
 	now     func() time.Time
+	metrics *metrics.Metrics
 }
 
 // keyOptions maps the keys configuration, reading PEM files if any.
@@ -58,8 +62,40 @@ func readPEMFiles(paths []string) ([][]byte, error) {
 	return out, nil
 }
 
-// buildApp wires every component from cfg over st.
-func buildApp(ctx context.Context, cfg *config.Config, st store.Store, log *slog.Logger, now func() time.Time, started time.Time, upstreamClient *http.Client) (*app, error) {
+// deps are what buildApp wires together.
+type deps struct {
+	cfg     *config.Config
+	store   store.Store
+	log     *slog.Logger
+	now     func() time.Time
+	started time.Time
+	// upstreamClient is the HTTP client for identity providers (nil: a
+	// default with timeouts).
+	upstreamClient *http.Client
+	metrics        *metrics.Metrics
+}
+
+// newMetrics creates the registry, with pool statistics for Postgres.
+func newMetrics(st store.Store) *metrics.Metrics {
+	pg, ok := st.(*store.Postgres)
+	if !ok {
+		return metrics.New(nil)
+	}
+	return metrics.New(func() metrics.PoolStats {
+		s := pg.PoolStats()
+		return metrics.PoolStats{
+			Acquired: s.Acquired, Idle: s.Idle, Total: s.Total, Max: s.Max,
+			AcquireCount: s.AcquireCount, NewConns: s.NewConns, AcquireWait: s.AcquireDuration,
+		}
+	})
+}
+
+// buildApp wires every component from d.cfg over d.store.
+func buildApp(ctx context.Context, d deps) (*app, error) {
+	cfg, st, log, now, started, upstreamClient, m := d.cfg, d.store, d.log, d.now, d.started, d.upstreamClient, d.metrics
+	if m == nil {
+		m = newMetrics(st)
+	}
 	if err := register.SyncStaticClients(ctx, st, cfg.Clients, now()); err != nil {
 		return nil, fmt.Errorf("loading configured clients: %w", err)
 	}
@@ -101,7 +137,7 @@ func buildApp(ctx context.Context, cfg *config.Config, st store.Store, log *slog
 		return policy.Check(providerTypes[u.Provider], u)
 	}
 
-	r := server.NewRouter(server.Options{
+	root := server.NewRouter(server.Options{
 		Log:            log,
 		TrustedProxies: mustPrefixes(cfg),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
@@ -109,7 +145,21 @@ func buildApp(ctx context.Context, cfg *config.Config, st store.Store, log *slog
 		Started:        started,
 		Ready:          st.Ping,
 		Now:            now,
+		Observe: func(route, method string, status int, d time.Duration) {
+			m.ObserveRequest(route, method, status, d)
+			if route == "/register" && method == http.MethodPost {
+				m.ObserveRegistration(registrationOutcome(status))
+			}
+		},
 	})
+	// Endpoint routes share one group so that the per-address limits on
+	// the endpoints anyone can call apply to them (/register has its own,
+	// from the registration policy).
+	var r chi.Router = root.With(limitPaths(map[string]*ratelimit.Limiter{
+		"/authorize": ratelimit.New(cfg.RateLimits.Authorize, now),
+		"/token":     ratelimit.New(cfg.RateLimits.Token, now),
+		"/revoke":    ratelimit.New(cfg.RateLimits.Revoke, now),
+	}))
 
 	scopeNames := cfg.ScopeNames()
 	features := discovery.Features{
@@ -151,6 +201,7 @@ func buildApp(ctx context.Context, cfg *config.Config, st store.Store, log *slog
 			Session: cfg.Session.Lifetime,
 		},
 		DevMode: cfg.Dev,
+		OnEvent: m.ObserveAuthorizeEvent,
 		Now:     now,
 		Log:     log,
 	}
@@ -179,6 +230,7 @@ func buildApp(ctx context.Context, cfg *config.Config, st store.Store, log *slog
 		ClientIdleLifetime:   cfg.Registration.ClientIdleLifetime,
 		IdentityClaims:       cfg.Tokens.IdentityClaims,
 		UserCheck:            userCheck,
+		Observe:              m.ObserveToken,
 		MaxBodyBytes:         cfg.HTTP.MaxBodyBytes,
 		Now:                  now,
 		Log:                  log,
@@ -188,7 +240,39 @@ func buildApp(ctx context.Context, cfg *config.Config, st store.Store, log *slog
 	}
 	tok.Routes(r)
 
-	return &app{cfg: cfg, log: log, store: st, keys: km, handler: r, now: now}, nil
+	return &app{cfg: cfg, log: log, store: st, keys: km, handler: root, now: now, metrics: m}, nil
+}
+
+func registrationOutcome(status int) string {
+	switch {
+	case status == http.StatusCreated:
+		return "created"
+	case status == http.StatusOK:
+		return "reused"
+	case status == http.StatusTooManyRequests:
+		return "rate_limited"
+	case status >= 500:
+		return "error"
+	}
+	return "rejected"
+}
+
+// limitPaths rate-limits requests to the given exact paths by client
+// address (r.RemoteAddr, already rewritten from trusted proxies).
+func limitPaths(limiters map[string]*ratelimit.Limiter) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		mws := map[string]http.Handler{}
+		for path, l := range limiters {
+			mws[path] = ratelimit.Middleware(l, ratelimit.RemoteIPKey)(next)
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if h, ok := mws[r.URL.Path]; ok && r.Method != http.MethodOptions {
+				h.ServeHTTP(w, r)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 }
 
 func mustPrefixes(cfg *config.Config) []netip.Prefix {

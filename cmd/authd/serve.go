@@ -97,11 +97,25 @@ func serve(ctx context.Context, cfg *config.Config, e *env) error {
 	}
 	defer st.Close()
 
-	a, err := buildApp(ctx, cfg, st, log, e.now, started, e.upstreamClient)
+	m := newMetrics(st)
+	a, err := buildApp(ctx, deps{cfg: cfg, store: st, log: log, now: e.now, started: started, upstreamClient: e.upstreamClient, metrics: m})
 	if err != nil {
 		cancel()
 		<-errc
 		return err
+	}
+	metricsErr := make(chan error, 1)
+	if cfg.Metrics.Listen != "" {
+		// A separate listener, so /metrics is never exposed on the public port.
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.Handler())
+		go func() {
+			metricsErr <- server.Serve(ctx, server.Config{
+				Addr: cfg.Metrics.Listen, Handler: mux, Log: log,
+				Timeouts: server.Timeouts{ReadHeader: 5 * time.Second, Read: 10 * time.Second, Write: 30 * time.Second, Idle: time.Minute, Shutdown: 5 * time.Second},
+			}, nil)
+		}()
+		log.Info("metrics listening", "addr", cfg.Metrics.Listen)
 	}
 	defer a.close()
 	h := a.handler
@@ -118,7 +132,17 @@ func serve(ctx context.Context, cfg *config.Config, e *env) error {
 	if e.ready != nil {
 		e.ready <- addr.String()
 	}
-	return <-errc
+	select {
+	case err := <-errc:
+		return err
+	case err := <-metricsErr:
+		if err == nil { // shutting down
+			return <-errc
+		}
+		cancel()
+		<-errc
+		return fmt.Errorf("metrics listener: %w", err)
+	}
 }
 
 // startingHandler serves while the application is not built yet.

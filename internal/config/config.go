@@ -17,6 +17,7 @@ import (
 
 	"github.com/authd/authd/internal/allowlist"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/register"
 	"github.com/authd/authd/internal/upstream"
 )
@@ -41,9 +42,12 @@ type Config struct {
 	TLS     TLSConfig     `mapstructure:"tls"`
 	HTTP    HTTPConfig    `mapstructure:"http"`
 	Metrics MetricsConfig `mapstructure:"metrics"`
-	Keys    KeysConfig    `mapstructure:"keys"`
-	Tokens  TokensConfig  `mapstructure:"tokens"`
-	Session SessionConfig `mapstructure:"session"`
+	// RateLimits bound requests per client address on the public
+	// endpoints (registration has its own under registration.rate_limit).
+	RateLimits RateLimitsConfig `mapstructure:"rate_limits"`
+	Keys       KeysConfig       `mapstructure:"keys"`
+	Tokens     TokensConfig     `mapstructure:"tokens"`
+	Session    SessionConfig    `mapstructure:"session"`
 
 	Scopes           []ScopeConfig    `mapstructure:"scopes"`
 	DefaultScopes    []string         `mapstructure:"default_scopes"`
@@ -85,6 +89,13 @@ type MetricsConfig struct {
 	// Listen is the address of the Prometheus /metrics listener, kept
 	// apart from the public one; empty disables it.
 	Listen string `mapstructure:"listen"`
+}
+
+// RateLimitsConfig holds per-endpoint limits; a rate of 0 disables one.
+type RateLimitsConfig struct {
+	Authorize ratelimit.Config `mapstructure:"authorize"`
+	Token     ratelimit.Config `mapstructure:"token"`
+	Revoke    ratelimit.Config `mapstructure:"revoke"`
 }
 
 type KeysConfig struct {
@@ -152,6 +163,13 @@ func Defaults() Config {
 			MaxHeaderBytes:    16 << 10,
 		},
 		Keys: KeysConfig{Algorithm: "ES256", Prepublish: time.Hour},
+		// Generous per-address limits: they stop floods, not clients. A
+		// NAT'ed office or a busy resource server shares one address.
+		RateLimits: RateLimitsConfig{
+			Authorize: ratelimit.Config{PerKeyPerMinute: 120, PerKeyBurst: 60},
+			Token:     ratelimit.Config{PerKeyPerMinute: 3000, PerKeyBurst: 1000},
+			Revoke:    ratelimit.Config{PerKeyPerMinute: 600, PerKeyBurst: 200},
+		},
 		Tokens: TokensConfig{
 			AccessTokenLifetime:  time.Hour,
 			RefreshTokenLifetime: 30 * 24 * time.Hour,
@@ -300,6 +318,18 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	for name, rl := range map[string]ratelimit.Config{"authorize": c.RateLimits.Authorize, "token": c.RateLimits.Token, "revoke": c.RateLimits.Revoke} {
+		for _, err := range rl.Validate() {
+			add("rate_limits.%s.%v", name, err)
+		}
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			add("metrics.listen: %q is not host:port (e.g. \"127.0.0.1:9090\")", c.Metrics.Listen)
+		} else if c.Metrics.Listen == c.Listen {
+			add("metrics.listen: must differ from listen, so /metrics stays private")
+		}
+	}
 	for _, err := range c.Registration.Validate() {
 		add("registration.%v", err)
 	}

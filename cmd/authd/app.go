@@ -41,12 +41,13 @@ type app struct {
 // keyOptions maps the keys configuration, reading PEM files if any.
 func keyOptions(cfg *config.Config, now func() time.Time, log *slog.Logger) keys.Options {
 	return keys.Options{
-		Algorithm:     cfg.Keys.Algorithm,
-		EncryptionKey: keys.DeriveKEK(cfg.Keys.EncryptionSecret),
-		TokenLifetime: cfg.Tokens.AccessTokenLifetime,
-		Prepublish:    cfg.Keys.Prepublish,
-		Now:           now,
-		Log:           log,
+		Algorithm:       cfg.Keys.Algorithm,
+		EncryptionKey:   keys.DeriveKEK(cfg.Keys.EncryptionSecret),
+		TokenLifetime:   cfg.Tokens.AccessTokenLifetime,
+		Prepublish:      cfg.Keys.Prepublish,
+		RefreshInterval: cfg.Keys.RefreshInterval,
+		Now:             now,
+		Log:             log,
 	}
 }
 

@@ -106,6 +106,9 @@ type KeysConfig struct {
 	PEMFiles []string `mapstructure:"pem_files"`
 	// Prepublish is how long a new key is published before it signs.
 	Prepublish time.Duration `mapstructure:"prepublish"`
+	// RefreshInterval is how often each replica reloads keys from the
+	// database (so a rotation anywhere is seen everywhere within it).
+	RefreshInterval time.Duration `mapstructure:"refresh_interval"`
 }
 
 type TokensConfig struct {
@@ -162,7 +165,7 @@ func Defaults() Config {
 			MaxBodyBytes:      64 << 10,
 			MaxHeaderBytes:    16 << 10,
 		},
-		Keys: KeysConfig{Algorithm: "ES256", Prepublish: time.Hour},
+		Keys: KeysConfig{Algorithm: "ES256", Prepublish: time.Hour, RefreshInterval: 30 * time.Second},
 		// Generous per-address limits: they stop floods, not clients. A
 		// NAT'ed office or a busy resource server shares one address.
 		RateLimits: RateLimitsConfig{
@@ -247,7 +250,7 @@ func (c *Config) Validate() error {
 		"tokens.access_token_lifetime": c.Tokens.AccessTokenLifetime, "tokens.refresh_token_lifetime": c.Tokens.RefreshTokenLifetime,
 		"tokens.grant_lifetime": c.Tokens.GrantLifetime, "tokens.code_lifetime": c.Tokens.CodeLifetime,
 		"session.lifetime": c.Session.Lifetime, "session.request_lifetime": c.Session.RequestLifetime,
-		"keys.prepublish": c.Keys.Prepublish,
+		"keys.prepublish": c.Keys.Prepublish, "keys.refresh_interval": c.Keys.RefreshInterval,
 	} {
 		if d <= 0 {
 			add("%s: must be a positive duration such as 30s, 10m or 24h", name)

@@ -1,0 +1,222 @@
+package introspect
+
+import (
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/reqlog"
+)
+
+// Headers /verify answers with on success, for the proxy to set on the
+// request it forwards to the protected server. All five are always sent,
+// empty when they do not apply (X-Auth-User and X-Auth-Email for a
+// client_credentials token, X-Auth-Email for an unverified address), so
+// that a proxy copying them replaces any the client sent itself.
+const (
+	HeaderUser     = "X-Auth-User"      // the user's login
+	HeaderSubject  = "X-Auth-Subject"   // sub: authd user id, or client id
+	HeaderEmail    = "X-Auth-Email"     // verified email address
+	HeaderClientID = "X-Auth-Client-Id" // the OAuth client acting
+	HeaderScope    = "X-Auth-Scope"     // granted scopes, space-separated
+)
+
+// serveVerify is the ForwardAuth check a reverse proxy makes before
+// passing a request on to a protected resource:
+//
+//   - 200 with the X-Auth-* headers: let the request through;
+//   - 401 with an RFC 6750 §3 challenge whose resource_metadata (RFC 9728
+//     §5.1) leads an MCP client to the resource's metadata and from there
+//     to authd: no token, or one that is invalid, expired, revoked or not
+//     meant for this resource;
+//   - 403 insufficient_scope naming the scopes the resource requires;
+//   - 403 access_denied when the request is for no configured resource
+//     (the proxy protects something authd does not know: fail closed);
+//   - 400 when the proxy says nothing usable about the request (see
+//     resourceOf), a deployment error.
+//
+// The token is read from the Authorization header only, never from the
+// query string (RFC 9700 §4.3.2 and MCP forbid tokens in URLs).
+func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
+	oauth.NoStore(w)
+	t, err := h.verify(r)
+	var missing missingToken
+	switch {
+	case errors.As(err, &missing):
+		// RFC 6750 §3.1: a request without credentials gets a challenge
+		// but no error code.
+		w.Header().Set("WWW-Authenticate", string(missing))
+		w.WriteHeader(http.StatusUnauthorized)
+	case err != nil:
+		oauth.WriteError(w, r, h.log(), err)
+	default:
+		hd := w.Header()
+		var login, email string
+		if t.user != nil {
+			login = t.user.Login
+			if t.user.EmailVerified {
+				email = t.user.Email
+			}
+		}
+		hd.Set(HeaderUser, headerValue(login))
+		hd.Set(HeaderSubject, headerValue(t.subject))
+		hd.Set(HeaderEmail, headerValue(email))
+		hd.Set(HeaderClientID, headerValue(t.clientID))
+		hd.Set(HeaderScope, headerValue(oauth.JoinScope(t.scopes)))
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+// missingToken is the answer to a request without a bearer token: the
+// challenge alone.
+type missingToken string
+
+func (m missingToken) Error() string { return "no bearer token" }
+
+// verify finds the resource a request is for and checks its token for it.
+func (h *Handler) verify(r *http.Request) (*tokenInfo, error) {
+	h.prepare()
+	ctx := r.Context()
+	res, err := h.resourceOf(r)
+	switch {
+	case err != nil:
+		if errors.Is(err, errNoResource) {
+			err = oauth.InvalidRequest("send X-Forwarded-Proto, X-Forwarded-Host and X-Forwarded-Uri from a trusted proxy, or a resource parameter")
+		}
+		// A deployment error, not a client's: say so where the operator
+		// looks.
+		h.log().WarnContext(ctx, "/verify cannot tell which resource is accessed; list the proxy in trusted_proxies "+
+			"so its X-Forwarded-Proto, -Host and -Uri headers are kept, or add ?resource=<resource URI> to the address it calls",
+			"problem", oauth.AsError(err).Description)
+		return nil, err
+	case res == nil:
+		h.log().WarnContext(ctx, "/verify called for a request to no configured resource; "+
+			"the proxy protects a site that is not in authd's resources")
+		return nil, oauth.AccessDenied("no protected resource is configured for this address")
+	}
+
+	raw, presented := bearerToken(r)
+	if !presented {
+		return nil, missingToken(res.challenge(""))
+	}
+	invalid := func(desc string) error {
+		return oauth.InvalidToken("%s", desc).WithHeader("WWW-Authenticate", res.challenge(oauth.CodeInvalidToken))
+	}
+	switch {
+	case raw == "":
+		return nil, invalid("the Authorization header does not carry a well-formed bearer token")
+	case strings.HasPrefix(raw, oauth.PrefixRefreshToken):
+		// Not worth a lookup: it could never pass.
+		return nil, invalid("a refresh token is not an access token")
+	}
+	t, err := h.inspect(ctx, raw, h.now())
+	if err != nil {
+		if err = h.inactive(ctx, err); err != nil {
+			return nil, err
+		}
+		return nil, invalid("the access token is invalid, expired or revoked")
+	}
+	reqlog.Set(ctx, "client_id", t.clientID)
+	if t.user != nil {
+		reqlog.Set(ctx, "user_id", t.user.ID)
+	}
+	switch {
+	case t.refresh:
+		return nil, invalid("a refresh token is not an access token")
+	case !slices.Contains(t.audience, res.URI):
+		// RFC 8707: a token bound to another resource must not be
+		// accepted here, even though it is otherwise valid.
+		return nil, invalid("the access token is not meant for this resource")
+	case !oauth.Subset(res.RequiredScopes, t.scopes):
+		return nil, oauth.InsufficientScope("the access token lacks scopes this resource requires").
+			WithHeader("WWW-Authenticate", res.challenge(oauth.CodeInsufficientScope))
+	}
+	return t, nil
+}
+
+// bearerToken returns the token of an "Authorization: Bearer" header
+// (RFC 6750 §2.1). presented is false when the request carries no bearer
+// credentials at all; raw is empty when it carries malformed ones (several
+// Authorization headers, or a value that is not a token68).
+func bearerToken(r *http.Request) (raw string, presented bool) {
+	vs := r.Header.Values("Authorization")
+	if len(vs) == 0 {
+		return "", false
+	}
+	if len(vs) > 1 {
+		return "", true
+	}
+	scheme, tok, _ := strings.Cut(vs[0], " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		// Another scheme (Basic, ...) is no bearer token: answer with the
+		// challenge that says which scheme to use.
+		return "", false
+	}
+	tok = strings.TrimLeft(tok, " ")
+	if !isToken68(tok) {
+		return "", true
+	}
+	return tok, true
+}
+
+// isToken68 checks RFC 9110 §11.2's token68 syntax.
+func isToken68(s string) bool {
+	if s == "" {
+		return false
+	}
+	i := 0
+	for ; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
+			break
+		}
+	}
+	if i == 0 {
+		return false
+	}
+	for ; i < len(s); i++ {
+		if s[i] != '=' {
+			return false
+		}
+	}
+	return true
+}
+
+// challenge is the WWW-Authenticate value for this resource, with the
+// RFC 6750 error code when there is one, the scopes the resource requires
+// (the MCP authorization spec's scope hint) and the RFC 9728 §5.1
+// resource_metadata URL.
+func (m *resourceMatcher) challenge(code string) string {
+	var b strings.Builder
+	b.WriteString("Bearer ")
+	if code != "" {
+		b.WriteString(`error="` + code + `", `)
+	}
+	if len(m.RequiredScopes) > 0 {
+		b.WriteString(`scope="` + quoted(oauth.JoinScope(m.RequiredScopes)) + `", `)
+	}
+	b.WriteString(`resource_metadata="` + quoted(m.metadataURL) + `"`)
+	return b.String()
+}
+
+// quoted escapes s for an RFC 9110 quoted-string.
+func quoted(s string) string {
+	if !strings.ContainsAny(s, `"\`) {
+		return s
+	}
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s)
+}
+
+// headerValue drops control characters, which a header value must not
+// carry, from user-controlled profile data.
+func headerValue(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/discovery"
+	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/metrics"
 	"github.com/authd/authd/internal/ratelimit"
@@ -165,6 +166,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	scopeNames := cfg.ScopeNames()
 	features := discovery.Features{
 		Registration:         cfg.Registration.Enabled,
+		Introspection:        true,
 		Revocation:           true,
 		ClientCredentials:    true,
 		RefreshTokens:        true,
@@ -175,6 +177,19 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Metadata: discovery.NewMetadata(cfg.Issuer, features),
 		JWKS:     km.JWKS,
 		Log:      log,
+	}
+	for _, res := range cfg.Resources {
+		scopes := res.Scopes
+		if len(scopes) == 0 {
+			scopes = scopeNames
+		}
+		disc.Resources = append(disc.Resources, discovery.ProtectedResource{
+			Resource:              res.URI,
+			AuthorizationServers:  []string{cfg.Issuer},
+			ScopesSupported:       scopes,
+			ResourceDocumentation: res.Documentation,
+			ResourceName:          res.Name,
+		})
 	}
 	disc.Routes(r)
 
@@ -214,10 +229,12 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	}
 	authz.Routes(r)
 
-	clients := clientauth.NewCachedClients(st, 5*time.Second, now)
+	// One client cache and authenticator for /token, /revoke and
+	// /introspect: the hot paths read no client row.
+	clientAuth := &clientauth.Authenticator{Clients: clientauth.NewCachedClients(st, clientauth.DefaultCacheTTL, now), Now: now}
 	tok := &token.Handler{
 		Store:                st,
-		Clients:              &clientauth.Authenticator{Clients: clients, Now: now},
+		Clients:              clientAuth,
 		Keys:                 km,
 		Issuer:               cfg.Issuer,
 		AllowAnyResource:     cfg.AllowAnyResource,
@@ -240,6 +257,23 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat})
 	}
 	tok.Routes(r)
+
+	intro := &introspect.Handler{
+		Store:          st,
+		Clients:        clientAuth,
+		Keys:           km,
+		Issuer:         cfg.Issuer,
+		BearerTokens:   cfg.Introspection.BearerTokens,
+		IdentityClaims: cfg.Tokens.IdentityClaims,
+		Limiter:        ratelimit.New(cfg.Introspection.RateLimit, now),
+		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
+		Now:            now,
+		Log:            log,
+	}
+	for _, res := range cfg.Resources {
+		intro.Resources = append(intro.Resources, introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes})
+	}
+	intro.Routes(r)
 
 	return &app{cfg: cfg, log: log, store: st, keys: km, handler: root, now: now, metrics: m}, nil
 }

@@ -21,7 +21,10 @@ import (
 	"github.com/authd/authd/internal/upstream/upstreamtest"
 )
 
-const mcpResource = "https://mcp.example.com/mcp"
+const (
+	mcpResource        = "https://mcp.example.com/mcp"
+	introspectionToken = "static-introspection-token-0123456789abcdef"
+)
 
 // flowEnv is authd on Postgres with a fake GitHub upstream.
 type flowEnv struct {
@@ -50,6 +53,10 @@ resources:
   - uri: %s
     name: Example MCP
     scopes: [mcp:tools, mcp:resources]
+    required_scopes: [mcp:tools]
+trusted_proxies: ["127.0.0.1/32"]
+introspection:
+  bearer_tokens: [%s]
 upstreams:
   - id: github
     type: github
@@ -61,7 +68,7 @@ upstreams:
       load_teams: true
 allowlist:
   github_orgs: [acme]
-`, mcpResource, gh.ClientID, gh.ClientSecret, gh.BaseURL(), gh.APIURL())), 0o600)
+`, mcpResource, introspectionToken, gh.ClientID, gh.ClientSecret, gh.BaseURL(), gh.APIURL())), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -149,6 +149,8 @@ type IntrospectionConfig struct {
 	// BearerTokens are static tokens that may call /introspect (simple
 	// deployments); prefer resource-server clients with secrets.
 	BearerTokens []string `mapstructure:"bearer_tokens"`
+	// RateLimit bounds /introspect per caller (client id or static token).
+	RateLimit ratelimit.Config `mapstructure:"rate_limit"`
 }
 
 // Defaults returns the value of every key before file, env and flags.
@@ -180,8 +182,11 @@ func Defaults() Config {
 			CodeLifetime:         60 * time.Second,
 			Format:               "jwt",
 		},
-		Session:      SessionConfig{Lifetime: 24 * time.Hour, RequestLifetime: 10 * time.Minute},
-		Registration: register.DefaultPolicy(),
+		Session: SessionConfig{Lifetime: 24 * time.Hour, RequestLifetime: 10 * time.Minute},
+		// A resource server introspects on every request it serves: the
+		// per-caller limit only stops a runaway caller.
+		Introspection: IntrospectionConfig{RateLimit: ratelimit.Config{PerKeyPerMinute: 600000, PerKeyBurst: 20000}},
+		Registration:  register.DefaultPolicy(),
 	}
 }
 
@@ -321,9 +326,12 @@ func (c *Config) Validate() error {
 		}
 	}
 
-	for name, rl := range map[string]ratelimit.Config{"authorize": c.RateLimits.Authorize, "token": c.RateLimits.Token, "revoke": c.RateLimits.Revoke} {
+	for name, rl := range map[string]ratelimit.Config{
+		"rate_limits.authorize": c.RateLimits.Authorize, "rate_limits.token": c.RateLimits.Token,
+		"rate_limits.revoke": c.RateLimits.Revoke, "introspection.rate_limit": c.Introspection.RateLimit,
+	} {
 		for _, err := range rl.Validate() {
-			add("rate_limits.%s.%v", name, err)
+			add("%s.%v", name, err)
 		}
 	}
 	if c.Metrics.Listen != "" {

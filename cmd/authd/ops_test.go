@@ -1,11 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/store/pgtest"
 )
 
 // TestMetricsListenerAndRateLimits: /metrics lives on its own listener and
@@ -63,5 +69,76 @@ func TestMetricsListenerAndRateLimits(t *testing.T) {
 	// Raw paths never become labels.
 	if strings.Contains(string(body), "client_id=nope") {
 		t.Error("query string in metrics")
+	}
+}
+
+// TestPurgeStatsAndKeysCommands runs the maintenance commands against a
+// real database: purge removes what expired and keeps the rest, stats
+// counts, keys rotate/list show the key life cycle.
+func TestPurgeStatsAndKeysCommands(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	st, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	past, future := now.Add(-time.Hour), now.Add(time.Hour)
+	for id, exp := range map[string]time.Time{"expired-client": past, "live-client": future} {
+		exp := exp
+		if err := st.CreateClient(context.Background(), store.Client{
+			ID: id, Source: store.SourceDynamic, CreatedAt: now, UpdatedAt: now, LastUsedAt: now, ExpiresAt: &exp,
+			Metadata: store.ClientMetadata{TokenEndpointAuthMethod: "none"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	environ := envOf(map[string]string{
+		"AUTHD_DATABASE_URL": dsn, "AUTHD_ISSUER": "https://auth.example.com",
+		"AUTHD_KEYS_ENCRYPTION_SECRET": "test-encryption-secret-0123456789abcdef",
+		"AUTHD_ALLOWLIST_ALLOW_ALL_USERS": "true", "AUTHD_DEV": "true",
+	})
+	cli := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), args, environ, &out, &errOut); err != nil {
+			t.Fatalf("authd %v: %v\n%s", args, err, errOut.String())
+		}
+		return out.String()
+	}
+
+	if out := cli("stats"); !strings.Contains(out, "clients: 1\n") {
+		t.Fatalf("stats before purge (the expired client is not live):\n%s", out)
+	}
+	if out := cli("purge"); !strings.Contains(out, "clients: 1 deleted") {
+		t.Fatalf("purge:\n%s", out)
+	}
+	if _, err := st.GetClient(context.Background(), "live-client", now); err != nil {
+		t.Fatalf("purge removed a live client: %v", err)
+	}
+	if out := cli("purge"); strings.Contains(out, "clients: 1 deleted") {
+		t.Fatalf("second purge deleted again:\n%s", out)
+	}
+
+	cli("keys", "list") // creates the first key
+	if out := cli("keys", "rotate"); !strings.Contains(out, "published now") {
+		t.Fatalf("keys rotate: %s", out)
+	}
+	var infos []struct {
+		Kid, State string
+		Published  bool
+	}
+	if err := json.Unmarshal([]byte(cli("keys", "list", "-o", "json")), &infos); err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]int{}
+	for _, k := range infos {
+		states[k.State]++
+		if !k.Published {
+			t.Errorf("key %s not published", k.Kid)
+		}
+	}
+	if states["active"] != 1 || states["next"] != 1 {
+		t.Fatalf("keys after rotate: %+v", infos)
 	}
 }

@@ -95,7 +95,7 @@ func TestPurgeStatsAndKeysCommands(t *testing.T) {
 	}
 	environ := envOf(map[string]string{
 		"AUTHD_DATABASE_URL": dsn, "AUTHD_ISSUER": "https://auth.example.com",
-		"AUTHD_KEYS_ENCRYPTION_SECRET": "test-encryption-secret-0123456789abcdef",
+		"AUTHD_KEYS_ENCRYPTION_SECRET":    "test-encryption-secret-0123456789abcdef",
 		"AUTHD_ALLOWLIST_ALLOW_ALL_USERS": "true", "AUTHD_DEV": "true",
 	})
 	cli := func(args ...string) string {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"regexp"
 	"strings"
 	"time"
 
@@ -52,14 +53,16 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (*config.Config, 
 	}
 
 	if path, _ := fs.GetString("config"); path != "" {
-		f, err := os.Open(path)
+		raw, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("config file: %w", err)
 		}
-		v.SetConfigType("yaml")
-		err = v.ReadConfig(f)
-		f.Close()
+		expanded, err := expandEnvRefs(string(raw), getenv)
 		if err != nil {
+			return nil, fmt.Errorf("config file %s: %w", path, err)
+		}
+		v.SetConfigType("yaml")
+		if err := v.ReadConfig(strings.NewReader(expanded)); err != nil {
 			return nil, fmt.Errorf("config file %s is not valid YAML: %w", path, err)
 		}
 	}
@@ -101,6 +104,29 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (*config.Config, 
 		return nil, fmt.Errorf("invalid configuration:\n%w", indent(err))
 	}
 	return &cfg, nil
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandEnvRefs replaces ${NAME} in the config file with the environment
+// variable NAME, so secrets inside lists (upstream client secrets, client
+// secrets) need not be written in the file. Only the braced form is
+// expanded: a bare "$" stays, as secrets may contain one. An unset
+// variable is an error rather than a silent empty secret.
+func expandEnvRefs(s string, getenv func(string) string) (string, error) {
+	var missing []string
+	out := envRef.ReplaceAllStringFunc(s, func(ref string) string {
+		name := envRef.FindStringSubmatch(ref)[1]
+		v := getenv(name)
+		if v == "" {
+			missing = append(missing, name)
+		}
+		return v
+	})
+	if len(missing) > 0 {
+		return "", fmt.Errorf("environment variables referenced but not set: %s", strings.Join(missing, ", "))
+	}
+	return out, nil
 }
 
 type leafKey struct {

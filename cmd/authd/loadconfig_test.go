@@ -199,3 +199,31 @@ func TestVersionCommand(t *testing.T) {
 		t.Fatalf("version output %q", out.String())
 	}
 }
+
+// TestExampleConfigIsValid keeps authd.example.yaml loadable: the shipped
+// example must pass validation once the secrets it leaves to the
+// environment are set.
+func TestExampleConfigIsValid(t *testing.T) {
+	environ := map[string]string{
+		"AUTHD_KEYS_ENCRYPTION_SECRET": strings.Repeat("s", 48),
+		"DB_PASSWORD":                  "db-pw",
+		"MCP_SERVER_CLIENT_SECRET":     "resource-server-secret-0123456789",
+		"GITHUB_CLIENT_SECRET":         "gh-secret", "GOOGLE_CLIENT_SECRET": "g-secret", "SSO_CLIENT_SECRET": "sso-secret",
+	}
+	cfg, err := loadConfig(flagsFor(t, "--config", "../../authd.example.yaml"), envOf(environ))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Upstreams[0].ClientSecret != "gh-secret" || cfg.Clients[0].Secret != "resource-server-secret-0123456789" {
+		t.Fatal("${VAR} references not expanded")
+	}
+	// An unset reference is an error naming the variable.
+	delete(environ, "GOOGLE_CLIENT_SECRET")
+	if _, err := loadConfig(flagsFor(t, "--config", "../../authd.example.yaml"), envOf(environ)); err == nil ||
+		!strings.Contains(err.Error(), "GOOGLE_CLIENT_SECRET") {
+		t.Fatalf("unset reference: %v", err)
+	}
+	if len(cfg.Upstreams) != 3 || len(cfg.Resources) != 1 || len(cfg.Clients) != 2 {
+		t.Fatalf("example not fully loaded: %d upstreams, %d resources, %d clients", len(cfg.Upstreams), len(cfg.Resources), len(cfg.Clients))
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -70,9 +71,22 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (*config.Config, 
 	// The environment is merged as a layer above the file and below flags.
 	env := map[string]any{}
 	for _, k := range keys {
-		if val := getenv(envName(k.name)); val != "" {
-			setNested(env, strings.Split(k.name, "."), val)
+		val := getenv(envName(k.name))
+		if val == "" {
+			continue
 		}
+		if isStructured(k.value) {
+			// Lists of objects (upstreams, clients, resources, scopes) cannot
+			// be spelled as comma-separated strings: they come as JSON, so a
+			// container can be configured from its environment alone.
+			var parsed any
+			if err := json.Unmarshal([]byte(val), &parsed); err != nil {
+				return nil, fmt.Errorf("invalid configuration:\n  %s: not valid JSON (a list of objects, as in authd.example.yaml): %v", envName(k.name), err)
+			}
+			env = setNestedValue(env, strings.Split(k.name, "."), parsed)
+			continue
+		}
+		setNested(env, strings.Split(k.name, "."), val)
 	}
 	if len(env) > 0 {
 		if err := v.MergeConfigMap(env); err != nil {
@@ -161,6 +175,11 @@ func envName(key string) string {
 }
 
 func setNested(m map[string]any, path []string, val string) {
+	setNestedValue(m, path, val)
+}
+
+func setNestedValue(root map[string]any, path []string, val any) map[string]any {
+	m := root
 	for _, p := range path[:len(path)-1] {
 		next, ok := m[p].(map[string]any)
 		if !ok {
@@ -170,6 +189,24 @@ func setNested(m map[string]any, path []string, val string) {
 		m = next
 	}
 	m[path[len(path)-1]] = val
+	return root
+}
+
+// isStructured reports whether a configuration value is a list of objects
+// (or a map), which the environment spells as JSON.
+func isStructured(v any) bool {
+	t := reflect.TypeOf(v)
+	if t == nil {
+		return false
+	}
+	switch t.Kind() {
+	case reflect.Map:
+		return true
+	case reflect.Slice:
+		e := t.Elem()
+		return e.Kind() == reflect.Struct || e.Kind() == reflect.Map
+	}
+	return false
 }
 
 // explainDecodeError rewrites mapstructure's messages so each names the

@@ -227,3 +227,37 @@ func TestExampleConfigIsValid(t *testing.T) {
 		t.Fatalf("example not fully loaded: %d upstreams, %d resources, %d clients", len(cfg.Upstreams), len(cfg.Resources), len(cfg.Clients))
 	}
 }
+
+func TestLoadConfigStructuredEnvAsJSON(t *testing.T) {
+	// A container configured from its environment alone still needs
+	// upstreams and resources: lists of objects come as JSON.
+	env := map[string]string{
+		"AUTHD_ISSUER":                 "https://auth.example.com",
+		"AUTHD_DATABASE_URL":           "postgres://db/authd",
+		"AUTHD_KEYS_ENCRYPTION_SECRET": strings.Repeat("k", 40),
+		"AUTHD_ALLOWLIST_GITHUB_USERS": "octocat,hubot",
+		"AUTHD_UPSTREAMS":              `[{"id":"github","type":"github","client_id":"Iv1.abc","client_secret":"s3cret"}]`,
+		"AUTHD_RESOURCES":              `[{"uri":"https://mcp.example.com/mcp","name":"Tools","scopes":["tools:read"]}]`,
+	}
+	cfg, err := loadConfig(flagsFor(t), envOf(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Upstreams) != 1 || cfg.Upstreams[0].ClientSecret != "s3cret" || cfg.Upstreams[0].Type != "github" {
+		t.Fatalf("upstreams from env: %+v", cfg.Upstreams)
+	}
+	if len(cfg.Resources) != 1 || cfg.Resources[0].URI != "https://mcp.example.com/mcp" || len(cfg.Allowlist.GitHubUsers) != 2 {
+		t.Fatalf("resources/allowlist from env: %+v %+v", cfg.Resources, cfg.Allowlist)
+	}
+
+	env["AUTHD_UPSTREAMS"] = `[{"id":"github",`
+	_, err = loadConfig(flagsFor(t), envOf(env))
+	if err == nil || !strings.Contains(err.Error(), "AUTHD_UPSTREAMS") || !strings.Contains(err.Error(), "JSON") {
+		t.Fatalf("malformed JSON must name the variable, got %v", err)
+	}
+	env["AUTHD_UPSTREAMS"] = `[{"id":"github","type":"github","client_id":"x","client_secret":"y","colour":"red"}]`
+	_, err = loadConfig(flagsFor(t), envOf(env))
+	if err == nil || !strings.Contains(err.Error(), "colour") {
+		t.Fatalf("unknown nested key from env must be refused, got %v", err)
+	}
+}

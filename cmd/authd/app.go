@@ -267,6 +267,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		IdentityClaims: cfg.Tokens.IdentityClaims,
 		Limiter:        ratelimit.New(cfg.Introspection.RateLimit, now),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
+		Observe:        m.ObserveIntrospection,
 		Now:            now,
 		Log:            log,
 	}

@@ -45,6 +45,8 @@ var resourceMetadataParam = regexp.MustCompile(`resource_metadata="([^"]+)"`)
 // after revocation it is turned away again.
 func TestMCPScenarioThroughForwardAuth(t *testing.T) {
 	f := newFlowEnv(t, pgtest.DSN(t))
+	metricsAddr := freeAddr(t)
+	f.env["AUTHD_METRICS_LISTEN"] = metricsAddr
 	inst := f.start(t)
 	ctx := context.Background()
 
@@ -134,6 +136,30 @@ func TestMCPScenarioThroughForwardAuth(t *testing.T) {
 	}
 	if introspectActive(t, inst.URL, tok.AccessToken) {
 		t.Fatal("introspection: revoked token still active")
+	}
+
+	// 7. What happened is counted on the private metrics listener.
+	mresp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(mresp.Body)
+	mresp.Body.Close()
+	for _, want := range []string{
+		`authd_authorize_events_total{event="login",upstream="github"} 1`,
+		`authd_authorize_events_total{event="code_issued",upstream=""} 1`,
+		`authd_token_requests_total{grant_type="authorization_code",outcome="issued"} 1`,
+		`authd_client_registrations_total{outcome="created"} 1`,
+		`authd_introspections_total{result="active"} 1`,
+		`authd_introspections_total{result="inactive"} 1`,
+		`authd_http_request_duration_seconds_count{method="POST",route="/token",status="200"} 1`,
+		`authd_http_requests_total{method="GET",route="/verify",status="401"} 2`,
+		`authd_db_pool_total_connections`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 }
 

@@ -136,8 +136,9 @@ type Handler struct {
 	// development login form (upstream.DevLoginPath) for dev connectors.
 	DevMode bool
 	// OnEvent, if set, is told about outcomes (for metrics): see the event
-	// constants.
-	OnEvent func(event string)
+	// constants. upstream is the configured upstream id for login events
+	// ("unknown" for a callback to no configured upstream), else empty.
+	OnEvent func(event, upstream string)
 	Now     func() time.Time
 	Log     *slog.Logger
 }
@@ -227,7 +228,13 @@ func (h *Handler) secureCookies() bool {
 func (h *Handler) event(ctx context.Context, name string, attrs ...any) {
 	h.log().InfoContext(ctx, "audit", append([]any{"event", name}, attrs...)...)
 	if h.OnEvent != nil {
-		h.OnEvent(name)
+		upstreamID := ""
+		for i := 0; i+1 < len(attrs); i += 2 {
+			if attrs[i] == "upstream" {
+				upstreamID, _ = attrs[i+1].(string)
+			}
+		}
+		h.OnEvent(name, upstreamID)
 	}
 }
 

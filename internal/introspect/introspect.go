@@ -93,6 +93,9 @@ type Handler struct {
 	// MaxBodyBytes bounds request bodies (clientauth.DefaultMaxFormBytes
 	// when zero).
 	MaxBodyBytes int64
+	// Observe, if set, is told whether each answered introspection found
+	// the token active (for metrics).
+	Observe func(active bool)
 
 	Now func() time.Time
 	Log *slog.Logger
@@ -152,6 +155,9 @@ func (h *Handler) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	oauth.NoStore(w)
+	if h.Observe != nil {
+		h.Observe(resp != nil)
+	}
 	if resp == nil {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)

@@ -44,9 +44,9 @@ func New(pool func() PoolStats) *Metrics {
 	}, []string{"route", "method", "status"})
 	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "authd_http_request_duration_seconds",
-		Help:    "HTTP request latency by route pattern.",
+		Help:    "HTTP request latency by route pattern, method and status.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-	}, []string{"route", "method"})
+	}, []string{"route", "method", "status"})
 	m.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "authd_token_requests_total", Help: "Token endpoint outcomes by grant type (issued, or the OAuth error code).",
 	}, []string{"grant_type", "outcome"})
@@ -54,8 +54,8 @@ func New(pool func() PoolStats) *Metrics {
 		Name: "authd_client_registrations_total", Help: "Dynamic client registration outcomes.",
 	}, []string{"outcome"})
 	m.logins = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "authd_authorize_events_total", Help: "Authorization flow events (login, login_denied, consent_approved, code_issued, ...).",
-	}, []string{"event"})
+		Name: "authd_authorize_events_total", Help: "Authorization flow events (login, login_denied, login_failed per upstream; consent_approved, code_issued, ...).",
+	}, []string{"event", "upstream"})
 	m.introspection = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "authd_introspections_total", Help: "Introspection results (active, inactive).",
 	}, []string{"result"})
@@ -73,8 +73,9 @@ func (m *Metrics) Handler() http.Handler {
 
 // ObserveRequest records one finished HTTP request.
 func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration) {
-	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-	m.latency.WithLabelValues(route, method).Observe(d.Seconds())
+	code := strconv.Itoa(status)
+	m.requests.WithLabelValues(route, method, code).Inc()
+	m.latency.WithLabelValues(route, method, code).Observe(d.Seconds())
 }
 
 // ObserveToken records a token endpoint outcome.
@@ -83,7 +84,9 @@ func (m *Metrics) ObserveToken(grantType, outcome string) {
 }
 
 // ObserveAuthorizeEvent records an authorization flow event.
-func (m *Metrics) ObserveAuthorizeEvent(event string) { m.logins.WithLabelValues(event).Inc() }
+func (m *Metrics) ObserveAuthorizeEvent(event, upstream string) {
+	m.logins.WithLabelValues(event, upstream).Inc()
+}
 
 // ObserveRegistration records a registration outcome.
 func (m *Metrics) ObserveRegistration(outcome string) { m.registrations.WithLabelValues(outcome).Inc() }

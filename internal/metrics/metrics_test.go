@@ -27,7 +27,7 @@ func TestMetricsExposition(t *testing.T) {
 	m.ObserveRequest("/register/{client_id}", "GET", 401, 3*time.Millisecond)
 	m.ObserveToken("client_credentials", "issued")
 	m.ObserveToken("refresh_token", "invalid_grant")
-	m.ObserveAuthorizeEvent("login")
+	m.ObserveAuthorizeEvent("login", "github")
 	m.ObserveRegistration("created")
 	m.ObserveIntrospection(true)
 	m.ObserveIntrospection(false)
@@ -35,10 +35,10 @@ func TestMetricsExposition(t *testing.T) {
 	out := scrape(t, m)
 	for _, want := range []string{
 		`authd_http_requests_total{method="GET",route="/register/{client_id}",status="401"} 1`,
-		`authd_http_request_duration_seconds_count{method="GET",route="/register/{client_id}"} 1`,
+		`authd_http_request_duration_seconds_count{method="GET",route="/register/{client_id}",status="401"} 1`,
 		`authd_token_requests_total{grant_type="client_credentials",outcome="issued"} 1`,
 		`authd_token_requests_total{grant_type="refresh_token",outcome="invalid_grant"} 1`,
-		`authd_authorize_events_total{event="login"} 1`,
+		`authd_authorize_events_total{event="login",upstream="github"} 1`,
 		`authd_client_registrations_total{outcome="created"} 1`,
 		`authd_introspections_total{result="active"} 1`,
 		`authd_db_pool_acquired_connections 2`,

@@ -109,6 +109,9 @@ func serve(ctx context.Context, cfg *config.Config, e *env) error {
 		// A separate listener, so /metrics is never exposed on the public port.
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.Handler())
+		if cfg.Metrics.Pprof {
+			mountPprof(mux)
+		}
 		go func() {
 			metricsErr <- server.Serve(ctx, server.Config{
 				Addr: cfg.Metrics.Listen, Handler: mux, Log: log,

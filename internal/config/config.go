@@ -89,6 +89,11 @@ type MetricsConfig struct {
 	// Listen is the address of the Prometheus /metrics listener, kept
 	// apart from the public one; empty disables it.
 	Listen string `mapstructure:"listen"`
+	// Pprof adds Go's profiling endpoints (/debug/pprof/) to the metrics
+	// listener, for taking CPU profiles under load. Off by default: a
+	// profile shows what the process is doing, so only enable it where the
+	// metrics listener is private.
+	Pprof bool `mapstructure:"pprof"`
 }
 
 // RateLimitsConfig holds per-endpoint limits; a rate of 0 disables one.
@@ -333,6 +338,9 @@ func (c *Config) Validate() error {
 		for _, err := range rl.Validate() {
 			add("%s.%v", name, err)
 		}
+	}
+	if c.Metrics.Pprof && c.Metrics.Listen == "" {
+		add("metrics.pprof: needs metrics.listen (profiles are served on the private metrics listener only)")
 	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {

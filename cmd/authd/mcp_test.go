@@ -161,6 +161,35 @@ func TestMCPScenarioThroughForwardAuth(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+
+	// 8. One JSON access-log line per request, naming the client and the
+	// user where known.
+	seen := map[string]bool{}
+	for _, line := range strings.Split(inst.Logs.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] != "request" {
+			continue
+		}
+		if rec["request_id"] == "" || rec["status"] == nil || rec["duration_ms"] == nil {
+			t.Errorf("access log line without request id, status or latency: %s", line)
+		}
+		route, _ := rec["route"].(string)
+		switch {
+		case route == "/token" || route == "/revoke" || route == "/authorize":
+			if rec["client_id"] != conf.ClientID {
+				t.Errorf("%s access log line lacks client_id: %s", route, line)
+			}
+			seen[route] = true
+		case route == "/consent" && rec["method"] == "POST":
+			if rec["user_id"] == nil || rec["user_id"] == "" {
+				t.Errorf("consent access log line lacks user_id: %s", line)
+			}
+			seen[route] = true
+		}
+	}
+	if len(seen) != 4 {
+		t.Errorf("access log lines seen for %v, want /authorize, /consent, /token, /revoke", seen)
+	}
 }
 
 func introspectActive(t *testing.T, issuer, token string) bool {

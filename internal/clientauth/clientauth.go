@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/store"
 )
 
@@ -125,6 +126,7 @@ func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Cl
 	default:
 		m = MethodPost
 	}
+	reqlog.Set(r.Context(), "client_id", c.ID) // for the access log line
 	return c, m, nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/authd/authd/internal/authorize"
+	"github.com/authd/authd/internal/cimd"
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/discovery"
@@ -75,6 +77,9 @@ type deps struct {
 	// default with timeouts).
 	upstreamClient *http.Client
 	metrics        *metrics.Metrics
+	// cimdRoots verifies the servers of client ID metadata documents (nil:
+	// the system roots; tests trust their document server's certificate).
+	cimdRoots *x509.CertPool
 }
 
 // newMetrics creates the registry, with pool statistics for Postgres.
@@ -163,6 +168,18 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		"/revoke":    ratelimit.New(cfg.RateLimits.Revoke, now),
 	}))
 
+	// Client ID metadata documents: URL client_ids are resolved by store
+	// decorators handed to every endpoint that looks clients up. Only
+	// /authorize fetches documents of clients not seen before.
+	authzClients, clients := st, st
+	if cimdCfg := cfg.ClientMetadataDocuments; cimdCfg.Enabled {
+		if cimdCfg.AllowLoopback && !cfg.Dev {
+			log.Warn("client_metadata_documents.allow_loopback is set: client metadata documents may be fetched from this host's loopback interface; never set it in production")
+		}
+		resolver := cimd.New(st, cimdCfg, d.cimdRoots, log)
+		authzClients, clients = cimd.Wrap(st, resolver), cimd.WrapKnown(st, resolver)
+	}
+
 	scopeNames := cfg.ScopeNames()
 	features := discovery.Features{
 		Registration:         cfg.Registration.Enabled,
@@ -172,6 +189,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		RefreshTokens:        true,
 		Scopes:               scopeNames,
 		ServiceDocumentation: cfg.ServiceDocumentation,
+		CIMD:                 cfg.ClientMetadataDocuments.Enabled,
 	}
 	disc := &discovery.Handler{
 		Metadata: discovery.NewMetadata(cfg.Issuer, features),
@@ -193,6 +211,9 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	}
 	disc.Routes(r)
 
+	// One client cache for /token, /revoke and /introspect (the hot paths
+	// read no client row); registration changes invalidate it at once.
+	clientCache := clientauth.NewCachedClients(clients, clientauth.DefaultCacheTTL, now)
 	reg := &register.Handler{
 		Store:   st,
 		Issuer:  cfg.Issuer,
@@ -204,7 +225,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	reg.Routes(r)
 
 	authz := &authorize.Handler{
-		Store:            st,
+		Store:            authzClients,
 		Issuer:           cfg.Issuer,
 		Connectors:       connectors,
 		Allowlist:        policy,
@@ -229,11 +250,9 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	}
 	authz.Routes(r)
 
-	// One client cache and authenticator for /token, /revoke and
-	// /introspect: the hot paths read no client row.
-	clientAuth := &clientauth.Authenticator{Clients: clientauth.NewCachedClients(st, clientauth.DefaultCacheTTL, now), Now: now}
+	clientAuth := &clientauth.Authenticator{Clients: clientCache, Now: now}
 	tok := &token.Handler{
-		Store:                st,
+		Store:                clients,
 		Clients:              clientAuth,
 		Keys:                 km,
 		Issuer:               cfg.Issuer,
@@ -259,7 +278,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	tok.Routes(r)
 
 	intro := &introspect.Handler{
-		Store:          st,
+		Store:          clients,
 		Clients:        clientAuth,
 		Keys:           km,
 		Issuer:         cfg.Issuer,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -325,6 +326,10 @@ func (c *clientsCmd) delete() *cobra.Command {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "deleted client %s and revoked its grants and tokens\n", cl.ID)
+				if cl.Source == store.SourceMetadata {
+					fmt.Fprintf(cmd.OutOrStdout(), "note: a metadata-document client comes back the next time it is used; "+
+						"to keep it out, list it in %s\n", blockHint(cl.ID))
+				}
 				return nil
 			})
 		},
@@ -372,11 +377,22 @@ func (c *clientsCmd) get(ctx context.Context, st store.Store, id string) (store.
 	return cl, err
 }
 
+// blockHint names the settings that block a metadata-document client.
+func blockHint(id string) string {
+	host := id
+	if u, err := url.Parse(id); err == nil {
+		host = u.Hostname()
+	}
+	return fmt.Sprintf("client_metadata_documents.blocked_clients (or its host %s in client_metadata_documents.denied_hosts)", host)
+}
+
 // getConfig is get for the commands that change a client: only config
 // clients are the operator's to edit.
 func (c *clientsCmd) getConfig(ctx context.Context, st store.Store, id string) (store.Client, error) {
 	cl, err := c.get(ctx, st, id)
-	if err == nil && cl.Source != store.SourceConfig {
+	if err == nil && cl.Source == store.SourceMetadata {
+		err = fmt.Errorf("client %s is described by the metadata document at its URL, which its owner manages; to refuse it, list it in %s", cl.ID, blockHint(cl.ID))
+	} else if err == nil && cl.Source != store.SourceConfig {
 		err = fmt.Errorf("client %s is a %s client, which its owner manages; delete it instead", cl.ID, cl.Source)
 	}
 	return cl, err

@@ -72,6 +72,12 @@ func (h *Handler) apps(w http.ResponseWriter, r *http.Request) {
 	var entries []appEntry
 	for clientID, a := range byClient {
 		client, err := h.Store.GetClient(ctx, clientID, now)
+		if _, unusable := unusableClient(err); unusable {
+			// A metadata-document client whose document cannot be used
+			// right now still holds this user's grants: list it by its id
+			// (not as verified) so that it can be revoked.
+			client, err = store.Client{ID: clientID}, nil
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			continue // deleted or expired, and with it everything it held
 		}

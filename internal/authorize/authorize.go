@@ -166,6 +166,10 @@ func (h *Handler) authorizeClient(w http.ResponseWriter, r *http.Request, q url.
 		return store.Client{}, false
 	}
 	client, err := h.Store.GetClient(r.Context(), id, now)
+	if msg, ok := unusableClient(err); ok {
+		h.errorPage(w, r, http.StatusBadRequest, "Application not accepted", msg, err)
+		return store.Client{}, false
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		h.errorPage(w, r, http.StatusBadRequest, title,
 			"The application that sent you here is not registered with this server. You were not redirected.", err)

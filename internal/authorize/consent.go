@@ -256,3 +256,17 @@ func (h *Handler) issueCode(w http.ResponseWriter, r *http.Request, client store
 	}
 	redirect(w, r, appendQuery(t.redirectURI, v))
 }
+
+// unusableClient recognises a client that exists but cannot be used as
+// it describes itself: a client ID metadata document that could not be
+// fetched or is invalid (invalid_client, matching store.ErrNotFound). Its
+// description names the document's problem, never an internal one, so
+// the page shows it; the redirect URI cannot be trusted, so nothing is
+// redirected.
+func unusableClient(err error) (string, bool) {
+	var oe *oauth.Error
+	if !errors.As(err, &oe) || oe.Code != oauth.CodeInvalidClient || oe.Description == "" {
+		return "", false
+	}
+	return "The application that sent you here cannot be accepted: " + oe.Description + ". You were not redirected.", true
+}

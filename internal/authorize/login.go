@@ -461,6 +461,10 @@ func (h *Handler) clientGone(w http.ResponseWriter, r *http.Request, err error) 
 		h.internalErrorPage(w, r, err)
 		return
 	}
+	if msg, ok := unusableClient(err); ok {
+		h.errorPage(w, r, http.StatusBadRequest, "Application not accepted", msg, err)
+		return
+	}
 	h.errorPage(w, r, http.StatusBadRequest, "Unknown application",
 		"The application that sent you here is no longer registered with this server. You were not redirected.", err)
 }

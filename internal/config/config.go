@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/authd/authd/internal/allowlist"
+	"github.com/authd/authd/internal/cimd"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/register"
@@ -63,6 +64,9 @@ type Config struct {
 	Upstreams     []upstream.Config       `mapstructure:"upstreams"`
 	Allowlist     allowlist.Policy        `mapstructure:"allowlist"`
 	Introspection IntrospectionConfig     `mapstructure:"introspection"`
+	// ClientMetadataDocuments configures URL client_ids (client ID
+	// metadata documents): fetching, caching, and which hosts to accept.
+	ClientMetadataDocuments cimd.Config `mapstructure:"client_metadata_documents"`
 }
 
 type LogConfig struct {
@@ -190,8 +194,9 @@ func Defaults() Config {
 		Session: SessionConfig{Lifetime: 24 * time.Hour, RequestLifetime: 10 * time.Minute},
 		// A resource server introspects on every request it serves: the
 		// per-caller limit only stops a runaway caller.
-		Introspection: IntrospectionConfig{RateLimit: ratelimit.Config{PerKeyPerMinute: 600000, PerKeyBurst: 20000}},
-		Registration:  register.DefaultPolicy(),
+		Introspection:           IntrospectionConfig{RateLimit: ratelimit.Config{PerKeyPerMinute: 600000, PerKeyBurst: 20000}},
+		Registration:            register.DefaultPolicy(),
+		ClientMetadataDocuments: cimd.DefaultConfig(),
 	}
 }
 
@@ -220,6 +225,11 @@ func (c *Config) ApplyDev() {
 		// Any MCP server on the developer's machine may be named as resource.
 		c.AllowAnyResource = true
 	}
+	// Clients under development publish their metadata documents on the
+	// developer's machine (the draft allows this exception for a server
+	// that itself runs on loopback). Outside --dev, loopback stays refused
+	// unless client_metadata_documents.allow_loopback is set explicitly.
+	c.ClientMetadataDocuments.AllowLoopback = true
 }
 
 // Validate reports every problem in c, each naming its setting.
@@ -385,6 +395,9 @@ func (c *Config) Validate() error {
 	}
 	if !c.Dev && c.Allowlist.Empty() && !c.Allowlist.AllowAllUsers {
 		add("allowlist: no rule allows anyone; list users, orgs, emails or domains, or set allowlist.allow_all_users: true to let every upstream user in")
+	}
+	for _, err := range c.ClientMetadataDocuments.Validate() {
+		add("client_metadata_documents.%v", err)
 	}
 	for i, t := range c.Introspection.BearerTokens {
 		if len(t) < 32 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,7 +132,16 @@ func TestClientsCommand(t *testing.T) {
 		t.Errorf("list table:\n%s", out)
 	}
 	listed := decodeJSON[[]clientView](t, mustOut(cli.mustRun("list", "-o", "json")))
-	if len(listed) != 2 || listed[0].ClientID != id || listed[1].ClientID != "cli-app" {
+	// Both were created at the same (fixed) time, so the order between
+	// them falls to their ids: compare as a set.
+	listedIDs := []string{}
+	for _, v := range listed {
+		listedIDs = append(listedIDs, v.ClientID)
+	}
+	slices.Sort(listedIDs)
+	want := []string{"cli-app", id}
+	slices.Sort(want)
+	if len(listed) != 2 || !slices.Equal(listedIDs, want) {
 		t.Errorf("list json: %+v", listed)
 	}
 	for _, v := range listed {

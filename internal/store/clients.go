@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -26,6 +28,11 @@ func (p *Postgres) CreateClient(ctx context.Context, c Client) error {
 
 // GetClient returns the client unless it is unknown or past its idle expiry.
 func (p *Postgres) GetClient(ctx context.Context, id string, now time.Time) (Client, error) {
+	if !storableText(id) {
+		// Postgres rejects such text outright (an error, not a miss); no
+		// client can have this id.
+		return Client{}, ErrNotFound
+	}
 	return getClient(ctx, p.pool, `
 		SELECT `+clientColumns+` FROM clients
 		WHERE id = $1 AND (expires_at IS NULL OR expires_at > $2)`, id, now)
@@ -57,6 +64,30 @@ func (p *Postgres) UpdateClient(ctx context.Context, c Client) error {
 		c.Metadata, c.Fingerprint, c.AllowedScopes, c.AllowedResources,
 		c.SkipConsent, c.CanIntrospect, c.Disabled,
 		c.UpdatedAt, c.LastUsedAt, c.ExpiresAt)
+	if err != nil {
+		return mapErr(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// UpdateClientIf is UpdateClient guarded by the stored registration token
+// digest, in the same statement, so that concurrent rotations of one token
+// have a single winner.
+func (p *Postgres) UpdateClientIf(ctx context.Context, c Client, ratHash string) error {
+	tag, err := p.pool.Exec(ctx, `
+		UPDATE clients SET
+			source = $2, secret_hash = $3, secret_expires_at = $4, registration_token_hash = $5,
+			metadata = $6, fingerprint = $7, allowed_scopes = $8, allowed_resources = $9,
+			skip_consent = $10, can_introspect = $11, disabled = $12,
+			updated_at = $13, last_used_at = $14, expires_at = $15
+		WHERE id = $1 AND registration_token_hash = $16`,
+		c.ID, c.Source, c.SecretHash, c.SecretExpiresAt, c.RegistrationTokenHash,
+		c.Metadata, c.Fingerprint, c.AllowedScopes, c.AllowedResources,
+		c.SkipConsent, c.CanIntrospect, c.Disabled,
+		c.UpdatedAt, c.LastUsedAt, c.ExpiresAt, ratHash)
 	if err != nil {
 		return mapErr(err)
 	}
@@ -166,4 +197,11 @@ func getClient(ctx context.Context, q querier, sql string, args ...any) (Client,
 	}
 	c, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Client])
 	return c, mapErr(err)
+}
+
+// storableText reports whether s can be stored in a Postgres text column:
+// valid UTF-8 without NUL. Lookups by a caller-supplied key check it first,
+// so hostile input is a miss rather than a database error (a 500).
+func storableText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }

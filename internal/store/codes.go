@@ -35,10 +35,63 @@ func (p *Postgres) GetAuthCode(ctx context.Context, digest string, now time.Time
 // wait for its row lock, then see it used), and creates the grant and first
 // refresh token in the same transaction: either all of it happens or none.
 // A grant without an ID gets a fresh uuid.
+//
+// The common case, an unused code, takes one statement (see redeemFast);
+// otherwise the transaction below finds out what happened.
 func (p *Postgres) RedeemAuthCode(ctx context.Context, digest string, now time.Time, g Grant, rt *RefreshToken) (AuthCode, error) {
 	if g.ID == "" {
 		g.ID = uuid.NewString()
 	}
+	code, err := p.redeemFast(ctx, digest, now, g, rt)
+	if !errors.Is(err, ErrNotFound) {
+		return code, err
+	}
+	return p.redeemTx(ctx, digest, now, g, rt)
+}
+
+// redeemFast claims the code and creates the grant and refresh token in
+// one statement, so one round trip and one commit: the inserts select from
+// the claiming UPDATE, so they happen only if it matched, and a conflict
+// in either aborts the whole statement, leaving the code unused. The
+// foreign key from the refresh token to the grant is checked at the end of
+// the statement, when both rows exist. ErrNotFound means "not claimed".
+func (p *Postgres) redeemFast(ctx context.Context, digest string, now time.Time, g Grant, rt *RefreshToken) (AuthCode, error) {
+	var rtDigest, rtParent *string
+	var rtCreated, rtExpires *time.Time
+	if rt != nil {
+		if rt.GrantID != g.ID || rt.ClientID != g.ClientID {
+			return AuthCode{}, ErrNotFound // let redeemTx's constraints decide
+		}
+		rtDigest, rtParent, rtCreated, rtExpires = &rt.Digest, &rt.Parent, &rt.CreatedAt, &rt.ExpiresAt
+	}
+	rows, err := p.pool.Query(ctx, `
+		WITH code AS (
+			UPDATE auth_codes SET used_at = $2, grant_id = $3
+			WHERE digest = $1 AND used_at IS NULL AND expires_at > $2
+			RETURNING `+codeColumns+`
+		), grant_row AS (
+			INSERT INTO grants (id, client_id, user_id, scopes, resources, auth_time, created_at,
+				last_used_at, expires_at, revoked_at)
+			SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM code
+			RETURNING id
+		), refresh AS (
+			INSERT INTO refresh_tokens (`+refreshTokenColumns+`)
+			SELECT $13, id, $4, $14, $15, $16, NULL FROM grant_row
+			WHERE $13::text IS NOT NULL
+		)
+		SELECT * FROM code`,
+		digest, now, g.ID, g.ClientID, nullString(g.UserID), g.Scopes, g.Resources, g.AuthTime, g.CreatedAt,
+		g.LastUsedAt, g.ExpiresAt, g.RevokedAt, rtDigest, rtParent, rtCreated, rtExpires)
+	if err != nil {
+		return AuthCode{}, mapErr(err)
+	}
+	code, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[AuthCode])
+	return code, mapErr(err)
+}
+
+// redeemTx is RedeemAuthCode as a transaction that tells every outcome
+// apart.
+func (p *Postgres) redeemTx(ctx context.Context, digest string, now time.Time, g Grant, rt *RefreshToken) (AuthCode, error) {
 	var code AuthCode
 	err := p.withTx(ctx, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `

@@ -25,6 +25,35 @@ func getGrant(ctx context.Context, q querier, id string) (Grant, error) {
 	return g, mapErr(err)
 }
 
+// joinedGrantUser selects a grant (g) and its user (u) for scanGrantUser.
+const joinedGrantUser = `g.id, g.client_id, g.scopes, g.resources, g.auth_time, g.created_at,
+	g.last_used_at, g.expires_at, g.revoked_at,
+	u.id, u.provider, u.subject, u.login, u.email, u.email_verified, u.name, u.groups, u.domain,
+	u.disabled, u.created_at, u.updated_at, u.last_login_at`
+
+// grantUserDest lists where joinedGrantUser's columns scan to.
+func grantUserDest(g *Grant, u *User) []any {
+	return []any{&g.ID, &g.ClientID, &g.Scopes, &g.Resources, &g.AuthTime, &g.CreatedAt,
+		&g.LastUsedAt, &g.ExpiresAt, &g.RevokedAt,
+		&u.ID, &u.Provider, &u.Subject, &u.Login, &u.Email, &u.EmailVerified, &u.Name, &u.Groups, &u.Domain,
+		&u.Disabled, &u.CreatedAt, &u.UpdatedAt, &u.LastLoginAt}
+}
+
+// GetGrantUser reads the grant and its user in one round trip.
+func (p *Postgres) GetGrantUser(ctx context.Context, id string) (Grant, User, error) {
+	var g Grant
+	var u User
+	err := p.pool.QueryRow(ctx, `
+		SELECT `+joinedGrantUser+`
+		FROM grants g JOIN users u ON u.id = g.user_id
+		WHERE g.id = $1`, id).Scan(grantUserDest(&g, &u)...)
+	if err != nil {
+		return Grant{}, User{}, mapErr(err)
+	}
+	g.UserID = u.ID
+	return g, u, nil
+}
+
 // ListGrants returns all the user's grants, revoked and expired ones
 // included, oldest first.
 func (p *Postgres) ListGrants(ctx context.Context, userID string) ([]Grant, error) {

@@ -163,6 +163,18 @@ func (m *Memory) UpdateClient(_ context.Context, c Client) error {
 	return nil
 }
 
+func (m *Memory) UpdateClientIf(_ context.Context, c Client, ratHash string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old, ok := m.clients[c.ID]
+	if !ok || old.RegistrationTokenHash != ratHash {
+		return ErrNotFound
+	}
+	c.CreatedAt = old.CreatedAt
+	m.clients[c.ID] = cloneClient(c)
+	return nil
+}
+
 func (m *Memory) UpsertClient(_ context.Context, c Client) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -601,6 +613,20 @@ func (m *Memory) GetGrant(_ context.Context, id string) (Grant, error) {
 	return cloneGrant(g), nil
 }
 
+func (m *Memory) GetGrantUser(_ context.Context, id string) (Grant, User, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g, ok := m.grants[id]
+	if !ok || g.UserID == "" {
+		return Grant{}, User{}, ErrNotFound
+	}
+	u, ok := m.users[g.UserID]
+	if !ok {
+		return Grant{}, User{}, ErrNotFound
+	}
+	return cloneGrant(g), cloneUser(u), nil
+}
+
 func (m *Memory) ListGrants(_ context.Context, userID string) ([]Grant, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -690,6 +716,24 @@ func (m *Memory) GetRefreshToken(_ context.Context, digest string) (RefreshToken
 		return RefreshToken{}, ErrNotFound
 	}
 	return cloneRefreshToken(t), nil
+}
+
+func (m *Memory) GetRefreshTokenGrant(_ context.Context, digest string) (RefreshToken, Grant, User, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, ok := m.refreshTokens[digest]
+	if !ok {
+		return RefreshToken{}, Grant{}, User{}, ErrNotFound
+	}
+	g, ok := m.grants[t.GrantID]
+	if !ok || g.UserID == "" {
+		return RefreshToken{}, Grant{}, User{}, ErrNotFound
+	}
+	u, ok := m.users[g.UserID]
+	if !ok {
+		return RefreshToken{}, Grant{}, User{}, ErrNotFound
+	}
+	return cloneRefreshToken(t), cloneGrant(g), cloneUser(u), nil
 }
 
 func (m *Memory) RotateRefreshToken(_ context.Context, old string, now time.Time, next RefreshToken) (Grant, error) {
@@ -786,6 +830,15 @@ func (m *Memory) IsJTIRevoked(_ context.Context, jti string, now time.Time) (boo
 	defer m.mu.Unlock()
 	exp, ok := m.revokedJTIs[jti]
 	return ok && !expired(exp, now), nil
+}
+
+func (m *Memory) CheckJWTGrant(ctx context.Context, jti, grantID string, now time.Time) (bool, Grant, User, error) {
+	g, u, err := m.GetGrantUser(ctx, grantID)
+	if err != nil {
+		return false, Grant{}, User{}, err
+	}
+	revoked, _ := m.IsJTIRevoked(ctx, jti, now)
+	return revoked, g, u, nil
 }
 
 // Signing keys.

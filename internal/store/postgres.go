@@ -217,14 +217,6 @@ func isConnectionFailure(err error) bool {
 	return false
 }
 
-// ts converts optional times for storage; zero means "not set".
-func nullTime(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
-}
-
 // nullString stores "" as NULL, for columns in a foreign key or a unique index.
 func nullString(s string) *string {
 	if s == "" {

@@ -318,6 +318,11 @@ type Store interface {
 	FindClientByFingerprint(ctx context.Context, fingerprint string, now time.Time) (Client, error)
 	// UpdateClient replaces every field but ID and CreatedAt. ErrNotFound if absent.
 	UpdateClient(ctx context.Context, c Client) error
+	// UpdateClientIf is UpdateClient only while the stored
+	// RegistrationTokenHash is still ratHash (the token the caller
+	// authenticated with), atomically: ErrNotFound when the client is gone
+	// or its registration token changed meanwhile (RFC 7592 rotation).
+	UpdateClientIf(ctx context.Context, c Client, ratHash string) error
 	// UpsertClient creates or replaces a client (config clients at start-up).
 	// Replacing keeps the stored CreatedAt, like UpdateClient.
 	UpsertClient(ctx context.Context, c Client) error
@@ -394,6 +399,10 @@ type Store interface {
 
 	// Grants. GetGrant returns revoked and expired grants too.
 	GetGrant(ctx context.Context, id string) (Grant, error)
+	// GetGrantUser returns the grant (in any state) and its user in one
+	// read, for the hot paths that need both; ErrNotFound if either is
+	// unknown (a grant without a user included).
+	GetGrantUser(ctx context.Context, id string) (Grant, User, error)
 	ListGrants(ctx context.Context, userID string) ([]Grant, error)
 	// RevokeGrant marks the grant revoked, and with it its refresh tokens and
 	// opaque access tokens. Revoking twice is not an error.
@@ -404,6 +413,9 @@ type Store interface {
 	// Refresh tokens.
 	CreateRefreshToken(ctx context.Context, rt RefreshToken) error
 	GetRefreshToken(ctx context.Context, digest string) (RefreshToken, error)
+	// GetRefreshTokenGrant returns the token, its grant and the grant's
+	// user (each in any state) in one read; ErrNotFound if any is unknown.
+	GetRefreshTokenGrant(ctx context.Context, digest string) (RefreshToken, Grant, User, error)
 	// RotateRefreshToken atomically marks old used and inserts next (same
 	// grant), bumping the grant's LastUsedAt. If old was already used it
 	// revokes the grant (reuse detection, OAuth 2.1 §4.3.1) and returns
@@ -429,6 +441,11 @@ type Store interface {
 	// Revoking again keeps the later exp; IsJTIRevoked is true while now < exp.
 	RevokeJTI(ctx context.Context, jti string, exp time.Time) error
 	IsJTIRevoked(ctx context.Context, jti string, now time.Time) (bool, error)
+	// CheckJWTGrant is IsJTIRevoked and GetGrantUser in one read, for
+	// checking a user's JWT access token: whether jti is revoked, and its
+	// grant (in any state) with the grant's user. ErrNotFound if the grant
+	// or its user is unknown, whatever the jti.
+	CheckJWTGrant(ctx context.Context, jti, grantID string, now time.Time) (revoked bool, g Grant, u User, err error)
 
 	// Signing keys.
 	ListSigningKeys(ctx context.Context) ([]SigningKey, error)

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -24,6 +25,28 @@ func (p *Postgres) GetRefreshToken(ctx context.Context, digest string) (RefreshT
 	return rt, mapErr(err)
 }
 
+// GetRefreshTokenGrant reads the token, its grant and the grant's user in
+// one round trip: the refresh grant needs all three before it rotates.
+func (p *Postgres) GetRefreshTokenGrant(ctx context.Context, digest string) (RefreshToken, Grant, User, error) {
+	var rt RefreshToken
+	var g Grant
+	var u User
+	dest := append([]any{&rt.Digest, &rt.GrantID, &rt.ClientID, &rt.Parent, &rt.CreatedAt, &rt.ExpiresAt, &rt.UsedAt},
+		grantUserDest(&g, &u)...)
+	err := p.pool.QueryRow(ctx, `
+		SELECT rt.digest, rt.grant_id, rt.client_id, rt.parent, rt.created_at, rt.expires_at, rt.used_at,
+			`+joinedGrantUser+`
+		FROM refresh_tokens rt
+		JOIN grants g ON g.id = rt.grant_id
+		JOIN users u ON u.id = g.user_id
+		WHERE rt.digest = $1`, digest).Scan(dest...)
+	if err != nil {
+		return RefreshToken{}, Grant{}, User{}, mapErr(err)
+	}
+	g.UserID = u.ID
+	return rt, g, u, nil
+}
+
 // RotateRefreshToken marks old used and inserts next in one transaction,
 // which first locks the grant row: rotations of one grant (and revocations,
 // which lock the grant first too) are serialised there, so of concurrent
@@ -35,7 +58,56 @@ func (p *Postgres) GetRefreshToken(ctx context.Context, digest string) (RefreshT
 // The checks run in the order the contract lists: an unknown or expired
 // token, or a revoked or expired grant, is ErrNotFound before reuse is
 // considered.
+//
+// The common case, a live token rotated once, takes one statement (one
+// round trip, one commit) instead of a seven-round-trip transaction: see
+// rotateFast. Anything else falls back to the transaction, which sorts out
+// which failure it is.
 func (p *Postgres) RotateRefreshToken(ctx context.Context, old string, now time.Time, next RefreshToken) (Grant, error) {
+	g, err := p.rotateFast(ctx, old, now, next)
+	if !errors.Is(err, ErrNotFound) {
+		return g, err
+	}
+	return p.rotateTx(ctx, old, now, next)
+}
+
+// rotateFast rotates old in one statement that locks in the order
+// rotateTx and revokeGrant do (the grant row first, FOR NO KEY UPDATE,
+// evaluated as an InitPlan before any refresh token row is touched), marks
+// old used only if it is unused, unexpired, of next's grant and client,
+// and that grant is live, and inserts next and bumps the grant only if
+// that UPDATE matched. Of concurrent rotations of one token, the losers'
+// UPDATE re-checks "used_at IS NULL" on the winner's committed row and
+// matches nothing. ErrNotFound means "not the common case", not "unknown".
+func (p *Postgres) rotateFast(ctx context.Context, old string, now time.Time, next RefreshToken) (Grant, error) {
+	rows, err := p.pool.Query(ctx, `
+		WITH live AS (
+			SELECT id FROM grants
+			WHERE id = $3 AND revoked_at IS NULL AND expires_at > $2
+			FOR NO KEY UPDATE
+		), used AS (
+			UPDATE refresh_tokens SET used_at = $2
+			WHERE digest = $1 AND used_at IS NULL AND expires_at > $2
+				AND grant_id = (SELECT id FROM live) AND client_id = $4
+			RETURNING grant_id
+		), inserted AS (
+			INSERT INTO refresh_tokens (`+refreshTokenColumns+`)
+			SELECT $5, grant_id, $4, $6, $7, $8, NULL FROM used
+		)
+		UPDATE grants SET last_used_at = $2
+		WHERE id = (SELECT grant_id FROM used)
+		RETURNING `+grantColumns,
+		old, now, next.GrantID, next.ClientID, next.Digest, next.Parent, next.CreatedAt, next.ExpiresAt)
+	if err != nil {
+		return Grant{}, mapErr(err)
+	}
+	g, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Grant])
+	return g, mapErr(err)
+}
+
+// rotateTx is RotateRefreshToken as one transaction that tells every
+// outcome apart.
+func (p *Postgres) rotateTx(ctx context.Context, old string, now time.Time, next RefreshToken) (Grant, error) {
 	var g Grant
 	reused := false
 	err := p.withTx(ctx, func(tx pgx.Tx) error {
@@ -161,4 +233,22 @@ func (p *Postgres) IsJTIRevoked(ctx context.Context, jti string, now time.Time) 
 	err := p.pool.QueryRow(ctx, `
 		SELECT EXISTS (SELECT 1 FROM revoked_jtis WHERE jti = $1 AND expires_at > $2)`, jti, now).Scan(&revoked)
 	return revoked, mapErr(err)
+}
+
+// CheckJWTGrant answers the jti and the grant questions of a user's JWT in
+// one round trip (introspection's hot path).
+func (p *Postgres) CheckJWTGrant(ctx context.Context, jti, grantID string, now time.Time) (bool, Grant, User, error) {
+	var revoked bool
+	var g Grant
+	var u User
+	err := p.pool.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM revoked_jtis WHERE jti = $1 AND expires_at > $2),
+			`+joinedGrantUser+`
+		FROM grants g JOIN users u ON u.id = g.user_id
+		WHERE g.id = $3`, jti, now, grantID).Scan(append([]any{&revoked}, grantUserDest(&g, &u)...)...)
+	if err != nil {
+		return false, Grant{}, User{}, mapErr(err)
+	}
+	g.UserID = u.ID
+	return revoked, g, u, nil
 }

@@ -92,6 +92,7 @@ var (
 	// sharedCluster is kept reachable for the life of the process: it holds
 	// the pipe whose closing (at process exit) tells the watchdog to stop
 	// the cluster.
+	//lint:ignore U1000 written, never read: holding it is the point
 	sharedCluster *Cluster
 )
 

@@ -103,6 +103,27 @@ func testClientRestrictionsNilVersusEmpty(t *testing.T, s store.Store) {
 	}
 }
 
+// testUpdateClientIf: the update applies only while the stored
+// registration token digest is the one given (single-use RFC 7592 tokens).
+func testUpdateClientIf(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	c := client(t, s)
+	next := c
+	next.Metadata.ClientName = "Renamed"
+	next.RegistrationTokenHash = "digest-2"
+	wantErr(t, s.UpdateClientIf(ctx, next, "not-the-stored-digest"), store.ErrNotFound, "UpdateClientIf with a stale digest")
+	got, err := s.GetClient(ctx, c.ID, t0)
+	must(t, err, "GetClient")
+	equal(t, "client after a refused UpdateClientIf", got, c)
+
+	must(t, s.UpdateClientIf(ctx, next, c.RegistrationTokenHash), "UpdateClientIf")
+	got, err = s.GetClient(ctx, c.ID, t0)
+	must(t, err, "GetClient")
+	equal(t, "client after UpdateClientIf", got, next)
+	wantErr(t, s.UpdateClientIf(ctx, next, c.RegistrationTokenHash), store.ErrNotFound, "UpdateClientIf with the spent digest")
+	wantErr(t, s.UpdateClientIf(ctx, store.Client{ID: "missing"}, ""), store.ErrNotFound, "UpdateClientIf of an unknown client")
+}
+
 // UpsertClient creates an absent client and replaces a present one,
 // keeping its CreatedAt.
 func testUpsertClient(t *testing.T, s store.Store) {

@@ -41,6 +41,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ClientCRUD", fn: testClientCRUD},
 		{name: "ClientRestrictionsNilVersusEmpty", fn: testClientRestrictionsNilVersusEmpty},
 		{name: "UpsertClient", fn: testUpsertClient},
+		{name: "UpdateClientIf", fn: testUpdateClientIf},
 		{name: "ClientExpiry", fn: testClientExpiry},
 		{name: "FindClientByFingerprint", fn: testFindClientByFingerprint},
 		{name: "TouchClient", fn: testTouchClient},
@@ -64,6 +65,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "RevokeGrant", fn: testRevokeGrant},
 		{name: "AccessTokens", fn: testAccessTokens},
 		{name: "RevokedJTIs", fn: testRevokedJTIs},
+		{name: "JoinedReads", fn: testJoinedReads},
 		{name: "DeleteClientCascades", fn: testDeleteClientCascades},
 
 		// Keys, metadata documents, maintenance.

@@ -443,3 +443,66 @@ func testDeleteClientCascades(t *testing.T, s store.Store) {
 		t.Fatalf("DeleteClient removed the user: %v", err)
 	}
 }
+
+// The joined reads of the hot paths (GetGrantUser, GetRefreshTokenGrant,
+// CheckJWTGrant) return exactly what the single-table reads do, in any
+// state of the grant and user, and ErrNotFound for what is unknown.
+func testJoinedReads(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	c, u := client(t, s), user(t, s)
+	g, rt := grant(t, s, c, u)
+
+	check := func(when string) {
+		t.Helper()
+		wantG, err := s.GetGrant(ctx, g.ID)
+		must(t, err, "GetGrant")
+		wantU, err := s.GetUser(ctx, u.ID)
+		must(t, err, "GetUser")
+		wantRT, err := s.GetRefreshToken(ctx, rt.Digest)
+		must(t, err, "GetRefreshToken")
+
+		gotG, gotU, err := s.GetGrantUser(ctx, g.ID)
+		must(t, err, "GetGrantUser "+when)
+		equal(t, "GetGrantUser grant "+when, gotG, wantG)
+		equal(t, "GetGrantUser user "+when, gotU, wantU)
+
+		gotRT, gotG, gotU, err := s.GetRefreshTokenGrant(ctx, rt.Digest)
+		must(t, err, "GetRefreshTokenGrant "+when)
+		equal(t, "GetRefreshTokenGrant token "+when, gotRT, wantRT)
+		equal(t, "GetRefreshTokenGrant grant "+when, gotG, wantG)
+		equal(t, "GetRefreshTokenGrant user "+when, gotU, wantU)
+	}
+	check("(live)")
+
+	jti := uuid.NewString()
+	revoked, gotG, gotU, err := s.CheckJWTGrant(ctx, jti, g.ID, t0)
+	must(t, err, "CheckJWTGrant")
+	if revoked {
+		t.Fatal("CheckJWTGrant: a jti never revoked reads as revoked")
+	}
+	equal(t, "CheckJWTGrant grant", gotG, g)
+	equal(t, "CheckJWTGrant user", gotU.ID, u.ID)
+	must(t, s.RevokeJTI(ctx, jti, t0.Add(time.Hour)), "RevokeJTI")
+	if revoked, _, _, err = s.CheckJWTGrant(ctx, jti, g.ID, t0); err != nil || !revoked {
+		t.Fatalf("CheckJWTGrant after RevokeJTI = %v, %v; want revoked", revoked, err)
+	}
+	if revoked, _, _, err = s.CheckJWTGrant(ctx, jti, g.ID, t0.Add(time.Hour)); err != nil || revoked {
+		t.Fatalf("CheckJWTGrant at the jti's exp = %v, %v; want not revoked", revoked, err)
+	}
+
+	// Disabled users and revoked grants are returned as they are: the
+	// callers decide.
+	must(t, s.SetUserDisabled(ctx, u.ID, true), "SetUserDisabled")
+	must(t, s.RevokeGrant(ctx, g.ID, t0.Add(time.Minute)), "RevokeGrant")
+	check("(user disabled, grant revoked)")
+	if _, gotG, gotU, err = s.CheckJWTGrant(ctx, jti, g.ID, t0); err != nil || gotG.RevokedAt == nil || !gotU.Disabled {
+		t.Fatalf("CheckJWTGrant of a revoked grant of a disabled user = %+v, %+v, %v", gotG, gotU, err)
+	}
+
+	_, _, err = s.GetGrantUser(ctx, uuid.NewString())
+	wantErr(t, err, store.ErrNotFound, "GetGrantUser of an unknown grant")
+	_, _, _, err = s.GetRefreshTokenGrant(ctx, digest())
+	wantErr(t, err, store.ErrNotFound, "GetRefreshTokenGrant of an unknown token")
+	_, _, _, err = s.CheckJWTGrant(ctx, jti, uuid.NewString(), t0)
+	wantErr(t, err, store.ErrNotFound, "CheckJWTGrant of an unknown grant (whatever the jti)")
+}

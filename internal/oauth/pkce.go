@@ -23,7 +23,9 @@ func ValidChallenge(c string) bool {
 	if len(c) != 43 {
 		return false
 	}
-	_, err := base64.RawURLEncoding.DecodeString(c)
+	// Strict: a non-canonical encoding (non-zero trailing bits) is never
+	// what S256Challenge produces, so no verifier could ever match it.
+	_, err := base64.RawURLEncoding.Strict().DecodeString(c)
 	return err == nil
 }
 

@@ -91,6 +91,9 @@ func CanonicalResource(v string) (string, *Error) {
 		return "", bad("only http and https resources are supported")
 	}
 	host := strings.ToLower(u.Hostname())
+	if host == "" { // "http://:80" has a Host but no host name
+		return "", bad("it must be an absolute URI with a host")
+	}
 	port := u.Port()
 	if (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
 		port = ""

@@ -215,7 +215,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	// read no client row); registration changes invalidate it at once.
 	clientCache := clientauth.NewCachedClients(clients, clientauth.DefaultCacheTTL, now)
 	reg := &register.Handler{
-		Store:   st,
+		Store:   invalidatingStore{Store: st, cache: clientCache},
 		Issuer:  cfg.Issuer,
 		Policy:  cfg.Registration,
 		Limiter: ratelimit.New(cfg.Registration.RateLimit, now),

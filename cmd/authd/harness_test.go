@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -149,12 +148,6 @@ func waitStatus(t *testing.T, url string, want int, within time.Duration) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("%s answered %d, want %d within %s", url, last, want, within)
-}
-
-func portOf(addr string) int {
-	_, p, _ := net.SplitHostPort(addr)
-	n, _ := strconv.Atoi(p)
-	return n
 }
 
 func postForm(t *testing.T, c *http.Client, target string, form url.Values, basicUser, basicPass string) (*http.Response, []byte) {

@@ -52,6 +52,8 @@ const basicChallenge = `Basic realm="authd"`
 type Authenticator struct {
 	Clients ClientGetter
 	Now     func() time.Time
+
+	verified secretMemo // bcrypt checks that succeeded; see verifySecret
 }
 
 // Authenticate identifies and authenticates the client of r, whose body
@@ -95,7 +97,7 @@ func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Cl
 		// Compare even for unknown and public clients (the empty hash makes
 		// VerifySecret do dummy work) so timing does not reveal which ids
 		// exist.
-		ok := oauth.VerifySecret(c.SecretHash, cred.secret)
+		ok := a.verifySecret(c.ID, c.SecretHash, cred.secret)
 		switch {
 		case !known:
 			return reject("unknown client")

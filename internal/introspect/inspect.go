@@ -2,6 +2,7 @@ package introspect
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,6 +92,78 @@ func (c *claims) GetAudience() (jwt.ClaimStrings, error)       { return jwt.Clai
 // inspectJWT verifies an RFC 9068 access token, then asks the store only
 // what the signature cannot say: whether it was revoked since.
 func (h *Handler) inspectJWT(ctx context.Context, raw string, now time.Time) (*tokenInfo, error) {
+	c, err := h.verifyJWT(raw, now)
+	if err != nil {
+		return nil, err
+	}
+	t := &tokenInfo{
+		clientID:  c.ClientID,
+		subject:   c.Subject,
+		scopes:    strings.Fields(c.Scope),
+		audience:  c.Audience,
+		issuedAt:  c.IssuedAt.Time,
+		expiresAt: c.ExpiresAt.Time,
+		jti:       c.ID,
+	}
+	if c.NotBefore != nil {
+		t.notBefore = c.NotBefore.Time
+	}
+
+	// The client first: it is cached, so a deleted or disabled client
+	// costs no database round trip.
+	if err := h.activeClient(ctx, c.ClientID, now); err != nil {
+		return nil, err
+	}
+	if c.GrantID == "" {
+		// client_credentials: no grant, no user, the client is the subject.
+		if c.Subject != c.ClientID {
+			return nil, inactiveError("token without grant has a foreign subject")
+		}
+		revoked, err := h.Store.IsJTIRevoked(ctx, c.ID, now)
+		if err != nil {
+			return nil, fmt.Errorf("check revoked jti: %w", err)
+		}
+		if revoked {
+			return nil, inactiveError("jti revoked")
+		}
+		return t, nil
+	}
+	// A user's token: the revoked jti, the grant and the user in one read.
+	revoked, g, u, err := h.Store.CheckJWTGrant(ctx, c.ID, c.GrantID, now)
+	if err == nil && revoked {
+		return nil, inactiveError("jti revoked")
+	}
+	if err := checkGrant(g, u, err, c.ClientID, now); err != nil {
+		return nil, err
+	}
+	if g.UserID != c.Subject {
+		return nil, inactiveError("subject does not match the grant")
+	}
+	t.user = &u
+	return t, nil
+}
+
+// verifyJWT checks raw's signature and claims. A resource server presents
+// the same token on every request it serves, so a token that verified
+// once is remembered (by the SHA-256 of its exact bytes, until it expires)
+// and later presentations skip the signature check and claim parsing,
+// which were most of introspection's CPU time under load. What can change
+// is re-checked every time: the time claims, that its signing key is
+// still published (an emergency key rotation ends its tokens at once),
+// and, by the callers, revocation.
+func (h *Handler) verifyJWT(raw string, now time.Time) (*claims, error) {
+	sum := sha256.Sum256([]byte(raw))
+	if e, ok := h.jwts.get(sum, now); ok {
+		if _, err := h.Keys.Keyfunc(&jwt.Token{Header: e.header, Method: e.method}); err != nil {
+			return nil, inactiveError("signing key no longer published")
+		}
+		if err := h.validator(now).Validate(&e.claims); err != nil || !now.Before(e.claims.ExpiresAt.Time) {
+			return nil, inactiveError("invalid JWT")
+		}
+		c := e.claims
+		c.Audience = slices.Clone(c.Audience) // the cached entry stays as verified
+		return &c, nil
+	}
 	var c claims
 	tok, err := jwt.ParseWithClaims(raw, &c, h.Keys.Keyfunc,
 		jwt.WithValidMethods(h.Keys.Algorithms()),
@@ -112,49 +185,26 @@ func (h *Handler) inspectJWT(ctx context.Context, raw string, now time.Time) (*t
 	case c.ID == "" || c.ClientID == "" || c.Subject == "" || c.IssuedAt == nil || len(c.Audience) == 0:
 		return nil, inactiveError("required claim missing")
 	}
-	t := &tokenInfo{
-		clientID:  c.ClientID,
-		subject:   c.Subject,
-		scopes:    strings.Fields(c.Scope),
-		audience:  c.Audience,
-		issuedAt:  c.IssuedAt.Time,
-		expiresAt: c.ExpiresAt.Time,
-		jti:       c.ID,
-	}
-	if c.NotBefore != nil {
-		t.notBefore = c.NotBefore.Time
-	}
+	cached := c
+	cached.Audience = slices.Clone(c.Audience)
+	h.jwts.put(sum, jwtEntry{
+		claims: cached,
+		header: map[string]any{"kid": tok.Header["kid"], "alg": tok.Header["alg"]},
+		method: tok.Method,
+	}, now)
+	return &c, nil
+}
 
-	// The client first: it is cached, so a deleted or disabled client
-	// costs no database round trip.
-	if err := h.activeClient(ctx, c.ClientID, now); err != nil {
-		return nil, err
-	}
-	revoked, err := h.Store.IsJTIRevoked(ctx, c.ID, now)
-	if err != nil {
-		return nil, fmt.Errorf("check revoked jti: %w", err)
-	}
-	if revoked {
-		return nil, inactiveError("jti revoked")
-	}
-	if c.GrantID == "" {
-		// client_credentials: no grant, no user, the client is the subject.
-		if c.Subject != c.ClientID {
-			return nil, inactiveError("token without grant has a foreign subject")
-		}
-		return t, nil
-	}
-	g, err := h.activeGrant(ctx, c.GrantID, c.ClientID, now)
-	if err != nil {
-		return nil, err
-	}
-	if g.UserID != c.Subject {
-		return nil, inactiveError("subject does not match the grant")
-	}
-	if t.user, err = h.activeUser(ctx, g.UserID, now); err != nil {
-		return nil, err
-	}
-	return t, nil
+// validator checks the claims of a remembered token as ParseWithClaims
+// did when it was first verified.
+func (h *Handler) validator(now time.Time) *jwt.Validator {
+	return jwt.NewValidator(
+		jwt.WithIssuer(h.Issuer),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(clockSkew),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+	)
 }
 
 // inspectOpaque looks an opaque access token up by its digest.
@@ -212,25 +262,19 @@ func (h *Handler) inspectRefresh(ctx context.Context, raw string, now time.Time)
 	if err := h.activeClient(ctx, rt.ClientID, now); err != nil {
 		return nil, err
 	}
-	g, err := h.activeGrant(ctx, rt.GrantID, rt.ClientID, now)
+	g, u, err := h.activeGrant(ctx, rt.GrantID, rt.ClientID, now)
 	if err != nil {
 		return nil, err
 	}
-	t := &tokenInfo{
+	return &tokenInfo{
 		refresh:   true,
 		clientID:  rt.ClientID,
 		subject:   g.UserID,
+		user:      u,
 		scopes:    g.Scopes,
 		issuedAt:  rt.CreatedAt,
 		expiresAt: rt.ExpiresAt,
-	}
-	if g.UserID == "" {
-		return nil, inactiveError("refresh token of a grant without user")
-	}
-	if t.user, err = h.activeUser(ctx, g.UserID, now); err != nil {
-		return nil, err
-	}
-	return t, nil
+	}, nil
 }
 
 // activeClient checks that the token's client still exists (deleting a
@@ -248,23 +292,36 @@ func (h *Handler) activeClient(ctx context.Context, id string, now time.Time) er
 	return nil
 }
 
-// activeGrant returns the grant if it is neither revoked nor expired and
-// belongs to clientID.
-func (h *Handler) activeGrant(ctx context.Context, id, clientID string, now time.Time) (store.Grant, error) {
-	g, err := h.Store.GetGrant(ctx, id)
+// activeGrant returns the grant and its user, read together in one round
+// trip, if checkGrant passes them.
+func (h *Handler) activeGrant(ctx context.Context, id, clientID string, now time.Time) (store.Grant, *store.User, error) {
+	g, u, err := h.Store.GetGrantUser(ctx, id)
+	if err := checkGrant(g, u, err, clientID, now); err != nil {
+		return store.Grant{}, nil, err
+	}
+	return g, &u, nil
+}
+
+// checkGrant turns the read of a grant and its user into an answer: the
+// grant must exist, be neither revoked nor expired and belong to clientID,
+// and the user must exist and not be disabled. A grant without a user
+// (none carries a grant id in its tokens) reads as gone.
+func checkGrant(g store.Grant, u store.User, err error, clientID string, now time.Time) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return store.Grant{}, inactiveError("grant gone")
+		return inactiveError("grant or its user gone")
 	case err != nil:
-		return store.Grant{}, fmt.Errorf("get grant: %w", err)
+		return fmt.Errorf("get grant: %w", err)
 	case g.RevokedAt != nil:
-		return store.Grant{}, inactiveError("grant revoked")
+		return inactiveError("grant revoked")
 	case !now.Before(g.ExpiresAt):
-		return store.Grant{}, inactiveError("grant expired")
+		return inactiveError("grant expired")
 	case g.ClientID != clientID:
-		return store.Grant{}, inactiveError("grant of another client")
+		return inactiveError("grant of another client")
+	case u.Disabled:
+		return inactiveError("user disabled")
 	}
-	return g, nil
+	return nil
 }
 
 // activeUser returns the user unless deleted or disabled by the operator.
@@ -390,4 +447,56 @@ func (c *userCache) put(u store.User, now time.Time, ttl time.Duration) {
 		}
 	}
 	c.m[u.ID] = cachedUser{u: u, fetched: now}
+}
+
+// maxCachedJWTs bounds the verified-token cache (a few hundred bytes each).
+const maxCachedJWTs = 10000
+
+// jwtCache remembers verified JWT access tokens until they expire.
+type jwtCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]jwtEntry
+}
+
+type jwtEntry struct {
+	claims claims
+	// header and method are what Keyfunc needs to say whether the
+	// signing key is still published.
+	header map[string]any
+	method jwt.SigningMethod
+}
+
+func (c *jwtCache) get(sum [sha256.Size]byte, now time.Time) (jwtEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[sum]
+	if ok && !now.Before(e.claims.ExpiresAt.Time) {
+		delete(c.m, sum)
+		return jwtEntry{}, false
+	}
+	return e, ok
+}
+
+// put remembers e, making room first when full: expired entries go, then
+// arbitrary ones (map order), which at worst costs a verification.
+func (c *jwtCache) put(sum [sha256.Size]byte, e jwtEntry, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[[sha256.Size]byte]jwtEntry{}
+	}
+	if _, ok := c.m[sum]; !ok && len(c.m) >= maxCachedJWTs {
+		for k, old := range c.m {
+			if !now.Before(old.claims.ExpiresAt.Time) {
+				delete(c.m, k)
+			}
+		}
+		for k := range c.m {
+			if len(c.m) < maxCachedJWTs {
+				break
+			}
+			delete(c.m, k)
+		}
+	}
+	c.m[sum] = e
 }

@@ -41,9 +41,10 @@ import (
 type Store interface {
 	GetAccessToken(ctx context.Context, digest string) (store.AccessToken, error)
 	GetRefreshToken(ctx context.Context, digest string) (store.RefreshToken, error)
-	GetGrant(ctx context.Context, id string) (store.Grant, error)
+	GetGrantUser(ctx context.Context, id string) (store.Grant, store.User, error)
 	GetUser(ctx context.Context, id string) (store.User, error)
 	IsJTIRevoked(ctx context.Context, jti string, now time.Time) (bool, error)
+	CheckJWTGrant(ctx context.Context, jti, grantID string, now time.Time) (bool, store.Grant, store.User, error)
 }
 
 // Keys verifies JWT access tokens; *keys.Manager implements it.
@@ -81,7 +82,8 @@ type Handler struct {
 	// active introspection responses for user tokens.
 	IdentityClaims bool
 	// UserCacheTTL, when positive, keeps user rows this long, saving one
-	// database round trip per user token checked. The price: a disabled
+	// database round trip per opaque user token checked (JWTs and refresh
+	// tokens read the user together with their grant). The price: a disabled
 	// user's tokens stay active for up to the TTL, as a disabled client's
 	// do with clientauth.CachedClients. Zero reads
 	// the user every time. Revocation (jti, grant) is never cached.
@@ -104,6 +106,7 @@ type Handler struct {
 	bearers   [][sha256.Size]byte // digests of BearerTokens
 	resources []resourceMatcher   // Resources, parsed for matching
 	users     userCache
+	jwts      jwtCache
 }
 
 // Routes mounts POST /introspect and /verify. /verify answers every method:

@@ -351,12 +351,18 @@ func TestIntrospectUserCache(t *testing.T) {
 	t.Parallel()
 	const ttl = 3 * time.Second
 	e := newEnv(t, func(h *introspect.Handler) { h.UserCacheTTL = ttl })
-	one, two := e.aliceToken(), e.aliceToken()
+	// The cache serves opaque tokens; JWTs and refresh tokens read the
+	// user together with their grant, so they see a change at once.
+	opaque := grantSpec{user: e.alice, scopes: []string{"read"}, resources: []string{resOpaque}}
+	one, two, jwt := e.login(opaque), e.login(opaque), e.aliceToken()
 	wantActive(t, e.introspect(one.AccessToken)) // alice is cached now
+	wantActive(t, e.introspect(jwt.AccessToken))
 	if err := e.st.SetUserDisabled(e.ctx, e.alice.ID, true); err != nil {
 		t.Fatal(err)
 	}
 	wantActive(t, e.introspect(one.AccessToken))
+	wantInactive(t, e.introspect(jwt.AccessToken))
+	wantInactive(t, e.introspect(jwt.RefreshToken))
 	e.revoke(two.AccessToken, post(mcpClient, ""))
 	wantInactive(t, e.introspect(two.AccessToken))
 	e.clock.Add(ttl)

@@ -70,6 +70,7 @@ type Store interface {
 	GetClient(ctx context.Context, id string, now time.Time) (store.Client, error)
 	FindClientByFingerprint(ctx context.Context, fingerprint string, now time.Time) (store.Client, error)
 	UpdateClient(ctx context.Context, c store.Client) error
+	UpdateClientIf(ctx context.Context, c store.Client, ratHash string) error
 	DeleteClient(ctx context.Context, id string) error
 }
 
@@ -272,8 +273,10 @@ func (h *Handler) doUpdate(w http.ResponseWriter, r *http.Request) (clientInfo, 
 		rat = oauth.NewToken(oauth.PrefixRegistrationToken)
 		next.RegistrationTokenHash = oauth.Digest(rat)
 	}
-	if err := h.Store.UpdateClient(ctx, next); err != nil {
-		if errors.Is(err, store.ErrNotFound) { // deleted meanwhile
+	// Conditional on the token this request authenticated with: of
+	// concurrent updates (and rotations) with one token, one wins.
+	if err := h.Store.UpdateClientIf(ctx, next, c.RegistrationTokenHash); err != nil {
+		if errors.Is(err, store.ErrNotFound) { // deleted or re-keyed meanwhile
 			return clientInfo{}, errInvalidRAT()
 		}
 		return clientInfo{}, err

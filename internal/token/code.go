@@ -169,23 +169,41 @@ func (h *Handler) checkUser(ctx context.Context, id string) (store.User, error) 
 	if err != nil {
 		return store.User{}, err
 	}
+	if err := h.allowUser(ctx, u); err != nil {
+		return store.User{}, err
+	}
+	return u, nil
+}
+
+// allowUser checks that u may still use a grant: not disabled, and passing
+// the current sign-in policy.
+func (h *Handler) allowUser(ctx context.Context, u store.User) error {
 	if u.Disabled {
-		return store.User{}, oauth.InvalidGrant("the user of this grant is disabled")
+		return oauth.InvalidGrant("the user of this grant is disabled")
 	}
 	if h.UserCheck != nil {
 		if err := h.UserCheck(ctx, u); err != nil {
-			return store.User{}, oauth.InvalidGrant("the user is no longer allowed to sign in").WithCause(err)
+			return oauth.InvalidGrant("the user is no longer allowed to sign in").WithCause(err)
 		}
 	}
-	return u, nil
+	return nil
 }
 
 // touchClient slides a dynamic client's idle expiry while it is in use. An
 // hour's staleness is irrelevant against idle lifetimes of days, and saves a
 // write on most requests. Failing is not worth failing the request for.
+//
+// A client registered within the hour counts as just used: its expiry was
+// set from its registration. (Registration leaves LastUsedAt unset, and the
+// client cache keeps serving the row as registered for a few seconds, so
+// without this every grant of a new client would cost a round trip.)
 func (h *Handler) touchClient(ctx context.Context, req *request) {
 	c := req.client
-	if h.ClientIdleLifetime <= 0 || c.ExpiresAt == nil || req.now.Sub(c.LastUsedAt) < time.Hour {
+	last := c.LastUsedAt
+	if c.CreatedAt.After(last) {
+		last = c.CreatedAt
+	}
+	if h.ClientIdleLifetime <= 0 || c.ExpiresAt == nil || req.now.Sub(last) < time.Hour {
 		return
 	}
 	if err := h.Store.TouchClient(ctx, c.ID, req.now, h.ClientIdleLifetime); err != nil {

@@ -32,9 +32,10 @@ func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, er
 		return nil, oauth.InvalidRequest("refresh_token is required")
 	}
 	digest := oauth.Digest(value)
-	old, err := h.Store.GetRefreshToken(ctx, digest)
+	// The token, its grant and the grant's user in one read.
+	old, g, user, err := h.Store.GetRefreshTokenGrant(ctx, digest)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, oauth.InvalidGrant(invalidRefresh).WithCause(errors.New("unknown refresh token"))
+		return nil, oauth.InvalidGrant(invalidRefresh).WithCause(errors.New("unknown refresh token, or its grant or user gone"))
 	}
 	if err != nil {
 		return nil, err
@@ -43,13 +44,6 @@ func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, er
 	// changes nothing: revoking here would let anyone end others' grants.
 	if old.ClientID != req.client.ID {
 		return nil, oauth.InvalidGrant(invalidRefresh).WithCause(errors.New("refresh token of another client"))
-	}
-	g, err := h.Store.GetGrant(ctx, old.GrantID)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, oauth.InvalidGrant(invalidRefresh).WithCause(errors.New("grant gone"))
-	}
-	if err != nil {
-		return nil, err
 	}
 	alive := g.RevokedAt == nil && req.now.Before(g.ExpiresAt)
 	if old.UsedAt != nil && alive {
@@ -88,8 +82,7 @@ func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, er
 		return nil, err
 	}
 
-	user, err := h.checkUser(ctx, g.UserID)
-	if err != nil {
+	if err := h.allowUser(ctx, user); err != nil {
 		var oe *oauth.Error
 		if errors.As(err, &oe) && oe.Code == oauth.CodeInvalidGrant {
 			if rerr := h.Store.RevokeGrant(ctx, g.ID, req.now); rerr != nil {

@@ -53,9 +53,9 @@ const (
 type Store interface {
 	GetAuthCode(ctx context.Context, digest string, now time.Time) (store.AuthCode, error)
 	RedeemAuthCode(ctx context.Context, digest string, now time.Time, g store.Grant, rt *store.RefreshToken) (store.AuthCode, error)
-	GetGrant(ctx context.Context, id string) (store.Grant, error)
 	RevokeGrant(ctx context.Context, id string, now time.Time) error
 	GetRefreshToken(ctx context.Context, digest string) (store.RefreshToken, error)
+	GetRefreshTokenGrant(ctx context.Context, digest string) (store.RefreshToken, store.Grant, store.User, error)
 	RotateRefreshToken(ctx context.Context, old string, now time.Time, next store.RefreshToken) (store.Grant, error)
 	GetUser(ctx context.Context, id string) (store.User, error)
 	TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error

@@ -1,0 +1,109 @@
+package introspect
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// fakeKeys verifies with one ES256 key that a test can withdraw, and
+// counts how often the key was asked for.
+type fakeKeys struct {
+	pub       *ecdsa.PublicKey
+	withdrawn atomic.Bool
+	calls     atomic.Int64
+}
+
+func (k *fakeKeys) Keyfunc(t *jwt.Token) (any, error) {
+	k.calls.Add(1)
+	if k.withdrawn.Load() || t.Header["kid"] != "k1" || t.Method.Alg() != "ES256" {
+		return nil, errors.New("unknown key")
+	}
+	return k.pub, nil
+}
+
+func (k *fakeKeys) Algorithms() []string { return []string{"ES256"} }
+
+func TestVerifiedJWTCache(t *testing.T) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := &fakeKeys{pub: &priv.PublicKey}
+	h := &Handler{Keys: keys, Issuer: "https://auth.example.com"}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	sign := func(exp time.Time) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+			"iss": h.Issuer, "sub": "alice", "aud": "https://mcp.example.com", "client_id": "c1",
+			"jti": "j1", "iat": now.Unix(), "nbf": now.Unix(), "exp": exp.Unix(),
+		})
+		tok.Header["kid"], tok.Header["typ"] = "k1", "at+jwt"
+		s, err := tok.SignedString(priv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	raw := sign(now.Add(time.Hour))
+
+	c, err := h.verifyJWT(raw, now)
+	if err != nil || c.ClientID != "c1" {
+		t.Fatalf("first verification: %+v, %v", c, err)
+	}
+	if n := len(h.jwts.m); n != 1 {
+		t.Fatalf("%d cached tokens after one verification, want 1", n)
+	}
+	// A hit still asks whether the signing key is published, and returns a
+	// copy the caller cannot alter the cache through.
+	before := keys.calls.Load()
+	c.Audience[0] = "changed"
+	c, err = h.verifyJWT(raw, now.Add(time.Minute))
+	if err != nil || c.Audience[0] != "https://mcp.example.com" || keys.calls.Load() != before+1 {
+		t.Fatalf("cached verification: %+v, %v, key asked %d times", c, err, keys.calls.Load()-before)
+	}
+
+	// A token differing from a cached one in its signature is not a hit.
+	tampered := raw[:len(raw)-2] + "AA"
+	if tampered == raw {
+		tampered = raw[:len(raw)-2] + "BB"
+	}
+	if _, err := h.verifyJWT(tampered, now); err == nil {
+		t.Fatal("tampered token verified")
+	}
+
+	// A withdrawn key ends its cached tokens at once.
+	keys.withdrawn.Store(true)
+	if _, err := h.verifyJWT(raw, now); err == nil {
+		t.Fatal("cached token verified after its key was withdrawn")
+	}
+	keys.withdrawn.Store(false)
+
+	// Expiry is checked on every hit, and the entry goes.
+	if _, err := h.verifyJWT(raw, now.Add(time.Hour)); err == nil {
+		t.Fatal("cached token verified at its exp")
+	}
+	if _, ok := h.jwts.m[sha256.Sum256([]byte(raw))]; ok {
+		t.Fatal("expired token still cached")
+	}
+}
+
+func TestJWTCacheBounded(t *testing.T) {
+	var c jwtCache
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	e := jwtEntry{claims: claims{ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}}
+	for i := range maxCachedJWTs + 10 {
+		var k [sha256.Size]byte
+		k[0], k[1], k[2] = byte(i), byte(i>>8), byte(i>>16)
+		c.put(k, e, now)
+	}
+	if n := len(c.m); n > maxCachedJWTs {
+		t.Fatalf("cache holds %d tokens, bound is %d", n, maxCachedJWTs)
+	}
+}

@@ -59,6 +59,7 @@ func devServer(t *testing.T) string {
 	}).Routes(r)
 	policy := register.DefaultPolicy()
 	policy.RateLimit = register.Policy{}.RateLimit
+	policy.AllowClientCredentials = true // authbench registers its machine client
 	(&register.Handler{Store: st, Issuer: issuer, Policy: policy, Log: log}).Routes(r)
 	(&authorize.Handler{
 		Store: st, Issuer: issuer, Connectors: []upstream.Connector{dev},
@@ -70,7 +71,7 @@ func devServer(t *testing.T) string {
 	(&token.Handler{
 		Store: st, Clients: clients, Keys: km, Issuer: issuer,
 		Resources:       []token.Resource{{URI: testJWTResource}, {URI: testOpaqueResource, TokenFormat: token.FormatOpaque}},
-		DefaultResource: testJWTResource, Log: log,
+		DefaultResource: testJWTResource, DynamicClientCredentials: true, Log: log,
 	}).Routes(r)
 	(&introspect.Handler{Store: st, Clients: clients, Keys: km, Issuer: issuer, BearerTokens: []string{testIntrospectTok}, Log: log}).Routes(r)
 	h = r

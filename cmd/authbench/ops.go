@@ -60,7 +60,7 @@ func (b *bench) machineClient(ctx context.Context) (id, secret string, err error
 		"token_endpoint_auth_method": "client_secret_basic",
 	})
 	if err != nil {
-		return "", "", fmt.Errorf("registering a client_credentials client: %w", err)
+		return "", "", fmt.Errorf("registering a client_credentials client (the server needs registration.allow_client_credentials: true, or pass -client-id and -client-secret of a configured one): %w", err)
 	}
 	return reg.ClientID, reg.ClientSecret, nil
 }

@@ -66,9 +66,16 @@ func startAuthdWith(t *testing.T, addr string, environ map[string]string, upstre
 		"AUTHD_LISTEN":    addr,
 		"AUTHD_ISSUER":    "http://" + addr,
 		"AUTHD_LOG_LEVEL": "debug",
+		// Most end-to-end tests register machine clients; the default
+		// (off) is checked by TestSecurityDynamicClientCredentialsOff,
+		// which passes "" to get it.
+		"AUTHD_REGISTRATION_ALLOW_CLIENT_CREDENTIALS": "true",
 	}
 	for k, v := range environ {
 		vars[k] = v
+		if v == "" { // "": leave the setting at its default
+			delete(vars, k)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)

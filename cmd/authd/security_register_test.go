@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -220,5 +221,41 @@ func TestSecurityRegistrationManagement(t *testing.T) {
 	wantOAuthError(t, "token of a deleted client", s.jsonRequest(t, http.MethodGet, "/register/"+idA, ratA, nil), 401, "invalid_token")
 	if r := s.jsonRequest(t, http.MethodGet, "/register/"+idB, ratB, nil); r.status != http.StatusOK {
 		t.Fatalf("B after A's deletion: %d", r.status)
+	}
+}
+
+// TestSecurityDynamicClientCredentialsOff: with open registration (the
+// default), an attacker registers a confidential client with the
+// client_credentials grant to get tokens for the MCP server without ever
+// signing in (no upstream login, no allowlist). By default that is
+// refused at registration with invalid_client_metadata, nothing is
+// stored, and a client registered without the grant cannot use it at
+// /token either.
+func TestSecurityDynamicClientCredentialsOff(t *testing.T) {
+	s := newSecEnv(t, map[string]string{"AUTHD_REGISTRATION_ALLOW_CLIENT_CREDENTIALS": ""}) // the default
+	before := s.rowCounts(t)
+	for _, grants := range [][]string{{"client_credentials"}, {"authorization_code", "refresh_token", "client_credentials"}} {
+		r := s.registerRaw(t, map[string]any{
+			"client_name": "machine", "redirect_uris": []string{"http://127.0.0.1:7301/cb"},
+			"grant_types": grants, "token_endpoint_auth_method": "client_secret_basic",
+		})
+		wantOAuthError(t, fmt.Sprintf("register with grant_types %v", grants), r, http.StatusBadRequest, "invalid_client_metadata")
+		if _, ok := r.body["client_secret"]; ok {
+			t.Errorf("refused registration returned a secret: %s", r.raw)
+		}
+	}
+	s.assertUnchanged(t, before, "refused client_credentials registrations")
+	r := s.registerRaw(t, map[string]any{
+		"client_name": "app", "redirect_uris": []string{"http://127.0.0.1:7301/cb"},
+		"token_endpoint_auth_method": "client_secret_basic",
+	})
+	if r.status != http.StatusCreated {
+		t.Fatalf("register an ordinary confidential client: %d %s", r.status, r.raw)
+	}
+	id, secret := r.body["client_id"].(string), r.body["client_secret"].(string)
+	tr := s.post(t, "/token", url.Values{"grant_type": {"client_credentials"}, "resource": {mcpResource}}, id, secret)
+	wantOAuthError(t, "client_credentials by a client registered without it", tr, http.StatusBadRequest, "unauthorized_client")
+	if _, ok := tr.body["access_token"]; ok {
+		t.Fatal("an access token was issued")
 	}
 }

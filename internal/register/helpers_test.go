@@ -66,6 +66,8 @@ func testPolicy() register.Policy {
 	p.MaxRedirectURIs = 3
 	p.MaxContacts = 2
 	p.ClientIdleLifetime = 30 * 24 * time.Hour
+	// Tests register machine clients; the default (off) has its own test.
+	p.AllowClientCredentials = true
 	return p
 }
 

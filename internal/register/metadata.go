@@ -136,6 +136,9 @@ func (p Policy) validate(in store.ClientMetadata) (store.ClientMetadata, *oauth.
 	if err := checkGrantTypes(m.GrantTypes, m.TokenEndpointAuthMethod); err != nil {
 		return m, err
 	}
+	if slices.Contains(m.GrantTypes, GrantClientCredentials) && !p.AllowClientCredentials {
+		return m, oauth.InvalidClientMetadata("this server does not let dynamically registered clients use the client_credentials grant; ask the operator to configure a machine client")
+	}
 	usesCode := slices.Contains(m.GrantTypes, GrantAuthorizationCode)
 	if len(m.ResponseTypes) == 0 && usesCode {
 		m.ResponseTypes = []string{ResponseTypeCode}

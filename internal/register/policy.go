@@ -55,6 +55,14 @@ type Policy struct {
 	//     "https://chatgpt.com/connector_platform_oauth_redirect".
 	// Comparison is byte for byte, as at /authorize: no case folding.
 	AllowedRedirectURIs []string `mapstructure:"allowed_redirect_uris"`
+	// AllowClientCredentials lets dynamically registered confidential
+	// clients use the client_credentials grant. Off by default: with open
+	// registration, anyone could otherwise register a machine client and
+	// obtain access tokens for the configured resources without ever
+	// signing in (no upstream login, no allowlist). Machine clients are
+	// normally configured by the operator (clients: in the config, or
+	// authd clients create), with the resources and scopes they may use.
+	AllowClientCredentials bool `mapstructure:"allow_client_credentials"`
 	// RotateRegistrationToken issues a new registration access token on
 	// every RFC 7592 PUT (the old one stops working).
 	RotateRegistrationToken bool `mapstructure:"rotate_registration_token"`

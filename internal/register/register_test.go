@@ -728,3 +728,30 @@ func assertNoClearSecrets(t *testing.T, row store.Client, secrets ...string) {
 		}
 	}
 }
+
+// By default a dynamically registered client may not use client_credentials:
+// with open registration that would hand tokens for the configured
+// resources to anyone, without a sign-in. The refusal writes nothing.
+func TestClientCredentialsRefusedByDefault(t *testing.T) {
+	t.Parallel()
+	p := testPolicy()
+	p.AllowClientCredentials = register.DefaultPolicy().AllowClientCredentials
+	e := newEnv(t, p, nil)
+	for _, grants := range [][]string{{"client_credentials"}, {"authorization_code", "refresh_token", "client_credentials"}} {
+		resp := e.register(map[string]any{
+			"client_name": "machine", "redirect_uris": []string{"https://agent.example.com/cb"},
+			"grant_types": grants, "token_endpoint_auth_method": "client_secret_basic",
+		}).mustStatus(t, http.StatusBadRequest)
+		if resp.oauthError(t) != "invalid_client_metadata" || !strings.Contains(resp.json(t)["error_description"].(string), "client_credentials") {
+			t.Errorf("grant_types %v: %s", grants, resp.body)
+		}
+	}
+	if n := e.count(); n != 0 {
+		t.Fatalf("%d clients stored after refused registrations", n)
+	}
+	// Other grants register as usual under the same policy.
+	e.register(map[string]any{"client_name": "app", "redirect_uris": []string{"https://agent.example.com/cb"}}).mustStatus(t, http.StatusCreated)
+	if n := e.count(); n != 1 {
+		t.Fatalf("%d clients stored, want 1", n)
+	}
+}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/store"
 )
 
 // clientCredentials issues a token to a confidential client acting for
@@ -16,6 +17,10 @@ func (h *Handler) clientCredentials(ctx context.Context, req *request) (*respons
 	c := req.client
 	if req.method == clientauth.MethodNone {
 		return nil, oauth.UnauthorizedClient("client_credentials is for confidential clients only")
+	}
+	if c.Source == store.SourceDynamic && !h.DynamicClientCredentials {
+		// Open registration must not be a way around signing in.
+		return nil, oauth.UnauthorizedClient("this server does not let dynamically registered clients use client_credentials")
 	}
 
 	aud := req.resources
@@ -42,7 +47,8 @@ func (h *Handler) clientCredentials(ctx context.Context, req *request) (*respons
 		return (c.AllowedScopes == nil || slices.Contains(c.AllowedScopes, s)) && h.scopeAllowed(s, aud)
 	}
 	var scopes []string
-	if req.form.Has("scope") {
+	// RFC 6749 §3.3: an empty scope parameter is no scope parameter.
+	if req.form.Get("scope") != "" {
 		requested, oerr := oauth.ParseScope(req.form.Get("scope"))
 		if oerr != nil {
 			return nil, oerr
@@ -72,6 +78,7 @@ func (h *Handler) clientCredentials(ctx context.Context, req *request) (*respons
 	if err != nil {
 		return nil, err
 	}
+	h.touchClient(ctx, req) // a machine client in use must not idle out
 	h.log().InfoContext(ctx, "token issued", "event", "token_issued", "grant_type", req.grantType, "client_id", c.ID)
 	return &response{AccessToken: access, TokenType: "Bearer", ExpiresIn: expiresIn, Scope: oauth.JoinScope(scopes)}, nil
 }

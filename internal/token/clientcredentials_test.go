@@ -58,6 +58,12 @@ func testClientCredentials(t *testing.T, e *env) {
 	if r.status != http.StatusOK || r.str("scope") != "read" {
 		t.Fatalf("%d %s", r.status, r.body)
 	}
+	// An empty scope parameter is an absent one (RFC 6749 §3.3), not a
+	// request for a token without scopes.
+	r = e.post("/token", url.Values{"grant_type": {"client_credentials"}, "scope": {""}}, basicAuth(confClient, secret))
+	if r.status != http.StatusOK || r.str("scope") != "read" {
+		t.Fatalf("empty scope: %d %s", r.status, r.body)
+	}
 	e.verify(r.str("access_token"), resA)
 	r = e.post("/token", url.Values{"grant_type": {"client_credentials"}, "scope": {"read write"}}, basicAuth(confClient, secret))
 	if r.status != http.StatusOK || r.str("scope") != "read write" {
@@ -241,5 +247,43 @@ func TestClientCredentialsNoDatabase(t *testing.T) {
 	issue()
 	if got := cs.n() - before; got != 1 {
 		t.Fatalf("after the TTL: %d store calls, want the one client read", got)
+	}
+}
+
+// Open registration must not be a way around signing in: a dynamically
+// registered client gets no client_credentials token unless the operator
+// allows it; when allowed, each use slides the client's idle expiry as
+// code and refresh grants do.
+func TestClientCredentialsDynamicClients(t *testing.T) {
+	t.Parallel()
+	for _, allowed := range []bool{false, true} {
+		e := newEnv(t, func(h *token.Handler) {
+			h.DynamicClientCredentials = allowed
+			h.ClientIdleLifetime = 30 * 24 * time.Hour
+		})
+		exp := start.Add(24 * time.Hour)
+		c, err := e.st.GetClient(e.ctx, machine, start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Source, c.ExpiresAt = store.SourceDynamic, &exp
+		if err := e.st.UpdateClient(e.ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Add(2 * time.Hour)
+		r := e.post("/token", url.Values{"grant_type": {"client_credentials"}}, basicAuth(machine, secret))
+		if !allowed {
+			if r.status != http.StatusBadRequest || r.str("error") != oauth.CodeUnauthorizedClient || r.str("access_token") != "" {
+				t.Fatalf("dynamic client, not allowed: %d %s", r.status, r.body)
+			}
+			continue
+		}
+		if r.status != http.StatusOK || r.str("access_token") == "" {
+			t.Fatalf("dynamic client, allowed: %d %s", r.status, r.body)
+		}
+		c, err = e.st.GetClient(e.ctx, machine, e.clock.Now())
+		if err != nil || c.ExpiresAt == nil || !c.ExpiresAt.After(exp) {
+			t.Fatalf("client_credentials use did not slide the idle expiry: %v %v", c.ExpiresAt, err)
+		}
 	}
 }

@@ -61,7 +61,7 @@ func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, er
 	// RFC 6749 §6: the scope may only narrow, and narrows only this access
 	// token; the grant keeps what was consented to.
 	scopes := g.Scopes
-	if req.form.Has("scope") {
+	if req.form.Get("scope") != "" { // RFC 6749 §3.3: empty is absent
 		requested, oerr := oauth.ParseScope(req.form.Get("scope"))
 		if oerr != nil {
 			return nil, oerr

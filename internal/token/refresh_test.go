@@ -101,6 +101,12 @@ func testRefreshScopeAndResource(t *testing.T, e *env) {
 		t.Fatalf("scope after narrowing once: %d %s", r.status, r.body)
 	}
 	rt = r.str("refresh_token")
+	// An empty scope parameter is an absent one (RFC 6749 §3.3).
+	r = e.post("/token", e.refreshForm(rt, "scope", "", "resource", resA), auth)
+	if r.status != http.StatusOK || r.str("scope") != "read write" {
+		t.Fatalf("refresh with an empty scope: %d %s", r.status, r.body)
+	}
+	rt = r.str("refresh_token")
 
 	// Widening is refused and spends nothing.
 	for _, tc := range []struct {

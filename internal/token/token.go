@@ -118,6 +118,11 @@ type Handler struct {
 	// when a client with an idle expiry redeems a code or refreshes, so
 	// that a client in use through refresh alone does not expire.
 	ClientIdleLifetime time.Duration
+	// DynamicClientCredentials lets dynamically registered clients use the
+	// client_credentials grant (registration.allow_client_credentials).
+	// Checked here as well as at registration, so that turning it off
+	// takes effect for clients registered while it was on.
+	DynamicClientCredentials bool
 
 	// IdentityClaims adds preferred_username and email to JWT access
 	// tokens issued for a user.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -162,8 +163,14 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	// Endpoint routes share one group so that the per-address limits on
 	// the endpoints anyone can call apply to them (/register has its own,
 	// from the registration policy).
+	// The sign-in pages share /authorize's budget: each costs a database
+	// write or an upstream round trip, and a person needs a handful.
+	authorizeLimit := ratelimit.New(cfg.RateLimits.Authorize, now)
 	var r chi.Router = root.With(limitPaths(map[string]*ratelimit.Limiter{
-		"/authorize": ratelimit.New(cfg.RateLimits.Authorize, now),
+		"/authorize": authorizeLimit,
+		"/login":     authorizeLimit,
+		"/callback/": authorizeLimit,
+		"/consent":   authorizeLimit,
 		"/token":     ratelimit.New(cfg.RateLimits.Token, now),
 		"/revoke":    ratelimit.New(cfg.RateLimits.Revoke, now),
 	}))
@@ -252,25 +259,26 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 
 	clientAuth := &clientauth.Authenticator{Clients: clientCache, Now: now}
 	tok := &token.Handler{
-		Store:                clients,
-		Clients:              clientAuth,
-		Keys:                 km,
-		Issuer:               cfg.Issuer,
-		AllowAnyResource:     cfg.AllowAnyResource,
-		DefaultResource:      cfg.DefaultResource,
-		Scopes:               scopeNames,
-		DefaultScopes:        cfg.DefaultScopes,
-		TokenFormat:          cfg.Tokens.Format,
-		AccessTokenLifetime:  cfg.Tokens.AccessTokenLifetime,
-		RefreshTokenLifetime: cfg.Tokens.RefreshTokenLifetime,
-		GrantLifetime:        cfg.Tokens.GrantLifetime,
-		ClientIdleLifetime:   cfg.Registration.ClientIdleLifetime,
-		IdentityClaims:       cfg.Tokens.IdentityClaims,
-		UserCheck:            userCheck,
-		Observe:              m.ObserveToken,
-		MaxBodyBytes:         cfg.HTTP.MaxBodyBytes,
-		Now:                  now,
-		Log:                  log,
+		Store:                    clients,
+		Clients:                  clientAuth,
+		Keys:                     km,
+		Issuer:                   cfg.Issuer,
+		AllowAnyResource:         cfg.AllowAnyResource,
+		DefaultResource:          cfg.DefaultResource,
+		Scopes:                   scopeNames,
+		DefaultScopes:            cfg.DefaultScopes,
+		TokenFormat:              cfg.Tokens.Format,
+		AccessTokenLifetime:      cfg.Tokens.AccessTokenLifetime,
+		RefreshTokenLifetime:     cfg.Tokens.RefreshTokenLifetime,
+		GrantLifetime:            cfg.Tokens.GrantLifetime,
+		ClientIdleLifetime:       cfg.Registration.ClientIdleLifetime,
+		DynamicClientCredentials: cfg.Registration.AllowClientCredentials,
+		IdentityClaims:           cfg.Tokens.IdentityClaims,
+		UserCheck:                userCheck,
+		Observe:                  m.ObserveToken,
+		MaxBodyBytes:             cfg.HTTP.MaxBodyBytes,
+		Now:                      now,
+		Log:                      log,
 	}
 	for _, res := range cfg.Resources {
 		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat})
@@ -312,8 +320,9 @@ func registrationOutcome(status int) string {
 	return "rejected"
 }
 
-// limitPaths rate-limits requests to the given exact paths by client
-// address (r.RemoteAddr, already rewritten from trusted proxies).
+// limitPaths rate-limits requests to the given paths by client address
+// (r.RemoteAddr, already rewritten from trusted proxies). A path is exact,
+// or a prefix when it ends in "/".
 func limitPaths(limiters map[string]*ratelimit.Limiter) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		mws := map[string]http.Handler{}
@@ -321,7 +330,13 @@ func limitPaths(limiters map[string]*ratelimit.Limiter) func(http.Handler) http.
 			mws[path] = ratelimit.Middleware(l, ratelimit.RemoteIPKey)(next)
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if h, ok := mws[r.URL.Path]; ok && r.Method != http.MethodOptions {
+			h, ok := mws[r.URL.Path]
+			if !ok {
+				if i := strings.Index(r.URL.Path[min(1, len(r.URL.Path)):], "/"); i >= 0 {
+					h, ok = mws[r.URL.Path[:i+2]]
+				}
+			}
+			if ok && r.Method != http.MethodOptions {
 				h.ServeHTTP(w, r)
 				return
 			}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,10 @@ func TestMetricsListenerAndRateLimits(t *testing.T) {
 		"AUTHD_METRICS_LISTEN":                          metricsAddr,
 		"AUTHD_RATE_LIMITS_AUTHORIZE_PER_IP_PER_MINUTE": "1",
 		"AUTHD_RATE_LIMITS_AUTHORIZE_PER_IP_BURST":      "2",
+		"AUTHD_RATE_LIMITS_TOKEN_PER_IP_PER_MINUTE":     "1",
+		"AUTHD_RATE_LIMITS_TOKEN_PER_IP_BURST":          "1",
+		"AUTHD_RATE_LIMITS_REVOKE_PER_IP_PER_MINUTE":    "1",
+		"AUTHD_RATE_LIMITS_REVOKE_PER_IP_BURST":         "1",
 	}, "--dev")
 
 	// Two requests within the burst are served (an error page: no client),
@@ -42,9 +47,35 @@ func TestMetricsListenerAndRateLimits(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || e["error"] == "" {
 		t.Fatalf("third request: %d Retry-After=%q %v", resp.StatusCode, resp.Header.Get("Retry-After"), e)
 	}
+	// The sign-in pages share /authorize's budget.
+	for _, path := range []string{"/login?req=x", "/callback/dev?state=x&code=y", "/consent?req=x"} {
+		if got := statusOf(t, inst.URL+path); got != http.StatusTooManyRequests {
+			t.Errorf("%s after the authorize limit: %d, want 429", path, got)
+		}
+	}
 	// Other endpoints have their own budgets.
 	if got := statusOf(t, inst.URL+"/.well-known/oauth-authorization-server"); got != http.StatusOK {
 		t.Fatalf("metadata after the authorize limit: %d", got)
+	}
+	for _, path := range []string{"/token", "/revoke"} {
+		for i, want := range []int{http.StatusBadRequest, http.StatusTooManyRequests} {
+			resp, err := http.PostForm(inst.URL+path, url.Values{"grant_type": {"client_credentials"}, "token": {"x"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e map[string]string
+			json.NewDecoder(resp.Body).Decode(&e)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusUnauthorized && want == http.StatusBadRequest {
+				want = http.StatusUnauthorized // no client authentication: invalid_client
+			}
+			if resp.StatusCode != want || e["error"] == "" {
+				t.Errorf("%s request %d: %d %v, want %d", path, i+1, resp.StatusCode, e, want)
+			}
+			if want == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "" {
+				t.Errorf("%s: 429 without Retry-After", path)
+			}
+		}
 	}
 
 	// Not on the public listener.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"slices"
 
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/reqlog"
@@ -61,14 +60,16 @@ func (h *Handler) consentPage(w http.ResponseWriter, r *http.Request) {
 		if res, ok := h.resource(uri); ok && res.Name != "" {
 			name = res.Name
 		}
-		d.Resources = append(d.Resources, consentResource{Name: name, URI: uri, New: !slices.Contains(prior.Resources, uri)})
+		_, approved := prior.Approvals[uri]
+		d.Resources = append(d.Resources, consentResource{Name: name, URI: uri, New: !approved})
 	}
 	for _, s := range req.Scopes {
 		cs := consentScope{Name: s, Description: h.scopeDescription(s)}
 		if cs.Description == "" {
 			cs.Description = "Use “" + s + "”"
 		}
-		if slices.Contains(prior.Scopes, s) {
+		// Already allowed only if allowed for every resource asked for now.
+		if prior.Covers(req.Resources, []string{s}) {
 			d.OldScopes = append(d.OldScopes, cs)
 		} else {
 			d.NewScopes = append(d.NewScopes, cs)
@@ -113,6 +114,7 @@ func (h *Handler) consentSubmit(w http.ResponseWriter, r *http.Request) {
 		err := h.Store.AddConsent(ctx, store.Consent{
 			UserID: user.ID, ClientID: client.ID,
 			Scopes: req.Scopes, Resources: req.Resources,
+			Approvals: store.ApprovalsFor(req.Resources, req.Scopes),
 			CreatedAt: now, UpdatedAt: now,
 		})
 		if err != nil {

@@ -188,6 +188,73 @@ func testConsentRememberedStepUpAndPromptConsent(t *testing.T, e *env) {
 	e.expectCode(t, b.get(a7.url(e)), a7)
 }
 
+// TestConsentPerResource: consent is remembered per resource. Scope admin
+// approved for one resource and read for another is no consent to admin on
+// the second (a confused deputy through the unions of scopes and
+// resources); the page asks, lists as already allowed only what was
+// approved for the resources asked for now, and the approval is then
+// remembered for that resource.
+func TestConsentPerResource(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, []string{"github"}, func(h *Handler) {
+		h.Resources = []Resource{
+			{URI: resMCP, Name: "Example MCP", Scopes: []string{"read", "admin"}},
+			{URI: resOther, Name: "Other MCP", Scopes: []string{"read", "admin"}},
+		}
+	})
+	client := e.addClient(store.Client{})
+	b := e.browser(t)
+	ask := func(resources, scopes []string) *authz {
+		a := newAuthz(client.ID, appURI)
+		a.resources, a.scopes = resources, scopes
+		return a
+	}
+	approve := func(what string, a *authz) {
+		t.Helper()
+		page := b.get(a.url(e))
+		if !isConsentPage(page) {
+			t.Fatalf("%s: no consent page: %d %v", what, page.status, page.location())
+		}
+		e.expectCode(t, b.decide(page, "approve"), a)
+	}
+	approve("admin on A", ask([]string{resMCP}, []string{"admin"}))
+	approve("read on B", ask([]string{resOther}, []string{"read"}))
+
+	a := ask([]string{resOther}, []string{"read", "admin"})
+	page := b.get(a.url(e))
+	if !isConsentPage(page) {
+		t.Fatalf("admin on B, approved only for A, skipped consent: %d %v", page.status, page.location())
+	}
+	newSection, oldSection, _ := strings.Cut(page.body, "Already allowed")
+	if !strings.Contains(newSection, "Administer the server") || strings.Contains(oldSection, "Administer the server") ||
+		strings.Contains(newSection, "Read your notes") || !strings.Contains(oldSection, "Read your notes") {
+		t.Fatalf("page does not single out admin as new for B:\n%s", excerpt(page.body))
+	}
+	e.expectCode(t, b.decide(page, "approve"), a)
+	a = ask([]string{resOther}, []string{"admin"})
+	e.expectCode(t, b.get(a.url(e)), a) // remembered for B now
+
+	// Both resources at once: covered only where each has the scope. read
+	// was never approved for A, so nothing is already allowed.
+	a = ask([]string{resMCP, resOther}, []string{"read"})
+	page = b.get(a.url(e))
+	if !isConsentPage(page) || strings.Contains(page.body, "Already allowed") {
+		t.Fatalf("read on A and B, approved only for B: %d\n%s", page.status, excerpt(page.body))
+	}
+	e.expectCode(t, b.decide(page, "approve"), a)
+	a = ask([]string{resMCP, resOther}, []string{"admin", "read"})
+	_, code := e.expectCode(t, b.get(a.url(e)), a)
+
+	consent, err := e.st.GetConsent(context.Background(), code.UserID, client.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equalStrings(consent.Approvals[resMCP], []string{"admin", "read"}) ||
+		!equalStrings(consent.Approvals[resOther], []string{"read", "admin"}) || len(consent.Approvals) != 2 {
+		t.Fatalf("approvals %v", consent.Approvals)
+	}
+}
+
 func testSkipConsentClient(t *testing.T, e *env) {
 	client := e.addClient(store.Client{Source: store.SourceConfig, SkipConsent: true})
 	b := e.browser(t)

@@ -435,8 +435,9 @@ func (h *Handler) afterLogin(w http.ResponseWriter, r *http.Request, req store.A
 }
 
 // needsConsent reports whether the user must be asked: prompt=consent
-// always asks; first-party clients never; otherwise unless an earlier
-// approval covers every requested scope and resource.
+// always asks; first-party clients never; otherwise unless earlier
+// approvals cover every requested scope for each requested resource (an
+// approval for one resource says nothing about another).
 func (h *Handler) needsConsent(ctx context.Context, client store.Client, req store.AuthRequest) (bool, error) {
 	if slices.Contains(req.Prompt, promptConsent) {
 		return true, nil
@@ -451,7 +452,7 @@ func (h *Handler) needsConsent(ctx context.Context, client store.Client, req sto
 	if err != nil {
 		return false, err
 	}
-	return !oauth.Subset(req.Scopes, c.Scopes) || !oauth.Subset(req.Resources, c.Resources), nil
+	return !c.Covers(req.Resources, req.Scopes), nil
 }
 
 // clientGone answers a pending request whose client disappeared or was

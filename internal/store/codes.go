@@ -135,7 +135,7 @@ func (p *Postgres) redeemTx(ctx context.Context, digest string, now time.Time, g
 func getAuthCode(ctx context.Context, q querier, digest string, now time.Time) (AuthCode, error) {
 	rows, err := q.Query(ctx, `
 		SELECT `+codeColumns+` FROM auth_codes
-		WHERE digest = $1 AND expires_at > $2`, digest, now)
+		WHERE digest = $1 AND (expires_at > $2 OR used_at IS NOT NULL)`, digest, now)
 	if err != nil {
 		return AuthCode{}, mapErr(err)
 	}

@@ -8,11 +8,63 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-const consentColumns = `user_id, client_id, scopes, resources, created_at, updated_at`
+const consentColumns = `user_id, client_id, scopes, resources, approvals, created_at, updated_at`
+
+// consentSelect reads consentColumns, with no approvals as NULL (a nil map).
+const consentSelect = `user_id, client_id, scopes, resources, nullif(approvals, '{}') AS approvals, created_at, updated_at`
+
+// Covers reports whether the consent covers a request: only if, for every
+// requested resource (or "" when none is requested), every requested scope
+// was approved for that very resource.
+func (c Consent) Covers(resources, scopes []string) bool {
+	for _, r := range approvalKeys(resources) {
+		approved, ok := c.Approvals[r]
+		if !ok {
+			return false
+		}
+		for _, s := range scopes {
+			if !slices.Contains(approved, s) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ApprovalsFor is what approving scopes for resources records in
+// Consent.Approvals: the scopes for each resource ("" when none).
+func ApprovalsFor(resources, scopes []string) map[string][]string {
+	out := map[string][]string{}
+	for _, r := range approvalKeys(resources) {
+		out[r] = slices.Clone(scopes)
+	}
+	return normalApprovals(out)
+}
+
+// approvalKeys is the Approvals keys a request's resources are looked up by.
+func approvalKeys(resources []string) []string {
+	if len(resources) == 0 {
+		return []string{""}
+	}
+	return resources
+}
+
+// normalApprovals returns a fresh copy of a with each list deduplicated and
+// never nil (so both stores hand back the same values), nil if a is empty.
+func normalApprovals(a map[string][]string) map[string][]string {
+	if len(a) == 0 {
+		return nil
+	}
+	out := make(map[string][]string, len(a))
+	for r, scopes := range a {
+		out[r] = dedup(append([]string{}, scopes...))
+	}
+	return out
+}
 
 func (p *Postgres) GetConsent(ctx context.Context, userID, clientID string) (Consent, error) {
 	rows, err := p.pool.Query(ctx, `
-		SELECT `+consentColumns+` FROM consents
+		SELECT `+consentSelect+` FROM consents
 		WHERE user_id = $1 AND client_id = $2`, userID, clientID)
 	if err != nil {
 		return Consent{}, mapErr(err)
@@ -21,19 +73,37 @@ func (p *Postgres) GetConsent(ctx context.Context, userID, clientID string) (Con
 	return c, mapErr(err)
 }
 
-// AddConsent merges c's scopes and resources into the stored consent in one
-// statement (so concurrent approvals both count): the stored values keep
-// their order, and new ones are appended in the order given.
+// AddConsent merges c's scopes, resources and approvals into the stored
+// consent in one statement (so concurrent approvals both count): the stored
+// values keep their order, and new ones are appended in the order given.
 func (p *Postgres) AddConsent(ctx context.Context, c Consent) error {
+	approvals := normalApprovals(c.Approvals)
+	if approvals == nil {
+		approvals = map[string][]string{}
+	}
 	_, err := p.pool.Exec(ctx, `
 		INSERT INTO consents AS c (`+consentColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		ON CONFLICT (user_id, client_id) DO UPDATE SET
 			scopes = `+arrayUnion("c.scopes", "excluded.scopes")+`,
 			resources = `+arrayUnion("c.resources", "excluded.resources")+`,
+			approvals = `+approvalsUnion("c.approvals", "excluded.approvals")+`,
 			updated_at = excluded.updated_at`,
-		c.UserID, c.ClientID, dedup(c.Scopes), dedup(c.Resources), c.CreatedAt, c.UpdatedAt)
+		c.UserID, c.ClientID, dedup(c.Scopes), dedup(c.Resources), approvals, c.CreatedAt, c.UpdatedAt)
 	return mapErr(err)
+}
+
+// approvalsUnion is SQL for the jsonb objects a and b (resource → array of
+// scopes) merged per resource: a's scopes followed by those of b's it lacks.
+func approvalsUnion(a, b string) string {
+	return `(SELECT coalesce(jsonb_object_agg(key, CASE
+			WHEN o.value IS NULL THEN n.value
+			WHEN n.value IS NULL THEN o.value
+			ELSE o.value || coalesce((
+				SELECT jsonb_agg(x ORDER BY i) FROM jsonb_array_elements(n.value) WITH ORDINALITY AS e(x, i)
+				WHERE NOT o.value @> jsonb_build_array(x)), '[]')
+			END), '{}')
+		FROM jsonb_each(` + a + `) AS o FULL JOIN jsonb_each(` + b + `) AS n USING (key))`
 }
 
 // dedup returns s without repeats, in first-seen order (nil stays nil).
@@ -62,7 +132,7 @@ func arrayUnion(a, b string) string {
 // ListConsents returns the user's consents, oldest first.
 func (p *Postgres) ListConsents(ctx context.Context, userID string) ([]Consent, error) {
 	rows, err := p.pool.Query(ctx, `
-		SELECT `+consentColumns+` FROM consents
+		SELECT `+consentSelect+` FROM consents
 		WHERE user_id = $1
 		ORDER BY created_at, client_id`, userID)
 	if err != nil {

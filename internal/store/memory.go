@@ -477,12 +477,26 @@ func (m *Memory) AddConsent(_ context.Context, c Consent) error {
 		c.CreatedAt = old.CreatedAt
 		c.Scopes = union(old.Scopes, c.Scopes)
 		c.Resources = union(old.Resources, c.Resources)
+		c.Approvals = unionApprovals(old.Approvals, c.Approvals)
 	} else {
 		c.Scopes = union(nil, c.Scopes)
 		c.Resources = union(nil, c.Resources)
+		c.Approvals = normalApprovals(c.Approvals)
 	}
 	m.consents[key] = cloneConsent(c)
 	return nil
+}
+
+// unionApprovals merges b into a per resource (as union), into a fresh map.
+func unionApprovals(a, b map[string][]string) map[string][]string {
+	out := normalApprovals(a)
+	for r, scopes := range normalApprovals(b) {
+		if out == nil {
+			out = map[string][]string{}
+		}
+		out[r] = union(out[r], scopes)
+	}
+	return out
 }
 
 // union returns a followed by the elements of b it lacks, without
@@ -549,7 +563,7 @@ func (m *Memory) GetAuthCode(_ context.Context, digest string, now time.Time) (A
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c, ok := m.codes[digest]
-	if !ok || expired(c.ExpiresAt, now) {
+	if !ok || (c.UsedAt == nil && expired(c.ExpiresAt, now)) {
 		return AuthCode{}, ErrNotFound
 	}
 	return cloneAuthCode(c), nil
@@ -559,11 +573,11 @@ func (m *Memory) RedeemAuthCode(_ context.Context, digest string, now time.Time,
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c, ok := m.codes[digest]
+	if ok && c.UsedAt != nil {
+		return cloneAuthCode(c), ErrAlreadyUsed
+	}
 	if !ok || expired(c.ExpiresAt, now) {
 		return AuthCode{}, ErrNotFound
-	}
-	if c.UsedAt != nil {
-		return cloneAuthCode(c), ErrAlreadyUsed
 	}
 	// Validate everything before the first write: all or nothing.
 	if err := m.checkNewGrant(g); err != nil {
@@ -940,7 +954,11 @@ func (m *Memory) Purge(_ context.Context, now time.Time) (PurgeResult, error) {
 	// Config clients are the operator's: never purged, whatever they say.
 	res["clients"] = purge(m.clients, func(c Client) bool { return c.Source != SourceConfig && clientExpired(c, now) }, m.deleteClient)
 	res["grants"] = purge(m.grants, func(g Grant) bool { return expired(g.ExpiresAt, now) }, m.deleteGrant)
-	res["auth_codes"] = purge(m.codes, func(c AuthCode) bool { return expired(c.ExpiresAt, now) }, nil)
+	res["auth_codes"] = purge(m.codes, func(c AuthCode) bool {
+		g, ok := m.grants[c.GrantID]
+		evidence := c.UsedAt != nil && ok && g.RevokedAt == nil && !expired(g.ExpiresAt, now)
+		return expired(c.ExpiresAt, now) && !evidence
+	}, nil)
 	res["auth_requests"] = purge(m.authRequests, func(r AuthRequest) bool { return expired(r.ExpiresAt, now) }, nil)
 	res["sessions"] = purge(m.sessions, func(s Session) bool { return expired(s.ExpiresAt, now) }, nil)
 	res["refresh_tokens"] = purge(m.refreshTokens, func(t RefreshToken) bool { return expired(t.ExpiresAt, now) }, nil)

@@ -72,6 +72,13 @@ func cloneSession(s Session) Session {
 func cloneConsent(c Consent) Consent {
 	c.Scopes = slices.Clone(c.Scopes)
 	c.Resources = slices.Clone(c.Resources)
+	if c.Approvals != nil {
+		approvals := make(map[string][]string, len(c.Approvals))
+		for r, scopes := range c.Approvals {
+			approvals[r] = slices.Clone(scopes)
+		}
+		c.Approvals = approvals
+	}
 	c.CreatedAt = trunc(c.CreatedAt)
 	c.UpdatedAt = trunc(c.UpdatedAt)
 	return c

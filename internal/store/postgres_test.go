@@ -308,8 +308,8 @@ func TestPostgresRedeemAuthCodeAllOrNothing(t *testing.T) {
 	if err != nil || code.UsedAt != nil || code.GrantID != "" {
 		t.Errorf("code after a failed redemption: used %v, grant %q, %v", code.UsedAt, code.GrantID, err)
 	}
-	if _, err := s.RedeemAuthCode(ctx, "code1", exp, g, nil); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("redeem an expired used code = %v, want ErrNotFound", err)
+	if _, err := s.RedeemAuthCode(ctx, "code1", exp, g, nil); !errors.Is(err, store.ErrAlreadyUsed) {
+		t.Errorf("redeem an expired used code = %v, want ErrAlreadyUsed (a replay)", err)
 	}
 }
 

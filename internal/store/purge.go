@@ -23,7 +23,10 @@ var purgeTargets = []struct {
 	{"grants", `expires_at <= $1`, 1000},
 	{"refresh_tokens", `expires_at <= $1`, purgeBatch},
 	{"access_tokens", `expires_at <= $1`, purgeBatch},
-	{"auth_codes", `expires_at <= $1`, purgeBatch},
+	// A used code is the evidence that a replay must revoke its grant
+	// (OAuth 2.1 §4.1.3): it stays while that grant is live.
+	{"auth_codes", `expires_at <= $1 AND (used_at IS NULL OR NOT EXISTS (
+		SELECT 1 FROM grants g WHERE g.id = auth_codes.grant_id AND g.revoked_at IS NULL AND g.expires_at > $1))`, purgeBatch},
 	{"auth_requests", `expires_at <= $1`, purgeBatch},
 	{"sessions", `expires_at <= $1`, purgeBatch},
 	{"revoked_jtis", `expires_at <= $1`, purgeBatch},

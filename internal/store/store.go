@@ -161,13 +161,19 @@ type Session struct {
 	ExpiresAt time.Time
 }
 
-// Consent records what a user approved for a client: the union of scopes and
-// resources granted so far.
+// Consent records what a user approved for a client. Approvals is what
+// counts: for each resource URI ("" for a request bound to no resource),
+// the scopes approved for that resource (see Covers). Scopes and Resources
+// are the unions of everything approved so far, for display only: scope
+// admin approved for A and read for B must not cover admin on B (a
+// confused deputy). Approvals is nil when empty (e.g. a consent recorded
+// before approvals were kept per resource, which covers nothing).
 type Consent struct {
 	UserID    string
 	ClientID  string
 	Scopes    []string
 	Resources []string
+	Approvals map[string][]string
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
@@ -373,8 +379,10 @@ type Store interface {
 	// Consents.
 	GetConsent(ctx context.Context, userID, clientID string) (Consent, error)
 	// AddConsent merges scopes and resources into the stored consent
-	// (set union, no duplicates), creating it if absent. The first
-	// CreatedAt is kept; UpdatedAt is taken from c.
+	// (set union, no duplicates), creating it if absent, and merges
+	// c.Approvals per resource the same way, atomically, so that
+	// concurrent approvals all count. The first CreatedAt is kept;
+	// UpdatedAt is taken from c.
 	AddConsent(ctx context.Context, c Consent) error
 	ListConsents(ctx context.Context, userID string) ([]Consent, error)
 	// DeleteConsent removes the consent and revokes the user's grants for
@@ -385,7 +393,8 @@ type Store interface {
 	// Authorization codes.
 	CreateAuthCode(ctx context.Context, c AuthCode) error
 	// GetAuthCode returns the code whether used or not (so a replay can be
-	// detected), ErrNotFound if unknown or expired.
+	// detected, also after the code's expiry), ErrNotFound if unknown, or
+	// unused and expired. Purge keeps a used code while its grant is live.
 	GetAuthCode(ctx context.Context, digest string, now time.Time) (AuthCode, error)
 	// RedeemAuthCode atomically marks the code used and, in the same
 	// transaction, creates grant g and (if rt != nil) refresh token rt, and

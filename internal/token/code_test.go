@@ -386,6 +386,29 @@ func testCodeReplayRevokesGrant(t *testing.T, e *env) {
 	}
 }
 
+// A replay after the code's expiry is still a replay: the used code is
+// kept as evidence while its grant lives, so waiting out the code lifetime
+// does not dodge the revocation.
+func TestCodeReplayAfterExpiryRevokesGrant(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	code, verifier := e.code(publicClient)
+	first, err := e.exchange(publicClient, code, verifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := e.grantOf(first.RefreshToken)
+	e.clock.Add(time.Hour) // the code expired 59 minutes ago
+
+	_, err = e.exchange(publicClient, code, verifier)
+	wantRetrieveError(t, err, http.StatusBadRequest, oauth.CodeInvalidGrant)
+	if g, _ := e.st.GetGrant(e.ctx, g.ID); g.RevokedAt == nil {
+		t.Fatal("grant not revoked by a replay after the code's expiry")
+	}
+	_, err = e.refresh(publicClient, first.RefreshToken)
+	wantRetrieveError(t, err, http.StatusBadRequest, oauth.CodeInvalidGrant)
+}
+
 // Replays that would have failed anyway (wrong verifier, other client,
 // wrong redirect) must not revoke: anyone could otherwise end a user's grant.
 func testInvalidReplayDoesNotRevoke(t *testing.T, e *env) {

@@ -243,18 +243,36 @@ func testConcurrentRefreshAndRevokeGrant(t *testing.T, s store.Store) {
 }
 
 // AddConsent merges atomically: concurrent approvals of different scopes
-// for one user and client lose none of them.
+// for one user and client lose none of them, per resource too. Even racers
+// approve their scope for one shared resource, odd ones for one of their
+// own as well.
 func testConcurrentAddConsent(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	c, u := client(t, s), user(t, s)
+	const shared = "https://mcp.example/"
 	want := make([]string, racers)
 	errs := make([]error, racers)
 	for i := range racers {
 		want[i] = fmt.Sprintf("scope:%d", i)
 	}
+	own := func(i int) string { return fmt.Sprintf("https://r%d.example/", i) }
+	wantApprovals := map[string][]string{}
+	wantResources := []string{shared}
+	for i := range racers {
+		wantApprovals[shared] = append(wantApprovals[shared], want[i])
+		if i%2 == 1 {
+			wantApprovals[own(i)] = []string{want[i]}
+			wantResources = append(wantResources, own(i))
+		}
+	}
 	race(racers, func(i int) {
+		resources := []string{shared}
+		if i%2 == 1 {
+			resources = append(resources, own(i))
+		}
 		errs[i] = s.AddConsent(ctx, store.Consent{UserID: u.ID, ClientID: c.ID,
-			Scopes: []string{want[i]}, Resources: []string{"https://mcp.example/"},
+			Scopes: []string{want[i]}, Resources: resources,
+			Approvals: store.ApprovalsFor(resources, []string{want[i]}),
 			CreatedAt: t0, UpdatedAt: t0})
 	})
 	for i, err := range errs {
@@ -263,7 +281,13 @@ func testConcurrentAddConsent(t *testing.T, s store.Store) {
 	got, err := s.GetConsent(ctx, u.ID, c.ID)
 	must(t, err, "GetConsent")
 	sameSet(t, "scopes after concurrent AddConsent", got.Scopes, want)
-	sameSet(t, "resources after concurrent AddConsent", got.Resources, []string{"https://mcp.example/"})
+	sameSet(t, "resources after concurrent AddConsent", got.Resources, wantResources)
+	if len(got.Approvals) != len(wantApprovals) {
+		t.Fatalf("approvals after concurrent AddConsent: %s, want %s", show(got.Approvals), show(wantApprovals))
+	}
+	for r, scopes := range wantApprovals {
+		sameSet(t, "approvals for "+r+" after concurrent AddConsent", got.Approvals[r], scopes)
+	}
 }
 
 // Two first logins of one person at once (two tabs) yield one user.

@@ -75,7 +75,8 @@ func testValuesAreCopies(t *testing.T, s store.Store) {
 	must(t, s.UpdateAuthRequest(ctx, ru), "UpdateAuthRequest")
 	checkCopies(t, "auth request after UpdateAuthRequest", &ru, readRequest)
 
-	consent := store.Consent{UserID: uid, ClientID: c.ID, Scopes: []string{"a", "b"}, Resources: []string{"https://r.example/"}, CreatedAt: t0, UpdatedAt: t0}
+	consent := store.Consent{UserID: uid, ClientID: c.ID, Scopes: []string{"a", "b"}, Resources: []string{"https://r.example/"},
+		Approvals: map[string][]string{"https://r.example/": {"a", "b"}}, CreatedAt: t0, UpdatedAt: t0}
 	must(t, s.AddConsent(ctx, consent), "AddConsent")
 	checkCopies(t, "consent", &consent, func() store.Consent {
 		got, err := s.GetConsent(ctx, uid, c.ID)
@@ -184,6 +185,14 @@ func scribble(v reflect.Value) {
 	case reflect.Slice:
 		for i := range v.Len() {
 			scribble(v.Index(i))
+		}
+	case reflect.Map:
+		// Map elements are not settable: scribble a copy and store it back.
+		for _, k := range v.MapKeys() {
+			e := reflect.New(v.Type().Elem()).Elem()
+			e.Set(v.MapIndex(k))
+			scribble(e)
+			v.SetMapIndex(k, e)
 		}
 	case reflect.String:
 		v.SetString("scribbled")

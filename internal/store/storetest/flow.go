@@ -148,18 +148,21 @@ func testSessions(t *testing.T, s store.Store) {
 	wantErr(t, err, store.ErrNotFound, "GetSession of an unknown id")
 }
 
-// AddConsent creates, then merges as a set union; ListConsents lists the
-// user's consents oldest first and nobody else's.
+// AddConsent creates, then merges as a set union, per resource for the
+// approvals; ListConsents lists the user's consents oldest first and
+// nobody else's.
 func testConsents(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	u, stranger := user(t, s), user(t, s)
 	a, b := client(t, s), client(t, s)
+	const mcp, other = "https://mcp.example/", "https://other.example/"
 
 	_, err := s.GetConsent(ctx, u.ID, a.ID)
 	wantErr(t, err, store.ErrNotFound, "GetConsent before any consent")
 
 	first := store.Consent{UserID: u.ID, ClientID: a.ID,
-		Scopes: []string{"mcp:read"}, Resources: []string{"https://mcp.example/"},
+		Scopes: []string{"mcp:admin"}, Resources: []string{mcp},
+		Approvals: map[string][]string{mcp: {"mcp:admin"}},
 		CreatedAt: t0, UpdatedAt: t0}
 	must(t, s.AddConsent(ctx, first), "AddConsent")
 	got, err := s.GetConsent(ctx, u.ID, a.ID)
@@ -169,23 +172,65 @@ func testConsents(t *testing.T, s store.Store) {
 	later := t0.Add(time.Hour)
 	must(t, s.AddConsent(ctx, store.Consent{UserID: u.ID, ClientID: a.ID,
 		Scopes:    []string{"mcp:write", "mcp:read", "mcp:write"},
-		Resources: []string{"https://other.example/"},
+		Resources: []string{other},
+		Approvals: map[string][]string{other: {"mcp:write", "mcp:read", "mcp:write"}, mcp: {"mcp:read", "mcp:admin"}},
 		CreatedAt: later, UpdatedAt: later}), "AddConsent (merge)")
 	got, err = s.GetConsent(ctx, u.ID, a.ID)
 	must(t, err, "GetConsent")
-	sameSet(t, "merged scopes", got.Scopes, []string{"mcp:read", "mcp:write"})
-	sameSet(t, "merged resources", got.Resources, []string{"https://mcp.example/", "https://other.example/"})
+	sameSet(t, "merged scopes", got.Scopes, []string{"mcp:admin", "mcp:read", "mcp:write"})
+	sameSet(t, "merged resources", got.Resources, []string{mcp, other})
+	equal(t, "merged approvals (old first, then new, once each)", got.Approvals,
+		map[string][]string{mcp: {"mcp:admin", "mcp:read"}, other: {"mcp:write", "mcp:read"}})
 	if !got.CreatedAt.Equal(t0) || !got.UpdatedAt.Equal(later) {
 		t.Fatalf("merged consent times: created %v updated %v, want %v and %v", got.CreatedAt, got.UpdatedAt, t0, later)
 	}
 
 	// Adding nothing new changes nothing but UpdatedAt.
 	must(t, s.AddConsent(ctx, store.Consent{UserID: u.ID, ClientID: a.ID, Scopes: []string{"mcp:read"},
+		Approvals: map[string][]string{other: {"mcp:read"}},
 		CreatedAt: later, UpdatedAt: later}), "AddConsent (subset)")
 	got2, err := s.GetConsent(ctx, u.ID, a.ID)
 	must(t, err, "GetConsent")
 	sameSet(t, "scopes after adding a subset", got2.Scopes, got.Scopes)
 	sameSet(t, "resources after adding a subset", got2.Resources, got.Resources)
+	equal(t, "approvals after adding a subset", got2.Approvals, got.Approvals)
+
+	// Covered only where every scope was approved for every resource: admin
+	// on mcp and write on other do not make admin on other.
+	for _, c := range []struct {
+		resources, scopes []string
+		want              bool
+	}{
+		{[]string{mcp}, []string{"mcp:admin", "mcp:read"}, true},
+		{[]string{other}, []string{"mcp:read", "mcp:write"}, true},
+		{[]string{mcp, other}, []string{"mcp:read"}, true},
+		{[]string{other}, nil, true},
+		{[]string{other}, []string{"mcp:admin"}, false},
+		{[]string{mcp}, []string{"mcp:write"}, false},
+		{[]string{mcp, other}, []string{"mcp:admin"}, false},
+		{[]string{"https://third.example/"}, nil, false},
+		{nil, []string{"mcp:read"}, false},
+	} {
+		if cov := got2.Covers(c.resources, c.scopes); cov != c.want {
+			t.Errorf("Covers(%q, %q) = %v, want %v", c.resources, c.scopes, cov, c.want)
+		}
+	}
+	// Approvals for a request bound to no resource go under "", with an
+	// empty list when it had no scope; a consent without approvals (as
+	// recorded before they were kept per resource) covers nothing.
+	nores := store.Consent{UserID: stranger.ID, ClientID: b.ID, Approvals: store.ApprovalsFor(nil, nil),
+		CreatedAt: t0, UpdatedAt: t0}
+	must(t, s.AddConsent(ctx, nores), "AddConsent (no resource, no scope)")
+	got3, err := s.GetConsent(ctx, stranger.ID, b.ID)
+	must(t, err, "GetConsent")
+	equal(t, "approvals of a request bound to no resource", got3.Approvals, map[string][]string{"": {}})
+	if !got3.Covers(nil, nil) || got3.Covers(nil, []string{"mcp:read"}) || got3.Covers([]string{mcp}, nil) {
+		t.Errorf("Covers of %s", show(got3))
+	}
+	if (store.Consent{Scopes: []string{"mcp:read"}, Resources: []string{mcp}}).Covers([]string{mcp}, []string{"mcp:read"}) {
+		t.Error("a consent without approvals covers a request")
+	}
+	must(t, s.DeleteConsent(ctx, stranger.ID, b.ID, t0), "DeleteConsent")
 
 	cb := store.Consent{UserID: u.ID, ClientID: b.ID, Scopes: []string{"mcp:read"},
 		CreatedAt: t0.Add(-time.Hour), UpdatedAt: t0.Add(-time.Hour)}
@@ -359,9 +404,15 @@ func testRedeemAuthCode(t *testing.T, s store.Store) {
 	must(t, err, "GetAuthCode")
 	equal(t, "expired code after the attempt", got, old)
 
-	// An expired replay is not a valid use: ErrNotFound, not ErrAlreadyUsed.
-	_, err = s.RedeemAuthCode(ctx, code.Digest, code.ExpiresAt, newGrant(code), nil)
-	wantErr(t, err, store.ErrNotFound, "RedeemAuthCode of a used code after its expiry")
+	// A used code stays evidence after its expiry: it is still read, and
+	// redeeming it again is a replay (OAuth 2.1 §4.1.3), however late.
+	got, err = s.GetAuthCode(ctx, code.Digest, code.ExpiresAt.Add(time.Hour))
+	must(t, err, "GetAuthCode of a used code after its expiry")
+	if got.UsedAt == nil || got.GrantID == "" {
+		t.Fatalf("used code read after its expiry: used %v, grant %q", got.UsedAt, got.GrantID)
+	}
+	_, err = s.RedeemAuthCode(ctx, code.Digest, code.ExpiresAt.Add(time.Hour), newGrant(code), nil)
+	wantErr(t, err, store.ErrAlreadyUsed, "RedeemAuthCode of a used code after its expiry")
 
 	_, err = s.RedeemAuthCode(ctx, digest(), now, newGrant(code), nil)
 	wantErr(t, err, store.ErrNotFound, "RedeemAuthCode of an unknown digest")

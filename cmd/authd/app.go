@@ -184,6 +184,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 			log.Warn("client_metadata_documents.allow_loopback is set: client metadata documents may be fetched from this host's loopback interface; never set it in production")
 		}
 		resolver := cimd.New(st, cimdCfg, d.cimdRoots, log)
+		resolver.RedirectURIPolicy = cfg.Registration.CheckRedirectURIs // documents obey registration.allowed_redirect_uris too
 		authzClients, clients = cimd.Wrap(st, resolver), cimd.WrapKnown(st, resolver)
 	}
 

@@ -375,6 +375,8 @@ func TestCIMDRefusals(t *testing.T) {
 	environ := map[string]string{
 		"AUTHD_CLIENT_METADATA_DOCUMENTS_ALLOW_LOOPBACK": "true",
 		"AUTHD_CLIENT_METADATA_DOCUMENTS_FETCH_TIMEOUT":  "2s",
+		// Documents obey the registration redirect URI policy too.
+		"AUTHD_REGISTRATION_ALLOWED_REDIRECT_URIS": "loopback,https://app.example.com/*",
 	}
 	app := startCIMDApp(t, f, dsn, docs, clock, environ)
 	const redirect = "http://127.0.0.1:45132/callback"
@@ -401,6 +403,7 @@ func TestCIMDRefusals(t *testing.T) {
 		http.Redirect(w, r, "/valid.json", http.StatusFound)
 	})
 	docs.serve(t, "/valid.json", cimdDocument(docs.id("/valid.json"), "http://127.0.0.1/callback"), "")
+	docs.serve(t, "/offlist.json", cimdDocument(docs.id("/offlist.json"), "http://127.0.0.1/callback", "https://evil.example.com/callback"), "")
 	docs.handle("/html.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
 		_, _ = w.Write([]byte("<p>hi</p>"))
@@ -419,6 +422,7 @@ func TestCIMDRefusals(t *testing.T) {
 		{"/slow.json", "timed out"},
 		{"/moved.json", "redirects are not followed"},
 		{"/html.json", "not served as JSON"},
+		{"/offlist.json", "is not allowed by this server"},
 	} {
 		id := docs.id(tc.path)
 		conf := cimdOAuthConfig(app.URL, id, redirect)

@@ -45,7 +45,14 @@ type Resolver struct {
 	Policy   Policy
 	MinCache time.Duration
 	MaxCache time.Duration
-	Log      *slog.Logger
+	// RedirectURIPolicy, when set, is the operator's registration policy
+	// for redirect URIs (register.Policy.CheckRedirectURIs: the
+	// registration allowed_redirect_uris and max_redirect_uris), which a
+	// document must pass like a registration request, so that a URL
+	// client_id cannot bypass it. It applies whenever a document is
+	// validated: fetched, refetched or re-read from the store.
+	RedirectURIPolicy func(uris []string, appType string) *oauth.Error
+	Log               *slog.Logger
 
 	flights  singleflight.Group
 	initOnce sync.Once
@@ -143,7 +150,7 @@ func (r *Resolver) getClient(ctx context.Context, id string, now time.Time, fetc
 		}
 		// The record was deleted (by the operator) while the document
 		// stayed cached: recreate it from the stored document.
-		meta, err := ParseDocument(id, cached.Document)
+		meta, err := r.parseDocument(id, cached.Document)
 		if err != nil {
 			return store.Client{}, refused(id, err.Error(), nil)
 		}
@@ -200,7 +207,7 @@ func (r *Resolver) refresh(ctx context.Context, id string, now time.Time, cached
 	if resp.NotModified {
 		body = cached.Document // only asked when cached and existing
 	}
-	meta, err := ParseDocument(id, body)
+	meta, err := r.parseDocument(id, body)
 	if err != nil {
 		r.log().InfoContext(ctx, "client metadata document refused", "client_id", id, "reason", err.Error())
 		return store.Client{}, refused(id, err.Error(), nil)
@@ -224,6 +231,19 @@ func (r *Resolver) refresh(ctx context.Context, id string, now time.Time, cached
 	r.log().InfoContext(ctx, "client metadata document fetched", "client_id", id,
 		"not_modified", resp.NotModified, "cache_for", lifetime.String())
 	return c, nil
+}
+
+// parseDocument is ParseDocument followed by the operator's redirect URI
+// policy.
+func (r *Resolver) parseDocument(id string, body []byte) (store.ClientMetadata, error) {
+	meta, err := ParseDocument(id, body)
+	if err != nil || r.RedirectURIPolicy == nil {
+		return meta, err
+	}
+	if oerr := r.RedirectURIPolicy(meta.RedirectURIs, meta.ApplicationType); oerr != nil {
+		return meta, errors.New(oerr.Description)
+	}
+	return meta, nil
 }
 
 // fetch runs one fetch within the concurrency bound; waiting for a slot

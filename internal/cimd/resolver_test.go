@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/register"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/store/pgtest"
 )
@@ -260,6 +261,43 @@ func TestResolverRefusals(t *testing.T) {
 		assertRefused(t, err, "denied.example.com are blocked")
 		_, err = e.get("https://example.com/")
 		assertRefused(t, err, "must have a path")
+	})
+}
+
+// TestResolverRedirectURIPolicy: a document is held to the operator's
+// registration redirect URI policy (allowed_redirect_uris,
+// max_redirect_uris), on its first fetch and on every refetch.
+func TestResolverRedirectURIPolicy(t *testing.T) {
+	forEachStore(t, func(t *testing.T, st store.Store) {
+		e := newResolverEnv(t, st, DefaultConfig())
+		e.r.RedirectURIPolicy = register.Policy{AllowedRedirectURIs: []string{"https://app.example.com/oauth/*"}}.CheckRedirectURIs
+		base := e.srv.URL
+		e.srv.setDoc(t, "/c", validDoc(base+"/c"), "max-age=600") // lists http://127.0.0.1/callback too
+		appOnly := validDoc(base + "/app")
+		appOnly["redirect_uris"] = []string{"https://app.example.com/oauth/callback"}
+		e.srv.setDoc(t, "/app", appOnly, "max-age=600")
+
+		_, err := e.get(base + "/c")
+		assertRefused(t, err, "redirect URI 'http://127.0.0.1/callback' is not allowed by this server's registration policy")
+		if _, err := st.GetClient(context.Background(), base+"/c", e.now); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("a client record was stored (%v)", err)
+		}
+		if _, err := st.GetMetadataDocument(context.Background(), base+"/c"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("the document was cached (%v)", err)
+		}
+		if c, err := e.get(base + "/app"); err != nil || len(c.Metadata.RedirectURIs) != 1 {
+			t.Fatalf("allowed document: %+v %v", c, err)
+		}
+
+		// max_redirect_uris, and a policy tightened after the document was
+		// accepted: its next refetch is refused.
+		e.r.RedirectURIPolicy = register.Policy{MaxRedirectURIs: 1}.CheckRedirectURIs
+		_, err = e.get(base + "/c")
+		assertRefused(t, err, "too many redirect_uris (at most 1)")
+		e.r.RedirectURIPolicy = register.Policy{AllowedRedirectURIs: []string{"loopback"}}.CheckRedirectURIs
+		e.now = e.now.Add(time.Hour)
+		_, err = e.get(base + "/app")
+		assertRefused(t, err, "is not allowed by this server's registration policy")
 	})
 }
 

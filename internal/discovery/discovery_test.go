@@ -409,6 +409,8 @@ func TestProtectedResourceMetadata(t *testing.T) {
 		{Resource: "https://other.example.com/mcp"},
 		{Resource: "https://api.example.com", AuthorizationServers: []string{"https://elsewhere.example.com"}},
 		{Resource: "https://files.example.com/v1/files/"},
+		{Resource: "https://two.example.com/a"},
+		{Resource: "https://two.example.com/b"},
 	}
 	srv := serve(t, &discovery.Handler{Metadata: discovery.NewMetadata(issuer, discovery.Features{}), Resources: resources})
 
@@ -445,9 +447,6 @@ func TestProtectedResourceMetadata(t *testing.T) {
 		{"root resource", "https://api.example.com", "", protectedResource{
 			Resource: "https://api.example.com", AuthorizationServers: []string{"https://elsewhere.example.com"}, BearerMethodsSupported: []string{"header"},
 		}},
-		{"root resource through authd's own host (one resource has that path)", "https://api.example.com", "auth.example.com", protectedResource{
-			Resource: "https://api.example.com", AuthorizationServers: []string{"https://elsewhere.example.com"}, BearerMethodsSupported: []string{"header"},
-		}},
 		{"path with a trailing slash", "https://files.example.com/v1/files/", "", protectedResource{
 			Resource: "https://files.example.com/v1/files/", AuthorizationServers: []string{issuer}, BearerMethodsSupported: []string{"header"},
 		}},
@@ -455,6 +454,32 @@ func TestProtectedResourceMetadata(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var got protectedResource
 			decode(t, fetch(t, tc.resource, tc.host), &got)
+			if !equalJSON(t, got, tc.want) {
+				t.Fatalf("got %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+
+	// MCP clients (2025-06-18) also try the plain well-known URL on the
+	// resource's host: it serves the host's only resource.
+	for _, tc := range []struct {
+		name, host string
+		want       protectedResource
+	}{
+		{"plain URL, the host's only resource has a path", "mcp.example.com", protectedResource{
+			Resource: "https://mcp.example.com/mcp", AuthorizationServers: []string{issuer}, ScopesSupported: []string{"mcp:read"},
+			BearerMethodsSupported: []string{"header"}, ResourceDocumentation: "https://mcp.example.com/docs", ResourceName: "Tools",
+		}},
+		{"plain URL, another host with the same resource path", "other.example.com", protectedResource{
+			Resource: "https://other.example.com/mcp", AuthorizationServers: []string{issuer}, BearerMethodsSupported: []string{"header"},
+		}},
+		{"plain URL, a resource with a trailing slash", "files.example.com:443", protectedResource{
+			Resource: "https://files.example.com/v1/files/", AuthorizationServers: []string{issuer}, BearerMethodsSupported: []string{"header"},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got protectedResource
+			decode(t, do(t, srv, http.MethodGet, discovery.WellKnownProtectedResource, tc.host, nil), &got)
 			if !equalJSON(t, got, tc.want) {
 				t.Fatalf("got %+v\nwant %+v", got, tc.want)
 			}
@@ -473,6 +498,13 @@ func TestProtectedResourceMetadata(t *testing.T) {
 		{"two resources share the path, host matches neither", "/.well-known/oauth-protected-resource/mcp", "auth.example.com"},
 		{"path resource without its path", "/.well-known/oauth-protected-resource/v1", "files.example.com"},
 		{"path appended instead of inserted", "/mcp/.well-known/oauth-protected-resource", "mcp.example.com"},
+		// Never a document of another host, even where only one resource
+		// has the path: authd's own host is no resource's.
+		{"root resource through authd's own host", "/.well-known/oauth-protected-resource", "auth.example.com"},
+		{"path resource through authd's own host", "/.well-known/oauth-protected-resource/v1/files/", "auth.example.com"},
+		{"path resource through another resource's host", "/.well-known/oauth-protected-resource/v1/files/", "mcp.example.com"},
+		{"host differing only in port", "/.well-known/oauth-protected-resource/v1/files/", "files.example.com:8443"},
+		{"plain URL, two resources on the host", "/.well-known/oauth-protected-resource", "two.example.com"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := do(t, srv, http.MethodGet, tc.path, tc.host, nil)

@@ -15,7 +15,8 @@ import (
 // ProtectedResource is the RFC 9728 §2 metadata of a resource authd
 // protects. authd serves it so that a proxy can route the resource host's
 // /.well-known/oauth-protected-resource… to authd and protect an unmodified
-// MCP server.
+// MCP server. Each document is served on its resource's host only (see
+// resourceIndex.ServeHTTP).
 type ProtectedResource struct {
 	// Resource is the resource identifier (canonical, as in config).
 	Resource string `json:"resource"`
@@ -55,20 +56,20 @@ func pathKey(escapedPath string) string {
 	return escapedPath
 }
 
-// resourceIndex finds the document for a request: by the path after the
-// well-known prefix, then by host.
+// resourceIndex finds the document for a request by its host and the path
+// after the well-known prefix.
 type resourceIndex struct {
-	byPath map[string][]resourceDoc
+	byHost map[string][]resourceDoc // by normalHost of the resource, in config order
 	log    *slog.Logger
 }
 
 type resourceDoc struct {
-	host string // normalised, see normalHost
+	path string // pathKey of the resource's path
 	body []byte
 }
 
 func newResourceIndex(issuer string, resources []ProtectedResource, log *slog.Logger) *resourceIndex {
-	idx := &resourceIndex{byPath: map[string][]resourceDoc{}, log: log}
+	idx := &resourceIndex{byHost: map[string][]resourceDoc{}, log: log}
 	for _, pr := range resources {
 		u, err := url.Parse(pr.Resource)
 		if err != nil || u.Host == "" || u.Opaque != "" {
@@ -87,29 +88,34 @@ func newResourceIndex(issuer string, resources []ProtectedResource, log *slog.Lo
 			log.Error("discovery: marshalling protected resource metadata", "resource", pr.Resource, "error", err.Error())
 			continue
 		}
-		p := pathKey(u.EscapedPath())
-		idx.byPath[p] = append(idx.byPath[p], resourceDoc{host: normalHost(u.Host), body: body})
+		h := normalHost(u.Host)
+		idx.byHost[h] = append(idx.byHost[h], resourceDoc{path: pathKey(u.EscapedPath()), body: body})
 	}
 	return idx
 }
 
-// ServeHTTP picks the document whose resource has the request's path
-// suffix (the query is not compared) and host. r.Host is the public host: the server's trusted-proxy
-// middleware sets it from X-Forwarded-Host for trusted proxies only. When
-// the host matches none but exactly one resource has that path, that one is
-// served, so a single resource works however the proxy forwards the host.
+// ServeHTTP serves the document of a resource on the request's host, never
+// one of another host: a client reaches it only at the resource's own
+// origin, through the proxy that routes that origin's
+// /.well-known/oauth-protected-resource… to authd. r.Host is that host as
+// the proxy passed it (the proxies in docs/proxies.md keep Host; the
+// server's trusted-proxy middleware replaces it with X-Forwarded-Host for
+// trusted proxies only), so every resource_metadata URL that /verify
+// points to is served.
+//
+// On that host:
+//   - the path after the well-known prefix is the resource's path (RFC 9728
+//     §3.1; the query is not compared): that resource;
+//   - the plain /.well-known/oauth-protected-resource, when no resource is
+//     at the host's root but exactly one is on the host: that one, since
+//     MCP clients (2025-06-18) fall back to the plain URL on the resource's
+//     host;
+//   - anything else is a 404, as is every path on a host with no resource
+//     (authd's own host included, unless a resource is on it).
 func (idx *resourceIndex) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	suffix := pathKey(strings.TrimPrefix(r.URL.EscapedPath(), WellKnownProtectedResource))
-	docs := idx.byPath[suffix]
-	host := normalHost(r.Host)
-	for _, d := range docs {
-		if d.host == host {
-			write(w, d.body, cacheControl(MetadataMaxAge))
-			return
-		}
-	}
-	if len(docs) == 1 {
-		write(w, docs[0].body, cacheControl(MetadataMaxAge))
+	if body, ok := idx.lookup(r.Host, suffix); ok {
+		write(w, body, cacheControl(MetadataMaxAge))
 		return
 	}
 	oauth.WriteError(w, r, idx.log, &oauth.Error{
@@ -117,6 +123,21 @@ func (idx *resourceIndex) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Description: "no protected resource metadata at this address",
 		Status:      http.StatusNotFound,
 	})
+}
+
+// lookup applies ServeHTTP's rule to a request for host with suffix, the
+// path after the well-known prefix.
+func (idx *resourceIndex) lookup(host, suffix string) ([]byte, bool) {
+	docs := idx.byHost[normalHost(host)]
+	for _, d := range docs {
+		if d.path == suffix {
+			return d.body, true
+		}
+	}
+	if suffix == "" && len(docs) == 1 {
+		return docs[0].body, true
+	}
+	return nil, false
 }
 
 // normalHost lowercases host and drops a default port, so

@@ -162,16 +162,8 @@ func (p Policy) validate(in store.ClientMetadata) (store.ClientMetadata, *oauth.
 	if usesCode && len(m.RedirectURIs) == 0 {
 		return m, oauth.InvalidRedirectURI("redirect_uris is required for the authorization_code grant")
 	}
-	if len(m.RedirectURIs) > p.maxRedirectURIs() {
-		return m, oauth.InvalidClientMetadata("too many redirect_uris (at most %d)", p.maxRedirectURIs())
-	}
-	for _, uri := range m.RedirectURIs {
-		if err := oauth.ValidateRedirectURI(uri, m.ApplicationType); err != nil {
-			return m, err
-		}
-		if !p.redirectAllowed(uri) {
-			return m, oauth.InvalidRedirectURI("redirect URI %q is not allowed by this server's registration policy", truncateURI(uri))
-		}
+	if err := p.CheckRedirectURIs(m.RedirectURIs, m.ApplicationType); err != nil {
+		return m, err
 	}
 
 	if m.Scope != "" {

@@ -44,7 +44,9 @@ type Policy struct {
 	// PUT. 0: secrets do not expire.
 	SecretLifetime time.Duration `mapstructure:"secret_lifetime"`
 	// AllowedRedirectURIs restricts the redirect URIs dynamic clients may
-	// register; empty allows any URI that passes the redirect URI rules.
+	// register, and client ID metadata documents may list (as does
+	// MaxRedirectURIs); empty allows any URI that passes the redirect URI
+	// rules.
 	// Each pattern is one of:
 	//   - "loopback": any http redirect URI on 127.0.0.1, [::1] or localhost;
 	//   - a prefix ending in "/*" or ":*", e.g. "https://claude.ai/api/mcp/*"
@@ -167,6 +169,26 @@ func validatePattern(p string) error {
 		}
 		return nil
 	}
+}
+
+// CheckRedirectURIs applies the policy to the redirect URIs of a client of
+// application type appType: at most max_redirect_uris, each acceptable to
+// oauth.ValidateRedirectURI and to allowed_redirect_uris. Registration
+// uses it, and so do client ID metadata documents (cimd.Resolver's
+// RedirectURIPolicy), so that neither way in bypasses the allowlist.
+func (p Policy) CheckRedirectURIs(uris []string, appType string) *oauth.Error {
+	if len(uris) > p.maxRedirectURIs() {
+		return oauth.InvalidClientMetadata("too many redirect_uris (at most %d)", p.maxRedirectURIs())
+	}
+	for _, uri := range uris {
+		if err := oauth.ValidateRedirectURI(uri, appType); err != nil {
+			return err
+		}
+		if !p.redirectAllowed(uri) {
+			return oauth.InvalidRedirectURI("redirect URI %q is not allowed by this server's registration policy", truncateURI(uri))
+		}
+	}
+	return nil
 }
 
 // redirectAllowed applies the operator's allowlist to a redirect URI that

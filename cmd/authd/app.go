@@ -351,11 +351,15 @@ func mustPrefixes(cfg *config.Config) []netip.Prefix {
 	return p
 }
 
-// startBackground starts the jobs every replica runs: purging expired rows
-// (safe on several replicas at once) and reloading signing keys.
+// startBackground starts the job every replica runs: purging expired rows
+// every purge_interval (safe on several replicas at once: rows another
+// replica is deleting are skipped). Signing keys reload on use.
 func (a *app) startBackground(ctx context.Context) {
+	if a.cfg.PurgeInterval <= 0 {
+		return
+	}
 	go func() {
-		t := time.NewTicker(5 * time.Minute)
+		t := time.NewTicker(a.cfg.PurgeInterval)
 		defer t.Stop()
 		for {
 			select {
@@ -372,7 +376,7 @@ func (a *app) startBackground(ctx context.Context) {
 					total += n
 				}
 				if total > 0 {
-					a.log.Info("purged expired rows", "deleted", total)
+					a.log.Info("purged expired rows", "event", "purge", "deleted", total)
 				}
 			}
 		}

@@ -88,6 +88,7 @@ func startAuthdWith(t *testing.T, addr string, environ map[string]string, upstre
 	select {
 	case <-ready:
 	case err := <-inst.done:
+		inst.done <- err // for the cleanup's Stop
 		t.Fatalf("authd exited before becoming ready: %v\nlogs:\n%s", err, inst.Logs.String())
 	case <-time.After(60 * time.Second):
 		t.Fatalf("authd not ready after 60s; logs:\n%s", inst.Logs.String())

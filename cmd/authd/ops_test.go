@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -171,5 +172,61 @@ func TestPurgeStatsAndKeysCommands(t *testing.T) {
 	}
 	if states["active"] != 1 || states["next"] != 1 {
 		t.Fatalf("keys after rotate: %+v", infos)
+	}
+}
+
+// TestBackgroundPurgeOnReplicas: every replica purges expired rows every
+// purge_interval, several at once without errors (rows another replica is
+// deleting are skipped), and keeps what is live.
+func TestBackgroundPurgeOnReplicas(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	st, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	past, future := now.Add(-time.Hour), now.Add(time.Hour)
+	const expired = 500
+	for i := 0; i <= expired; i++ {
+		id, exp := fmt.Sprintf("expired-%d", i), past
+		if i == expired {
+			id, exp = "live-client", future
+		}
+		if err := st.CreateClient(context.Background(), store.Client{
+			ID: id, Source: store.SourceDynamic, CreatedAt: now, UpdatedAt: now, LastUsedAt: now, ExpiresAt: &exp,
+			Metadata: store.ClientMetadata{TokenEndpointAuthMethod: "none"},
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := newFlowEnv(t, dsn)
+	f.env["AUTHD_PURGE_INTERVAL"] = "100ms"
+	a, b := f.start(t), f.start(t)
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n, err := st.CountClients(context.Background(), store.SourceDynamic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d dynamic clients left after 20s of background purges, want 1", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := st.GetClient(context.Background(), "live-client", now); err != nil {
+		t.Fatalf("background purge removed a live client: %v", err)
+	}
+	for name, inst := range map[string]*instance{"a": a, "b": b} {
+		if logs := inst.Logs.String(); strings.Contains(logs, "purge failed") {
+			t.Errorf("replica %s: a purge failed:\n%s", name, logs)
+		}
+	}
+	if !strings.Contains(a.Logs.String()+b.Logs.String(), `"event":"purge"`) {
+		t.Error("no replica logged a purge")
 	}
 }

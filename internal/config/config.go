@@ -38,6 +38,10 @@ type Config struct {
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
 	// ServiceDocumentation is advertised in the server metadata.
 	ServiceDocumentation string `mapstructure:"service_documentation"`
+	// PurgeInterval is how often each replica deletes expired rows (the
+	// purge is safe on several replicas at once); 0 turns it off, for
+	// deployments that run `authd purge` from a scheduler instead.
+	PurgeInterval time.Duration `mapstructure:"purge_interval"`
 
 	Log     LogConfig     `mapstructure:"log"`
 	TLS     TLSConfig     `mapstructure:"tls"`
@@ -165,8 +169,9 @@ type IntrospectionConfig struct {
 // Defaults returns the value of every key before file, env and flags.
 func Defaults() Config {
 	return Config{
-		Listen: ":8080",
-		Log:    LogConfig{Level: "info", Format: "json"},
+		Listen:        ":8080",
+		PurgeInterval: 5 * time.Minute,
+		Log:           LogConfig{Level: "info", Format: "json"},
 		HTTP: HTTPConfig{
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       15 * time.Second,
@@ -242,6 +247,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		add("listen: %q is not host:port (e.g. \":8080\" or \"127.0.0.1:8080\")", c.Listen)
+	}
+	if c.PurgeInterval < 0 {
+		add("purge_interval: must be 0 (off) or positive, got %s", c.PurgeInterval)
 	}
 	if c.DatabaseURL == "" && !c.Dev {
 		add("database_url: required (e.g. postgres://authd:pw@db:5432/authd); set AUTHD_DATABASE_URL, or use --dev for an in-memory store")

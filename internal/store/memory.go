@@ -789,8 +789,8 @@ func (m *Memory) CreateAccessToken(_ context.Context, t AccessToken) error {
 	if _, ok := m.accessTokens[t.Digest]; ok {
 		return fmt.Errorf("%w: access token exists", ErrConflict)
 	}
-	if _, ok := m.grants[t.GrantID]; !ok && t.GrantID != "" {
-		return fmt.Errorf("store: grant %q does not exist", t.GrantID)
+	if g, ok := m.grants[t.GrantID]; t.GrantID != "" && (!ok || g.RevokedAt != nil) {
+		return ErrNotFound
 	}
 	if err := m.needClient(t.ClientID); err != nil {
 		return err

@@ -438,7 +438,10 @@ type Store interface {
 	// On success the updated grant is returned.
 	RotateRefreshToken(ctx context.Context, old string, now time.Time, next RefreshToken) (Grant, error)
 
-	// Opaque access tokens.
+	// Opaque access tokens. CreateAccessToken of a token with a GrantID
+	// succeeds only while that grant exists and is not revoked
+	// (ErrNotFound otherwise), atomically with RevokeGrant: a token is
+	// never left live in a revoked grant.
 	CreateAccessToken(ctx context.Context, t AccessToken) error
 	// GetAccessToken returns the token (even revoked/expired, so callers can
 	// decide); ErrNotFound if unknown.

@@ -182,14 +182,29 @@ func insertRefreshToken(ctx context.Context, q querier, rt RefreshToken) error {
 const accessTokenColumns = `digest, coalesce(grant_id, '') AS grant_id, client_id,
 	coalesce(user_id, '') AS user_id, scopes, resources, auth_time, created_at, expires_at, revoked_at`
 
+//
+// A token of a grant is inserted only while the grant is live, checked
+// under a share lock on the grant row: RevokeGrant updates that row first,
+// so either it waits for this insert to commit and then revokes the new
+// token with the others, or this insert waits for it and then sees the
+// grant revoked. Without the lock, a token issued during a concurrent
+// revocation (reuse detection, code replay, /revoke) could outlive it.
 func (p *Postgres) CreateAccessToken(ctx context.Context, t AccessToken) error {
-	_, err := p.pool.Exec(ctx, `
+	tag, err := p.pool.Exec(ctx, `
 		INSERT INTO access_tokens (digest, grant_id, client_id, user_id, scopes, resources,
 			auth_time, created_at, expires_at, revoked_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+		WHERE $2::text IS NULL OR EXISTS (
+			SELECT 1 FROM grants WHERE id = $2 AND revoked_at IS NULL FOR SHARE)`,
 		t.Digest, nullString(t.GrantID), t.ClientID, nullString(t.UserID), t.Scopes, t.Resources,
 		t.AuthTime, t.CreatedAt, t.ExpiresAt, t.RevokedAt)
-	return mapErr(err)
+	if err != nil {
+		return mapErr(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
 }
 
 // GetAccessToken returns the token in any state (revoked or expired

@@ -3,6 +3,7 @@ package token
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -99,7 +100,11 @@ func (h *Handler) issue(ctx context.Context, now time.Time, at accessToken) (str
 		if at.user != nil {
 			t.UserID = at.user.ID
 		}
-		if err := h.Store.CreateAccessToken(ctx, t); err != nil {
+		if err := h.Store.CreateAccessToken(ctx, t); errors.Is(err, store.ErrNotFound) {
+			// The grant was revoked meanwhile (reuse detection, a code
+			// replay, /revoke): no token outlives it.
+			return "", 0, oauth.InvalidGrant("the grant was revoked").WithCause(err)
+		} else if err != nil {
 			return "", 0, fmt.Errorf("store opaque access token: %w", err)
 		}
 		return value, expiresIn, nil

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/authd/authd/internal/store"
 )
 
@@ -312,4 +314,50 @@ func testConcurrentUpsertUser(t *testing.T, s store.Store) {
 	if _, err := s.GetUser(ctx, ids[0]); err != nil {
 		t.Fatalf("GetUser of the upserted user: %v", err)
 	}
+}
+
+// Opaque access tokens created while their grant is being revoked never
+// outlive it: each either fails (ErrNotFound: the grant was revoked first)
+// or is revoked along with the grant. Several rounds, so that both orders
+// are likely to occur.
+func testConcurrentCreateAccessTokenAndRevokeGrant(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	c, u := client(t, s), user(t, s)
+	const rounds, creators = 8, 4
+	for round := range rounds {
+		g, _ := grant(t, s, c, u)
+		now := t0.Add(time.Hour)
+		tokens := make([]store.AccessToken, creators)
+		errs := make([]error, creators+1)
+		race(creators+1, func(i int) {
+			if i == creators {
+				errs[i] = s.RevokeGrant(ctx, g.ID, now)
+				return
+			}
+			tokens[i] = newAccessToken(g)
+			errs[i] = s.CreateAccessToken(ctx, tokens[i])
+		})
+		must(t, errs[creators], fmt.Sprintf("round %d: RevokeGrant", round))
+		for i, at := range tokens {
+			got, err := s.GetAccessToken(ctx, at.Digest)
+			switch {
+			case errs[i] != nil:
+				wantErr(t, errs[i], store.ErrNotFound, fmt.Sprintf("round %d: CreateAccessToken racing RevokeGrant", round))
+				wantErr(t, err, store.ErrNotFound, fmt.Sprintf("round %d: a refused token", round))
+			case err != nil:
+				t.Fatalf("round %d: GetAccessToken of a created token: %v", round, err)
+			case got.RevokedAt == nil:
+				t.Fatalf("round %d: an access token created during RevokeGrant is live in the revoked grant", round)
+			}
+		}
+	}
+	// After the revocation, creating is refused outright and stores nothing.
+	g, _ := grant(t, s, c, u)
+	must(t, s.RevokeGrant(ctx, g.ID, t0), "RevokeGrant")
+	at := newAccessToken(g)
+	wantErr(t, s.CreateAccessToken(ctx, at), store.ErrNotFound, "CreateAccessToken in a revoked grant")
+	_, err := s.GetAccessToken(ctx, at.Digest)
+	wantErr(t, err, store.ErrNotFound, "GetAccessToken of a token refused for a revoked grant")
+	at = newAccessToken(store.Grant{ID: uuid.NewString(), ClientID: c.ID, UserID: u.ID})
+	wantErr(t, s.CreateAccessToken(ctx, at), store.ErrNotFound, "CreateAccessToken in an unknown grant")
 }

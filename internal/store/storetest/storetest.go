@@ -81,6 +81,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ConcurrentConsumeAuthRequest", fn: testConcurrentConsumeAuthRequest},
 		{name: "ConcurrentCreateActiveSigningKey", fn: testConcurrentCreateActiveSigningKey, own: own},
 		{name: "ConcurrentRefreshAndRevokeGrant", fn: testConcurrentRefreshAndRevokeGrant},
+		{name: "ConcurrentCreateAccessTokenAndRevokeGrant", fn: testConcurrentCreateAccessTokenAndRevokeGrant},
 		{name: "ConcurrentAddConsent", fn: testConcurrentAddConsent},
 		{name: "ConcurrentUpsertUser", fn: testConcurrentUpsertUser},
 	}

@@ -170,18 +170,27 @@ func TestMCPScenarioThroughForwardAuth(t *testing.T) {
 		if json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] != "request" {
 			continue
 		}
-		if rec["request_id"] == "" || rec["status"] == nil || rec["duration_ms"] == nil {
+		// Type assertions: a missing key is nil, which no comparison
+		// with a string or number catches.
+		requestID, _ := rec["request_id"].(string)
+		status, _ := rec["status"].(float64)
+		duration, hasDuration := rec["duration_ms"].(float64)
+		if requestID == "" || status < 100 || status > 599 || !hasDuration || duration < 0 {
 			t.Errorf("access log line without request id, status or latency: %s", line)
 		}
 		route, _ := rec["route"].(string)
+		method, _ := rec["method"].(string)
+		if route == "" || method == "" {
+			t.Errorf("access log line without route or method: %s", line)
+		}
 		switch {
 		case route == "/token" || route == "/revoke" || route == "/authorize":
-			if rec["client_id"] != conf.ClientID {
+			if id, _ := rec["client_id"].(string); id != conf.ClientID {
 				t.Errorf("%s access log line lacks client_id: %s", route, line)
 			}
 			seen[route] = true
-		case route == "/consent" && rec["method"] == "POST":
-			if rec["user_id"] == nil || rec["user_id"] == "" {
+		case route == "/consent" && method == http.MethodPost:
+			if id, _ := rec["user_id"].(string); id == "" {
 				t.Errorf("consent access log line lacks user_id: %s", line)
 			}
 			seen[route] = true

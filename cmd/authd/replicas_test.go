@@ -62,7 +62,8 @@ func (rt *router) served(backend, path string) bool {
 // TestThreeReplicasOneFlow runs one MCP flow with each step on a different
 // replica sharing one Postgres — nothing may depend on in-process state —
 // and rotates the signing key through the CLI while they run: every
-// replica picks the new key up without a restart.
+// replica picks the new key up without a restart. An access token revoked
+// on one replica is refused by the others at once.
 func TestThreeReplicasOneFlow(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	f := newFlowEnv(t, dsn)
@@ -156,8 +157,38 @@ func TestThreeReplicasOneFlow(t *testing.T) {
 		refreshed = next
 	}
 
+	// The refreshed token is active on C and lets a request through on B
+	// and C (which also warms whatever they remember of it); revoked on
+	// A, every replica turns it away at once: revocation lives in the
+	// shared database, not in one replica's memory.
+	rt.route("/introspect", "C")
+	if !introspectActive(t, lb.URL, refreshed.AccessToken) {
+		t.Fatal("introspection on C: the refreshed access token is not active")
+	}
+	for _, name := range []string{"B", "C"} {
+		rt.route("/verify", name)
+		if resp := verify(t, lb.URL, "Bearer "+refreshed.AccessToken); resp.StatusCode != http.StatusOK {
+			t.Fatalf("/verify on %s before revocation: %d", name, resp.StatusCode)
+		}
+	}
+	rt.route("/revoke", "A")
+	if r, body := postForm(t, http.DefaultClient, lb.URL+"/revoke", url.Values{"token": {refreshed.AccessToken}, "client_id": {conf.ClientID}}, "", ""); r.StatusCode != http.StatusOK {
+		t.Fatalf("revoke on A: %d %s", r.StatusCode, body)
+	}
+	for _, name := range []string{"B", "C"} {
+		rt.route("/introspect", name)
+		if introspectActive(t, lb.URL, refreshed.AccessToken) {
+			t.Errorf("introspection on %s: the access token revoked on A is still active", name)
+		}
+		rt.route("/verify", name)
+		if resp := verify(t, lb.URL, "Bearer "+refreshed.AccessToken); resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("/verify on %s: the access token revoked on A got %d, want 401", name, resp.StatusCode)
+		}
+	}
+
 	for _, step := range []struct{ backend, path string }{
 		{"A", "/register"}, {"B", "/authorize"}, {"C", "/callback/github"}, {"A", "/consent"}, {"A", "/token"}, {"B", "/token"}, {"C", "/.well-known/jwks.json"},
+		{"C", "/introspect"}, {"B", "/introspect"}, {"B", "/verify"}, {"C", "/verify"}, {"A", "/revoke"},
 	} {
 		if !rt.served(step.backend, step.path) {
 			t.Errorf("replica %s never served %s", step.backend, step.path)

@@ -215,10 +215,41 @@ func (r oauthResp) err() string { s, _ := r.body["error"].(string); return s }
 // post sends a form to path; user/pass, when set, go in a Basic header.
 func (s *secEnv) post(t *testing.T, path string, form url.Values, user, pass string) oauthResp {
 	t.Helper()
-	resp, body := postForm(t, http.DefaultClient, s.inst.URL+path, form, user, pass)
-	out := oauthResp{status: resp.StatusCode, header: resp.Header, raw: string(body)}
-	_ = json.Unmarshal(body, &out.body)
+	out, err := s.tryPost(path, form, user, pass)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return out
+}
+
+// tryPost is post for goroutines other than the test's, which must not
+// call t.Fatal: it returns the error instead.
+func (s *secEnv) tryPost(path string, form url.Values, user, pass string) (oauthResp, error) {
+	req, err := http.NewRequest(http.MethodPost, s.inst.URL+path, strings.NewReader(form.Encode()))
+	if err != nil {
+		return oauthResp{}, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if user != "" {
+		req.SetBasicAuth(user, pass)
+	}
+	return sendOAuth(req)
+}
+
+// sendOAuth sends req and decodes the (JSON, if any) answer.
+func sendOAuth(req *http.Request) (oauthResp, error) {
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return oauthResp{}, fmt.Errorf("%s %s: %w", req.Method, req.URL.Path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return oauthResp{}, fmt.Errorf("%s %s: reading the answer: %w", req.Method, req.URL.Path, err)
+	}
+	out := oauthResp{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	_ = json.Unmarshal(raw, &out.body)
+	return out, nil
 }
 
 // token posts to /token with client credentials in the body (public

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -200,32 +201,99 @@ func TestSecurityHostHeaderPoisoning(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp, string(b)
 	}
+	// What the configured issuer alone determines. Every URL in the
+	// metadata must be one of these, exactly.
+	iss := s.inst.URL
+	wantMetadata := map[string]string{
+		"issuer":                 iss,
+		"authorization_endpoint": iss + "/authorize",
+		"token_endpoint":         iss + "/token",
+		"jwks_uri":               iss + "/.well-known/jwks.json",
+		"registration_endpoint":  iss + "/register",
+		"revocation_endpoint":    iss + "/revoke",
+		"introspection_endpoint": iss + "/introspect",
+	}
+	wantCallback := iss + "/callback/github"
+	upstream, err := url.Parse(s.github.BaseURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResource := func(what, body string) {
+		t.Helper()
+		var prm struct {
+			Resource             string   `json:"resource"`
+			AuthorizationServers []string `json:"authorization_servers"`
+		}
+		if err := json.Unmarshal([]byte(body), &prm); err != nil || prm.Resource != mcpResource ||
+			len(prm.AuthorizationServers) != 1 || prm.AuthorizationServers[0] != iss {
+			t.Errorf("%s: resource %q, authorization servers %q, want %q and [%q] (%v): %s", what, prm.Resource, prm.AuthorizationServers, mcpResource, iss, err, body)
+		}
+	}
 	for _, host := range []string{"", "attacker.example", "attacker.example:443"} {
-		for _, p := range []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/.well-known/oauth-protected-resource/mcp"} {
+		for _, p := range []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
 			resp, body := send(http.MethodGet, p, nil, host, nil)
-			if resp.StatusCode != http.StatusOK || strings.Contains(body, "attacker") {
+			var md map[string]any
+			if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &md) != nil {
 				t.Errorf("%s with Host %q: %d %s", p, host, resp.StatusCode, body)
+				continue
+			}
+			for k, want := range wantMetadata {
+				if got, _ := md[k].(string); got != want {
+					t.Errorf("%s with Host %q: %s is %q, want %q", p, host, k, got, want)
+				}
+			}
+			// Any other URL-valued member must be accounted for too.
+			for k, v := range md {
+				if str, ok := v.(string); ok && strings.Contains(str, "://") && wantMetadata[k] == "" {
+					t.Errorf("%s with Host %q: unexpected URL member %s = %q", p, host, k, str)
+				}
 			}
 		}
+		// Protected-resource metadata asked for on the attacker's host
+		// (the poisoned X-Forwarded-Host): absent, or the configured one.
+		p := "/.well-known/oauth-protected-resource/mcp"
+		resp, body := send(http.MethodGet, p, nil, host, nil)
+		switch resp.StatusCode {
+		case http.StatusOK:
+			checkResource(fmt.Sprintf("%s with Host %q", p, host), body)
+		case http.StatusNotFound:
+		default:
+			t.Errorf("%s with Host %q: %d %s", p, host, resp.StatusCode, body)
+		}
+		// On the resource's own host, with every other header poisoned:
+		// served, and still naming only the configured values.
+		resp, body = send(http.MethodGet, p, nil, host, http.Header{"X-Forwarded-Host": {"mcp.example.com"}})
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s on the resource host, Host %q: %d %s", p, host, resp.StatusCode, body)
+		} else {
+			checkResource(fmt.Sprintf("%s on the resource host, Host %q", p, host), body)
+		}
+
 		// iss in an authorization error response.
 		q := url.Values{"response_type": {"code"}, "client_id": {client}, "redirect_uri": {"https://app.example.com/cb"}}
-		resp, _ := send(http.MethodGet, "/authorize?"+q.Encode(), nil, host, nil)
+		resp, _ = send(http.MethodGet, "/authorize?"+q.Encode(), nil, host, nil)
 		loc, _ := url.Parse(resp.Header.Get("Location"))
-		if loc == nil || loc.Query().Get("iss") != s.inst.URL {
+		if loc == nil || loc.Query().Get("iss") != iss {
 			t.Errorf("authorize with Host %q: Location %q", host, resp.Header.Get("Location"))
 		}
-		// The upstream login's callback URL.
+		// The upstream login: sent to the configured upstream, with the
+		// callback URL derived from the configured issuer.
 		q.Set("code_challenge", validChallenge)
 		q.Set("code_challenge_method", "S256")
 		resp, _ = send(http.MethodGet, "/authorize?"+q.Encode(), nil, host, nil)
-		if l := resp.Header.Get("Location"); strings.Contains(l, "attacker") || resp.StatusCode != http.StatusFound {
-			t.Errorf("login redirect with Host %q: %d %q", host, resp.StatusCode, l)
+		up, err := url.Parse(resp.Header.Get("Location"))
+		if resp.StatusCode != http.StatusFound || err != nil || up.Scheme != upstream.Scheme || up.Host != upstream.Host ||
+			up.Query().Get("redirect_uri") != wantCallback {
+			t.Errorf("login redirect with Host %q: %d %q, want the upstream %s with redirect_uri %q", host, resp.StatusCode, resp.Header.Get("Location"), upstream.Host, wantCallback)
 		}
 		// registration_client_uri.
-		body, _ := json.Marshal(map[string]any{"client_name": "h" + strings.Repeat("x", len(host)), "redirect_uris": []string{"https://app.example.com/cb"}, "token_endpoint_auth_method": "client_secret_basic"})
-		resp, out := send(http.MethodPost, "/register", bytes.NewReader(body), host, http.Header{"Content-Type": {"application/json"}})
-		if resp.StatusCode != http.StatusCreated || strings.Contains(out, "attacker") || !strings.Contains(out, s.inst.URL+"/register/") {
-			t.Errorf("register with Host %q: %d %s", host, resp.StatusCode, out)
+		body2, _ := json.Marshal(map[string]any{"client_name": "h" + strings.Repeat("x", len(host)), "redirect_uris": []string{"https://app.example.com/cb"}, "token_endpoint_auth_method": "client_secret_basic"})
+		resp, out := send(http.MethodPost, "/register", bytes.NewReader(body2), host, http.Header{"Content-Type": {"application/json"}})
+		var reg map[string]any
+		_ = json.Unmarshal([]byte(out), &reg)
+		id, _ := reg["client_id"].(string)
+		if resp.StatusCode != http.StatusCreated || id == "" || reg["registration_client_uri"] != iss+"/register/"+id {
+			t.Errorf("register with Host %q: %d, registration_client_uri %v, want %q: %s", host, resp.StatusCode, reg["registration_client_uri"], iss+"/register/"+id, out)
 		}
 	}
 	// Tokens carry the configured issuer too.

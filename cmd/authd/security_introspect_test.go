@@ -155,6 +155,10 @@ func TestSecurityRevocationIsBoundToTheClient(t *testing.T) {
 	other := s.publicClient(t, "http://127.0.0.1/cb")
 
 	before := s.count(t, "SELECT count(*) FROM grants WHERE revoked_at IS NULL")
+	liveBefore := s.liveRefreshTokens(t, conf.ClientID)
+	if liveBefore != 1 || !s.active(t, tok.RefreshToken) {
+		t.Fatalf("before the attack: %d live refresh tokens, refresh token active %v", liveBefore, s.active(t, tok.RefreshToken))
+	}
 	for _, v := range []string{tok.AccessToken, tok.RefreshToken} {
 		if r := s.post(t, "/revoke", url.Values{"token": {v}}, attacker["client_id"].(string), attacker["client_secret"].(string)); r.status != http.StatusOK {
 			t.Fatalf("foreign revoke: %d %s", r.status, r.raw)
@@ -167,12 +171,26 @@ func TestSecurityRevocationIsBoundToTheClient(t *testing.T) {
 	if !s.active(t, tok.AccessToken) || s.count(t, "SELECT count(*) FROM grants WHERE revoked_at IS NULL") != before {
 		t.Fatal("another client revoked the victim's tokens")
 	}
+	// The refresh token too: a revocation that marked it spent (without
+	// touching the grant) would leave the grant count alone.
+	if n := s.liveRefreshTokens(t, conf.ClientID); n != liveBefore || !s.active(t, tok.RefreshToken) {
+		t.Fatalf("another client's revocation spent the victim's refresh token: %d live refresh tokens, was %d", n, liveBefore)
+	}
+	// And it still works for its owner.
+	refreshed := s.token(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {conf.ClientID}})
+	next, _ := refreshed.body["refresh_token"].(string)
+	if refreshed.status != http.StatusOK || next == "" {
+		t.Fatalf("the victim's refresh after the attack: %d %s", refreshed.status, refreshed.raw)
+	}
 
-	if r := s.post(t, "/revoke", url.Values{"token": {tok.RefreshToken}, "client_id": {conf.ClientID}}, "", ""); r.status != http.StatusOK {
+	if r := s.post(t, "/revoke", url.Values{"token": {next}, "client_id": {conf.ClientID}}, "", ""); r.status != http.StatusOK {
 		t.Fatalf("own revoke: %d %s", r.status, r.raw)
 	}
-	if s.active(t, tok.AccessToken) {
-		t.Error("revoking the refresh token left the grant's access token active")
+	if s.active(t, tok.AccessToken) || s.active(t, refreshed.body["access_token"].(string)) {
+		t.Error("revoking the refresh token left the grant's access tokens active")
 	}
-	wantOAuthError(t, "refresh after revoke", s.token(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {conf.ClientID}}), 400, "invalid_grant")
+	if n := s.liveRefreshTokens(t, conf.ClientID); n != 0 {
+		t.Errorf("%d live refresh tokens after the owner's revocation", n)
+	}
+	wantOAuthError(t, "refresh after revoke", s.token(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {next}, "client_id": {conf.ClientID}}), 400, "invalid_grant")
 }

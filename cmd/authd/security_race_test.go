@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"sync"
@@ -11,10 +13,15 @@ import (
 )
 
 // raceN runs f(0..n-1) concurrently, all released at once by a start
-// barrier once every goroutine is ready, and waits for all of them.
-func raceN(n int, f func(i int)) {
+// barrier once every goroutine is ready, and waits for all of them. f runs
+// off the test goroutine, where t.Fatal (and every helper calling it) must
+// not be used: it returns an error instead, and raceN fails the test with
+// them here, on the test goroutine.
+func raceN(t *testing.T, n int, f func(i int) error) {
+	t.Helper()
 	var ready, done sync.WaitGroup
 	start := make(chan struct{})
+	errs := make([]error, n)
 	ready.Add(n)
 	done.Add(n)
 	for i := 0; i < n; i++ {
@@ -22,17 +29,20 @@ func raceN(n int, f func(i int)) {
 			defer done.Done()
 			ready.Done()
 			<-start
-			f(i)
+			errs[i] = f(i)
 		}()
 	}
 	ready.Wait()
 	close(start)
 	done.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("racing request failed: %v", err)
+	}
 }
 
 const raceWidth = 8
 
-// liveRefreshTokens counts the refresh tokens of a grant that could still
+// liveRefreshTokens counts the refresh tokens of a client that could still
 // be redeemed: unspent, unexpired, in a grant that is not revoked.
 func (s *secEnv) liveRefreshTokens(t *testing.T, clientID string) int {
 	t.Helper()
@@ -40,9 +50,40 @@ func (s *secEnv) liveRefreshTokens(t *testing.T, clientID string) int {
 		WHERE r.client_id = $1 AND r.used_at IS NULL AND r.expires_at > now() AND g.revoked_at IS NULL`, clientID)
 }
 
+// assertFamilyRevoked checks that the grant (token family) of the refresh
+// token rt was ended by reuse detection: the grant is revoked, none of its
+// refresh tokens is unspent, and the refresh and access tokens the race's
+// winner walked away with are refused.
+func (s *secEnv) assertFamilyRevoked(t *testing.T, what, clientID, rt string, winner oauthResp) {
+	t.Helper()
+	var grantID string
+	if err := s.db.QueryRow(t.Context(), "SELECT grant_id FROM refresh_tokens WHERE digest = $1", oauth.Digest(rt)).Scan(&grantID); err != nil {
+		t.Fatalf("%s: the grant of the raced refresh token: %v", what, err)
+	}
+	if n := s.count(t, "SELECT count(*) FROM grants WHERE id = $1 AND revoked_at IS NOT NULL", grantID); n != 1 {
+		t.Fatalf("%s: a reuse was refused but the grant was not revoked", what)
+	}
+	if n := s.count(t, "SELECT count(*) FROM refresh_tokens WHERE grant_id = $1 AND used_at IS NULL", grantID); n != 0 {
+		t.Fatalf("%s: %d refresh tokens of the revoked family are still unspent", what, n)
+	}
+	if n := s.liveRefreshTokens(t, clientID); n != 0 {
+		t.Fatalf("%s: %d live refresh tokens", what, n)
+	}
+	next, _ := winner.body["refresh_token"].(string)
+	access, _ := winner.body["access_token"].(string)
+	if next == "" || access == "" {
+		t.Fatalf("%s: the winner got no tokens: %s", what, winner.raw)
+	}
+	wantOAuthError(t, what+": the winner's refresh token", s.token(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {next}, "client_id": {clientID}}), http.StatusBadRequest, "invalid_grant")
+	if s.active(t, access) {
+		t.Fatalf("%s: the winner's access token is still active", what)
+	}
+}
+
 // TestRaceCodeRedemption: N presentations of one code released at once
 // (fosite #778). Exactly one gets tokens; the others get invalid_grant; one
-// grant exists and at most one refresh token is live.
+// grant exists, and since the losers replayed a spent code, it is revoked
+// with everything issued from it.
 func TestRaceCodeRedemption(t *testing.T) {
 	s := newSecEnv(t, nil)
 	conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
@@ -50,14 +91,17 @@ func TestRaceCodeRedemption(t *testing.T) {
 		code, verifier := s.code(t, conf)
 		grants := s.count(t, "SELECT count(*) FROM grants")
 		results := make([]oauthResp, raceWidth)
-		raceN(raceWidth, func(i int) {
-			results[i] = s.token(t, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {cbX}, "client_id": {conf.ClientID}})
+		raceN(t, raceWidth, func(i int) (err error) {
+			results[i], err = s.tryPost("/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {cbX}, "client_id": {conf.ClientID}}, "", "")
+			return err
 		})
+		var winner oauthResp
 		wins := 0
 		for _, r := range results {
 			switch {
 			case r.status == http.StatusOK:
 				wins++
+				winner = r
 			case r.err() != "invalid_grant":
 				t.Errorf("round %d: loser got %d %s", round, r.status, r.raw)
 			}
@@ -68,41 +112,45 @@ func TestRaceCodeRedemption(t *testing.T) {
 		if n := s.count(t, "SELECT count(*) FROM grants"); n != grants+1 {
 			t.Fatalf("round %d: %d grants created", round, n-grants)
 		}
-		if n := s.liveRefreshTokens(t, conf.ClientID); n > 1 {
-			t.Fatalf("round %d: %d live refresh tokens", round, n)
-		}
-		// Every later presentation is a replay that ends the grant.
-		s.exec(t, "UPDATE grants SET revoked_at = now() WHERE client_id = $1", conf.ClientID)
+		// raceWidth-1 losers presented the spent code: replays, which end
+		// the grant (OAuth 2.1 §4.1.3).
+		rt, _ := winner.body["refresh_token"].(string)
+		s.assertFamilyRevoked(t, fmt.Sprintf("round %d", round), conf.ClientID, rt, winner)
 	}
 }
 
 // TestRaceRefresh: N presentations of one refresh token at once (a thief
 // racing the client). Exactly one rotation succeeds, the rest are refused,
-// and the family never has more than one live refresh token.
+// and since each refused one presented a spent token (a reuse), the whole
+// family is revoked: no live refresh token remains, and the winner's new
+// refresh token and access token are refused too.
 func TestRaceRefresh(t *testing.T) {
 	s := newSecEnv(t, nil)
 	conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
 	for round := 0; round < 3; round++ {
 		tok := s.tokens(t, conf)
 		results := make([]oauthResp, raceWidth)
-		raceN(raceWidth, func(i int) {
-			results[i] = s.token(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {conf.ClientID}})
+		raceN(t, raceWidth, func(i int) (err error) {
+			results[i], err = s.tryPost("/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {conf.ClientID}}, "", "")
+			return err
 		})
-		wins := 0
+		var winner oauthResp
+		wins, losers := 0, 0
 		for _, r := range results {
 			switch {
 			case r.status == http.StatusOK:
 				wins++
+				winner = r
 			case r.err() != "invalid_grant":
 				t.Errorf("round %d: loser got %d %s", round, r.status, r.raw)
+			default:
+				losers++
 			}
 		}
-		if wins != 1 {
-			t.Fatalf("round %d: %d refreshes of one token succeeded", round, wins)
+		if wins != 1 || losers < 1 {
+			t.Fatalf("round %d: %d refreshes of one token succeeded, %d refused", round, wins, losers)
 		}
-		if n := s.liveRefreshTokens(t, conf.ClientID); n > 1 {
-			t.Fatalf("round %d: %d live refresh tokens in the family", round, n)
-		}
+		s.assertFamilyRevoked(t, fmt.Sprintf("round %d", round), conf.ClientID, tok.RefreshToken, winner)
 	}
 }
 
@@ -116,12 +164,13 @@ func TestRaceRefreshVersusRevoke(t *testing.T) {
 	for round := 0; round < 4; round++ {
 		tok := s.tokens(t, conf)
 		var refresh, revoke oauthResp
-		raceN(2, func(i int) {
+		raceN(t, 2, func(i int) (err error) {
 			if i == 0 {
-				refresh = s.token(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {conf.ClientID}})
+				refresh, err = s.tryPost("/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {conf.ClientID}}, "", "")
 			} else {
-				revoke = s.post(t, "/revoke", url.Values{"token": {tok.RefreshToken}, "client_id": {conf.ClientID}}, "", "")
+				revoke, err = s.tryPost("/revoke", url.Values{"token": {tok.RefreshToken}, "client_id": {conf.ClientID}}, "", "")
 			}
+			return err
 		})
 		if revoke.status != http.StatusOK {
 			t.Fatalf("revoke: %d %s", revoke.status, revoke.raw)
@@ -149,12 +198,13 @@ func TestRaceRegistrationUpdateVersusDelete(t *testing.T) {
 		id, rat := reg.body["client_id"].(string), reg.body["registration_access_token"].(string)
 		body, _ := json.Marshal(map[string]any{"client_id": id, "client_name": "updated", "redirect_uris": []string{"https://app.example.com/other"}, "token_endpoint_auth_method": "client_secret_basic"})
 		var put, del oauthResp
-		raceN(2, func(i int) {
+		raceN(t, 2, func(i int) (err error) {
 			if i == 0 {
-				put = s.jsonRequest(t, http.MethodPut, "/register/"+id, rat, body)
+				put, err = s.tryJSONRequest(http.MethodPut, "/register/"+id, rat, body)
 			} else {
-				del = s.jsonRequest(t, http.MethodDelete, "/register/"+id, rat, nil)
+				del, err = s.tryJSONRequest(http.MethodDelete, "/register/"+id, rat, nil)
 			}
+			return err
 		})
 		if del.status != http.StatusNoContent {
 			t.Fatalf("round %d: delete %d %s", round, del.status, del.raw)
@@ -180,8 +230,9 @@ func TestRaceRegistrationTokenRotation(t *testing.T) {
 		id, rat := reg.body["client_id"].(string), reg.body["registration_access_token"].(string)
 		body, _ := json.Marshal(map[string]any{"client_id": id, "client_name": "rotated", "redirect_uris": []string{"https://app.example.com/cb"}, "token_endpoint_auth_method": "client_secret_basic"})
 		results := make([]oauthResp, raceWidth)
-		raceN(raceWidth, func(i int) {
-			results[i] = s.jsonRequest(t, http.MethodPut, "/register/"+id, rat, body)
+		raceN(t, raceWidth, func(i int) (err error) {
+			results[i], err = s.tryJSONRequest(http.MethodPut, "/register/"+id, rat, body)
+			return err
 		})
 		var winners []string
 		for _, r := range results {
@@ -221,12 +272,13 @@ func TestRaceRefreshVersusClientDelete(t *testing.T) {
 		id, secret, rat := reg.body["client_id"].(string), reg.body["client_secret"].(string), reg.body["registration_access_token"].(string)
 		tok := s.tokens(t, s.oauthConfig(id, secret, cbX))
 		var refresh, del oauthResp
-		raceN(2, func(i int) {
+		raceN(t, 2, func(i int) (err error) {
 			if i == 0 {
-				refresh = s.post(t, "/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}}, id, secret)
+				refresh, err = s.tryPost("/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}}, id, secret)
 			} else {
-				del = s.jsonRequest(t, http.MethodDelete, "/register/"+id, rat, nil)
+				del, err = s.tryJSONRequest(http.MethodDelete, "/register/"+id, rat, nil)
 			}
+			return err
 		})
 		if del.status != http.StatusNoContent {
 			t.Fatalf("round %d: delete %d %s", round, del.status, del.raw)

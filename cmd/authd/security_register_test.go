@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"testing"
@@ -21,22 +20,27 @@ func (s *secEnv) registerRaw(t *testing.T, metadata map[string]any) oauthResp {
 // jsonRequest sends body (JSON) with an optional Bearer token.
 func (s *secEnv) jsonRequest(t *testing.T, method, path, bearer string, body []byte) oauthResp {
 	t.Helper()
-	req, _ := http.NewRequest(method, s.inst.URL+path, bytes.NewReader(body))
+	out, err := s.tryJSONRequest(method, path, bearer, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// tryJSONRequest is jsonRequest for goroutines other than the test's,
+// which must not call t.Fatal: it returns the error instead.
+func (s *secEnv) tryJSONRequest(method, path, bearer string, body []byte) (oauthResp, error) {
+	req, err := http.NewRequest(method, s.inst.URL+path, bytes.NewReader(body))
+	if err != nil {
+		return oauthResp{}, err
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	out := oauthResp{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
-	_ = json.Unmarshal(raw, &out.body)
-	return out
+	return sendOAuth(req)
 }
 
 // TestSecurityRegisterRejectsDangerousMetadata: an attacker registers a

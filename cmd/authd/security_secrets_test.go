@@ -22,6 +22,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/authd/authd/internal/keys"
+	"github.com/authd/authd/internal/oauth"
 )
 
 const testEncryptionSecret = "test-encryption-secret-0123456789abcdef"
@@ -148,8 +149,9 @@ func TestSecurityNoSecretInLogsMetricsErrorsRedirectsOrDatabase(t *testing.T) {
 	}
 	verifier2 := oauth2.GenerateVerifier()
 	q = b.authorize(t, s.inst.URL, conf.AuthCodeURL("state-2", oauth2.S256ChallengeOption(verifier2), oauth2.SetAuthURLParam("resource", mcpResource)))
-	keep(q.Get("code"), verifier2)
-	tok2, err := conf.Exchange(octx, q.Get("code"), oauth2.VerifierOption(verifier2))
+	code2 := q.Get("code")
+	keep(code2, verifier2)
+	tok2, err := conf.Exchange(octx, code2, oauth2.VerifierOption(verifier2))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,6 +199,24 @@ func TestSecurityNoSecretInLogsMetricsErrorsRedirectsOrDatabase(t *testing.T) {
 	if r, _ := postForm(t, hc, s.inst.URL+"/introspect", url.Values{"token": {tok4.AccessToken}}, id, nearMiss); r.StatusCode != 401 {
 		t.Fatalf("introspect with a near-miss secret: %d", r.StatusCode)
 	}
+	// Dump the tables now: deleting the client below cascades to every
+	// row issued to it, so a dump taken after it could not show a leak.
+	dbDump := dumpDatabase(t, s)
+	// The rows were there, keyed by digest (which also proves the dump
+	// renders the columns a clear-text secret would sit in).
+	for what, digest := range map[string]string{
+		"first code":                oauth.Digest(code),
+		"second code":               oauth.Digest(code2),
+		"first refresh token":       oauth.Digest(tok.RefreshToken),
+		"second refresh token":      oauth.Digest(tok2.RefreshToken),
+		"rotated refresh token":     oauth.Digest(tok3.RefreshToken),
+		"registration access token": oauth.Digest(rat),
+		"client secret":             oauth.HashSecret(secret),
+	} {
+		if !strings.Contains(dbDump, digest) {
+			t.Errorf("the database dump lacks the digest of the %s: the rows are gone or not stored as digests", what)
+		}
+	}
 	if st := manage(http.MethodDelete, rat, nil); st != http.StatusNoContent {
 		t.Fatalf("delete: %d", st)
 	}
@@ -240,7 +260,7 @@ func TestSecurityNoSecretInLogsMetricsErrorsRedirectsOrDatabase(t *testing.T) {
 		"stdout":       s.inst.Stdout.String(),
 		"metrics":      metricsText,
 		"error bodies": strings.Join(errs, "\n"),
-		"database":     dumpDatabase(t, s),
+		"database":     dbDump,
 	}
 	var redirects []string
 	for _, l := range locs {
@@ -278,7 +298,7 @@ func TestSecurityNoSecretInLogsMetricsErrorsRedirectsOrDatabase(t *testing.T) {
 // the private scalar as hex and base64url (JWK "d").
 func signingKeyForms(t *testing.T, s *secEnv) []string {
 	t.Helper()
-	rows, err := s.db.Query(context.Background(), `SELECT id, encrypted_private_key, public_jwk::text FROM signing_keys`)
+	rows, err := s.db.Query(context.Background(), `SELECT id, encrypted_private_key, convert_from(public_jwk, 'UTF8') FROM signing_keys`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,8 +327,25 @@ func signingKeyForms(t *testing.T, s *secEnv) []string {
 			d, _ := ec.Bytes()
 			forms = append(forms, hex.EncodeToString(d), base64.RawURLEncoding.EncodeToString(d))
 		}
-		if strings.Contains(pub, `"d"`) {
-			t.Errorf("public JWK of %s holds a private parameter: %s", kid, pub)
+		// public_jwk is bytea holding the JSON: parse it, so that a private
+		// member is found whatever the spacing.
+		var jwk map[string]any
+		if err := json.Unmarshal([]byte(pub), &jwk); err != nil {
+			t.Fatalf("public JWK of %s is not JSON: %v: %q", kid, err, pub)
+		}
+		if jwk["kty"] == nil || jwk["kid"] != kid {
+			t.Errorf("public JWK of %s is not a JWK of that key: %s", kid, pub)
+		}
+		if ec, ok := priv.(*ecdsa.PrivateKey); ok {
+			p, _ := ec.PublicKey.Bytes() // 0x04 || X || Y
+			if jwk["x"] != base64.RawURLEncoding.EncodeToString(p[1:33]) || jwk["y"] != base64.RawURLEncoding.EncodeToString(p[33:]) {
+				t.Errorf("public JWK of %s is not the public half of the stored key: %s", kid, pub)
+			}
+		}
+		for _, private := range []string{"d", "p", "q", "dp", "dq", "qi", "k"} {
+			if _, ok := jwk[private]; ok {
+				t.Errorf("public JWK of %s holds the private parameter %q: %s", kid, private, pub)
+			}
 		}
 		n++
 	}

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Build: a static binary, no cgo, reproducible paths.
-FROM golang:1.26-bookworm AS build
+# The Go release go.mod names as its toolchain (security fixes over go 1.26.8).
+FROM golang:1.26.11-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

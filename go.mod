@@ -2,7 +2,9 @@ module github.com/authd/authd
 
 go 1.26.8
 
-require golang.org/x/crypto v0.58.0
+toolchain go1.26.11
+
+require golang.org/x/crypto v0.59.0
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
@@ -39,9 +41,9 @@ require (
 	go.uber.org/multierr v1.11.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5
 	golang.org/x/oauth2 v0.37.0
-	golang.org/x/sync v0.24.0
-	golang.org/x/sys v0.49.0 // indirect
-	golang.org/x/text v0.43.0 // indirect
+	golang.org/x/sync v0.25.0
+	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/text v0.44.0 // indirect
 	golang.org/x/time v0.16.0
 	google.golang.org/protobuf v1.36.12 // indirect
 )

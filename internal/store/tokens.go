@@ -182,8 +182,8 @@ func insertRefreshToken(ctx context.Context, q querier, rt RefreshToken) error {
 const accessTokenColumns = `digest, coalesce(grant_id, '') AS grant_id, client_id,
 	coalesce(user_id, '') AS user_id, scopes, resources, auth_time, created_at, expires_at, revoked_at`
 
-//
-// A token of a grant is inserted only while the grant is live, checked
+// CreateAccessToken stores an opaque access token. A token of a grant is
+// inserted only while the grant is live, checked
 // under a share lock on the grant row: RevokeGrant updates that row first,
 // so either it waits for this insert to commit and then revokes the new
 // token with the others, or this insert waits for it and then sees the

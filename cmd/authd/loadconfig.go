@@ -115,10 +115,22 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (*config.Config, 
 	}
 	cfg.ApplyDev()
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("invalid configuration:\n%w", indent(err))
+		return nil, &invalidConfigError{cfg: &cfg, err: fmt.Errorf("invalid configuration:\n%w", indent(err))}
 	}
 	return &cfg, nil
 }
+
+// invalidConfigError is a configuration that was read and decoded but did
+// not validate. Commands that need only the database (migrate, purge,
+// stats, clients) may still use it; a file that is not valid YAML, an
+// unknown key or a malformed value fails them as it fails serve.
+type invalidConfigError struct {
+	cfg *config.Config
+	err error
+}
+
+func (e *invalidConfigError) Error() string { return e.err.Error() }
+func (e *invalidConfigError) Unwrap() error { return e.err }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 

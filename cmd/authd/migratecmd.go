@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/store"
@@ -19,7 +20,7 @@ func newMigrateCmd(e *env) *cobra.Command {
 		Short: "Manage the database schema",
 	}
 	dsn := func(cmd *cobra.Command) (string, error) {
-		cfg, err := loadDBConfig(cmd, e)
+		cfg, err := loadDBConfig(cmd.Flags(), e.getenv)
 		if err != nil {
 			return "", err
 		}
@@ -84,20 +85,23 @@ func printStatus(cmd *cobra.Command, dsn string) error {
 
 // loadDBConfig loads the configuration for commands that only need the
 // database: the full validation would demand upstreams and secrets that a
-// migration job does not have.
-func loadDBConfig(cmd *cobra.Command, e *env) (*config.Config, error) {
-	cfg, err := loadConfig(cmd.Flags(), e.getenv)
-	if err == nil {
-		return cfg, nil
+// migration job does not have, so a configuration that is merely
+// incomplete still yields its database URL (from the file, the
+// environment or --database-url). One that cannot be read fails.
+func loadDBConfig(flags *pflag.FlagSet, getenv func(string) string) (*config.Config, error) {
+	cfg, err := loadConfig(flags, getenv)
+	var invalid *invalidConfigError
+	switch {
+	case err == nil:
+	case errors.As(err, &invalid) && invalid.cfg.DatabaseURL != "":
+		cfg = invalid.cfg
+	default:
+		return nil, err
 	}
-	// Fall back to just the database URL when the rest is incomplete.
-	if u := e.getenv(envName("database_url")); u != "" {
-		return &config.Config{DatabaseURL: u}, nil
+	if cfg.DatabaseURL == "" {
+		return nil, errors.New("database_url is required for this command (AUTHD_DATABASE_URL or --database-url)")
 	}
-	if f := cmd.Flags().Lookup("database-url"); f != nil && f.Value.String() != "" {
-		return &config.Config{DatabaseURL: f.Value.String()}, nil
-	}
-	return nil, err
+	return cfg, nil
 }
 
 func newHealthcheckCmd(e *env) *cobra.Command {

@@ -203,16 +203,9 @@ func prepareSchema(ctx context.Context, cfg *config.Config) error {
 // storeOpener returns the store-opening function the admin commands use.
 func storeOpener(e *env, flags *pflag.FlagSet) func(ctx context.Context) (store.Store, error) {
 	return func(ctx context.Context) (store.Store, error) {
-		cfg, err := loadConfig(flags, e.getenv)
+		cfg, err := loadDBConfig(flags, e.getenv)
 		if err != nil {
-			if u := e.getenv(envName("database_url")); u != "" {
-				cfg = &config.Config{DatabaseURL: u}
-			} else {
-				return nil, err
-			}
-		}
-		if cfg.DatabaseURL == "" {
-			return nil, errors.New("database_url is required for this command (AUTHD_DATABASE_URL or --database-url)")
+			return nil, err
 		}
 		if err := store.CheckSchema(ctx, cfg.DatabaseURL); err != nil {
 			return nil, err

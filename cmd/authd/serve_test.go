@@ -186,6 +186,23 @@ func TestPostgresMigrateUpThenServe(t *testing.T) {
 	if err := run(context.Background(), []string{"migrate", "status"}, envOf(environ), &out, &logs); err != nil || !strings.Contains(out.String(), "up to date") {
 		t.Fatalf("migrate status: %v %s", err, out.String())
 	}
+	// The database-only commands take an incomplete configuration (the
+	// database URL may come from the file) but not an unreadable one: a
+	// typo in a key must not be ignored by a migration job.
+	dir := t.TempDir()
+	incomplete, broken := dir+"/incomplete.yaml", dir+"/broken.yaml"
+	os.WriteFile(incomplete, []byte("database_url: "+dsn+"\n"), 0o600)
+	os.WriteFile(broken, []byte("databse_url: "+dsn+"\n"), 0o600)
+	for _, args := range [][]string{{"migrate", "status"}, {"stats"}} {
+		out.Reset()
+		if err := run(context.Background(), append(args, "--config", incomplete), envOf(nil), &out, &logs); err != nil {
+			t.Errorf("%v with only database_url in the file: %v", args, err)
+		}
+		err := run(context.Background(), append(args, "--config", broken), envOf(environ), &out, &logs)
+		if err == nil || !strings.Contains(err.Error(), "databse_url") {
+			t.Errorf("%v with an unknown key in the file: %v, want an error naming it", args, err)
+		}
+	}
 
 	inst := startAuthd(t, freeAddr(t), environ, "--config", cfgFile)
 	if statusOf(t, inst.URL+"/ready") != http.StatusOK {

@@ -160,10 +160,13 @@ func (h *Handler) doRegister(w http.ResponseWriter, r *http.Request) (clientInfo
 	if md.TokenEndpointAuthMethod == AuthNone {
 		fp = fingerprint(md, sourceNetwork(r))
 		existing, err := h.Store.FindClientByFingerprint(ctx, fp, now)
-		switch {
-		case err == nil:
-			return h.share(ctx, existing, now)
-		case !errors.Is(err, store.ErrNotFound):
+		if err == nil {
+			info, err := h.share(ctx, existing, now)
+			if !errors.Is(err, store.ErrNotFound) {
+				return info, err
+			}
+			// Changed or deleted since it was found: register anew.
+		} else if !errors.Is(err, store.ErrNotFound) {
 			return clientInfo{}, err
 		}
 	}
@@ -196,10 +199,14 @@ func (h *Handler) share(ctx context.Context, c store.Client, now time.Time) (cli
 		// Handing out a new row would undo the operator's block.
 		return clientInfo{}, oauth.InvalidClientMetadata("a client with this metadata has been disabled by the server operator")
 	}
+	found := c.RegistrationTokenHash
 	c.RegistrationTokenHash = ""
 	c.UpdatedAt = now
 	c.ExpiresAt = h.idleExpiry(now)
-	if err := h.Store.UpdateClient(ctx, c); err != nil {
+	// Conditional on the row being as found: an RFC 7592 PUT by its owner
+	// in between must not be overwritten with the stale copy
+	// (ErrNotFound then, and the caller registers a new client).
+	if err := h.Store.UpdateClientIf(ctx, c, found); err != nil {
 		return clientInfo{}, err
 	}
 	reqlog.Set(ctx, "client_id", c.ID)

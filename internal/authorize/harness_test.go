@@ -170,11 +170,13 @@ func newEnvStore(t *testing.T, st testStore, connectors []string, configure ...f
 			cfg.Name = "GitHub"
 		case "google":
 			e.google = upstreamtest.NewOIDC(t)
+			e.google.Now = e.clock.Now
 			cfg, hc = e.google.Config(id, upstream.TypeGoogle), e.google.Client()
 			cfg.Name = "Google"
 			cfg.OIDC.HostedDomain = "example.com"
 		case "oidc":
 			e.oidc = upstreamtest.NewOIDC(t)
+			e.oidc.Now = e.clock.Now
 			cfg, hc = e.oidc.Config(id, upstream.TypeOIDC), e.oidc.Client()
 			cfg.Name = "Company SSO"
 		case "dev":
@@ -184,6 +186,8 @@ func newEnvStore(t *testing.T, st testStore, connectors []string, configure ...f
 			t.Fatalf("unknown connector %q", id)
 		}
 		cfg.RedirectURL = e.srv.URL + "/callback/" + id
+		// authd, the connectors and the fake providers share one clock.
+		cfg.Now = e.clock.Now
 		// Every httptest TLS server has the same certificate, so the
 		// browser can use any fake's transport.
 		if hc.Transport != nil {

@@ -57,13 +57,28 @@ func (h *Handler) prepareUpstream(ctx context.Context, p *store.AuthRequest, rid
 		return "", err
 	}
 	state := oauth.NewToken(oauth.PrefixState)
-	u := conn.AuthCodeURL(state, upstreamVerifier(rid, state), upstreamNonce(rid, state), p.LoginHint)
+	u := conn.AuthCodeURL(state, loginOptions(rid, state, *p))
 	if u == "" {
 		return "", &upstream.Error{Code: upstream.CodeUnavailable, Message: "The identity provider cannot be reached right now."}
 	}
 	p.Upstream = conn.ID()
 	p.UpstreamStateDigest = oauth.Digest(state)
 	return u, nil
+}
+
+// loginOptions is what the upstream sign-in for p asks (the same at the
+// redirect and at the callback): the client's prompt=login and max_age
+// are passed on, so that an upstream that still has a session does not
+// sign the user in silently while authd records a fresh auth_time.
+// max_age=0 is prompt=login (OpenID Connect Core §3.1.2.1).
+func loginOptions(rid, state string, p store.AuthRequest) upstream.LoginOptions {
+	return upstream.LoginOptions{
+		Verifier:   upstreamVerifier(rid, state),
+		Nonce:      upstreamNonce(rid, state),
+		LoginHint:  p.LoginHint,
+		ForceLogin: slices.Contains(p.Prompt, promptLogin) || (p.MaxAge != nil && *p.MaxAge == 0),
+		MaxAge:     p.MaxAge,
+	}
 }
 
 func (h *Handler) upstreamUnavailable(w http.ResponseWriter, r *http.Request, err error) {
@@ -229,7 +244,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	req.UpstreamStateDigest = ""
 	t := target{redirectURI: req.RedirectURI, state: req.State}
 
-	ident, err := conn.HandleCallback(ctx, r, upstreamVerifier(rid, state), upstreamNonce(rid, state))
+	ident, err := conn.HandleCallback(ctx, r, loginOptions(rid, state, req))
 	if err != nil {
 		h.clearCookie(w, handleCookie)
 		var ue *upstream.Error
@@ -297,13 +312,21 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if err := h.startSession(ctx, w, r, user.ID, now); err != nil {
+	// The user authenticated when the upstream says (OIDC auth_time),
+	// which is earlier than now when it signed them in from its own
+	// session. GitHub does not say, and a time ahead of our clock is not
+	// believed: then now.
+	authTime := now
+	if at := ident.AuthTime; !at.IsZero() && !at.After(now) {
+		authTime = at
+	}
+	if err := h.startSession(ctx, w, r, user.ID, authTime, now); err != nil {
 		h.clearCookie(w, handleCookie)
 		h.internalErrorPage(w, r, err)
 		return
 	}
 	req.UserID = user.ID
-	req.AuthTime = &now
+	req.AuthTime = &authTime
 	h.event(ctx, EventLogin, "upstream", conn.ID(), "user_id", user.ID, "client_id", req.ClientID)
 	h.afterLogin(w, r, req, handleCookie)
 }
@@ -345,10 +368,11 @@ func (h *Handler) denied(w http.ResponseWriter, r *http.Request, conn upstream.C
 	h.render(w, r, http.StatusForbidden, "error", "Access denied", errorData{Message: msg, Hint: reason})
 }
 
-// startSession signs the browser in as userID with a new session (and a
-// new cookie: never reuse an id from before the sign-in, against session
-// fixation), ending the browser's previous session.
-func (h *Handler) startSession(ctx context.Context, w http.ResponseWriter, r *http.Request, userID string, now time.Time) error {
+// startSession signs the browser in as userID, who authenticated at
+// authTime, with a new session (and a new cookie: never reuse an id from
+// before the sign-in, against session fixation), ending the browser's
+// previous session.
+func (h *Handler) startSession(ctx context.Context, w http.ResponseWriter, r *http.Request, userID string, authTime, now time.Time) error {
 	name := h.cookieName(sessionCookie)
 	if old := cookieValue(r, name); old != "" {
 		if err := h.Store.DeleteSession(ctx, oauth.Digest(old)); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -359,7 +383,7 @@ func (h *Handler) startSession(ctx context.Context, w http.ResponseWriter, r *ht
 	s := store.Session{
 		IDDigest:  oauth.Digest(sid),
 		UserID:    userID,
-		AuthTime:  now,
+		AuthTime:  authTime,
 		CreatedAt: now,
 		ExpiresAt: now.Add(h.sessionLifetime()),
 	}

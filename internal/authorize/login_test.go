@@ -2,7 +2,9 @@ package authorize
 
 import (
 	"context"
+	"maps"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -309,4 +311,86 @@ func testConcurrentRequestsInOneBrowser(t *testing.T, e *env) {
 	p2 := b.get(a2.url(e))
 	e.expectCode(t, b.decide(p1, "approve"), a1)
 	e.expectCode(t, b.decide(p2, "approve"), a2)
+}
+
+// TestLoginFreshnessAtUpstream: prompt=login and max_age reach the
+// upstream, and the auth_time recorded (for the code and the session) is
+// the upstream's, not the time authd heard back from it.
+func TestLoginFreshnessAtUpstream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, []string{"oidc", "github"})
+	client := e.addClient(store.Client{SkipConsent: true})
+	b := e.browser(t)
+	lastOIDC := func() url.Values { r := e.oidc.AuthorizeRequests(); return r[len(r)-1] }
+	at := func(extra map[string]string) *authz {
+		a := newAuthz(client.ID, appURI)
+		a.extra = map[string]string{"idp_hint": "oidc"}
+		maps.Copy(a.extra, extra)
+		return a
+	}
+
+	// The upstream signs the user in from its session of ten minutes ago.
+	old := e.clock.Now().Add(-10 * time.Minute)
+	e.oidc.SetAuthTime(old)
+	a := at(nil)
+	if _, c := e.expectCode(t, b.get(a.url(e)), a); !c.AuthTime.Equal(old) {
+		t.Fatalf("code auth_time %v, want the upstream's %v", c.AuthTime, old)
+	}
+	q := lastOIDC()
+	if q.Has("prompt") || q.Has("max_age") {
+		t.Fatalf("plain request sent prompt=%q max_age=%q upstream", q.Get("prompt"), q.Get("max_age"))
+	}
+	n := len(e.oidc.AuthorizeRequests())
+
+	t.Run("single sign-on keeps the upstream's auth_time", func(t *testing.T) {
+		a := at(nil)
+		if _, c := e.expectCode(t, b.get(a.url(e)), a); !c.AuthTime.Equal(old) || len(e.oidc.AuthorizeRequests()) != n {
+			t.Fatalf("code auth_time %v, %d upstream requests", c.AuthTime, len(e.oidc.AuthorizeRequests())-n)
+		}
+	})
+	t.Run("max_age the upstream ignores is refused", func(t *testing.T) {
+		// The session is ten minutes old: authd goes upstream with
+		// max_age, and the upstream answers from the same old session.
+		a := at(map[string]string{"max_age": "300"})
+		e.st.Writes()
+		e.expectPage(t, b.get(a.url(e)), http.StatusBadGateway, "asked for a recent sign-in")
+		if q := lastOIDC(); q.Get("max_age") != "300" {
+			t.Fatalf("upstream got max_age=%q", q.Get("max_age"))
+		}
+		if w := e.st.Writes(); w["CreateAuthCode"] != 0 || w["CreateSession"] != 0 || w["UpsertUser"] != 0 {
+			t.Fatalf("writes %v", w)
+		}
+	})
+	t.Run("max_age honoured", func(t *testing.T) {
+		e.oidc.SetAuthTime(time.Time{}) // a fresh sign-in at the upstream
+		e.clock.Advance(time.Minute)
+		a := at(map[string]string{"max_age": "300"})
+		_, c := e.expectCode(t, b.get(a.url(e)), a)
+		if q := lastOIDC(); q.Get("max_age") != "300" || !c.AuthTime.Equal(e.clock.Now()) {
+			t.Fatalf("upstream got max_age=%q; code auth_time %v", q.Get("max_age"), c.AuthTime)
+		}
+	})
+	t.Run("prompt=login reaches the upstream", func(t *testing.T) {
+		e.clock.Advance(time.Minute)
+		a := at(map[string]string{"prompt": "login"})
+		_, c := e.expectCode(t, b.get(a.url(e)), a)
+		if q := lastOIDC(); q.Get("prompt") != "login" || q.Has("max_age") || !c.AuthTime.Equal(e.clock.Now()) {
+			t.Fatalf("upstream got prompt=%q max_age=%q; code auth_time %v", q.Get("prompt"), q.Get("max_age"), c.AuthTime)
+		}
+	})
+	t.Run("auth_time ahead of our clock", func(t *testing.T) {
+		e.oidc.SetAuthTime(e.clock.Now().Add(time.Hour))
+		a := at(map[string]string{"prompt": "login"})
+		if _, c := e.expectCode(t, b.get(a.url(e)), a); !c.AuthTime.Equal(e.clock.Now()) {
+			t.Fatalf("code auth_time %v, want now %v", c.AuthTime, e.clock.Now())
+		}
+	})
+	t.Run("github: prompt=login shows the account chooser", func(t *testing.T) {
+		a := at(map[string]string{"prompt": "login", "idp_hint": "github"})
+		_, c := e.expectCode(t, b.get(a.url(e)), a)
+		r := e.gh.AuthorizeRequests()
+		if q := r[len(r)-1]; q.Get("prompt") != "select_account" || !c.AuthTime.Equal(e.clock.Now()) {
+			t.Fatalf("github got prompt=%q; code auth_time %v", q.Get("prompt"), c.AuthTime)
+		}
+	})
 }

@@ -17,16 +17,19 @@ import (
 )
 
 // stubConnector is the smallest upstream: it only builds URLs.
-type stubConnector struct{ got [4]string }
+type stubConnector struct {
+	state string
+	got   upstream.LoginOptions
+}
 
 func (c *stubConnector) ID() string          { return "stub" }
 func (c *stubConnector) Type() string        { return "oidc" }
 func (c *stubConnector) DisplayName() string { return "Stub" }
-func (c *stubConnector) AuthCodeURL(state, verifier, nonce, loginHint string) string {
-	c.got = [4]string{state, verifier, nonce, loginHint}
-	return "https://idp.example/auth?" + url.Values{"state": {state}, "code_challenge": {oauth.S256Challenge(verifier)}}.Encode()
+func (c *stubConnector) AuthCodeURL(state string, o upstream.LoginOptions) string {
+	c.state, c.got = state, o
+	return "https://idp.example/auth?" + url.Values{"state": {state}, "code_challenge": {oauth.S256Challenge(o.Verifier)}}.Encode()
 }
-func (c *stubConnector) HandleCallback(context.Context, *http.Request, string, string) (upstream.Identity, error) {
+func (c *stubConnector) HandleCallback(context.Context, *http.Request, upstream.LoginOptions) (upstream.Identity, error) {
 	return upstream.Identity{}, &upstream.Error{Code: upstream.CodeUpstreamError, Message: "stub"}
 }
 
@@ -74,7 +77,7 @@ func TestHTTPSCookiesAndUpstreamSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	state, verifier, nonce, hint := conn.got[0], conn.got[1], conn.got[2], conn.got[3]
+	state, verifier, nonce, hint := conn.state, conn.got.Verifier, conn.got.Nonce, conn.got.LoginHint
 	if hint != "alice@example.com" || !oauth.ValidVerifier(verifier) || nonce == "" || nonce == verifier {
 		t.Fatalf("upstream got verifier %q nonce %q hint %q", verifier, nonce, hint)
 	}

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Connector types.
@@ -39,6 +40,9 @@ type Config struct {
 	// RedirectURL is set by the caller to issuer + "/callback/" + ID; it is
 	// not read from configuration so it always agrees with the issuer.
 	RedirectURL string `mapstructure:"-"`
+	// Now is the clock ID tokens are checked against (exp, max_age); set
+	// by the caller like RedirectURL. Nil: time.Now.
+	Now func() time.Time `mapstructure:"-"`
 
 	GitHub GitHubConfig `mapstructure:"github"`
 	OIDC   OIDCConfig   `mapstructure:"oidc"`

@@ -59,15 +59,16 @@ func (c *devConnector) Type() string        { return TypeDev }
 func (c *devConnector) DisplayName() string { return c.cfg.Name }
 
 // AuthCodeURL points at the dev login form, carrying state, the connector
-// id and the PKCE challenge the code will be bound to.
-func (c *devConnector) AuthCodeURL(state, verifier, _, loginHint string) string {
+// id and the PKCE challenge the code will be bound to. The form asks every
+// time, so ForceLogin and MaxAge need nothing more.
+func (c *devConnector) AuthCodeURL(state string, o LoginOptions) string {
 	q := url.Values{
 		"state":          {state},
 		"upstream":       {c.cfg.ID},
-		"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)},
+		"code_challenge": {oauth2.S256ChallengeFromVerifier(o.Verifier)},
 	}
-	if loginHint != "" {
-		q.Set("login_hint", loginHint)
+	if o.LoginHint != "" {
+		q.Set("login_hint", o.LoginHint)
 	}
 	return c.loginURL + "?" + q.Encode()
 }
@@ -110,12 +111,12 @@ func (c *devConnector) readCode(code string) (devCode, error) {
 	return dc, nil
 }
 
-func (c *devConnector) HandleCallback(_ context.Context, r *http.Request, verifier, _ string) (Identity, error) {
+func (c *devConnector) HandleCallback(_ context.Context, r *http.Request, o LoginOptions) (Identity, error) {
 	code, err := callbackCode(r, c.cfg.Name)
 	if err != nil {
 		return Identity{}, err
 	}
-	if verifier == "" {
+	if o.Verifier == "" {
 		return Identity{}, errors.New("upstream: HandleCallback needs the PKCE verifier")
 	}
 	bad := func(cause error) error {
@@ -125,7 +126,7 @@ func (c *devConnector) HandleCallback(_ context.Context, r *http.Request, verifi
 	if err != nil {
 		return Identity{}, bad(err)
 	}
-	want := oauth2.S256ChallengeFromVerifier(verifier)
+	want := oauth2.S256ChallengeFromVerifier(o.Verifier)
 	if subtle.ConstantTimeCompare([]byte(dc.Challenge), []byte(want)) != 1 {
 		return Identity{}, bad(errors.New("dev code issued for another PKCE challenge"))
 	}

@@ -64,7 +64,7 @@ func TestDevLogin(t *testing.T) {
 		t.Errorf("Type/DisplayName = %q/%q", conn.Type(), conn.DisplayName())
 	}
 	f := newFlow()
-	loginURL := conn.AuthCodeURL(f.state, f.verifier, f.nonce, "")
+	loginURL := conn.AuthCodeURL(f.state, f.options(""))
 	if !strings.HasPrefix(loginURL, devIssuer+upstream.DevLoginPath+"?") {
 		t.Fatalf("AuthCodeURL = %q", loginURL)
 	}
@@ -94,7 +94,7 @@ func TestDevLogin(t *testing.T) {
 		{"alice@example.com", "alice@example.com"},
 	} {
 		f := newFlow()
-		loginURL := conn.AuthCodeURL(f.state, f.verifier, f.nonce, "")
+		loginURL := conn.AuthCodeURL(f.state, f.options(""))
 		resp := devSubmit(t, srv, loginURL, url.Values{"name": {"alice"}, "email": {tc.email}})
 		if resp.StatusCode != http.StatusSeeOther {
 			t.Fatalf("POST: %d, want 303", resp.StatusCode)
@@ -104,7 +104,7 @@ func TestDevLogin(t *testing.T) {
 		if !strings.HasPrefix(loc, devIssuer+"/callback/dev?") || back.Query().Get("state") != f.state || back.Query().Get("code") == "" {
 			t.Fatalf("redirect to %q", loc)
 		}
-		id, err := conn.HandleCallback(t.Context(), httptest.NewRequest(http.MethodGet, loc, nil), f.verifier, f.nonce)
+		id, err := conn.HandleCallback(t.Context(), httptest.NewRequest(http.MethodGet, loc, nil), f.options(""))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +114,7 @@ func TestDevLogin(t *testing.T) {
 		}
 
 		// The code is bound to this flow's PKCE challenge.
-		id, err = conn.HandleCallback(t.Context(), httptest.NewRequest(http.MethodGet, loc, nil), oauth2.GenerateVerifier(), f.nonce)
+		id, err = conn.HandleCallback(t.Context(), httptest.NewRequest(http.MethodGet, loc, nil), upstream.LoginOptions{Verifier: oauth2.GenerateVerifier(), Nonce: f.nonce})
 		wantError(t, id, err, upstream.CodeUpstreamError)
 	}
 }
@@ -122,7 +122,7 @@ func TestDevLogin(t *testing.T) {
 func TestDevLoginRejects(t *testing.T) {
 	conn, srv := newDev(t)
 	f := newFlow()
-	loginURL := conn.AuthCodeURL(f.state, f.verifier, f.nonce, "")
+	loginURL := conn.AuthCodeURL(f.state, f.options(""))
 
 	t.Run("invalid name re-renders the form", func(t *testing.T) {
 		for _, name := range []string{"", "a b", "<script>", strings.Repeat("x", 65)} {
@@ -174,7 +174,7 @@ func TestDevLoginRejects(t *testing.T) {
 	})
 	t.Run("state is escaped in the form", func(t *testing.T) {
 		evil := `"><script>alert(1)</script>`
-		resp, err := http.Get(devURL(t, srv, conn.AuthCodeURL(evil, f.verifier, "", "")))
+		resp, err := http.Get(devURL(t, srv, conn.AuthCodeURL(evil, upstream.LoginOptions{Verifier: f.verifier})))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -187,7 +187,7 @@ func TestDevLoginRejects(t *testing.T) {
 	t.Run("forged or foreign code", func(t *testing.T) {
 		other, otherSrv := newDev(t) // another process's key
 		of := newFlow()
-		resp := devSubmit(t, otherSrv, other.AuthCodeURL(of.state, f.verifier, "", ""), url.Values{"name": {"alice"}})
+		resp := devSubmit(t, otherSrv, other.AuthCodeURL(of.state, upstream.LoginOptions{Verifier: f.verifier}), url.Values{"name": {"alice"}})
 		loc := resp.Header.Get("Location")
 		if loc == "" {
 			t.Fatalf("other dev login: %d", resp.StatusCode)
@@ -196,7 +196,7 @@ func TestDevLoginRejects(t *testing.T) {
 			httptest.NewRequest(http.MethodGet, loc, nil),
 			callbackRequest(conn, url.Values{"state": {f.state}, "code": {"eyJuIjoiYWxpY2UifQ.AAAA"}}),
 		} {
-			id, err := conn.HandleCallback(t.Context(), r, f.verifier, "")
+			id, err := conn.HandleCallback(t.Context(), r, upstream.LoginOptions{Verifier: f.verifier})
 			wantError(t, id, err, upstream.CodeUpstreamError)
 		}
 	})

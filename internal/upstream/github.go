@@ -53,13 +53,20 @@ func (c *githubConnector) ID() string          { return c.cfg.ID }
 func (c *githubConnector) Type() string        { return TypeGitHub }
 func (c *githubConnector) DisplayName() string { return c.cfg.Name }
 
-// AuthCodeURL ignores nonce (GitHub OAuth apps are not OpenID Connect);
-// loginHint becomes GitHub's "login" parameter, which only suggests the
-// account on the sign-in form.
-func (c *githubConnector) AuthCodeURL(state, verifier, _, loginHint string) string {
-	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
-	if loginHint != "" {
-		opts = append(opts, oauth2.SetAuthURLParam("login", loginHint))
+// AuthCodeURL ignores the nonce and max_age (GitHub OAuth apps are not
+// OpenID Connect: no max_age, no auth_time); the login hint becomes
+// GitHub's "login" parameter, which only suggests the account on the
+// sign-in form. ForceLogin sends prompt=select_account, GitHub's only
+// prompt: the account chooser instead of a silent sign-in. GitHub has no
+// way to demand the password again, so for GitHub a forced login means
+// the account chooser, which is the most it offers.
+func (c *githubConnector) AuthCodeURL(state string, o LoginOptions) string {
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(o.Verifier)}
+	if o.LoginHint != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("login", o.LoginHint))
+	}
+	if o.ForceLogin {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "select_account"))
 	}
 	return c.oauth.AuthCodeURL(state, opts...)
 }
@@ -85,18 +92,20 @@ type githubTeam struct {
 	Organization githubOrg `json:"organization"`
 }
 
-func (c *githubConnector) HandleCallback(ctx context.Context, r *http.Request, verifier, _ string) (Identity, error) {
+// HandleCallback leaves Identity.AuthTime zero: GitHub does not say when
+// the user signed in.
+func (c *githubConnector) HandleCallback(ctx context.Context, r *http.Request, o LoginOptions) (Identity, error) {
 	code, err := callbackCode(r, c.cfg.Name)
 	if err != nil {
 		return Identity{}, err
 	}
-	if verifier == "" {
+	if o.Verifier == "" {
 		return Identity{}, errors.New("upstream: HandleCallback needs the PKCE verifier")
 	}
 	ctx, cancel := context.WithTimeout(ctx, callbackTimeout)
 	defer cancel()
 
-	tok, err := c.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, c.tokenHC), code, oauth2.VerifierOption(verifier))
+	tok, err := c.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, c.tokenHC), code, oauth2.VerifierOption(o.Verifier))
 	if err != nil {
 		return Identity{}, apiError(c.cfg.Name, err)
 	}

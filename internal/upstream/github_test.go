@@ -31,7 +31,7 @@ func TestGitHubLogin(t *testing.T) {
 	}
 	f := newFlow()
 	r := authorize(t, conn, gh.Client(), f, "octocat")
-	id, err := conn.HandleCallback(t.Context(), r, f.verifier, f.nonce)
+	id, err := conn.HandleCallback(t.Context(), r, f.options(""))
 	if err != nil {
 		t.Fatalf("HandleCallback: %v", err)
 	}
@@ -177,7 +177,7 @@ func TestGitHubTokenErrorsWith200(t *testing.T) {
 	t.Run("wrong verifier", func(t *testing.T) {
 		f := newFlow()
 		r := authorize(t, conn, gh.Client(), f, "")
-		id, err := conn.HandleCallback(t.Context(), r, oauth2.GenerateVerifier(), f.nonce)
+		id, err := conn.HandleCallback(t.Context(), r, upstream.LoginOptions{Verifier: oauth2.GenerateVerifier(), Nonce: f.nonce})
 		ue := wantError(t, id, err, upstream.CodeUpstreamError)
 		if !strings.Contains(ue.Err.Error(), "bad_verification_code") || !strings.Contains(ue.Err.Error(), "HTTP 200") {
 			t.Errorf("cause = %v, want GitHub's 200 bad_verification_code", ue.Err)
@@ -186,16 +186,16 @@ func TestGitHubTokenErrorsWith200(t *testing.T) {
 	t.Run("bogus code", func(t *testing.T) {
 		f := newFlow()
 		r := callbackRequest(conn, url.Values{"code": {"made-up"}, "state": {f.state}})
-		id, err := conn.HandleCallback(t.Context(), r, f.verifier, f.nonce)
+		id, err := conn.HandleCallback(t.Context(), r, f.options(""))
 		wantError(t, id, err, upstream.CodeUpstreamError)
 	})
 	t.Run("code replay", func(t *testing.T) {
 		f := newFlow()
 		r := authorize(t, conn, gh.Client(), f, "")
-		if _, err := conn.HandleCallback(t.Context(), r, f.verifier, f.nonce); err != nil {
+		if _, err := conn.HandleCallback(t.Context(), r, f.options("")); err != nil {
 			t.Fatal(err)
 		}
-		id, err := conn.HandleCallback(t.Context(), r, f.verifier, f.nonce)
+		id, err := conn.HandleCallback(t.Context(), r, f.options(""))
 		wantError(t, id, err, upstream.CodeUpstreamError)
 	})
 	t.Run("wrong client secret", func(t *testing.T) {
@@ -204,7 +204,7 @@ func TestGitHubTokenErrorsWith200(t *testing.T) {
 		bad := connect(t, c, gh.Client())
 		f := newFlow()
 		r := authorize(t, bad, gh.Client(), f, "")
-		id, err := bad.HandleCallback(t.Context(), r, f.verifier, f.nonce)
+		id, err := bad.HandleCallback(t.Context(), r, f.options(""))
 		ue := wantError(t, id, err, upstream.CodeUpstreamError)
 		if !strings.Contains(ue.Err.Error(), "incorrect_client_credentials") {
 			t.Errorf("cause = %v", ue.Err)
@@ -251,7 +251,7 @@ func TestGitHubTokenEndpointDown(t *testing.T) {
 	c.GitHub.BaseURL = "https://127.0.0.1:1" // nothing listens there
 	c.GitHub.APIURL = gh.APIURL()
 	down := connect(t, c, gh.Client())
-	id, err := down.HandleCallback(t.Context(), r, f.verifier, f.nonce)
+	id, err := down.HandleCallback(t.Context(), r, f.options(""))
 	wantError(t, id, err, upstream.CodeUnavailable)
 }
 

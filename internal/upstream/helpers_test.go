@@ -19,6 +19,13 @@ const issuer = "https://authd.example"
 // flow is what authd keeps in the pending request towards the upstream.
 type flow struct {
 	state, verifier, nonce string
+	forceLogin             bool
+	maxAge                 *int
+}
+
+// options is what authd passes the connector for f.
+func (f flow) options(loginHint string) upstream.LoginOptions {
+	return upstream.LoginOptions{Verifier: f.verifier, Nonce: f.nonce, LoginHint: loginHint, ForceLogin: f.forceLogin, MaxAge: f.maxAge}
 }
 
 func newFlow() flow {
@@ -40,7 +47,7 @@ func connect(t *testing.T, c upstream.Config, hc *http.Client) upstream.Connecto
 // authd's callback.
 func authorize(t *testing.T, conn upstream.Connector, hc *http.Client, f flow, loginHint string) *http.Request {
 	t.Helper()
-	u := conn.AuthCodeURL(f.state, f.verifier, f.nonce, loginHint)
+	u := conn.AuthCodeURL(f.state, f.options(loginHint))
 	if u == "" {
 		t.Fatal("AuthCodeURL returned nothing")
 	}
@@ -71,7 +78,7 @@ func login(t *testing.T, conn upstream.Connector, hc *http.Client, loginHint str
 	t.Helper()
 	f := newFlow()
 	r := authorize(t, conn, hc, f, loginHint)
-	return conn.HandleCallback(t.Context(), r, f.verifier, f.nonce)
+	return conn.HandleCallback(t.Context(), r, f.options(""))
 }
 
 // wantError asserts err is an *upstream.Error with the code, and that no

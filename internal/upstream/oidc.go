@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
@@ -146,24 +149,30 @@ func (c *oidcConnector) fetchDiscovery(ctx context.Context) (*discovered, error)
 			Scopes:       c.cfg.Scopes,
 			Endpoint:     ep,
 		},
-		verifier: p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID}),
+		verifier: p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID, Now: c.cfg.Now}),
 	}, nil
 }
 
 // AuthCodeURL returns "" when the issuer's discovery document cannot be
 // fetched; callers avoid that by calling Prepare first.
-func (c *oidcConnector) AuthCodeURL(state, verifier, nonce, loginHint string) string {
+func (c *oidcConnector) AuthCodeURL(state string, o LoginOptions) string {
 	d, err := c.discover(context.Background())
 	if err != nil {
 		c.log.Warn("upstream not ready", "err", err)
 		return ""
 	}
-	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier)}
-	if nonce != "" {
-		opts = append(opts, oidc.Nonce(nonce))
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(o.Verifier)}
+	if o.Nonce != "" {
+		opts = append(opts, oidc.Nonce(o.Nonce))
 	}
-	if loginHint != "" {
-		opts = append(opts, oauth2.SetAuthURLParam("login_hint", loginHint))
+	if o.LoginHint != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("login_hint", o.LoginHint))
+	}
+	if o.ForceLogin {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", c.forceLoginPrompt()))
+	}
+	if o.MaxAge != nil {
+		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.Itoa(*o.MaxAge)))
 	}
 	if c.cfg.Type == TypeGoogle && c.cfg.OIDC.HostedDomain != "" {
 		// Only narrows Google's account chooser; the hd claim is what
@@ -173,12 +182,31 @@ func (c *oidcConnector) AuthCodeURL(state, verifier, nonce, loginHint string) st
 	return d.oauth.AuthCodeURL(state, opts...)
 }
 
-func (c *oidcConnector) HandleCallback(ctx context.Context, r *http.Request, verifier, nonce string) (Identity, error) {
+// forceLoginPrompt is the prompt value that asks for a new sign-in:
+// "login" (OpenID Connect Core §3.1.2.1), except at Google, which accepts
+// only none, consent and select_account; there the account chooser is the
+// most it offers, and max_age (with auth_time checked) is what enforces
+// freshness.
+func (c *oidcConnector) forceLoginPrompt() string {
+	if c.cfg.Type == TypeGoogle {
+		return "select_account"
+	}
+	return "login"
+}
+
+func (c *oidcConnector) now() time.Time {
+	if c.cfg.Now != nil {
+		return c.cfg.Now()
+	}
+	return time.Now()
+}
+
+func (c *oidcConnector) HandleCallback(ctx context.Context, r *http.Request, o LoginOptions) (Identity, error) {
 	code, err := callbackCode(r, c.cfg.Name)
 	if err != nil {
 		return Identity{}, err
 	}
-	if verifier == "" || nonce == "" {
+	if o.Verifier == "" || o.Nonce == "" {
 		return Identity{}, errors.New("upstream: HandleCallback needs the PKCE verifier and the nonce")
 	}
 	ctx, cancel := context.WithTimeout(ctx, callbackTimeout)
@@ -196,7 +224,7 @@ func (c *oidcConnector) HandleCallback(ctx context.Context, r *http.Request, ver
 		return Identity{}, verifyFailed(fmt.Errorf("authorization response from issuer %q", clip(iss)))
 	}
 
-	tok, err := d.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, c.hc), code, oauth2.VerifierOption(verifier))
+	tok, err := d.oauth.Exchange(context.WithValue(ctx, oauth2.HTTPClient, c.hc), code, oauth2.VerifierOption(o.Verifier))
 	if err != nil {
 		return Identity{}, apiError(c.cfg.Name, err)
 	}
@@ -210,7 +238,7 @@ func (c *oidcConnector) HandleCallback(ctx context.Context, r *http.Request, ver
 	}
 	// go-oidc leaves the nonce to the caller (OpenID Connect Core
 	// §3.1.3.7 step 11).
-	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(nonce)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(o.Nonce)) != 1 {
 		return Identity{}, verifyFailed(errors.New("id_token nonce does not match"))
 	}
 	var claims map[string]any
@@ -227,6 +255,10 @@ func (c *oidcConnector) HandleCallback(ctx context.Context, r *http.Request, ver
 		return Identity{}, verifyFailed(errors.New("id_token without sub"))
 	}
 	id := c.identity(idt.Subject, claims)
+	id.AuthTime = authTime(claims["auth_time"])
+	if err := c.checkMaxAge(id.AuthTime, o.MaxAge); err != nil {
+		return Identity{}, err
+	}
 
 	if want := c.cfg.OIDC.HostedDomain; c.cfg.Type == TypeGoogle && want != "" && !strings.EqualFold(id.Domain, want) {
 		return Identity{}, &Error{
@@ -236,6 +268,45 @@ func (c *oidcConnector) HandleCallback(ctx context.Context, r *http.Request, ver
 		}
 	}
 	return id, nil
+}
+
+// maxAgeSkew is how far the provider's clock may be ahead of ours when
+// auth_time is checked against max_age.
+const maxAgeSkew = time.Minute
+
+// checkMaxAge enforces max_age on the answer (OpenID Connect Core
+// §3.1.2.1, §3.1.3.7 step 13): the ID token must carry auth_time, no
+// older than max_age allows. A provider that ignored max_age and signed
+// the user in from an old session is refused, never taken at its word.
+func (c *oidcConnector) checkMaxAge(authTime time.Time, maxAge *int) error {
+	if maxAge == nil {
+		return nil
+	}
+	if authTime.IsZero() {
+		return &Error{
+			Code:    CodeUpstreamError,
+			Message: c.cfg.Name + " did not say when you last signed in, and this application asked for a recent sign-in.",
+			Err:     fmt.Errorf("max_age=%d sent, id_token without auth_time", *maxAge),
+		}
+	}
+	if age := c.now().Sub(authTime); age > time.Duration(*maxAge)*time.Second+maxAgeSkew {
+		return &Error{
+			Code:    CodeUpstreamError,
+			Message: "This application asked for a recent sign-in, but " + c.cfg.Name + " signed you in from an earlier session. Sign out at " + c.cfg.Name + " and try again.",
+			Err:     fmt.Errorf("max_age=%d sent, id_token auth_time %s is %s old", *maxAge, authTime.UTC().Format(time.RFC3339), age.Round(time.Second)),
+		}
+	}
+	return nil
+}
+
+// authTime reads the auth_time claim (seconds since the epoch); zero when
+// absent or not a positive number.
+func authTime(v any) time.Time {
+	f, ok := v.(float64)
+	if !ok || f <= 0 || f > math.MaxInt64 {
+		return time.Time{}
+	}
+	return time.Unix(int64(f), 0)
 }
 
 // identity maps ID token claims. The email counts as verified only when it

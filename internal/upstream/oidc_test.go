@@ -30,7 +30,7 @@ func TestOIDCLogin(t *testing.T) {
 
 	f := newFlow()
 	r := authorize(t, conn, op.Client(), f, "alice@example.com")
-	id, err := conn.HandleCallback(t.Context(), r, f.verifier, f.nonce)
+	id, err := conn.HandleCallback(t.Context(), r, f.options(""))
 	if err != nil {
 		t.Fatalf("HandleCallback: %v", err)
 	}
@@ -100,7 +100,7 @@ func TestOIDCWrongVerifierRejected(t *testing.T) {
 	conn := connect(t, op.Config("corp", upstream.TypeOIDC), op.Client())
 	f := newFlow()
 	r := authorize(t, conn, op.Client(), f, "")
-	id, err := conn.HandleCallback(t.Context(), r, oauth2.GenerateVerifier(), f.nonce)
+	id, err := conn.HandleCallback(t.Context(), r, upstream.LoginOptions{Verifier: oauth2.GenerateVerifier(), Nonce: f.nonce})
 	ue := wantError(t, id, err, upstream.CodeUpstreamError)
 	if !strings.Contains(ue.Err.Error(), "invalid_grant") {
 		t.Errorf("cause = %v, want invalid_grant from the token endpoint", ue.Err)
@@ -266,7 +266,7 @@ func TestCallbackWithoutCodeOrWithError(t *testing.T) {
 			{url.Values{"state": {f.state}, "error": {"server_error"}, "error_description": {"<script>alert(1)</script>"}}, upstream.CodeUpstreamError},
 			{url.Values{"state": {f.state}, "error": {"access_denied"}, "code": {"x"}}, upstream.CodeAccessDenied},
 		} {
-			id, err := conn.HandleCallback(t.Context(), callbackRequest(conn, tc.q), f.verifier, f.nonce)
+			id, err := conn.HandleCallback(t.Context(), callbackRequest(conn, tc.q), f.options(""))
 			ue := wantError(t, id, err, tc.code)
 			if strings.Contains(ue.Message, "script") {
 				t.Errorf("%s: provider text reached the user message: %q", conn.ID(), ue.Message)
@@ -285,11 +285,11 @@ func TestOIDCLazyDiscovery(t *testing.T) {
 
 	err := upstream.Prepare(t.Context(), conn)
 	wantError(t, upstream.Identity{}, err, upstream.CodeUnavailable)
-	if u := conn.AuthCodeURL("s", oauth2.GenerateVerifier(), "n", ""); u != "" {
+	if u := conn.AuthCodeURL("s", upstream.LoginOptions{Verifier: oauth2.GenerateVerifier(), Nonce: "n"}); u != "" {
 		t.Errorf("AuthCodeURL = %q while the issuer is down, want empty", u)
 	}
 	f := newFlow()
-	id, err := conn.HandleCallback(t.Context(), callbackRequest(conn, url.Values{"code": {"c"}, "state": {f.state}}), f.verifier, f.nonce)
+	id, err := conn.HandleCallback(t.Context(), callbackRequest(conn, url.Values{"code": {"c"}, "state": {f.state}}), f.options(""))
 	wantError(t, id, err, upstream.CodeUnavailable)
 
 	op.SetFaults(upstreamtest.Faults{})

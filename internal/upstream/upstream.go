@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 )
 
 // Identity is who the upstream says the user is. Subject is the provider's
@@ -25,6 +26,32 @@ type Identity struct {
 	Name          string
 	Groups        []string // OIDC groups; GitHub "org" and "org/team" (when org/team rules are configured)
 	Domain        string   // Google Workspace hd claim
+	// AuthTime is when the user last actively authenticated at the
+	// provider (the ID token's auth_time claim); zero when unknown, as
+	// always for GitHub.
+	AuthTime time.Time
+}
+
+// LoginOptions is what authd asks of one sign-in at the provider. The same
+// value goes to AuthCodeURL and, when the browser comes back, to
+// HandleCallback, which checks the answer against it.
+type LoginOptions struct {
+	// Verifier is the PKCE verifier: AuthCodeURL sends its S256
+	// challenge, HandleCallback redeems the code with it.
+	Verifier string
+	// Nonce is the OpenID Connect nonce; ignored by non-OIDC connectors.
+	Nonce string
+	// LoginHint is an optional hint at the account to sign in with.
+	LoginHint string
+	// ForceLogin asks the provider to authenticate the user again even
+	// if it still has a session (the client sent prompt=login or
+	// max_age=0). Each connector sends what its provider understands.
+	ForceLogin bool
+	// MaxAge, when set, is the most seconds that may have passed since
+	// the user last actively authenticated at the provider (OpenID
+	// Connect Core §3.1.2.1 max_age). OIDC connectors send it and then
+	// refuse an ID token whose auth_time is missing or older.
+	MaxAge *int
 }
 
 // Connector is one configured upstream identity provider.
@@ -36,15 +63,15 @@ type Connector interface {
 	// DisplayName is shown on the chooser page.
 	DisplayName() string
 	// AuthCodeURL returns where to send the browser: state is authd's
-	// opaque state towards the upstream, verifier the PKCE verifier (the
-	// connector sends its S256 challenge), nonce the OIDC nonce (ignored
-	// by non-OIDC connectors), loginHint an optional hint to pass on.
-	AuthCodeURL(state, verifier, nonce, loginHint string) string
+	// opaque state towards the upstream, o what this sign-in asks for.
+	AuthCodeURL(state string, o LoginOptions) string
 	// HandleCallback completes the login from the request that arrived at
 	// /callback/{id} (after authd has matched state): it exchanges the
-	// code with the same verifier and returns the identity. An upstream
-	// error response (e.g. the user declined) is returned as *Error.
-	HandleCallback(ctx context.Context, r *http.Request, verifier, nonce string) (Identity, error)
+	// code with the verifier, checks the answer against o (nonce,
+	// max_age) and returns the identity. An upstream error response (e.g.
+	// the user declined) or an answer that does not satisfy o is
+	// returned as *Error.
+	HandleCallback(ctx context.Context, r *http.Request, o LoginOptions) (Identity, error)
 }
 
 // Error is a failure the user should see explained (declined at the

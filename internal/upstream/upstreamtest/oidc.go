@@ -43,6 +43,7 @@ type Faults struct {
 	Expired       bool // exp an hour ago
 	BadSignature  bool // signed by a key not in the JWKS (same kid)
 	NoIDToken     bool // token response without id_token
+	NoAuthTime    bool // ID token without auth_time
 	// MixUpIss adds iss=<another issuer> to the authorization response.
 	MixUpIss bool
 	// TokenStatus, when set, makes the token endpoint answer this status
@@ -57,9 +58,17 @@ type Faults struct {
 // checks client authentication (basic or post), code, redirect_uri and
 // PKCE, and issues RS256 ID tokens. Configure it as Google with
 // Config(id, "google"): the connector then uses the fake as its issuer.
+//
+// The fake does not model its own sessions: ID tokens carry auth_time =
+// the time of the authorize request, or what SetAuthTime chose (a session
+// the provider kept, whatever prompt and max_age asked for). The authorize
+// requests, prompt and max_age included, are in AuthorizeRequests.
 type OIDC struct {
 	// ClientID and ClientSecret are what the token endpoint accepts.
 	ClientID, ClientSecret string
+	// Now is the fake's clock (iat, exp, auth_time); nil: time.Now. Set
+	// it before the first request.
+	Now func() time.Time
 
 	srv *httptest.Server
 	key *rsa.PrivateKey
@@ -70,12 +79,14 @@ type OIDC struct {
 	next     string
 	decline  bool
 	faults   Faults
+	authTime time.Time
 	codes    map[string]oidcGrant
 	authReqs []url.Values
 }
 
 type oidcGrant struct {
 	sub, clientID, redirectURI, challenge, nonce, scope string
+	authTime                                            time.Time
 }
 
 // RSA key generation takes long under the race detector, so all fakes of
@@ -155,6 +166,22 @@ func (o *OIDC) SetFaults(f Faults) {
 	o.faults = f
 }
 
+// SetAuthTime makes ID tokens report t as auth_time, as a provider does
+// that signs the user in from a session begun at t. Zero (the default):
+// the time of the authorize request, a fresh sign-in.
+func (o *OIDC) SetAuthTime(t time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.authTime = t
+}
+
+func (o *OIDC) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
 // AuthorizeRequests returns the query of every authorize request so far.
 func (o *OIDC) AuthorizeRequests() []url.Values {
 	o.mu.Lock()
@@ -192,7 +219,7 @@ func (o *OIDC) discovery(w http.ResponseWriter, _ *http.Request) {
 		"scopes_supported":                      []string{"openid", "email", "profile", "groups"},
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
 		"code_challenge_methods_supported":      []string{"S256"},
-		"claims_supported":                      []string{"sub", "iss", "aud", "exp", "iat", "nonce", "email", "email_verified", "name", "preferred_username", "groups", "hd"},
+		"claims_supported":                      []string{"sub", "iss", "aud", "exp", "iat", "nonce", "auth_time", "email", "email_verified", "name", "preferred_username", "groups", "hd"},
 	})
 }
 
@@ -250,10 +277,15 @@ func (o *OIDC) authorize(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "fake oidc: no user selected (AddUser, SetNextUser or login_hint=)", http.StatusBadRequest)
 		return
 	}
+	authTime := o.authTime
+	if authTime.IsZero() {
+		authTime = o.now()
+	}
 	code := randomHex(16)
 	o.codes[code] = oidcGrant{
 		sub: u.Subject, clientID: o.ClientID, redirectURI: q.Get("redirect_uri"),
 		challenge: q.Get("code_challenge"), nonce: q.Get("nonce"), scope: q.Get("scope"),
+		authTime: authTime,
 	}
 	back.Set("code", code)
 	if o.faults.MixUpIss {
@@ -327,7 +359,7 @@ func (o *OIDC) token(w http.ResponseWriter, r *http.Request) {
 }
 
 func (o *OIDC) idToken(u OIDCUser, g oidcGrant) (string, error) {
-	now := time.Now()
+	now := o.now()
 	f := o.faults
 	claims := map[string]any{
 		"iss":            o.Issuer(),
@@ -336,7 +368,11 @@ func (o *OIDC) idToken(u OIDCUser, g oidcGrant) (string, error) {
 		"azp":            g.clientID,
 		"iat":            now.Unix(),
 		"exp":            now.Add(time.Hour).Unix(),
+		"auth_time":      g.authTime.Unix(),
 		"email_verified": u.EmailVerified,
+	}
+	if f.NoAuthTime {
+		delete(claims, "auth_time")
 	}
 	if g.nonce != "" {
 		claims["nonce"] = g.nonce

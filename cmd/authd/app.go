@@ -220,10 +220,13 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	disc.Routes(r)
 
 	// One client cache for /token, /revoke and /introspect (the hot paths
-	// read no client row); registration changes invalidate it at once.
+	// read no client row), one for the sign-in flow, which looks its client
+	// up on every step (/authorize, login, callback, consent): a flow reads
+	// the row once. Registration changes invalidate both at once.
 	clientCache := clientauth.NewCachedClients(clients, clientauth.DefaultCacheTTL, now)
+	authzCache := clientauth.NewCachedClients(authzClients, clientauth.DefaultCacheTTL, now)
 	reg := &register.Handler{
-		Store:   invalidatingStore{Store: st, cache: clientCache},
+		Store:   invalidatingStore{Store: st, caches: []*clientauth.CachedClients{clientCache, authzCache}},
 		Issuer:  cfg.Issuer,
 		Policy:  cfg.Registration,
 		Limiter: ratelimit.New(cfg.Registration.RateLimit, now),
@@ -233,7 +236,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	reg.Routes(r)
 
 	authz := &authorize.Handler{
-		Store:            authzClients,
+		Store:            cachedClientStore{Store: authzClients, clients: authzCache},
 		Issuer:           cfg.Issuer,
 		Connectors:       connectors,
 		Allowlist:        policy,

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"testing"
+
+	"golang.org/x/oauth2"
 )
 
 // registerRaw posts metadata to /register and decodes the answer.
@@ -210,6 +212,17 @@ func TestSecurityRegistrationManagement(t *testing.T) {
 	}
 	if r := s.jsonRequest(t, http.MethodDelete, "/register/"+idA, ratA, nil); r.status != http.StatusNoContent {
 		t.Fatalf("delete A: %d %s", r.status, r.raw)
+	}
+	// The sign-in flow (which caches clients) forgets A at once: an error
+	// page, no redirect anywhere.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get(conf.AuthCodeURL("after-delete", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", mcpResource)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
+		t.Fatalf("/authorize for a deleted client: %d Location=%q, want a 400 error page", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	if s.active(t, tok.AccessToken) {
 		t.Error("access token of a deleted client still active")

@@ -3,6 +3,7 @@
 //	authd serve [--dev] [--config authd.yaml]   run the server
 //	authd migrate up|down|status                manage the database schema
 //	authd clients …                             manage clients
+//	authd users list|show|disable|enable        manage users (disable revokes their grants)
 //	authd keys rotate|list                      manage signing keys
 //	authd purge | stats                         maintenance
 //	authd config                                print the effective configuration
@@ -14,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -77,6 +79,7 @@ func newRootCmd(e *env) *rootCmd {
 		newHealthcheckCmd(e),
 		newKeysCmd(e),
 		newClientsCmd(storeOpener(e, root.PersistentFlags()), e.now),
+		newUsersCmd(storeOpener(e, root.PersistentFlags()), e.now, slog.New(slog.NewJSONHandler(e.stderr, nil))),
 		newPurgeCmd(e),
 		newStatsCmd(e),
 	)

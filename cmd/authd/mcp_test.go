@@ -203,6 +203,18 @@ func TestMCPScenarioThroughForwardAuth(t *testing.T) {
 
 func introspectActive(t *testing.T, issuer, token string) bool {
 	t.Helper()
+	out := introspectAt(t, issuer, token)
+	active, _ := out["active"].(bool)
+	if !active && len(out) != 1 {
+		t.Fatalf("inactive response carries more than active: %v", out)
+	}
+	return active
+}
+
+// introspectAt asks issuer's /introspect about token with the static
+// bearer token and returns the answer.
+func introspectAt(t *testing.T, issuer, token string) map[string]any {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, issuer+"/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Authorization", "Bearer "+introspectionToken)
@@ -215,9 +227,5 @@ func introspectActive(t *testing.T, issuer, token string) bool {
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("introspect: %d %v", resp.StatusCode, err)
 	}
-	active, _ := out["active"].(bool)
-	if !active && len(out) != 1 {
-		t.Fatalf("inactive response carries more than active: %v", out)
-	}
-	return active
+	return out
 }

@@ -116,15 +116,7 @@ func TestPurgeStatsAndKeysCommands(t *testing.T) {
 	defer st.Close()
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	past, future := now.Add(-time.Hour), now.Add(time.Hour)
-	for id, exp := range map[string]time.Time{"expired-client": past, "live-client": future} {
-		exp := exp
-		if err := st.CreateClient(context.Background(), store.Client{
-			ID: id, Source: store.SourceDynamic, CreatedAt: now, UpdatedAt: now, LastUsedAt: now, ExpiresAt: &exp,
-			Metadata: store.ClientMetadata{TokenEndpointAuthMethod: "none"},
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createDynamicClients(t, st, now, map[string]time.Time{"expired-client": past, "live-client": future})
 	environ := envOf(map[string]string{
 		"AUTHD_DATABASE_URL": dsn, "AUTHD_ISSUER": "https://auth.example.com",
 		"AUTHD_KEYS_ENCRYPTION_SECRET":    "test-encryption-secret-0123456789abcdef",
@@ -187,19 +179,11 @@ func TestBackgroundPurgeOnReplicas(t *testing.T) {
 	defer st.Close()
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	past, future := now.Add(-time.Hour), now.Add(time.Hour)
-	const expired = 500
-	for i := 0; i <= expired; i++ {
-		id, exp := fmt.Sprintf("expired-%d", i), past
-		if i == expired {
-			id, exp = "live-client", future
-		}
-		if err := st.CreateClient(context.Background(), store.Client{
-			ID: id, Source: store.SourceDynamic, CreatedAt: now, UpdatedAt: now, LastUsedAt: now, ExpiresAt: &exp,
-			Metadata: store.ClientMetadata{TokenEndpointAuthMethod: "none"},
-		}); err != nil {
-			t.Fatal(err)
-		}
+	clients := map[string]time.Time{"live-client": future}
+	for i := range 500 {
+		clients[fmt.Sprintf("expired-%d", i)] = past
 	}
+	createDynamicClients(t, st, now, clients)
 	f := newFlowEnv(t, dsn)
 	f.env["AUTHD_PURGE_INTERVAL"] = "100ms"
 	a, b := f.start(t), f.start(t)
@@ -228,5 +212,19 @@ func TestBackgroundPurgeOnReplicas(t *testing.T) {
 	}
 	if !strings.Contains(a.Logs.String()+b.Logs.String(), `"event":"purge"`) {
 		t.Error("no replica logged a purge")
+	}
+}
+
+// createDynamicClients stores a public dynamic client per id, expiring at
+// the time given.
+func createDynamicClients(t *testing.T, st store.Store, now time.Time, expiry map[string]time.Time) {
+	t.Helper()
+	for id, exp := range expiry {
+		if err := st.CreateClient(context.Background(), store.Client{
+			ID: id, Source: store.SourceDynamic, CreatedAt: now, UpdatedAt: now, LastUsedAt: now, ExpiresAt: &exp,
+			Metadata: store.ClientMetadata{TokenEndpointAuthMethod: "none"},
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -296,19 +296,7 @@ func checkDescription(t *testing.T, what string, body map[string]any) {
 // introspect asks /introspect with the static bearer token.
 func (s *secEnv) introspect(t *testing.T, tok string) map[string]any {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, s.inst.URL+"/introspect", strings.NewReader(url.Values{"token": {tok}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Authorization", "Bearer "+introspectionToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("introspect: %d %v", resp.StatusCode, err)
-	}
-	return out
+	return introspectAt(t, s.inst.URL, tok)
 }
 
 func (s *secEnv) active(t *testing.T, tok string) bool {

@@ -215,8 +215,7 @@ func TestSecurityRegistrationManagement(t *testing.T) {
 	}
 	// The sign-in flow (which caches clients) forgets A at once: an error
 	// page, no redirect anywhere.
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(conf.AuthCodeURL("after-delete", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", mcpResource)))
+	resp, err := noRedirectClient.Get(conf.AuthCodeURL("after-delete", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", mcpResource)))
 	if err != nil {
 		t.Fatal(err)
 	}

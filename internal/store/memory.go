@@ -326,6 +326,77 @@ func (m *Memory) SetUserDisabled(_ context.Context, id string, disabled bool) er
 	return nil
 }
 
+func (m *Memory) FindUser(_ context.Context, provider, subject string) (User, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id, ok := m.userIDs[userKey{provider, subject}]
+	if !ok {
+		return User{}, ErrNotFound
+	}
+	return cloneUser(m.users[id]), nil
+}
+
+func (m *Memory) ListUsers(_ context.Context, f UserFilter) ([]User, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []User
+	for _, u := range m.users {
+		if (f.Provider == "" || u.Provider == f.Provider) && (!f.Disabled || u.Disabled) {
+			out = append(out, u)
+		}
+	}
+	slices.SortFunc(out, func(a, b User) int {
+		return cmp.Or(b.LastLoginAt.Compare(a.LastLoginAt), cmp.Compare(a.ID, b.ID))
+	})
+	if f.Limit > 0 && len(out) > f.Limit {
+		out = out[:f.Limit]
+	}
+	for i := range out {
+		out[i] = cloneUser(out[i])
+	}
+	return out, nil
+}
+
+func (m *Memory) DisableUser(_ context.Context, id string, now time.Time) (UserRevocation, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok := m.users[id]
+	if !ok {
+		return UserRevocation{}, ErrNotFound
+	}
+	u.Disabled = true
+	m.users[id] = u
+	var r UserRevocation
+	at := trunc(now)
+	revoked := map[string]bool{}
+	for gid, g := range m.grants {
+		if g.UserID == id && g.RevokedAt == nil {
+			g.RevokedAt = &at
+			m.grants[gid] = g
+			revoked[gid] = true
+			r.Grants = append(r.Grants, cloneGrant(g))
+		}
+	}
+	slices.SortFunc(r.Grants, func(a, b Grant) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
+	})
+	for k, t := range m.refreshTokens {
+		if revoked[t.GrantID] && t.UsedAt == nil {
+			t.UsedAt = &at
+			m.refreshTokens[k] = t
+			r.RefreshTokens++
+		}
+	}
+	for k, t := range m.accessTokens {
+		if (revoked[t.GrantID] || t.UserID == id) && t.RevokedAt == nil {
+			t.RevokedAt = &at
+			m.accessTokens[k] = t
+			r.AccessTokens++
+		}
+	}
+	return r, nil
+}
+
 // Pending authorization requests.
 
 // upstreamStateTaken reports whether another request than idDigest uses the

@@ -108,6 +108,20 @@ type ClientFilter struct {
 	Limit  int          // 0: no limit
 }
 
+// UserFilter narrows ListUsers.
+type UserFilter struct {
+	Provider string // empty: all providers
+	Disabled bool   // true: only disabled users
+	Limit    int    // 0: no limit
+}
+
+// UserRevocation is what DisableUser revoked.
+type UserRevocation struct {
+	Grants        []Grant // the grants revoked now, as stored afterwards, oldest first
+	RefreshTokens int64   // unused refresh tokens marked used
+	AccessTokens  int64   // opaque access tokens revoked
+}
+
 // User is an end user as known through one upstream provider. (Provider,
 // Subject) is unique and immutable; the rest is refreshed at every login.
 type User struct {
@@ -349,10 +363,26 @@ type Store interface {
 	// stored user with its stable ID. Disabled is never changed by an upsert.
 	// On insert the store assigns a fresh uuid when u.ID is empty; on update
 	// u.ID, CreatedAt and Disabled are ignored and the rest is replaced.
-	// GetUser and SetUserDisabled: ErrNotFound if absent.
+	// GetUser, FindUser, SetUserDisabled and DisableUser: ErrNotFound if
+	// absent.
 	UpsertUser(ctx context.Context, u User) (User, error)
 	GetUser(ctx context.Context, id string) (User, error)
+	// FindUser looks the user up by (Provider, Subject).
+	FindUser(ctx context.Context, provider, subject string) (User, error)
+	// ListUsers is ordered newest sign-in first (LastLoginAt descending,
+	// then ID), unlike the other lists: operators look for recent users.
+	ListUsers(ctx context.Context, f UserFilter) ([]User, error)
+	// SetUserDisabled sets the flag and nothing else: it revokes nothing,
+	// so what was issued before stops working only where the flag is
+	// checked. Enabling goes through it (and never un-revokes); an
+	// operator disabling a user calls DisableUser.
 	SetUserDisabled(ctx context.Context, id string, disabled bool) error
+	// DisableUser disables the user and, in the same transaction, revokes
+	// every grant of theirs not revoked yet, as RevokeGrant does, and every
+	// opaque access token bound to them. Disabling a disabled user again is
+	// not an error: it revokes whatever is live (say, a grant redeemed
+	// meanwhile). It returns what it revoked.
+	DisableUser(ctx context.Context, id string, now time.Time) (UserRevocation, error)
 
 	// Pending authorization requests. ErrConflict on a duplicate IDDigest or
 	// a duplicate non-empty UpstreamStateDigest; GetAuthRequestByUpstreamState

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -52,4 +53,92 @@ func (p *Postgres) SetUserDisabled(ctx context.Context, id string, disabled bool
 		return ErrNotFound
 	}
 	return nil
+}
+
+// FindUser returns the user known to provider by subject.
+func (p *Postgres) FindUser(ctx context.Context, provider, subject string) (User, error) {
+	rows, err := p.pool.Query(ctx, `SELECT `+userColumns+` FROM users WHERE provider = $1 AND subject = $2`,
+		provider, subject)
+	if err != nil {
+		return User{}, mapErr(err)
+	}
+	u, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[User])
+	return u, mapErr(err)
+}
+
+// ListUsers returns the users f selects, newest sign-in first.
+func (p *Postgres) ListUsers(ctx context.Context, f UserFilter) ([]User, error) {
+	var limit *int
+	if f.Limit > 0 {
+		limit = &f.Limit
+	}
+	rows, err := p.pool.Query(ctx, `
+		SELECT `+userColumns+` FROM users
+		WHERE ($1 = '' OR provider = $1) AND (NOT $2 OR disabled)
+		ORDER BY last_login_at DESC, id
+		LIMIT $3`, f.Provider, f.Disabled, limit)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	us, err := pgx.CollectRows(rows, pgx.RowToStructByName[User])
+	return us, mapErr(err)
+}
+
+// DisableUser sets disabled and revokes the user's live grants, their
+// refresh tokens and the user's opaque access tokens in one transaction.
+// It locks the grants in id order before their tokens, as DeleteConsent,
+// revokeGrant and RotateRefreshToken do, so that none of them deadlock
+// with it; a token rotated or created concurrently is either refused or
+// revoked here.
+func (p *Postgres) DisableUser(ctx context.Context, id string, now time.Time) (UserRevocation, error) {
+	var r UserRevocation
+	err := p.withTx(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE users SET disabled = true WHERE id = $1`, id)
+		if err != nil {
+			return mapErr(err)
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		rows, err := tx.Query(ctx, `
+			SELECT id FROM grants WHERE user_id = $1 AND revoked_at IS NULL
+			ORDER BY id FOR NO KEY UPDATE`, id)
+		if err != nil {
+			return mapErr(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return mapErr(err)
+		}
+		rows, err = tx.Query(ctx, `
+			WITH revoked AS (
+				UPDATE grants SET revoked_at = $2 WHERE id = ANY($1) RETURNING *
+			)
+			SELECT `+grantColumns+` FROM revoked ORDER BY created_at, id`, ids, now)
+		if err != nil {
+			return mapErr(err)
+		}
+		if r.Grants, err = pgx.CollectRows(rows, pgx.RowToStructByName[Grant]); err != nil {
+			return mapErr(err)
+		}
+		tag, err = tx.Exec(ctx, `
+			UPDATE refresh_tokens SET used_at = $2
+			WHERE grant_id = ANY($1) AND used_at IS NULL`, ids, now)
+		if err != nil {
+			return mapErr(err)
+		}
+		r.RefreshTokens = tag.RowsAffected()
+		tag, err = tx.Exec(ctx, `
+			UPDATE access_tokens SET revoked_at = $2
+			WHERE (grant_id = ANY($1) OR user_id = $3) AND revoked_at IS NULL`, ids, now, id)
+		if err != nil {
+			return mapErr(err)
+		}
+		r.AccessTokens = tag.RowsAffected()
+		return nil
+	})
+	if err != nil {
+		return UserRevocation{}, err
+	}
+	return r, nil
 }

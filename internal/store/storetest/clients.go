@@ -2,6 +2,8 @@ package storetest
 
 import (
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -380,4 +382,241 @@ func testUpsertUser(t *testing.T, s store.Store) {
 	wantErr(t, s.SetUserDisabled(ctx, "no-such-user", true), store.ErrNotFound, "SetUserDisabled of an unknown user")
 	_, err = s.GetUser(ctx, "no-such-user")
 	wantErr(t, err, store.ErrNotFound, "GetUser of an unknown user")
+}
+
+// FindUser looks users up by (provider, subject), which is what identifies
+// them; the same subject at another provider is someone else.
+func testFindUser(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	got, err := s.FindUser(ctx, u.Provider, u.Subject)
+	must(t, err, "FindUser")
+	equal(t, "FindUser", got, u)
+
+	other := newUser()
+	other.Provider, other.Subject = "google", u.Subject
+	o, err := s.UpsertUser(ctx, other)
+	must(t, err, "UpsertUser (other provider)")
+	got, err = s.FindUser(ctx, "google", u.Subject)
+	must(t, err, "FindUser (other provider)")
+	equal(t, "FindUser of the same subject at another provider", got, o)
+
+	renamed := newUser()
+	renamed.Provider, renamed.Subject, renamed.Login = u.Provider, u.Subject, "renamed"
+	renamed.LastLoginAt = t0.Add(time.Hour)
+	r, err := s.UpsertUser(ctx, renamed)
+	must(t, err, "UpsertUser (update)")
+	got, err = s.FindUser(ctx, u.Provider, u.Subject)
+	must(t, err, "FindUser after a login")
+	equal(t, "FindUser after a login", got, r)
+	checkCopies(t, "user from FindUser", nil, func() store.User {
+		got, err := s.FindUser(ctx, u.Provider, u.Subject)
+		must(t, err, "FindUser")
+		return got
+	})
+
+	for _, k := range [][2]string{{"gitlab", u.Subject}, {u.Provider, u.Subject + "0"}, {u.Provider, u.ID}, {"", ""}} {
+		_, err := s.FindUser(ctx, k[0], k[1])
+		wantErr(t, err, store.ErrNotFound, "FindUser("+k[0]+", "+k[1]+")")
+	}
+}
+
+// ListUsers filters by provider and by disabled, orders newest sign-in
+// first (ties by ID) and honours the limit.
+func testListUsers(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mk := func(provider string, lastLogin time.Duration, disabled bool) store.User {
+		t.Helper()
+		in := newUser()
+		in.Provider, in.LastLoginAt = provider, t0.Add(lastLogin)
+		u, err := s.UpsertUser(ctx, in)
+		must(t, err, "UpsertUser")
+		if disabled {
+			must(t, s.SetUserDisabled(ctx, u.ID, true), "SetUserDisabled")
+			u.Disabled = true
+		}
+		return u
+	}
+	old := mk("github", time.Hour, false)
+	newest := mk("github", 3*time.Hour, true)
+	g2 := mk("github", 2*time.Hour, false)
+	o2 := mk("google", 2*time.Hour, true)
+	tied := []store.User{g2, o2} // same sign-in time: by ID
+	if o2.ID < g2.ID {
+		tied = []store.User{o2, g2}
+	}
+	githubTied := g2
+
+	check := func(what string, f store.UserFilter, want ...store.User) {
+		t.Helper()
+		got, err := s.ListUsers(ctx, f)
+		must(t, err, what)
+		equal(t, what, got, want)
+	}
+	check("ListUsers all", store.UserFilter{}, newest, tied[0], tied[1], old)
+	check("ListUsers github", store.UserFilter{Provider: "github"}, newest, githubTied, old)
+	check("ListUsers google", store.UserFilter{Provider: "google"}, o2)
+	check("ListUsers unknown provider", store.UserFilter{Provider: "gitlab"})
+	check("ListUsers disabled", store.UserFilter{Disabled: true}, newest, o2)
+	check("ListUsers github disabled", store.UserFilter{Provider: "github", Disabled: true}, newest)
+	check("ListUsers limit 2", store.UserFilter{Limit: 2}, newest, tied[0])
+	check("ListUsers github limit 1", store.UserFilter{Provider: "github", Limit: 1}, newest)
+	check("ListUsers limit beyond", store.UserFilter{Limit: 10}, newest, tied[0], tied[1], old)
+
+	// A new sign-in moves a user to the front.
+	again := newUser()
+	again.Provider, again.Subject, again.Login, again.LastLoginAt = old.Provider, old.Subject, old.Login, t0.Add(4*time.Hour)
+	old, err := s.UpsertUser(ctx, again)
+	must(t, err, "UpsertUser (sign-in)")
+	check("ListUsers after a sign-in", store.UserFilter{Provider: "github"}, old, newest, githubTied)
+
+	checkCopies(t, "users from ListUsers", nil, func() []store.User {
+		got, err := s.ListUsers(ctx, store.UserFilter{})
+		must(t, err, "ListUsers")
+		return got
+	})
+}
+
+// DisableUser disables the user and revokes every live grant of theirs with
+// its refresh and opaque access tokens, keeping earlier revocation times,
+// and touches nobody else's. Enabling again revokes nothing back.
+func testDisableUser(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u, stranger := user(t, s), user(t, s)
+	a, b := client(t, s), client(t, s)
+
+	early := t0.Add(time.Minute)
+	g1, rt1 := grant(t, s, a, u)
+	rt2 := nextRefreshToken(rt1, early)
+	_, err := s.RotateRefreshToken(ctx, rt1.Digest, early, rt2)
+	must(t, err, "RotateRefreshToken")
+	at1 := createAccessToken(t, s, newAccessToken(g1))
+	at2 := createAccessToken(t, s, newAccessToken(g1))
+	must(t, s.RevokeAccessToken(ctx, at2.Digest, early), "RevokeAccessToken")
+	g2, rt3 := grant(t, s, b, u)
+	at3 := createAccessToken(t, s, newAccessToken(g2))
+	g3, rt4 := grant(t, s, a, u) // revoked before
+	must(t, s.RevokeGrant(ctx, g3.ID, early), "RevokeGrant")
+	g4, rt5 := grant(t, s, b, u, func(g *store.Grant, rt *store.RefreshToken) { // expired, not revoked
+		g.ExpiresAt = t0.Add(30 * time.Minute)
+		rt.ExpiresAt = g.ExpiresAt
+	})
+	sg, srt := grant(t, s, a, stranger)
+	sat := createAccessToken(t, s, newAccessToken(sg))
+	cc := createAccessToken(t, s, clientCredentialsToken(a))
+
+	now := t0.Add(time.Hour)
+	rev, err := s.DisableUser(ctx, u.ID, now)
+	must(t, err, "DisableUser")
+	gotU, err := s.GetUser(ctx, u.ID)
+	must(t, err, "GetUser")
+	if !gotU.Disabled {
+		t.Fatal("DisableUser left the user enabled")
+	}
+
+	// What it reports: the grants it revoked, oldest first (all created at
+	// t0: by ID), as now stored, and the tokens it ended.
+	want := []store.Grant{g1, g2, g4}
+	slices.SortFunc(want, func(x, y store.Grant) int { return strings.Compare(x.ID, y.ID) })
+	for i := range want {
+		stored, err := s.GetGrant(ctx, want[i].ID)
+		must(t, err, "GetGrant")
+		timeEqual(t, "RevokedAt of a grant of the disabled user", stored.RevokedAt, now)
+		want[i] = stored
+	}
+	equal(t, "grants DisableUser reports", rev.Grants, want)
+	if rev.RefreshTokens != 3 || rev.AccessTokens != 2 {
+		t.Fatalf("DisableUser reports %d refresh and %d access tokens, want 3 and 2", rev.RefreshTokens, rev.AccessTokens)
+	}
+
+	// Nothing of the user's keeps working; earlier revocations keep their times.
+	for _, rt := range []store.RefreshToken{rt2, rt3, rt5} {
+		got, err := s.GetRefreshToken(ctx, rt.Digest)
+		must(t, err, "GetRefreshToken")
+		timeEqual(t, "UsedAt of a live refresh token of the disabled user", got.UsedAt, now)
+		_, err = s.RotateRefreshToken(ctx, rt.Digest, t0.Add(2*time.Minute), nextRefreshToken(rt, t0.Add(2*time.Minute)))
+		wantErr(t, err, store.ErrNotFound, "RotateRefreshToken of the disabled user")
+	}
+	for _, c := range []struct {
+		digest string
+		at     time.Time
+	}{{rt1.Digest, early}, {rt4.Digest, early}} {
+		got, err := s.GetRefreshToken(ctx, c.digest)
+		must(t, err, "GetRefreshToken")
+		timeEqual(t, "UsedAt of a refresh token used before (kept)", got.UsedAt, c.at)
+	}
+	for _, c := range []struct {
+		digest string
+		at     time.Time
+	}{{at1.Digest, now}, {at3.Digest, now}, {at2.Digest, early}} {
+		got, err := s.GetAccessToken(ctx, c.digest)
+		must(t, err, "GetAccessToken")
+		timeEqual(t, "RevokedAt of an access token of the disabled user", got.RevokedAt, c.at)
+	}
+	got3, err := s.GetGrant(ctx, g3.ID)
+	must(t, err, "GetGrant")
+	timeEqual(t, "RevokedAt of a grant revoked before (kept)", got3.RevokedAt, early)
+	wantErr(t, s.CreateAccessToken(ctx, newAccessToken(g1)), store.ErrNotFound, "CreateAccessToken in a grant of the disabled user")
+
+	// Nobody else is touched.
+	gotSG, err := s.GetGrant(ctx, sg.ID)
+	must(t, err, "GetGrant")
+	equal(t, "another user's grant", gotSG, sg)
+	gotSRT, err := s.GetRefreshToken(ctx, srt.Digest)
+	must(t, err, "GetRefreshToken")
+	equal(t, "another user's refresh token", gotSRT, srt)
+	for _, at := range []store.AccessToken{sat, cc} {
+		got, err := s.GetAccessToken(ctx, at.Digest)
+		must(t, err, "GetAccessToken")
+		equal(t, "another user's (or client's) access token", got, at)
+	}
+	if su, _ := s.GetUser(ctx, stranger.ID); su.Disabled {
+		t.Fatal("DisableUser disabled another user")
+	}
+
+	// Again: nothing left to revoke, and the first times are kept.
+	rev, err = s.DisableUser(ctx, u.ID, now.Add(time.Hour))
+	must(t, err, "DisableUser again")
+	if len(rev.Grants) != 0 || rev.RefreshTokens != 0 || rev.AccessTokens != 0 {
+		t.Fatalf("DisableUser of a disabled user with nothing live revoked %s", show(rev))
+	}
+	got1, err := s.GetGrant(ctx, g1.ID)
+	must(t, err, "GetGrant")
+	timeEqual(t, "RevokedAt after a second DisableUser (first kept)", got1.RevokedAt, now)
+
+	// Enabling does not bring anything back.
+	must(t, s.SetUserDisabled(ctx, u.ID, false), "SetUserDisabled(false)")
+	if gotU, _ := s.GetUser(ctx, u.ID); gotU.Disabled {
+		t.Fatal("SetUserDisabled(false) left the user disabled")
+	}
+	for _, g := range want {
+		got, err := s.GetGrant(ctx, g.ID)
+		must(t, err, "GetGrant")
+		timeEqual(t, "RevokedAt of a grant after enabling its user", got.RevokedAt, now)
+	}
+	_, err = s.RotateRefreshToken(ctx, rt2.Digest, now, nextRefreshToken(rt2, now))
+	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken after enabling its user")
+	if got, _ := s.GetAccessToken(ctx, at1.Digest); got.RevokedAt == nil {
+		t.Fatal("enabling the user un-revoked an access token")
+	}
+
+	// A grant from a new sign-in works, and a second disable ends just it.
+	g5, rt6 := grant(t, s, a, u)
+	rev, err = s.DisableUser(ctx, u.ID, now.Add(2*time.Hour))
+	must(t, err, "DisableUser (after a new sign-in)")
+	if len(rev.Grants) != 1 || rev.Grants[0].ID != g5.ID || rev.RefreshTokens != 1 || rev.AccessTokens != 0 {
+		t.Fatalf("DisableUser after a new sign-in revoked %s, want just grant %s and its refresh token", show(rev), g5.ID)
+	}
+	_, err = s.RotateRefreshToken(ctx, rt6.Digest, now.Add(2*time.Hour), nextRefreshToken(rt6, now.Add(2*time.Hour)))
+	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken after the second disable")
+
+	// A user without grants; an unknown user.
+	lonely := user(t, s)
+	rev, err = s.DisableUser(ctx, lonely.ID, now)
+	must(t, err, "DisableUser of a user without grants")
+	if len(rev.Grants) != 0 || rev.RefreshTokens != 0 || rev.AccessTokens != 0 {
+		t.Fatalf("DisableUser of a user without grants revoked %s", show(rev))
+	}
+	_, err = s.DisableUser(ctx, "no-such-user", now)
+	wantErr(t, err, store.ErrNotFound, "DisableUser of an unknown user")
 }

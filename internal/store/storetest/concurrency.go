@@ -361,3 +361,77 @@ func testConcurrentCreateAccessTokenAndRevokeGrant(t *testing.T, s store.Store) 
 	at = newAccessToken(store.Grant{ID: uuid.NewString(), ClientID: c.ID, UserID: u.ID})
 	wantErr(t, s.CreateAccessToken(ctx, at), store.ErrNotFound, "CreateAccessToken in an unknown grant")
 }
+
+// DisableUser is one transaction: a reader never sees the user disabled
+// with a grant still live, or a grant revoked with the user still enabled,
+// and tokens rotated or created while it runs are either refused or
+// revoked with the rest. Several rounds, so that the orders vary.
+func testConcurrentDisableUser(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	c := client(t, s)
+	const rounds, creators, readers = 8, 4, 4
+	for round := range rounds {
+		u := user(t, s)
+		g, rt := grant(t, s, c, u)
+		now := t0.Add(time.Hour)
+		next := nextRefreshToken(rt, now)
+		tokens := make([]store.AccessToken, creators)
+		errs := make([]error, creators)
+		var rotateErr, disableErr error
+		torn := make([]string, readers)
+		race(creators+readers+2, func(i int) {
+			switch {
+			case i < creators:
+				tokens[i] = newAccessToken(g)
+				errs[i] = s.CreateAccessToken(ctx, tokens[i])
+			case i < creators+readers:
+				for range 20 {
+					gg, uu, err := s.GetGrantUser(ctx, g.ID)
+					if err != nil {
+						torn[i-creators] = err.Error()
+						return
+					}
+					if uu.Disabled != (gg.RevokedAt != nil) {
+						torn[i-creators] = fmt.Sprintf("user disabled %v, grant revoked at %v", uu.Disabled, gg.RevokedAt)
+						return
+					}
+				}
+			case i == creators+readers:
+				_, rotateErr = s.RotateRefreshToken(ctx, rt.Digest, now, next)
+			default:
+				_, disableErr = s.DisableUser(ctx, u.ID, now)
+			}
+		})
+		what := fmt.Sprintf("round %d: ", round)
+		must(t, disableErr, what+"DisableUser")
+		for _, msg := range torn {
+			if msg != "" {
+				t.Fatalf("%sa read during DisableUser saw a half-done state: %s", what, msg)
+			}
+		}
+		for i, at := range tokens {
+			got, err := s.GetAccessToken(ctx, at.Digest)
+			switch {
+			case errs[i] != nil:
+				wantErr(t, errs[i], store.ErrNotFound, what+"CreateAccessToken racing DisableUser")
+			case err != nil:
+				t.Fatalf("%sGetAccessToken of a created token: %v", what, err)
+			case got.RevokedAt == nil:
+				t.Fatalf("%san access token created during DisableUser is live", what)
+			}
+		}
+		digests := []string{rt.Digest}
+		if rotateErr == nil {
+			digests = append(digests, next.Digest)
+		} else {
+			wantErr(t, rotateErr, store.ErrNotFound, what+"RotateRefreshToken racing DisableUser")
+		}
+		for _, d := range digests {
+			got, err := s.GetRefreshToken(ctx, d)
+			must(t, err, what+"GetRefreshToken")
+			if got.UsedAt == nil {
+				t.Fatalf("%sa refresh token is live after DisableUser (rotation succeeded: %v)", what, rotateErr == nil)
+			}
+		}
+	}
+}

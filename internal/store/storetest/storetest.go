@@ -47,6 +47,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "TouchClient", fn: testTouchClient},
 		{name: "ListAndCountClients", fn: testListAndCountClients, own: own},
 		{name: "UpsertUser", fn: testUpsertUser},
+		{name: "FindUser", fn: testFindUser},
+		{name: "ListUsers", fn: testListUsers, own: own},
+		{name: "DisableUser", fn: testDisableUser},
 
 		// The authorization flow.
 		{name: "AuthRequestCRUD", fn: testAuthRequestCRUD},
@@ -84,6 +87,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ConcurrentCreateAccessTokenAndRevokeGrant", fn: testConcurrentCreateAccessTokenAndRevokeGrant},
 		{name: "ConcurrentAddConsent", fn: testConcurrentAddConsent},
 		{name: "ConcurrentUpsertUser", fn: testConcurrentUpsertUser},
+		{name: "ConcurrentDisableUser", fn: testConcurrentDisableUser},
 	}
 	shared := newStore(t)
 	for _, c := range cases {

@@ -179,12 +179,8 @@ func (h *Handler) signedIn(r *http.Request) (store.User, string, bool, error) {
 	if err != nil || sess == nil {
 		return store.User{}, "", false, err
 	}
-	user, err := h.Store.GetUser(ctx, sess.UserID)
-	if err != nil {
-		return store.User{}, "", false, err
-	}
-	reqlog.Set(ctx, "user_id", user.ID)
-	return user, sid, true, nil
+	reqlog.Set(ctx, "user_id", sess.User.ID)
+	return sess.User, sid, true, nil
 }
 
 // appsSession returns the signed-in user, or writes the "not signed in"

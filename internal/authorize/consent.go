@@ -170,12 +170,8 @@ func (h *Handler) consentRequest(w http.ResponseWriter, r *http.Request, handle 
 		h.clientGone(w, r, err)
 		return fail()
 	}
-	user, err := h.Store.GetUser(ctx, req.UserID)
-	if err != nil {
-		h.internalErrorPage(w, r, err)
-		return fail()
-	}
-	return req, rid, client, user, true
+	// The session's user is the request's (checked above), just read.
+	return req, rid, client, sess.User, true
 }
 
 // finish consumes a signed-in, consented pending request and issues its

@@ -394,12 +394,18 @@ func (h *Handler) startSession(ctx context.Context, w http.ResponseWriter, r *ht
 	return nil
 }
 
+// session is a valid browser session with its user, as read to check it.
+type session struct {
+	store.Session
+	User store.User
+}
+
 // currentSession returns the browser's session if it is valid and its user
 // may still sign in (not disabled, provider still configured, allowed by
 // the current allowlist), else nil: a user removed from the allowlist
 // loses single sign-on at once and is sent to the upstream again. It also
 // returns the session id, for the forms of /apps.
-func (h *Handler) currentSession(ctx context.Context, r *http.Request, now time.Time) (*store.Session, string, error) {
+func (h *Handler) currentSession(ctx context.Context, r *http.Request, now time.Time) (*session, string, error) {
 	sid := cookieValue(r, h.cookieName(sessionCookie))
 	if sid == "" {
 		return nil, "", nil
@@ -425,7 +431,7 @@ func (h *Handler) currentSession(ctx context.Context, r *http.Request, now time.
 	if _, ok := h.allowed(conn.Type(), u); !ok {
 		return nil, "", nil
 	}
-	return &s, sid, nil
+	return &session{Session: s, User: u}, sid, nil
 }
 
 // afterLogin continues a request the callback consumed, now signed in:

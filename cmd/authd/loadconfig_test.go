@@ -135,6 +135,10 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"bad proxy", validYAML, map[string]string{"AUTHD_TRUSTED_PROXIES": "10.0.0.0/33"}, []string{"trusted_proxies"}},
 		{"no allowlist", strings.Replace(validYAML, "  github_orgs: [acme]", "  allow_all_users: false", 1), nil, []string{"allowlist", "allow_all_users"}},
 		{"no upstreams", "issuer: https://a.example\ndatabase_url: postgres://db/a\nkeys: {encryption_secret: 0123456789abcdef0123456789abcdef}\nallowlist: {allow_all_users: true}\n", nil, []string{"upstreams"}},
+		{"org rules without load_teams", strings.Replace(validYAML, "github: {load_teams: true}", "github: {load_teams: false}", 1), nil, []string{"upstreams[0].github.load_teams"}},
+		{"dev login outside --dev", strings.Replace(validYAML, "    type: github\n", "    type: dev\n", 1), nil, []string{"upstreams[0].type", "--dev"}},
+		{"duplicate upstream id", strings.Replace(validYAML, "allowlist:", "  - {id: github, type: github, client_id: b, client_secret: c, github: {load_teams: true}}\nallowlist:", 1), nil, []string{"upstreams[1].id", "used twice"}},
+		{"negative purge interval", validYAML, map[string]string{"AUTHD_PURGE_INTERVAL": "-1m"}, []string{"purge_interval"}},
 		{"several problems at once", validYAML, map[string]string{"AUTHD_ISSUER": "ftp://x", "AUTHD_LOG_LEVEL": "loud"}, []string{"issuer", "log.level"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -228,3 +228,26 @@ func createDynamicClients(t *testing.T, st store.Store, now time.Time, expiry ma
 		}
 	}
 }
+
+// TestRegistrationDisabled: with registration.enabled false, discovery
+// advertises no registration_endpoint and /register does not exist.
+func TestRegistrationDisabled(t *testing.T) {
+	for _, enabled := range []string{"true", "false"} {
+		inst := startAuthd(t, freeAddr(t), map[string]string{"AUTHD_REGISTRATION_ENABLED": enabled}, "--dev")
+		var md map[string]any
+		getJSON(t, inst.URL+"/.well-known/oauth-authorization-server", http.StatusOK, &md)
+		_, advertised := md["registration_endpoint"]
+		resp, err := http.Post(inst.URL+"/register", "application/json",
+			strings.NewReader(`{"redirect_uris":["http://127.0.0.1:9/cb"],"token_endpoint_auth_method":"none"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		switch {
+		case enabled == "true" && (!advertised || resp.StatusCode != http.StatusCreated):
+			t.Errorf("registration on: advertised %v, POST /register %d", advertised, resp.StatusCode)
+		case enabled == "false" && (advertised || resp.StatusCode != http.StatusNotFound):
+			t.Errorf("registration off: advertised %v, POST /register %d, want not advertised and 404", advertised, resp.StatusCode)
+		}
+	}
+}

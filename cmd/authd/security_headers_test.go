@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -348,6 +350,11 @@ func TestSecurityOversizeInputs(t *testing.T) {
 		if resp.StatusCode != http.StatusRequestEntityTooLarge {
 			t.Errorf("POST %s with %d bytes: %d, want 413 (%s)", tc.path, len(tc.body), resp.StatusCode, time.Since(start))
 		}
+		// Refused at the limit, not after reading or parsing it all: far
+		// below the 15 s read timeout even on a loaded machine.
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("POST %s with %d bytes took %s to refuse", tc.path, len(tc.body), d)
+		}
 	}
 
 	// Headers beyond max_header_bytes (16 KiB by default).
@@ -402,4 +409,46 @@ func TestSecurityOversizeInputs(t *testing.T) {
 		}
 	}
 	s.assertUnchanged(t, before, "oversize inputs")
+}
+
+// TestSecuritySlowHeadersDisconnected: a client that dribbles its request
+// headers (slowloris) is disconnected once http.read_header_timeout has
+// passed, so it cannot hold connections open; a prompt client on the same
+// server is unaffected.
+func TestSecuritySlowHeadersDisconnected(t *testing.T) {
+	addr := freeAddr(t)
+	inst := startAuthd(t, addr, map[string]string{"AUTHD_HTTP_READ_HEADER_TIMEOUT": "300ms"}, "--dev")
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := conn.Write([]byte("GET /health HTTP/1.1\r\nHost: " + addr + "\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	// Keep dribbling a header byte every 100 ms; the server must hang up.
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	closed := false
+	for i := 0; i < 40 && !closed; i++ {
+		time.Sleep(100 * time.Millisecond)
+		if _, err := conn.Write([]byte("X")); err != nil {
+			closed = true
+		}
+	}
+	if !closed {
+		// The write side may stay open a little longer; the read side
+		// tells: EOF (or a 408) once the server gave up.
+		buf := make([]byte, 512)
+		n, err := conn.Read(buf)
+		var ne net.Error
+		timedOut := errors.As(err, &ne) && ne.Timeout() // our deadline, not the server
+		closed = (err != nil && !timedOut) || strings.Contains(string(buf[:n]), "408")
+	}
+	if elapsed := time.Since(start); !closed || elapsed > 4*time.Second {
+		t.Fatalf("slow header client still connected after %s (closed=%v)", elapsed, closed)
+	}
+	if got := statusOf(t, inst.URL+"/health"); got != http.StatusOK {
+		t.Fatalf("a prompt request after the slow one: %d", got)
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -142,4 +144,80 @@ func FuzzVerifyJWT(f *testing.F) {
 			t.Fatalf("accepted claims %+v", c)
 		}
 	})
+}
+
+// TestVerifyJWTBoundedAllocations: the work one hostile token costs is
+// bounded. For worst-case inputs up to maxTokenLen (deeply nested or huge
+// JSON in header and claims, many segments, long base64), verification
+// allocates a bounded amount: a small multiple of the input, never a
+// function of what the input claims (lengths, depths). Over maxTokenLen
+// nothing is parsed at all.
+func TestVerifyJWTBoundedAllocations(t *testing.T) {
+	km, err := keys.New(context.Background(), store.NewMemory(), keys.Options{
+		Algorithm: keys.ES256, EncryptionKey: keys.DeriveKEK("alloc-encryption-secret-0123456789abcdef"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{Keys: km, Issuer: "https://auth.example.com"}
+	h.prepare()
+	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	// Payload sizes chosen so the token stays just under maxTokenLen.
+	fit := func(seg func(n int) string) string {
+		n := 16
+		for len(seg(n*2)) <= maxTokenLen {
+			n *= 2
+		}
+		return seg(n)
+	}
+	now := time.Now()
+	inputs := map[string]string{
+		"nested header": fit(func(n int) string {
+			return b64(`{"alg":"ES256","x":`+strings.Repeat("[", n)+strings.Repeat("]", n)+`}`) + ".e30.c2ln"
+		}),
+		"nested claims": fit(func(n int) string {
+			return b64(`{"alg":"ES256","typ":"at+jwt"}`) + "." + b64(`{"a":`+strings.Repeat(`{"a":`, n)+`1`+strings.Repeat("}", n+1)) + ".c2ln"
+		}),
+		"many members": fit(func(n int) string {
+			var sb strings.Builder
+			sb.WriteString(`{"alg":"ES256"`)
+			for i := range n {
+				fmt.Fprintf(&sb, `,"k%d":%d`, i, i)
+			}
+			return b64(sb.String()+"}") + ".e30.c2ln"
+		}),
+		"huge number": fit(func(n int) string {
+			return b64(`{"alg":"ES256","typ":"at+jwt"}`) + "." + b64(`{"exp":1`+strings.Repeat("0", n)+`}`) + ".c2ln"
+		}),
+		"many segments": fit(func(n int) string { return strings.Repeat("a.", n) + "a" }),
+		"long signature": fit(func(n int) string {
+			return b64(`{"alg":"ES256","typ":"at+jwt","kid":"x"}`) + ".e30." + strings.Repeat("A", n)
+		}),
+	}
+	for name, raw := range inputs {
+		if len(raw) > maxTokenLen {
+			t.Fatalf("%s: %d bytes, over maxTokenLen", name, len(raw))
+		}
+		if _, err := h.verifyJWT(raw, now); err == nil {
+			t.Fatalf("%s: accepted", name)
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		const runs = 20
+		for range runs {
+			h.verifyJWT(raw, now)
+		}
+		runtime.ReadMemStats(&after)
+		perCall := (after.TotalAlloc - before.TotalAlloc) / runs
+		// 64 bytes allocated per input byte at most: generous (JSON
+		// decoding into interfaces costs some tens), but linear.
+		if limit := uint64(64 * maxTokenLen); perCall > limit {
+			t.Errorf("%s (%d bytes): %d bytes allocated per verification, over %d", name, len(raw), perCall, limit)
+		}
+		t.Logf("%s: %d bytes in, %d bytes allocated per verification", name, len(raw), perCall)
+	}
+	over := strings.Repeat("a", maxTokenLen+1)
+	if allocs := testing.AllocsPerRun(20, func() { h.inspect(context.Background(), over, now) }); allocs > 5 {
+		t.Errorf("a token over maxTokenLen costs %v allocations; it must be refused before parsing", allocs)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"strings"
 	"text/tabwriter"
@@ -24,12 +25,15 @@ import (
 // table. Clients it creates are config clients (store.SourceConfig), with
 // authd-generated secrets shown once. Clients declared in the config file
 // are re-applied at every start, so edit those in the file rather than here.
-func newClientsCmd(openStore func(ctx context.Context) (store.Store, error), now func() time.Time) *cobra.Command {
+func newClientsCmd(openStore func(ctx context.Context) (store.Store, error), now func() time.Time, log *slog.Logger) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "clients create|list|show|update|delete|rotate-secret",
 		Short: "Manage OAuth clients in the database",
 	}
-	c := &clientsCmd{openStore: openStore, now: now}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &clientsCmd{openStore: openStore, now: now, log: log}
 	cmd.AddCommand(c.create(), c.list(), c.show(), c.update(), c.delete(), c.rotateSecret())
 	return cmd
 }
@@ -37,6 +41,13 @@ func newClientsCmd(openStore func(ctx context.Context) (store.Store, error), now
 type clientsCmd struct {
 	openStore func(ctx context.Context) (store.Store, error)
 	now       func() time.Time
+	log       *slog.Logger // audit records of changes, like the server's
+}
+
+// audit records a change made from the command line, with the event names
+// the server uses for the same change.
+func (c *clientsCmd) audit(ctx context.Context, event, clientID string) {
+	c.log.InfoContext(ctx, "client changed from the command line", "event", event, "via", "cli", "client_id", clientID)
 }
 
 // withStore runs fn with an open store, closing it afterwards.
@@ -180,6 +191,7 @@ func (c *clientsCmd) create() *cobra.Command {
 				}
 				return err
 			}
+			c.audit(cmd.Context(), "client_registered", client.ID)
 			return printClient(cmd, out, client, secret)
 		})
 	}
@@ -305,6 +317,7 @@ func (c *clientsCmd) update() *cobra.Command {
 			if err := st.UpdateClient(cmd.Context(), next); err != nil {
 				return err
 			}
+			c.audit(cmd.Context(), "client_updated", next.ID)
 			return printClient(cmd, out, next, secret)
 		})
 	}
@@ -325,6 +338,7 @@ func (c *clientsCmd) delete() *cobra.Command {
 				if err := st.DeleteClient(cmd.Context(), cl.ID); err != nil {
 					return err
 				}
+				c.audit(cmd.Context(), "client_deleted", cl.ID)
 				fmt.Fprintf(cmd.OutOrStdout(), "deleted client %s and revoked its grants and tokens\n", cl.ID)
 				if cl.Source == store.SourceMetadata {
 					fmt.Fprintf(cmd.OutOrStdout(), "note: a metadata-document client comes back the next time it is used; "+
@@ -363,6 +377,7 @@ func (c *clientsCmd) rotateSecret() *cobra.Command {
 			if err := st.UpdateClient(cmd.Context(), cl); err != nil {
 				return err
 			}
+			c.audit(cmd.Context(), "client_secret_rotated", cl.ID)
 			return printClient(cmd, out, cl, secret)
 		})
 	}

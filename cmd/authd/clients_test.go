@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -21,16 +22,17 @@ type sharedStore struct{ store.Store }
 func (sharedStore) Close() {}
 
 type clientsCLI struct {
-	t   *testing.T
-	st  store.Store
-	now time.Time
+	t     *testing.T
+	st    store.Store
+	now   time.Time
+	audit bytes.Buffer // the commands' audit log
 }
 
 // run executes `authd clients args...` and returns stdout and stderr.
 func (c *clientsCLI) run(args ...string) (string, string, error) {
 	c.t.Helper()
 	cmd := newClientsCmd(func(context.Context) (store.Store, error) { return sharedStore{c.st}, nil },
-		func() time.Time { return c.now })
+		func() time.Time { return c.now }, slog.New(slog.NewJSONHandler(&c.audit, nil)))
 	var stdout, stderr bytes.Buffer
 	cmd.SetOut(&stdout)
 	cmd.SetErr(&stderr)
@@ -224,6 +226,14 @@ func TestClientsCommand(t *testing.T) {
 
 	// delete.
 	out, _ = cli.mustRun("delete", id)
+	for _, ev := range []string{"client_registered", "client_updated", "client_secret_rotated", "client_deleted"} {
+		if !strings.Contains(cli.audit.String(), `"event":"`+ev+`","via":"cli"`) {
+			t.Errorf("no %s audit record from the command line:\n%s", ev, cli.audit.String())
+		}
+	}
+	if strings.Contains(cli.audit.String(), oauth.PrefixClientSecret) {
+		t.Error("a client secret in the audit log")
+	}
 	if !strings.Contains(out, id) {
 		t.Errorf("delete output: %q", out)
 	}

@@ -71,6 +71,9 @@ func newRootCmd(e *env) *rootCmd {
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
 	addConfigFlags(root.PersistentFlags())
+	// Audit records of the admin commands' changes: JSON on stderr, one
+	// line each (the configuration, and so log.format, is not loaded yet).
+	cliAudit := slog.New(slog.NewJSONHandler(e.stderr, nil))
 	root.AddCommand(
 		newServeCmd(e),
 		newMigrateCmd(e),
@@ -78,8 +81,8 @@ func newRootCmd(e *env) *rootCmd {
 		newVersionCmd(e),
 		newHealthcheckCmd(e),
 		newKeysCmd(e),
-		newClientsCmd(storeOpener(e, root.PersistentFlags()), e.now),
-		newUsersCmd(storeOpener(e, root.PersistentFlags()), e.now, slog.New(slog.NewJSONHandler(e.stderr, nil))),
+		newClientsCmd(storeOpener(e, root.PersistentFlags()), e.now, cliAudit),
+		newUsersCmd(storeOpener(e, root.PersistentFlags()), e.now, cliAudit),
 		newPurgeCmd(e),
 		newStatsCmd(e),
 	)

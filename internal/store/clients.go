@@ -121,15 +121,32 @@ func (p *Postgres) UpsertClient(ctx context.Context, c Client) error {
 // DeleteClient removes the client; the foreign keys cascade to everything
 // issued to it (codes, grants, refresh and access tokens, consents, pending
 // requests).
+//
+// The client's grants are locked first, in id order, as every other writer
+// of a grant's family (rotation, revocation, disabling a user) locks the
+// grant before its tokens and the client row (the foreign-key checks of
+// the rows it inserts). Deleting the client row straight away would lock
+// in the opposite order (client, then the cascade's grants and tokens) and
+// deadlock with a concurrent refresh.
 func (p *Postgres) DeleteClient(ctx context.Context, id string) error {
-	tag, err := p.pool.Exec(ctx, `DELETE FROM clients WHERE id = $1`, id)
-	if err != nil {
-		return mapErr(err)
-	}
-	if tag.RowsAffected() == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return p.withTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM grants WHERE client_id = $1 ORDER BY id FOR UPDATE`, id); err != nil {
+			return mapErr(err)
+		}
+		// Likewise its codes: a redemption claims the code, then inserts
+		// rows whose foreign keys share-lock the client.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM auth_codes WHERE client_id = $1 ORDER BY digest FOR UPDATE`, id); err != nil {
+			return mapErr(err)
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM clients WHERE id = $1`, id)
+		if err != nil {
+			return mapErr(err)
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
 }
 
 // touchInterval is how stale LastUsedAt may get before TouchClient writes:

@@ -435,3 +435,62 @@ func testConcurrentDisableUser(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+// Deleting a client while one of its refresh tokens rotates neither fails
+// nor deadlocks (the delete locks the client's grants first, in the order
+// rotation does), and nothing of the client survives the delete.
+func testConcurrentRotateAndDeleteClient(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	for round := range 8 {
+		c := client(t, s)
+		_, rt := grant(t, s, c, u)
+		now := t0.Add(time.Hour)
+		next := nextRefreshToken(rt, now)
+		var rotErr, delErr error
+		race(2, func(i int) {
+			if i == 0 {
+				_, rotErr = s.RotateRefreshToken(ctx, rt.Digest, now, next)
+			} else {
+				delErr = s.DeleteClient(ctx, c.ID)
+			}
+		})
+		must(t, delErr, fmt.Sprintf("round %d: DeleteClient racing RotateRefreshToken", round))
+		if rotErr != nil && !errors.Is(rotErr, store.ErrNotFound) {
+			t.Fatalf("round %d: RotateRefreshToken racing DeleteClient: %v, want success or ErrNotFound", round, rotErr)
+		}
+		for _, d := range []string{rt.Digest, next.Digest} {
+			_, err := s.GetRefreshToken(ctx, d)
+			wantErr(t, err, store.ErrNotFound, fmt.Sprintf("round %d: a refresh token of the deleted client", round))
+		}
+	}
+}
+
+// Deleting a client while one of its codes is redeemed neither fails nor
+// deadlocks, and nothing of the client survives the delete.
+func testConcurrentRedeemAndDeleteClient(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	for round := range 8 {
+		c := client(t, s)
+		code := createCode(t, s, c, u)
+		g := newGrant(code)
+		rt := newRefreshToken(g)
+		var redeemErr, delErr error
+		race(2, func(i int) {
+			if i == 0 {
+				_, redeemErr = s.RedeemAuthCode(ctx, code.Digest, t0, g, &rt)
+			} else {
+				delErr = s.DeleteClient(ctx, c.ID)
+			}
+		})
+		must(t, delErr, fmt.Sprintf("round %d: DeleteClient racing RedeemAuthCode", round))
+		if redeemErr != nil && !errors.Is(redeemErr, store.ErrNotFound) && !errors.Is(redeemErr, store.ErrConflict) {
+			t.Fatalf("round %d: RedeemAuthCode racing DeleteClient: %v", round, redeemErr)
+		}
+		_, err := s.GetGrant(ctx, g.ID)
+		wantErr(t, err, store.ErrNotFound, fmt.Sprintf("round %d: a grant of the deleted client", round))
+		_, err = s.GetRefreshToken(ctx, rt.Digest)
+		wantErr(t, err, store.ErrNotFound, fmt.Sprintf("round %d: a refresh token of the deleted client", round))
+	}
+}

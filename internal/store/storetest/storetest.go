@@ -85,6 +85,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ConcurrentCreateActiveSigningKey", fn: testConcurrentCreateActiveSigningKey, own: own},
 		{name: "ConcurrentRefreshAndRevokeGrant", fn: testConcurrentRefreshAndRevokeGrant},
 		{name: "ConcurrentCreateAccessTokenAndRevokeGrant", fn: testConcurrentCreateAccessTokenAndRevokeGrant},
+		{name: "ConcurrentRotateAndDeleteClient", fn: testConcurrentRotateAndDeleteClient},
+		{name: "ConcurrentRedeemAndDeleteClient", fn: testConcurrentRedeemAndDeleteClient},
 		{name: "ConcurrentAddConsent", fn: testConcurrentAddConsent},
 		{name: "ConcurrentUpsertUser", fn: testConcurrentUpsertUser},
 		{name: "ConcurrentDisableUser", fn: testConcurrentDisableUser},

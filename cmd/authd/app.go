@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -145,6 +146,10 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		return policy.Check(providerTypes[u.Provider], u)
 	}
 
+	// Every endpoint lives under the issuer's path (RFC 8414 §3.1: an issuer
+	// https://host/tenant serves https://host/tenant/token, ...); /health,
+	// /ready and the well-known documents stay at the host root.
+	prefix := issuerPath(cfg.Issuer)
 	root := server.NewRouter(server.Options{
 		Log:            log,
 		TrustedProxies: mustPrefixes(cfg),
@@ -155,7 +160,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Now:            now,
 		Observe: func(route, method string, status int, d time.Duration) {
 			m.ObserveRequest(route, method, status, d)
-			if route == "/register" && method == http.MethodPost {
+			if route == prefix+"/register" && method == http.MethodPost {
 				m.ObserveRegistration(registrationOutcome(status))
 			}
 		},
@@ -166,7 +171,12 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	// The sign-in pages share /authorize's budget: each costs a database
 	// write or an upstream round trip, and a person needs a handful.
 	authorizeLimit := ratelimit.New(cfg.RateLimits.Authorize, now)
-	var r chi.Router = root.With(limitPaths(map[string]*ratelimit.Limiter{
+	endpoints := root
+	if prefix != "" {
+		endpoints = chi.NewRouter()
+		root.Mount(prefix, endpoints) // after NotFound: Mount hands it down
+	}
+	var r chi.Router = endpoints.With(limitPaths(prefix, map[string]*ratelimit.Limiter{
 		"/authorize": authorizeLimit,
 		"/login":     authorizeLimit,
 		"/callback/": authorizeLimit,
@@ -217,7 +227,9 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 			ResourceName:          res.Name,
 		})
 	}
-	disc.Routes(r)
+	// At the host root: the documents' paths are absolute (the path-inserted
+	// metadata of RFC 8414 §3.1 sits outside the issuer's path).
+	disc.Routes(root)
 
 	// One client cache for /token, /revoke and /introspect (the hot paths
 	// read no client row), one for the sign-in flow, which looks its client
@@ -324,22 +336,35 @@ func registrationOutcome(status int) string {
 	return "rejected"
 }
 
-// limitPaths rate-limits requests to the given paths by client address
-// (r.RemoteAddr, already rewritten from trusted proxies). A path is exact,
-// or a prefix when it ends in "/".
-func limitPaths(limiters map[string]*ratelimit.Limiter) func(http.Handler) http.Handler {
+// issuerPath is the path of the issuer without a trailing slash ("" for
+// none). Validation admits only plain segments (config.validateIssuer).
+func issuerPath(issuer string) string {
+	u, err := url.Parse(issuer)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSuffix(u.EscapedPath(), "/")
+}
+
+// limitPaths rate-limits requests to the given paths under prefix (the
+// issuer's path) by client address (r.RemoteAddr, already rewritten from
+// trusted proxies). A path is exact, or covers a first segment when it
+// ends in "/" ("/callback/" limits /callback/github).
+func limitPaths(prefix string, limiters map[string]*ratelimit.Limiter) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		mws := map[string]http.Handler{}
 		for path, l := range limiters {
 			mws[path] = ratelimit.Middleware(l, ratelimit.RemoteIPKey)(next)
 		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			h, ok := mws[r.URL.Path]
-			if !ok {
-				if i := strings.Index(r.URL.Path[min(1, len(r.URL.Path)):], "/"); i >= 0 {
-					h, ok = mws[r.URL.Path[:i+2]]
+			p, under := strings.CutPrefix(r.URL.Path, prefix)
+			h, ok := mws[p]
+			if !ok && under {
+				if i := strings.Index(p[min(1, len(p)):], "/"); i >= 0 {
+					h, ok = mws[p[:i+2]]
 				}
 			}
+			ok = ok && under
 			if ok && r.Method != http.MethodOptions {
 				h.ServeHTTP(w, r)
 				return

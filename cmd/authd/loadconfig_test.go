@@ -127,7 +127,9 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"http issuer not loopback", validYAML, map[string]string{"AUTHD_ISSUER": "http://auth.example.com"}, []string{"issuer", "https"}},
 		{"issuer with query", validYAML, map[string]string{"AUTHD_ISSUER": "https://auth.example.com?x=1"}, []string{"issuer", "query"}},
 		{"issuer with fragment", validYAML, map[string]string{"AUTHD_ISSUER": "https://auth.example.com#x"}, []string{"issuer", "fragment"}},
-		{"issuer with path", validYAML, map[string]string{"AUTHD_ISSUER": "https://example.com/auth"}, []string{"issuer", "path"}},
+		{"issuer path trailing slash", validYAML, map[string]string{"AUTHD_ISSUER": "https://example.com/auth/"}, []string{"issuer", "slash"}},
+		{"issuer path dot segment", validYAML, map[string]string{"AUTHD_ISSUER": "https://example.com/a/../b"}, []string{"issuer", "path"}},
+		{"issuer path empty segment", validYAML, map[string]string{"AUTHD_ISSUER": "https://example.com/a//b"}, []string{"issuer", "path"}},
 		{"issuer trailing slash", validYAML, map[string]string{"AUTHD_ISSUER": "https://auth.example.com/"}, []string{"issuer", "slash"}},
 		{"missing database", strings.Replace(validYAML, "database_url: postgres://authd:pw@db:5432/authd", "", 1), nil, []string{"database_url: required"}},
 		{"short encryption secret", validYAML, map[string]string{"AUTHD_KEYS_ENCRYPTION_SECRET": "short"}, []string{"keys.encryption_secret"}},
@@ -161,6 +163,21 @@ func TestLoopbackHTTPIssuerAllowedWithoutDev(t *testing.T) {
 		path := writeFile(t, validYAML)
 		if _, err := loadConfig(flagsFor(t, "--config", path), envOf(map[string]string{"AUTHD_ISSUER": iss})); err != nil {
 			t.Errorf("%s rejected: %v", iss, err)
+		}
+	}
+}
+
+// An issuer with a path (RFC 8414 §3.1) is accepted as written.
+func TestIssuerWithPathAccepted(t *testing.T) {
+	for _, iss := range []string{"https://example.com/auth", "https://example.com/org/tenant-1", "http://127.0.0.1:9000/tenant"} {
+		path := writeFile(t, validYAML)
+		cfg, err := loadConfig(flagsFor(t, "--config", path), envOf(map[string]string{"AUTHD_ISSUER": iss}))
+		if err != nil {
+			t.Errorf("%s rejected: %v", iss, err)
+			continue
+		}
+		if cfg.Issuer != iss {
+			t.Errorf("issuer %q, want %q", cfg.Issuer, iss)
 		}
 	}
 }

@@ -121,7 +121,8 @@ func (h *Handler) apps(w http.ResponseWriter, r *http.Request) {
 		UserName string
 		Apps     []appEntry
 		CSRF     string
-	}{displayName(user), entries, sessionCSRF(sid)})
+		Base     string
+	}{displayName(user), entries, sessionCSRF(sid), h.basePath()})
 }
 
 // revokeApp serves POST /apps/revoke: withdraws the consent for one client
@@ -149,7 +150,7 @@ func (h *Handler) revokeApp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.event(ctx, EventAppRevoked, "client_id", clientID, "user_id", user.ID)
-	redirect(w, r, "/apps")
+	redirect(w, r, h.path("/apps"))
 }
 
 // logout serves POST /logout: ends the browser's session and answers 303
@@ -157,7 +158,7 @@ func (h *Handler) revokeApp(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 	_, sid, signedOut, ok := h.sessionForm(w, r)
 	if signedOut {
-		redirect(w, r, "/apps") // nothing to end
+		redirect(w, r, h.path("/apps")) // nothing to end
 		return
 	}
 	if !ok {
@@ -168,7 +169,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.clearCookie(w, h.cookieName(sessionCookie))
-	redirect(w, r, "/apps")
+	redirect(w, r, h.path("/apps"))
 }
 
 // signedIn returns the browser's signed-in user and session id; ok is

@@ -118,7 +118,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 		h.redirectError(w, r, t, oauth.AsError(err))
 		return
 	}
-	redirect(w, r, "/consent?req="+requestHandle(oauth.Digest(rid)))
+	redirect(w, r, h.path("/consent?req="+requestHandle(oauth.Digest(rid))))
 }
 
 // fresh reports whether a sign-in at authTime satisfies max_age (OpenID

@@ -32,6 +32,7 @@ type consentData struct {
 	UserName     string
 	Handle       string
 	CSRF         string
+	Base         string // Handler.basePath, prefixed to authd's own URLs
 }
 
 // consentPage serves GET /consent?req=H.
@@ -47,6 +48,7 @@ func (h *Handler) consentPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d := consentData{
+		Base:       h.basePath(),
 		ClientName: clientName(client),
 		Verified:   verification(client),
 		ClientHost: metadataHost(client),

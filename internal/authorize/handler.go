@@ -42,6 +42,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -111,8 +112,11 @@ const (
 
 // Handler serves /authorize and the pages around it.
 type Handler struct {
-	Store  Store
-	Issuer string // e.g. https://auth.example.com; sent as iss (RFC 9207)
+	Store Store
+	// Issuer is e.g. https://auth.example.com, sent as iss (RFC 9207). When
+	// it has a path (https://auth.example.com/tenant), Routes must be
+	// mounted under that path: links and redirects carry it.
+	Issuer string
 	// Connectors are the upstream identity providers, in chooser order.
 	Connectors []upstream.Connector
 	Allowlist  Allowlist
@@ -157,7 +161,7 @@ const (
 // maxFormBytes bounds the bodies of the POST endpoints here.
 const maxFormBytes = 64 << 10
 
-// Routes mounts the endpoints on r.
+// Routes mounts the endpoints on r, a router at the issuer's path.
 func (h *Handler) Routes(r chi.Router) {
 	// Cross-origin protection (Sec-Fetch-Site / Origin) guards the POSTs a
 	// user makes on authd's own pages. Not /authorize: an authorization
@@ -214,6 +218,23 @@ func (h *Handler) sessionLifetime() time.Duration {
 		return h.Lifetimes.Session
 	}
 	return defaultSessionLifetime
+}
+
+// basePath is the path of the issuer ("" for https://auth.example.com,
+// "/tenant" for https://auth.example.com/tenant): the routes are mounted
+// under it, so every link and redirect to authd's own pages carries it.
+func (h *Handler) basePath() string {
+	u, err := url.Parse(h.Issuer)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSuffix(u.EscapedPath(), "/")
+}
+
+// path returns the URL path of one of authd's own pages, p being its path
+// relative to the issuer ("/consent?req=…").
+func (h *Handler) path(p string) string {
+	return h.basePath() + p
 }
 
 // secureCookies reports whether cookies get Secure and the __Host- prefix:

@@ -122,11 +122,14 @@ func (f allowFunc) Check(providerType string, u store.User) error { return f(pro
 // env is one authd (this package's routes) on httptest, with fake
 // upstreams and real connectors.
 type env struct {
-	t      *testing.T
-	st     *recStore
-	clock  *clock
-	h      *Handler
-	srv    *httptest.Server
+	t     *testing.T
+	st    *recStore
+	clock *clock
+	h     *Handler
+	srv   *httptest.Server
+	// base is the issuer's path ("" at the host root): the routes are
+	// mounted under it.
+	base   string
 	gh     *upstreamtest.GitHub
 	google *upstreamtest.OIDC
 	oidc   *upstreamtest.OIDC
@@ -152,7 +155,14 @@ func newEnv(t *testing.T, connectors []string, configure ...func(*Handler)) *env
 // newEnvStore is newEnv on the given store.
 func newEnvStore(t *testing.T, st testStore, connectors []string, configure ...func(*Handler)) *env {
 	t.Helper()
-	e := &env{t: t, clock: &clock{t: time.Now().Truncate(time.Second)}}
+	return newEnvAt(t, st, "", connectors, configure...)
+}
+
+// newEnvAt is newEnvStore with an issuer whose path is base ("/tenant"),
+// the routes mounted under it as cmd/authd mounts them.
+func newEnvAt(t *testing.T, st testStore, base string, connectors []string, configure ...func(*Handler)) *env {
+	t.Helper()
+	e := &env{t: t, clock: &clock{t: time.Now().Truncate(time.Second)}, base: base}
 	e.st = &recStore{testStore: st, writes: map[string]int{}}
 
 	var mux http.Handler
@@ -185,7 +195,7 @@ func newEnvStore(t *testing.T, st testStore, connectors []string, configure ...f
 		default:
 			t.Fatalf("unknown connector %q", id)
 		}
-		cfg.RedirectURL = e.srv.URL + "/callback/" + id
+		cfg.RedirectURL = e.srv.URL + base + "/callback/" + id
 		// authd, the connectors and the fake providers share one clock.
 		cfg.Now = e.clock.Now
 		// Every httptest TLS server has the same certificate, so the
@@ -202,7 +212,7 @@ func newEnvStore(t *testing.T, st testStore, connectors []string, configure ...f
 
 	e.h = &Handler{
 		Store:      e.st,
-		Issuer:     e.srv.URL,
+		Issuer:     e.srv.URL + base,
 		Connectors: conns,
 		Allowlist: allowFunc(func(pt string, u store.User) error {
 			e.allowMu.Lock()
@@ -233,7 +243,11 @@ func newEnvStore(t *testing.T, st testStore, connectors []string, configure ...f
 		f(e.h)
 	}
 	r := chi.NewRouter()
-	e.h.Routes(r)
+	if base != "" {
+		r.Route(base, e.h.Routes)
+	} else {
+		e.h.Routes(r)
+	}
 	mux = r
 
 	if e.gh != nil {
@@ -341,7 +355,7 @@ func (e *env) browser(t testing.TB) *browser {
 			if len(via) > 20 {
 				return errors.New("too many redirects")
 			}
-			if !internal(req.URL) || (b.stopAtCallback && strings.HasPrefix(req.URL.Path, "/callback/")) {
+			if !internal(req.URL) || (b.stopAtCallback && strings.HasPrefix(req.URL.Path, e.base+"/callback/")) {
 				return http.ErrUseLastResponse
 			}
 			return nil
@@ -423,7 +437,7 @@ func newAuthz(clientID, redirectURI string) *authz {
 func (a *authz) url(e *env) string {
 	cfg := oauth2.Config{
 		ClientID:    a.clientID,
-		Endpoint:    oauth2.Endpoint{AuthURL: e.srv.URL + "/authorize"},
+		Endpoint:    oauth2.Endpoint{AuthURL: e.srv.URL + e.base + "/authorize"},
 		RedirectURL: a.redirectURI,
 		Scopes:      a.scopes,
 	}
@@ -578,7 +592,7 @@ func (b *browser) decide(page resp, decision string) resp {
 	b.t.Helper()
 	f := consentForm(b.t, page)
 	f.Set("decision", decision)
-	return b.post("/consent", f)
+	return b.post(b.e.base+"/consent", f)
 }
 
 func excerpt(s string) string {

@@ -32,7 +32,7 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, p store.Aut
 		conn = h.Connectors[0]
 	}
 	rid := oauth.NewToken(oauth.PrefixRequest)
-	next := "/login?req=" + requestHandle(oauth.Digest(rid))
+	next := h.path("/login?req=" + requestHandle(oauth.Digest(rid)))
 	if conn != nil {
 		u, err := h.prepareUpstream(ctx, &p, rid, conn)
 		if err != nil {
@@ -153,7 +153,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		for _, c := range h.Connectors {
 			choices = append(choices, choice{
 				Name: c.DisplayName(),
-				URL:  "/login?" + url.Values{"req": {handle}, "idp": {c.ID()}}.Encode(),
+				URL:  h.path("/login?" + url.Values{"req": {handle}, "idp": {c.ID()}}.Encode()),
 			})
 		}
 		h.render(w, r, http.StatusOK, "chooser", "Sign in", struct {
@@ -461,7 +461,7 @@ func (h *Handler) afterLogin(w http.ResponseWriter, r *http.Request, req store.A
 		h.internalErrorPage(w, r, err)
 		return
 	}
-	redirect(w, r, "/consent?req="+requestHandle(req.IDDigest))
+	redirect(w, r, h.path("/consent?req="+requestHandle(req.IDDigest)))
 }
 
 // needsConsent reports whether the user must be asked: prompt=consent

@@ -416,7 +416,9 @@ func (c *Config) Validate() error {
 }
 
 // validateIssuer applies RFC 8414 §2 and OAuth 2.1 §1.5: an https URL
-// without query or fragment; plain http only for a loopback host.
+// without query or fragment, optionally with a path (https://host/tenant:
+// every endpoint is then served under /tenant); plain http only for a
+// loopback host.
 func validateIssuer(s string) error {
 	if s == "" {
 		return errors.New("required: the public URL of this server, e.g. https://auth.example.com (AUTHD_ISSUER)")
@@ -432,10 +434,11 @@ func validateIssuer(s string) error {
 		return fmt.Errorf("%q must not contain user information", s)
 	case strings.HasSuffix(s, "/"):
 		return fmt.Errorf("%q must not end with a slash (write %q)", s, strings.TrimRight(s, "/"))
-	case u.Path != "":
-		// Every endpoint is mounted at the host root; serve authd on its own
-		// host (or subdomain) rather than under a path.
-		return fmt.Errorf("%q must not have a path: give authd its own host, e.g. https://auth.example.com", s)
+	case !plainPath(u):
+		// A path (https://host/tenant) is fine: every endpoint is served
+		// under it (RFC 8414 §3.1). It becomes a route prefix, so it must be
+		// plain.
+		return fmt.Errorf("%q: the path may contain only segments of letters, digits, '-', '.', '_' or '~', such as /tenant", s)
 	case u.Scheme == "https":
 		return nil
 	case u.Scheme == "http" && oauth.IsLoopbackHost(u.Hostname()):
@@ -444,6 +447,29 @@ func validateIssuer(s string) error {
 		return fmt.Errorf("%q must use https; plain http is accepted only for localhost, 127.0.0.1 or [::1]", s)
 	}
 	return fmt.Errorf("%q must be an https URL", s)
+}
+
+// plainPath reports whether the path of u is empty or made of non-empty
+// segments of RFC 3986 unreserved characters, none of them "." or "..".
+func plainPath(u *url.URL) bool {
+	if u.Path == "" {
+		return true
+	}
+	if u.RawPath != "" || !strings.HasPrefix(u.Path, "/") {
+		return false
+	}
+	for _, seg := range strings.Split(u.Path[1:], "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+		for i := 0; i < len(seg); i++ {
+			c := seg[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // TrustedProxyPrefixes parses trusted_proxies (CIDRs or single addresses).

@@ -234,7 +234,8 @@ func TestIssuerWithPath(t *testing.T) {
 	for _, path := range []string{
 		"/.well-known/oauth-authorization-server/tenant", // RFC 8414 §3.1
 		"/.well-known/openid-configuration/tenant",
-		"/tenant/.well-known/openid-configuration", // OpenID Connect Discovery §4
+		"/tenant/.well-known/openid-configuration",       // OpenID Connect Discovery §4
+		"/tenant/.well-known/oauth-authorization-server", // clients that append
 		"/.well-known/oauth-authorization-server",
 		"/.well-known/openid-configuration",
 	} {
@@ -252,7 +253,7 @@ func TestIssuerWithPath(t *testing.T) {
 	if len(set.Keys) != 1 {
 		t.Fatalf("JWKS %+v", set)
 	}
-	for _, path := range []string{"/.well-known/oauth-authorization-server/other", "/other/.well-known/openid-configuration"} {
+	for _, path := range []string{"/.well-known/oauth-authorization-server/other", "/other/.well-known/openid-configuration", "/other/.well-known/oauth-authorization-server"} {
 		if r := do(t, srv, http.MethodGet, path, "", nil); r.status != http.StatusNotFound {
 			t.Errorf("%s: status %d, want 404", path, r.status)
 		}

@@ -49,9 +49,12 @@ type Handler struct {
 // unchanged. The metadata is served at /.well-known/oauth-authorization-server
 // and /.well-known/openid-configuration and, when the issuer has a path (say
 // https://host/tenant), also at the RFC 8414 §3.1 path-inserted form
-// /.well-known/oauth-authorization-server/tenant and at both OpenID forms
-// MCP clients try, /.well-known/openid-configuration/tenant and
-// /tenant/.well-known/openid-configuration. The JWK set is served at the
+// /.well-known/oauth-authorization-server/tenant, at the OpenID form
+// /.well-known/openid-configuration/tenant, and at the appended forms that
+// clients which concatenate issuer and well-known suffix try,
+// /tenant/.well-known/oauth-authorization-server and
+// /tenant/.well-known/openid-configuration (OpenID Connect Discovery §4;
+// MCP clients try several of these). The JWK set is served at the
 // path of jwks_uri (/tenant/.well-known/jwks.json in that example).
 // authd issues no ID tokens; the OpenID names only serve clients that look
 // for metadata there. Every route answers GET, HEAD and CORS preflight.
@@ -96,7 +99,8 @@ func (h *Handler) Routes(r chi.Router) {
 func metadataPaths(p string) []string {
 	paths := []string{WellKnownAuthorizationServer, WellKnownOpenIDConfiguration}
 	if p != "" {
-		paths = append(paths, WellKnownAuthorizationServer+p, WellKnownOpenIDConfiguration+p, p+WellKnownOpenIDConfiguration)
+		paths = append(paths, WellKnownAuthorizationServer+p, WellKnownOpenIDConfiguration+p,
+			p+WellKnownAuthorizationServer, p+WellKnownOpenIDConfiguration)
 	}
 	return paths
 }

@@ -214,3 +214,30 @@ func TestDevLoginHandlerWithoutDevConnector(t *testing.T) {
 		t.Errorf("status %d, want 404", rec.Code)
 	}
 }
+
+// With an issuer that has a path, the form is under that path, and its
+// answer goes to the callback under it.
+func TestDevLoginUnderIssuerPath(t *testing.T) {
+	const issuer = "https://auth.example.com/tenant"
+	conn, err := upstream.New(t.Context(), upstream.Config{ID: "dev", Type: upstream.TypeDev, RedirectURL: issuer + "/callback/dev"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFlow()
+	loginURL := conn.AuthCodeURL(f.state, f.options(""))
+	if !strings.HasPrefix(loginURL, issuer+upstream.DevLoginPath+"?") {
+		t.Fatalf("AuthCodeURL = %q, want it under %s", loginURL, issuer)
+	}
+	u, _ := url.Parse(loginURL)
+	form := url.Values{"name": {"dave"}}
+	for _, k := range []string{"upstream", "state", "code_challenge"} {
+		form.Set(k, u.Query().Get(k))
+	}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/tenant"+upstream.DevLoginPath, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	upstream.DevLoginHandler([]upstream.Connector{conn}, nil).ServeHTTP(rec, req)
+	if loc := rec.Header().Get("Location"); rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, issuer+"/callback/dev?") {
+		t.Fatalf("POST: %d Location %q", rec.Code, loc)
+	}
+}

@@ -33,31 +33,34 @@ func newClientsCmd(openStore func(ctx context.Context) (store.Store, error), now
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &clientsCmd{openStore: openStore, now: now, log: log}
+	c := &clientsCmd{adminCmd{openStore: openStore, now: now, log: log}}
 	cmd.AddCommand(c.create(), c.list(), c.show(), c.update(), c.delete(), c.rotateSecret())
 	return cmd
 }
 
-type clientsCmd struct {
+// adminCmd is what the database admin commands (clients, users) share.
+type adminCmd struct {
 	openStore func(ctx context.Context) (store.Store, error)
 	now       func() time.Time
 	log       *slog.Logger // audit records of changes, like the server's
 }
 
-// audit records a change made from the command line, with the event names
-// the server uses for the same change.
-func (c *clientsCmd) audit(ctx context.Context, event, clientID string) {
-	c.log.InfoContext(ctx, "client changed from the command line", "event", event, "via", "cli", "client_id", clientID)
-}
-
 // withStore runs fn with an open store, closing it afterwards.
-func (c *clientsCmd) withStore(cmd *cobra.Command, fn func(st store.Store) error) error {
+func (c *adminCmd) withStore(cmd *cobra.Command, fn func(st store.Store) error) error {
 	st, err := c.openStore(cmd.Context())
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	return fn(st)
+}
+
+type clientsCmd struct{ adminCmd }
+
+// audit records a change made from the command line, with the event names
+// the server uses for the same change.
+func (c *clientsCmd) audit(ctx context.Context, event, clientID string) {
+	c.log.InfoContext(ctx, "client changed from the command line", "event", event, "via", "cli", "client_id", clientID)
 }
 
 // clientFlags are the client attributes create and update accept.

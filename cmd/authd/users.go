@@ -28,26 +28,12 @@ func newUsersCmd(openStore func(ctx context.Context) (store.Store, error), now f
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	u := &usersCmd{openStore: openStore, now: now, log: log}
+	u := &usersCmd{adminCmd{openStore: openStore, now: now, log: log}}
 	cmd.AddCommand(u.list(), u.show(), u.disable(), u.enable())
 	return cmd
 }
 
-type usersCmd struct {
-	openStore func(ctx context.Context) (store.Store, error)
-	now       func() time.Time
-	log       *slog.Logger
-}
-
-// withStore runs fn with an open store, closing it afterwards.
-func (c *usersCmd) withStore(cmd *cobra.Command, fn func(st store.Store) error) error {
-	st, err := c.openStore(cmd.Context())
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	return fn(st)
-}
+type usersCmd struct{ adminCmd }
 
 func (c *usersCmd) list() *cobra.Command {
 	var f store.UserFilter

@@ -225,7 +225,12 @@ func (s *secEnv) post(t *testing.T, path string, form url.Values, user, pass str
 // tryPost is post for goroutines other than the test's, which must not
 // call t.Fatal: it returns the error instead.
 func (s *secEnv) tryPost(path string, form url.Values, user, pass string) (oauthResp, error) {
-	req, err := http.NewRequest(http.MethodPost, s.inst.URL+path, strings.NewReader(form.Encode()))
+	return tryPostTo(s.inst.URL, path, form, user, pass)
+}
+
+// tryPostTo is tryPost to the server at base.
+func tryPostTo(base, path string, form url.Values, user, pass string) (oauthResp, error) {
+	req, err := http.NewRequest(http.MethodPost, base+path, strings.NewReader(form.Encode()))
 	if err != nil {
 		return oauthResp{}, err
 	}

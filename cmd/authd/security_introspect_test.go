@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -193,4 +195,44 @@ func TestSecurityRevocationIsBoundToTheClient(t *testing.T) {
 		t.Errorf("%d live refresh tokens after the owner's revocation", n)
 	}
 	wantOAuthError(t, "refresh after revoke", s.token(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {next}, "client_id": {conf.ClientID}}), 400, "invalid_grant")
+}
+
+// TestConfiguredResourceServerClient: a resource-server client configured
+// by the operator (AUTHD_CLIENTS, JSON, with an operator-chosen secret)
+// is synced into the database at start-up and may introspect; a wrong
+// secret is refused with invalid_client; a restart with the same
+// configuration keeps the client working (the sync is idempotent).
+func TestConfiguredResourceServerClient(t *testing.T) {
+	const rsSecret = "operator-chosen resource server secret"
+	clients := fmt.Sprintf(`[{"id":"mcp-rs","name":"MCP resource server","secret":%q,"introspect":true,"resources":[%q]}]`, rsSecret, mcpResource)
+	s := newSecEnv(t, map[string]string{"AUTHD_CLIENTS": clients})
+	id := s.publicClient(t, "http://127.0.0.1/cb")
+	tok := s.tokens(t, s.oauthConfig(id, "", "http://127.0.0.1:47002/cb"))
+
+	introspect := func(issuer, secret string) oauthResp {
+		t.Helper()
+		r, err := tryPostTo(issuer, "/introspect", url.Values{"token": {tok.AccessToken}}, "mcp-rs", secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := introspect(s.inst.URL, rsSecret)
+	if r.status != http.StatusOK || r.body["active"] != true || r.body["aud"] != mcpResource || r.body["client_id"] != id {
+		t.Fatalf("introspection by the configured client: %d %s", r.status, r.raw)
+	}
+	wantOAuthError(t, "introspection with a wrong secret", introspect(s.inst.URL, rsSecret+"x"), http.StatusUnauthorized, "invalid_client")
+	if n := s.count(t, "SELECT count(*) FROM clients WHERE id = 'mcp-rs' AND source = 'config' AND secret_hash NOT LIKE '%"+rsSecret+"%'"); n != 1 {
+		t.Fatalf("configured client rows: %d, want 1, stored hashed", n)
+	}
+
+	// A second server on the same database and configuration (a restart,
+	// or another replica) syncs the same client again without a conflict.
+	env := maps.Clone(s.env)
+	env["AUTHD_METRICS_LISTEN"] = freeAddr(t)
+	env["AUTHD_ISSUER"] = s.inst.URL // one issuer, two replicas
+	again := startAuthdWith(t, freeAddr(t), env, s.github.Client(), "--config", s.cfg)
+	if r := introspect(again.URL, rsSecret); r.status != http.StatusOK || r.body["active"] != true {
+		t.Fatalf("introspection through the second server: %d %s", r.status, r.raw)
+	}
 }

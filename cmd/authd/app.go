@@ -165,11 +165,11 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 			}
 		},
 	})
-	// Endpoint routes share one group so that the per-address limits on
-	// the endpoints anyone can call apply to them (/register has its own,
-	// from the registration policy).
-	// The sign-in pages share /authorize's budget: each costs a database
-	// write or an upstream round trip, and a person needs a handful.
+	// Endpoint routes share one group so that the per-address limit of the
+	// sign-in flow applies to them: /authorize and the sign-in pages share
+	// one budget (each costs a database write or an upstream round trip,
+	// and a person needs a handful). /register, /token, /revoke and
+	// /introspect apply their own limits inside their handlers.
 	authorizeLimit := ratelimit.New(cfg.RateLimits.Authorize, now)
 	endpoints := root
 	if prefix != "" {
@@ -181,8 +181,6 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		"/login":     authorizeLimit,
 		"/callback/": authorizeLimit,
 		"/consent":   authorizeLimit,
-		"/token":     ratelimit.New(cfg.RateLimits.Token, now),
-		"/revoke":    ratelimit.New(cfg.RateLimits.Revoke, now),
 	}))
 
 	// Client ID metadata documents: URL client_ids are resolved by store
@@ -293,8 +291,11 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		UserCheck:                userCheck,
 		Observe:                  m.ObserveToken,
 		MaxBodyBytes:             cfg.HTTP.MaxBodyBytes,
-		Now:                      now,
-		Log:                      log,
+		// Applied inside the handler, after its CORS headers.
+		TokenLimit:  ratelimit.New(cfg.RateLimits.Token, now),
+		RevokeLimit: ratelimit.New(cfg.RateLimits.Revoke, now),
+		Now:         now,
+		Log:         log,
 	}
 	for _, res := range cfg.Resources {
 		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat})

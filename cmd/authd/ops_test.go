@@ -60,9 +60,16 @@ func TestMetricsListenerAndRateLimits(t *testing.T) {
 	}
 	for _, path := range []string{"/token", "/revoke"} {
 		for i, want := range []int{http.StatusBadRequest, http.StatusTooManyRequests} {
-			resp, err := http.PostForm(inst.URL+path, url.Values{"grant_type": {"client_credentials"}, "token": {"x"}})
+			// From a browser-based client: even the 429 is readable by it.
+			req, _ := http.NewRequest(http.MethodPost, inst.URL+path, strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "token": {"x"}}.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", "https://app.example")
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if resp.Header.Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(resp.Header.Get("Access-Control-Expose-Headers"), "Retry-After") {
+				t.Errorf("%s request %d: CORS headers %v", path, i+1, resp.Header)
 			}
 			var e map[string]string
 			json.NewDecoder(resp.Body).Decode(&e)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/store"
 )
@@ -138,6 +139,11 @@ type Handler struct {
 	// MaxBodyBytes bounds request bodies (clientauth.DefaultMaxFormBytes
 	// when zero).
 	MaxBodyBytes int64
+	// TokenLimit and RevokeLimit, when set, bound /token and /revoke per
+	// client address (ratelimit.RemoteIPKey). They run after the CORS
+	// headers are set, so a browser client can read a 429 and its
+	// Retry-After.
+	TokenLimit, RevokeLimit *ratelimit.Limiter
 
 	Now func() time.Time
 	Log *slog.Logger
@@ -147,9 +153,9 @@ type Handler struct {
 // clients (any origin, never credentials: these endpoints authenticate by
 // what the request carries, not by cookies).
 func (h *Handler) Routes(r chi.Router) {
-	r.With(allowAnyOrigin).Post("/token", h.serveToken)
+	r.With(allowAnyOrigin, ratelimit.Middleware(h.TokenLimit, ratelimit.RemoteIPKey)).Post("/token", h.serveToken)
 	r.Options("/token", preflight)
-	r.With(allowAnyOrigin).Post("/revoke", h.serveRevoke)
+	r.With(allowAnyOrigin, ratelimit.Middleware(h.RevokeLimit, ratelimit.RemoteIPKey)).Post("/revoke", h.serveRevoke)
 	r.Options("/revoke", preflight)
 }
 
@@ -250,7 +256,7 @@ func grantTypes(c store.Client) []string {
 func allowAnyOrigin(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Access-Control-Allow-Origin", "*")
-		w.Header().Set("Access-Control-Expose-Headers", "WWW-Authenticate")
+		w.Header().Set("Access-Control-Expose-Headers", "WWW-Authenticate, Retry-After")
 		next.ServeHTTP(w, r)
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/spf13/cobra"
 	"log/slog"
 	"slices"
 	"strings"
@@ -31,8 +32,12 @@ type clientsCLI struct {
 // run executes `authd clients args...` and returns stdout and stderr.
 func (c *clientsCLI) run(args ...string) (string, string, error) {
 	c.t.Helper()
-	cmd := newClientsCmd(func(context.Context) (store.Store, error) { return sharedStore{c.st}, nil },
-		func() time.Time { return c.now }, slog.New(slog.NewJSONHandler(&c.audit, nil)))
+	return runCommand(newClientsCmd(func(context.Context) (store.Store, error) { return sharedStore{c.st}, nil },
+		func() time.Time { return c.now }, slog.New(slog.NewJSONHandler(&c.audit, nil))), args...)
+}
+
+// runCommand executes cmd with args and returns its stdout and stderr.
+func runCommand(cmd *cobra.Command, args ...string) (string, string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.SetOut(&stdout)
 	cmd.SetErr(&stderr)

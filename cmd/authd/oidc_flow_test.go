@@ -7,8 +7,6 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/authd/authd/internal/store"
-	"github.com/authd/authd/internal/store/pgtest"
 	"github.com/authd/authd/internal/upstream/upstreamtest"
 )
 
@@ -33,7 +31,7 @@ func TestOIDCAndGoogleUpstreamsThroughTheBinary(t *testing.T) {
 				allow = map[string]string{"AUTHD_ALLOWLIST_GOOGLE_DOMAINS": "corp.example"}
 				extra = `,"hosted_domain":"corp.example"`
 			}
-			dsn := pgtest.DSN(t)
+			dsn, st := postgresStore(t)
 			env := map[string]string{
 				"AUTHD_DATABASE_URL":           dsn,
 				"AUTHD_KEYS_ENCRYPTION_SECRET": "test-encryption-secret-0123456789abcdef",
@@ -70,11 +68,6 @@ func TestOIDCAndGoogleUpstreamsThroughTheBinary(t *testing.T) {
 			if len(reqs) == 0 || reqs[0].Get("code_challenge_method") != "S256" || reqs[0].Get("redirect_uri") != inst.URL+"/callback/sso" {
 				t.Fatalf("upstream authorization requests %v", reqs)
 			}
-			st, err := store.OpenPostgres(context.Background(), dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
 			u, err := st.FindUser(context.Background(), "sso", "sub-"+typ+"-42")
 			if err != nil || u.Email != "carol@corp.example" || !u.EmailVerified || u.ID != claims["sub"] {
 				t.Fatalf("stored user %+v %v (token sub %v)", u, err, claims["sub"])

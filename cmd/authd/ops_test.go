@@ -115,12 +115,7 @@ func TestMetricsListenerAndRateLimits(t *testing.T) {
 // real database: purge removes what expired and keeps the rest, stats
 // counts, keys rotate/list show the key life cycle.
 func TestPurgeStatsAndKeysCommands(t *testing.T) {
-	dsn := pgtest.DSN(t)
-	st, err := store.OpenPostgres(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	dsn, st := postgresStore(t)
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	past, future := now.Add(-time.Hour), now.Add(time.Hour)
 	createDynamicClients(t, st, now, map[string]time.Time{"expired-client": past, "live-client": future})
@@ -178,12 +173,7 @@ func TestPurgeStatsAndKeysCommands(t *testing.T) {
 // purge_interval, several at once without errors (rows another replica is
 // deleting are skipped), and keeps what is live.
 func TestBackgroundPurgeOnReplicas(t *testing.T) {
-	dsn := pgtest.DSN(t)
-	st, err := store.OpenPostgres(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	dsn, st := postgresStore(t)
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	past, future := now.Add(-time.Hour), now.Add(time.Hour)
 	clients := map[string]time.Time{"live-client": future}
@@ -261,4 +251,17 @@ func TestRegistrationDisabled(t *testing.T) {
 			t.Errorf("registration off: advertised %v, POST /register %d, want not advertised and 404", advertised, resp.StatusCode)
 		}
 	}
+}
+
+// postgresStore is a fresh migrated database and a store on it, closed
+// when the test ends.
+func postgresStore(t *testing.T) (string, *store.Postgres) {
+	t.Helper()
+	dsn := pgtest.DSN(t)
+	st, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return dsn, st
 }

@@ -28,15 +28,8 @@ type usersCLI struct {
 // run executes `authd users args...` and returns stdout and stderr.
 func (c *usersCLI) run(args ...string) (string, string, error) {
 	c.t.Helper()
-	cmd := newUsersCmd(func(context.Context) (store.Store, error) { return sharedStore{c.st}, nil },
-		func() time.Time { return c.now }, slog.New(slog.NewJSONHandler(&c.log, nil)))
-	var stdout, stderr bytes.Buffer
-	cmd.SetOut(&stdout)
-	cmd.SetErr(&stderr)
-	cmd.SetArgs(args)
-	cmd.SilenceUsage, cmd.SilenceErrors = true, true
-	err := cmd.ExecuteContext(context.Background())
-	return stdout.String(), stderr.String(), err
+	return runCommand(newUsersCmd(func(context.Context) (store.Store, error) { return sharedStore{c.st}, nil },
+		func() time.Time { return c.now }, slog.New(slog.NewJSONHandler(&c.log, nil))), args...)
 }
 
 func (c *usersCLI) mustRun(args ...string) string {

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"testing"
@@ -206,14 +207,7 @@ func testConcurrentRefreshAndRevokeGrant(t *testing.T, s store.Store) {
 		g, rt := grant(t, s, c, u)
 		now := t0.Add(time.Hour)
 		next := nextRefreshToken(rt, now)
-		var rotErr, revErr error
-		race(2, func(i int) {
-			if i == 0 {
-				_, rotErr = s.RotateRefreshToken(ctx, rt.Digest, now, next)
-			} else {
-				revErr = s.RevokeGrant(ctx, g.ID, now)
-			}
-		})
+		rotErr, revErr := rotateRacing(s, rt, now, next, func() error { return s.RevokeGrant(ctx, g.ID, now) })
 		must(t, revErr, fmt.Sprintf("round %d: RevokeGrant", round))
 		if rotErr != nil && !errors.Is(rotErr, store.ErrNotFound) {
 			t.Fatalf("round %d: RotateRefreshToken racing RevokeGrant: %v, want success or ErrNotFound", round, rotErr)
@@ -447,14 +441,7 @@ func testConcurrentRotateAndDeleteClient(t *testing.T, s store.Store) {
 		_, rt := grant(t, s, c, u)
 		now := t0.Add(time.Hour)
 		next := nextRefreshToken(rt, now)
-		var rotErr, delErr error
-		race(2, func(i int) {
-			if i == 0 {
-				_, rotErr = s.RotateRefreshToken(ctx, rt.Digest, now, next)
-			} else {
-				delErr = s.DeleteClient(ctx, c.ID)
-			}
-		})
+		rotErr, delErr := rotateRacing(s, rt, now, next, func() error { return s.DeleteClient(ctx, c.ID) })
 		must(t, delErr, fmt.Sprintf("round %d: DeleteClient racing RotateRefreshToken", round))
 		if rotErr != nil && !errors.Is(rotErr, store.ErrNotFound) {
 			t.Fatalf("round %d: RotateRefreshToken racing DeleteClient: %v, want success or ErrNotFound", round, rotErr)
@@ -493,4 +480,17 @@ func testConcurrentRedeemAndDeleteClient(t *testing.T, s store.Store) {
 		_, err = s.GetRefreshToken(ctx, rt.Digest)
 		wantErr(t, err, store.ErrNotFound, fmt.Sprintf("round %d: a refresh token of the deleted client", round))
 	}
+}
+
+// rotateRacing rotates rt to next while other runs, both released by one
+// barrier, and returns both errors.
+func rotateRacing(s store.Store, rt store.RefreshToken, now time.Time, next store.RefreshToken, other func() error) (rotErr, otherErr error) {
+	race(2, func(i int) {
+		if i == 0 {
+			_, rotErr = s.RotateRefreshToken(context.Background(), rt.Digest, now, next)
+		} else {
+			otherErr = other()
+		}
+	})
+	return rotErr, otherErr
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/metrics"
+	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/register"
 	"github.com/authd/authd/internal/server"
@@ -149,7 +149,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	// Every endpoint lives under the issuer's path (RFC 8414 §3.1: an issuer
 	// https://host/tenant serves https://host/tenant/token, ...); /health,
 	// /ready and the well-known documents stay at the host root.
-	prefix := issuerPath(cfg.Issuer)
+	prefix := oauth.IssuerPath(cfg.Issuer)
 	root := server.NewRouter(server.Options{
 		Log:            log,
 		TrustedProxies: mustPrefixes(cfg),
@@ -335,16 +335,6 @@ func registrationOutcome(status int) string {
 		return "error"
 	}
 	return "rejected"
-}
-
-// issuerPath is the path of the issuer without a trailing slash ("" for
-// none). Validation admits only plain segments (config.validateIssuer).
-func issuerPath(issuer string) string {
-	u, err := url.Parse(issuer)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSuffix(u.EscapedPath(), "/")
 }
 
 // limitPaths rate-limits requests to the given paths under prefix (the

@@ -42,11 +42,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/upstream"
 )
@@ -223,13 +223,7 @@ func (h *Handler) sessionLifetime() time.Duration {
 // basePath is the path of the issuer ("" for https://auth.example.com,
 // "/tenant" for https://auth.example.com/tenant): the routes are mounted
 // under it, so every link and redirect to authd's own pages carries it.
-func (h *Handler) basePath() string {
-	u, err := url.Parse(h.Issuer)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSuffix(u.EscapedPath(), "/")
-}
+func (h *Handler) basePath() string { return oauth.IssuerPath(h.Issuer) }
 
 // path returns the URL path of one of authd's own pages, p being its path
 // relative to the issuer ("/consent?req=…").

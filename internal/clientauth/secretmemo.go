@@ -4,7 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"strings"
 	"sync"
 
 	"github.com/authd/authd/internal/oauth"
@@ -34,7 +33,7 @@ type secretMemo struct {
 
 // verifySecret is oauth.VerifySecret, remembering bcrypt successes.
 func (a *Authenticator) verifySecret(id, hash, presented string) bool {
-	if hash == "" || !strings.HasPrefix(hash, "$2") {
+	if !oauth.IsBcryptHash(hash) {
 		return oauth.VerifySecret(hash, presented)
 	}
 	memoKey := id + "\x00" + hash

@@ -112,7 +112,7 @@ func routablePath(raw string) (string, error) {
 	if err != nil || u.Scheme == "" || u.Host == "" {
 		return "", fmt.Errorf("%q is not an absolute URL", raw)
 	}
-	p := strings.TrimSuffix(u.EscapedPath(), "/")
+	p := oauth.IssuerPath(raw)
 	if strings.ContainsAny(p, "{}*") {
 		return "", fmt.Errorf("the path of %q contains characters that cannot be routed", raw)
 	}

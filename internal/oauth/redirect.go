@@ -187,3 +187,14 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
+
+// IssuerPath is the path of an issuer URL without a trailing slash ("" for
+// an issuer at the host root): where authd mounts its endpoints and pages
+// (RFC 8414 §3.1). A URL that does not parse has none.
+func IssuerPath(issuer string) string {
+	u, err := url.Parse(issuer)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSuffix(u.EscapedPath(), "/")
+}

@@ -148,3 +148,19 @@ func FuzzMatchRedirectURI(f *testing.F) {
 		}
 	})
 }
+
+func TestIssuerPath(t *testing.T) {
+	for issuer, want := range map[string]string{
+		"https://auth.example.com":     "",
+		"https://auth.example.com/":    "",
+		"https://example.com/tenant":   "/tenant",
+		"https://example.com/a/b":      "/a/b",
+		"https://example.com/t%20x":    "/t%20x",
+		"http://127.0.0.1:8080/tenant": "/tenant",
+		"::not a url":                  "",
+	} {
+		if got := IssuerPath(issuer); got != want {
+			t.Errorf("IssuerPath(%q) = %q, want %q", issuer, got, want)
+		}
+	}
+}

@@ -69,6 +69,10 @@ func HashChosenSecret(secret string) (string, error) {
 	return string(b), nil
 }
 
+// IsBcryptHash reports whether hash is one HashChosenSecret made: costly
+// to check, unlike HashSecret's.
+func IsBcryptHash(hash string) bool { return strings.HasPrefix(hash, schemeBcrypt) }
+
 // IsSecretHash reports whether s looks like a hash HashSecret or
 // HashChosenSecret produced (config may carry a pre-hashed secret).
 func IsSecretHash(s string) bool {

@@ -114,7 +114,10 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rid := oauth.NewToken(oauth.PrefixRequest)
-	if err := h.storeRequest(ctx, w, rid, p); err != nil {
+	if err := h.storeRequest(ctx, w, rid, p); errors.Is(err, store.ErrNotFound) {
+		h.clientGone(w, r, err) // deleted since it was read (another replica)
+		return
+	} else if err != nil {
 		h.redirectError(w, r, t, oauth.AsError(err))
 		return
 	}

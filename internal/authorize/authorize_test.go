@@ -1,10 +1,12 @@
 package authorize
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
@@ -402,4 +404,37 @@ func testAuthorizeByPOST(t *testing.T, e *env) {
 		e.expectPage(t, r, http.StatusBadRequest, "missing its client_id")
 		e.expectNoWrites(t)
 	})
+}
+
+// staleClients serves client lookups from what it saw first, as another
+// replica's client cache does for up to its TTL.
+type staleClients struct {
+	testStore
+	seen map[string]store.Client
+}
+
+func (s staleClients) GetClient(ctx context.Context, id string, now time.Time) (store.Client, error) {
+	if c, ok := s.seen[id]; ok {
+		return c, nil
+	}
+	return s.testStore.GetClient(ctx, id, now)
+}
+
+// A client deleted after this replica read it (its cached row is stale)
+// gets the "unknown application" page when the request is stored: no
+// redirect to its URI, no 500.
+func TestClientDeletedSinceItWasRead(t *testing.T) {
+	t.Parallel()
+	st := newTestStore(t)
+	stale := staleClients{testStore: st, seen: map[string]store.Client{}}
+	e := newEnvStore(t, stale, []string{"github"})
+	c := e.addClient(store.Client{})
+	stale.seen[c.ID] = c
+	if err := st.DeleteClient(context.Background(), c.ID); err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser(t)
+	// (The insert of the pending request was attempted and refused by its
+	// foreign key: nothing is stored.)
+	e.expectPage(t, b.get("/authorize?"+validQuery(c.ID, appURI).Encode()), http.StatusBadRequest, "no longer registered")
 }

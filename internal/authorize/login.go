@@ -41,7 +41,10 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, p store.Aut
 		}
 		next = u
 	}
-	if err := h.storeRequest(ctx, w, rid, p); err != nil {
+	if err := h.storeRequest(ctx, w, rid, p); errors.Is(err, store.ErrNotFound) {
+		h.clientGone(w, r, err) // deleted since it was read (another replica)
+		return
+	} else if err != nil {
 		h.redirectError(w, r, t, oauth.AsError(err))
 		return
 	}

@@ -87,14 +87,14 @@ func clientExpired(c Client, now time.Time) bool {
 
 func (m *Memory) needClient(id string) error {
 	if _, ok := m.clients[id]; !ok {
-		return fmt.Errorf("store: client %q does not exist", id)
+		return fmt.Errorf("%w: client %q does not exist", ErrNotFound, id)
 	}
 	return nil
 }
 
 func (m *Memory) needUser(id string) error {
 	if _, ok := m.users[id]; !ok {
-		return fmt.Errorf("store: user %q does not exist", id)
+		return fmt.Errorf("%w: user %q does not exist", ErrNotFound, id)
 	}
 	return nil
 }

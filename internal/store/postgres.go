@@ -169,6 +169,8 @@ func mapErr(err error) error {
 		switch {
 		case pgErr.Code == "23505": // unique_violation
 			return fmt.Errorf("%w: %s", ErrConflict, pgErr.ConstraintName)
+		case pgErr.Code == "23503": // foreign_key_violation: the parent is gone
+			return fmt.Errorf("%w: %s", ErrNotFound, pgErr.ConstraintName)
 		case isUnavailableCode(pgErr.Code):
 			return Unavailable(errors.New(pgErr.Error()))
 		}

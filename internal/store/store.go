@@ -21,7 +21,8 @@ import (
 
 // Errors returned by every implementation. Callers test with errors.Is.
 var (
-	// ErrNotFound: no such row, or the row exists but is expired.
+	// ErrNotFound: no such row, or the row exists but is expired; from a
+	// create, a row it refers to (its client, user or grant) is gone.
 	ErrNotFound = errors.New("store: not found")
 	// ErrConflict: a uniqueness constraint would be violated.
 	ErrConflict = errors.New("store: conflict")

@@ -55,6 +55,19 @@ func (c *adminCmd) withStore(cmd *cobra.Command, fn func(st store.Store) error) 
 	return fn(st)
 }
 
+// storeRunE sets cmd's RunE to fn with the -o/--output flag resolved and a
+// store open for the duration.
+func (c *adminCmd) storeRunE(cmd *cobra.Command, fn func(cmd *cobra.Command, args []string, out string, st store.Store) error) {
+	output := outputFlag(cmd)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		out, err := output()
+		if err != nil {
+			return err
+		}
+		return c.withStore(cmd, func(st store.Store) error { return fn(cmd, args, out, st) })
+	}
+}
+
 type clientsCmd struct{ adminCmd }
 
 // audit records a change made from the command line, with the event names
@@ -254,20 +267,13 @@ func (c *clientsCmd) show() *cobra.Command {
 		Short: "Show one client",
 		Args:  cobra.ExactArgs(1),
 	}
-	output := outputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		out, err := output()
+	c.storeRunE(cmd, func(cmd *cobra.Command, args []string, out string, st store.Store) error {
+		cl, err := c.get(cmd.Context(), st, args[0])
 		if err != nil {
 			return err
 		}
-		return c.withStore(cmd, func(st store.Store) error {
-			cl, err := c.get(cmd.Context(), st, args[0])
-			if err != nil {
-				return err
-			}
-			return printClient(cmd, out, cl, "")
-		})
-	}
+		return printClient(cmd, out, cl, "")
+	})
 	return cmd
 }
 
@@ -282,48 +288,41 @@ func (c *clientsCmd) update() *cobra.Command {
 		Args: cobra.ExactArgs(1),
 	}
 	f.register(cmd.Flags())
-	output := outputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		out, err := output()
+	c.storeRunE(cmd, func(cmd *cobra.Command, args []string, out string, st store.Store) error {
+		old, err := c.getConfig(cmd.Context(), st, args[0])
 		if err != nil {
 			return err
 		}
-		return c.withStore(cmd, func(st store.Store) error {
-			old, err := c.getConfig(cmd.Context(), st, args[0])
-			if err != nil {
-				return err
-			}
-			s := register.StaticClientFrom(old)
-			if err := f.apply(cmd.Flags(), &s); err != nil {
-				return err
-			}
-			var secret string
-			switch {
-			case s.TokenEndpointAuthMethod == register.AuthNone:
-				s.SecretHash = ""
-			case s.SecretHash == "":
-				secret = oauth.NewToken(oauth.PrefixClientSecret)
-				s.SecretHash = oauth.HashSecret(secret)
-			}
-			if errs := s.Validate(); len(errs) > 0 {
-				return errors.Join(errs...)
-			}
-			now := c.now()
-			next, err := s.ToClient(now)
-			if err != nil {
-				return err
-			}
-			next.CreatedAt, next.LastUsedAt, next.Disabled = old.CreatedAt, old.LastUsedAt, old.Disabled
-			if secret == "" && next.SecretHash == old.SecretHash {
-				next.SecretExpiresAt = old.SecretExpiresAt
-			}
-			if err := st.UpdateClient(cmd.Context(), next); err != nil {
-				return err
-			}
-			c.audit(cmd.Context(), "client_updated", next.ID)
-			return printClient(cmd, out, next, secret)
-		})
-	}
+		s := register.StaticClientFrom(old)
+		if err := f.apply(cmd.Flags(), &s); err != nil {
+			return err
+		}
+		var secret string
+		switch {
+		case s.TokenEndpointAuthMethod == register.AuthNone:
+			s.SecretHash = ""
+		case s.SecretHash == "":
+			secret = oauth.NewToken(oauth.PrefixClientSecret)
+			s.SecretHash = oauth.HashSecret(secret)
+		}
+		if errs := s.Validate(); len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+		now := c.now()
+		next, err := s.ToClient(now)
+		if err != nil {
+			return err
+		}
+		next.CreatedAt, next.LastUsedAt, next.Disabled = old.CreatedAt, old.LastUsedAt, old.Disabled
+		if secret == "" && next.SecretHash == old.SecretHash {
+			next.SecretExpiresAt = old.SecretExpiresAt
+		}
+		if err := st.UpdateClient(cmd.Context(), next); err != nil {
+			return err
+		}
+		c.audit(cmd.Context(), "client_updated", next.ID)
+		return printClient(cmd, out, next, secret)
+	})
 	return cmd
 }
 
@@ -359,31 +358,24 @@ func (c *clientsCmd) rotateSecret() *cobra.Command {
 		Short: "Give a confidential config client a new secret, printed once; the old one stops working",
 		Args:  cobra.ExactArgs(1),
 	}
-	output := outputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		out, err := output()
+	c.storeRunE(cmd, func(cmd *cobra.Command, args []string, out string, st store.Store) error {
+		cl, err := c.getConfig(cmd.Context(), st, args[0])
 		if err != nil {
 			return err
 		}
-		return c.withStore(cmd, func(st store.Store) error {
-			cl, err := c.getConfig(cmd.Context(), st, args[0])
-			if err != nil {
-				return err
-			}
-			if cl.Metadata.TokenEndpointAuthMethod == register.AuthNone {
-				return fmt.Errorf("client %s is public and has no secret", cl.ID)
-			}
-			secret := oauth.NewToken(oauth.PrefixClientSecret)
-			cl.SecretHash = oauth.HashSecret(secret)
-			cl.SecretExpiresAt = nil
-			cl.UpdatedAt = c.now()
-			if err := st.UpdateClient(cmd.Context(), cl); err != nil {
-				return err
-			}
-			c.audit(cmd.Context(), "client_secret_rotated", cl.ID)
-			return printClient(cmd, out, cl, secret)
-		})
-	}
+		if cl.Metadata.TokenEndpointAuthMethod == register.AuthNone {
+			return fmt.Errorf("client %s is public and has no secret", cl.ID)
+		}
+		secret := oauth.NewToken(oauth.PrefixClientSecret)
+		cl.SecretHash = oauth.HashSecret(secret)
+		cl.SecretExpiresAt = nil
+		cl.UpdatedAt = c.now()
+		if err := st.UpdateClient(cmd.Context(), cl); err != nil {
+			return err
+		}
+		c.audit(cmd.Context(), "client_secret_rotated", cl.ID)
+		return printClient(cmd, out, cl, secret)
+	})
 	return cmd
 }
 

@@ -85,23 +85,16 @@ func (c *usersCmd) show() *cobra.Command {
 		Short: "Show one user",
 		Args:  cobra.ExactArgs(1),
 	}
-	output := outputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		out, err := output()
+	c.storeRunE(cmd, func(cmd *cobra.Command, args []string, out string, st store.Store) error {
+		u, err := c.get(cmd.Context(), st, args[0])
 		if err != nil {
 			return err
 		}
-		return c.withStore(cmd, func(st store.Store) error {
-			u, err := c.get(cmd.Context(), st, args[0])
-			if err != nil {
-				return err
-			}
-			if out == "json" {
-				return writeJSON(cmd.OutOrStdout(), userViewOf(u))
-			}
-			return printUser(cmd, u)
-		})
-	}
+		if out == "json" {
+			return writeJSON(cmd.OutOrStdout(), userViewOf(u))
+		}
+		return printUser(cmd, u)
+	})
 	return cmd
 }
 
@@ -116,30 +109,23 @@ func (c *usersCmd) disable() *cobra.Command {
 			"is live.",
 		Args: cobra.ExactArgs(1),
 	}
-	output := outputFlag(cmd)
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		out, err := output()
+	c.storeRunE(cmd, func(cmd *cobra.Command, args []string, out string, st store.Store) error {
+		ctx := cmd.Context()
+		u, err := c.get(ctx, st, args[0])
 		if err != nil {
 			return err
 		}
-		return c.withStore(cmd, func(st store.Store) error {
-			ctx := cmd.Context()
-			u, err := c.get(ctx, st, args[0])
-			if err != nil {
-				return err
-			}
-			rev, err := st.DisableUser(ctx, u.ID, c.now())
-			if err != nil {
-				return err
-			}
-			c.log.InfoContext(ctx, "audit", "event", "user_disabled", "via", "cli", "user_id", u.ID,
-				"provider", u.Provider, "grants_revoked", len(rev.Grants),
-				"refresh_tokens_revoked", rev.RefreshTokens, "access_tokens_revoked", rev.AccessTokens)
-			wasDisabled := u.Disabled
-			u.Disabled = true
-			return printDisabled(cmd, out, u, wasDisabled, rev)
-		})
-	}
+		rev, err := st.DisableUser(ctx, u.ID, c.now())
+		if err != nil {
+			return err
+		}
+		c.log.InfoContext(ctx, "audit", "event", "user_disabled", "via", "cli", "user_id", u.ID,
+			"provider", u.Provider, "grants_revoked", len(rev.Grants),
+			"refresh_tokens_revoked", rev.RefreshTokens, "access_tokens_revoked", rev.AccessTokens)
+		wasDisabled := u.Disabled
+		u.Disabled = true
+		return printDisabled(cmd, out, u, wasDisabled, rev)
+	})
 	return cmd
 }
 

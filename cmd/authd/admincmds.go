@@ -13,14 +13,20 @@ import (
 )
 
 func newKeysCmd(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "keys rotate|list", Short: "Manage JWT signing keys"}
+	cmd := &cobra.Command{Use: "keys rotate|list", Short: "Manage JWT signing keys",
+		Long: "Manage JWT signing keys. Needs the database and keys.encryption_secret (or keys.pem_files),\n" +
+			"nothing else of the server's configuration.",
+		Example: "  authd keys list -o json\n  authd keys rotate          # publish a new key now, sign with it after keys.prepublish\n" +
+			"  authd keys rotate --now    # after a suspected compromise"}
+	addDatabaseFlag(cmd.PersistentFlags())
 	var now bool
 	rotate := &cobra.Command{
-		Use:   "rotate",
-		Short: "Add a new signing key: published in JWKS at once, signing after keys.prepublish (or --now)",
-		Args:  cobra.NoArgs,
+		Use:     "rotate",
+		Short:   "Add a new signing key: published in JWKS at once, signing after keys.prepublish (or --now)",
+		Example: "  authd keys rotate\n  authd keys rotate --now   # key compromise: sign with the new key at once",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd.Flags(), e.getenv)
+			cfg, err := loadConfigFor(cmd.Flags(), e.getenv, keysSettings...)
 			if err != nil {
 				return err
 			}
@@ -48,11 +54,12 @@ func newKeysCmd(e *env) *cobra.Command {
 	rotate.Flags().BoolVar(&now, "now", false, "activate the new key immediately and withdraw the old one (key compromise)")
 	var output string
 	list := &cobra.Command{
-		Use:   "list",
-		Short: "List signing keys and their state",
-		Args:  cobra.NoArgs,
+		Use:     "list",
+		Short:   "List signing keys and their state",
+		Example: "  authd keys list\n  authd keys list -o json",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd.Flags(), e.getenv)
+			cfg, err := loadConfigFor(cmd.Flags(), e.getenv, keysSettings...)
 			if err != nil {
 				return err
 			}
@@ -87,12 +94,21 @@ func newKeysCmd(e *env) *cobra.Command {
 	return cmd
 }
 
+// keysSettings are the settings the keys commands use (besides the
+// database URL).
+var keysSettings = []string{"keys.", "tokens.access_token_lifetime", "log."}
+
 func newPurgeCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "purge",
-		Short: "Delete expired codes, requests, sessions, tokens, revocations and idle dynamic clients once",
-		Args:  cobra.NoArgs,
+	var output string
+	cmd := &cobra.Command{
+		Use:     "purge",
+		Short:   "Delete expired codes, requests, sessions, tokens, revocations and idle dynamic clients once",
+		Example: "  authd purge --database-url postgres://authd:pw@db:5432/authd\n  authd purge -o json",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			st, err := storeOpener(e, cmd.Flags())(cmd.Context())
 			if err != nil {
 				return err
@@ -101,6 +117,9 @@ func newPurgeCmd(e *env) *cobra.Command {
 			res, err := st.Purge(cmd.Context(), e.now())
 			if err != nil {
 				return err
+			}
+			if output == "json" {
+				return writeJSON(cmd.OutOrStdout(), res)
 			}
 			names := make([]string, 0, len(res))
 			for k := range res {
@@ -113,14 +132,22 @@ func newPurgeCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
+	addDatabaseFlag(cmd.Flags())
+	addOutputFlag(cmd.Flags(), &output)
+	return cmd
 }
 
 func newStatsCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:   "stats",
-		Short: "Print counts of clients, users, active grants and refresh tokens",
-		Args:  cobra.NoArgs,
+	var output string
+	cmd := &cobra.Command{
+		Use:     "stats",
+		Short:   "Print counts of clients, users, active grants and refresh tokens",
+		Example: "  authd stats\n  authd stats -o json",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			st, err := storeOpener(e, cmd.Flags())(cmd.Context())
 			if err != nil {
 				return err
@@ -130,9 +157,17 @@ func newStatsCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if output == "json" {
+				return writeJSON(cmd.OutOrStdout(), map[string]int64{
+					"clients": s.Clients, "users": s.Users, "active_grants": s.ActiveGrants, "refresh_tokens": s.RefreshTokens,
+				})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "clients: %d\nusers: %d\nactive grants: %d\nrefresh tokens: %d\n",
 				s.Clients, s.Users, s.ActiveGrants, s.RefreshTokens)
 			return nil
 		},
 	}
+	addDatabaseFlag(cmd.Flags())
+	addOutputFlag(cmd.Flags(), &output)
+	return cmd
 }

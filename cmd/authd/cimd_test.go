@@ -257,6 +257,7 @@ func authURLFor(conf *oauth2.Config, verifier string) string {
 // (one fetch for the whole flow and a refresh), then refetched after
 // max-age; the client is listed with its source.
 func TestCIMDCodeFlowWithPKCE(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	f := newFlowEnv(t, dsn)
 	docs := newCIMDDocs(t)
@@ -368,6 +369,7 @@ func TestCIMDCodeFlowWithPKCE(t *testing.T) {
 // /token answers invalid_client. With the loopback switch off, loopback
 // and private addresses are refused before any connection.
 func TestCIMDRefusals(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	f := newFlowEnv(t, dsn)
 	docs := newCIMDDocs(t)
@@ -510,6 +512,7 @@ func TestCIMDRefusals(t *testing.T) {
 // document fetched by the first serves the second, which never fetches it,
 // across authorization (A), consent (B), token (B) and refresh (A).
 func TestCIMDReplicasShareTheDocument(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	f := newFlowEnv(t, dsn)
 	docs := newCIMDDocs(t)
@@ -583,6 +586,7 @@ func TestCIMDReplicasShareTheDocument(t *testing.T) {
 // client_id, but each consent and grant is theirs: revoking one user's
 // grant leaves the other's working.
 func TestCIMDGrantsArePerUser(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	f := newFlowEnv(t, dsn)
 	f.github.AddUser(upstreamtest.GitHubUser{
@@ -663,6 +667,7 @@ func TestCIMDGrantsArePerUser(t *testing.T) {
 // from the document while the user is on the consent page stops the code
 // from being issued once the cached copy is refreshed.
 func TestCIMDDocumentChangeRecheckedAtCodeIssuance(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	f := newFlowEnv(t, dsn)
 	docs := newCIMDDocs(t)
@@ -701,6 +706,7 @@ func TestCIMDDocumentChangeRecheckedAtCodeIssuance(t *testing.T) {
 // environment, are validated with their names, and loopback fetching is
 // off unless --dev or set explicitly.
 func TestCIMDConfig(t *testing.T) {
+	t.Parallel()
 	f := newFlowEnv(t, "postgres://authd@localhost/authd")
 	base := map[string]string{"AUTHD_DATABASE_URL": "postgres://authd@localhost/authd", "AUTHD_ISSUER": "https://auth.example.com"}
 	with := func(extra map[string]string) map[string]string {
@@ -765,6 +771,7 @@ func TestCIMDConfig(t *testing.T) {
 // TestCIMDDisabled: with enabled false, discovery does not advertise it
 // and a URL client_id is an unknown client; nothing is fetched.
 func TestCIMDDisabled(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	f := newFlowEnv(t, dsn)
 	docs := newCIMDDocs(t)

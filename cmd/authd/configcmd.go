@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net/url"
 	"reflect"
 	"strings"
@@ -24,14 +25,24 @@ var secretKeys = map[string]bool{
 const masked = "********"
 
 func newConfigCmd(e *env) *cobra.Command {
-	return &cobra.Command{
+	var output string
+	cmd := &cobra.Command{
 		Use:   "config",
 		Short: "Print the effective configuration (secrets masked) and validate it",
-		Args:  cobra.NoArgs,
+		Long: "Print the configuration serve would run with, from the same flags, AUTHD_* variables and\n" +
+			"--config file, with secrets masked; exit non-zero naming every problem if it is invalid.",
+		Example: "  authd config --config authd.yaml\n  AUTHD_LOG_LEVEL=debug authd config --dev -o json",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "yaml" && output != "json" {
+				return fmt.Errorf("--output %q: want yaml or json", output)
+			}
 			cfg, err := loadConfig(cmd.Flags(), e.getenv)
 			if err != nil {
 				return err
+			}
+			if output == "json" {
+				return writeJSON(cmd.OutOrStdout(), maskedConfig(cfg))
 			}
 			out, err := yaml.Marshal(maskedConfig(cfg))
 			if err != nil {
@@ -41,6 +52,9 @@ func newConfigCmd(e *env) *cobra.Command {
 			return err
 		},
 	}
+	addServeFlags(cmd.Flags())
+	cmd.Flags().StringVarP(&output, "output", "o", "yaml", "output format: yaml or json")
+	return cmd
 }
 
 // maskedConfig renders cfg as a generic tree keyed like the YAML file, with

@@ -18,6 +18,7 @@ import (
 // checks that it is statically linked, so it runs in a distroless image,
 // and that `authd healthcheck` works against a running server.
 func TestContainerBuildIsStaticAndHealthchecks(t *testing.T) {
+	t.Parallel()
 	dockerfile, err := os.ReadFile("../../Dockerfile")
 	if err != nil {
 		t.Fatal(err)

@@ -147,6 +147,7 @@ func htmlUnescape(s string) string {
 // and consent, exchanges the code, refreshes, and has its refresh-token
 // reuse detected — all with golang.org/x/oauth2 against Postgres.
 func TestMCPClientFlowWithOAuth2Library(t *testing.T) {
+	t.Parallel()
 	f := newFlowEnv(t, pgtest.DSN(t))
 	inst := f.start(t)
 	ctx := context.Background()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,8 +24,22 @@ type k8sObject struct {
 	Data map[string]string `yaml:"data"`
 	Spec struct {
 		Template struct {
+			Metadata struct {
+				Labels map[string]string `yaml:"labels"`
+			} `yaml:"metadata"`
 			Spec k8sPodSpec `yaml:"spec"`
 		} `yaml:"template"`
+		// NetworkPolicy
+		PodSelector k8sSelector `yaml:"podSelector"`
+		Ingress     []struct {
+			From []struct {
+				NamespaceSelector *k8sSelector `yaml:"namespaceSelector"`
+				PodSelector       *k8sSelector `yaml:"podSelector"`
+			} `yaml:"from"`
+			Ports []struct {
+				Port string `yaml:"port"`
+			} `yaml:"ports"`
+		} `yaml:"ingress"`
 		ForwardAuth struct {
 			Address             string   `yaml:"address"`
 			TrustForwardHeader  bool     `yaml:"trustForwardHeader"`
@@ -33,25 +48,42 @@ type k8sObject struct {
 	} `yaml:"spec"`
 }
 
+type k8sSelector struct {
+	MatchLabels map[string]string `yaml:"matchLabels"`
+}
+
 type k8sPodSpec struct {
 	SecurityContext struct {
 		RunAsNonRoot bool `yaml:"runAsNonRoot"`
 	} `yaml:"securityContext"`
-	Containers []struct {
-		Args []string `yaml:"args"`
-		Env  []struct {
-			Name      string `yaml:"name"`
-			Value     string `yaml:"value"`
-			ValueFrom struct {
-				SecretKeyRef struct {
-					Name string `yaml:"name"`
-					Key  string `yaml:"key"`
-				} `yaml:"secretKeyRef"`
-			} `yaml:"valueFrom"`
-		} `yaml:"env"`
-		LivenessProbe  k8sProbe `yaml:"livenessProbe"`
-		ReadinessProbe k8sProbe `yaml:"readinessProbe"`
-	} `yaml:"containers"`
+	AutomountServiceAccountToken *bool `yaml:"automountServiceAccountToken"`
+	TopologySpreadConstraints    []struct {
+		TopologyKey   string      `yaml:"topologyKey"`
+		LabelSelector k8sSelector `yaml:"labelSelector"`
+	} `yaml:"topologySpreadConstraints"`
+	Volumes []struct {
+		ConfigMap struct {
+			Name string `yaml:"name"`
+		} `yaml:"configMap"`
+	} `yaml:"volumes"`
+	InitContainers []k8sContainer `yaml:"initContainers"`
+	Containers     []k8sContainer `yaml:"containers"`
+}
+
+type k8sContainer struct {
+	Args []string `yaml:"args"`
+	Env  []struct {
+		Name      string `yaml:"name"`
+		Value     string `yaml:"value"`
+		ValueFrom struct {
+			SecretKeyRef struct {
+				Name string `yaml:"name"`
+				Key  string `yaml:"key"`
+			} `yaml:"secretKeyRef"`
+		} `yaml:"valueFrom"`
+	} `yaml:"env"`
+	LivenessProbe  k8sProbe `yaml:"livenessProbe"`
+	ReadinessProbe k8sProbe `yaml:"readinessProbe"`
 }
 
 type k8sProbe struct {
@@ -61,19 +93,29 @@ type k8sProbe struct {
 }
 
 // TestKubernetesManifests checks deploy/k8s: probes on /health and /ready,
-// non-root pods, secrets only by reference to the keys the README's
-// `kubectl create secret` line creates, a migration Job, a ForwardAuth
-// middleware on /verify copying only authd's identity headers, and a
-// ConfigMap that is a valid authd configuration with the Deployment's
-// environment.
+// non-root pods without a service-account token, spread over nodes and
+// zones, secrets only by reference to the keys the README's `kubectl create
+// secret` line creates, migrations in an init container (ordered before
+// authd starts; no Job to order or re-apply), a NetworkPolicy that keeps
+// the metrics port private, a ForwardAuth middleware on /verify copying only
+// authd's identity headers, and the configuration as a generated ConfigMap
+// (its name hashes its content, so a change rolls the pods) that is a valid
+// authd configuration with the Deployment's environment.
 func TestKubernetesManifests(t *testing.T) {
+	t.Parallel()
 	dir := "../../deploy/k8s"
-	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no manifests in %s: %v", dir, err)
-	}
 	kust, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
 	if err != nil {
+		t.Fatal(err)
+	}
+	var kustomization struct {
+		Resources          []string `yaml:"resources"`
+		ConfigMapGenerator []struct {
+			Name  string   `yaml:"name"`
+			Files []string `yaml:"files"`
+		} `yaml:"configMapGenerator"`
+	}
+	if err := yaml.Unmarshal(kust, &kustomization); err != nil {
 		t.Fatal(err)
 	}
 	// The keys `kubectl create secret generic authd` creates, as documented.
@@ -83,8 +125,8 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 
 	objs := map[string]k8sObject{}
-	for _, f := range files {
-		raw, err := os.ReadFile(f)
+	for _, f := range append(slices.Clone(kustomization.Resources), "traefik-mcp.yaml") {
+		raw, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,14 +142,10 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 	}
 
-	checkPod := func(what string, spec k8sPodSpec) map[string]string {
+	containerEnv := func(what string, c k8sContainer) map[string]string {
 		t.Helper()
-		if !spec.SecurityContext.RunAsNonRoot || len(spec.Containers) != 1 {
-			t.Errorf("%s: want one container in a runAsNonRoot pod", what)
-			return nil
-		}
 		env := map[string]string{}
-		for _, e := range spec.Containers[0].Env {
+		for _, e := range c.Env {
 			ref := e.ValueFrom.SecretKeyRef
 			switch {
 			case ref.Name != "":
@@ -129,22 +167,70 @@ func TestKubernetesManifests(t *testing.T) {
 	if !ok {
 		t.Fatalf("no Deployment/authd among %v", keysOf(objs))
 	}
-	c := dep.Spec.Template.Spec.Containers
-	env := checkPod("Deployment", dep.Spec.Template.Spec)
-	if len(c) == 1 && (c[0].LivenessProbe.HTTPGet.Path != "/health" || c[0].ReadinessProbe.HTTPGet.Path != "/ready") {
-		t.Errorf("probes: liveness %q, readiness %q", c[0].LivenessProbe.HTTPGet.Path, c[0].ReadinessProbe.HTTPGet.Path)
+	pod := dep.Spec.Template.Spec
+	podLabels := dep.Spec.Template.Metadata.Labels
+	if !pod.SecurityContext.RunAsNonRoot || len(pod.Containers) != 1 {
+		t.Fatalf("Deployment: want one container in a runAsNonRoot pod")
+	}
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Error("Deployment: automountServiceAccountToken must be false (authd never calls the Kubernetes API)")
+	}
+	c := pod.Containers[0]
+	env := containerEnv("Deployment", c)
+	if c.LivenessProbe.HTTPGet.Path != "/health" || c.ReadinessProbe.HTTPGet.Path != "/ready" {
+		t.Errorf("probes: liveness %q, readiness %q", c.LivenessProbe.HTTPGet.Path, c.ReadinessProbe.HTTPGet.Path)
 	}
 	if env["AUTHD_DATABASE_URL"] == "" || env["AUTHD_KEYS_ENCRYPTION_SECRET"] == "" {
 		t.Errorf("deployment must take the database URL and key secret from the Secret: %v", env)
 	}
-
-	job, ok := objs["Job/authd-migrate"]
-	if !ok {
-		t.Fatal("no migration Job")
+	spread := map[string]bool{}
+	for _, tsc := range pod.TopologySpreadConstraints {
+		if !maps.Equal(tsc.LabelSelector.MatchLabels, podLabels) {
+			t.Errorf("topology spread over %s selects %v, not the pods (%v)", tsc.TopologyKey, tsc.LabelSelector.MatchLabels, podLabels)
+		}
+		spread[tsc.TopologyKey] = true
 	}
-	checkPod("Job", job.Spec.Template.Spec)
-	if jc := job.Spec.Template.Spec.Containers; len(jc) != 1 || !slices.Equal(jc[0].Args, []string{"migrate", "up"}) {
-		t.Errorf("migration job must run `authd migrate up`")
+	if !spread["kubernetes.io/hostname"] || !spread["topology.kubernetes.io/zone"] {
+		t.Errorf("replicas must be spread over nodes and zones: %v", spread)
+	}
+
+	// Migrations: an init container of the authd pod, `authd migrate up`
+	// with the database URL from the Secret; no separate Job.
+	if len(pod.InitContainers) != 1 || !slices.Equal(pod.InitContainers[0].Args, []string{"migrate", "up"}) {
+		t.Errorf("the pod must migrate in an init container running `authd migrate up`: %+v", pod.InitContainers)
+	} else if ienv := containerEnv("migrate init container", pod.InitContainers[0]); ienv["AUTHD_DATABASE_URL"] == "" {
+		t.Error("migrate init container has no AUTHD_DATABASE_URL")
+	}
+	for k := range objs {
+		if strings.HasPrefix(k, "Job/") {
+			t.Errorf("%s: migrations run in the init container; a Job is applied alongside the Deployment, unordered, and immutable on re-apply", k)
+		}
+	}
+
+	// The metrics port is reachable only from the monitoring namespace.
+	np, ok := objs["NetworkPolicy/authd"]
+	if !ok {
+		t.Fatal("no NetworkPolicy/authd")
+	}
+	if !maps.Equal(np.Spec.PodSelector.MatchLabels, podLabels) {
+		t.Errorf("NetworkPolicy selects %v, not the pods (%v)", np.Spec.PodSelector.MatchLabels, podLabels)
+	}
+	metricsRules := 0
+	for _, rule := range np.Spec.Ingress {
+		for _, p := range rule.Ports {
+			if p.Port == "metrics" || p.Port == "9090" {
+				metricsRules++
+				if len(rule.From) == 0 {
+					t.Error("NetworkPolicy opens the metrics port to everyone")
+				}
+			}
+		}
+		if len(rule.Ports) == 0 {
+			t.Error("NetworkPolicy has a rule for every port (metrics included)")
+		}
+	}
+	if metricsRules != 1 {
+		t.Errorf("NetworkPolicy: want one rule for the metrics port, got %d", metricsRules)
 	}
 
 	mw, ok := objs["Middleware/authd-verify"]
@@ -161,13 +247,23 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 	}
 
-	// The ConfigMap's file with the Deployment's environment is valid.
-	cm, ok := objs["ConfigMap/authd"]
-	if !ok || cm.Data["authd.yaml"] == "" {
-		t.Fatal("no ConfigMap/authd with authd.yaml")
+	// The configuration is a generated ConfigMap mounted by the pods, and
+	// valid with the Deployment's environment.
+	if _, fixed := objs["ConfigMap/authd"]; fixed {
+		t.Error("ConfigMap/authd has a fixed name: a change would not roll the pods; use configMapGenerator")
 	}
-	path := writeFile(t, cm.Data["authd.yaml"])
-	cfg, err := loadConfig(flagsFor(t, "--config", path), envOf(env))
+	if len(kustomization.ConfigMapGenerator) != 1 || kustomization.ConfigMapGenerator[0].Name != "authd" ||
+		!slices.Equal(kustomization.ConfigMapGenerator[0].Files, []string{"authd.yaml"}) {
+		t.Fatalf("kustomization must generate ConfigMap authd from authd.yaml: %+v", kustomization.ConfigMapGenerator)
+	}
+	mounted := false
+	for _, v := range pod.Volumes {
+		mounted = mounted || v.ConfigMap.Name == "authd"
+	}
+	if !mounted || !slices.Contains(c.Args, "/etc/authd/authd.yaml") {
+		t.Errorf("the pod must mount the generated ConfigMap authd and read /etc/authd/authd.yaml: %+v %v", pod.Volumes, c.Args)
+	}
+	cfg, err := loadConfig(flagsFor(t, "--config", filepath.Join(dir, "authd.yaml")), envOf(env))
 	if err != nil {
 		t.Fatalf("k8s configuration invalid: %v", err)
 	}

@@ -30,22 +30,17 @@ var configFlags = map[string]string{
 	"log.level":        "log-level",
 }
 
-// addConfigFlags declares the configuration flags on fs.
+// addConfigFlags declares --config and every configuration flag on fs.
 func addConfigFlags(fs *pflag.FlagSet) {
 	fs.String("config", "", "path to a YAML configuration file")
-	fs.Bool("dev", false, "development mode: in-memory store, dev login, http://localhost issuer (NEVER in production)")
-	fs.String("issuer", "", "public URL of this server (issuer)")
-	fs.String("listen", "", "listen address, e.g. :8080")
-	fs.String("database-url", "", "PostgreSQL URL")
-	fs.Bool("migrate", false, "apply database migrations at start-up")
-	fs.String("log-level", "", "log level: debug, info, warn, error")
+	addServeFlags(fs)
 }
 
 // loadConfig builds the effective configuration with the usual precedence,
 // highest first: flags, environment (AUTHD_*), the YAML file, defaults.
 // Every key has a default registered (spf13/viper#761: Unmarshal ignores
 // keys viper has never heard of), and unknown keys in the file are errors.
-func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (*config.Config, error) {
+func loadConfig(fs *pflag.FlagSet, getenv environ) (*config.Config, error) {
 	v := viper.New()
 	defaults := config.Defaults()
 	keys := leafKeys(reflect.ValueOf(defaults), "")
@@ -53,6 +48,7 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (*config.Config, 
 		v.SetDefault(k.name, k.value)
 	}
 
+	var problems []string
 	if path, _ := fs.GetString("config"); path != "" {
 		raw, err := os.ReadFile(path)
 		if err != nil {
@@ -62,17 +58,32 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (*config.Config, 
 		if err != nil {
 			return nil, fmt.Errorf("config file %s: %w", path, err)
 		}
+		root, err := parseYAMLFile(path, expanded)
+		if err != nil {
+			return nil, err
+		}
+		problems = append(problems, checkFile(path, root)...)
 		v.SetConfigType("yaml")
 		if err := v.ReadConfig(strings.NewReader(expanded)); err != nil {
 			return nil, fmt.Errorf("config file %s is not valid YAML: %w", path, err)
 		}
 	}
+	problems = append(problems, checkEnv(getenv, keys)...)
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(problems, "\n  "))
+	}
 
 	// The environment is merged as a layer above the file and below flags.
 	env := map[string]any{}
 	for _, k := range keys {
-		val := getenv(envName(k.name))
+		val, set := getenv.lookup(envName(k.name))
+		if !set {
+			continue
+		}
 		if val == "" {
+			// Set but empty: the setting's default, overriding the file
+			// (AUTHD_METRICS_LISTEN= turns off a listener the file opens).
+			setNestedValue(env, strings.Split(k.name, "."), emptyValue(k.value))
 			continue
 		}
 		if isStructured(k.value) {
@@ -115,7 +126,7 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (*config.Config, 
 	}
 	cfg.ApplyDev()
 	if err := cfg.Validate(); err != nil {
-		return nil, &invalidConfigError{cfg: &cfg, err: fmt.Errorf("invalid configuration:\n%w", indent(err))}
+		return nil, &invalidConfigError{cfg: &cfg, err: fmt.Errorf("invalid configuration:\n%w", indent(err)), problems: splitJoined(err)}
 	}
 	return &cfg, nil
 }
@@ -127,6 +138,42 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (*config.Config, 
 type invalidConfigError struct {
 	cfg *config.Config
 	err error
+	// problems are Validate's, one per setting ("name: what is wrong").
+	problems []error
+}
+
+func splitJoined(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// loadConfigFor loads the configuration for a command that uses only some
+// settings: problems with settings it does not use (an admin command needs
+// no upstreams or issuer) do not stop it. uses lists setting names, or
+// prefixes ending in "." for groups. A file or variable that cannot be read
+// or decoded fails every command.
+func loadConfigFor(fs *pflag.FlagSet, getenv environ, uses ...string) (*config.Config, error) {
+	cfg, err := loadConfig(fs, getenv)
+	var invalid *invalidConfigError
+	if err == nil || !errors.As(err, &invalid) {
+		return cfg, err
+	}
+	var kept []string
+	for _, p := range invalid.problems {
+		name, _, _ := strings.Cut(p.Error(), ":")
+		for _, u := range uses {
+			if name == u || (strings.HasSuffix(u, ".") && strings.HasPrefix(name, u)) || strings.HasPrefix(name, u+"[") {
+				kept = append(kept, p.Error())
+				break
+			}
+		}
+	}
+	if len(kept) > 0 {
+		return nil, fmt.Errorf("invalid configuration:\n%w", indent(errors.New(strings.Join(kept, "\n"))))
+	}
+	return invalid.cfg, nil
 }
 
 func (e *invalidConfigError) Error() string { return e.err.Error() }
@@ -139,11 +186,11 @@ var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 // secrets) need not be written in the file. Only the braced form is
 // expanded: a bare "$" stays, as secrets may contain one. An unset
 // variable is an error rather than a silent empty secret.
-func expandEnvRefs(s string, getenv func(string) string) (string, error) {
+func expandEnvRefs(s string, getenv environ) (string, error) {
 	var missing []string
 	out := envRef.ReplaceAllStringFunc(s, func(ref string) string {
 		name := envRef.FindStringSubmatch(ref)[1]
-		v := getenv(name)
+		v := getenv.get(name)
 		if v == "" {
 			missing = append(missing, name)
 		}
@@ -180,6 +227,17 @@ func leafKeys(v reflect.Value, prefix string) []leafKey {
 		out = append(out, leafKey{name, fv.Interface()})
 	}
 	return out
+}
+
+// emptyValue is what an empty variable sets: the key's default, with a
+// non-nil empty list for a list (viper would treat nil as unset and keep
+// the file's value).
+func emptyValue(def any) any {
+	rv := reflect.ValueOf(def)
+	if rv.Kind() == reflect.Slice && rv.IsNil() {
+		return reflect.MakeSlice(rv.Type(), 0, 0).Interface()
+	}
+	return def
 }
 
 func envName(key string) string {
@@ -246,4 +304,25 @@ func indent(err error) error {
 		lines = append(lines, "  "+l)
 	}
 	return errors.New(strings.Join(lines, "\n"))
+}
+
+// environ is the process environment by name: os.Environ() in production,
+// a map in tests. A variable set to "" is present (and overrides the file).
+type environ map[string]string
+
+func environFrom(kv []string) environ {
+	m := environ{}
+	for _, s := range kv {
+		if k, v, ok := strings.Cut(s, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func (e environ) get(name string) string { return e[name] }
+
+func (e environ) lookup(name string) (string, bool) {
+	v, ok := e[name]
+	return v, ok
 }

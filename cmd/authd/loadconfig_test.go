@@ -12,9 +12,7 @@ import (
 	"github.com/spf13/pflag"
 )
 
-func envOf(m map[string]string) func(string) string {
-	return func(k string) string { return m[k] }
-}
+func envOf(m map[string]string) environ { return environ(m) }
 
 func writeFile(t *testing.T, content string) string {
 	t.Helper()
@@ -53,6 +51,7 @@ func flagsFor(t *testing.T, args ...string) *pflag.FlagSet {
 }
 
 func TestLoadConfigPrecedence(t *testing.T) {
+	t.Parallel()
 	path := writeFile(t, validYAML+"listen: \":9000\"\n")
 
 	// File over defaults.
@@ -89,6 +88,7 @@ func TestLoadConfigPrecedence(t *testing.T) {
 }
 
 func TestLoadConfigEnvOnly(t *testing.T) {
+	t.Parallel()
 	// 12-factor: no file at all.
 	cfg, err := loadConfig(flagsFor(t), envOf(map[string]string{
 		"AUTHD_ISSUER":                      "https://auth.example.com",
@@ -112,6 +112,7 @@ func TestLoadConfigEnvOnly(t *testing.T) {
 }
 
 func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		yaml string
@@ -159,6 +160,7 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 }
 
 func TestLoopbackHTTPIssuerAllowedWithoutDev(t *testing.T) {
+	t.Parallel()
 	for _, iss := range []string{"http://localhost:8080", "http://127.0.0.1:9000", "http://[::1]:8080"} {
 		path := writeFile(t, validYAML)
 		if _, err := loadConfig(flagsFor(t, "--config", path), envOf(map[string]string{"AUTHD_ISSUER": iss})); err != nil {
@@ -169,6 +171,7 @@ func TestLoopbackHTTPIssuerAllowedWithoutDev(t *testing.T) {
 
 // An issuer with a path (RFC 8414 §3.1) is accepted as written.
 func TestIssuerWithPathAccepted(t *testing.T) {
+	t.Parallel()
 	for _, iss := range []string{"https://example.com/auth", "https://example.com/org/tenant-1", "http://127.0.0.1:9000/tenant"} {
 		path := writeFile(t, validYAML)
 		cfg, err := loadConfig(flagsFor(t, "--config", path), envOf(map[string]string{"AUTHD_ISSUER": iss}))
@@ -183,6 +186,7 @@ func TestIssuerWithPathAccepted(t *testing.T) {
 }
 
 func TestConfigCommandMasksSecrets(t *testing.T) {
+	t.Parallel()
 	path := writeFile(t, validYAML)
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"config", "--config", path}, envOf(nil), &out, &errOut)
@@ -203,6 +207,7 @@ func TestConfigCommandMasksSecrets(t *testing.T) {
 }
 
 func TestInvalidConfigExitsWithError(t *testing.T) {
+	t.Parallel()
 	path := writeFile(t, validYAML+"bogus_key: 1\n")
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"serve", "--config", path}, envOf(nil), &out, &errOut)
@@ -212,6 +217,7 @@ func TestInvalidConfigExitsWithError(t *testing.T) {
 }
 
 func TestVersionCommand(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"version"}, envOf(nil), &out, &out); err != nil {
 		t.Fatal(err)
@@ -225,6 +231,7 @@ func TestVersionCommand(t *testing.T) {
 // example must pass validation once the secrets it leaves to the
 // environment are set.
 func TestExampleConfigIsValid(t *testing.T) {
+	t.Parallel()
 	environ := map[string]string{
 		"AUTHD_KEYS_ENCRYPTION_SECRET": strings.Repeat("s", 48),
 		"DB_PASSWORD":                  "db-pw",
@@ -250,6 +257,7 @@ func TestExampleConfigIsValid(t *testing.T) {
 }
 
 func TestLoadConfigStructuredEnvAsJSON(t *testing.T) {
+	t.Parallel()
 	// A container configured from its environment alone still needs
 	// upstreams and resources: lists of objects come as JSON.
 	env := map[string]string{

@@ -19,13 +19,19 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/internal/store"
 )
 
-// Set at build time with -ldflags "-X main.version=… -X main.commit=…".
+// Set at build time with -ldflags "-X main.version=… -X main.commit=…" (the
+// Dockerfile does); otherwise taken from the build information.
 var (
 	version = "dev"
 	commit  = "unknown"
@@ -33,7 +39,7 @@ var (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], environFrom(os.Environ()), os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "authd:", err)
@@ -44,7 +50,8 @@ func main() {
 // env is what the commands need from the process, passed explicitly so
 // tests can run commands in-process.
 type env struct {
-	getenv func(string) string
+	// getenv is the process environment (a map in tests).
+	getenv environ
 	stdout io.Writer
 	stderr io.Writer
 	now    func() time.Time
@@ -53,10 +60,20 @@ type env struct {
 	// upstreamClient, when set, is the HTTP client for upstream identity
 	// providers (tests point it at fakes with their own TLS roots).
 	upstreamClient *http.Client
+	// builtWith, when set, stands for runtime.Version() (tests).
+	builtWith string
+}
+
+// goVersion is the Go release this binary was built with.
+func (e *env) goVersion() string {
+	if e.builtWith != "" {
+		return e.builtWith
+	}
+	return runtime.Version()
 }
 
 // run executes the command line args.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, getenv environ, stdout, stderr io.Writer) error {
 	return newRootCmd(&env{getenv: getenv, stdout: stdout, stderr: stderr, now: time.Now}).
 		ExecuteContextC(ctx, args)
 }
@@ -70,10 +87,19 @@ func newRootCmd(e *env) *rootCmd {
 	}
 	root.SetOut(e.stdout)
 	root.SetErr(e.stderr)
-	addConfigFlags(root.PersistentFlags())
+	root.PersistentFlags().String("config", "", "path to a YAML configuration file (settings also come from AUTHD_* variables)")
 	// Audit records of the admin commands' changes: JSON on stderr, one
 	// line each (the configuration, and so log.format, is not loaded yet).
 	cliAudit := slog.New(slog.NewJSONHandler(e.stderr, nil))
+	var clients, users *cobra.Command
+	clients = newClientsCmd(func(ctx context.Context) (store.Store, error) {
+		return storeOpener(e, withFlagsOf(clients))(ctx)
+	}, e.now, cliAudit)
+	users = newUsersCmd(func(ctx context.Context) (store.Store, error) {
+		return storeOpener(e, withFlagsOf(users))(ctx)
+	}, e.now, cliAudit)
+	addDatabaseFlag(clients.PersistentFlags())
+	addDatabaseFlag(users.PersistentFlags())
 	root.AddCommand(
 		newServeCmd(e),
 		newMigrateCmd(e),
@@ -81,11 +107,12 @@ func newRootCmd(e *env) *rootCmd {
 		newVersionCmd(e),
 		newHealthcheckCmd(e),
 		newKeysCmd(e),
-		newClientsCmd(storeOpener(e, root.PersistentFlags()), e.now, cliAudit),
-		newUsersCmd(storeOpener(e, root.PersistentFlags()), e.now, cliAudit),
+		clients,
+		users,
 		newPurgeCmd(e),
 		newStatsCmd(e),
 	)
+	addExamples(root)
 	return &rootCmd{root}
 }
 
@@ -99,12 +126,60 @@ func (r *rootCmd) ExecuteContextC(ctx context.Context, args []string) error {
 
 func newVersionCmd(e *env) *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
+		Use:     "version",
+		Short:   "Print the version, VCS revision and Go release of this binary",
+		Example: "  authd version",
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(cmd.OutOrStdout(), "authd %s (commit %s)\n", version, commit)
+			b := readBuild()
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "authd %s\n", b.Version)
+			rev := b.Revision
+			if b.Modified {
+				rev += " (modified)"
+			}
+			fmt.Fprintf(w, "  revision: %s\n", rev)
+			if b.Time != "" {
+				fmt.Fprintf(w, "  built:    %s\n", b.Time)
+			}
+			fmt.Fprintf(w, "  go:       %s (go.mod names %s)\n", b.GoVersion, authd.RequiredGo())
+			if authd.OlderGo(b.GoVersion, authd.RequiredGo()) {
+				fmt.Fprintf(w, "  WARNING: built with a Go release older than go.mod's; rebuild with GOTOOLCHAIN=auto\n")
+			}
 			return nil
 		},
 	}
+}
+
+// buildInfo is what the binary knows of how it was built.
+type buildInfo struct {
+	Version, Revision, Time, GoVersion string
+	Modified                           bool
+}
+
+// readBuild combines the -ldflags values (the Dockerfile sets them) with
+// the build information the go command records: the module version, the
+// VCS revision and time, and the Go release.
+func readBuild() buildInfo {
+	b := buildInfo{Version: version, Revision: commit, GoVersion: runtime.Version()}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return b
+	}
+	if b.Version == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		b.Version = info.Main.Version
+	}
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			if b.Revision == "unknown" {
+				b.Revision = s.Value
+			}
+		case "vcs.time":
+			b.Time = s.Value
+		case "vcs.modified":
+			b.Modified = s.Value == "true"
+		}
+	}
+	return b
 }

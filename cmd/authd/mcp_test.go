@@ -44,6 +44,7 @@ var resourceMetadataParam = regexp.MustCompile(`resource_metadata="([^"]+)"`)
 // registers, signs in, gets a token for that resource, and is let through;
 // after revocation it is turned away again.
 func TestMCPScenarioThroughForwardAuth(t *testing.T) {
+	t.Parallel()
 	f := newFlowEnv(t, pgtest.DSN(t))
 	metricsAddr := freeAddr(t)
 	f.env["AUTHD_METRICS_LISTEN"] = metricsAddr

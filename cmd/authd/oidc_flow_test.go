@@ -18,6 +18,7 @@ import (
 // its immutable sub; the allowlist is applied (verified email, or the
 // Google Workspace domain); the token verifies against the JWKS.
 func TestOIDCAndGoogleUpstreamsThroughTheBinary(t *testing.T) {
+	t.Parallel()
 	for _, typ := range []string{"oidc", "google"} {
 		t.Run(typ, func(t *testing.T) {
 			idp := upstreamtest.NewOIDC(t)

@@ -20,6 +20,7 @@ import (
 // counts requests by route pattern; the public endpoints are rate-limited
 // per client address with a 429, Retry-After and an RFC-style JSON error.
 func TestMetricsListenerAndRateLimits(t *testing.T) {
+	t.Parallel()
 	metricsAddr := freeAddr(t)
 	inst := startAuthd(t, freeAddr(t), map[string]string{
 		"AUTHD_METRICS_LISTEN":                          metricsAddr,
@@ -115,6 +116,7 @@ func TestMetricsListenerAndRateLimits(t *testing.T) {
 // real database: purge removes what expired and keeps the rest, stats
 // counts, keys rotate/list show the key life cycle.
 func TestPurgeStatsAndKeysCommands(t *testing.T) {
+	t.Parallel()
 	dsn, st := postgresStore(t)
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	past, future := now.Add(-time.Hour), now.Add(time.Hour)
@@ -173,6 +175,7 @@ func TestPurgeStatsAndKeysCommands(t *testing.T) {
 // purge_interval, several at once without errors (rows another replica is
 // deleting are skipped), and keeps what is live.
 func TestBackgroundPurgeOnReplicas(t *testing.T) {
+	t.Parallel()
 	dsn, st := postgresStore(t)
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	past, future := now.Add(-time.Hour), now.Add(time.Hour)
@@ -233,6 +236,7 @@ func createDynamicClients(t *testing.T, st store.Store, now time.Time, expiry ma
 // TestRegistrationDisabled: with registration.enabled false, discovery
 // advertises no registration_endpoint and /register does not exist.
 func TestRegistrationDisabled(t *testing.T) {
+	t.Parallel()
 	for _, enabled := range []string{"true", "false"} {
 		inst := startAuthd(t, freeAddr(t), map[string]string{"AUTHD_REGISTRATION_ENABLED": enabled}, "--dev")
 		var md map[string]any

@@ -24,6 +24,7 @@ import (
 // that verifies against the advertised jwks_uri, with every redirect of
 // the browser staying under the issuer's path.
 func TestIssuerWithPathFlow(t *testing.T) {
+	t.Parallel()
 	f := newFlowEnv(t, pgtest.DSN(t))
 	addr := freeAddr(t)
 	host := "http://" + addr
@@ -206,6 +207,7 @@ func TestIssuerWithPathFlow(t *testing.T) {
 // under the issuer's path, first-segment entries ("/callback/") included,
 // and to nothing outside it.
 func TestIssuerPathRateLimits(t *testing.T) {
+	t.Parallel()
 	lim := func() *ratelimit.Limiter {
 		return ratelimit.New(ratelimit.Config{PerKeyPerMinute: 1, PerKeyBurst: 1}, nil)
 	}

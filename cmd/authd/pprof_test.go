@@ -11,6 +11,7 @@ import (
 // Profiling endpoints exist only with metrics.pprof, only on the private
 // metrics listener, and never on the public one.
 func TestPprofOnMetricsListenerOnly(t *testing.T) {
+	t.Parallel()
 	for _, enabled := range []bool{false, true} {
 		metricsAddr := freeAddr(t)
 		env := map[string]string{"AUTHD_METRICS_LISTEN": metricsAddr}

@@ -65,6 +65,7 @@ func (rt *router) served(backend, path string) bool {
 // replica picks the new key up without a restart. An access token revoked
 // on one replica is refused by the others at once.
 func TestThreeReplicasOneFlow(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	f := newFlowEnv(t, dsn)
 	rt := &router{backends: map[string]*httputil.ReverseProxy{}, routes: map[string]string{"/": "A"}, hits: map[string][]string{}}

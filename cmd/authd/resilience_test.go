@@ -19,6 +19,7 @@ import (
 // 503 temporarily_unavailable JSON error (never a 500 or a hang), authd
 // recovers without a restart, and every token it did issue is valid.
 func TestPostgresRestartDuringTraffic(t *testing.T) {
+	t.Parallel()
 	cluster := pgtest.NewCluster(t)
 	inst := startAuthd(t, freeAddr(t), map[string]string{
 		"AUTHD_DATABASE_URL": cluster.DSN(),

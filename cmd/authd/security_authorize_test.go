@@ -23,6 +23,7 @@ var validChallenge = oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())
 // redirector for error codes), no pending request stored, and no login
 // started. Loopback URIs may differ only in port (RFC 8252 §7.3).
 func TestSecurityAuthorizeRedirectURIExactMatch(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	client := s.publicClient(t, "https://app.example.com/cb", "http://127.0.0.1/callback")
 
@@ -115,6 +116,7 @@ func TestSecurityAuthorizeRedirectURIExactMatch(t *testing.T) {
 // or repeated) client_id and an attacker's redirect_uri must not redirect
 // anywhere (RFC 6749 §4.1.2.1, RFC 9700 §4.11.2).
 func TestSecurityAuthorizeUnknownClient(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	client := s.publicClient(t, "https://app.example.com/cb")
 	before := s.rowCounts(t)
@@ -139,6 +141,7 @@ func TestSecurityAuthorizeUnknownClient(t *testing.T) {
 // URI are confirmed the error goes back to the client with state and iss
 // (RFC 9207), and no request is stored and no login begins.
 func TestSecurityAuthorizePKCERequired(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	const redirect = "https://app.example.com/cb"
 	client := s.publicClient(t, redirect)
@@ -218,6 +221,7 @@ func consentForm(t *testing.T, b *browser, authURL string) url.Values {
 // In no case is a code issued or a consent stored. The approval itself is
 // answered with 303 (RFC 9700 §4.12), never 307.
 func TestSecurityConsentBoundToBrowserAndClient(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	const redirectX, redirectY = "http://127.0.0.1:7001/cb", "http://127.0.0.1:7002/cb"
 	clientX := s.publicClient(t, "http://127.0.0.1/cb")

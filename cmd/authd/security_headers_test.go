@@ -22,6 +22,7 @@ import (
 // with both CSP frame-ancestors and X-Frame-Options, has a CSP that loads
 // nothing from elsewhere, and is not sniffable or cacheable.
 func TestSecurityHTMLPagesFramingAndCSP(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	client := s.publicClient(t, "http://127.0.0.1/cb")
 	conf := s.oauthConfig(client, "", "http://127.0.0.1:7301/cb")
@@ -88,6 +89,7 @@ func TestSecurityHTMLPagesFramingAndCSP(t *testing.T) {
 // endpoints (/authorize, /consent, /apps, /login) send no CORS headers at
 // all, neither on requests nor on preflights.
 func TestSecurityNoCredentialedCORS(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	const evil = "https://attacker.example"
 	paths := []string{"/authorize", "/consent", "/apps", "/login", "/callback/github", "/token", "/revoke", "/introspect",
@@ -128,6 +130,7 @@ func TestSecurityNoCredentialedCORS(t *testing.T) {
 // Every answer that carries a token, secret or token metadata — and every
 // OAuth error — has Cache-Control: no-store.
 func TestSecurityTokenBearingResponsesNotCached(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
 	code, verifier := s.code(t, conf)
@@ -177,6 +180,7 @@ func TestSecurityTokenBearingResponsesNotCached(t *testing.T) {
 // redirect_uri stay the configured issuer's — even though the request
 // comes from a trusted proxy address.
 func TestSecurityHostHeaderPoisoning(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	client := s.publicClient(t, "https://app.example.com/cb")
 	poison := http.Header{
@@ -325,6 +329,7 @@ func TestSecurityHostHeaderPoisoning(t *testing.T) {
 // gives up after 5 s; the server's read timeout is 15 s), and nothing is
 // stored.
 func TestSecurityOversizeInputs(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	client := s.publicClient(t, "https://app.example.com/cb")
 	c := &http.Client{Timeout: 5 * time.Second, CheckRedirect: noRedirectClient.CheckRedirect}
@@ -416,6 +421,7 @@ func TestSecurityOversizeInputs(t *testing.T) {
 // passed, so it cannot hold connections open; a prompt client on the same
 // server is unaffected.
 func TestSecuritySlowHeadersDisconnected(t *testing.T) {
+	t.Parallel()
 	addr := freeAddr(t)
 	inst := startAuthd(t, addr, map[string]string{"AUTHD_HTTP_READ_HEADER_TIMEOUT": "300ms"}, "--dev")
 	conn, err := net.Dial("tcp", addr)

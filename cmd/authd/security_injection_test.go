@@ -37,6 +37,7 @@ var hostile = []string{
 // error_description stays within RFC 6749's charset without internal
 // details, no header is injected, and the schema is intact afterwards.
 func TestSecurityHostileParameterValues(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	client := s.publicClient(t, "https://app.example.com/cb")
 	conf := s.confidentialClient(t, "https://app.example.com/cb")

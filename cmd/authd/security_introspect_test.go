@@ -79,6 +79,7 @@ func forgeries(t *testing.T, s *secEnv, genuine string) map[string]string {
 // {"active":false} and /verify answers 401 invalid_token for each, while
 // the genuine token passes both.
 func TestSecurityIntrospectAndVerifyRejectForgedTokens(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	tok := s.tokens(t, s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX))
 	if !s.active(t, tok.AccessToken) || verify(t, s.inst.URL, "Bearer "+tok.AccessToken).StatusCode != http.StatusOK {
@@ -104,6 +105,7 @@ func TestSecurityIntrospectAndVerifyRejectForgedTokens(t *testing.T) {
 // introspect, a wrong bearer token or no credentials get 401 and learn
 // nothing about the token.
 func TestSecurityIntrospectionRequiresAuthorizedCaller(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
 	tok := s.tokens(t, conf)
@@ -150,6 +152,7 @@ func TestSecurityIntrospectionRequiresAuthorizedCaller(t *testing.T) {
 // revocation is 401. The owner's revocation of the refresh token ends the
 // whole grant, access token included.
 func TestSecurityRevocationIsBoundToTheClient(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
 	tok := s.tokens(t, conf)
@@ -203,6 +206,7 @@ func TestSecurityRevocationIsBoundToTheClient(t *testing.T) {
 // secret is refused with invalid_client; a restart with the same
 // configuration keeps the client working (the sync is idempotent).
 func TestConfiguredResourceServerClient(t *testing.T) {
+	t.Parallel()
 	const rsSecret = "operator-chosen resource server secret"
 	clients := fmt.Sprintf(`[{"id":"mcp-rs","name":"MCP resource server","secret":%q,"introspect":true,"resources":[%q]}]`, rsSecret, mcpResource)
 	s := newSecEnv(t, map[string]string{"AUTHD_CLIENTS": clients})

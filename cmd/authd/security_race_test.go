@@ -85,6 +85,7 @@ func (s *secEnv) assertFamilyRevoked(t *testing.T, what, clientID, rt string, wi
 // grant exists, and since the losers replayed a spent code, it is revoked
 // with everything issued from it.
 func TestRaceCodeRedemption(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
 	for round := 0; round < 5; round++ {
@@ -125,6 +126,7 @@ func TestRaceCodeRedemption(t *testing.T) {
 // family is revoked: no live refresh token remains, and the winner's new
 // refresh token and access token are refused too.
 func TestRaceRefresh(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
 	for round := 0; round < 3; round++ {
@@ -159,6 +161,7 @@ func TestRaceRefresh(t *testing.T) {
 // answered nothing of the grant is usable: no live refresh token, and a
 // token the refresh may have produced is refused.
 func TestRaceRefreshVersusRevoke(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
 	for round := 0; round < 4; round++ {
@@ -192,6 +195,7 @@ func TestRaceRefreshVersusRevoke(t *testing.T) {
 // client at once. Whatever the order, a successful DELETE leaves no client
 // row (an update cannot resurrect it) and nothing issued to it.
 func TestRaceRegistrationUpdateVersusDelete(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	for round := 0; round < 4; round++ {
 		reg := s.registerRaw(t, map[string]any{"client_name": "race", "redirect_uris": []string{"https://app.example.com/cb"}, "token_endpoint_auth_method": "client_secret_basic"})
@@ -224,6 +228,7 @@ func TestRaceRegistrationUpdateVersusDelete(t *testing.T) {
 // client) must have one winner: the others are refused, and the token
 // stored is the winner's, so a loser never walks away holding control.
 func TestRaceRegistrationTokenRotation(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, map[string]string{"AUTHD_REGISTRATION_ROTATE_REGISTRATION_TOKEN": "true"})
 	for round := 0; round < 3; round++ {
 		reg := s.registerRaw(t, map[string]any{"client_name": "rotate", "redirect_uris": []string{"https://app.example.com/cb"}, "token_endpoint_auth_method": "client_secret_basic"})
@@ -263,6 +268,7 @@ func TestRaceRegistrationTokenRotation(t *testing.T) {
 // row references it, a refresh token the race may have produced is
 // refused, and so is an access token.
 func TestRaceRefreshVersusClientDelete(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	for round := 0; round < 4; round++ {
 		reg := s.registerRaw(t, map[string]any{

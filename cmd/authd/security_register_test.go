@@ -53,6 +53,7 @@ func (s *secEnv) tryJSONRequest(method, path, bearer string, body []byte) (oauth
 // secret (RFC 9700 §4.15, confusable ids). Every attempt is refused with
 // RFC 7591's error code and creates no client.
 func TestSecurityRegisterRejectsDangerousMetadata(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	before := s.rowCounts(t)
 	for _, uri := range []string{
@@ -146,6 +147,7 @@ func TestSecurityRegisterRejectsDangerousMetadata(t *testing.T) {
 // Deleting A ends everything issued to it (nothing outlives its client),
 // and its registration token dies with it.
 func TestSecurityRegistrationManagement(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	regA := registerClient(t, s.inst.URL, map[string]any{
 		"client_name": "A", "redirect_uris": []string{"http://127.0.0.1/cb"}, "token_endpoint_auth_method": "client_secret_basic",
@@ -248,6 +250,7 @@ func TestSecurityRegistrationManagement(t *testing.T) {
 // stored, and a client registered without the grant cannot use it at
 // /token either.
 func TestSecurityDynamicClientCredentialsOff(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, map[string]string{"AUTHD_REGISTRATION_ALLOW_CLIENT_CREDENTIALS": ""}) // the default
 	before := s.rowCounts(t)
 	for _, grants := range [][]string{{"client_credentials"}, {"authorization_code", "refresh_token", "client_credentials"}} {

@@ -78,6 +78,7 @@ func (w *wire) RoundTrip(r *http.Request) (*http.Response, error) {
 // table holds none of them in clear: only digests, and the signing key only
 // encrypted (neither its PKCS #8 DER, PEM nor private scalar appear).
 func TestSecurityNoSecretInLogsMetricsErrorsRedirectsOrDatabase(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	ctx := context.Background()
 	rec := &wire{next: s.github.Client().Transport, issuer: s.inst.URL}

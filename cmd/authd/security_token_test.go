@@ -19,6 +19,7 @@ const cbX = "http://127.0.0.1:7101/cb"
 // issued is revoked: its access token turns inactive and its refresh token
 // stops working.
 func TestSecurityTokenCodeReplayRevokes(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
 	code, verifier := s.code(t, conf)
@@ -57,6 +58,7 @@ func TestSecurityTokenCodeReplayRevokes(t *testing.T) {
 // wrong verifier) must not revoke the victim's tokens (OAuth 2.1 §4.1.3:
 // only a valid second use revokes, or anyone could revoke anyone's grant).
 func TestSecurityTokenCodeBoundToClientVerifierAndRedirect(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
 	other := s.publicClient(t, "http://127.0.0.1/cb")
@@ -141,6 +143,7 @@ func TestSecurityTokenCodeBoundToClientVerifierAndRedirect(t *testing.T) {
 // second presentation of the spent token is reuse, and the whole family
 // dies, the newest refresh token included.
 func TestSecurityRefreshTokenBinding(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
 	other := s.publicClient(t, "http://127.0.0.1/cb")
@@ -194,6 +197,7 @@ func TestSecurityRefreshTokenBinding(t *testing.T) {
 // Basic challenge when the header was used; two methods at once, or a
 // credential in the URL query, is invalid_request. Nothing is issued.
 func TestSecurityClientAuthentication(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	conf := s.confidentialClient(t, "https://app.example.com/cb")
 	id, secret := conf["client_id"].(string), conf["client_secret"].(string)

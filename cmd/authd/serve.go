@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/authd/authd"
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/reqlog"
@@ -21,10 +22,15 @@ import (
 )
 
 func newServeCmd(e *env) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the authorization server",
-		Args:  cobra.NoArgs,
+		Long: "Run the authorization server. Settings come from flags, AUTHD_* variables and the\n" +
+			"--config file, in that order of precedence; see authd.example.yaml.",
+		Example: "  authd serve --dev                          # try it: in-memory store, dev login, http://localhost:8080\n" +
+			"  authd serve --config authd.yaml            # production: PostgreSQL, upstreams, allowlist\n" +
+			"  AUTHD_ISSUER=https://auth.example.com authd serve --config authd.yaml --migrate",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd.Flags(), e.getenv)
 			if err != nil {
@@ -33,6 +39,8 @@ func newServeCmd(e *env) *cobra.Command {
 			return serve(cmd.Context(), cfg, e)
 		},
 	}
+	addServeFlags(cmd.Flags())
+	return cmd
 }
 
 func newLogger(cfg *config.Config, w interface{ Write([]byte) (int, error) }) *slog.Logger {
@@ -52,6 +60,12 @@ func newLogger(cfg *config.Config, w interface{ Write([]byte) (int, error) }) *s
 func serve(ctx context.Context, cfg *config.Config, e *env) error {
 	log := newLogger(cfg, e.stderr)
 	started := e.now()
+	if have, want := e.goVersion(), authd.RequiredGo(); authd.OlderGo(have, want) {
+		// GOTOOLCHAIN=local builds with the installed Go whatever go.mod
+		// says: say so loudly, the older release may lack security fixes.
+		log.Warn("built with a Go release older than the one go.mod names: rebuild with GOTOOLCHAIN=auto (see SECURITY.md)",
+			"go", have, "go_mod", want)
+	}
 	if cfg.Dev {
 		log.Warn("DEVELOPMENT MODE: in-memory store, development login, no allowlist. Never use --dev in production.")
 	}
@@ -87,7 +101,7 @@ func serve(ctx context.Context, cfg *config.Config, e *env) error {
 	case err := <-errc:
 		return err
 	}
-	log.Info("listening", "addr", addr.String(), "issuer", cfg.Issuer, "version", version)
+	log.Info("listening", "addr", addr.String(), "issuer", cfg.Issuer, "version", readBuild().Version, "go", e.goVersion())
 
 	st, err := openStoreWithRetry(ctx, cfg, log)
 	if err != nil {
@@ -112,13 +126,24 @@ func serve(ctx context.Context, cfg *config.Config, e *env) error {
 		if cfg.Metrics.Pprof {
 			mountPprof(mux)
 		}
+		metricsAddr := make(chan net.Addr, 1)
 		go func() {
 			metricsErr <- server.Serve(ctx, server.Config{
 				Addr: cfg.Metrics.Listen, Handler: mux, Log: log,
 				Timeouts: server.Timeouts{ReadHeader: 5 * time.Second, Read: 10 * time.Second, Write: 30 * time.Second, Idle: time.Minute, Shutdown: 5 * time.Second},
-			}, nil)
+			}, metricsAddr)
 		}()
-		log.Info("metrics listening", "addr", cfg.Metrics.Listen)
+		// Bound, or failed, before "ready": an address in use stops authd
+		// here rather than after it has announced itself.
+		select {
+		case a := <-metricsAddr:
+			log.Info("metrics listening", "addr", a.String())
+		case err := <-metricsErr:
+			a.close()
+			cancel()
+			<-errc
+			return fmt.Errorf("metrics listener: %w", err)
+		}
 	}
 	defer a.close()
 	h := a.handler

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -83,6 +84,7 @@ func verifyWithJWKS(t *testing.T, issuer, raw string) jwt.MapClaims {
 }
 
 func TestDevModeServesMetadataAndVerifiableTokens(t *testing.T) {
+	t.Parallel()
 	addr := freeAddr(t)
 	inst := startAuthd(t, addr, nil, "--dev")
 
@@ -161,6 +163,7 @@ allowlist:
 }
 
 func TestPostgresMigrateUpThenServe(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.EmptyDSN(t)
 	cfgFile := githubConfig(t)
 	environ := map[string]string{"AUTHD_DATABASE_URL": dsn}
@@ -216,6 +219,7 @@ func TestPostgresMigrateUpThenServe(t *testing.T) {
 }
 
 func TestPostgresReadinessFollowsTheDatabase(t *testing.T) {
+	t.Parallel()
 	cluster := pgtest.NewCluster(t)
 	environ := map[string]string{"AUTHD_DATABASE_URL": cluster.DSN()}
 	inst := startAuthd(t, freeAddr(t), environ, "--config", githubConfig(t))
@@ -258,6 +262,7 @@ func TestPostgresReadinessFollowsTheDatabase(t *testing.T) {
 }
 
 func TestServeWaitsForDatabase(t *testing.T) {
+	t.Parallel()
 	cluster := pgtest.NewCluster(t)
 	if err := cluster.Stop(); err != nil {
 		t.Fatal(err)
@@ -302,5 +307,34 @@ func TestServeWaitsForDatabase(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve: %v", err)
+	}
+}
+
+// TestMetricsListenerThatCannotBindFailsBeforeReady: a metrics address in
+// use stops authd with an error naming it, and "ready" is never logged or
+// signalled (an orchestrator must not route traffic to it first).
+func TestMetricsListenerThatCannotBindFailsBeforeReady(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := freeAddr(t)
+	vars := map[string]string{"AUTHD_LISTEN": addr, "AUTHD_METRICS_LISTEN": taken.Addr().String()}
+	ready := make(chan string, 1)
+	logs := &syncBuffer{}
+	e := &env{getenv: envOf(vars), stdout: &syncBuffer{}, stderr: logs, now: time.Now, ready: ready}
+	err = newRootCmd(e).ExecuteContextC(t.Context(), []string{"serve", "--dev"})
+	if err == nil || !strings.Contains(err.Error(), taken.Addr().String()) {
+		t.Fatalf("serve = %v, want an error naming %s", err, taken.Addr())
+	}
+	select {
+	case <-ready:
+		t.Fatal("ready signalled although the metrics listener could not bind")
+	default:
+	}
+	if strings.Contains(logs.String(), `"msg":"ready"`) || strings.Contains(logs.String(), "msg=ready") {
+		t.Fatalf("logged ready before failing:\n%s", logs.String())
 	}
 }

@@ -24,6 +24,7 @@ import (
 // probes it over HTTPS from the environment alone, as the container's
 // HEALTHCHECK does.
 func TestServeTLSAndHealthcheck(t *testing.T) {
+	t.Parallel()
 	certFile, keyFile, pool := selfSignedCert(t, "auth.example.com")
 	addr := freeAddr(t)
 	env := map[string]string{

@@ -328,6 +328,7 @@ func TestUsersCommand(t *testing.T) {
 // working at /token and her access token at /introspect, and enabling her
 // again brings neither back (they were revoked, not just refused).
 func TestUsersDisableEndToEnd(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	f := newFlowEnv(t, dsn)
 	inst := f.start(t)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
+	"time"
 
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -21,10 +23,31 @@ const versionTable = "goose_db_version"
 // MigrateUp applies every pending migration. Replicas starting together are
 // serialised by a Postgres session advisory lock, so each migration runs once.
 func MigrateUp(ctx context.Context, dsn string) error {
-	return withProvider(ctx, dsn, func(p *goose.Provider) error {
-		_, err := p.Up(ctx)
+	_, err := ApplyMigrations(ctx, dsn)
+	return err
+}
+
+// AppliedMigration is one migration that ApplyMigrations ran.
+type AppliedMigration struct {
+	Version  int64         `json:"version"`
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// ApplyMigrations is MigrateUp, reporting which migrations it applied (none
+// when the schema was up to date), for `authd migrate up` to say so.
+func ApplyMigrations(ctx context.Context, dsn string) ([]AppliedMigration, error) {
+	var applied []AppliedMigration
+	err := withProvider(ctx, dsn, func(p *goose.Provider) error {
+		res, err := p.Up(ctx)
+		for _, r := range res {
+			if r != nil && r.Source != nil && r.Error == nil {
+				applied = append(applied, AppliedMigration{Version: r.Source.Version, Name: path.Base(r.Source.Path), Duration: r.Duration})
+			}
+		}
 		return err
 	})
+	return applied, err
 }
 
 // MigrateDown rolls back the most recently applied migration.

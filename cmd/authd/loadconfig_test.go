@@ -5,11 +5,14 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/authd/authd"
 )
 
 func envOf(m map[string]string) environ { return environ(m) }
@@ -222,8 +225,38 @@ func TestVersionCommand(t *testing.T) {
 	if err := run(context.Background(), []string{"version"}, envOf(nil), &out, &out); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(out.String(), "authd ") {
-		t.Fatalf("version output %q", out.String())
+	for _, want := range []string{"authd ", "revision: ", "go:       " + runtime.Version(), "go.mod names " + authd.RequiredGo()} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("version output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestServeWarnsWhenBuiltWithAnOlderGo: GOTOOLCHAIN=local builds with the
+// installed Go whatever go.mod says; the binary says so at start-up.
+func TestServeWarnsWhenBuiltWithAnOlderGo(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		builtWith string
+		warn      bool
+	}{{"go1.26.8", true}, {authd.RequiredGo(), false}} {
+		addr := freeAddr(t)
+		ready := make(chan string, 1)
+		logs := &syncBuffer{}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		e := &env{getenv: envOf(map[string]string{"AUTHD_LISTEN": addr}), stdout: &syncBuffer{}, stderr: logs, now: time.Now, ready: ready, builtWith: tc.builtWith}
+		go func() { done <- newRootCmd(e).ExecuteContextC(ctx, []string{"serve", "--dev"}) }()
+		select {
+		case <-ready:
+		case err := <-done:
+			t.Fatalf("serve: %v\n%s", err, logs.String())
+		}
+		cancel()
+		<-done
+		if got := strings.Contains(logs.String(), "older than the one go.mod names"); got != tc.warn {
+			t.Errorf("built with %s: warning logged %v, want %v\n%s", tc.builtWith, got, tc.warn, logs.String())
+		}
 	}
 }
 

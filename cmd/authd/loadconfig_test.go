@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/internal/config"
 )
 
 func envOf(m map[string]string) environ { return environ(m) }
@@ -321,5 +323,32 @@ func TestLoadConfigStructuredEnvAsJSON(t *testing.T) {
 	_, err = loadConfig(flagsFor(t), envOf(env))
 	if err == nil || !strings.Contains(err.Error(), "colour") {
 		t.Fatalf("unknown nested key from env must be refused, got %v", err)
+	}
+}
+
+// TestExampleConfigShowsTheDefaults: where authd.example.yaml sets a setting
+// that has a default, it shows that default (the README's and Defaults'),
+// so an operator copying it changes nothing by accident. Settings without a
+// default (issuer, upstreams, …) are examples.
+func TestExampleConfigShowsTheDefaults(t *testing.T) {
+	t.Parallel()
+	environ := map[string]string{
+		"AUTHD_KEYS_ENCRYPTION_SECRET": strings.Repeat("s", 48), "DB_PASSWORD": "db-pw",
+		"MCP_SERVER_CLIENT_SECRET": "resource-server-secret-0123456789",
+		"GITHUB_CLIENT_SECRET":     "gh-secret", "GOOGLE_CLIENT_SECRET": "g-secret", "SSO_CLIENT_SECRET": "sso-secret",
+	}
+	cfg, err := loadConfig(flagsFor(t, "--config", "../../authd.example.yaml"), envOf(environ))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example := leafKeys(reflect.ValueOf(*cfg), "")
+	defaults := leafKeys(reflect.ValueOf(config.Defaults()), "")
+	for i, d := range defaults {
+		if reflect.ValueOf(d.value).IsZero() {
+			continue
+		}
+		if !reflect.DeepEqual(example[i].value, d.value) {
+			t.Errorf("authd.example.yaml sets %s to %v; the default is %v", d.name, example[i].value, d.value)
+		}
 	}
 }

@@ -54,7 +54,7 @@ func (h *Handler) apps(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, g := range grants {
 		if g.RevokedAt != nil || !g.ExpiresAt.After(now) {
-			continue
+			continue // an ended grant lists no app by itself
 		}
 		a := byClient[g.ClientID]
 		if a == nil {
@@ -64,7 +64,11 @@ func (h *Handler) apps(w http.ResponseWriter, r *http.Request) {
 		if !a.consented {
 			a.scopes, a.resources = oauth.Union(a.scopes, g.Scopes), oauth.Union(a.resources, g.Resources)
 		}
-		if g.LastUsedAt.After(a.lastUsed) {
+	}
+	// Last used counts every grant of a listed app, ended ones too: an app
+	// whose grant was revoked or expired was still used, not "never".
+	for _, g := range grants {
+		if a := byClient[g.ClientID]; a != nil && g.LastUsedAt.After(a.lastUsed) {
 			a.lastUsed = g.LastUsedAt
 		}
 	}

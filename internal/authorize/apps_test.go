@@ -187,3 +187,28 @@ func TestSecurityHeadersOnEveryPage(t *testing.T) {
 		}
 	})
 }
+
+// TestAppsLastUsedAfterTheGrantEnded: an application the user still
+// consents to, whose grant has ended (expired here; revoked alike), shows
+// when it was last used, not "never".
+func TestAppsLastUsedAfterTheGrantEnded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, []string{"github"})
+	b := e.browser(t)
+	dyn := e.addClient(store.Client{Metadata: store.ClientMetadata{ClientName: "Ended Agent",
+		RedirectURIs: []string{"http://127.0.0.1/cb"}}})
+	a := newAuthz(dyn.ID, "http://127.0.0.1:9999/cb")
+	code, c := e.expectCode(t, b.decide(b.get(a.url(e)), "approve"), a)
+	used := e.clock.Now().Add(-3 * time.Hour)
+	g := store.Grant{ID: uuid.NewString(), ClientID: c.ClientID, UserID: c.UserID, Scopes: c.Scopes, Resources: c.Resources,
+		AuthTime: c.AuthTime, CreatedAt: used, LastUsedAt: used, ExpiresAt: e.clock.Now().Add(time.Hour)}
+	if _, err := e.st.RedeemAuthCode(context.Background(), oauth.Digest(code), e.clock.Now(), g, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(2 * time.Hour) // the grant has expired; the consent stays
+	page := b.get("/apps")
+	e.expectPage(t, page, http.StatusOK, "Ended Agent")
+	if want := used.UTC().Format("2006-01-02 15:04 UTC"); !strings.Contains(page.body, "<dd>"+want+"</dd>") {
+		t.Errorf("/apps shows no last use %s for an app whose grant ended:\n%s", want, page.body)
+	}
+}

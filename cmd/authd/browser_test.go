@@ -281,6 +281,11 @@ func TestBrowserPages(t *testing.T) {
 	p.run(t, "choose dev", chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible("#name", chromedp.ByQuery))
 	p.clean(t, "development login")
 	p.screenshot(t, "dev-login")
+	var devText string
+	p.run(t, "dev login text", chromedp.Text("main", &devText, chromedp.ByQuery))
+	if !strings.Contains(devText, "Browser Test Client") {
+		t.Errorf("the development login does not name the application asking:\n%s", devText)
+	}
 	p.run(t, "sign in", chromedp.Focus("#name", chromedp.ByQuery), chromedp.SendKeys("#name", "alice", chromedp.ByQuery), chromedp.KeyEvent(kb.Enter),
 		chromedp.WaitVisible(`button[value="approve"]`, chromedp.ByQuery))
 

@@ -60,7 +60,15 @@ func (h *Handler) prepareUpstream(ctx context.Context, p *store.AuthRequest, rid
 		return "", err
 	}
 	state := oauth.NewToken(oauth.PrefixState)
-	u := conn.AuthCodeURL(state, loginOptions(rid, state, *p))
+	opts := loginOptions(rid, state, *p)
+	if conn.Type() == upstream.TypeDev {
+		// The development login names the application asking, as the
+		// chooser and consent pages do (display only).
+		if c, err := h.Store.GetClient(ctx, p.ClientID, h.now()); err == nil {
+			opts.ClientName = clientName(c)
+		}
+	}
+	u := conn.AuthCodeURL(state, opts)
 	if u == "" {
 		return "", &upstream.Error{Code: upstream.CodeUnavailable, Message: "The identity provider cannot be reached right now."}
 	}

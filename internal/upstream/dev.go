@@ -70,6 +70,9 @@ func (c *devConnector) AuthCodeURL(state string, o LoginOptions) string {
 	if o.LoginHint != "" {
 		q.Set("login_hint", o.LoginHint)
 	}
+	if o.ClientName != "" {
+		q.Set("client_name", o.ClientName)
+	}
 	return c.loginURL + "?" + q.Encode()
 }
 
@@ -196,8 +199,11 @@ type devLogin struct {
 
 type devForm struct {
 	Upstream, State, Challenge string
-	Name, Email                string
-	Problem                    string
+	// ClientName is the application asking (display only: it comes from
+	// the link, like everything on this development page).
+	ClientName  string
+	Name, Email string
+	Problem     string
 }
 
 var challengePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{43}$`)
@@ -206,7 +212,7 @@ func (h *devLogin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 		q := r.URL.Query()
-		f := devForm{Upstream: q.Get("upstream"), State: q.Get("state"), Challenge: q.Get("code_challenge"), Name: q.Get("login_hint")}
+		f := devForm{Upstream: q.Get("upstream"), State: q.Get("state"), Challenge: q.Get("code_challenge"), Name: q.Get("login_hint"), ClientName: q.Get("client_name")}
 		if _, ok := h.parse(w, f); !ok {
 			return
 		}
@@ -222,11 +228,12 @@ func (h *devLogin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		f := devForm{
-			Upstream:  r.PostForm.Get("upstream"),
-			State:     r.PostForm.Get("state"),
-			Challenge: r.PostForm.Get("code_challenge"),
-			Name:      strings.TrimSpace(r.PostForm.Get("name")),
-			Email:     strings.TrimSpace(r.PostForm.Get("email")),
+			Upstream:   r.PostForm.Get("upstream"),
+			State:      r.PostForm.Get("state"),
+			Challenge:  r.PostForm.Get("code_challenge"),
+			ClientName: r.PostForm.Get("client_name"),
+			Name:       strings.TrimSpace(r.PostForm.Get("name")),
+			Email:      strings.TrimSpace(r.PostForm.Get("email")),
 		}
 		d, ok := h.parse(w, f)
 		if !ok {
@@ -273,30 +280,38 @@ var devPage = template.Must(template.New("dev").Parse(`<!doctype html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>DEVELOPMENT LOGIN — not for production</title>
+<meta name="robots" content="noindex">
+<title>Development login · authd</title>
 <style>
-body{font-family:system-ui,sans-serif;max-width:32rem;margin:2rem auto;padding:0 1rem;line-height:1.5}
-.warn{background:#fff3cd;border:2px solid #b58100;padding:.75rem;font-weight:bold}
-.problem{color:#a00}
-label{display:block;margin-top:1rem}
-input{font:inherit;width:100%;padding:.3rem;box-sizing:border-box}
-button{font:inherit;margin-top:1rem;padding:.4rem 1.2rem}
+body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1b1f24}
+main{max-width:36rem;margin:2rem auto;padding:1.5rem 2rem;background:#fff;border:1px solid #d0d7de;border-radius:8px}
+h1{font-size:1.4rem;margin-top:0}
+.dev{background:#ffebe9;color:#82071e;padding:.3rem .6rem;border-radius:6px}
+.problem{color:#82071e}
+label{display:block;margin-top:1rem;font-weight:600}
+input{font:inherit;width:100%;padding:.4rem;box-sizing:border-box;border:1px solid #8c959f;border-radius:6px}
+button{display:inline-block;font:inherit;padding:.5rem 1rem;margin:1rem 0 0;border:1px solid #1a7f37;border-radius:6px;background:#1f883d;color:#fff;cursor:pointer}
+button:focus,input:focus{outline:3px solid #0969da;outline-offset:2px}
 </style>
 </head>
 <body>
-<h1>DEVELOPMENT LOGIN — not for production</h1>
-<p class="warn" role="alert">This server runs in development mode: anyone can sign in as anyone. Never expose it to real users.</p>
+<main>
+<p class="dev" role="alert">Development server: anyone can sign in as anyone. Never expose it to real users.</p>
+<h1>Development login</h1>
+<p>Sign in{{with .ClientName}} to continue to <strong>{{.}}</strong>{{end}} with any user name.</p>
 {{if .Problem}}<p class="problem" role="alert">{{.Problem}}</p>{{end}}
 <form method="post" action="">
 <input type="hidden" name="upstream" value="{{.Upstream}}">
 <input type="hidden" name="state" value="{{.State}}">
 <input type="hidden" name="code_challenge" value="{{.Challenge}}">
+<input type="hidden" name="client_name" value="{{.ClientName}}">
 <label for="name">User name</label>
 <input id="name" name="name" value="{{.Name}}" required autofocus autocomplete="username" maxlength="64">
 <label for="email">Email (optional; default name@dev.local)</label>
 <input id="email" name="email" type="email" value="{{.Email}}" autocomplete="email" maxlength="254">
 <button type="submit">Sign in</button>
 </form>
+</main>
 </body>
 </html>
 `))

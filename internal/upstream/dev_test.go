@@ -64,7 +64,9 @@ func TestDevLogin(t *testing.T) {
 		t.Errorf("Type/DisplayName = %q/%q", conn.Type(), conn.DisplayName())
 	}
 	f := newFlow()
-	loginURL := conn.AuthCodeURL(f.state, f.options(""))
+	opts := f.options("")
+	opts.ClientName = "Inspector <dev>"
+	loginURL := conn.AuthCodeURL(f.state, opts)
 	if !strings.HasPrefix(loginURL, devIssuer+upstream.DevLoginPath+"?") {
 		t.Fatalf("AuthCodeURL = %q", loginURL)
 	}
@@ -75,7 +77,10 @@ func TestDevLogin(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "DEVELOPMENT LOGIN — not for production") {
+	// Says it is for development only, and names the application asking
+	// (escaped like everything else on the page).
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "Development login") ||
+		!strings.Contains(string(body), "Never expose it to real users") || !strings.Contains(string(body), "<strong>Inspector &lt;dev&gt;</strong>") {
 		t.Fatalf("GET form: %d\n%s", resp.StatusCode, body)
 	}
 	for k, v := range map[string]string{
@@ -122,7 +127,9 @@ func TestDevLogin(t *testing.T) {
 func TestDevLoginRejects(t *testing.T) {
 	conn, srv := newDev(t)
 	f := newFlow()
-	loginURL := conn.AuthCodeURL(f.state, f.options(""))
+	opts := f.options("")
+	opts.ClientName = "Inspector <dev>"
+	loginURL := conn.AuthCodeURL(f.state, opts)
 
 	t.Run("invalid name re-renders the form", func(t *testing.T) {
 		for _, name := range []string{"", "a b", "<script>", strings.Repeat("x", 65)} {
@@ -224,7 +231,9 @@ func TestDevLoginUnderIssuerPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newFlow()
-	loginURL := conn.AuthCodeURL(f.state, f.options(""))
+	opts := f.options("")
+	opts.ClientName = "Inspector <dev>"
+	loginURL := conn.AuthCodeURL(f.state, opts)
 	if !strings.HasPrefix(loginURL, issuer+upstream.DevLoginPath+"?") {
 		t.Fatalf("AuthCodeURL = %q, want it under %s", loginURL, issuer)
 	}

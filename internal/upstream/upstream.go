@@ -52,6 +52,9 @@ type LoginOptions struct {
 	// Connect Core §3.1.2.1 max_age). OIDC connectors send it and then
 	// refuse an ID token whose auth_time is missing or older.
 	MaxAge *int
+	// ClientName is the name of the application asking, shown by the
+	// development login (other connectors ignore it).
+	ClientName string
 }
 
 // Connector is one configured upstream identity provider.

@@ -2,7 +2,9 @@ package resource_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -55,18 +57,26 @@ resources:
     name: Other
 clients:
   - id: ` + appID + `
-    secret: ` + appSecret + `
+    secret_hash: ` + secretHash(appSecret) + `
     redirect_uris: [` + appRedirect + `]
     grant_types: [authorization_code, refresh_token]
     skip_consent: true
   - id: ` + serverID + `
-    secret: ` + serverSecret + `
+    secret_hash: ` + secretHash(serverSecret) + `
     grant_types: [client_credentials]
     introspect: true
   - id: ` + machineID + `
-    secret: ` + machineSecret + `
+    secret_hash: ` + secretHash(machineSecret) + `
     grant_types: [client_credentials]
 `
+
+// secretHash is authd's sha256$ form of a client secret: the configured
+// clients' secrets are verified fast (a secret given in clear is bcrypt'd,
+// slow under the race detector).
+func secretHash(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return "sha256$" + hex.EncodeToString(sum[:])
+}
 
 // startAuthd runs an authd of the test's own, configured with
 // authdConfig.
@@ -157,21 +167,37 @@ func call(t *testing.T, url string, authorization ...string) (int, string, *reso
 func TestMiddlewareAgainstAuthd(t *testing.T) {
 	t.Parallel()
 	s := startAuthd(t, nil)
-	p, err := resource.New(resource.Config{Issuer: s.URL, Resource: notesResource, Scopes: []string{readScope}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := protected(t, p)
-
-	noToken := `Bearer scope="notes:read", resource_metadata="` + notesMetadata + `"`
-	invalid := `Bearer error="invalid_token", scope="notes:read", resource_metadata="` + notesMetadata + `"`
-	lacksRead := `Bearer error="insufficient_scope", scope="notes:read", resource_metadata="` + notesMetadata + `"`
-	lacksWrite := `Bearer error="insufficient_scope", scope="notes:read notes:write", resource_metadata="` + notesMetadata + `"`
 
 	readOnly := userToken(t, s, notesResource, readScope)
 	both := userToken(t, s, notesResource, readScope, writeScope)
 	otherAud := userToken(t, s, otherResource, readScope)
 	writeOnly := machineToken(t, s, notesResource, writeScope)
+
+	for _, mode := range []string{"jwt", "introspection"} {
+		config := func(issuer string, now func() time.Time) resource.Config {
+			c := resource.Config{Issuer: issuer, Resource: notesResource, Scopes: []string{readScope}, Now: now}
+			if mode == "introspection" {
+				c.Introspection = &resource.Introspection{ClientID: serverID, ClientSecret: serverSecret}
+			}
+			return c
+		}
+		p, err := resource.New(config(s.URL, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := protected(t, p)
+		middlewareAnswers(t, mode, srv.URL, s.URL, config, readOnly, both.AccessToken, otherAud.AccessToken, writeOnly)
+	}
+}
+
+// middlewareAnswers runs TestMiddlewareAgainstAuthd's cases against srv.
+func middlewareAnswers(t *testing.T, mode, srv, issuer string, config func(string, func() time.Time) resource.Config,
+	readOnly *oauth2.Token, both, otherAud, writeOnly string) {
+	t.Helper()
+	noToken := `Bearer scope="notes:read", resource_metadata="` + notesMetadata + `"`
+	invalid := `Bearer error="invalid_token", scope="notes:read", resource_metadata="` + notesMetadata + `"`
+	lacksRead := `Bearer error="insufficient_scope", scope="notes:read", resource_metadata="` + notesMetadata + `"`
+	lacksWrite := `Bearer error="insufficient_scope", scope="notes:read notes:write", resource_metadata="` + notesMetadata + `"`
 	parts := strings.Split(readOnly.AccessToken, ".")
 	if len(parts) != 3 {
 		t.Fatalf("not a JWT: %q", readOnly.AccessToken)
@@ -197,30 +223,29 @@ func TestMiddlewareAgainstAuthd(t *testing.T) {
 		{"forged signature", "/", []string{"Bearer " + forged}, 401, invalid},
 		{"alg none", "/", []string{"Bearer " + noneAlg}, 401, invalid},
 		{"alg HS256", "/", []string{"Bearer " + hsAlg}, 401, invalid},
-		{"token for another resource", "/", []string{"Bearer " + otherAud.AccessToken}, 401, invalid},
+		{"token for another resource", "/", []string{"Bearer " + otherAud}, 401, invalid},
 		{"refresh token", "/", []string{"Bearer " + readOnly.RefreshToken}, 401, invalid},
 		{"lacks the base scope", "/", []string{"Bearer " + writeOnly}, 403, lacksRead},
 		{"lacks the handler's scope", "/write", []string{"Bearer " + readOnly.AccessToken}, 403, lacksWrite},
 		{"read", "/", []string{"Bearer " + readOnly.AccessToken}, 200, ""},
-		{"write", "/write", []string{"Bearer " + both.AccessToken}, 200, ""},
+		{"write", "/write", []string{"Bearer " + both}, 200, ""},
 	} {
-		status, challenge, _ := call(t, srv.URL+c.path, c.authorization...)
+		status, challenge, _ := call(t, srv+c.path, c.authorization...)
 		if status != c.status || challenge != c.challenge {
-			t.Errorf("%s: %d %s\nwant %d %s", c.name, status, challenge, c.status, c.challenge)
+			t.Errorf("%s, %s: %d %s\nwant %d %s", mode, c.name, status, challenge, c.status, c.challenge)
 		}
 	}
 
 	// An expired token: the same token, judged by a clock past its exp
 	// and the leeway.
-	late, _ := resource.New(resource.Config{Issuer: s.URL, Resource: notesResource, Scopes: []string{readScope},
-		Now: func() time.Time { return readOnly.Expiry.Add(resource.DefaultLeeway + time.Minute) }})
+	late, _ := resource.New(config(issuer, func() time.Time { return readOnly.Expiry.Add(resource.DefaultLeeway + time.Minute) }))
 	if status, challenge, _ := call(t, protected(t, late).URL, "Bearer "+readOnly.AccessToken); status != 401 || challenge != invalid {
-		t.Errorf("expired: %d %s", status, challenge)
+		t.Errorf("%s, expired: %d %s", mode, status, challenge)
 	}
 	// Another issuer configured: authd's tokens are not its tokens (the
 	// metadata at the other issuer's URL would not name it, here it
 	// cannot be fetched at all: 503, not 401, and no challenge).
-	down, _ := resource.New(resource.Config{Issuer: "http://127.0.0.1:1", Resource: notesResource, Scopes: []string{readScope}})
+	down, _ := resource.New(config("http://127.0.0.1:1", nil))
 	req, _ := http.NewRequest(http.MethodGet, protected(t, down).URL, nil)
 	req.Header.Set("Authorization", "Bearer "+readOnly.AccessToken)
 	resp, err := http.DefaultClient.Do(req)
@@ -229,7 +254,7 @@ func TestMiddlewareAgainstAuthd(t *testing.T) {
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("WWW-Authenticate") != "" {
-		t.Errorf("authorization server down: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		t.Errorf("%s, authorization server down: %d %q", mode, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
 	}
 }
 

@@ -25,6 +25,7 @@ type introspector struct {
 	cfg    Introspection
 	client *http.Client
 	now    func() time.Time
+	leeway time.Duration
 
 	mu    sync.Mutex
 	cache map[[sha256.Size]byte]cachedIdentity
@@ -90,7 +91,7 @@ func (in *introspector) check(ctx context.Context, md *asMetadata, issuer, resou
 		return nil, invalid("introspection: not meant for this resource")
 	case r.ExpiresAt == nil || !now.Before(time.Unix(*r.ExpiresAt, 0)):
 		return nil, invalid("introspection: expired or without exp")
-	case r.NotBefore != nil && now.Before(time.Unix(*r.NotBefore, 0).Add(-DefaultLeeway)):
+	case r.NotBefore != nil && now.Before(time.Unix(*r.NotBefore, 0).Add(-in.leeway)):
 		return nil, invalid("introspection: not yet valid")
 	case r.Subject == "" || r.ClientID == "":
 		return nil, invalid("introspection: sub or client_id missing")

@@ -147,7 +147,7 @@ func New(cfg Config) (*Protector, error) {
 	p.as = &serverMetadata{issuer: cfg.Issuer, client: p.client, now: cfg.Now}
 	p.keys = &keySet{client: p.client, now: cfg.Now, minRefetch: cfg.MinRefetchInterval, log: p.log}
 	if cfg.Introspection != nil {
-		p.intro = &introspector{cfg: *cfg.Introspection, client: p.client, now: cfg.Now}
+		p.intro = &introspector{cfg: *cfg.Introspection, client: p.client, now: cfg.Now, leeway: p.leeway}
 	}
 	return p, nil
 }

@@ -38,10 +38,6 @@ type ToolScopes map[string][]string
 // SDK's TokenInfo.Extra.
 const identityKey = "authd.identity"
 
-// MaxBodyBytes bounds the request bodies Handler reads to find tool calls;
-// it is the SDK's own default limit.
-const MaxBodyBytes = mcp.DefaultMaxRequestBodyBytes
-
 // Handler serves server over the SDK's streamable HTTP transport (opts may
 // be nil) behind p: p.Middleware checks the token (401 challenges,
 // Config.Scopes); a tools/call of a tool listed in tools whose token lacks
@@ -53,7 +49,12 @@ func Handler(p *resource.Protector, server *mcp.Server, tools ToolScopes, opts *
 	EnforceToolScopes(server, tools)
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, opts)
 	sdk := auth.RequireBearerToken(TokenVerifier(p), nil)(h)
-	return p.Middleware(requireToolScopes(p, tools, sdk))
+	// Bodies are read to find tool calls within the limit the SDK applies.
+	limit := int64(mcp.DefaultMaxRequestBodyBytes)
+	if opts != nil && opts.MaxRequestBodyBytes > 0 {
+		limit = opts.MaxRequestBodyBytes
+	}
+	return p.Middleware(requireToolScopes(p, tools, limit, sdk))
 }
 
 // EnforceToolScopes makes server refuse, with a JSON-RPC error, a call to a
@@ -119,13 +120,13 @@ func IdentityOf(req mcp.Request) (*resource.Identity, bool) {
 // requireToolScopes answers a tools/call whose token lacks the tool's
 // scopes with 403 insufficient_scope. It must read the JSON-RPC body to know
 // the tool; the body is handed on unchanged.
-func requireToolScopes(p *resource.Protector, tools ToolScopes, next http.Handler) http.Handler {
+func requireToolScopes(p *resource.Protector, tools ToolScopes, limit int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(tools) == 0 || r.Method != http.MethodPost || r.Body == nil {
 			next.ServeHTTP(w, r)
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 		if err != nil {
 			var tooLarge *http.MaxBytesError
 			if errors.As(err, &tooLarge) {
@@ -136,27 +137,18 @@ func requireToolScopes(p *resource.Protector, tools ToolScopes, next http.Handle
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		id, _ := resource.IdentityFrom(r.Context())
+		// The challenge names every scope of the tools called, not only
+		// the missing ones: what the request needs (RFC 6750 §3).
 		var need []string
 		for _, name := range calledTools(body) {
 			for _, s := range tools[name] {
-				if (id == nil || !id.HasScopes(s)) && !contains(need, s) {
+				if !contains(need, s) {
 					need = append(need, s)
 				}
 			}
 		}
-		if len(need) > 0 {
-			// All of the tool's scopes, not only the missing ones: the
-			// challenge names what the request needs (RFC 6750 §3).
-			var all []string
-			for _, name := range calledTools(body) {
-				for _, s := range tools[name] {
-					if !contains(all, s) {
-						all = append(all, s)
-					}
-				}
-			}
-			p.InsufficientScope(w, all...)
+		if id, ok := resource.IdentityFrom(r.Context()); len(need) > 0 && (!ok || !id.HasScopes(need...)) {
+			p.InsufficientScope(w, need...)
 			return
 		}
 		next.ServeHTTP(w, r)

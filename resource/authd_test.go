@@ -173,11 +173,11 @@ func TestMiddlewareAgainstAuthd(t *testing.T) {
 	otherAud := userToken(t, s, otherResource, readScope)
 	writeOnly := machineToken(t, s, notesResource, writeScope)
 
-	for _, mode := range []string{"jwt", "introspection"} {
+	for _, mode := range []string{"jwt", "introspection", "jwt and introspection"} {
 		config := func(issuer string, now func() time.Time) resource.Config {
 			c := resource.Config{Issuer: issuer, Resource: notesResource, Scopes: []string{readScope}, Now: now}
-			if mode == "introspection" {
-				c.Introspection = &resource.Introspection{ClientID: serverID, ClientSecret: serverSecret}
+			if mode != "jwt" {
+				c.Introspection = &resource.Introspection{ClientID: serverID, ClientSecret: serverSecret, VerifyJWTs: mode != "introspection"}
 			}
 			return c
 		}
@@ -327,10 +327,12 @@ func TestIntrospectionSeesRevocationAtOnce(t *testing.T) {
 		Introspection: &resource.Introspection{ClientID: serverID, ClientSecret: serverSecret}})
 	cached, _ := resource.New(resource.Config{Issuer: s.URL, Resource: notesResource, Scopes: []string{readScope}, Now: clock,
 		Introspection: &resource.Introspection{ClientID: serverID, ClientSecret: serverSecret, CacheTTL: time.Minute}})
-	everySrv, cachedSrv := protected(t, every), protected(t, cached)
+	verifyFirst, _ := resource.New(resource.Config{Issuer: s.URL, Resource: notesResource, Scopes: []string{readScope},
+		Introspection: &resource.Introspection{ClientID: serverID, ClientSecret: serverSecret, VerifyJWTs: true}})
+	everySrv, cachedSrv, verifyFirstSrv := protected(t, every), protected(t, cached), protected(t, verifyFirst)
 
 	tok := userToken(t, s, notesResource, readScope)
-	for _, u := range []string{everySrv.URL, cachedSrv.URL} {
+	for _, u := range []string{everySrv.URL, cachedSrv.URL, verifyFirstSrv.URL} {
 		if status, _, _ := call(t, u, "Bearer "+tok.AccessToken); status != 200 {
 			t.Fatalf("before revocation: %d", status)
 		}
@@ -353,9 +355,11 @@ func TestIntrospectionSeesRevocationAtOnce(t *testing.T) {
 		t.Fatalf("revoke: %d", resp.StatusCode)
 	}
 
-	if status, challenge, _ := call(t, everySrv.URL, "Bearer "+tok.AccessToken); status != 401 ||
-		challenge != `Bearer error="invalid_token", scope="notes:read", resource_metadata="`+notesMetadata+`"` {
-		t.Errorf("introspecting every call, after revocation: %d %s", status, challenge)
+	for _, u := range []string{everySrv.URL, verifyFirstSrv.URL} {
+		if status, challenge, _ := call(t, u, "Bearer "+tok.AccessToken); status != 401 ||
+			challenge != `Bearer error="invalid_token", scope="notes:read", resource_metadata="`+notesMetadata+`"` {
+			t.Errorf("introspecting every call, after revocation: %d %s", status, challenge)
+		}
 	}
 	if status, _, _ := call(t, cachedSrv.URL, "Bearer "+tok.AccessToken); status != 200 {
 		t.Errorf("cached introspection, within the cache lifetime: %d, want the cached 200", status)

@@ -10,7 +10,9 @@
 //     its Cache-Control says, refetched on an unknown key id at most once
 //     per [Config.MinRefetchInterval]), or RFC 7662 introspection with client
 //     credentials when [Config.Introspection] is set (with an optional short
-//     cache, or on every request, so that a revocation is seen at once);
+//     cache, or on every request, so that a revocation is seen at once;
+//     with [Introspection.VerifyJWTs], JWTs are verified locally first and
+//     only those that pass are introspected);
 //   - [Protector.Middleware] for net/http: a request without a token, or
 //     with one that is not valid for this resource, gets 401 with an RFC
 //     6750 challenge naming the RFC 9728 metadata; one whose token lacks a
@@ -25,4 +27,10 @@
 //
 // The package depends on the standard library and
 // github.com/golang-jwt/jwt/v5 only; it imports nothing of authd's server.
+// Its API is stable: within authd's major version it only grows.
+//
+// RFC 8414 metadata has no list of access-token signing algorithms, so
+// each key is pinned to the algorithm its JWK names (its alg member, or
+// for EC keys the curve's one algorithm); RSA keys without alg are
+// ignored, and no symmetric algorithm or "none" is ever accepted.
 package resource

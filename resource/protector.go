@@ -185,6 +185,10 @@ func (p *Protector) Check(ctx context.Context, raw string) (*Identity, error) {
 		}
 		return p.intro.check(ctx, md, p.cfg.Issuer, p.cfg.Resource, raw)
 	}
+	if !isJWT(raw) {
+		// Not worth fetching keys for.
+		return nil, invalid("not a JWT")
+	}
 	return p.verifyJWT(ctx, raw)
 }
 

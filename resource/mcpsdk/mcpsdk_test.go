@@ -2,11 +2,16 @@ package mcpsdk
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/authd/authd/resource"
 )
 
 func TestCalledTools(t *testing.T) {
@@ -56,5 +61,25 @@ func TestEnforceToolScopesWithoutHTTP(t *testing.T) {
 	}
 	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "list_notes"}); err != nil {
 		t.Errorf("list_notes needs no scope of its own: %v", err)
+	}
+}
+
+// TestTokenVerifier: the SDK's hook reuses the identity the middleware
+// found, and maps a token the Protector refuses to auth.ErrInvalidToken
+// (the SDK's 401).
+func TestTokenVerifier(t *testing.T) {
+	p, err := resource.New(resource.Config{Issuer: "http://127.0.0.1:1", Resource: "https://mcp.example.com/mcp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := TokenVerifier(p)
+	exp := time.Now().Add(time.Hour)
+	id := &resource.Identity{Subject: "u1", Scopes: []string{"a"}, ExpiresAt: exp}
+	info, err := v(resource.WithIdentity(context.Background(), id), "tok", nil)
+	if err != nil || info.UserID != "u1" || !slices.Equal(info.Scopes, []string{"a"}) || !info.Expiration.Equal(exp) || info.Extra[identityKey] != id {
+		t.Errorf("with the middleware's identity: %+v %v", info, err)
+	}
+	if _, err := v(context.Background(), "not-a-jwt", nil); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Errorf("a token the Protector refuses: %v, want auth.ErrInvalidToken", err)
 	}
 }

@@ -156,7 +156,8 @@ func call(t *testing.T, url string, authorization ...string) (int, string, *reso
 		if err := json.Unmarshal(body, id); err != nil {
 			t.Fatalf("%s: %v", body, err)
 		}
-	} else if resp.Header.Get("Cache-Control") != "no-store" || !strings.Contains(string(body), `"error"`) {
+	} else if resp.Header.Get("Cache-Control") != "no-store" || !strings.Contains(string(body), `"error_description"`) ||
+		strings.Contains(resp.Header.Get("WWW-Authenticate"), "error=") != strings.Contains(string(body), `"error"`) {
 		t.Errorf("error answer %d without no-store or JSON error: %q %s", resp.StatusCode, resp.Header.Get("Cache-Control"), body)
 	}
 	return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), id

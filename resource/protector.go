@@ -296,17 +296,17 @@ func (p *Protector) Challenge(code string, scopes []string) string {
 
 func (p *Protector) writeChallenge(w http.ResponseWriter, status int, code, desc string, scopes []string) {
 	w.Header().Set("WWW-Authenticate", p.Challenge(code, scopes))
-	if code == "" {
-		code = "invalid_request"
-		if status == http.StatusUnauthorized {
-			code = "unauthorized"
-		}
-	}
 	writeError(w, status, code, desc)
 }
 
+// writeError writes a JSON error body; without a code (a request that
+// carried no token, RFC 6750 §3.1) only the description.
 func writeError(w http.ResponseWriter, status int, code, desc string) {
-	body, _ := json.Marshal(map[string]string{"error": code, "error_description": desc})
+	m := map[string]string{"error_description": desc}
+	if code != "" {
+		m["error"] = code
+	}
+	body, _ := json.Marshal(m)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,7 +34,7 @@ type fakeAS struct {
 	keys map[string]*ecdsa.PrivateKey // published, by kid
 }
 
-func newFakeAS(t *testing.T) *fakeAS {
+func newFakeAS(t testing.TB) *fakeAS {
 	f := &fakeAS{keys: map[string]*ecdsa.PrivateKey{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -63,7 +64,7 @@ func newFakeAS(t *testing.T) *fakeAS {
 	return f
 }
 
-func (f *fakeAS) addKey(t *testing.T, kid string) {
+func (f *fakeAS) addKey(t testing.TB, kid string) {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +75,7 @@ func (f *fakeAS) addKey(t *testing.T, kid string) {
 }
 
 // sign makes a token with the given header changes and claims.
-func (f *fakeAS) sign(t *testing.T, kid string, header map[string]any, claims jwt.MapClaims) string {
+func (f *fakeAS) sign(t testing.TB, kid string, header map[string]any, claims jwt.MapClaims) string {
 	f.mu.Lock()
 	k, ok := f.keys[kid]
 	if !ok {
@@ -211,4 +212,32 @@ func TestKeySetCaching(t *testing.T) {
 	check("k2", false, 3)
 	now = now.Add(resource.DefaultMinRefetchInterval)
 	check("k2", true, 4)
+}
+
+// FuzzCheck: whatever is presented as a token, Check does not panic, and
+// what it accepts carries exactly the header and claims of a token the
+// authorization server signed (the signature cannot be forged, nor the
+// algorithm chosen by the token).
+func FuzzCheck(f *testing.F) {
+	as := newFakeAS(f)
+	now := time.Now()
+	p, err := resource.New(resource.Config{Issuer: as.srv.URL, Resource: res, Now: func() time.Time { return now }})
+	if err != nil {
+		f.Fatal(err)
+	}
+	valid := as.sign(f, "k1", nil, jwt.MapClaims{"iss": as.srv.URL, "sub": "u", "aud": res, "client_id": "c",
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()})
+	signed := valid[:strings.LastIndex(valid, ".")]
+	f.Add(valid)
+	f.Add(signed + ".")
+	f.Add(base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"at+jwt","kid":"k1"}`)) + signed[strings.Index(signed, "."):] + ".")
+	f.Add(base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"at+jwt","kid":"k1"}`)) + signed[strings.Index(signed, "."):] + ".AAAA")
+	f.Add("a.b.c")
+	f.Fuzz(func(t *testing.T, tok string) {
+		if _, err := p.Check(context.Background(), tok); err == nil {
+			if i := strings.LastIndex(tok, "."); i < 0 || tok[:i] != signed {
+				t.Fatalf("accepted a token the server did not sign: %q", tok)
+			}
+		}
+	})
 }

@@ -63,13 +63,18 @@ func (ks *keySet) key(ctx context.Context, uri, kid string) (publicKey, error) {
 	ks.mu.Unlock()
 
 	switch {
-	case (!fetched || stale) && since >= retryAfterFailure:
-		// Never fetched, or past its cache lifetime: fetch (a failure keeps
-		// the stale set, better than refusing every token).
+	case !fetched:
+		// Never fetched: fetch, or wait for the fetch under way (refresh
+		// skips an attempt made less than retryAfterFailure ago, by then
+		// finished).
+		ks.refresh(ctx, uri, retryAfterFailure)
+	case stale && since >= retryAfterFailure:
+		// Past its cache lifetime: fetch (a failure keeps the stale set,
+		// better than refusing every token; meanwhile others use it).
 		ks.refresh(ctx, uri, retryAfterFailure)
 	case found:
 		return k, nil
-	case fetched && since >= ks.minRefetch:
+	case since >= ks.minRefetch:
 		// An unknown key id: perhaps a key rotated in since the set was
 		// fetched. Rate-limited, so forged key ids cannot make this server
 		// hammer the authorization server.

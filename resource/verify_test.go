@@ -241,3 +241,33 @@ func FuzzCheck(f *testing.F) {
 		}
 	})
 }
+
+// TestConcurrentFirstUse: many requests arriving before the keys are known
+// cause one metadata and one JWK set fetch, not one each.
+func TestConcurrentFirstUse(t *testing.T) {
+	t.Parallel()
+	f := newFakeAS(t)
+	p, _ := resource.New(resource.Config{Issuer: f.srv.URL, Resource: res})
+	tok := f.sign(t, "k1", nil, jwt.MapClaims{"iss": f.srv.URL, "sub": "u", "aud": res, "client_id": "c",
+		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix()})
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := p.Check(context.Background(), tok)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if n := f.jwksFetches.Load(); n != 1 {
+		t.Errorf("%d JWK set fetches, want 1", n)
+	}
+}

@@ -253,6 +253,8 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		AllowAnyResource: cfg.AllowAnyResource,
 		DefaultResource:  cfg.DefaultResource,
 		DefaultScopes:    cfg.DefaultScopes,
+		// offline_access, openid and undeclared scopes: see oauth.ScopeRule.
+		RejectUnknownScopes: cfg.UnknownScopes == config.UnknownScopesReject,
 		Lifetimes: authorize.Lifetimes{
 			Request: cfg.Session.RequestLifetime,
 			Code:    cfg.Tokens.CodeLifetime,
@@ -280,6 +282,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		AllowAnyResource:         cfg.AllowAnyResource,
 		DefaultResource:          cfg.DefaultResource,
 		Scopes:                   scopeNames,
+		RejectUnknownScopes:      cfg.UnknownScopes == config.UnknownScopesReject,
 		DefaultScopes:            cfg.DefaultScopes,
 		TokenFormat:              cfg.Tokens.Format,
 		AccessTokenLifetime:      cfg.Tokens.AccessTokenLifetime,

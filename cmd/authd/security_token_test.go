@@ -159,7 +159,9 @@ func TestSecurityRefreshTokenBinding(t *testing.T) {
 	}{
 		{"other client", "invalid_grant", form("client_id", other)},
 		{"scope escalation", "invalid_scope", form("scope", "mcp:tools mcp:resources")},
-		{"unknown scope", "invalid_scope", form("scope", "admin")},
+		// Unknown scopes are dropped (unknown_scopes: ignore), never granted;
+		// what is left must still be within the grant.
+		{"unknown scope beside an escalation", "invalid_scope", form("scope", "admin mcp:resources")},
 		{"other resource", "invalid_target", form("resource", "https://other.example.com/mcp")},
 		{"access token as refresh token", "invalid_grant", form("refresh_token", tok.AccessToken)},
 		{"sql", "invalid_grant", form("refresh_token", "' OR used_at IS NULL --")},

@@ -311,14 +311,16 @@ func (h *Handler) validate(q url.Values, c store.Client) (store.AuthRequest, *oa
 	}
 	p.Resources = resources
 
-	scopes, oerr := oauth.ParseScope(q.Get("scope"))
+	// offline_access, openid and (unless unknown_scopes: reject) scopes
+	// the server does not know are dropped here, before consent: the user
+	// approves, and the code carries, only what can be granted.
+	scopes, oerr := h.scopeRule().Requested(q.Get("scope"))
 	if oerr != nil {
 		return p, oerr
 	}
-	if q.Get("scope") == "" {
+	if len(scopes) == 0 {
 		// RFC 6749 §3.3: omitted scope means the pre-defined default;
 		// defaults this client or resource may not have are dropped.
-		scopes = nil
 		for _, s := range h.DefaultScopes {
 			if h.scopeAllowed(s, c, resources) == "" {
 				scopes = append(scopes, s)

@@ -54,7 +54,12 @@ type Config struct {
 	Tokens     TokensConfig     `mapstructure:"tokens"`
 	Session    SessionConfig    `mapstructure:"session"`
 
-	Scopes           []ScopeConfig    `mapstructure:"scopes"`
+	Scopes []ScopeConfig `mapstructure:"scopes"`
+	// UnknownScopes is what happens to a requested scope not declared in
+	// Scopes: "ignore" (the default) drops it and the token response says
+	// what was granted (RFC 6749 §3.3); "reject" answers invalid_scope.
+	// offline_access and openid are never unknown (oauth.ProtocolScope).
+	UnknownScopes    string           `mapstructure:"unknown_scopes"`
 	DefaultScopes    []string         `mapstructure:"default_scopes"`
 	Resources        []ResourceConfig `mapstructure:"resources"`
 	AllowAnyResource bool             `mapstructure:"allow_any_resource"`
@@ -201,9 +206,16 @@ func Defaults() Config {
 		// per-caller limit only stops a runaway caller.
 		Introspection:           IntrospectionConfig{RateLimit: ratelimit.Config{PerKeyPerMinute: 600000, PerKeyBurst: 20000}},
 		Registration:            register.DefaultPolicy(),
+		UnknownScopes:           UnknownScopesIgnore,
 		ClientMetadataDocuments: cimd.DefaultConfig(),
 	}
 }
+
+// Values of unknown_scopes.
+const (
+	UnknownScopesIgnore = "ignore"
+	UnknownScopesReject = "reject"
+)
 
 // ApplyDev fills in what development mode provides when not set explicitly.
 func (c *Config) ApplyDev() {
@@ -311,7 +323,13 @@ func (c *Config) Validate() error {
 		if scopeNames[s.Name] {
 			add("scopes[%d].name: %q declared twice", i, s.Name)
 		}
+		if oauth.ProtocolScope(s.Name) {
+			add("scopes[%d].name: %q is understood by authd itself and never granted (see Connecting MCP clients in the README); remove it", i, s.Name)
+		}
 		scopeNames[s.Name] = true
+	}
+	if c.UnknownScopes != UnknownScopesIgnore && c.UnknownScopes != UnknownScopesReject {
+		add("unknown_scopes: %q is not ignore or reject", c.UnknownScopes)
 	}
 	for _, s := range c.DefaultScopes {
 		if len(c.Scopes) > 0 && !scopeNames[s] {

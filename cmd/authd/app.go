@@ -306,11 +306,13 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	tok.Routes(r)
 
 	intro := &introspect.Handler{
-		Store:          clients,
-		Clients:        clientAuth,
-		Keys:           km,
-		Issuer:         cfg.Issuer,
-		BearerTokens:   cfg.Introspection.BearerTokens,
+		Store:        clients,
+		Clients:      clientAuth,
+		Keys:         km,
+		Issuer:       cfg.Issuer,
+		BearerTokens: cfg.Introspection.BearerTokens,
+		// --dev: /verify?resource= protects any URL (allow_any_resource).
+		AnyResource:    cfg.Dev && cfg.AllowAnyResource,
 		IdentityClaims: cfg.Tokens.IdentityClaims,
 		Limiter:        ratelimit.New(cfg.Introspection.RateLimit, now),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,

@@ -27,8 +27,9 @@ import (
 // the environment variable of a key is AUTHD_ + the key upper-cased with
 // "." replaced by "_" (e.g. keys.encryption_secret → AUTHD_KEYS_ENCRYPTION_SECRET).
 type Config struct {
-	// Dev turns on development mode (--dev): in-memory store, dev login,
-	// http://localhost issuer. Never set in production.
+	// Dev turns on development mode (--dev): in-memory store (unless
+	// DatabaseURL is set), dev login, http://localhost issuer, any resource.
+	// Never set in production.
 	Dev bool `mapstructure:"dev"`
 
 	Issuer         string   `mapstructure:"issuer"`
@@ -241,6 +242,14 @@ func (c *Config) ApplyDev() {
 	if len(c.Resources) == 0 {
 		// Any MCP server on the developer's machine may be named as resource.
 		c.AllowAnyResource = true
+		// A client that names no resource (one pointed at authd itself, as
+		// the README suggests) gets tokens for the issuer's URL rather than
+		// invalid_target.
+		if c.DefaultResource == "" {
+			if canon, err := oauth.CanonicalResource(c.Issuer); err == nil {
+				c.DefaultResource = canon
+			}
+		}
 	}
 	// Clients under development publish their metadata documents on the
 	// developer's machine (the draft allows this exception for a server

@@ -344,6 +344,9 @@ func (c *Config) Validate() error {
 		if len(c.Scopes) > 0 && !scopeNames[s] {
 			add("default_scopes: %q is not declared in scopes", s)
 		}
+		if oauth.ProtocolScope(s) {
+			add("default_scopes: %q is never granted (authd understands it itself); remove it", s)
+		}
 	}
 	seen := map[string]bool{}
 	for i, r := range c.Resources {
@@ -365,6 +368,9 @@ func (c *Config) Validate() error {
 		for _, s := range append(slices.Clone(r.Scopes), r.RequiredScopes...) {
 			if len(c.Scopes) > 0 && !scopeNames[s] {
 				add("resources[%d]: scope %q is not declared in scopes", i, s)
+			}
+			if oauth.ProtocolScope(s) {
+				add("resources[%d]: scope %q is no resource scope (authd understands it itself and never grants it); remove it", i, s)
 			}
 		}
 	}

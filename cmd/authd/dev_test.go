@@ -63,6 +63,7 @@ func devAuthorize(t *testing.T, b *browser, issuer, authURL, user string) url.Va
 // banner's introspection credential works; /verify?resource= protects any
 // URL; and the banner says which store is in use.
 func TestDevModeWorksForTheREADME(t *testing.T) {
+	t.Parallel()
 	inst := startAuthd(t, freeAddr(t), nil, "--dev")
 	banner := inst.Stdout.String()
 	if !strings.Contains(banner, "in-memory store") {
@@ -151,6 +152,7 @@ func TestDevModeWorksForTheREADME(t *testing.T) {
 // PostgreSQL and says so (it said "in-memory store"), without printing the
 // database password.
 func TestDevModeSaysItUsesPostgres(t *testing.T) {
+	t.Parallel()
 	dsn := pgtest.DSN(t)
 	inst := startAuthd(t, freeAddr(t), map[string]string{"AUTHD_DATABASE_URL": dsn}, "--dev")
 	out := inst.Stdout.String() + inst.Logs.String()

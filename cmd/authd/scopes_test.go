@@ -23,6 +23,7 @@ var clientScopes = []string{"mcp:tools", "offline_access", "openid", "claudeai"}
 // what was granted (RFC 6749 §3.3); offline_access is advertised in the
 // server's metadata and not in the resource's.
 func TestScopesAsMCPClientsSendThem(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	ctx := context.Background()
 
@@ -126,6 +127,7 @@ func TestScopesAsMCPClientsSendThem(t *testing.T) {
 // TestUnknownScopesReject: unknown_scopes: reject keeps the strict answer
 // for undeclared scopes, while offline_access and openid still pass.
 func TestUnknownScopesReject(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, map[string]string{"AUTHD_UNKNOWN_SCOPES": "reject"})
 	redirect := "http://127.0.0.1:41002/cb"
 	conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", redirect)

@@ -16,6 +16,7 @@ import (
 // server_error (PostgreSQL refused the bytes, SQLSTATE 22021) and JSON
 // strings were stored with U+FFFD.
 func TestInputThatIsNotText(t *testing.T) {
+	t.Parallel()
 	s := newSecEnv(t, nil)
 	const redirect = "https://app.example.com/cb"
 	client := s.publicClient(t, redirect)

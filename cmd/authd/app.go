@@ -211,6 +211,9 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Metadata: discovery.NewMetadata(cfg.Issuer, features),
 		JWKS:     km.JWKS,
 		Log:      log,
+		// --dev: every URL is a resource (/verify?resource= protects it).
+		AnyResource:       cfg.Dev && cfg.AllowAnyResource,
+		AnyResourceScopes: scopeNames,
 	}
 	for _, res := range cfg.Resources {
 		scopes := res.Scopes

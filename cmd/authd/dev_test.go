@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
@@ -142,10 +143,33 @@ func TestDevModeWorksForTheREADME(t *testing.T) {
 	if resp := check(tok2.AccessToken, http.StatusOK); resp.Header.Get("X-Auth-User") != "dave" {
 		t.Errorf("X-Auth-User %q", resp.Header.Get("X-Auth-User"))
 	}
-	if resp := check("", http.StatusUnauthorized); !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer ") {
-		t.Errorf("challenge %q", resp.Header.Get("WWW-Authenticate"))
+	resp := check("", http.StatusUnauthorized)
+	const prmURL = "http://localhost:9000/.well-known/oauth-protected-resource/mcp"
+	if ch := resp.Header.Get("WWW-Authenticate"); !strings.HasPrefix(ch, "Bearer ") || !strings.Contains(ch, `resource_metadata="`+prmURL+`"`) {
+		t.Errorf("challenge %q", ch)
 	}
 	check(tok.AccessToken, http.StatusUnauthorized) // a token for another audience
+
+	// The challenge's metadata is served for that resource (a proxy routes
+	// the MCP server's /.well-known/oauth-protected-resource... to authd),
+	// and for authd's own URL, the default resource.
+	for host, want := range map[string]string{"localhost:9000": mcp, strings.TrimPrefix(inst.URL, "http://"): inst.URL} {
+		req, _ := http.NewRequest(http.MethodGet, inst.URL+"/.well-known/oauth-protected-resource"+strings.TrimPrefix(want, "http://"+host), nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var prm struct {
+			Resource             string   `json:"resource"`
+			AuthorizationServers []string `json:"authorization_servers"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&prm)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || prm.Resource != want || len(prm.AuthorizationServers) != 1 || prm.AuthorizationServers[0] != inst.URL {
+			t.Errorf("protected resource metadata on %s: %d %+v %v", host, resp.StatusCode, prm, err)
+		}
+	}
 }
 
 // TestDevModeSaysItUsesPostgres: --dev with AUTHD_DATABASE_URL uses

@@ -57,13 +57,6 @@ func BadParam(name string) *Error {
 	return InvalidRequest("%s is not valid text: it must be UTF-8 without NUL characters", truncate(name, 60))
 }
 
-// ParamError reports whether e is an error of CheckParams about the
-// parameter name (for callers whose answer depends on the parameter, such
-// as /authorize before the redirect URI is confirmed).
-func ParamError(e *Error, name string) bool {
-	return e != nil && e.Description == BadParam(name).Description
-}
-
 // CheckCharset answers 415 when the media type parameters of a request
 // body (mime.ParseMediaType's) name a charset other than UTF-8 (or its
 // subset US-ASCII): authd would otherwise read, say, UTF-16 as UTF-8.
@@ -189,6 +182,9 @@ func (s *jsonScanner) str(path string, name bool) (string, bool) {
 		switch {
 		case c == '"':
 			s.i++
+			if !name {
+				return "", true // only names are compared
+			}
 			var v string
 			if json.Unmarshal(s.b[start:s.i], &v) != nil {
 				return bad()

@@ -151,3 +151,12 @@ func FuzzTextInput(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkCheckJSON(b *testing.B) {
+	body := []byte(`{"client_name":"Claude","redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"token_endpoint_auth_method":"none","scope":"mcp:tools offline_access"}`)
+	for b.Loop() {
+		if err := CheckJSON(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -62,6 +62,10 @@ func printDevBanner(w io.Writer, cfg *config.Config, cred *devCredential) {
 	if cred != nil {
 		fmt.Fprintf(&b, "  Introspection (RFC 7662) for resource servers: client_id %s, client_secret %s\n", cred.id, cred.secret)
 		fmt.Fprintf(&b, "    curl -u %s:%s -d token=<access token> %s/introspect\n", cred.id, cred.secret, cfg.Issuer)
+		if cfg.DatabaseURL != "" {
+			// Config clients outlive the configuration that made them.
+			fmt.Fprintf(&b, "    (stored in the database: `authd clients delete %s` before using it outside --dev)\n", cred.id)
+		}
 	}
 	b.WriteString("\n")
 	_, _ = io.WriteString(w, b.String())

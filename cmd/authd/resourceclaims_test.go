@@ -210,6 +210,7 @@ func TestResourceClaimsAndRouteScopesConfig(t *testing.T) {
 		{"bad method", `[{uri: "https://mcp.example.com", route_scopes: [{method: post, scopes: [a]}]}]`, []string{"resources[0].route_scopes[0].method"}},
 		{"relative path", `[{uri: "https://mcp.example.com", route_scopes: [{path: admin, scopes: [a]}]}]`, []string{"resources[0].route_scopes[0].path"}},
 		{"no scopes", `[{uri: "https://mcp.example.com", route_scopes: [{path: /admin}]}]`, []string{"resources[0].route_scopes[0].scopes"}},
+		{"protocol scope", `[{uri: "https://mcp.example.com", route_scopes: [{path: /admin, scopes: [offline_access]}]}]`, []string{"resources[0].route_scopes[0].scopes", "offline_access"}},
 		{"unknown key", `[{uri: "https://mcp.example.com", route_scopes: [{paths: /admin, scopes: [a]}]}]`, []string{"paths"}},
 	} {
 		path := writeFile(t, validYAML+"resources: "+tc.resources+"\n")

@@ -487,6 +487,9 @@ func authdConfig(t *testing.T, file string, env map[string]string) config.Config
 	}
 	var layers []map[string]any
 	var fromFile map[string]any
+	// Compose writes $$ as $: the file authd reads has ${NAME}, which
+	// authd expands from its environment.
+	file = strings.ReplaceAll(file, "$$", "$")
 	if err := yaml.Unmarshal([]byte(subst(file)), &fromFile); err != nil {
 		t.Fatalf("authd's configuration is not valid YAML: %v", err)
 	}
@@ -496,6 +499,9 @@ func authdConfig(t *testing.T, file string, env map[string]string) config.Config
 		"AUTHD_KEYS_ENCRYPTION_SECRET": {"keys", "encryption_secret"}, "AUTHD_TRUSTED_PROXIES": {"trusted_proxies"},
 	}
 	for name, v := range env {
+		if !strings.HasPrefix(name, "AUTHD_") {
+			continue // a variable the file refers to as ${NAME}, substituted above
+		}
 		path, ok := keys[name]
 		if !ok {
 			t.Fatalf("environment variable %s: teach this test its key", name)

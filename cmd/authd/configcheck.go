@@ -274,8 +274,16 @@ func parseYAMLFile(path, content string) (*yaml.Node, error) {
 // the test suite's database and CI's vulnerability database. They may be
 // in a developer's environment and are not refused.
 func isNonSettingVariable(name string) bool {
-	return strings.HasPrefix(name, "AUTHD_TEST_") || name == "AUTHD_VULNDB"
+	return strings.HasPrefix(name, "AUTHD_TEST_") || name == "AUTHD_VULNDB" || serviceLinkVariable.MatchString(name)
 }
+
+// serviceLinkVariable matches the variables Kubernetes gives every pod for
+// each Service of its namespace (unless enableServiceLinks is false): for a
+// Service "authd", AUTHD_SERVICE_HOST, AUTHD_SERVICE_PORT(_NAME),
+// AUTHD_PORT and AUTHD_PORT_80_TCP(_PROTO|_PORT|_ADDR); for
+// "authd-metrics", AUTHD_METRICS_SERVICE_HOST and so on. They are not
+// settings, and no setting ends like them.
+var serviceLinkVariable = regexp.MustCompile(`^AUTHD_([A-Z0-9_]+_)?(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$`)
 
 // checkEnv checks the AUTHD_* variables: each names a setting, and its
 // value has the setting's shape. Lists of objects are JSON.

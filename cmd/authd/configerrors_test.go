@@ -1,8 +1,11 @@
 package main
 
 import (
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/authd/authd/internal/config"
 )
 
 // TestConfigErrorsReadLikeTheHandWrittenOnes: every problem the decoder
@@ -80,9 +83,22 @@ func TestConfigRefusesUnknownEnvironmentVariables(t *testing.T) {
 			t.Errorf("error does not mention %q:\n%v", w, err)
 		}
 	}
-	// Variables of the test suite and CI are not settings, and not refused.
-	if _, err := loadConfig(flagsFor(t, "--config", path), envOf(map[string]string{"AUTHD_TEST_DATABASE_URL": "postgres://x", "AUTHD_VULNDB": "file:///x"})); err != nil {
+	// Variables of the test suite and CI, and those Kubernetes sets for the
+	// Services "authd" and "authd-metrics" in the pod's namespace, are not
+	// settings, and not refused.
+	if _, err := loadConfig(flagsFor(t, "--config", path), envOf(map[string]string{
+		"AUTHD_TEST_DATABASE_URL": "postgres://x", "AUTHD_VULNDB": "file:///x",
+		"AUTHD_SERVICE_HOST": "10.0.0.1", "AUTHD_SERVICE_PORT": "80", "AUTHD_SERVICE_PORT_HTTP": "80",
+		"AUTHD_PORT": "tcp://10.0.0.1:80", "AUTHD_PORT_80_TCP": "tcp://10.0.0.1:80", "AUTHD_PORT_80_TCP_PROTO": "tcp",
+		"AUTHD_PORT_80_TCP_PORT": "80", "AUTHD_PORT_80_TCP_ADDR": "10.0.0.1",
+		"AUTHD_METRICS_SERVICE_HOST": "10.0.0.2", "AUTHD_METRICS_SERVICE_PORT": "9090", "AUTHD_METRICS_SERVICE_PORT_METRICS": "9090",
+		"AUTHD_METRICS_PORT": "tcp://10.0.0.2:9090", "AUTHD_METRICS_PORT_9090_TCP_ADDR": "10.0.0.2",
+	})); err != nil {
 		t.Fatalf("non-setting variables refused: %v", err)
+	}
+	// But a setting's near miss still is.
+	if _, err := loadConfig(flagsFor(t, "--config", path), envOf(map[string]string{"AUTHD_METRICS_LISTN": ":9090"})); err == nil {
+		t.Fatal("AUTHD_METRICS_LISTN accepted")
 	}
 	// Through the binary: exit status non-zero.
 	var out, logs strings.Builder
@@ -130,5 +146,16 @@ func TestEmptyEnvironmentValueOverridesTheFile(t *testing.T) {
 	}
 	if cfg.Metrics.Listen != "" || cfg.Log.Level != "info" {
 		t.Fatalf("empty variables did not override the file: metrics.listen=%q log.level=%q", cfg.Metrics.Listen, cfg.Log.Level)
+	}
+}
+
+// TestNoSettingLooksLikeANonSettingVariable: the variables authd ignores
+// (tests', CI's, Kubernetes service links) never shadow a setting.
+func TestNoSettingLooksLikeANonSettingVariable(t *testing.T) {
+	t.Parallel()
+	for _, k := range leafKeys(reflect.ValueOf(config.Defaults()), "") {
+		if isNonSettingVariable(envName(k.name)) {
+			t.Errorf("%s (%s) would be ignored as a non-setting variable", envName(k.name), k.name)
+		}
 	}
 }

@@ -57,6 +57,7 @@ type k8sPodSpec struct {
 		RunAsNonRoot bool `yaml:"runAsNonRoot"`
 	} `yaml:"securityContext"`
 	AutomountServiceAccountToken *bool `yaml:"automountServiceAccountToken"`
+	EnableServiceLinks           *bool `yaml:"enableServiceLinks"`
 	TopologySpreadConstraints    []struct {
 		TopologyKey   string      `yaml:"topologyKey"`
 		LabelSelector k8sSelector `yaml:"labelSelector"`
@@ -174,6 +175,9 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
 		t.Error("Deployment: automountServiceAccountToken must be false (authd never calls the Kubernetes API)")
+	}
+	if pod.EnableServiceLinks == nil || *pod.EnableServiceLinks {
+		t.Error("Deployment: enableServiceLinks must be false (Kubernetes would add AUTHD_SERVICE_HOST, AUTHD_PORT… for the Services)")
 	}
 	c := pod.Containers[0]
 	env := containerEnv("Deployment", c)

@@ -190,14 +190,14 @@ func openStoreWithRetry(ctx context.Context, cfg *config.Config, log *slog.Logge
 		}
 		backoff = min(backoff*2, 10*time.Second)
 	}
-	return store.OpenPostgres(ctx, cfg.DatabaseURL)
+	return store.OpenPostgres(ctx, cfg.DatabaseDSN())
 }
 
 func prepareSchema(ctx context.Context, cfg *config.Config) error {
 	if cfg.MigrateOnStart {
-		return store.MigrateUp(ctx, cfg.DatabaseURL)
+		return store.MigrateUp(ctx, cfg.DatabaseDSN())
 	}
-	return store.CheckSchema(ctx, cfg.DatabaseURL)
+	return store.CheckSchema(ctx, cfg.DatabaseDSN())
 }
 
 // storeOpener returns the store-opening function the admin commands use.
@@ -207,9 +207,9 @@ func storeOpener(e *env, flags *pflag.FlagSet) func(ctx context.Context) (store.
 		if err != nil {
 			return nil, err
 		}
-		if err := store.CheckSchema(ctx, cfg.DatabaseURL); err != nil {
+		if err := store.CheckSchema(ctx, cfg.DatabaseDSN()); err != nil {
 			return nil, err
 		}
-		return store.OpenPostgres(ctx, cfg.DatabaseURL)
+		return store.OpenPostgres(ctx, cfg.DatabaseDSN())
 	}
 }

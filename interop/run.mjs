@@ -16,7 +16,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { auth, UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { Browser } from './browser.mjs';
-import { freePort, startAuthd, startMCP, startOP } from './servers.mjs';
+import { freePort, startAuthd, startMCP, startMetadataDocument, startOP } from './servers.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const t0 = Date.now();
@@ -26,7 +26,7 @@ function check(cond, what, detail) {
   log(`ok: ${what}`);
 }
 
-for (const k of ['AUTHD_BIN', 'AUTHD_DATABASE_URL']) {
+for (const k of ['AUTHD_BIN', 'AUTHD_DATABASE_URL', 'INTEROP_TLS_CERT', 'INTEROP_TLS_KEY']) {
   if (!process.env[k]) throw new Error(`${k} must be set (run .ci/interop)`);
 }
 
@@ -34,8 +34,11 @@ for (const k of ['AUTHD_BIN', 'AUTHD_DATABASE_URL']) {
 // memory, the "browser" opened on redirectToAuthorization, a loopback
 // redirect URI.
 class InteropClientProvider {
-  constructor(redirectUrl) {
+  constructor(redirectUrl, clientMetadataUrl) {
     this.redirect = redirectUrl;
+    // Set: the SDK uses it as the client_id when the server advertises
+    // client_id_metadata_document_supported, instead of registering.
+    this.clientMetadataUrl = clientMetadataUrl;
     this.client = undefined;
     this.saved = undefined;
     this.verifier = undefined;
@@ -100,11 +103,12 @@ async function rawMCP(mcpURL, token) {
   return { status: resp.status, challenge: resp.headers.get('www-authenticate') ?? '' };
 }
 
-async function sdkFlow(authdURL, mcp) {
-  log('--- MCP TypeScript SDK client authorization (auth()) ---');
-  const redirect = `http://127.0.0.1:${await freePort()}/callback`;
-  const provider = new InteropClientProvider(redirect);
-  const browser = new Browser('sdk');
+// sdkFlow runs the SDK's authorization with a registered client, or, with
+// cimd, with a client ID metadata document as its client_id.
+async function sdkFlow(authdURL, mcp, redirect, cimd) {
+  log(`--- MCP TypeScript SDK client authorization (auth()), ${cimd ? 'client ID metadata document' : 'dynamic registration'} ---`);
+  const provider = new InteropClientProvider(redirect, cimd?.url);
+  const browser = new Browser(cimd ? 'sdk-cimd' : 'sdk');
 
   // 1. Unauthenticated connect: 401 -> protected-resource metadata ->
   //    authorization-server metadata -> dynamic registration -> PKCE
@@ -116,7 +120,11 @@ async function sdkFlow(authdURL, mcp) {
     err = e;
   }
   check(err instanceof UnauthorizedError, 'unauthenticated connect makes the SDK start authorization', String(err));
-  check(provider.client?.client_id, 'the SDK registered a client at authd (RFC 7591)', provider.client);
+  if (cimd) {
+    check(provider.client?.client_id === cimd.url, 'the SDK uses its metadata document URL as client_id (no registration)', provider.client);
+  } else {
+    check(provider.client?.client_id && !provider.client.client_id.startsWith('https:'), 'the SDK registered a client at authd (RFC 7591)', provider.client);
+  }
   const authURL = new URL(provider.pendingAuthorization);
   check(authURL.href.startsWith(`${authdURL}/authorize?`), 'the authorization request goes to authd', authURL.href);
   check(authURL.searchParams.get('code_challenge_method') === 'S256', 'with PKCE S256');
@@ -137,6 +145,7 @@ async function sdkFlow(authdURL, mcp) {
   // 4. A tool call with the token succeeds.
   const me = await whoami(mcp.url, { authProvider: provider });
   check(me.sub && me.client_id === provider.client.client_id, 'tools/call whoami succeeds with the token', me);
+  if (cimd) check(cimd.stats.fetches >= 1, 'authd fetched the metadata document', cimd.stats);
 
   // 5. Refresh through the SDK: rotated tokens, and they work.
   check((await auth(provider, { serverUrl: mcp.url })) === 'AUTHORIZED', 'the SDK refreshes (auth() with a refresh token)');
@@ -237,7 +246,13 @@ async function main() {
   const op = await startOP(await freePort(), `${authdURL}/callback/op`);
   const introspectToken = 'interop-introspection-token-0123456789abcdef';
   const mcp = await startMCP(await freePort(), authdURL, introspectToken);
+  const cimdRedirect = `http://127.0.0.1:${await freePort()}/callback`;
+  const cimd = await startMetadataDocument(await freePort(), readFileSync(process.env.INTEROP_TLS_CERT), readFileSync(process.env.INTEROP_TLS_KEY), cimdRedirect);
   const authd = await startAuthd(process.env.AUTHD_BIN, authdURL, {
+    // The metadata document's server: its certificate is the only root
+    // authd trusts for it (Go reads SSL_CERT_FILE), on loopback.
+    SSL_CERT_FILE: process.env.INTEROP_TLS_CERT,
+    AUTHD_CLIENT_METADATA_DOCUMENTS_ALLOW_LOOPBACK: 'true',
     AUTHD_ISSUER: authdURL,
     AUTHD_LISTEN: `127.0.0.1:${authdPort}`,
     AUTHD_DATABASE_URL: process.env.AUTHD_DATABASE_URL,
@@ -251,7 +266,8 @@ async function main() {
   });
   log(`authd ${authdURL}, upstream OP ${op.issuer}, MCP server ${mcp.url}`);
   try {
-    await sdkFlow(authdURL, mcp);
+    await sdkFlow(authdURL, mcp, `http://127.0.0.1:${await freePort()}/callback`);
+    await sdkFlow(authdURL, mcp, cimdRedirect, cimd);
     await conformance(authdURL, mcp);
     check(mcp.stats.calls >= 3 && mcp.stats.refused >= 2, 'the MCP server saw the tool calls and the refusals', mcp.stats);
   } catch (e) {
@@ -261,6 +277,7 @@ async function main() {
     await authd.stop();
     mcp.close();
     op.close();
+    cimd.close();
   }
   log('interop: all passed');
 }

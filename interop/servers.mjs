@@ -3,6 +3,7 @@
 // only tokens authd's /introspect says are active.
 
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import Provider from 'oidc-provider';
@@ -106,6 +107,34 @@ export async function startMCP(port, authdURL, introspectToken) {
   const server = app.listen(port, '127.0.0.1');
   await new Promise((ok) => server.once('listening', ok));
   return { url: resource, stats, close: () => server.close() };
+}
+
+// startMetadataDocument serves a client ID metadata document
+// (draft-ietf-oauth-client-id-metadata-document) over https at
+// https://127.0.0.1:<port>/client.json, with the given certificate, for a
+// public client whose redirect URI is redirectURI. It counts fetches.
+export async function startMetadataDocument(port, cert, key, redirectURI) {
+  const url = `https://127.0.0.1:${port}/client.json`;
+  const doc = {
+    client_id: url,
+    client_name: 'authd interop (MCP TypeScript SDK, client ID metadata document)',
+    redirect_uris: [redirectURI],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'none',
+  };
+  const stats = { fetches: 0 };
+  const server = https.createServer({ cert, key }, (req, res) => {
+    if (req.url !== '/client.json') {
+      res.writeHead(404).end();
+      return;
+    }
+    stats.fetches++;
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=300' }).end(JSON.stringify(doc));
+  });
+  server.listen(port, '127.0.0.1');
+  await new Promise((ok) => server.once('listening', ok));
+  return { url, stats, close: () => server.close() };
 }
 
 // startAuthd runs the authd binary with env and waits for /ready.

@@ -31,18 +31,18 @@ type Config struct {
 	// http://localhost issuer. Never set in production.
 	Dev bool `mapstructure:"dev"`
 
-	Issuer      string `mapstructure:"issuer"`
-	Listen      string `mapstructure:"listen"`
-	DatabaseURL string `mapstructure:"database_url"`
+	Issuer         string   `mapstructure:"issuer"`
+	Listen         string   `mapstructure:"listen"`
+	DatabaseURL    string   `mapstructure:"database_url"`
+	MigrateOnStart bool     `mapstructure:"migrate_on_start"`
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
 	// DatabaseQueryExecMode is how pgx sends queries: "" or cache_statement
 	// (pgx's default: named prepared statements cached per connection) for
 	// direct connections, cache_describe (unnamed statements, descriptions
 	// cached) behind PgBouncer's transaction pooling, which does not carry
 	// a connection's prepared statements from one transaction to the next.
 	// DatabaseDSN writes it into the URL as pgx's default_query_exec_mode.
-	DatabaseQueryExecMode string   `mapstructure:"database_query_exec_mode"`
-	MigrateOnStart        bool     `mapstructure:"migrate_on_start"`
-	TrustedProxies        []string `mapstructure:"trusted_proxies"`
+	DatabaseQueryExecMode string `mapstructure:"database_query_exec_mode"`
 	// ServiceDocumentation is advertised in the server metadata.
 	ServiceDocumentation string `mapstructure:"service_documentation"`
 	// PurgeInterval is how often each replica deletes expired rows (the

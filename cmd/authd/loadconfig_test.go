@@ -143,6 +143,9 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"negative purge interval", validYAML, map[string]string{"AUTHD_PURGE_INTERVAL": "-1m"}, []string{"purge_interval"}},
 		{"query exec mode that breaks jsonb", validYAML, map[string]string{"AUTHD_DATABASE_QUERY_EXEC_MODE": "exec"}, []string{"database_query_exec_mode", "cache_describe"}},
 		{"query exec mode unsafe behind PgBouncer in the URL", validYAML, map[string]string{"AUTHD_DATABASE_URL": "postgres://authd@db/authd?default_query_exec_mode=describe_exec"}, []string{"database_url", "default_query_exec_mode=describe_exec"}},
+		{"bad unknown_scopes", validYAML, map[string]string{"AUTHD_UNKNOWN_SCOPES": "drop"}, []string{"unknown_scopes", "ignore or reject"}},
+		{"offline_access declared", validYAML, map[string]string{"AUTHD_SCOPES": `[{"name":"offline_access"}]`}, []string{"scopes[0].name", "offline_access"}},
+		{"openid as a default scope", validYAML, map[string]string{"AUTHD_DEFAULT_SCOPES": "openid"}, []string{"default_scopes", "openid"}},
 		{"several problems at once", validYAML, map[string]string{"AUTHD_ISSUER": "ftp://x", "AUTHD_LOG_LEVEL": "loud"}, []string{"issuer", "log.level"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

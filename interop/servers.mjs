@@ -144,6 +144,8 @@ export async function startAuthd(bin, url, env) {
   for (const s of [child.stdout, child.stderr]) s.on('data', (d) => logs.push(d.toString()));
   let exited = null;
   child.on('exit', (code, sig) => (exited = `exit ${code ?? sig}`));
+  // However this process ends, authd does not outlive it.
+  process.on('exit', () => exited || child.kill('SIGKILL'));
   const deadline = Date.now() + 30000;
   for (;;) {
     if (exited) throw new Error(`authd ${exited} before it was ready:\n${logs.join('')}`);

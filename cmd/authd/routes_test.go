@@ -46,7 +46,9 @@ func mountedRoutes(t *testing.T, issuer string) (http.Handler, map[string][]stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, _ = withDevResourceServer(cfg)
+	// serve also adds the --dev resource-server client
+	// (withDevResourceServer): a client mounts no route, and hashing its
+	// secret would cost seconds under -race.
 	st := store.NewMemory()
 	t.Cleanup(st.Close)
 	a, err := buildApp(t.Context(), deps{

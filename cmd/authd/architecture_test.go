@@ -15,9 +15,10 @@ import (
 // TestArchitectureDoc keeps docs/architecture.md true: its Mermaid
 // package graph names every package of the module and exactly the imports
 // between them (non-test files, as `go list -f '{{.Imports}}'` reports
-// them), every package has its paragraph (its path in backticks outside
-// the graph), every repository path the page names in backticks exists,
-// and the README links the page.
+// them), no package of the graph's "endpoints" subgraph imports another
+// (the rule the page states), every package has its paragraph (its path
+// in backticks outside the graph), every repository path the page names in
+// backticks exists, and the README links the page.
 func TestArchitectureDoc(t *testing.T) {
 	t.Parallel()
 	const root = "../.."
@@ -28,7 +29,7 @@ func TestArchitectureDoc(t *testing.T) {
 	doc := string(raw)
 
 	pkgs, imports := modulePackages(t, root)
-	nodes, edges, prose := docGraph(t, doc)
+	nodes, edges, groups, prose := docGraph(t, doc)
 
 	for _, p := range pkgs {
 		if !slices.Contains(nodes, p) {
@@ -53,6 +54,23 @@ func TestArchitectureDoc(t *testing.T) {
 		if !slices.Contains(imports, e) {
 			from, to, _ := strings.Cut(e, " ")
 			t.Errorf("docs/architecture.md: the graph says %s imports %s, which it does not", from, to)
+		}
+	}
+
+	// The rule the page states: no endpoint package imports another.
+	var endpoints []string
+	for p, g := range groups {
+		if g == "endpoints" {
+			endpoints = append(endpoints, p)
+		}
+	}
+	if len(endpoints) < 2 {
+		t.Errorf("docs/architecture.md: the graph's \"endpoints\" subgraph holds %v", endpoints)
+	}
+	for _, e := range imports {
+		from, to, _ := strings.Cut(e, " ")
+		if slices.Contains(endpoints, from) && slices.Contains(endpoints, to) {
+			t.Errorf("endpoint package %s imports endpoint package %s: share the code through a package below both instead", from, to)
 		}
 	}
 
@@ -136,12 +154,15 @@ var (
 )
 
 // docGraph parses the doc's Mermaid flowchart: nodes are `id["path"]`,
-// one per line; edges `a --> b`, one per line. prose is the doc without
-// its Mermaid blocks.
-func docGraph(t *testing.T, doc string) (nodes, edges []string, prose string) {
+// one per line; edges `a --> b`, one per line. groups maps a package to
+// the id of the subgraph it is declared in. prose is the doc without its
+// Mermaid blocks.
+func docGraph(t *testing.T, doc string) (nodes, edges []string, groups map[string]string, prose string) {
 	t.Helper()
 	var text []string
 	ids := map[string]string{}
+	groups = map[string]string{}
+	group := ""
 	var rawEdges [][2]string
 	inBlock, flowchart, graphs := false, false, 0
 	for i, line := range strings.Split(doc, "\n") {
@@ -163,6 +184,12 @@ func docGraph(t *testing.T, doc string) (nodes, edges []string, prose string) {
 			continue
 		}
 		if f := strings.Fields(line); len(f) > 0 && (f[0] == "subgraph" || f[0] == "end" || f[0] == "direction") {
+			switch {
+			case f[0] == "subgraph" && len(f) > 1:
+				group, _, _ = strings.Cut(f[1], "[")
+			case f[0] == "end":
+				group = ""
+			}
 			continue
 		}
 		if m := mermaidNode.FindStringSubmatch(line); m != nil {
@@ -174,6 +201,9 @@ func docGraph(t *testing.T, doc string) (nodes, edges []string, prose string) {
 				t.Errorf("docs/architecture.md:%d: package %s has two nodes", i+1, m[2])
 			}
 			nodes = append(nodes, m[2])
+			if group != "" {
+				groups[m[2]] = group
+			}
 		} else if m := mermaidEdge.FindStringSubmatch(line); m != nil {
 			rawEdges = append(rawEdges, [2]string{m[1], m[2]})
 		} else if strings.Contains(line, "-->") || strings.Contains(line, "[") {
@@ -195,7 +225,7 @@ func docGraph(t *testing.T, doc string) (nodes, edges []string, prose string) {
 		}
 		edges = append(edges, from+" "+to)
 	}
-	return nodes, edges, strings.Join(text, "\n")
+	return nodes, edges, groups, strings.Join(text, "\n")
 }
 
 // mermaidID is the node id the doc uses for a package path.

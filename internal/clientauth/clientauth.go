@@ -44,8 +44,10 @@ const maxClientIDLen = 2048
 // cannot be told apart from outside. The log gets the real reason.
 const failed = "client authentication failed"
 
-// basicChallenge is sent with 401 when the client tried the Authorization
-// header (RFC 6749 §5.2).
+// basicChallenge is sent with every 401: RFC 6749 §5.2 asks for it when
+// the client used the Authorization header, and RFC 9110 §15.5.2 requires a
+// challenge with every 401, whatever the client sent (nothing, or a Bearer
+// token that is no client authentication here).
 const basicChallenge = `Basic realm="authd"`
 
 // Authenticator authenticates the client of a token-endpoint-style request.
@@ -64,8 +66,8 @@ type Authenticator struct {
 // alone and must not present a secret.
 //
 // Failures are *oauth.Error values: invalid_request for a malformed or
-// ambiguous request, 401 invalid_client (with a Basic challenge when the
-// Authorization header was used) for anything wrong with the credentials.
+// ambiguous request, 401 invalid_client with a Basic challenge for anything
+// wrong with the credentials.
 // Store failures other than "not found" are returned as they are.
 func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Client, Method, error) {
 	cred, err := credentials(r, form)
@@ -73,10 +75,8 @@ func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Cl
 		return store.Client{}, "", err
 	}
 	reject := func(reason string) (store.Client, Method, error) {
-		e := oauth.InvalidClient(failed).WithCause(fmt.Errorf("client %q: %s", truncate(cred.id, 100), reason))
-		if cred.basic {
-			e = e.WithHeader("WWW-Authenticate", basicChallenge)
-		}
+		e := oauth.InvalidClient(failed).WithCause(fmt.Errorf("client %q: %s", truncate(cred.id, 100), reason)).
+			WithHeader("WWW-Authenticate", basicChallenge)
 		return store.Client{}, "", e
 	}
 	if cred.id == "" {

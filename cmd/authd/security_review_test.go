@@ -1,10 +1,15 @@
 package main
 
 import (
+	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // Tests for the findings of the outside security review (issue 17).
@@ -51,4 +56,206 @@ func basicAuth(user, pass string) string {
 	r, _ := http.NewRequest(http.MethodGet, "/", nil)
 	r.SetBasicAuth(user, pass)
 	return strings.TrimPrefix(r.Header.Get("Authorization"), "Basic ")
+}
+
+// timingClientYAML configures a resource server with an operator-chosen
+// secret: stored as bcrypt, the kind of secret whose wrong guesses used to
+// cost a bcrypt comparison each.
+const timingClientYAML = `clients:
+  - id: rs-timing
+    name: Timing resource server
+    secret: operator-chosen-secret-0123
+    introspect: true
+`
+
+// authAttempt posts to /introspect with Basic credentials, as the network
+// from (X-Forwarded-For through the trusted proxy 127.0.0.1; "" for none),
+// and returns the status, the Retry-After header and how long it took.
+func authAttempt(base, from, id, secret string) (int, string, time.Duration, error) {
+	req, err := http.NewRequest(http.MethodPost, base+"/introspect", strings.NewReader(url.Values{"token": {"authd_at_x"}}.Encode()))
+	if err != nil {
+		return 0, "", 0, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	if from != "" {
+		req.Header.Set("X-Forwarded-For", from)
+	}
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("Retry-After"), time.Since(start), nil
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// TestSecurityClientAuthenticationTimingIsUniform: a wrong secret costs
+// the same whether the client id is unknown, a configured confidential
+// client (operator-chosen secret, stored as bcrypt) or a dynamically
+// registered one, and a right secret no more: the review measured 122 ms
+// for a configured client against 4 ms for an unknown id, which told
+// which ids are configured confidential clients.
+//
+// Statistical and deliberately generous, so it cannot flake on a loaded
+// 2-core machine: medians of interleaved samples (load hits every kind
+// alike), and it fails only when one kind's median exceeds three times
+// another's plus 15 ms, which a bcrypt comparison (tens of ms at the
+// default cost) always does and a digest comparison never does. Not
+// parallel, so that the package's other tests do not run meanwhile.
+func TestSecurityClientAuthenticationTimingIsUniform(t *testing.T) {
+	s := newSecEnvYAML(t, nil, timingClientYAML)
+	dyn := s.confidentialClient(t, "https://app.example.com/cb")
+	const wrong = "authd_cs_wrong-guess-0123456789abcdefghijklmnopqrstuv"
+	kinds := []struct {
+		name, id, secret string
+		status           int
+	}{
+		{"unknown id, wrong secret", "9f1c2d3e-0000-4000-8000-000000000000", wrong, http.StatusUnauthorized},
+		{"configured client, wrong secret", "rs-timing", wrong, http.StatusUnauthorized},
+		{"dynamic client, wrong secret", dyn["client_id"].(string), wrong, http.StatusUnauthorized},
+		{"configured client, right secret", "rs-timing", "operator-chosen-secret-0123", http.StatusOK},
+	}
+	samples := make([][]time.Duration, len(kinds))
+	const warmup, rounds = 2, 25
+	for round := range warmup + rounds {
+		for j := range kinds {
+			k := kinds[(round+j)%len(kinds)] // rotate the order: no kind always goes first
+			status, _, d, err := authAttempt(s.inst.URL, "", k.id, k.secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if status != k.status {
+				t.Fatalf("%s: status %d, want %d", k.name, status, k.status)
+			}
+			if round >= warmup {
+				i := (round + j) % len(kinds)
+				samples[i] = append(samples[i], d)
+			}
+		}
+	}
+	meds := make([]time.Duration, len(kinds))
+	for i, k := range kinds {
+		meds[i] = median(samples[i])
+		t.Logf("median over %d interleaved samples: %-34s %v", rounds, k.name, meds[i])
+	}
+	lo, hi := slices.Min(meds), slices.Max(meds)
+	if hi > 3*lo+15*time.Millisecond {
+		t.Fatalf("client authentication cost depends on the kind of client: medians %v (the slowest %v against the fastest %v)", meds, hi, lo)
+	}
+}
+
+// TestSecurityFailedClientAuthenticationThrottled: failed client
+// authentications are throttled per network before any secret is
+// compared, with one budget for /introspect, /token, /revoke and RFC 7592
+// (429 with Retry-After); a legitimate resource server on another network
+// keeps introspecting, unthrottled and fast, while the flood goes on.
+func TestSecurityFailedClientAuthenticationThrottled(t *testing.T) {
+	t.Parallel()
+	s := newSecEnvYAML(t, map[string]string{
+		"AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_IP_PER_MINUTE":     "10",
+		"AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_IP_BURST":          "20",
+		"AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_CLIENT_PER_MINUTE": "30",
+		"AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_CLIENT_BURST":      "60",
+	}, timingClientYAML)
+	const rs, secret, legit, attacker = "rs-timing", "operator-chosen-secret-0123", "192.0.2.10", "198.51.100.7"
+	introspectOK := func(n int) []time.Duration {
+		var out []time.Duration
+		for range n {
+			status, _, d, err := authAttempt(s.inst.URL, legit, rs, secret)
+			if err != nil {
+				t.Error(err)
+				return out
+			}
+			if status != http.StatusOK {
+				t.Errorf("legitimate introspection: status %d", status)
+			}
+			out = append(out, d)
+		}
+		return out
+	}
+	before := median(introspectOK(30))
+
+	// 8 threads of wrong secrets from one network, while the resource
+	// server goes on.
+	var unauthorized, limited, other atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				status, retry, _, err := authAttempt(s.inst.URL, attacker, rs, "wrong-guess")
+				switch {
+				case err != nil:
+					other.Add(1)
+				case status == http.StatusUnauthorized:
+					unauthorized.Add(1)
+				case status == http.StatusTooManyRequests && retry != "":
+					limited.Add(1)
+				default:
+					other.Add(1)
+				}
+			}
+		})
+	}
+	during := median(introspectOK(60))
+	close(stop)
+	wg.Wait()
+	t.Logf("legitimate introspection, median: %v before the flood, %v during it; flood: %d answered 401, %d answered 429",
+		before, during, unauthorized.Load(), limited.Load())
+	// The budget is 20 failures; requests already past the check when it
+	// ran out may fail too (one per thread at most).
+	if n := unauthorized.Load(); n > 20+8 {
+		t.Errorf("%d wrong secrets were compared from one network, budget 20", n)
+	}
+	if limited.Load() == 0 || other.Load() != 0 {
+		t.Errorf("flood: %d throttled, %d unexpected answers", limited.Load(), other.Load())
+	}
+
+	// The budget is shared: the other endpoints throttle that network too,
+	// before looking at the credentials.
+	for _, path := range []string{"/token", "/revoke"} {
+		req, _ := http.NewRequest(http.MethodPost, s.inst.URL+path, strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "token": {"x"}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Forwarded-For", attacker)
+		req.SetBasicAuth(rs, secret)
+		r, err := sendOAuth(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" {
+			t.Errorf("%s from the throttled network: %d %s", path, r.status, r.raw)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodGet, s.inst.URL+"/register/"+rs, nil)
+	req.Header.Set("Authorization", "Bearer authd_rat_guess")
+	req.Header.Set("X-Forwarded-For", attacker)
+	if r, err := sendOAuth(req); err != nil || r.status != http.StatusTooManyRequests {
+		t.Errorf("RFC 7592 from the throttled network: %v %d %s", err, r.status, r.raw)
+	}
+	// RFC 7592 guesses count too, from a fresh network.
+	for i := range 21 {
+		req, _ := http.NewRequest(http.MethodGet, s.inst.URL+"/register/00000000-0000-4000-8000-000000000000", nil)
+		req.Header.Set("Authorization", "Bearer authd_rat_guess")
+		req.Header.Set("X-Forwarded-For", "203.0.113.50")
+		r, err := sendOAuth(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]int{true: 401, false: 429}[i < 20]; r.status != want {
+			t.Fatalf("RFC 7592 guess %d: %d, want %d", i+1, r.status, want)
+		}
+	}
 }

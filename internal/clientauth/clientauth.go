@@ -54,8 +54,11 @@ const basicChallenge = `Basic realm="authd"`
 type Authenticator struct {
 	Clients ClientGetter
 	Now     func() time.Time
+	// Throttle, when set, limits failed authentications per network and
+	// per client id; it is consulted before any lookup or comparison.
+	Throttle *Throttle
 
-	verified secretMemo // bcrypt checks that succeeded; see verifySecret
+	verified secretMemo // keyed digests of secrets known good; see verifySecret
 }
 
 // Authenticate identifies and authenticates the client of r, whose body
@@ -86,6 +89,34 @@ func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Cl
 		return reject("client_id too long")
 	}
 
+	att, err := a.Throttle.Check(r, cred.id)
+	if err != nil {
+		return store.Client{}, "", err
+	}
+	c, reason, err := a.check(r, cred)
+	if err != nil {
+		return store.Client{}, "", err // the store failed: no verdict
+	}
+	att.Done(reason == "")
+	if reason != "" {
+		return reject(reason)
+	}
+	m := MethodNone
+	switch {
+	case cred.secret == "":
+	case cred.basic:
+		m = MethodBasic
+	default:
+		m = MethodPost
+	}
+	reqlog.Set(r.Context(), "client_id", c.ID) // for the access log line
+	return c, m, nil
+}
+
+// check looks the client up and judges cred, returning why it fails ("" if
+// it does not). The work is the same for an unknown id as for a wrong
+// secret: one digest comparison (see verifySecret).
+func (a *Authenticator) check(r *http.Request, cred credential) (store.Client, string, error) {
 	now := a.now()
 	c, err := a.Clients.GetClient(r.Context(), cred.id, now)
 	known := err == nil
@@ -100,36 +131,26 @@ func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Cl
 		ok := a.verifySecret(c.ID, c.SecretHash, cred.secret)
 		switch {
 		case !known:
-			return reject("unknown client")
+			return c, "unknown client", nil
 		case c.SecretHash == "":
-			return reject("public client presented a secret")
+			return c, "public client presented a secret", nil
 		case !ok:
-			return reject("wrong secret")
+			return c, "wrong secret", nil
 		case c.SecretExpiresAt != nil && !now.Before(*c.SecretExpiresAt):
-			return reject("secret expired")
+			return c, "secret expired", nil
 		}
 	} else {
 		switch {
 		case !known:
-			return reject("unknown client")
+			return c, "unknown client", nil
 		case c.SecretHash != "":
-			return reject("confidential client presented no secret")
+			return c, "confidential client presented no secret", nil
 		}
 	}
 	if c.Disabled {
-		return reject("client disabled")
+		return c, "client disabled", nil
 	}
-
-	m := MethodNone
-	switch {
-	case cred.secret == "":
-	case cred.basic:
-		m = MethodBasic
-	default:
-		m = MethodPost
-	}
-	reqlog.Set(r.Context(), "client_id", c.ID) // for the access log line
-	return c, m, nil
+	return c, "", nil
 }
 
 func (a *Authenticator) now() time.Time {

@@ -400,9 +400,11 @@ func wantError(t *testing.T, r reply, status int, code string) {
 	wantNoStore(t, r)
 }
 
-// limiter returns an option installing a limiter of n requests per caller.
+// limiter returns an option installing a limiter of n requests per caller,
+// and a throttle of n failed authentications per network.
 func limiter(n int) option {
 	return func(h *introspect.Handler) {
 		h.Limiter = ratelimit.New(ratelimit.Config{PerKeyPerMinute: 1, PerKeyBurst: n}, h.Now)
+		h.Clients.Throttle = clientauth.NewThrottle(clientauth.ThrottleConfig{PerIPPerMinute: 1, PerIPBurst: n}, h.Now)
 	}
 }

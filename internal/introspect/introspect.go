@@ -88,9 +88,9 @@ type Handler struct {
 	// do with clientauth.CachedClients. Zero reads
 	// the user every time. Revocation (jti, grant) is never cached.
 	UserCacheTTL time.Duration
-	// Limiter bounds /introspect calls per caller (client id or static
-	// token); failed authentications count against the caller's network.
-	// Nil: no limit.
+	// Limiter bounds /introspect calls per authenticated caller (client id
+	// or static token); failed authentications are limited by
+	// Clients.Throttle instead, before any comparison. Nil: no limit.
 	Limiter *ratelimit.Limiter
 	// MaxBodyBytes bounds request bodies (clientauth.DefaultMaxFormBytes
 	// when zero).
@@ -181,15 +181,10 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) (*response,
 	if err := clientauth.CheckSingle(form); err != nil {
 		return nil, err
 	}
+	// Guessing credentials is limited by clientauth's Throttle, per network
+	// and client id, before anything is compared.
 	c, err := h.authenticate(r, form)
 	if err != nil {
-		var oe *oauth.Error
-		if errors.As(err, &oe) && oe.Status == http.StatusUnauthorized {
-			// Guessing credentials is limited by network.
-			if lerr := h.limit("ip:" + ratelimit.RemoteIPKey(r)); lerr != nil {
-				return nil, lerr
-			}
-		}
 		return nil, err
 	}
 	ctx := r.Context()
@@ -275,7 +270,13 @@ func (h *Handler) authenticate(r *http.Request, form url.Values) (caller, error)
 			if form.Has("client_id") || form.Has("client_secret") {
 				return caller{}, oauth.InvalidRequest("the caller used more than one authentication method (a bearer token and client credentials)")
 			}
-			return h.authenticateBearer(strings.TrimSpace(tok))
+			att, err := h.Clients.Throttle.Check(r, "")
+			if err != nil {
+				return caller{}, err
+			}
+			c, err := h.authenticateBearer(strings.TrimSpace(tok))
+			att.Done(err == nil)
+			return c, err
 		}
 	}
 	cl, method, err := h.Clients.Authenticate(r, form)

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -10,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
 )
 
 // Tests for the findings of the outside security review (issue 17).
@@ -257,5 +262,92 @@ func TestSecurityFailedClientAuthenticationThrottled(t *testing.T) {
 		if want := map[bool]int{true: 401, false: 429}[i < 20]; r.status != want {
 			t.Fatalf("RFC 7592 guess %d: %d, want %d", i+1, r.status, want)
 		}
+	}
+}
+
+// withdrawRedirectURI replaces a client's redirect URIs through RFC 7592.
+func withdrawRedirectURI(t *testing.T, base string, reg map[string]any, keep string) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{
+		"client_id": reg["client_id"], "client_name": reg["client_name"], "redirect_uris": []string{keep},
+		"grant_types": reg["grant_types"], "token_endpoint_auth_method": "none",
+	})
+	req, _ := http.NewRequest(http.MethodPut, base+"/register/"+reg["client_id"].(string), bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+reg["registration_access_token"].(string))
+	r, err := sendOAuth(req)
+	if err != nil || r.status != http.StatusOK {
+		t.Fatalf("RFC 7592 PUT: %v %d %s", err, r.status, r.raw)
+	}
+}
+
+// TestSecurityNoRedirectToWithdrawnURI: every redirect to a client, an
+// error as much as a code, goes only to a redirect URI the client lists at
+// that moment. The client withdraws the URI (RFC 7592 PUT) between
+// /authorize and the user's Deny, or while the user is at the upstream
+// and declines there: the user gets an error page, and nothing (not even
+// error=access_denied with the client's state) is sent to the URI.
+func TestSecurityNoRedirectToWithdrawnURI(t *testing.T) {
+	t.Parallel()
+	s := newSecEnv(t, nil)
+	const kept, withdrawn = "https://app.example.com/kept", "https://app.example.com/withdrawn"
+	register := func() map[string]any {
+		return registerClient(t, s.inst.URL, map[string]any{
+			"client_name":                fmt.Sprintf("withdrawing %d", clientSeq.Add(1)),
+			"redirect_uris":              []string{kept, withdrawn},
+			"grant_types":                []string{"authorization_code", "refresh_token"},
+			"token_endpoint_auth_method": "none",
+		})
+	}
+	authURL := func(id string) string {
+		conf := s.oauthConfig(id, "", withdrawn)
+		return conf.AuthCodeURL("client-state", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", mcpResource))
+	}
+	deny := func(b *browser, page string) *http.Response {
+		form := url.Values{"decision": {"deny"}}
+		for _, m := range hiddenInput.FindAllStringSubmatch(page, -1) {
+			form.Set(m[1], htmlUnescape(m[2]))
+		}
+		resp, err := b.c.PostForm(s.inst.URL+"/consent", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+
+	// Deny at the consent page: a redirect while the URI is registered ...
+	reg := register()
+	b := newBrowser(t, s.github.Client().Transport, "https://app.example.com/")
+	_, page := b.get(t, authURL(reg["client_id"].(string)))
+	if !strings.Contains(page, `action="/consent"`) {
+		t.Fatalf("no consent page: %s", page)
+	}
+	if resp := deny(b, page); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), withdrawn+"?") {
+		t.Fatalf("deny, URI registered: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	// ... and a page once it has been withdrawn.
+	reg = register()
+	b = newBrowser(t, s.github.Client().Transport, "https://app.example.com/")
+	_, page = b.get(t, authURL(reg["client_id"].(string)))
+	withdrawRedirectURI(t, s.inst.URL, reg, kept)
+	if resp := deny(b, page); resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" {
+		t.Fatalf("deny after the redirect URI was withdrawn: %d %q, want an error page", resp.StatusCode, resp.Header.Get("Location"))
+	}
+
+	// The user declines at the upstream after the URI was withdrawn.
+	s.github.SetDecline(true)
+	reg = register()
+	b = newBrowser(t, s.github.Client().Transport, s.github.BaseURL()) // stop at the upstream
+	resp, _ := b.get(t, authURL(reg["client_id"].(string)))
+	atUpstream := resp.Header.Get("Location")
+	if !strings.HasPrefix(atUpstream, s.github.BaseURL()) {
+		t.Fatalf("not sent to the upstream: %d %q", resp.StatusCode, atUpstream)
+	}
+	withdrawRedirectURI(t, s.inst.URL, reg, kept)
+	b.redirect = "https://app.example.com/"
+	resp, body := b.get(t, atUpstream)
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" || !strings.Contains(body, "no longer lists") {
+		t.Fatalf("upstream access_denied after the redirect URI was withdrawn: %d %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }

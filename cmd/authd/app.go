@@ -242,6 +242,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Store:          invalidatingStore{Store: st, caches: []*clientauth.CachedClients{clientCache, authzCache}},
 		Issuer:         cfg.Issuer,
 		Policy:         cfg.Registration,
+		Scopes:         scopeNames,
 		Limiter:        ratelimit.New(cfg.Registration.RateLimit, now),
 		Throttle:       throttle,
 		TrustedProxies: mustPrefixes(cfg),

@@ -351,3 +351,77 @@ func TestSecurityNoRedirectToWithdrawnURI(t *testing.T) {
 		t.Fatalf("upstream access_denied after the redirect URI was withdrawn: %d %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
 }
+
+// postRegistration sends an RFC 7591 registration and returns the answer.
+func postRegistration(t *testing.T, base string, md map[string]any) oauthResp {
+	t.Helper()
+	body, _ := json.Marshal(md)
+	req, _ := http.NewRequest(http.MethodPost, base+"/register", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	r, err := sendOAuth(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestSecurityRegistrationHygiene: wildcard or otherwise invalid redirect
+// URI hosts and redirect URIs whose query already carries a parameter of
+// the authorization response are refused, at registration and at RFC 7592
+// update (client metadata documents share the check: TestParseDocument);
+// a registration's scope keeps only scopes authd knows; a client name
+// mixing scripts is flagged on the consent page.
+func TestSecurityRegistrationHygiene(t *testing.T) {
+	t.Parallel()
+	s := newSecEnv(t, nil)
+	md := func(name string, redirects ...string) map[string]any {
+		return map[string]any{
+			"client_name": name, "redirect_uris": redirects, "token_endpoint_auth_method": "none",
+			"grant_types": []string{"authorization_code", "refresh_token"},
+		}
+	}
+	for _, uri := range []string{
+		"https://*.example.com/cb", "https://app.*.example.com/cb", "https://exa_mple.com/cb",
+		"https://app.example.com/cb?code=x", "https://app.example.com/cb?a=1&state=s",
+		"https://app.example.com/cb?iss=https://evil.example", "http://127.0.0.1/cb?error=x",
+		"https://app.example.com/cb?error_description=x",
+	} {
+		r := postRegistration(t, s.inst.URL, md("hygiene", uri))
+		wantOAuthError(t, "register "+uri, r, http.StatusBadRequest, "invalid_redirect_uri")
+	}
+	reg := registerClient(t, s.inst.URL, md("hygiene ok", "https://app.example.com/cb?tenant=a"))
+	upd := md("hygiene ok", "https://app.example.com/cb?code=1")
+	upd["client_id"] = reg["client_id"]
+	body, _ := json.Marshal(upd)
+	req, _ := http.NewRequest(http.MethodPut, s.inst.URL+"/register/"+reg["client_id"].(string), bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+reg["registration_access_token"].(string))
+	r, err := sendOAuth(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOAuthError(t, "RFC 7592 update with ?code=", r, http.StatusBadRequest, "invalid_redirect_uri")
+
+	scoped := md("hygiene scope", "https://app.example.com/cb")
+	scoped["scope"] = "* admin mcp:tools"
+	if got := registerClient(t, s.inst.URL, scoped)["scope"]; got != "mcp:tools" {
+		t.Errorf("registered scope answered as %v, want only the known mcp:tools", got)
+	}
+
+	consentPage := func(name string) string {
+		id := registerClient(t, s.inst.URL, md(name, "https://app.example.com/cb"))["client_id"].(string)
+		b := newBrowser(t, s.github.Client().Transport, "https://app.example.com/")
+		conf := s.oauthConfig(id, "", "https://app.example.com/cb")
+		_, page := b.get(t, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", mcpResource)))
+		if !strings.Contains(page, `action="/consent"`) {
+			t.Fatalf("no consent page for %q: %s", name, page)
+		}
+		return page
+	}
+	if page := consentPage("\u0421laude"); !strings.Contains(page, "Suspicious name") || !strings.Contains(page, "app.example.com") {
+		t.Error("a name mixing Cyrillic and Latin letters is not flagged on the consent page (or the redirect host is missing)")
+	}
+	if page := consentPage("Claude"); strings.Contains(page, "Suspicious name") {
+		t.Error("an ordinary name is flagged")
+	}
+}

@@ -21,6 +21,8 @@ type consentScope struct {
 
 type consentData struct {
 	ClientName   string
+	Deceptive    bool   // the name mixes scripts or uses full-width forms
+
 	Verified     string // config, metadata or dynamic
 	ClientHost   string // host of a metadata-document client_id
 	RedirectHost string
@@ -50,6 +52,7 @@ func (h *Handler) consentPage(w http.ResponseWriter, r *http.Request) {
 	d := consentData{
 		Base:       h.basePath(),
 		ClientName: clientName(client),
+		Deceptive:  deceptiveName(clientName(client)),
 		Verified:   verification(client),
 		ClientHost: metadataHost(client),
 		UserName:   displayName(user),

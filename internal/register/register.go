@@ -93,6 +93,11 @@ type Handler struct {
 	// Issuer + "/register/" + client_id.
 	Issuer string
 	Policy Policy
+	// Scopes are the scopes the server knows; a registration's scope is
+	// stored and returned with only these (RFC 7591 §3.2.1 lets the server
+	// replace the value), so it never advertises what authd will not
+	// grant. Empty: any well-formed scope is kept.
+	Scopes []string
 	// Limiter rate-limits every registration route by client network; nil
 	// means no limit.
 	Limiter *ratelimit.Limiter
@@ -175,6 +180,7 @@ func (h *Handler) doRegister(w http.ResponseWriter, r *http.Request) (clientInfo
 	if oerr != nil {
 		return clientInfo{}, oerr
 	}
+	md.Scope = h.knownScopes(md.Scope)
 
 	ctx, now := r.Context(), h.now()
 	var fp string
@@ -281,6 +287,7 @@ func (h *Handler) doUpdate(w http.ResponseWriter, r *http.Request) (clientInfo, 
 	if oerr != nil {
 		return clientInfo{}, oerr
 	}
+	md.Scope = h.knownScopes(md.Scope)
 
 	ctx, now := r.Context(), h.now()
 	next := c
@@ -516,6 +523,21 @@ func sourceNetwork(r *http.Request) string {
 		return host
 	}
 	return ratelimit.Network(a, 24, 64).String()
+}
+
+// knownScopes is scope (already validated and normalised) without the
+// scopes the server does not know.
+func (h *Handler) knownScopes(scope string) string {
+	if len(h.Scopes) == 0 || scope == "" {
+		return scope
+	}
+	var keep []string
+	for _, s := range strings.Fields(scope) {
+		if slices.Contains(h.Scopes, s) {
+			keep = append(keep, s)
+		}
+	}
+	return oauth.JoinScope(keep)
 }
 
 // distinctNetwork reports whether r's source address identifies the

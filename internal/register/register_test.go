@@ -833,3 +833,39 @@ func TestClientCredentialsRefusedByDefault(t *testing.T) {
 		t.Fatalf("%d clients stored, want 1", n)
 	}
 }
+
+// TestRegistrationScopeKeepsOnlyKnownScopes: a registration's scope is
+// stored and echoed with only the scopes the server knows (RFC 7591
+// §3.2.1 lets the server replace it): "* admin" is not advertised back as
+// if authd granted it (issue 17).
+func TestRegistrationScopeKeepsOnlyKnownScopes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testPolicy(), nil)
+	e.h.Scopes = []string{"mcp:tools", "mcp:resources"}
+	for _, tc := range []struct{ sent, want string }{
+		{"* admin", ""},
+		{"mcp:tools * admin mcp:resources", "mcp:tools mcp:resources"},
+		{"", ""},
+	} {
+		md := claudeMetadata()
+		md["client_name"] = "scopes " + tc.sent
+		if tc.sent == "" {
+			delete(md, "scope")
+		} else {
+			md["scope"] = tc.sent
+		}
+		resp := e.register(md).mustStatus(t, http.StatusCreated)
+		got, _ := resp.json(t)["scope"].(string)
+		reg := resp.registration(t)
+		if got != tc.want || e.client(reg.ClientID).Metadata.Scope != tc.want {
+			t.Errorf("scope %q: answered %q, stored %q, want %q", tc.sent, got, e.client(reg.ClientID).Metadata.Scope, tc.want)
+		}
+		// An RFC 7592 update is held to the same rule.
+		md["client_id"] = reg.ClientID
+		md["scope"] = "admin mcp:tools"
+		upd := e.do(req{method: http.MethodPut, path: "/register/" + reg.ClientID, token: reg.RegistrationAccessToken, body: md}).mustStatus(t, http.StatusOK)
+		if got, _ := upd.json(t)["scope"].(string); got != "mcp:tools" {
+			t.Errorf("update: scope %q, want mcp:tools", got)
+		}
+	}
+}

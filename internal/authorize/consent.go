@@ -20,8 +20,8 @@ type consentScope struct {
 }
 
 type consentData struct {
-	ClientName   string
-	Deceptive    bool   // the name mixes scripts or uses full-width forms
+	ClientName string
+	Deceptive  bool // the name mixes scripts or uses full-width forms
 
 	Verified     string // config, metadata or dynamic
 	ClientHost   string // host of a metadata-document client_id

@@ -208,6 +208,14 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) (*response,
 	if err != nil {
 		return nil, h.inactive(ctx, err)
 	}
+	if t.refresh && !(c.client && c.id == t.clientID) {
+		// A refresh token is no credential at any resource server (it
+		// has no audience); one that checks only "active" must not take
+		// it for an access token. Only the client holding it may see it
+		// active (RFC 7662 §2.2 lets the answer depend on the caller).
+		h.log().DebugContext(ctx, "introspection of a refresh token by another caller", "caller", c.id)
+		return nil, nil
+	}
 	if c.resources != nil && !slices.ContainsFunc(t.audience, func(a string) bool { return slices.Contains(c.resources, a) }) {
 		// RFC 7662 §4: a resource server must not learn about tokens meant
 		// for others, so token scanning through it reveals nothing.

@@ -229,15 +229,15 @@ func testIntrospectInactive(t *testing.T, e *env) {
 	}
 
 	revokedJTI := e.aliceToken().AccessToken
-	e.revoke(revokedJTI, post(mcpClient, ""))
+	e.revoke(revokedJTI, post(mcpClient, secret))
 
 	revokedGrant := e.aliceToken()
-	e.revoke(revokedGrant.RefreshToken, post(mcpClient, ""))
+	e.revoke(revokedGrant.RefreshToken, post(mcpClient, secret))
 
 	opaque := e.login(grantSpec{user: e.alice, scopes: []string{"read"}, resources: []string{resOpaque}})
-	e.revoke(opaque.AccessToken, post(mcpClient, ""))
+	e.revoke(opaque.AccessToken, post(mcpClient, secret))
 	opaqueOfRevokedGrant := e.login(grantSpec{user: e.alice, scopes: []string{"read"}, resources: []string{resOpaque}})
-	e.revoke(opaqueOfRevokedGrant.RefreshToken, post(mcpClient, ""))
+	e.revoke(opaqueOfRevokedGrant.RefreshToken, post(mcpClient, secret))
 
 	rotated := e.aliceToken()
 	refreshed := e.refresh(rotated.RefreshToken)
@@ -363,7 +363,7 @@ func TestIntrospectUserCache(t *testing.T) {
 	wantActive(t, e.introspect(one.AccessToken))
 	wantInactive(t, e.introspect(jwt.AccessToken))
 	wantInactive(t, e.introspect(jwt.RefreshToken))
-	e.revoke(two.AccessToken, post(mcpClient, ""))
+	e.revoke(two.AccessToken, post(mcpClient, secret))
 	wantInactive(t, e.introspect(two.AccessToken))
 	e.clock.Add(ttl)
 	wantInactive(t, e.introspect(one.AccessToken))
@@ -599,7 +599,7 @@ func hs256WithPublicKey(t *testing.T, e *env, c jwt.MapClaims, kid string) strin
 // refresh redeems a refresh token at /token.
 func (e *env) refresh(rt string) *tokenPair {
 	e.t.Helper()
-	r := e.postForm("/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, post(mcpClient, ""))
+	r := e.postForm("/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, post(mcpClient, secret))
 	if r.status != http.StatusOK {
 		e.t.Fatalf("refresh: %d %s", r.status, r.body)
 	}
@@ -607,3 +607,32 @@ func (e *env) refresh(rt string) *tokenPair {
 }
 
 type tokenPair struct{ AccessToken, RefreshToken string }
+
+// TestIntrospectRefreshTokenOnlyToItsClient: a refresh token is active
+// only to the client holding it; resource servers (clients allowed to
+// introspect, restricted or not, and static bearer callers) and other
+// clients see it inactive, so a resource server that checks only "active"
+// cannot take it for an access token (issue 17).
+func TestIntrospectRefreshTokenOnlyToItsClient(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tok := e.aliceToken()
+	for name, a := range map[string]auth{
+		"resource server":            basic(rs, secret),
+		"restricted resource server": basic(rsAdmin, secret),
+		"static bearer token":        bearer(staticToken),
+		"another client":             basic(mcpClient2, secret),
+	} {
+		r := e.introspectAs(a, tok.RefreshToken)
+		if r.status != http.StatusOK || string(r.body) != `{"active":false}` {
+			t.Errorf("%s: %d %s, want exactly {\"active\":false}", name, r.status, r.body)
+		}
+	}
+	r := wantActive(t, e.introspectAs(basic(mcpClient, secret), tok.RefreshToken))
+	if r.str("token_type") != "refresh_token" || r.str("client_id") != mcpClient {
+		t.Errorf("owner's view: %s", r.body)
+	}
+	// Access tokens are unaffected.
+	wantActive(t, e.introspectAs(basic(rs, secret), tok.AccessToken))
+	wantActive(t, e.introspectAs(bearer(staticToken), tok.AccessToken))
+}

@@ -318,6 +318,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Issuer:         cfg.Issuer,
 		BearerTokens:   cfg.Introspection.BearerTokens,
 		IdentityClaims: cfg.Tokens.IdentityClaims,
+		UserCheck:      userCheck,
 		Limiter:        ratelimit.New(cfg.Introspection.RateLimit, now),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
 		Observe:        m.ObserveIntrospection,

@@ -78,6 +78,11 @@ type Handler struct {
 	BearerTokens []string
 	// Resources are the resources /verify protects.
 	Resources []Resource
+	// UserCheck re-applies the current sign-in policy (the allowlist, from
+	// the configuration: no upstream call) to the user of every user token
+	// judged, at /introspect and /verify; an error makes the token
+	// inactive. Nil allows everyone.
+	UserCheck func(ctx context.Context, u store.User) error
 	// IdentityClaims adds preferred_username and email (when verified) to
 	// active introspection responses for user tokens.
 	IdentityClaims bool

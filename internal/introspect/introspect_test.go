@@ -1,6 +1,7 @@
 package introspect_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,9 +9,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/store"
 )
 
 // TestIntrospect runs the cases that can share one database: none of them
@@ -635,4 +639,45 @@ func TestIntrospectRefreshTokenOnlyToItsClient(t *testing.T) {
 	// Access tokens are unaffected.
 	wantActive(t, e.introspectAs(basic(rs, secret), tok.AccessToken))
 	wantActive(t, e.introspectAs(bearer(staticToken), tok.AccessToken))
+}
+
+// TestIntrospectAndVerifyRecheckAllowlist: a user removed from the
+// allowlist loses every token at once at /introspect and /verify (the
+// check reads the configuration, no upstream), not only at the next
+// refresh; other users and client_credentials tokens are unaffected
+// (issue 17).
+func TestIntrospectAndVerifyRecheckAllowlist(t *testing.T) {
+	t.Parallel()
+	var denied sync.Map // user id → true
+	e := newEnv(t, func(h *introspect.Handler) {
+		h.UserCheck = func(_ context.Context, u store.User) error {
+			if _, ok := denied.Load(u.ID); ok {
+				return errors.New("not on the allowlist")
+			}
+			return nil
+		}
+	})
+	alice := e.aliceToken()
+	aliceOpaque := e.login(grantSpec{user: e.alice, scopes: []string{"read"}, resources: []string{resOpaque}})
+	bob := e.login(grantSpec{user: e.bob, scopes: []string{"read"}, resources: []string{resRoot}})
+	machineTok := e.machineToken(resRoot, "read")
+	for _, tok := range []string{alice.AccessToken, alice.RefreshToken, aliceOpaque.AccessToken, bob.AccessToken, machineTok} {
+		wantActive(t, e.introspect(tok))
+	}
+	if r := e.verify(http.MethodGet, alice.AccessToken, fwd(resRoot, "/")); r.status != http.StatusOK {
+		t.Fatalf("verify before: %d %s", r.status, r.body)
+	}
+
+	denied.Store(e.alice.ID, true)
+	for _, tok := range []string{alice.AccessToken, alice.RefreshToken, aliceOpaque.AccessToken} {
+		wantInactive(t, e.introspect(tok))
+	}
+	if r := e.verify(http.MethodGet, alice.AccessToken, fwd(resRoot, "/")); r.status != http.StatusUnauthorized {
+		t.Errorf("verify of a user no longer allowed: %d %s", r.status, r.body)
+	}
+	wantActive(t, e.introspect(bob.AccessToken))
+	wantActive(t, e.introspect(machineTok))
+	if r := e.verify(http.MethodGet, bob.AccessToken, fwd(resRoot, "/")); r.status != http.StatusOK {
+		t.Errorf("verify of another user: %d %s", r.status, r.body)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -423,5 +424,35 @@ func TestSecurityRegistrationHygiene(t *testing.T) {
 	}
 	if page := consentPage("Claude"); strings.Contains(page, "Suspicious name") {
 		t.Error("an ordinary name is flagged")
+	}
+}
+
+// TestSecurityStateLimit: state is bounded at 1,024 characters, as the
+// README documents: one of exactly 1,024 comes back intact through the
+// whole flow; a longer one is answered at the redirect URI with
+// invalid_request naming the limit, without echoing the state (RFC 6749
+// sets no limit; authd bounds what it stores and puts in Location).
+func TestSecurityStateLimit(t *testing.T) {
+	t.Parallel()
+	s := newSecEnv(t, nil)
+	const cb = "https://app.example.com/cb"
+	conf := s.oauthConfig(s.publicClient(t, cb), "", cb)
+	long := strings.Repeat("s", 1024)
+	b := newBrowser(t, s.github.Client().Transport, cb)
+	q := b.authorize(t, s.inst.URL, conf.AuthCodeURL(long, oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", mcpResource)))
+	if q.Get("state") != long || q.Get("code") == "" {
+		t.Fatalf("state of 1024 characters: got %d characters back, code %q", len(q.Get("state")), q.Get("code"))
+	}
+	resp, _ := get(t, conf.AuthCodeURL(long+"s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", mcpResource)), nil)
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || !strings.HasPrefix(loc.String(), cb+"?") {
+		t.Fatalf("state of 1025 characters: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if e := loc.Query(); e.Get("error") != "invalid_request" || e.Get("error_description") != "state is longer than 1024 characters" || e.Has("state") {
+		t.Errorf("state of 1025 characters: %v", e)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil || !strings.Contains(string(readme), "`state` may be at most 1,024 characters") {
+		t.Errorf("README does not document the state limit: %v", err)
 	}
 }

@@ -89,7 +89,7 @@ func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Cl
 		return reject("client_id too long")
 	}
 
-	att, err := a.Throttle.Check(r, cred.id)
+	att, err := a.Throttle.Check(r, cred.id, cred.secret != "")
 	if err != nil {
 		return store.Client{}, "", err
 	}

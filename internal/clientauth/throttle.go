@@ -93,17 +93,23 @@ type Attempt struct {
 
 // Check admits a credential check for clientID ("" when there is none,
 // e.g. a static introspection token) from r's network, or returns the 429
-// to answer instead.
-func (t *Throttle) Check(r *http.Request, clientID string) (Attempt, error) {
+// to answer instead. secret says whether the caller presented a secret (a
+// client secret or a registration access token): only a success with one
+// makes the network known-good for the client, so that a public client's
+// id, which anyone may present, earns nothing.
+func (t *Throttle) Check(r *http.Request, clientID string, secret bool) (Attempt, error) {
 	if t == nil {
 		return Attempt{}, nil
 	}
 	a := Attempt{t: t, addr: "ip:" + ratelimit.RemoteIPKey(r)}
 	if clientID != "" {
-		a.pair = clientID + "\x00" + a.addr
+		pair := clientID + "\x00" + a.addr
 		a.client = "client:" + clientID
-		if t.knownGood(a.pair) {
-			a.client = "client:" + a.pair
+		if t.knownGood(pair) {
+			a.client = "client:" + pair
+		}
+		if secret {
+			a.pair = pair
 		}
 	}
 	var wait time.Duration

@@ -2,6 +2,7 @@ package clientauth_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -93,6 +94,30 @@ func TestThrottleFailedAuthentication(t *testing.T) {
 	if err := try("192.0.2.1", "conf", confSecret); err != nil {
 		t.Fatalf("known network locked out by others' failures: %v", err)
 	}
+	// A public client's id proves nothing: succeeding with it does not
+	// give a network a budget of its own.
+	pub := func(addr, secret string) error {
+		r := httptest.NewRequest(http.MethodPost, "/token", nil)
+		r.RemoteAddr = addr + ":1"
+		f := url.Values{"client_id": {"pub"}}
+		if secret != "" {
+			f.Set("client_secret", secret)
+		}
+		_, _, err := a.Authenticate(r, f)
+		return err
+	}
+	if err := pub("192.0.2.50", ""); err != nil {
+		t.Fatalf("public client: %v", err)
+	}
+	for i := range 5 {
+		if got := status(pub(fmt.Sprint("203.0.113.", 10+i), "guess")); got != http.StatusUnauthorized {
+			t.Fatalf("public client failure %d: %d", i+1, got)
+		}
+	}
+	if got := status(pub("192.0.2.50", "")); got != http.StatusTooManyRequests {
+		t.Fatalf("public client id over its budget, from the network it succeeded from: %d, want 429", got)
+	}
+
 	// Budgets refill.
 	clock = clock.Add(10 * time.Minute)
 	if err := try("198.51.100.1", "conf", confSecret); err != nil {

@@ -283,7 +283,7 @@ func (h *Handler) authenticate(r *http.Request, form url.Values) (caller, error)
 			if form.Has("client_id") || form.Has("client_secret") {
 				return caller{}, oauth.InvalidRequest("the caller used more than one authentication method (a bearer token and client credentials)")
 			}
-			att, err := h.Clients.Throttle.Check(r, "")
+			att, err := h.Clients.Throttle.Check(r, "", true)
 			if err != nil {
 				return caller{}, err
 			}

@@ -365,7 +365,7 @@ func (h *Handler) authenticate(r *http.Request) (store.Client, string, error) {
 	if len(id) > maxClientIDLen {
 		id = "" // cannot exist; not worth a budget of its own
 	}
-	att, err := h.Throttle.Check(r, id)
+	att, err := h.Throttle.Check(r, id, token != "")
 	if err != nil {
 		return store.Client{}, "", err
 	}

@@ -1,7 +1,9 @@
 // Package clientauth authenticates OAuth clients at the endpoints they call
 // directly (/token, /revoke, /introspect), following RFC 6749 §2.3.1:
 // client_secret_basic, client_secret_post, and "none" for public clients.
-// It also reads those endpoints' form bodies the same strict way (§3.2).
+// It also reads those endpoints' form bodies the same strict way (§3.2),
+// and throttles failed authentications before any comparison (Throttle,
+// which RFC 7592 management shares).
 package clientauth
 
 import (

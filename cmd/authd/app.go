@@ -277,7 +277,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	}
 	authz.Routes(r)
 
-	clientAuth := &clientauth.Authenticator{Clients: clientCache, Now: now, Throttle: throttle}
+	clientAuth := &clientauth.Authenticator{Clients: clientCache, Now: now, Throttle: throttle, FailureFloor: clientauth.DefaultFailureFloor}
 	if err := pinConfiguredSecrets(ctx, st, clientAuth, cfg.Clients, now(), log); err != nil {
 		return nil, err
 	}

@@ -59,6 +59,14 @@ type Authenticator struct {
 	// Throttle, when set, limits failed authentications per network and
 	// per client id; it is consulted before any lookup or comparison.
 	Throttle *Throttle
+	// FailureFloor, when positive, is the least time a failed
+	// authentication takes to answer (DefaultFailureFloor in production).
+	// The comparison itself costs the same for every kind of client, but
+	// the lookup does not: a client used in the last few seconds comes
+	// from the cache, an unknown id from the database. Answering every
+	// failure no sooner than the floor hides that difference (and any
+	// other below it); successes are not delayed.
+	FailureFloor time.Duration
 
 	verified secretMemo // keyed digests of secrets known good; see verifySecret
 }
@@ -95,12 +103,14 @@ func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Cl
 	if err != nil {
 		return store.Client{}, "", err
 	}
+	start := time.Now()
 	c, reason, err := a.check(r, cred)
 	if err != nil {
 		return store.Client{}, "", err // the store failed: no verdict
 	}
 	att.Done(reason == "")
 	if reason != "" {
+		waitUntil(r.Context(), start.Add(a.FailureFloor))
 		return reject(reason)
 	}
 	m := MethodNone
@@ -153,6 +163,23 @@ func (a *Authenticator) check(r *http.Request, cred credential) (store.Client, s
 		return c, "client disabled", nil
 	}
 	return c, "", nil
+}
+
+// DefaultFailureFloor is above a loaded database's typical lookup time.
+const DefaultFailureFloor = 10 * time.Millisecond
+
+// waitUntil sleeps until t, or until ctx ends.
+func waitUntil(ctx context.Context, t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	}
 }
 
 func (a *Authenticator) now() time.Time {

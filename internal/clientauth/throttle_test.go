@@ -124,3 +124,29 @@ func TestThrottleFailedAuthentication(t *testing.T) {
 		t.Fatalf("after the refill: %v", err)
 	}
 }
+
+// TestFailureFloor: a failed authentication answers no sooner than the
+// floor, whatever the lookup cost (cache or database), while a success
+// is not delayed.
+func TestFailureFloor(t *testing.T) {
+	t.Parallel()
+	st := store.NewMemory()
+	seed(t, st)
+	const floor = 200 * time.Millisecond
+	a := &clientauth.Authenticator{Clients: st, Now: func() time.Time { return now }, FailureFloor: floor}
+	try := func(id, secret string) (time.Duration, error) {
+		r := httptest.NewRequest(http.MethodPost, "/token", nil)
+		r.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+		start := time.Now()
+		_, _, err := a.Authenticate(r, url.Values{})
+		return time.Since(start), err
+	}
+	for _, id := range []string{"conf", "ghost"} {
+		if d, err := try(id, "wrong"); err == nil || d < floor {
+			t.Errorf("failure for %s answered after %v (err %v), floor %v", id, d, err, floor)
+		}
+	}
+	if d, err := try("conf", confSecret); err != nil || d >= floor {
+		t.Errorf("success answered after %v (err %v): delayed by the floor", d, err)
+	}
+}

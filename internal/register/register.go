@@ -83,6 +83,7 @@ type Store interface {
 	UpdateClient(ctx context.Context, c store.Client) error
 	UpdateClientIf(ctx context.Context, c store.Client, ratHash string) error
 	DeleteClient(ctx context.Context, id string) error
+	TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error
 	ForgetClientConsents(ctx context.Context, clientID string) error
 }
 
@@ -227,14 +228,14 @@ func (h *Handler) share(ctx context.Context, c store.Client, now time.Time) (cli
 		// Handing out a new row would undo the operator's block.
 		return clientInfo{}, oauth.InvalidClientMetadata("a client with this metadata has been disabled by the server operator")
 	}
-	c.UpdatedAt = now
-	c.ExpiresAt = h.idleExpiry(now)
-	// Conditional on the row being as found: an RFC 7592 PUT by its owner
-	// in between must not be overwritten with the stale copy
-	// (ErrNotFound then, and the caller registers a new client).
-	if err := h.Store.UpdateClientIf(ctx, c, c.RegistrationTokenHash); err != nil {
+	// Only the use is recorded (last use, idle expiry): an RFC 7592 PUT by
+	// the owner meanwhile is never overwritten with the copy found. A
+	// client deleted or expired meanwhile is ErrNotFound, and the caller
+	// registers a new one.
+	if err := h.Store.TouchClient(ctx, c.ID, now, h.Policy.ClientIdleLifetime); err != nil {
 		return clientInfo{}, err
 	}
+	c.ExpiresAt = h.idleExpiry(now)
 	reqlog.Set(ctx, "client_id", c.ID)
 	h.log().InfoContext(ctx, "client re-registered", "event", "client_registered", "client_id", c.ID, "shared", true)
 	return h.info(c, "", ""), nil

@@ -143,6 +143,9 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"client auth failure burst missing", validYAML, map[string]string{"AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_IP_BURST": "0"}, []string{"rate_limits.client_auth_failures.per_ip_burst"}},
 		{"negative client auth failure rate", validYAML, map[string]string{"AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_CLIENT_PER_MINUTE": "-1"}, []string{"rate_limits.client_auth_failures.per_client_per_minute"}},
 		{"negative purge interval", validYAML, map[string]string{"AUTHD_PURGE_INTERVAL": "-1m"}, []string{"purge_interval"}},
+		{"bad unknown_scopes", validYAML, map[string]string{"AUTHD_UNKNOWN_SCOPES": "drop"}, []string{"unknown_scopes", "ignore or reject"}},
+		{"offline_access declared", validYAML, map[string]string{"AUTHD_SCOPES": `[{"name":"offline_access"}]`}, []string{"scopes[0].name", "offline_access"}},
+		{"openid as a default scope", validYAML, map[string]string{"AUTHD_DEFAULT_SCOPES": "openid"}, []string{"default_scopes", "openid"}},
 		{"several problems at once", validYAML, map[string]string{"AUTHD_ISSUER": "ftp://x", "AUTHD_LOG_LEVEL": "loud"}, []string{"issuer", "log.level"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

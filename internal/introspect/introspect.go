@@ -83,6 +83,11 @@ type Handler struct {
 	// judged, at /introspect and /verify; an error makes the token
 	// inactive. Nil allows everyone.
 	UserCheck func(ctx context.Context, u store.User) error
+	// AnyResource lets /verify?resource=<URI> protect a URI that is not
+	// among Resources (no required scopes; the token's audience must still
+	// name it). Development mode only: in production an unlisted resource
+	// is a deployment error that /verify refuses (fail closed).
+	AnyResource bool
 	// IdentityClaims adds preferred_username and email (when verified) to
 	// active introspection responses for user tokens.
 	IdentityClaims bool

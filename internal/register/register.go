@@ -439,9 +439,12 @@ func bearerToken(r *http.Request) (string, bool) {
 
 // readJSONBody reads a JSON request body of at most limit bytes.
 func readJSONBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		return nil, oauth.InvalidRequest("the request body must be application/json")
+	}
+	if err := oauth.CheckCharset(params); err != nil {
+		return nil, err // RFC 8259 §8.1: JSON between systems is UTF-8
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
@@ -527,14 +530,15 @@ func sourceNetwork(r *http.Request) string {
 }
 
 // knownScopes is scope (already validated and normalised) without the
-// scopes the server does not know.
+// scopes the server does not know: it keeps the declared scopes and
+// offline_access, which the server metadata lists too (oauth.ScopeRule).
 func (h *Handler) knownScopes(scope string) string {
 	if len(h.Scopes) == 0 || scope == "" {
 		return scope
 	}
 	var keep []string
 	for _, s := range strings.Fields(scope) {
-		if slices.Contains(h.Scopes, s) {
+		if slices.Contains(h.Scopes, s) || s == oauth.ScopeOfflineAccess {
 			keep = append(keep, s)
 		}
 	}

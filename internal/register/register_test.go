@@ -845,6 +845,7 @@ func TestRegistrationScopeKeepsOnlyKnownScopes(t *testing.T) {
 	for _, tc := range []struct{ sent, want string }{
 		{"* admin", ""},
 		{"mcp:tools * admin mcp:resources", "mcp:tools mcp:resources"},
+		{"openid offline_access admin mcp:tools", "offline_access mcp:tools"},
 		{"", ""},
 	} {
 		md := claudeMetadata()

@@ -19,6 +19,7 @@ import (
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/discovery"
+	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/metrics"
@@ -313,7 +314,8 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Log:         log,
 	}
 	for _, res := range cfg.Resources {
-		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat})
+		ids, _ := idclaims.Parse(res.Claims) // validated at load
+		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat, Claims: ids})
 	}
 	tok.Routes(r)
 
@@ -334,7 +336,12 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Log:            log,
 	}
 	for _, res := range cfg.Resources {
-		intro.Resources = append(intro.Resources, introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes})
+		ids, _ := idclaims.Parse(res.Claims) // validated at load
+		ir := introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes, Claims: ids}
+		for _, rs := range res.RouteScopes {
+			ir.RouteScopes = append(ir.RouteScopes, introspect.RouteScope{Method: rs.Method, Path: rs.Path, Scopes: rs.Scopes})
+		}
+		intro.Resources = append(intro.Resources, ir)
 	}
 	intro.Routes(r)
 

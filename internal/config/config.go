@@ -18,6 +18,7 @@ import (
 	"github.com/authd/authd/internal/allowlist"
 	"github.com/authd/authd/internal/cimd"
 	"github.com/authd/authd/internal/clientauth"
+	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/register"
@@ -168,6 +169,23 @@ type ResourceConfig struct {
 	RequiredScopes []string `mapstructure:"required_scopes"` // enforced by /verify
 	TokenFormat    string   `mapstructure:"token_format"`    // jwt (default) or opaque
 	Documentation  string   `mapstructure:"documentation"`
+	// Claims are the identity claims about the user that tokens for this
+	// resource, introspection answers about them and /verify's headers
+	// carry: email, name, login, groups, upstream (idclaims.Names). None
+	// by default.
+	Claims []string `mapstructure:"claims"`
+	// RouteScopes are scopes /verify requires of requests with a given
+	// method and/or path, on top of RequiredScopes (step-up for
+	// unmodified servers).
+	RouteScopes []RouteScopeConfig `mapstructure:"route_scopes"`
+}
+
+// RouteScopeConfig: requests to the resource matching Method (empty: any)
+// and Path (exact, or a prefix when it ends in "*"; empty: any) need Scopes.
+type RouteScopeConfig struct {
+	Method string   `mapstructure:"method"`
+	Path   string   `mapstructure:"path"`
+	Scopes []string `mapstructure:"scopes"`
 }
 
 type IntrospectionConfig struct {
@@ -381,6 +399,29 @@ func (c *Config) Validate() error {
 				add("resources[%d]: scope %q is no resource scope (authd understands it itself and never grants it); remove it", i, s)
 			}
 		}
+		if _, err := idclaims.Parse(r.Claims); err != nil {
+			add("resources[%d].claims: %v", i, err)
+		}
+		for j, rs := range r.RouteScopes {
+			if rs.Method != "" && !isMethod(rs.Method) {
+				add("resources[%d].route_scopes[%d].method: %q is not an HTTP method such as POST", i, j, rs.Method)
+			}
+			if rs.Path != "" && !strings.HasPrefix(rs.Path, "/") {
+				add("resources[%d].route_scopes[%d].path: %q must start with \"/\" (e.g. /mcp/admin or /mcp/admin/*)", i, j, rs.Path)
+			}
+			if len(rs.Scopes) == 0 {
+				add("resources[%d].route_scopes[%d].scopes: list the scopes these requests need", i, j)
+			}
+			for _, s := range rs.Scopes {
+				if toks, err := oauth.ParseScope(s); err != nil || len(toks) != 1 {
+					add("resources[%d].route_scopes[%d].scopes: %q is not a single valid scope token", i, j, s)
+				} else if len(c.Scopes) > 0 && !scopeNames[s] {
+					add("resources[%d].route_scopes[%d].scopes: scope %q is not declared in scopes", i, j, s)
+				} else if oauth.ProtocolScope(s) {
+					add("resources[%d].route_scopes[%d].scopes: scope %q is no resource scope (authd never grants it); remove it", i, j, s)
+				}
+			}
+		}
 	}
 	if c.DefaultResource != "" {
 		if canon, err := oauth.CanonicalResource(c.DefaultResource); err != nil || canon != c.DefaultResource {
@@ -514,6 +555,16 @@ func plainPath(u *url.URL) bool {
 		}
 	}
 	return true
+}
+
+// isMethod reports whether s is an HTTP method token in upper case.
+func isMethod(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 'A' || s[i] > 'Z' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // TrustedProxyPrefixes parses trusted_proxies (CIDRs or single addresses).

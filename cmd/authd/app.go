@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authd/authd/internal/authorize"
 	"github.com/authd/authd/internal/cimd"
@@ -29,6 +30,7 @@ import (
 	"github.com/authd/authd/internal/server"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/token"
+	"github.com/authd/authd/internal/tracing"
 	"github.com/authd/authd/internal/upstream"
 )
 
@@ -83,6 +85,8 @@ type deps struct {
 	// cimdRoots verifies the servers of client ID metadata documents (nil:
 	// the system roots; tests trust their document server's certificate).
 	cimdRoots *x509.CertPool
+	// tracerProvider traces requests and upstream calls (nil: none).
+	tracerProvider trace.TracerProvider
 }
 
 // newMetrics creates the registry, with pool statistics for Postgres.
@@ -128,6 +132,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	if upstreamClient == nil {
 		upstreamClient = &http.Client{Timeout: 15 * time.Second}
 	}
+	upstreamClient = tracing.Client(d.tracerProvider, upstreamClient)
 	var connectors []upstream.Connector
 	providerTypes := map[string]string{}
 	for _, uc := range cfg.Upstreams {
@@ -159,6 +164,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Started:        started,
 		Ready:          st.Ping,
 		Now:            now,
+		TracerProvider: d.tracerProvider,
 		Observe: func(route, method string, status int, d time.Duration) {
 			m.ObserveRequest(route, method, status, d)
 			if route == prefix+"/register" && method == http.MethodPost {

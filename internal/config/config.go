@@ -39,6 +39,13 @@ type Config struct {
 	DatabaseURL    string   `mapstructure:"database_url"`
 	MigrateOnStart bool     `mapstructure:"migrate_on_start"`
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	// DatabaseQueryExecMode is how pgx sends queries: "" or cache_statement
+	// (pgx's default: named prepared statements cached per connection) for
+	// direct connections, cache_describe (unnamed statements, descriptions
+	// cached) behind PgBouncer's transaction pooling, which does not carry
+	// a connection's prepared statements from one transaction to the next.
+	// DatabaseDSN writes it into the URL as pgx's default_query_exec_mode.
+	DatabaseQueryExecMode string `mapstructure:"database_query_exec_mode"`
 	// ServiceDocumentation is advertised in the server metadata.
 	ServiceDocumentation string `mapstructure:"service_documentation"`
 	// PurgeInterval is how often each replica deletes expired rows (the
@@ -304,7 +311,12 @@ func (c *Config) Validate() error {
 	if c.DatabaseURL != "" {
 		if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 			add("database_url: must be a postgres:// or postgresql:// URL")
+		} else if m := u.Query().Get(queryExecModeParam); m != "" && !slices.Contains(QueryExecModes, m) {
+			add("database_url: %s=%s is not supported; use %s", queryExecModeParam, m, strings.Join(QueryExecModes, " or "))
 		}
+	}
+	if m := c.DatabaseQueryExecMode; m != "" && !slices.Contains(QueryExecModes, m) {
+		add("database_query_exec_mode: must be %s (behind PgBouncer in transaction pooling mode), got %q", strings.Join(QueryExecModes, " or "), m)
 	}
 	if _, err := c.TrustedProxyPrefixes(); err != nil {
 		add("trusted_proxies: %v", err)
@@ -498,6 +510,33 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// QueryExecModes are the pgx query exec modes authd supports. pgx's exec,
+// simple_protocol and describe_exec are left out: the first two cannot
+// encode authd's jsonb arguments, and describe_exec prepares in one round
+// trip and executes in the next, which PgBouncer may send to different
+// server connections (store tests TestPostgresConformanceThroughPgBouncer).
+var QueryExecModes = []string{"cache_statement", "cache_describe"}
+
+const queryExecModeParam = "default_query_exec_mode"
+
+// DatabaseDSN is database_url with database_query_exec_mode applied as
+// pgx's default_query_exec_mode parameter, the URL every store connection
+// (pool, migrations, schema check) is opened with. Without the setting the
+// URL is used as written.
+func (c *Config) DatabaseDSN() string {
+	if c.DatabaseQueryExecMode == "" || c.DatabaseURL == "" {
+		return c.DatabaseURL
+	}
+	u, err := url.Parse(c.DatabaseURL)
+	if err != nil {
+		return c.DatabaseURL // Validate reports it
+	}
+	q := u.Query()
+	q.Set(queryExecModeParam, c.DatabaseQueryExecMode)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // validateIssuer applies RFC 8414 §2 and OAuth 2.1 §1.5: an https URL

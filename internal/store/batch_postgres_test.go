@@ -16,11 +16,11 @@ import (
 )
 
 // lockedBatch runs calls against s while conn holds table (so that nothing
-// is written until every call has been made): the first two become the
-// batcher's statements in flight, each alone, and the rest queue behind
-// them, to go out together once the lock is released. It returns each
-// call's error.
-func lockedBatch(t *testing.T, s *store.Postgres, conn *pgx.Conn, kind string, calls []func() error) []error {
+// is written until every call has been made): first filler(0..n-1) until
+// the batcher has its n statements in flight, each alone, then calls,
+// which queue behind them, to go out together once the lock is released.
+// It returns each call's error.
+func lockedBatch(t *testing.T, s *store.Postgres, conn *pgx.Conn, kind string, filler func(i int) error, calls []func() error) []error {
 	t.Helper()
 	ctx := context.Background()
 	tx, err := conn.Begin(ctx)
@@ -30,23 +30,35 @@ func lockedBatch(t *testing.T, s *store.Postgres, conn *pgx.Conn, kind string, c
 	if _, err := tx.Exec(ctx, `LOCK TABLE `+kind+` IN SHARE MODE`); err != nil {
 		t.Fatal(err)
 	}
-	errs := make([]error, len(calls))
+	const n = store.BatchMaxFlushes
+	errs := make([]error, n+len(calls))
 	var wg sync.WaitGroup
-	for i, call := range calls {
-		wg.Go(func() { errs[i] = call() })
+	for i := range n + len(calls) {
+		wg.Go(func() {
+			if i < n {
+				errs[i] = filler(i)
+			} else {
+				errs[i] = calls[i-n]()
+			}
+		})
 		waitUntil(t, fmt.Sprintf("call %d to be taken or queued", i), func() bool {
 			queued, inFlight, _, _ := store.BatchState(s, kind)
-			if i < 2 {
+			if i < n {
 				return inFlight == i+1 && queued == 0
 			}
-			return queued == i-1
+			return queued == i-n+1
 		})
 	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
-	return errs
+	for i, err := range errs[:n] {
+		if err != nil {
+			t.Fatalf("filler %d: %v", i, err)
+		}
+	}
+	return errs[n:]
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
@@ -101,14 +113,14 @@ func TestPostgresBatchedClients(t *testing.T) {
 		t.Fatalf("%d multi-row statements for sequential registrations, want none", n)
 	}
 
-	calls := []func() error{
-		func() error { return s.CreateClient(ctx, with(variants[0], "first")) },
-		func() error { return s.CreateClient(ctx, with(variants[0], "second")) },
+	filler := func(round string) func(int) error {
+		return func(i int) error { return s.CreateClient(ctx, with(variants[0], fmt.Sprint("filler-", round, i))) }
 	}
+	var calls []func() error
 	for i, v := range variants {
 		calls = append(calls, func() error { return s.CreateClient(ctx, with(v, fmt.Sprint("batched-", i))) })
 	}
-	for i, err := range lockedBatch(t, s, conn, "clients", calls) {
+	for i, err := range lockedBatch(t, s, conn, "clients", filler("a"), calls) {
 		if err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
@@ -138,21 +150,19 @@ func TestPostgresBatchedClients(t *testing.T) {
 	if wantNUL == nil || errors.Is(wantNUL, store.ErrConflict) {
 		t.Fatalf("single-row CreateClient with a NUL: %v, want an error", wantNUL)
 	}
-	errs := lockedBatch(t, s, conn, "clients", []func() error{
-		func() error { return s.CreateClient(ctx, with(variants[1], "third")) },
-		func() error { return s.CreateClient(ctx, with(variants[1], "fourth")) },
+	errs := lockedBatch(t, s, conn, "clients", filler("b"), []func() error{
 		func() error { return s.CreateClient(ctx, with(variants[2], "good-1")) },
 		func() error { return s.CreateClient(ctx, with(variants[2], "single-0")) }, // taken
 		func() error { return s.CreateClient(ctx, nul) },
 		func() error { return s.CreateClient(ctx, with(variants[2], "good-2")) },
 	})
-	if !errors.Is(errs[3], store.ErrConflict) {
-		t.Errorf("taken id in a batch: %v, want ErrConflict", errs[3])
+	if !errors.Is(errs[1], store.ErrConflict) {
+		t.Errorf("taken id in a batch: %v, want ErrConflict", errs[1])
 	}
-	if errs[4] == nil || errs[4].Error() != wantNUL.Error() {
-		t.Errorf("NUL in a batch: %v, want %v", errs[4], wantNUL)
+	if errs[2] == nil || errs[2].Error() != wantNUL.Error() {
+		t.Errorf("NUL in a batch: %v, want %v", errs[2], wantNUL)
 	}
-	for _, i := range []int{0, 1, 2, 5} {
+	for _, i := range []int{0, 3} {
 		if errs[i] != nil {
 			t.Errorf("good row %d batched with bad ones: %v", i, errs[i])
 		}
@@ -198,14 +208,14 @@ func TestPostgresBatchedAccessTokens(t *testing.T) {
 			t.Fatalf("single-row CreateAccessToken of variant %d: %v", i, err)
 		}
 	}
-	calls := []func() error{
-		func() error { return s.CreateAccessToken(ctx, with(variants[0], "first")) },
-		func() error { return s.CreateAccessToken(ctx, with(variants[0], "second")) },
+	filler := func(round string) func(int) error {
+		return func(i int) error { return s.CreateAccessToken(ctx, with(variants[0], fmt.Sprint("filler-", round, i))) }
 	}
+	var calls []func() error
 	for i, v := range variants {
 		calls = append(calls, func() error { return s.CreateAccessToken(ctx, with(v, fmt.Sprint("batched-", i))) })
 	}
-	for i, err := range lockedBatch(t, s, conn, "access_tokens", calls) {
+	for i, err := range lockedBatch(t, s, conn, "access_tokens", filler("a"), calls) {
 		if err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
@@ -227,9 +237,7 @@ func TestPostgresBatchedAccessTokens(t *testing.T) {
 		}
 	}
 
-	errs := lockedBatch(t, s, conn, "access_tokens", []func() error{
-		func() error { return s.CreateAccessToken(ctx, with(variants[0], "third")) },
-		func() error { return s.CreateAccessToken(ctx, with(variants[0], "fourth")) },
+	errs := lockedBatch(t, s, conn, "access_tokens", filler("b"), []func() error{
 		func() error { return s.CreateAccessToken(ctx, with(variants[0], "good-1")) },
 		func() error { return s.CreateAccessToken(ctx, with(variants[0], "single-1")) }, // taken
 		func() error {
@@ -239,13 +247,13 @@ func TestPostgresBatchedAccessTokens(t *testing.T) {
 		},
 		func() error { return s.CreateAccessToken(ctx, with(variants[1], "good-2")) },
 	})
-	if !errors.Is(errs[3], store.ErrConflict) {
-		t.Errorf("taken digest in a batch: %v, want ErrConflict", errs[3])
+	if !errors.Is(errs[1], store.ErrConflict) {
+		t.Errorf("taken digest in a batch: %v, want ErrConflict", errs[1])
 	}
-	if !errors.Is(errs[4], store.ErrNotFound) {
-		t.Errorf("unknown client in a batch: %v, want ErrNotFound", errs[4])
+	if !errors.Is(errs[2], store.ErrNotFound) {
+		t.Errorf("unknown client in a batch: %v, want ErrNotFound", errs[2])
 	}
-	for _, i := range []int{0, 1, 2, 5} {
+	for _, i := range []int{0, 3} {
 		if errs[i] != nil {
 			t.Errorf("good row %d batched with bad ones: %v", i, errs[i])
 		}

@@ -17,9 +17,13 @@ const (
 	// it holds its locks).
 	batchMaxRows = 128
 	// batchMaxFlushes is how many statements of one kind may be in flight
-	// at once: enough to overlap one batch's commit with the next one's
-	// execution, few enough that batches form under load.
-	batchMaxFlushes = 2
+	// at once. Fewer make bigger batches and less work for PostgreSQL
+	// (with 32 concurrent requests, per registration or token: 2 in flight
+	// ~0.1 statements and ~50 us of PostgreSQL CPU, 4 ~0.2 and ~70 us, 8
+	// ~0.35 and ~95 us, one at a time ~170 us); more keep more requests
+	// moving when each statement waits long for its commit (a slow disk,
+	// a busy machine). See docs/performance.md.
+	batchMaxFlushes = 4
 )
 
 func (p *Postgres) initBatchers() {

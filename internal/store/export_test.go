@@ -22,3 +22,7 @@ func (b *batcher[T]) state() (int, int, int64, int64) {
 	defer b.mu.Unlock()
 	return len(b.queue), b.flushing, b.flushed.Load(), b.flushedRows.Load()
 }
+
+// BatchMaxFlushes is how many statements of one kind a batcher runs at
+// once before rows queue.
+const BatchMaxFlushes = batchMaxFlushes

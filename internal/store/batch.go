@@ -123,7 +123,7 @@ func (b *batcher[T]) take() []*batchCall[T] {
 func (b *batcher[T]) write(batch []*batchCall[T]) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	waiting := atomic.Int64{}
+	var waiting atomic.Int64
 	waiting.Store(int64(len(batch)))
 	for _, c := range batch {
 		stop := context.AfterFunc(c.ctx, func() {

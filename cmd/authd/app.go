@@ -211,6 +211,9 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Metadata: discovery.NewMetadata(cfg.Issuer, features),
 		JWKS:     km.JWKS,
 		Log:      log,
+		// --dev: every URL is a resource (/verify?resource= protects it).
+		AnyResource:       cfg.Dev && cfg.AllowAnyResource,
+		AnyResourceScopes: scopeNames,
 	}
 	for _, res := range cfg.Resources {
 		scopes := res.Scopes
@@ -253,6 +256,8 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		AllowAnyResource: cfg.AllowAnyResource,
 		DefaultResource:  cfg.DefaultResource,
 		DefaultScopes:    cfg.DefaultScopes,
+		// offline_access, openid and undeclared scopes: see oauth.ScopeRule.
+		RejectUnknownScopes: cfg.UnknownScopes == config.UnknownScopesReject,
 		Lifetimes: authorize.Lifetimes{
 			Request: cfg.Session.RequestLifetime,
 			Code:    cfg.Tokens.CodeLifetime,
@@ -280,6 +285,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		AllowAnyResource:         cfg.AllowAnyResource,
 		DefaultResource:          cfg.DefaultResource,
 		Scopes:                   scopeNames,
+		RejectUnknownScopes:      cfg.UnknownScopes == config.UnknownScopesReject,
 		DefaultScopes:            cfg.DefaultScopes,
 		TokenFormat:              cfg.Tokens.Format,
 		AccessTokenLifetime:      cfg.Tokens.AccessTokenLifetime,
@@ -303,11 +309,13 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	tok.Routes(r)
 
 	intro := &introspect.Handler{
-		Store:          clients,
-		Clients:        clientAuth,
-		Keys:           km,
-		Issuer:         cfg.Issuer,
-		BearerTokens:   cfg.Introspection.BearerTokens,
+		Store:        clients,
+		Clients:      clientAuth,
+		Keys:         km,
+		Issuer:       cfg.Issuer,
+		BearerTokens: cfg.Introspection.BearerTokens,
+		// --dev: /verify?resource= protects any URL (allow_any_resource).
+		AnyResource:    cfg.Dev && cfg.AllowAnyResource,
 		IdentityClaims: cfg.Tokens.IdentityClaims,
 		Limiter:        ratelimit.New(cfg.Introspection.RateLimit, now),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,

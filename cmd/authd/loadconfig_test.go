@@ -141,6 +141,9 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"dev login outside --dev", strings.Replace(validYAML, "    type: github\n", "    type: dev\n", 1), nil, []string{"upstreams[0].type", "--dev"}},
 		{"duplicate upstream id", strings.Replace(validYAML, "allowlist:", "  - {id: github, type: github, client_id: b, client_secret: c, github: {load_teams: true}}\nallowlist:", 1), nil, []string{"upstreams[1].id", "used twice"}},
 		{"negative purge interval", validYAML, map[string]string{"AUTHD_PURGE_INTERVAL": "-1m"}, []string{"purge_interval"}},
+		{"bad unknown_scopes", validYAML, map[string]string{"AUTHD_UNKNOWN_SCOPES": "drop"}, []string{"unknown_scopes", "ignore or reject"}},
+		{"offline_access declared", validYAML, map[string]string{"AUTHD_SCOPES": `[{"name":"offline_access"}]`}, []string{"scopes[0].name", "offline_access"}},
+		{"openid as a default scope", validYAML, map[string]string{"AUTHD_DEFAULT_SCOPES": "openid"}, []string{"default_scopes", "openid"}},
 		{"several problems at once", validYAML, map[string]string{"AUTHD_ISSUER": "ftp://x", "AUTHD_LOG_LEVEL": "loud"}, []string{"issuer", "log.level"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -27,8 +27,9 @@ import (
 // the environment variable of a key is AUTHD_ + the key upper-cased with
 // "." replaced by "_" (e.g. keys.encryption_secret → AUTHD_KEYS_ENCRYPTION_SECRET).
 type Config struct {
-	// Dev turns on development mode (--dev): in-memory store, dev login,
-	// http://localhost issuer. Never set in production.
+	// Dev turns on development mode (--dev): in-memory store (unless
+	// DatabaseURL is set), dev login, http://localhost issuer, any resource.
+	// Never set in production.
 	Dev bool `mapstructure:"dev"`
 
 	Issuer         string   `mapstructure:"issuer"`
@@ -54,7 +55,12 @@ type Config struct {
 	Tokens     TokensConfig     `mapstructure:"tokens"`
 	Session    SessionConfig    `mapstructure:"session"`
 
-	Scopes           []ScopeConfig    `mapstructure:"scopes"`
+	Scopes []ScopeConfig `mapstructure:"scopes"`
+	// UnknownScopes is what happens to a requested scope not declared in
+	// Scopes: "ignore" (the default) drops it and the token response says
+	// what was granted (RFC 6749 §3.3); "reject" answers invalid_scope.
+	// offline_access and openid are never unknown (oauth.ProtocolScope).
+	UnknownScopes    string           `mapstructure:"unknown_scopes"`
 	DefaultScopes    []string         `mapstructure:"default_scopes"`
 	Resources        []ResourceConfig `mapstructure:"resources"`
 	AllowAnyResource bool             `mapstructure:"allow_any_resource"`
@@ -201,9 +207,16 @@ func Defaults() Config {
 		// per-caller limit only stops a runaway caller.
 		Introspection:           IntrospectionConfig{RateLimit: ratelimit.Config{PerKeyPerMinute: 600000, PerKeyBurst: 20000}},
 		Registration:            register.DefaultPolicy(),
+		UnknownScopes:           UnknownScopesIgnore,
 		ClientMetadataDocuments: cimd.DefaultConfig(),
 	}
 }
+
+// Values of unknown_scopes.
+const (
+	UnknownScopesIgnore = "ignore"
+	UnknownScopesReject = "reject"
+)
 
 // ApplyDev fills in what development mode provides when not set explicitly.
 func (c *Config) ApplyDev() {
@@ -229,6 +242,14 @@ func (c *Config) ApplyDev() {
 	if len(c.Resources) == 0 {
 		// Any MCP server on the developer's machine may be named as resource.
 		c.AllowAnyResource = true
+		// A client that names no resource (one pointed at authd itself, as
+		// the README suggests) gets tokens for the issuer's URL rather than
+		// invalid_target.
+		if c.DefaultResource == "" {
+			if canon, err := oauth.CanonicalResource(c.Issuer); err == nil {
+				c.DefaultResource = canon
+			}
+		}
 	}
 	// Clients under development publish their metadata documents on the
 	// developer's machine (the draft allows this exception for a server
@@ -311,11 +332,20 @@ func (c *Config) Validate() error {
 		if scopeNames[s.Name] {
 			add("scopes[%d].name: %q declared twice", i, s.Name)
 		}
+		if oauth.ProtocolScope(s.Name) {
+			add("scopes[%d].name: %q is understood by authd itself and never granted (see Connecting MCP clients in the README); remove it", i, s.Name)
+		}
 		scopeNames[s.Name] = true
+	}
+	if c.UnknownScopes != UnknownScopesIgnore && c.UnknownScopes != UnknownScopesReject {
+		add("unknown_scopes: %q is not ignore or reject", c.UnknownScopes)
 	}
 	for _, s := range c.DefaultScopes {
 		if len(c.Scopes) > 0 && !scopeNames[s] {
 			add("default_scopes: %q is not declared in scopes", s)
+		}
+		if oauth.ProtocolScope(s) {
+			add("default_scopes: %q is never granted (authd understands it itself); remove it", s)
 		}
 	}
 	seen := map[string]bool{}
@@ -338,6 +368,9 @@ func (c *Config) Validate() error {
 		for _, s := range append(slices.Clone(r.Scopes), r.RequiredScopes...) {
 			if len(c.Scopes) > 0 && !scopeNames[s] {
 				add("resources[%d]: scope %q is not declared in scopes", i, s)
+			}
+			if oauth.ProtocolScope(s) {
+				add("resources[%d]: scope %q is no resource scope (authd understands it itself and never grants it); remove it", i, s)
 			}
 		}
 	}

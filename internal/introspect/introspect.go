@@ -78,6 +78,11 @@ type Handler struct {
 	BearerTokens []string
 	// Resources are the resources /verify protects.
 	Resources []Resource
+	// AnyResource lets /verify?resource=<URI> protect a URI that is not
+	// among Resources (no required scopes; the token's audience must still
+	// name it). Development mode only: in production an unlisted resource
+	// is a deployment error that /verify refuses (fail closed).
+	AnyResource bool
 	// IdentityClaims adds preferred_username and email (when verified) to
 	// active introspection responses for user tokens.
 	IdentityClaims bool

@@ -102,6 +102,13 @@ func (h *Handler) resourceOf(r *http.Request) (*resourceMatcher, error) {
 				return &h.resources[i], nil
 			}
 		}
+		if h.AnyResource {
+			m, err := newResourceMatcher(Resource{URI: canon})
+			if err != nil {
+				return nil, oauth.InvalidRequest("the resource parameter is not a valid resource URI")
+			}
+			return &m, nil
+		}
 		return nil, nil
 	}
 

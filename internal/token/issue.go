@@ -206,6 +206,12 @@ func (h *Handler) scopeAllowed(s string, resources []string) bool {
 	return false
 }
 
+// scopeRule is the server's rule for requested scopes, shared with
+// /authorize.
+func (h *Handler) scopeRule() oauth.ScopeRule {
+	return oauth.ScopeRule{Known: h.Scopes, RejectUnknown: h.RejectUnknownScopes}
+}
+
 // scopesFor keeps the scopes that make sense for resources, so that a token
 // narrowed to one resource does not carry another resource's scopes.
 func (h *Handler) scopesFor(scopes, resources []string) []string {

@@ -105,6 +105,10 @@ type Handler struct {
 	DefaultResource string
 	// Scopes is the server's scope list; empty means any well-formed scope.
 	Scopes []string
+	// RejectUnknownScopes answers a scope parameter naming a scope not in
+	// Scopes with invalid_scope instead of dropping it (oauth.ScopeRule,
+	// the rule /authorize applies too).
+	RejectUnknownScopes bool
 	// DefaultScopes are granted to client_credentials requests without a
 	// scope parameter when the client has no AllowedScopes of its own.
 	DefaultScopes []string

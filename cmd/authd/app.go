@@ -13,12 +13,14 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authd/authd/internal/authorize"
 	"github.com/authd/authd/internal/cimd"
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/discovery"
+	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/metrics"
@@ -28,6 +30,7 @@ import (
 	"github.com/authd/authd/internal/server"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/token"
+	"github.com/authd/authd/internal/tracing"
 	"github.com/authd/authd/internal/upstream"
 )
 
@@ -82,6 +85,8 @@ type deps struct {
 	// cimdRoots verifies the servers of client ID metadata documents (nil:
 	// the system roots; tests trust their document server's certificate).
 	cimdRoots *x509.CertPool
+	// tracerProvider traces requests and upstream calls (nil: none).
+	tracerProvider trace.TracerProvider
 }
 
 // newMetrics creates the registry, with pool statistics for Postgres.
@@ -127,6 +132,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	if upstreamClient == nil {
 		upstreamClient = &http.Client{Timeout: 15 * time.Second}
 	}
+	upstreamClient = tracing.Client(d.tracerProvider, upstreamClient)
 	var connectors []upstream.Connector
 	providerTypes := map[string]string{}
 	for _, uc := range cfg.Upstreams {
@@ -158,6 +164,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Started:        started,
 		Ready:          st.Ping,
 		Now:            now,
+		TracerProvider: d.tracerProvider,
 		Observe: func(route, method string, status int, d time.Duration) {
 			m.ObserveRequest(route, method, status, d)
 			if route == prefix+"/register" && method == http.MethodPost {
@@ -304,7 +311,8 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Log:         log,
 	}
 	for _, res := range cfg.Resources {
-		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat})
+		ids, _ := idclaims.Parse(res.Claims) // validated at load
+		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat, Claims: ids})
 	}
 	tok.Routes(r)
 
@@ -324,7 +332,12 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Log:            log,
 	}
 	for _, res := range cfg.Resources {
-		intro.Resources = append(intro.Resources, introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes})
+		ids, _ := idclaims.Parse(res.Claims) // validated at load
+		ir := introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes, Claims: ids}
+		for _, rs := range res.RouteScopes {
+			ir.RouteScopes = append(ir.RouteScopes, introspect.RouteScope{Method: rs.Method, Path: rs.Path, Scopes: rs.Scopes})
+		}
+		intro.Resources = append(intro.Resources, ir)
 	}
 	intro.Routes(r)
 

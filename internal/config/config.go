@@ -17,6 +17,7 @@ import (
 
 	"github.com/authd/authd/internal/allowlist"
 	"github.com/authd/authd/internal/cimd"
+	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/register"
@@ -37,6 +38,13 @@ type Config struct {
 	DatabaseURL    string   `mapstructure:"database_url"`
 	MigrateOnStart bool     `mapstructure:"migrate_on_start"`
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	// DatabaseQueryExecMode is how pgx sends queries: "" or cache_statement
+	// (pgx's default: named prepared statements cached per connection) for
+	// direct connections, cache_describe (unnamed statements, descriptions
+	// cached) behind PgBouncer's transaction pooling, which does not carry
+	// a connection's prepared statements from one transaction to the next.
+	// DatabaseDSN writes it into the URL as pgx's default_query_exec_mode.
+	DatabaseQueryExecMode string `mapstructure:"database_query_exec_mode"`
 	// ServiceDocumentation is advertised in the server metadata.
 	ServiceDocumentation string `mapstructure:"service_documentation"`
 	// PurgeInterval is how often each replica deletes expired rows (the
@@ -162,6 +170,23 @@ type ResourceConfig struct {
 	RequiredScopes []string `mapstructure:"required_scopes"` // enforced by /verify
 	TokenFormat    string   `mapstructure:"token_format"`    // jwt (default) or opaque
 	Documentation  string   `mapstructure:"documentation"`
+	// Claims are the identity claims about the user that tokens for this
+	// resource, introspection answers about them and /verify's headers
+	// carry: email, name, login, groups, upstream (idclaims.Names). None
+	// by default.
+	Claims []string `mapstructure:"claims"`
+	// RouteScopes are scopes /verify requires of requests with a given
+	// method and/or path, on top of RequiredScopes (step-up for
+	// unmodified servers).
+	RouteScopes []RouteScopeConfig `mapstructure:"route_scopes"`
+}
+
+// RouteScopeConfig: requests to the resource matching Method (empty: any)
+// and Path (exact, or a prefix when it ends in "*"; empty: any) need Scopes.
+type RouteScopeConfig struct {
+	Method string   `mapstructure:"method"`
+	Path   string   `mapstructure:"path"`
+	Scopes []string `mapstructure:"scopes"`
 }
 
 type IntrospectionConfig struct {
@@ -278,7 +303,12 @@ func (c *Config) Validate() error {
 	if c.DatabaseURL != "" {
 		if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 			add("database_url: must be a postgres:// or postgresql:// URL")
+		} else if m := u.Query().Get(queryExecModeParam); m != "" && !slices.Contains(QueryExecModes, m) {
+			add("database_url: %s=%s is not supported; use %s", queryExecModeParam, m, strings.Join(QueryExecModes, " or "))
 		}
+	}
+	if m := c.DatabaseQueryExecMode; m != "" && !slices.Contains(QueryExecModes, m) {
+		add("database_query_exec_mode: must be %s (behind PgBouncer in transaction pooling mode), got %q", strings.Join(QueryExecModes, " or "), m)
 	}
 	if _, err := c.TrustedProxyPrefixes(); err != nil {
 		add("trusted_proxies: %v", err)
@@ -373,6 +403,29 @@ func (c *Config) Validate() error {
 				add("resources[%d]: scope %q is no resource scope (authd understands it itself and never grants it); remove it", i, s)
 			}
 		}
+		if _, err := idclaims.Parse(r.Claims); err != nil {
+			add("resources[%d].claims: %v", i, err)
+		}
+		for j, rs := range r.RouteScopes {
+			if rs.Method != "" && !isMethod(rs.Method) {
+				add("resources[%d].route_scopes[%d].method: %q is not an HTTP method such as POST", i, j, rs.Method)
+			}
+			if rs.Path != "" && !strings.HasPrefix(rs.Path, "/") {
+				add("resources[%d].route_scopes[%d].path: %q must start with \"/\" (e.g. /mcp/admin or /mcp/admin/*)", i, j, rs.Path)
+			}
+			if len(rs.Scopes) == 0 {
+				add("resources[%d].route_scopes[%d].scopes: list the scopes these requests need", i, j)
+			}
+			for _, s := range rs.Scopes {
+				if toks, err := oauth.ParseScope(s); err != nil || len(toks) != 1 {
+					add("resources[%d].route_scopes[%d].scopes: %q is not a single valid scope token", i, j, s)
+				} else if len(c.Scopes) > 0 && !scopeNames[s] {
+					add("resources[%d].route_scopes[%d].scopes: scope %q is not declared in scopes", i, j, s)
+				} else if oauth.ProtocolScope(s) {
+					add("resources[%d].route_scopes[%d].scopes: scope %q is no resource scope (authd never grants it); remove it", i, j, s)
+				}
+			}
+		}
 	}
 	if c.DefaultResource != "" {
 		if canon, err := oauth.CanonicalResource(c.DefaultResource); err != nil || canon != c.DefaultResource {
@@ -448,6 +501,33 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// QueryExecModes are the pgx query exec modes authd supports. pgx's exec,
+// simple_protocol and describe_exec are left out: the first two cannot
+// encode authd's jsonb arguments, and describe_exec prepares in one round
+// trip and executes in the next, which PgBouncer may send to different
+// server connections (store tests TestPostgresConformanceThroughPgBouncer).
+var QueryExecModes = []string{"cache_statement", "cache_describe"}
+
+const queryExecModeParam = "default_query_exec_mode"
+
+// DatabaseDSN is database_url with database_query_exec_mode applied as
+// pgx's default_query_exec_mode parameter, the URL every store connection
+// (pool, migrations, schema check) is opened with. Without the setting the
+// URL is used as written.
+func (c *Config) DatabaseDSN() string {
+	if c.DatabaseQueryExecMode == "" || c.DatabaseURL == "" {
+		return c.DatabaseURL
+	}
+	u, err := url.Parse(c.DatabaseURL)
+	if err != nil {
+		return c.DatabaseURL // Validate reports it
+	}
+	q := u.Query()
+	q.Set(queryExecModeParam, c.DatabaseQueryExecMode)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
 // validateIssuer applies RFC 8414 §2 and OAuth 2.1 §1.5: an https URL
 // without query or fragment, optionally with a path (https://host/tenant:
 // every endpoint is then served under /tenant); plain http only for a
@@ -503,6 +583,16 @@ func plainPath(u *url.URL) bool {
 		}
 	}
 	return true
+}
+
+// isMethod reports whether s is an HTTP method token in upper case.
+func isMethod(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 'A' || s[i] > 'Z' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // TrustedProxyPrefixes parses trusted_proxies (CIDRs or single addresses).

@@ -23,6 +23,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/authd/authd/internal/clientauth"
+	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/reqlog"
@@ -83,6 +84,8 @@ type Resource struct {
 	// TokenFormat is FormatJWT or FormatOpaque; empty means
 	// Handler.TokenFormat.
 	TokenFormat string
+	// Claims are the identity claims JWTs for this resource carry.
+	Claims idclaims.Set
 }
 
 // Handler serves POST /token and POST /revoke.

@@ -118,10 +118,12 @@ func (b *batcher[T]) take() []*batchCall[T] {
 }
 
 // write runs one statement for batch and tells every caller the outcome.
-// The statement is not tied to any one caller's context (the others still
-// wait for it) but is cancelled once every caller has given up.
+// The statement is not cancelled with any one caller's context (the others
+// still wait for it) but once every caller has given up. It carries the
+// first caller's values, so that its trace span is a child of that
+// request's (a row alone: its own request's, as before batching).
 func (b *batcher[T]) write(batch []*batchCall[T]) {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.WithoutCancel(batch[0].ctx))
 	defer cancel()
 	var waiting atomic.Int64
 	waiting.Store(int64(len(batch)))

@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/store/pgtest"
@@ -272,5 +276,69 @@ func TestPostgresBatchedAccessTokens(t *testing.T) {
 	bad.Scopes = []string{"\xff"}
 	if err := s.CreateAccessToken(ctx, bad); err == nil {
 		t.Errorf("token with invalid UTF-8 stored")
+	}
+}
+
+// A statement carrying batched rows is traced under one of its callers'
+// requests, and a row inserted alone under its own, as before batching:
+// the statement's context keeps the caller's values, not its cancellation.
+func TestPostgresBatchedInsertsAreTraced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	s, err := store.OpenPostgres(ctx, dsn, store.WithTracerProvider(tp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+
+	tracer := tp.Tracer("test")
+	requests := map[trace.SpanID]string{}
+	var mu sync.Mutex
+	create := func(id string) error {
+		rctx, span := tracer.Start(ctx, "request "+id)
+		defer span.End()
+		mu.Lock()
+		requests[span.SpanContext().SpanID()] = id
+		mu.Unlock()
+		return s.CreateClient(rctx, store.Client{ID: id, Source: store.SourceDynamic, CreatedAt: pgT0, UpdatedAt: pgT0, LastUsedAt: pgT0})
+	}
+	if err := create("alone"); err != nil {
+		t.Fatal(err)
+	}
+	var calls []func() error
+	for i := range 3 {
+		calls = append(calls, func() error { return create(fmt.Sprint("batched-", i)) })
+	}
+	for i, err := range lockedBatch(t, s, conn, "clients", func(i int) error { return create(fmt.Sprint("filler-", i)) }, calls) {
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+
+	var inserts int
+	for _, sp := range rec.Ended() {
+		if !strings.HasPrefix(sp.Name(), "postgresql INSERT") {
+			continue
+		}
+		inserts++
+		parent, ok := requests[sp.Parent().SpanID()]
+		switch {
+		case !ok:
+			t.Errorf("INSERT span %q is not under a request's span (parent %v)", sp.Name(), sp.Parent().SpanID())
+		case sp.Parent().TraceID() != sp.SpanContext().TraceID():
+			t.Errorf("INSERT span under request %s is in another trace", parent)
+		}
+	}
+	// Alone, the fillers alone, and one statement for the three batched.
+	if want := 1 + store.BatchMaxFlushes + 1; inserts != want {
+		t.Errorf("%d INSERT spans, want %d", inserts, want)
 	}
 }

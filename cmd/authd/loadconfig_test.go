@@ -140,6 +140,8 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"org rules without load_teams", strings.Replace(validYAML, "github: {load_teams: true}", "github: {load_teams: false}", 1), nil, []string{"upstreams[0].github.load_teams"}},
 		{"dev login outside --dev", strings.Replace(validYAML, "    type: github\n", "    type: dev\n", 1), nil, []string{"upstreams[0].type", "--dev"}},
 		{"duplicate upstream id", strings.Replace(validYAML, "allowlist:", "  - {id: github, type: github, client_id: b, client_secret: c, github: {load_teams: true}}\nallowlist:", 1), nil, []string{"upstreams[1].id", "used twice"}},
+		{"client auth failure burst missing", validYAML, map[string]string{"AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_IP_BURST": "0"}, []string{"rate_limits.client_auth_failures.per_ip_burst"}},
+		{"negative client auth failure rate", validYAML, map[string]string{"AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_CLIENT_PER_MINUTE": "-1"}, []string{"rate_limits.client_auth_failures.per_client_per_minute"}},
 		{"negative purge interval", validYAML, map[string]string{"AUTHD_PURGE_INTERVAL": "-1m"}, []string{"purge_interval"}},
 		{"query exec mode that breaks jsonb", validYAML, map[string]string{"AUTHD_DATABASE_QUERY_EXEC_MODE": "exec"}, []string{"database_query_exec_mode", "cache_describe"}},
 		{"query exec mode unsafe behind PgBouncer in the URL", validYAML, map[string]string{"AUTHD_DATABASE_URL": "postgres://authd@db/authd?default_query_exec_mode=describe_exec"}, []string{"database_url", "default_query_exec_mode=describe_exec"}},

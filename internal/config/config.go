@@ -17,6 +17,7 @@ import (
 
 	"github.com/authd/authd/internal/allowlist"
 	"github.com/authd/authd/internal/cimd"
+	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/ratelimit"
@@ -123,6 +124,11 @@ type RateLimitsConfig struct {
 	Authorize ratelimit.Config `mapstructure:"authorize"`
 	Token     ratelimit.Config `mapstructure:"token"`
 	Revoke    ratelimit.Config `mapstructure:"revoke"`
+	// ClientAuthFailures bounds failed client authentications (/token,
+	// /revoke, /introspect) and registration access token checks (RFC
+	// 7592) per network and per client id, checked before any secret is
+	// compared. Only failures count.
+	ClientAuthFailures clientauth.ThrottleConfig `mapstructure:"client_auth_failures"`
 }
 
 type KeysConfig struct {
@@ -219,6 +225,8 @@ func Defaults() Config {
 			Authorize: ratelimit.Config{PerKeyPerMinute: 120, PerKeyBurst: 60},
 			Token:     ratelimit.Config{PerKeyPerMinute: 3000, PerKeyBurst: 1000},
 			Revoke:    ratelimit.Config{PerKeyPerMinute: 600, PerKeyBurst: 200},
+			// Small: a legitimate client fails rarely.
+			ClientAuthFailures: clientauth.DefaultThrottle,
 		},
 		Tokens: TokensConfig{
 			AccessTokenLifetime:  time.Hour,
@@ -442,6 +450,9 @@ func (c *Config) Validate() error {
 		for _, err := range rl.Validate() {
 			add("%s.%v", name, err)
 		}
+	}
+	for _, err := range c.RateLimits.ClientAuthFailures.Validate() {
+		add("rate_limits.client_auth_failures.%v", err)
 	}
 	if c.Metrics.Pprof && c.Metrics.Listen == "" {
 		add("metrics.pprof: needs metrics.listen (profiles are served on the private metrics listener only)")

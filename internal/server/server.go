@@ -47,7 +47,7 @@ func NewRouter(o Options) chi.Router {
 		o.Now = time.Now
 	}
 	r := chi.NewRouter()
-	r.Use(requestID, trustProxies(o.TrustedProxies), tracing.Middleware(o.TracerProvider), accessLog(o.Log, o.Observe),
+	r.Use(requestID(o.TrustedProxies), trustProxies(o.TrustedProxies, o.Log), tracing.Middleware(o.TracerProvider), accessLog(o.Log, o.Observe),
 		recoverer(o.Log), limitBody(o.MaxBodyBytes), baseHeaders)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		oauth.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})

@@ -26,6 +26,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/authd/authd"
 	"github.com/authd/authd/internal/store"
 )
@@ -60,6 +62,9 @@ type env struct {
 	// upstreamClient, when set, is the HTTP client for upstream identity
 	// providers (tests point it at fakes with their own TLS roots).
 	upstreamClient *http.Client
+	// tracerProvider, when set, replaces the one the OTEL_* variables
+	// describe (tests record spans in memory).
+	tracerProvider trace.TracerProvider
 	// builtWith, when set, stands for runtime.Version() (tests).
 	builtWith string
 }

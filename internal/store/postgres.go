@@ -20,6 +20,10 @@ import (
 // about pgx; no pgx type or error leaves this package.
 type Postgres struct {
 	pool *pgxpool.Pool
+	// Inserts that concurrent requests make one at a time, coalesced into
+	// multi-row statements under load (batch.go).
+	clientBatch *batcher[Client]
+	tokenBatch  *batcher[AccessToken]
 }
 
 var _ Store = (*Postgres)(nil)
@@ -41,16 +45,21 @@ var (
 // key=value string; pool_* parameters such as pool_max_conns are honoured).
 // It does not connect: the pool dials on first use, so authd can start while
 // the database is still coming up. Use Ping to check reachability.
-func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
+func OpenPostgres(ctx context.Context, dsn string, opts ...Option) (*Postgres, error) {
 	cfg, err := parseConfig(dsn)
 	if err != nil {
 		return nil, err
+	}
+	for _, o := range opts {
+		o(cfg)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: creating the connection pool: %w", mapErr(err))
 	}
-	return &Postgres{pool: pool}, nil
+	p := &Postgres{pool: pool}
+	p.initBatchers()
+	return p, nil
 }
 
 // parseConfig parses dsn and fills in defaults the DSN did not set.

@@ -57,6 +57,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "Sessions", fn: testSessions},
 		{name: "Consents", fn: testConsents},
 		{name: "DeleteConsentRevokesGrants", fn: testDeleteConsentRevokesGrants},
+		{name: "ForgetClientConsents", fn: testForgetClientConsents},
 		{name: "AuthCodeCRUD", fn: testAuthCodeCRUD},
 		{name: "RedeemAuthCode", fn: testRedeemAuthCode},
 		{name: "RedeemAuthCodeIsAtomic", fn: testRedeemAuthCodeIsAtomic},
@@ -90,6 +91,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ConcurrentAddConsent", fn: testConcurrentAddConsent},
 		{name: "ConcurrentUpsertUser", fn: testConcurrentUpsertUser},
 		{name: "ConcurrentDisableUser", fn: testConcurrentDisableUser},
+		{name: "ConcurrentCreates", fn: testConcurrentCreates},
 	}
 	shared := newStore(t)
 	for _, c := range cases {

@@ -284,6 +284,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		TokenFormat:              cfg.Tokens.Format,
 		AccessTokenLifetime:      cfg.Tokens.AccessTokenLifetime,
 		RefreshTokenLifetime:     cfg.Tokens.RefreshTokenLifetime,
+		RefreshRetryWindow:       cfg.Tokens.RefreshRetryWindow,
 		GrantLifetime:            cfg.Tokens.GrantLifetime,
 		ClientIdleLifetime:       cfg.Registration.ClientIdleLifetime,
 		DynamicClientCredentials: cfg.Registration.AllowClientCredentials,

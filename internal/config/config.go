@@ -129,6 +129,11 @@ type TokensConfig struct {
 	RefreshTokenLifetime time.Duration `mapstructure:"refresh_token_lifetime"` // idle
 	GrantLifetime        time.Duration `mapstructure:"grant_lifetime"`         // absolute
 	CodeLifetime         time.Duration `mapstructure:"code_lifetime"`
+	// RefreshRetryWindow is how long after a refresh token's rotation its
+	// client may present it again and still get tokens, as long as no
+	// newer token of the chain was used (a lost response, two processes
+	// refreshing at once); 0 turns it off (any second use revokes).
+	RefreshRetryWindow time.Duration `mapstructure:"refresh_retry_window"`
 	// IdentityClaims adds preferred_username and email to access tokens.
 	IdentityClaims bool `mapstructure:"identity_claims"`
 	// Format is the default access token format: jwt or opaque.
@@ -194,7 +199,12 @@ func Defaults() Config {
 			RefreshTokenLifetime: 30 * 24 * time.Hour,
 			GrantLifetime:        90 * 24 * time.Hour,
 			CodeLifetime:         60 * time.Second,
-			Format:               "jwt",
+			// Long enough for a client to time out on a lost response
+			// (30 s is common) and retry after a back-off; short enough that
+			// a stolen spent token is only worth anything right after the
+			// client used it, and even then is found out at the next refresh.
+			RefreshRetryWindow: 60 * time.Second,
+			Format:             "jwt",
 		},
 		Session: SessionConfig{Lifetime: 24 * time.Hour, RequestLifetime: 10 * time.Minute},
 		// A resource server introspects on every request it serves: the
@@ -283,6 +293,9 @@ func (c *Config) Validate() error {
 		if d <= 0 {
 			add("%s: must be a positive duration such as 30s, 10m or 24h", name)
 		}
+	}
+	if c.Tokens.RefreshRetryWindow < 0 || c.Tokens.RefreshRetryWindow > 10*time.Minute {
+		add("tokens.refresh_retry_window: must be between 0 (off) and 10m; 60s is recommended")
 	}
 	if c.Tokens.CodeLifetime > 10*time.Minute {
 		add("tokens.code_lifetime: at most 10m (RFC 6749 section 4.1.2); 60s is recommended")

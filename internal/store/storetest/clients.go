@@ -488,7 +488,7 @@ func testDisableUser(t *testing.T, s store.Store) {
 	early := t0.Add(time.Minute)
 	g1, rt1 := grant(t, s, a, u)
 	rt2 := nextRefreshToken(rt1, early)
-	_, err := s.RotateRefreshToken(ctx, rt1.Digest, early, rt2)
+	_, err := s.RotateRefreshToken(ctx, rt1.Digest, early, rt2, 0)
 	must(t, err, "RotateRefreshToken")
 	at1 := createAccessToken(t, s, newAccessToken(g1))
 	at2 := createAccessToken(t, s, newAccessToken(g1))
@@ -534,7 +534,7 @@ func testDisableUser(t *testing.T, s store.Store) {
 		got, err := s.GetRefreshToken(ctx, rt.Digest)
 		must(t, err, "GetRefreshToken")
 		timeEqual(t, "UsedAt of a live refresh token of the disabled user", got.UsedAt, now)
-		_, err = s.RotateRefreshToken(ctx, rt.Digest, t0.Add(2*time.Minute), nextRefreshToken(rt, t0.Add(2*time.Minute)))
+		_, err = s.RotateRefreshToken(ctx, rt.Digest, t0.Add(2*time.Minute), nextRefreshToken(rt, t0.Add(2*time.Minute)), 0)
 		wantErr(t, err, store.ErrNotFound, "RotateRefreshToken of the disabled user")
 	}
 	for _, c := range []struct {
@@ -594,7 +594,7 @@ func testDisableUser(t *testing.T, s store.Store) {
 		must(t, err, "GetGrant")
 		timeEqual(t, "RevokedAt of a grant after enabling its user", got.RevokedAt, now)
 	}
-	_, err = s.RotateRefreshToken(ctx, rt2.Digest, now, nextRefreshToken(rt2, now))
+	_, err = s.RotateRefreshToken(ctx, rt2.Digest, now, nextRefreshToken(rt2, now), 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken after enabling its user")
 	if got, _ := s.GetAccessToken(ctx, at1.Digest); got.RevokedAt == nil {
 		t.Fatal("enabling the user un-revoked an access token")
@@ -607,7 +607,7 @@ func testDisableUser(t *testing.T, s store.Store) {
 	if len(rev.Grants) != 1 || rev.Grants[0].ID != g5.ID || rev.RefreshTokens != 1 || rev.AccessTokens != 0 {
 		t.Fatalf("DisableUser after a new sign-in revoked %s, want just grant %s and its refresh token", show(rev), g5.ID)
 	}
-	_, err = s.RotateRefreshToken(ctx, rt6.Digest, now.Add(2*time.Hour), nextRefreshToken(rt6, now.Add(2*time.Hour)))
+	_, err = s.RotateRefreshToken(ctx, rt6.Digest, now.Add(2*time.Hour), nextRefreshToken(rt6, now.Add(2*time.Hour)), 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken after the second disable")
 
 	// A user without grants; an unknown user.

@@ -65,6 +65,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "GrantsAndRefreshTokens", fn: testGrantsAndRefreshTokens},
 		{name: "RotateRefreshTokenChainAndReuse", fn: testRotateRefreshTokenChainAndReuse},
 		{name: "RotateRefreshTokenRejections", fn: testRotateRefreshTokenRejections},
+		{name: "RotateRefreshTokenRetry", fn: testRotateRefreshTokenRetry},
 		{name: "RevokeGrant", fn: testRevokeGrant},
 		{name: "AccessTokens", fn: testAccessTokens},
 		{name: "RevokedJTIs", fn: testRevokedJTIs},
@@ -81,6 +82,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		// Races, each started from a barrier.
 		{name: "ConcurrentRedeemAuthCode", fn: testConcurrentRedeemAuthCode},
 		{name: "ConcurrentRotateRefreshToken", fn: testConcurrentRotateRefreshToken},
+		{name: "ConcurrentRotateRefreshTokenRetry", fn: testConcurrentRotateRefreshTokenRetry},
+		{name: "ConcurrentRetryAndRotate", fn: testConcurrentRetryAndRotate},
 		{name: "ConcurrentConsumeAuthRequest", fn: testConcurrentConsumeAuthRequest},
 		{name: "ConcurrentCreateActiveSigningKey", fn: testConcurrentCreateActiveSigningKey, own: own},
 		{name: "ConcurrentRefreshAndRevokeGrant", fn: testConcurrentRefreshAndRevokeGrant},

@@ -141,6 +141,10 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"dev login outside --dev", strings.Replace(validYAML, "    type: github\n", "    type: dev\n", 1), nil, []string{"upstreams[0].type", "--dev"}},
 		{"duplicate upstream id", strings.Replace(validYAML, "allowlist:", "  - {id: github, type: github, client_id: b, client_secret: c, github: {load_teams: true}}\nallowlist:", 1), nil, []string{"upstreams[1].id", "used twice"}},
 		{"negative purge interval", validYAML, map[string]string{"AUTHD_PURGE_INTERVAL": "-1m"}, []string{"purge_interval"}},
+		{"database timeout beyond the write timeout", validYAML, map[string]string{"AUTHD_DATABASE_TIMEOUT": "30s"}, []string{"database_timeout", "http.write_timeout"}},
+		{"negative database max in flight", validYAML, map[string]string{"AUTHD_DATABASE_MAX_IN_FLIGHT": "-1"}, []string{"database_max_in_flight"}},
+		{"listen url not postgres", validYAML, map[string]string{"AUTHD_DATABASE_LISTEN_URL": "mysql://db/a"}, []string{"database_listen_url"}},
+		{"retry window too long", validYAML, map[string]string{"AUTHD_TOKENS_REFRESH_RETRY_WINDOW": "1h"}, []string{"tokens.refresh_retry_window"}},
 		{"several problems at once", validYAML, map[string]string{"AUTHD_ISSUER": "ftp://x", "AUTHD_LOG_LEVEL": "loud"}, []string{"issuer", "log.level"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

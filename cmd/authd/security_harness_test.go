@@ -38,7 +38,13 @@ type secEnv struct {
 // newSecEnv starts authd for one test. extra adds environment variables.
 func newSecEnv(t *testing.T, extra map[string]string) *secEnv {
 	t.Helper()
-	dsn := pgtest.DSN(t)
+	return newSecEnvOn(t, pgtest.DSN(t), extra)
+}
+
+// newSecEnvOn is newSecEnv on the database dsn (which extra may route
+// authd to through something else, AUTHD_DATABASE_URL).
+func newSecEnvOn(t *testing.T, dsn string, extra map[string]string) *secEnv {
+	t.Helper()
 	f := newFlowEnv(t, dsn)
 	metricsAddr := freeAddr(t)
 	for k, v := range map[string]string{

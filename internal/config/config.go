@@ -42,6 +42,22 @@ type Config struct {
 	// purge is safe on several replicas at once); 0 turns it off, for
 	// deployments that run `authd purge` from a scheduler instead.
 	PurgeInterval time.Duration `mapstructure:"purge_interval"`
+	// DatabaseListenURL is where each replica LISTENs for the changes
+	// other replicas make (key rotations, client and user changes); empty
+	// means DatabaseURL. It must reach PostgreSQL directly or through a
+	// PgBouncer in session mode: transaction pooling does not keep a
+	// session's LISTEN.
+	DatabaseListenURL string `mapstructure:"database_listen_url"`
+	// DatabaseTimeout bounds the database work of one request; past it the
+	// client gets 503 temporarily_unavailable with Retry-After and the
+	// running statement is cancelled. Keep it well below
+	// http.write_timeout, or the answer could not be written any more.
+	DatabaseTimeout time.Duration `mapstructure:"database_timeout"`
+	// DatabaseMaxInFlight bounds the database operations in flight
+	// (running or waiting for a connection) per replica; beyond it a
+	// request gets 503 at once instead of queueing behind a sick database.
+	// 0: no limit.
+	DatabaseMaxInFlight int `mapstructure:"database_max_in_flight"`
 
 	Log     LogConfig     `mapstructure:"log"`
 	TLS     TLSConfig     `mapstructure:"tls"`
@@ -186,6 +202,13 @@ func Defaults() Config {
 			MaxBodyBytes:      64 << 10,
 			MaxHeaderBytes:    16 << 10,
 		},
+		// A healthy query takes milliseconds: 5 s means the database is
+		// sick, and leaves 25 s of http.write_timeout to answer so.
+		DatabaseTimeout: 5 * time.Second,
+		// Five requests per pooled connection (20 by default): in a healthy
+		// database they wait milliseconds; beyond that the queue only grows.
+		DatabaseMaxInFlight: 100,
+
 		Keys: KeysConfig{Algorithm: "ES256", Prepublish: time.Hour, RefreshInterval: 30 * time.Second},
 		// Generous per-address limits: they stop floods, not clients. A
 		// NAT'ed office or a busy resource server shares one address.
@@ -267,6 +290,17 @@ func (c *Config) Validate() error {
 	if c.DatabaseURL != "" {
 		if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 			add("database_url: must be a postgres:// or postgresql:// URL")
+		}
+	}
+	if c.DatabaseTimeout <= 0 || (c.HTTP.WriteTimeout > 0 && c.DatabaseTimeout >= c.HTTP.WriteTimeout) {
+		add("database_timeout: must be positive and below http.write_timeout (%s), e.g. 5s", c.HTTP.WriteTimeout)
+	}
+	if c.DatabaseMaxInFlight < 0 {
+		add("database_max_in_flight: must be 0 (no limit) or positive, got %d", c.DatabaseMaxInFlight)
+	}
+	if c.DatabaseListenURL != "" {
+		if u, err := url.Parse(c.DatabaseListenURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			add("database_listen_url: must be a postgres:// or postgresql:// URL (a direct connection, not through transaction pooling)")
 		}
 	}
 	if _, err := c.TrustedProxyPrefixes(); err != nil {

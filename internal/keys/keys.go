@@ -136,6 +136,10 @@ type Manager struct {
 	// flight is closed when the load started by refresh finishes.
 	flightMu sync.Mutex
 	flight   chan struct{}
+	// reloading counts Reload calls under way: the keys were announced to
+	// have changed, so Sign waits for them rather than sign with a key
+	// that may be withdrawn.
+	reloading atomic.Int32
 }
 
 // key is one parsed key.
@@ -284,7 +288,7 @@ func (m *Manager) newKey(state store.KeyState) (store.SigningKey, error) {
 // when typ is not empty, typ (e.g. "at+jwt", RFC 9068 §2.1).
 func (m *Manager) Sign(ctx context.Context, typ string, claims jwt.Claims) (string, error) {
 	m.refresh(ctx, m.interval, false)
-	k := m.cur.Load().active
+	k := m.signingKey()
 	t := jwt.NewWithClaims(k.method, claims)
 	t.Header["kid"] = k.id
 	if typ != "" {
@@ -295,6 +299,17 @@ func (m *Manager) Sign(ctx context.Context, typ string, claims jwt.Claims) (stri
 		return "", fmt.Errorf("keys: signing with %s: %w", k.id, err)
 	}
 	return s, nil
+}
+
+// signingKey is the active key, after the Reload under way if any (it
+// holds loadMu): the keys were announced to have changed, and the active
+// key may be withdrawn.
+func (m *Manager) signingKey() *key {
+	if m.reloading.Load() > 0 {
+		m.loadMu.Lock()
+		defer m.loadMu.Unlock()
+	}
+	return m.cur.Load().active
 }
 
 // Keyfunc is a jwt.Keyfunc: it returns the public key named by the token's
@@ -348,10 +363,16 @@ func (m *Manager) JWKS(ctx context.Context) ([]byte, error) {
 
 // Reload reads the keys from the store now, activating a next key whose
 // pre-publication period is over. With PEM keys it does nothing.
+//
+// Call it when the keys are known to have changed (authd does on the
+// database's change notification): until it returns, Sign waits for it
+// instead of signing with a key the change may have withdrawn.
 func (m *Manager) Reload(ctx context.Context) error {
 	if m.store == nil {
 		return nil
 	}
+	m.reloading.Add(1)
+	defer m.reloading.Add(-1)
 	return m.load(ctx)
 }
 
@@ -360,8 +381,9 @@ func (m *Manager) Reload(ctx context.Context) error {
 // replica reloads first after that). With immediate, meant for a
 // compromised key, the new key signs at once and the previous key is
 // withdrawn at once: tokens it signed stop verifying, and clients must
-// refresh them. Other replicas follow within RefreshInterval, or as soon
-// as they see a token with the new kid.
+// refresh them. Other replicas follow as soon as they call Reload (authd
+// does on the database's change notification, within milliseconds),
+// within RefreshInterval, or as soon as they see a token with the new kid.
 func (m *Manager) Rotate(ctx context.Context, immediate bool) (string, error) {
 	if m.store == nil {
 		return "", ErrPEMKeys

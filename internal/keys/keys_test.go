@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -565,4 +566,62 @@ func mustECKey(t testing.TB, curve elliptic.Curve) *ecdsa.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// gatedStore holds ListSigningKeys until released, once armed.
+type gatedStore struct {
+	keys.Store
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *gatedStore) ListSigningKeys(ctx context.Context) ([]store.SigningKey, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
+		<-s.release
+	}
+	return s.Store.ListSigningKeys(ctx)
+}
+
+// While a Reload announced by a change is reading the keys, Sign waits for
+// it instead of signing with the key the change withdrew (B signing with
+// the old key while A already refuses it).
+func TestSignWaitsForAnnouncedReload(t *testing.T) {
+	c := newClock()
+	pg := pgtest.New(t)
+	gated := &gatedStore{Store: pg, entered: make(chan struct{}), release: make(chan struct{})}
+	a := newManager(t, pg, options(t, c, "ES256"))
+	b := newManager(t, gated, options(t, c, "ES256"))
+	ctx := context.Background()
+	old := headerKid(t, sign(t, b, c.Now()))
+
+	fresh, err := a.Rotate(ctx, true) // another replica, in an emergency
+	if err != nil {
+		t.Fatal(err)
+	}
+	gated.armed.Store(true)
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- b.Reload(ctx) }() // the change notification
+	<-gated.entered
+	signed := make(chan string, 1)
+	go func() {
+		tok, err := b.Sign(ctx, "", claimsAt(c.Now()))
+		if err != nil {
+			t.Error(err)
+		}
+		signed <- tok
+	}()
+	select {
+	case tok := <-signed:
+		t.Fatalf("Sign did not wait for the announced reload: signed with %s (old key %s)", headerKid(t, tok), old)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(gated.release)
+	if err := <-reloaded; err != nil {
+		t.Fatal(err)
+	}
+	if kid := headerKid(t, <-signed); kid != fresh {
+		t.Fatalf("signed with %s after the reload, want %s", kid, fresh)
+	}
 }

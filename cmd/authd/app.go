@@ -21,6 +21,7 @@ import (
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/discovery"
+	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/metrics"
@@ -224,6 +225,9 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Metadata: discovery.NewMetadata(cfg.Issuer, features),
 		JWKS:     km.JWKS,
 		Log:      log,
+		// --dev: every URL is a resource (/verify?resource= protects it).
+		AnyResource:       cfg.Dev && cfg.AllowAnyResource,
+		AnyResourceScopes: scopeNames,
 	}
 	for _, res := range cfg.Resources {
 		scopes := res.Scopes
@@ -266,6 +270,8 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		AllowAnyResource: cfg.AllowAnyResource,
 		DefaultResource:  cfg.DefaultResource,
 		DefaultScopes:    cfg.DefaultScopes,
+		// offline_access, openid and undeclared scopes: see oauth.ScopeRule.
+		RejectUnknownScopes: cfg.UnknownScopes == config.UnknownScopesReject,
 		Lifetimes: authorize.Lifetimes{
 			Request: cfg.Session.RequestLifetime,
 			Code:    cfg.Tokens.CodeLifetime,
@@ -293,6 +299,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		AllowAnyResource:         cfg.AllowAnyResource,
 		DefaultResource:          cfg.DefaultResource,
 		Scopes:                   scopeNames,
+		RejectUnknownScopes:      cfg.UnknownScopes == config.UnknownScopesReject,
 		DefaultScopes:            cfg.DefaultScopes,
 		TokenFormat:              cfg.Tokens.Format,
 		AccessTokenLifetime:      cfg.Tokens.AccessTokenLifetime,
@@ -312,16 +319,19 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Log:         log,
 	}
 	for _, res := range cfg.Resources {
-		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat})
+		ids, _ := idclaims.Parse(res.Claims) // validated at load
+		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat, Claims: ids})
 	}
 	tok.Routes(r)
 
 	intro := &introspect.Handler{
-		Store:          clients,
-		Clients:        clientAuth,
-		Keys:           km,
-		Issuer:         cfg.Issuer,
-		BearerTokens:   cfg.Introspection.BearerTokens,
+		Store:        clients,
+		Clients:      clientAuth,
+		Keys:         km,
+		Issuer:       cfg.Issuer,
+		BearerTokens: cfg.Introspection.BearerTokens,
+		// --dev: /verify?resource= protects any URL (allow_any_resource).
+		AnyResource:    cfg.Dev && cfg.AllowAnyResource,
 		IdentityClaims: cfg.Tokens.IdentityClaims,
 		Limiter:        ratelimit.New(cfg.Introspection.RateLimit, now),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
@@ -330,7 +340,12 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Log:            log,
 	}
 	for _, res := range cfg.Resources {
-		intro.Resources = append(intro.Resources, introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes})
+		ids, _ := idclaims.Parse(res.Claims) // validated at load
+		ir := introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes, Claims: ids}
+		for _, rs := range res.RouteScopes {
+			ir.RouteScopes = append(ir.RouteScopes, introspect.RouteScope{Method: rs.Method, Path: rs.Path, Scopes: rs.Scopes})
+		}
+		intro.Resources = append(intro.Resources, ir)
 	}
 	intro.Routes(r)
 

@@ -145,6 +145,9 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"negative database max in flight", validYAML, map[string]string{"AUTHD_DATABASE_MAX_IN_FLIGHT": "-1"}, []string{"database_max_in_flight"}},
 		{"listen url not postgres", validYAML, map[string]string{"AUTHD_DATABASE_LISTEN_URL": "mysql://db/a"}, []string{"database_listen_url"}},
 		{"retry window too long", validYAML, map[string]string{"AUTHD_TOKENS_REFRESH_RETRY_WINDOW": "1h"}, []string{"tokens.refresh_retry_window"}},
+		{"bad unknown_scopes", validYAML, map[string]string{"AUTHD_UNKNOWN_SCOPES": "drop"}, []string{"unknown_scopes", "ignore or reject"}},
+		{"offline_access declared", validYAML, map[string]string{"AUTHD_SCOPES": `[{"name":"offline_access"}]`}, []string{"scopes[0].name", "offline_access"}},
+		{"openid as a default scope", validYAML, map[string]string{"AUTHD_DEFAULT_SCOPES": "openid"}, []string{"default_scopes", "openid"}},
 		{"several problems at once", validYAML, map[string]string{"AUTHD_ISSUER": "ftp://x", "AUTHD_LOG_LEVEL": "loud"}, []string{"issuer", "log.level"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -90,7 +90,8 @@ func TestSecurityTokenCodeBoundToClientVerifierAndRedirect(t *testing.T) {
 		{"wrong verifier", form("code_verifier", oauth2.GenerateVerifier()), "", "", 400, "invalid_grant"},
 		{"plain downgrade", form("code_verifier", challenge), "", "", 400, "invalid_grant"},
 		{"short verifier", form("code_verifier", verifier[:42]), "", "", 400, "invalid_grant"},
-		{"verifier with NUL", form("code_verifier", verifier[:42]+"\x00"), "", "", 400, "invalid_grant"},
+		// Not text: refused while parsing, before the code is looked up.
+		{"verifier with NUL", form("code_verifier", verifier[:42]+"\x00"), "", "", 400, "invalid_request"},
 		{"repeated verifier", func() url.Values { f := form(); f.Add("code_verifier", verifier); return f }(), "", "", 400, "invalid_request"},
 		{"repeated code", func() url.Values { f := form(); f.Add("code", "x"); return f }(), "", "", 400, "invalid_request"},
 		{"other redirect_uri", form("redirect_uri", "http://127.0.0.1:7102/cb"), "", "", 400, "invalid_grant"},
@@ -159,7 +160,9 @@ func TestSecurityRefreshTokenBinding(t *testing.T) {
 	}{
 		{"other client", "invalid_grant", form("client_id", other)},
 		{"scope escalation", "invalid_scope", form("scope", "mcp:tools mcp:resources")},
-		{"unknown scope", "invalid_scope", form("scope", "admin")},
+		// Unknown scopes are dropped (unknown_scopes: ignore), never granted;
+		// what is left must still be within the grant.
+		{"unknown scope beside an escalation", "invalid_scope", form("scope", "admin mcp:resources")},
 		{"other resource", "invalid_target", form("resource", "https://other.example.com/mcp")},
 		{"access token as refresh token", "invalid_grant", form("refresh_token", tok.AccessToken)},
 		{"sql", "invalid_grant", form("refresh_token", "' OR used_at IS NULL --")},

@@ -53,8 +53,9 @@ func serve(ctx context.Context, cfg *config.Config, e *env) error {
 	log := newLogger(cfg, e.stderr)
 	started := e.now()
 	if cfg.Dev {
-		log.Warn("DEVELOPMENT MODE: in-memory store, development login, no allowlist. Never use --dev in production.")
+		log.Warn("DEVELOPMENT MODE: " + storeDescription(cfg) + ", development login, no allowlist. Never use --dev in production.")
 	}
+	cfg, devCred := withDevResourceServer(cfg)
 
 	var current atomic.Pointer[http.Handler]
 	starting := startingHandler(cfg, started, e.now)
@@ -126,10 +127,7 @@ func serve(ctx context.Context, cfg *config.Config, e *env) error {
 	a.startBackground(ctx)
 
 	if cfg.Dev {
-		fmt.Fprintf(e.stdout, "\n  authd %s is running in DEVELOPMENT mode (in-memory store, dev login).\n"+
-			"  Discovery: %s/.well-known/oauth-authorization-server\n"+
-			"  Point an MCP client at %s; sign in with any user name on the dev login page.\n\n",
-			version, cfg.Issuer, cfg.Issuer)
+		printDevBanner(e.stdout, cfg, devCred)
 	}
 	log.Info("ready", "discovery", cfg.Issuer+"/.well-known/oauth-authorization-server")
 	if e.ready != nil {

@@ -213,6 +213,10 @@ func (h *Handler) sessionForm(w http.ResponseWriter, r *http.Request) (user stor
 		h.errorPage(w, r, http.StatusBadRequest, "Invalid form", "The form could not be read.", nil)
 		return store.User{}, "", false, false
 	}
+	if oauth.CheckParams(r.PostForm) != nil {
+		h.errorPage(w, r, http.StatusBadRequest, "Invalid form", "The form contains text that is not valid UTF-8.", nil)
+		return store.User{}, "", false, false
+	}
 	user, sid, ok, err := h.signedIn(r)
 	if err != nil {
 		h.internalErrorPage(w, r, err)

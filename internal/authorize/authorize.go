@@ -3,6 +3,7 @@ package authorize
 import (
 	"context"
 	"errors"
+	"mime"
 	"net/http"
 	"net/url"
 	"slices"
@@ -59,12 +60,25 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 	// Until both the client and the redirect URI are known to belong
 	// together, nothing may be redirected: an error page, or the request
 	// becomes an open redirector (RFC 6749 §4.1.2.1, RFC 9700 §4.11.2).
+	for _, k := range []string{"client_id", "redirect_uri"} {
+		if oauth.CheckParam(k, q[k]...) != nil {
+			h.errorPage(w, r, http.StatusBadRequest, "Invalid authorization request",
+				"The application's "+k+" is not valid text. You were not redirected.", nil)
+			return
+		}
+	}
 	client, ok := h.authorizeClient(w, r, q, now)
 	if !ok {
 		return
 	}
 	t, ok := h.authorizeRedirectURI(w, r, q, client)
 	if !ok {
+		return
+	}
+	// Every other parameter must be text too (state, nonce and login_hint
+	// are stored): invalid_request naming it, redirected.
+	if oerr := oauth.CheckParams(q); oerr != nil {
+		h.redirectError(w, r, t, oerr)
 		return
 	}
 
@@ -145,6 +159,9 @@ func readAuthorizeParams(w http.ResponseWriter, r *http.Request) (url.Values, in
 		}
 		return q, 0, ""
 	}
+	if _, params, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil && oauth.CheckCharset(params) != nil {
+		return nil, http.StatusUnsupportedMediaType, "The authorization request is not encoded in UTF-8."
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
@@ -218,8 +235,8 @@ func (h *Handler) authorizeRedirectURI(w http.ResponseWriter, r *http.Request, q
 		return target{}, false
 	}
 	t := target{redirectURI: uri, state: q.Get("state")}
-	if len(q["state"]) > 1 || len(t.state) > maxStateLen {
-		t.state = "" // an ambiguous or oversized state is not echoed
+	if len(q["state"]) > 1 || len(t.state) > maxStateLen || !oauth.ValidText(t.state) {
+		t.state = "" // an ambiguous, oversized or non-text state is not echoed
 	}
 	return t, true
 }
@@ -311,14 +328,16 @@ func (h *Handler) validate(q url.Values, c store.Client) (store.AuthRequest, *oa
 	}
 	p.Resources = resources
 
-	scopes, oerr := oauth.ParseScope(q.Get("scope"))
+	// offline_access, openid and (unless unknown_scopes: reject) scopes
+	// the server does not know are dropped here, before consent: the user
+	// approves, and the code carries, only what can be granted.
+	scopes, oerr := h.scopeRule().Requested(q.Get("scope"))
 	if oerr != nil {
 		return p, oerr
 	}
-	if q.Get("scope") == "" {
+	if len(scopes) == 0 {
 		// RFC 6749 §3.3: omitted scope means the pre-defined default;
 		// defaults this client or resource may not have are dropped.
-		scopes = nil
 		for _, s := range h.DefaultScopes {
 			if h.scopeAllowed(s, c, resources) == "" {
 				scopes = append(scopes, s)

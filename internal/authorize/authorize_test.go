@@ -254,7 +254,6 @@ func testRedirectedErrors(t *testing.T, e *env) {
 		{"method lower case", "", func(q url.Values) { q.Set("code_challenge_method", "s256") }, "invalid_request", ""},
 		{"challenge too short", "", func(q url.Values) { q.Set("code_challenge", "abc") }, "invalid_request", ""},
 		{"challenge not base64url", "", func(q url.Values) { q.Set("code_challenge", strings.Repeat("+", 43)) }, "invalid_request", ""},
-		{"unknown scope", "", func(q url.Values) { q.Set("scope", "read delete") }, "invalid_scope", ""},
 		{"scope with bad character", "", func(q url.Values) { q.Set("scope", `read "x"`) }, "invalid_scope", ""},
 		{"scope not allowed for the resource", "", func(q url.Values) { q.Set("scope", "admin") }, "invalid_scope", ""},
 		{"scope of another resource", "", func(q url.Values) { q.Set("scope", "other-only") }, "invalid_scope", ""},
@@ -328,6 +327,10 @@ func testScopesAndResourcesAccepted(t *testing.T, e *env) {
 		{"default scopes, filtered", nil, []string{resMCP}, []string{"read"}, []string{resMCP}},
 		{"two resources", []string{"read"}, []string{resMCP, resOther}, []string{"read"}, []string{resMCP, resOther}},
 		{"canonical resource", []string{"read"}, []string{"https://MCP.example.com:443/"}, []string{"read"}, []string{resMCP}},
+		// oauth.ScopeRule: offline_access, openid and unknown scopes are
+		// dropped before consent; nothing grantable left means the default.
+		{"unknown and protocol scopes dropped", []string{"read", "delete", "offline_access", "openid", "claudeai"}, []string{resMCP}, []string{"read"}, []string{resMCP}},
+		{"only dropped scopes: the default", []string{"offline_access", "claudeai"}, []string{resMCP}, []string{"read"}, []string{resMCP}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := e.browser(t)
@@ -437,4 +440,24 @@ func TestClientDeletedSinceItWasRead(t *testing.T) {
 	// (The insert of the pending request was attempted and refused by its
 	// foreign key: nothing is stored.)
 	e.expectPage(t, b.get("/authorize?"+validQuery(c.ID, appURI).Encode()), http.StatusBadRequest, "no longer registered")
+}
+
+// TestRejectUnknownScopes: with RejectUnknownScopes (unknown_scopes:
+// reject) an undeclared scope is redirected as invalid_scope, while
+// offline_access and openid are still accepted and dropped.
+func TestRejectUnknownScopes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, []string{"github"}, func(h *Handler) { h.RejectUnknownScopes = true })
+	client := e.addClient(store.Client{SkipConsent: true})
+	q := validQuery(client.ID, appURI)
+	q.Set("scope", "read delete")
+	e.expectRedirectError(t, e.browser(t).get("/authorize?"+q.Encode()), appURI, "invalid_scope", "xyz")
+	e.expectNoWrites(t)
+
+	a := newAuthz(client.ID, appURI)
+	a.scopes = []string{"read", "offline_access", "openid"}
+	_, c := e.expectCode(t, e.browser(t).get(a.url(e)), a)
+	if !equalStrings(c.Scopes, []string{"read"}) {
+		t.Fatalf("code scopes %v, want [read]", c.Scopes)
+	}
 }

@@ -101,6 +101,10 @@ func (h *Handler) consentSubmit(w http.ResponseWriter, r *http.Request) {
 		h.errorPage(w, r, http.StatusBadRequest, "Invalid form", "The form could not be read.", nil)
 		return
 	}
+	if oauth.CheckParams(r.PostForm) != nil {
+		h.errorPage(w, r, http.StatusBadRequest, "Invalid form", "The form contains text that is not valid UTF-8.", nil)
+		return
+	}
 	req, rid, client, user, ok := h.consentRequest(w, r, r.PostForm.Get("req"))
 	if !ok {
 		return

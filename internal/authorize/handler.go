@@ -132,8 +132,12 @@ type Handler struct {
 	// Scopes is the server-wide scope list; empty means any syntactically
 	// valid scope, limited by the resource and the client.
 	Scopes []Scope
-	// DefaultScopes apply when a request has no scope parameter; those the
-	// client or resource does not allow are dropped.
+	// RejectUnknownScopes answers a request for a scope not in Scopes with
+	// invalid_scope instead of dropping it (unknown_scopes: reject; see
+	// oauth.ScopeRule).
+	RejectUnknownScopes bool
+	// DefaultScopes apply when a request names no grantable scope; those
+	// the client or resource does not allow are dropped.
 	DefaultScopes []string
 	Lifetimes     Lifetimes
 	// DevMode marks every page as a development server and mounts the
@@ -269,6 +273,15 @@ func (h *Handler) resource(uri string) (Resource, bool) {
 		}
 	}
 	return Resource{}, false
+}
+
+// scopeRule is the server's rule for requested scopes, shared with /token.
+func (h *Handler) scopeRule() oauth.ScopeRule {
+	r := oauth.ScopeRule{RejectUnknown: h.RejectUnknownScopes}
+	for _, s := range h.Scopes {
+		r.Known = append(r.Known, s.Name)
+	}
+	return r
 }
 
 func (h *Handler) scopeDescription(name string) string {

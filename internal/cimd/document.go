@@ -33,6 +33,10 @@ var sharedSecretMethods = []string{"client_secret_basic", "client_secret_post", 
 // is a sentence fit for the user (and the operator's log).
 func ParseDocument(id string, body []byte) (store.ClientMetadata, error) {
 	var m store.ClientMetadata
+	// Valid text without repeated members, as registration requires.
+	if err := oauth.CheckJSON(body); err != nil && json.Valid(body) {
+		return m, fmt.Errorf("the document is unusable: %s", err.Description)
+	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(body, &raw); err != nil || raw == nil {
 		return m, fmt.Errorf("the document is not a JSON object")

@@ -65,6 +65,12 @@ func TestParseDocument(t *testing.T) {
 		{"bad application_type", with(func(d map[string]any) { d["application_type"] = "desktop" }), "application_type"},
 		{"javascript logo", with(func(d map[string]any) { d["logo_uri"] = "javascript:alert(1)" }), "logo_uri must be an https URL"},
 		{"bad scope", with(func(d map[string]any) { d["scope"] = "a\"b" }), "scope"},
+		// Issue 16 part 6: text that is not UTF-8, lone surrogates and a
+		// repeated member (which copy would count?) make a document unusable.
+		{"repeated client_id", []byte(`{"client_id":"` + testID + `","client_id":"https://evil.example.com/m.json","client_name":"x","redirect_uris":["https://a.example.com/cb"]}`), "client_id appears more than once"},
+		{"repeated redirect_uris", []byte(`{"client_id":"` + testID + `","client_name":"x","redirect_uris":["https://a.example.com/cb"],"redirect_uris":["https://evil.example.com/cb"]}`), "redirect_uris appears more than once"},
+		{"lone surrogate", []byte(`{"client_id":"` + testID + `","client_name":"\ud800","redirect_uris":["https://a.example.com/cb"]}`), "client_name is not valid text"},
+		{"invalid UTF-8", []byte(`{"client_id":"` + testID + `","client_name":"x","contacts":["` + "\xff" + `"],"redirect_uris":["https://a.example.com/cb"]}`), "contacts is not valid text"},
 	} {
 		_, err := ParseDocument(testID, tc.body)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
@@ -26,7 +27,8 @@ func (f fuzzClients) GetClient(_ context.Context, id string, _ time.Time) (store
 
 // FuzzTokenRequestAuthentication parses arbitrary /token bodies and
 // Authorization headers with ReadForm and Authenticate, against one
-// confidential and one public client. Property: it never panics; failures
+// confidential and one public client. Property: it never panics; an
+// accepted form holds only valid UTF-8 without NUL; failures
 // are 400 invalid_request, 401 invalid_client or 413 with a clean
 // description; and a success is justified by an independent reading of
 // the request with net/url and net/http — the confidential client only with
@@ -78,6 +80,14 @@ func FuzzTokenRequestAuthentication(f *testing.F) {
 		if err != nil {
 			checkErr(t, err)
 			return
+		}
+		// What ReadForm accepts is text all through (issue 16 part 6).
+		for k, vs := range form {
+			for _, v := range append(vs, k) {
+				if !utf8.ValidString(v) || strings.Contains(v, "\x00") {
+					t.Fatalf("ReadForm accepted %q in %q", v, body)
+				}
+			}
 		}
 		c, method, err := a.Authenticate(r, form)
 		if err != nil {

@@ -21,15 +21,19 @@ const DefaultMaxFormBytes = 64 << 10
 // token-endpoint-style POST (RFC 6749 §3.2), at most maxBytes of it
 // (DefaultMaxFormBytes when maxBytes <= 0). Parameters in the URL query are
 // not read: credentials belong in the body only (RFC 6749 §2.3.1). It
-// answers invalid_request for another content type or a malformed body, and
-// 413 when the body is too large.
+// answers invalid_request for another content type, a malformed body or a
+// parameter that is not valid text (oauth.CheckParams), 415 for a charset
+// other than UTF-8, and 413 when the body is too large.
 func ReadForm(w http.ResponseWriter, r *http.Request, maxBytes int64) (url.Values, error) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxFormBytes
 	}
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/x-www-form-urlencoded" {
 		return nil, oauth.InvalidRequest("the request body must be application/x-www-form-urlencoded")
+	}
+	if err := oauth.CheckCharset(params); err != nil {
+		return nil, err
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBytes))
 	if err != nil {
@@ -45,6 +49,9 @@ func ReadForm(w http.ResponseWriter, r *http.Request, maxBytes int64) (url.Value
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
 		return nil, oauth.InvalidRequest("the request body is not valid form encoding").WithCause(err)
+	}
+	if err := oauth.CheckParams(form); err != nil {
+		return nil, err
 	}
 	return form, nil
 }

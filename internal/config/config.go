@@ -17,6 +17,7 @@ import (
 
 	"github.com/authd/authd/internal/allowlist"
 	"github.com/authd/authd/internal/cimd"
+	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/register"
@@ -27,8 +28,9 @@ import (
 // the environment variable of a key is AUTHD_ + the key upper-cased with
 // "." replaced by "_" (e.g. keys.encryption_secret → AUTHD_KEYS_ENCRYPTION_SECRET).
 type Config struct {
-	// Dev turns on development mode (--dev): in-memory store, dev login,
-	// http://localhost issuer. Never set in production.
+	// Dev turns on development mode (--dev): in-memory store (unless
+	// DatabaseURL is set), dev login, http://localhost issuer, any resource.
+	// Never set in production.
 	Dev bool `mapstructure:"dev"`
 
 	Issuer         string   `mapstructure:"issuer"`
@@ -70,7 +72,12 @@ type Config struct {
 	Tokens     TokensConfig     `mapstructure:"tokens"`
 	Session    SessionConfig    `mapstructure:"session"`
 
-	Scopes           []ScopeConfig    `mapstructure:"scopes"`
+	Scopes []ScopeConfig `mapstructure:"scopes"`
+	// UnknownScopes is what happens to a requested scope not declared in
+	// Scopes: "ignore" (the default) drops it and the token response says
+	// what was granted (RFC 6749 §3.3); "reject" answers invalid_scope.
+	// offline_access and openid are never unknown (oauth.ProtocolScope).
+	UnknownScopes    string           `mapstructure:"unknown_scopes"`
 	DefaultScopes    []string         `mapstructure:"default_scopes"`
 	Resources        []ResourceConfig `mapstructure:"resources"`
 	AllowAnyResource bool             `mapstructure:"allow_any_resource"`
@@ -177,6 +184,23 @@ type ResourceConfig struct {
 	RequiredScopes []string `mapstructure:"required_scopes"` // enforced by /verify
 	TokenFormat    string   `mapstructure:"token_format"`    // jwt (default) or opaque
 	Documentation  string   `mapstructure:"documentation"`
+	// Claims are the identity claims about the user that tokens for this
+	// resource, introspection answers about them and /verify's headers
+	// carry: email, name, login, groups, upstream (idclaims.Names). None
+	// by default.
+	Claims []string `mapstructure:"claims"`
+	// RouteScopes are scopes /verify requires of requests with a given
+	// method and/or path, on top of RequiredScopes (step-up for
+	// unmodified servers).
+	RouteScopes []RouteScopeConfig `mapstructure:"route_scopes"`
+}
+
+// RouteScopeConfig: requests to the resource matching Method (empty: any)
+// and Path (exact, or a prefix when it ends in "*"; empty: any) need Scopes.
+type RouteScopeConfig struct {
+	Method string   `mapstructure:"method"`
+	Path   string   `mapstructure:"path"`
+	Scopes []string `mapstructure:"scopes"`
 }
 
 type IntrospectionConfig struct {
@@ -234,9 +258,16 @@ func Defaults() Config {
 		// per-caller limit only stops a runaway caller.
 		Introspection:           IntrospectionConfig{RateLimit: ratelimit.Config{PerKeyPerMinute: 600000, PerKeyBurst: 20000}},
 		Registration:            register.DefaultPolicy(),
+		UnknownScopes:           UnknownScopesIgnore,
 		ClientMetadataDocuments: cimd.DefaultConfig(),
 	}
 }
+
+// Values of unknown_scopes.
+const (
+	UnknownScopesIgnore = "ignore"
+	UnknownScopesReject = "reject"
+)
 
 // ApplyDev fills in what development mode provides when not set explicitly.
 func (c *Config) ApplyDev() {
@@ -262,6 +293,14 @@ func (c *Config) ApplyDev() {
 	if len(c.Resources) == 0 {
 		// Any MCP server on the developer's machine may be named as resource.
 		c.AllowAnyResource = true
+		// A client that names no resource (one pointed at authd itself, as
+		// the README suggests) gets tokens for the issuer's URL rather than
+		// invalid_target.
+		if c.DefaultResource == "" {
+			if canon, err := oauth.CanonicalResource(c.Issuer); err == nil {
+				c.DefaultResource = canon
+			}
+		}
 	}
 	// Clients under development publish their metadata documents on the
 	// developer's machine (the draft allows this exception for a server
@@ -358,11 +397,20 @@ func (c *Config) Validate() error {
 		if scopeNames[s.Name] {
 			add("scopes[%d].name: %q declared twice", i, s.Name)
 		}
+		if oauth.ProtocolScope(s.Name) {
+			add("scopes[%d].name: %q is understood by authd itself and never granted (see Connecting MCP clients in the README); remove it", i, s.Name)
+		}
 		scopeNames[s.Name] = true
+	}
+	if c.UnknownScopes != UnknownScopesIgnore && c.UnknownScopes != UnknownScopesReject {
+		add("unknown_scopes: %q is not ignore or reject", c.UnknownScopes)
 	}
 	for _, s := range c.DefaultScopes {
 		if len(c.Scopes) > 0 && !scopeNames[s] {
 			add("default_scopes: %q is not declared in scopes", s)
+		}
+		if oauth.ProtocolScope(s) {
+			add("default_scopes: %q is never granted (authd understands it itself); remove it", s)
 		}
 	}
 	seen := map[string]bool{}
@@ -385,6 +433,32 @@ func (c *Config) Validate() error {
 		for _, s := range append(slices.Clone(r.Scopes), r.RequiredScopes...) {
 			if len(c.Scopes) > 0 && !scopeNames[s] {
 				add("resources[%d]: scope %q is not declared in scopes", i, s)
+			}
+			if oauth.ProtocolScope(s) {
+				add("resources[%d]: scope %q is no resource scope (authd understands it itself and never grants it); remove it", i, s)
+			}
+		}
+		if _, err := idclaims.Parse(r.Claims); err != nil {
+			add("resources[%d].claims: %v", i, err)
+		}
+		for j, rs := range r.RouteScopes {
+			if rs.Method != "" && !isMethod(rs.Method) {
+				add("resources[%d].route_scopes[%d].method: %q is not an HTTP method such as POST", i, j, rs.Method)
+			}
+			if rs.Path != "" && !strings.HasPrefix(rs.Path, "/") {
+				add("resources[%d].route_scopes[%d].path: %q must start with \"/\" (e.g. /mcp/admin or /mcp/admin/*)", i, j, rs.Path)
+			}
+			if len(rs.Scopes) == 0 {
+				add("resources[%d].route_scopes[%d].scopes: list the scopes these requests need", i, j)
+			}
+			for _, s := range rs.Scopes {
+				if toks, err := oauth.ParseScope(s); err != nil || len(toks) != 1 {
+					add("resources[%d].route_scopes[%d].scopes: %q is not a single valid scope token", i, j, s)
+				} else if len(c.Scopes) > 0 && !scopeNames[s] {
+					add("resources[%d].route_scopes[%d].scopes: scope %q is not declared in scopes", i, j, s)
+				} else if oauth.ProtocolScope(s) {
+					add("resources[%d].route_scopes[%d].scopes: scope %q is no resource scope (authd never grants it); remove it", i, j, s)
+				}
 			}
 		}
 	}
@@ -517,6 +591,16 @@ func plainPath(u *url.URL) bool {
 		}
 	}
 	return true
+}
+
+// isMethod reports whether s is an HTTP method token in upper case.
+func isMethod(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 'A' || s[i] > 'Z' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // TrustedProxyPrefixes parses trusted_proxies (CIDRs or single addresses).

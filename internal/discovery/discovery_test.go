@@ -133,12 +133,13 @@ func allFeatures() discovery.Features {
 func TestMetadataDocument(t *testing.T) {
 	srv := serve(t, &discovery.Handler{Metadata: discovery.NewMetadata(issuer, allFeatures())})
 	want := serverMetadata{
-		Issuer:                                     issuer,
-		AuthorizationEndpoint:                      issuer + "/authorize",
-		TokenEndpoint:                              issuer + "/token",
-		JWKSURI:                                    issuer + "/.well-known/jwks.json",
-		RegistrationEndpoint:                       issuer + "/register",
-		ScopesSupported:                            []string{"mcp:read", "mcp:write"},
+		Issuer:                issuer,
+		AuthorizationEndpoint: issuer + "/authorize",
+		TokenEndpoint:         issuer + "/token",
+		JWKSURI:               issuer + "/.well-known/jwks.json",
+		RegistrationEndpoint:  issuer + "/register",
+		// offline_access (MCP SEP-2207) comes with the refresh_token grant.
+		ScopesSupported:                            []string{"mcp:read", "mcp:write", "offline_access"},
 		ResponseTypesSupported:                     []string{"code"},
 		ResponseModesSupported:                     []string{"query"},
 		GrantTypesSupported:                        []string{"authorization_code", "refresh_token", "client_credentials"},

@@ -41,7 +41,14 @@ type Handler struct {
 	JWKS func(ctx context.Context) ([]byte, error)
 	// Resources get RFC 9728 documents; see ProtectedResource.
 	Resources []ProtectedResource
-	Log       *slog.Logger
+	// AnyResource, in development mode only (with allow_any_resource),
+	// answers a protected-resource metadata request that matches no
+	// configured resource with a document for the URL asked about, on any
+	// host, so that an MCP server behind /verify?resource= is discoverable
+	// without configuring it. AnyResourceScopes are its scopes_supported.
+	AnyResource       bool
+	AnyResourceScopes []string
+	Log               *slog.Logger
 }
 
 // Routes mounts the documents on r, the router at the host root: each route
@@ -91,6 +98,10 @@ func (h *Handler) Routes(r chi.Router) {
 
 	// Mounted even without resources, so that every miss is a JSON 404.
 	prm := newResourceIndex(h.Metadata.Issuer, h.Resources, log)
+	if h.AnyResource {
+		prm.any = &ProtectedResource{AuthorizationServers: []string{h.Metadata.Issuer}, ScopesSupported: h.AnyResourceScopes,
+			BearerMethodsSupported: []string{"header"}}
+	}
 	mount(r, WellKnownProtectedResource, prm.ServeHTTP)
 	mount(r, WellKnownProtectedResource+"/*", prm.ServeHTTP)
 }

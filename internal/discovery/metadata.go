@@ -10,6 +10,8 @@ package discovery
 import (
 	"slices"
 	"strings"
+
+	"github.com/authd/authd/internal/oauth"
 )
 
 // Endpoint paths, appended to the issuer. The routers of the endpoint
@@ -95,6 +97,12 @@ func NewMetadata(issuer string, f Features) Metadata {
 	}
 	if f.RefreshTokens {
 		m.GrantTypesSupported = append(m.GrantTypesSupported, "refresh_token")
+		// MCP SEP-2207: clients that want a refresh token add
+		// offline_access when the server lists it. authd accepts it
+		// everywhere and issues refresh tokens by the client's registered
+		// grant_types (oauth.ScopeOfflineAccess). Never in the protected
+		// resource documents: it is no permission at a resource.
+		m.ScopesSupported = append(m.ScopesSupported, oauth.ScopeOfflineAccess)
 	}
 	if f.ClientCredentials {
 		m.GrantTypesSupported = append(m.GrantTypesSupported, "client_credentials")

@@ -60,7 +60,10 @@ func pathKey(escapedPath string) string {
 // after the well-known prefix.
 type resourceIndex struct {
 	byHost map[string][]resourceDoc // by normalHost of the resource, in config order
-	log    *slog.Logger
+	// any, when set (development mode), is the template of the document
+	// served for a URL that matches no resource (Handler.AnyResource).
+	any *ProtectedResource
+	log *slog.Logger
 }
 
 type resourceDoc struct {
@@ -118,11 +121,36 @@ func (idx *resourceIndex) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		write(w, body, cacheControl(MetadataMaxAge))
 		return
 	}
+	if body, ok := idx.anyDocument(r, suffix); ok {
+		write(w, body, cacheControl(MetadataMaxAge))
+		return
+	}
 	oauth.WriteError(w, r, idx.log, &oauth.Error{
 		Code:        "not_found",
 		Description: "no protected resource metadata at this address",
 		Status:      http.StatusNotFound,
 	})
+}
+
+// anyDocument is the development-mode document for the resource at the
+// request's host and the path suffix: http, or https when the request (or
+// a trusted proxy's X-Forwarded-Proto) says so.
+func (idx *resourceIndex) anyDocument(r *http.Request, suffix string) ([]byte, bool) {
+	if idx.any == nil {
+		return nil, false
+	}
+	scheme := "http"
+	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
+		scheme = "https"
+	}
+	res, oerr := oauth.CanonicalResource(scheme + "://" + r.Host + suffix)
+	if oerr != nil {
+		return nil, false
+	}
+	pr := *idx.any
+	pr.Resource = res
+	body, err := json.Marshal(pr)
+	return body, err == nil
 }
 
 // lookup applies ServeHTTP's rule to a request for host with suffix, the

@@ -86,7 +86,7 @@ func TestTokenShapes(t *testing.T) {
 func TestChallengeQuoting(t *testing.T) {
 	m := resourceMatcher{Resource: Resource{RequiredScopes: []string{"a", "b"}}, metadataURL: `https://h/.well-known/oauth-protected-resource?q="x"\`}
 	want := `Bearer error="invalid_token", scope="a b", resource_metadata="https://h/.well-known/oauth-protected-resource?q=\"x\"\\"`
-	if got := m.challenge("invalid_token"); got != want {
+	if got := m.challenge("invalid_token", m.RequiredScopes); got != want {
 		t.Errorf("challenge = %s, want %s", got, want)
 	}
 }

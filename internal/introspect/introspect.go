@@ -30,6 +30,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/authd/authd/internal/clientauth"
+	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/reqlog"
@@ -60,6 +61,23 @@ type Resource struct {
 	// RequiredScopes must all be granted to the token (else 403
 	// insufficient_scope); empty means any token for the resource will do.
 	RequiredScopes []string
+	// RouteScopes add scopes that requests with a given method or path
+	// need (step-up for servers behind /verify).
+	RouteScopes []RouteScope
+	// Claims are the identity claims introspection answers about tokens
+	// for this resource, and /verify's headers for it, carry.
+	Claims idclaims.Set
+}
+
+// RouteScope says that requests matching Method and Path need Scopes.
+type RouteScope struct {
+	// Method matches the request method (X-Forwarded-Method from a trusted
+	// proxy, else the method /verify was called with); empty matches any.
+	Method string
+	// Path matches the request path (decoded, dot segments resolved): equal
+	// to it, or a prefix of it when Path ends in "*"; empty matches any.
+	Path   string
+	Scopes []string
 }
 
 // Handler serves POST /introspect and GET /verify.
@@ -78,6 +96,11 @@ type Handler struct {
 	BearerTokens []string
 	// Resources are the resources /verify protects.
 	Resources []Resource
+	// AnyResource lets /verify?resource=<URI> protect a URI that is not
+	// among Resources (no required scopes; the token's audience must still
+	// name it). Development mode only: in production an unlisted resource
+	// is a deployment error that /verify refuses (fail closed).
+	AnyResource bool
 	// IdentityClaims adds preferred_username and email (when verified) to
 	// active introspection responses for user tokens.
 	IdentityClaims bool
@@ -136,9 +159,9 @@ type response struct {
 	Audience  audience `json:"aud,omitempty"`
 	Issuer    string   `json:"iss"`
 	JTI       string   `json:"jti,omitempty"`
-	// Identity claims, with Handler.IdentityClaims.
-	PreferredUsername string `json:"preferred_username,omitempty"`
-	Email             string `json:"email,omitempty"`
+	// Identity claims, as Handler.IdentityClaims and the token's
+	// resources allow.
+	idclaims.Identity
 }
 
 // caller is who called /introspect.
@@ -255,14 +278,27 @@ func (h *Handler) describe(t *tokenInfo) *response {
 	}
 	if u := t.user; u != nil {
 		resp.Username = u.Login
-		if h.IdentityClaims {
-			resp.PreferredUsername = u.Login
-			if u.EmailVerified {
-				resp.Email = u.Email
-			}
-		}
+		resp.Identity = idclaims.For(h.identityClaims(t.audience), u)
 	}
 	return resp
+}
+
+// identityClaims is what an answer about a token for audience may say
+// about its user: what every one of those resources is configured for (the
+// token is good at each), and tokens.identity_claims' login and email.
+func (h *Handler) identityClaims(audience []string) idclaims.Set {
+	s := idclaims.ForAudience(audience, func(uri string) (idclaims.Set, bool) {
+		for _, r := range h.Resources {
+			if r.URI == uri {
+				return r.Claims, true
+			}
+		}
+		return idclaims.Set{}, false
+	})
+	if h.IdentityClaims {
+		s = s.Union(idclaims.Set{Login: true, Email: true})
+	}
+	return s
 }
 
 // authenticate identifies the caller of /introspect (RFC 7662 §2.1): a

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/authd/authd/internal/oauth"
@@ -102,6 +103,13 @@ func (h *Handler) resourceOf(r *http.Request) (*resourceMatcher, error) {
 				return &h.resources[i], nil
 			}
 		}
+		if h.AnyResource {
+			m, err := newResourceMatcher(Resource{URI: canon})
+			if err != nil {
+				return nil, oauth.InvalidRequest("the resource parameter is not a valid resource URI")
+			}
+			return &m, nil
+		}
 		return nil, nil
 	}
 
@@ -182,4 +190,58 @@ func validHost(h string) bool {
 		}
 	}
 	return true
+}
+
+// scopesFor is what a request needs: the resource's required scopes and
+// the scopes of every route rule matching its method and path. The method
+// is X-Forwarded-Method (kept from trusted proxies only) or, for nginx's
+// auth_request, which keeps the original method, the request's own. The
+// path is X-Forwarded-Uri's; when the proxy does not send it (a resource
+// parameter names the resource), rules with a path cannot be decided and
+// apply, so an unknown path needs more, never less.
+func (m *resourceMatcher) scopesFor(r *http.Request) ([]string, error) {
+	need := m.RequiredScopes
+	if len(m.RouteScopes) == 0 {
+		return need, nil
+	}
+	method := r.Method
+	if vs := r.Header.Values("X-Forwarded-Method"); len(vs) == 1 && vs[0] != "" {
+		method = vs[0]
+	}
+	var p string
+	known := false
+	if vs := r.Header.Values("X-Forwarded-Uri"); len(vs) > 0 {
+		if len(vs) != 1 {
+			return nil, oauth.InvalidRequest("X-Forwarded-Uri must be one request URI")
+		}
+		var err error
+		if p, err = cleanPath(vs[0]); err != nil {
+			return nil, err
+		}
+		known = true
+	}
+	need = slices.Clone(need)
+	for _, rule := range m.RouteScopes {
+		if rule.Method != "" && !strings.EqualFold(rule.Method, method) {
+			continue
+		}
+		if known && !rule.matchesPath(p) {
+			continue
+		}
+		for _, s := range rule.Scopes {
+			if !slices.Contains(need, s) {
+				need = append(need, s)
+			}
+		}
+	}
+	return need, nil
+}
+
+// matchesPath: an empty Path matches any, one ending in "*" every path it
+// prefixes, any other only itself.
+func (rs RouteScope) matchesPath(p string) bool {
+	if prefix, ok := strings.CutSuffix(rs.Path, "*"); ok {
+		return strings.HasPrefix(p, prefix)
+	}
+	return rs.Path == "" || rs.Path == p
 }

@@ -6,21 +6,30 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/reqlog"
 )
 
 // Headers /verify answers with on success, for the proxy to set on the
-// request it forwards to the protected server. All five are always sent,
-// empty when they do not apply (X-Auth-User and X-Auth-Email for a
-// client_credentials token, X-Auth-Email for an unverified address), so
-// that a proxy copying them replaces any the client sent itself.
+// request it forwards to the protected server. All are always sent, empty
+// when they do not apply (X-Auth-User and X-Auth-Email for a
+// client_credentials token, X-Auth-Email for an unverified address, the
+// identity-claim headers for a resource not configured for them), so that
+// a proxy copying them replaces any the client sent itself.
 const (
 	HeaderUser     = "X-Auth-User"      // the user's login
 	HeaderSubject  = "X-Auth-Subject"   // sub: authd user id, or client id
 	HeaderEmail    = "X-Auth-Email"     // verified email address
 	HeaderClientID = "X-Auth-Client-Id" // the OAuth client acting
 	HeaderScope    = "X-Auth-Scope"     // granted scopes, space-separated
+
+	// With the resource's claims setting:
+	HeaderName             = "X-Auth-Name"              // name: display name
+	HeaderGroups           = "X-Auth-Groups"            // groups: comma-separated (a group containing a comma is left out)
+	HeaderUpstreamProvider = "X-Auth-Upstream-Provider" // upstream: the upstream's id, e.g. github
+	HeaderUpstreamID       = "X-Auth-Upstream-Id"       // upstream: the user's immutable id there (GitHub numeric id, OIDC sub)
+	HeaderUpstreamLogin    = "X-Auth-Upstream-Login"    // upstream: the user's login there
 )
 
 // serveVerify is the ForwardAuth check a reverse proxy makes before
@@ -41,7 +50,7 @@ const (
 // query string (RFC 9700 §4.3.2 and MCP forbid tokens in URLs).
 func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 	oauth.NoStore(w)
-	t, err := h.verify(r)
+	t, res, err := h.verify(r)
 	var missing missingToken
 	switch {
 	case errors.As(err, &missing):
@@ -65,6 +74,18 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 		hd.Set(HeaderEmail, headerValue(email))
 		hd.Set(HeaderClientID, headerValue(t.clientID))
 		hd.Set(HeaderScope, headerValue(oauth.JoinScope(t.scopes)))
+		id := idclaims.For(res.Claims, t.user)
+		var groups []string
+		for _, g := range id.Groups {
+			if !strings.Contains(g, ",") {
+				groups = append(groups, g)
+			}
+		}
+		hd.Set(HeaderName, headerValue(id.Name))
+		hd.Set(HeaderGroups, headerValue(strings.Join(groups, ",")))
+		hd.Set(HeaderUpstreamProvider, headerValue(id.UpstreamProvider))
+		hd.Set(HeaderUpstreamID, headerValue(id.UpstreamID))
+		hd.Set(HeaderUpstreamLogin, headerValue(id.UpstreamLogin))
 		w.WriteHeader(http.StatusOK)
 	}
 }
@@ -75,8 +96,10 @@ type missingToken string
 
 func (m missingToken) Error() string { return "no bearer token" }
 
-// verify finds the resource a request is for and checks its token for it.
-func (h *Handler) verify(r *http.Request) (*tokenInfo, error) {
+// verify finds the resource a request is for and checks its token for
+// the request: the resource's required scopes and those of its route
+// rules that match the request.
+func (h *Handler) verify(r *http.Request) (*tokenInfo, *resourceMatcher, error) {
 	h.prepare()
 	ctx := r.Context()
 	res, err := h.resourceOf(r)
@@ -90,33 +113,37 @@ func (h *Handler) verify(r *http.Request) (*tokenInfo, error) {
 		h.log().WarnContext(ctx, "/verify cannot tell which resource is accessed; list the proxy in trusted_proxies "+
 			"so its X-Forwarded-Proto, -Host and -Uri headers are kept, or add ?resource=<resource URI> to the address it calls",
 			"problem", oauth.AsError(err).Description)
-		return nil, err
+		return nil, nil, err
 	case res == nil:
 		h.log().WarnContext(ctx, "/verify called for a request to no configured resource; "+
 			"the proxy protects a site that is not in authd's resources")
-		return nil, oauth.AccessDenied("no protected resource is configured for this address")
+		return nil, nil, oauth.AccessDenied("no protected resource is configured for this address")
+	}
+	need, err := res.scopesFor(r)
+	if err != nil {
+		return nil, nil, err
 	}
 
 	raw, presented := bearerToken(r)
 	if !presented {
-		return nil, missingToken(res.challenge(""))
+		return nil, nil, missingToken(res.challenge("", need))
 	}
 	invalid := func(desc string) error {
-		return oauth.InvalidToken("%s", desc).WithHeader("WWW-Authenticate", res.challenge(oauth.CodeInvalidToken))
+		return oauth.InvalidToken("%s", desc).WithHeader("WWW-Authenticate", res.challenge(oauth.CodeInvalidToken, need))
 	}
 	switch {
 	case raw == "":
-		return nil, invalid("the Authorization header does not carry a well-formed bearer token")
+		return nil, nil, invalid("the Authorization header does not carry a well-formed bearer token")
 	case strings.HasPrefix(raw, oauth.PrefixRefreshToken):
 		// Not worth a lookup: it could never pass.
-		return nil, invalid("a refresh token is not an access token")
+		return nil, nil, invalid("a refresh token is not an access token")
 	}
 	t, err := h.inspect(ctx, raw, h.now())
 	if err != nil {
 		if err = h.inactive(ctx, err); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return nil, invalid("the access token is invalid, expired or revoked")
+		return nil, nil, invalid("the access token is invalid, expired or revoked")
 	}
 	reqlog.Set(ctx, "client_id", t.clientID)
 	if t.user != nil {
@@ -124,16 +151,18 @@ func (h *Handler) verify(r *http.Request) (*tokenInfo, error) {
 	}
 	switch {
 	case t.refresh:
-		return nil, invalid("a refresh token is not an access token")
+		return nil, nil, invalid("a refresh token is not an access token")
 	case !slices.Contains(t.audience, res.URI):
 		// RFC 8707: a token bound to another resource must not be
 		// accepted here, even though it is otherwise valid.
-		return nil, invalid("the access token is not meant for this resource")
-	case !oauth.Subset(res.RequiredScopes, t.scopes):
-		return nil, oauth.InsufficientScope("the access token lacks scopes this resource requires").
-			WithHeader("WWW-Authenticate", res.challenge(oauth.CodeInsufficientScope))
+		return nil, nil, invalid("the access token is not meant for this resource")
+	case !oauth.Subset(need, t.scopes):
+		// MCP step-up: the challenge names what this request needs, and
+		// the client asks the user for it.
+		return nil, nil, oauth.InsufficientScope("the access token lacks scopes this request requires").
+			WithHeader("WWW-Authenticate", res.challenge(oauth.CodeInsufficientScope, need))
 	}
-	return t, nil
+	return t, res, nil
 }
 
 // bearerToken returns the token of an "Authorization: Bearer" header
@@ -186,17 +215,17 @@ func isToken68(s string) bool {
 }
 
 // challenge is the WWW-Authenticate value for this resource, with the
-// RFC 6750 error code when there is one, the scopes the resource requires
+// RFC 6750 error code when there is one, the scopes the request needs
 // (the MCP authorization spec's scope hint) and the RFC 9728 §5.1
 // resource_metadata URL.
-func (m *resourceMatcher) challenge(code string) string {
+func (m *resourceMatcher) challenge(code string, scopes []string) string {
 	var b strings.Builder
 	b.WriteString("Bearer ")
 	if code != "" {
 		b.WriteString(`error="` + code + `", `)
 	}
-	if len(m.RequiredScopes) > 0 {
-		b.WriteString(`scope="` + quoted(oauth.JoinScope(m.RequiredScopes)) + `", `)
+	if len(scopes) > 0 {
+		b.WriteString(`scope="` + quoted(oauth.JoinScope(scopes)) + `", `)
 	}
 	b.WriteString(`resource_metadata="` + quoted(m.metadataURL) + `"`)
 	return b.String()

@@ -135,3 +135,60 @@ func Union(a, b []string) []string {
 	}
 	return out
 }
+
+// Scopes a client addresses to the authorization server itself rather than
+// to a resource. They are understood at every endpoint, never fail a
+// request, and are never granted: they name no permission at a resource,
+// so they appear in no token, consent or grant.
+const (
+	// ScopeOfflineAccess asks for a refresh token (OpenID Connect Core
+	// §11; MCP SEP-2207 lets clients add it when the server's metadata
+	// lists it). authd does not need it: a refresh token is issued exactly
+	// when the client registered the refresh_token grant, with or without
+	// offline_access, as the OAuth 2.1 client metadata says.
+	ScopeOfflineAccess = "offline_access"
+	// ScopeOpenID asks for an OpenID Connect ID token; authd issues none,
+	// so it is ignored.
+	ScopeOpenID = "openid"
+)
+
+// ProtocolScope reports whether s is one of the scopes above.
+func ProtocolScope(s string) bool { return s == ScopeOfflineAccess || s == ScopeOpenID }
+
+// ScopeRule is what the server does with requested scopes (RFC 6749 §3.3),
+// the one rule /authorize and /token both apply before their per-client
+// and per-resource checks.
+type ScopeRule struct {
+	// Known are the scopes the operator declared; empty means every
+	// well-formed scope is known.
+	Known []string
+	// RejectUnknown answers a request naming an unknown scope with
+	// invalid_scope. By default such scopes are dropped: RFC 6749 §3.3 lets
+	// the server issue fewer scopes than requested and say so in the
+	// token response's scope, and real clients add values of their own
+	// (such as "claudeai") that no server declares.
+	RejectUnknown bool
+}
+
+// Requested parses the scope parameter param and returns the scopes that
+// may be granted: protocol scopes (offline_access, openid) are dropped,
+// and so are unknown ones unless RejectUnknown. An empty result means the
+// request names no grantable scope, which the caller treats like an absent
+// scope parameter (the pre-defined default of RFC 6749 §3.3 applies).
+func (r ScopeRule) Requested(param string) ([]string, *Error) {
+	toks, err := ParseScope(param)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range toks {
+		switch {
+		case ProtocolScope(s):
+		case len(r.Known) == 0 || slices.Contains(r.Known, s):
+			out = append(out, s)
+		case r.RejectUnknown:
+			return nil, InvalidScope("scope %s is not known to this server", truncate(s, 100))
+		}
+	}
+	return out, nil
+}

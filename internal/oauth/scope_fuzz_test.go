@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -20,6 +21,7 @@ func FuzzScopeAndResource(f *testing.F) {
 		{"\x00 \x7f é", "mcp.example.com"},
 		{strings.Repeat("s ", 3000), "https://mcp.example.com/a/../b"},
 		{"openid offline_access", "urn:example:resource"},
+		{"mcp:tools claudeai offline_access openid", "https://mcp.example.com/mcp"},
 		{"", "http://[::1]:80/"},
 		{"x", "https://xn--80ak6aa92e.com/"},
 		{"x", "https://mcp.example.com/%2e%2e/admin"},
@@ -47,6 +49,24 @@ func FuzzScopeAndResource(f *testing.F) {
 			if err != nil || JoinScope(again) != JoinScope(toks) {
 				t.Fatalf("ParseScope is not idempotent on %q", scope)
 			}
+		}
+		// ScopeRule: what may be granted is requested, declared, and never
+		// a protocol scope; the lenient rule fails only where ParseScope
+		// does, and the strict one keeps the same set when it succeeds.
+		known := []string{"mcp:tools", "a", "offline_access"}
+		lenient, lerr := ScopeRule{Known: known}.Requested(scope)
+		if (lerr == nil) != (err == nil) {
+			t.Fatalf("ScopeRule.Requested(%q) error %v, ParseScope error %v", scope, lerr, err)
+		}
+		for _, s := range lenient {
+			if ProtocolScope(s) || !slices.Contains(known, s) || !slices.Contains(toks, s) {
+				t.Fatalf("ScopeRule.Requested(%q) grants %q", scope, s)
+			}
+		}
+		if strict, serr := (ScopeRule{Known: known, RejectUnknown: true}).Requested(scope); serr != nil {
+			checkCharset(t, serr)
+		} else if !slices.Equal(strict, lenient) {
+			t.Fatalf("strict %v, lenient %v for %q", strict, lenient, scope)
 		}
 
 		canon, err := CanonicalResource(resource)

@@ -54,8 +54,14 @@ type request struct {
 }
 
 // decodeMetadata parses a JSON object of client metadata. Unknown fields
-// are ignored (RFC 7591 §2); known ones must have their JSON type.
+// are ignored (RFC 7591 §2); known ones must have their JSON type. The
+// body must be valid text with no repeated member (oauth.CheckJSON): a
+// name that is not UTF-8 must not be stored as U+FFFD, and a repeated
+// redirect_uris must not mean whatever the last copy says.
 func decodeMetadata(body []byte) (request, *oauth.Error) {
+	if err := oauth.CheckJSON(body); err != nil {
+		return request{}, err
+	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(body, &raw); err != nil || raw == nil {
 		return request{}, oauth.InvalidRequest("the request body must be a JSON object")

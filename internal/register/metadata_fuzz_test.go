@@ -38,6 +38,8 @@ func FuzzRegistrationMetadata(f *testing.F) {
 		`{"scope":"a \"b\" c","redirect_uris":["https://app.example.com/cb"]}`,
 		`{"contacts":["a@example.com",""],"redirect_uris":["https://app.example.com/cb"]}`,
 		`[]`, `null`, `{"redirect_uris":["https://app.example.com/cb"],"redirect_uris":["https://evil.example/cb"]}`,
+		`{"redirect_uris":["https://app.example.com/cb"],"client_name":"\ud800","software_id":"\udfff\ud800"}`,
+		"{\"redirect_uris\":[\"https://app.example.com/cb\"],\"contacts\":[\"\xff@example.com\"]}",
 	} {
 		f.Add([]byte(s))
 	}

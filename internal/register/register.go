@@ -389,9 +389,12 @@ func bearerToken(r *http.Request) (string, bool) {
 
 // readJSONBody reads a JSON request body of at most limit bytes.
 func readJSONBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		return nil, oauth.InvalidRequest("the request body must be application/json")
+	}
+	if err := oauth.CheckCharset(params); err != nil {
+		return nil, err // RFC 8259 §8.1: JSON between systems is UTF-8
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {

@@ -47,12 +47,13 @@ func (h *Handler) clientCredentials(ctx context.Context, req *request) (*respons
 		return (c.AllowedScopes == nil || slices.Contains(c.AllowedScopes, s)) && h.scopeAllowed(s, aud)
 	}
 	var scopes []string
-	// RFC 6749 §3.3: an empty scope parameter is no scope parameter.
-	if req.form.Get("scope") != "" {
-		requested, oerr := oauth.ParseScope(req.form.Get("scope"))
-		if oerr != nil {
-			return nil, oerr
-		}
+	// RFC 6749 §3.3: an empty scope parameter is no scope parameter, and so
+	// is one naming only scopes the server drops (oauth.ScopeRule).
+	requested, oerr := h.scopeRule().Requested(req.form.Get("scope"))
+	if oerr != nil {
+		return nil, oerr
+	}
+	if len(requested) > 0 {
 		for _, s := range requested {
 			if !allowed(s) {
 				return nil, oauth.InvalidScope("scope %q is not allowed for this client and resource", truncate(s, 100))

@@ -98,7 +98,6 @@ func testClientCredentialsRejections(t *testing.T, e *env) {
 		{"public client", cc(), publicAuth(publicMachine), http.StatusBadRequest, oauth.CodeUnauthorizedClient},
 		{"client not registered for it", cc(), publicAuth(publicClient), http.StatusBadRequest, oauth.CodeUnauthorizedClient},
 		{"scope beyond the client's", cc("scope", "read write"), basicAuth(machine, secret), http.StatusBadRequest, oauth.CodeInvalidScope},
-		{"scope unknown to the server", cc("scope", "read delete"), basicAuth(confClient, secret), http.StatusBadRequest, oauth.CodeInvalidScope},
 		{"scope the resource does not accept", cc("scope", "write", "resource", resB), basicAuth(confClient, secret), http.StatusBadRequest, oauth.CodeInvalidScope},
 		{"resource beyond the client's", cc("resource", resB), basicAuth(machine, secret), http.StatusBadRequest, oauth.CodeInvalidTarget},
 		{"resource unknown to the server", cc("resource", resOther), basicAuth(confClient, secret), http.StatusBadRequest, oauth.CodeInvalidTarget},

@@ -11,6 +11,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
+	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
 )
@@ -33,9 +34,10 @@ type Claims struct {
 	AuthTime  *jwt.NumericDate `json:"auth_time,omitempty"`
 	// GrantID lets introspection and /verify see a revoked grant; absent
 	// for client_credentials.
-	GrantID           string `json:"gid,omitempty"`
-	PreferredUsername string `json:"preferred_username,omitempty"`
-	Email             string `json:"email,omitempty"`
+	GrantID string `json:"gid,omitempty"`
+	// Identity claims: what tokens.identity_claims and the resources'
+	// claims settings allow.
+	idclaims.Identity
 }
 
 func (c *Claims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt, nil }
@@ -127,12 +129,7 @@ func (h *Handler) issue(ctx context.Context, now time.Time, at accessToken) (str
 	}
 	if at.user != nil {
 		c.Subject = at.user.ID
-		if h.IdentityClaims {
-			c.PreferredUsername = at.user.Login
-			if at.user.EmailVerified {
-				c.Email = at.user.Email
-			}
-		}
+		c.Identity = idclaims.For(h.identityClaims(at.resources), at.user)
 	}
 	signed, err := h.Keys.Sign(ctx, TypeAccessToken, c)
 	if err != nil {
@@ -154,6 +151,20 @@ func (h *Handler) format(resources []string) string {
 		}
 	}
 	return FormatJWT
+}
+
+// identityClaims is what a token for resources may say about its user:
+// what every one of them is configured for (each can read the token), and
+// tokens.identity_claims' login and email.
+func (h *Handler) identityClaims(resources []string) idclaims.Set {
+	s := idclaims.ForAudience(resources, func(uri string) (idclaims.Set, bool) {
+		r, ok := h.resource(uri)
+		return r.Claims, ok
+	})
+	if h.IdentityClaims {
+		s = s.Union(idclaims.Set{Login: true, Email: true})
+	}
+	return s
 }
 
 func (h *Handler) resource(uri string) (Resource, bool) {
@@ -204,6 +215,12 @@ func (h *Handler) scopeAllowed(s string, resources []string) bool {
 		}
 	}
 	return false
+}
+
+// scopeRule is the server's rule for requested scopes, shared with
+// /authorize.
+func (h *Handler) scopeRule() oauth.ScopeRule {
+	return oauth.ScopeRule{Known: h.Scopes, RejectUnknown: h.RejectUnknownScopes}
 }
 
 // scopesFor keeps the scopes that make sense for resources, so that a token

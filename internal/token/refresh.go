@@ -69,12 +69,14 @@ func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, er
 
 	// RFC 6749 §6: the scope may only narrow, and narrows only this access
 	// token; the grant keeps what was consented to.
+	// offline_access, openid and unknown scopes are dropped first
+	// (oauth.ScopeRule); a request left with none narrows nothing.
 	scopes := g.Scopes
-	if req.form.Get("scope") != "" { // RFC 6749 §3.3: empty is absent
-		requested, oerr := oauth.ParseScope(req.form.Get("scope"))
-		if oerr != nil {
-			return nil, oerr
-		}
+	requested, oerr := h.scopeRule().Requested(req.form.Get("scope"))
+	if oerr != nil {
+		return nil, oerr
+	}
+	if len(requested) > 0 {
 		if !oauth.Subset(requested, g.Scopes) {
 			return nil, oauth.InvalidScope("the requested scope exceeds the scope granted by the resource owner")
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/authd/authd/internal/clientauth"
+	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/reqlog"
@@ -83,6 +84,8 @@ type Resource struct {
 	// TokenFormat is FormatJWT or FormatOpaque; empty means
 	// Handler.TokenFormat.
 	TokenFormat string
+	// Claims are the identity claims JWTs for this resource carry.
+	Claims idclaims.Set
 }
 
 // Handler serves POST /token and POST /revoke.
@@ -105,6 +108,10 @@ type Handler struct {
 	DefaultResource string
 	// Scopes is the server's scope list; empty means any well-formed scope.
 	Scopes []string
+	// RejectUnknownScopes answers a scope parameter naming a scope not in
+	// Scopes with invalid_scope instead of dropping it (oauth.ScopeRule,
+	// the rule /authorize applies too).
+	RejectUnknownScopes bool
 	// DefaultScopes are granted to client_credentials requests without a
 	// scope parameter when the client has no AllowedScopes of its own.
 	DefaultScopes []string

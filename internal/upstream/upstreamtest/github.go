@@ -8,6 +8,7 @@ package upstreamtest
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -108,6 +109,10 @@ func (g *GitHub) APIURL() string { return g.srv.URL + "/api/v3" }
 
 // Client trusts the fake's TLS certificate.
 func (g *GitHub) Client() *http.Client { return g.srv.Client() }
+
+// Certificate is the fake's TLS certificate, for a process that must trust
+// it (e.g. through SSL_CERT_FILE).
+func (g *GitHub) Certificate() *x509.Certificate { return g.srv.Certificate() }
 
 // Config is a connector configuration pointing at the fake; the caller
 // sets RedirectURL.

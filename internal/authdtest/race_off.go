@@ -1,0 +1,5 @@
+//go:build !race
+
+package authdtest
+
+const raceEnabled = false

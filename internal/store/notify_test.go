@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/store/pgtest"
 )
@@ -131,4 +133,48 @@ func TestPostgresListenerChanges(t *testing.T) {
 	if connects != 1 {
 		t.Fatalf("the listener connected %d times, want once (keepalive pings must not break the connection)", connects)
 	}
+}
+
+// A lost listening connection is replaced, and the replacement announced
+// (OnConnect: reload everything, changes may have been missed); changes
+// after it arrive as before.
+func TestPostgresListenerReconnects(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := pgtest.DSN(t)
+	s, err := store.OpenPostgres(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	c, _ := pgFixtures(t, s)
+	log := startListener(t, dsn, time.Minute)
+	admin, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	var killed int
+	if err := admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = 'authd-listen'`).Scan(&killed); err != nil || killed != 1 {
+		t.Fatalf("terminating the listening connection: %d terminated, %v", killed, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		log.mu.Lock()
+		n := log.connects
+		log.mu.Unlock()
+		if n >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the listener did not reconnect after its connection was terminated")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.Disabled = true
+	if err := s.UpdateClient(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	log.waitFor(t, store.Change{Kind: store.ChangeClient, ID: c.ID})
 }

@@ -138,8 +138,10 @@ type Manager struct {
 	flight   chan struct{}
 	// reloading counts Reload calls under way: the keys were announced to
 	// have changed, so Sign waits for them rather than sign with a key
-	// that may be withdrawn.
+	// that may be withdrawn, and Keyfunc before refusing an unknown kid.
 	reloading atomic.Int32
+	// lastUnknownKid is when the last load for an unknown kid started.
+	lastUnknownKid atomic.Int64
 }
 
 // key is one parsed key.
@@ -305,11 +307,16 @@ func (m *Manager) Sign(ctx context.Context, typ string, claims jwt.Claims) (stri
 // holds loadMu): the keys were announced to have changed, and the active
 // key may be withdrawn.
 func (m *Manager) signingKey() *key {
+	return m.current().active
+}
+
+// current is the key set, after the Reload under way if any.
+func (m *Manager) current() *keySet {
 	if m.reloading.Load() > 0 {
 		m.loadMu.Lock()
 		defer m.loadMu.Unlock()
 	}
-	return m.cur.Load().active
+	return m.cur.Load()
 }
 
 // Keyfunc is a jwt.Keyfunc: it returns the public key named by the token's
@@ -325,9 +332,18 @@ func (m *Manager) Keyfunc(t *jwt.Token) (any, error) {
 		return nil, fmt.Errorf("%w: the token has no kid", ErrUnknownKey)
 	}
 	k := m.lookup(kid)
+	if k == nil && m.store != nil && m.reloading.Load() > 0 {
+		// A reload announced by a change is under way: the kid may be in
+		// what it finds.
+		m.current()
+		k = m.lookup(kid)
+	}
 	if k == nil && m.store != nil {
+		// Rate-limited on its own clock: loads for other reasons (a
+		// change notification a moment ago) must not stop this one, or a
+		// key activated right after them would be refused.
 		ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
-		m.refresh(ctx, unknownKidReload, true)
+		m.refreshSince(ctx, &m.lastUnknownKid, unknownKidReload, true)
 		cancel()
 		k = m.lookup(kid)
 	}
@@ -470,7 +486,13 @@ func (m *Manager) List(ctx context.Context) ([]KeyInfo, error) {
 // current keys (!wait); only one load runs at a time. Failures are logged
 // and the current keys stay in use.
 func (m *Manager) refresh(ctx context.Context, minAge time.Duration, wait bool) {
-	if m.store == nil || m.now().Sub(time.Unix(0, m.lastAttempt.Load())) < minAge {
+	m.refreshSince(ctx, &m.lastAttempt, minAge, wait)
+}
+
+// refreshSince is refresh measuring minAge from *last, which it sets when
+// it starts a load.
+func (m *Manager) refreshSince(ctx context.Context, last *atomic.Int64, minAge time.Duration, wait bool) {
+	if m.store == nil || m.now().Sub(time.Unix(0, last.Load())) < minAge {
 		return // the hot path: one atomic load
 	}
 	m.flightMu.Lock()
@@ -484,10 +506,11 @@ func (m *Manager) refresh(ctx context.Context, minAge time.Duration, wait bool) 
 		}
 		return
 	}
-	if m.now().Sub(time.Unix(0, m.lastAttempt.Load())) < minAge {
+	if m.now().Sub(time.Unix(0, last.Load())) < minAge {
 		m.flightMu.Unlock()
 		return
 	}
+	last.Store(m.now().UnixNano())
 	f := make(chan struct{})
 	m.flight = f
 	m.flightMu.Unlock()

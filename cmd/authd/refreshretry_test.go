@@ -96,7 +96,7 @@ func TestRefreshLostResponse(t *testing.T) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-		_, err = refresh(ctx, http.DefaultClient, tok.RefreshToken)
+		_, err = refresh(ctx, &http.Client{Transport: withRequestID{"refresh-client-gave-up"}}, tok.RefreshToken)
 		cancel()
 		if err == nil {
 			t.Fatal("the refresh answered while its grant was locked")
@@ -121,5 +121,19 @@ func TestRefreshLostResponse(t *testing.T) {
 			t.Fatalf("retry after giving up: %v (grant revoked: %v)", err, grantRevoked(t, tok.RefreshToken))
 		}
 		keepsWorking(t, retried)
+		// The access log says the client never got an answer.
+		if line := logLine(t, s.inst.Logs.String(), "refresh-client-gave-up"); line["status"] != float64(499) {
+			t.Errorf("access log of the abandoned refresh: %v, want status 499", line)
+		}
 	})
+}
+
+// withRequestID sets X-Request-Id, so the test can find the request's line
+// in the access log.
+type withRequestID struct{ id string }
+
+func (w withRequestID) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("X-Request-Id", w.id)
+	return http.DefaultTransport.RoundTrip(r)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authd/authd/internal/authorize"
 	"github.com/authd/authd/internal/cimd"
@@ -31,6 +32,7 @@ import (
 	"github.com/authd/authd/internal/server"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/token"
+	"github.com/authd/authd/internal/tracing"
 	"github.com/authd/authd/internal/upstream"
 )
 
@@ -89,6 +91,8 @@ type deps struct {
 	// cimdRoots verifies the servers of client ID metadata documents (nil:
 	// the system roots; tests trust their document server's certificate).
 	cimdRoots *x509.CertPool
+	// tracerProvider traces requests and upstream calls (nil: none).
+	tracerProvider trace.TracerProvider
 }
 
 // newMetrics creates the registry, with pool statistics for Postgres.
@@ -141,6 +145,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	if upstreamClient == nil {
 		upstreamClient = &http.Client{Timeout: 15 * time.Second}
 	}
+	upstreamClient = tracing.Client(d.tracerProvider, upstreamClient)
 	var connectors []upstream.Connector
 	providerTypes := map[string]string{}
 	for _, uc := range cfg.Upstreams {
@@ -172,6 +177,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Started:        started,
 		Ready:          bst.Ping,
 		Now:            now,
+		TracerProvider: d.tracerProvider,
 		Observe: func(route, method string, status int, d time.Duration) {
 			m.ObserveRequest(route, method, status, d)
 			if route == prefix+"/register" && method == http.MethodPost {
@@ -252,13 +258,19 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	// the row once. Registration changes invalidate both at once.
 	clientCache := clientauth.NewCachedClients(clients, clientauth.DefaultCacheTTL, now)
 	authzCache := clientauth.NewCachedClients(authzClients, clientauth.DefaultCacheTTL, now)
+	// One budget of failed credential checks for /token, /revoke,
+	// /introspect and RFC 7592.
+	throttle := clientauth.NewThrottle(cfg.RateLimits.ClientAuthFailures, now)
 	reg := &register.Handler{
-		Store:   invalidatingStore{Store: bst, caches: []*clientauth.CachedClients{clientCache, authzCache}},
-		Issuer:  cfg.Issuer,
-		Policy:  cfg.Registration,
-		Limiter: ratelimit.New(cfg.Registration.RateLimit, now),
-		Now:     now,
-		Log:     log,
+		Store:          invalidatingStore{Store: bst, caches: []*clientauth.CachedClients{clientCache, authzCache}},
+		Issuer:         cfg.Issuer,
+		Policy:         cfg.Registration,
+		Scopes:         scopeNames,
+		Limiter:        ratelimit.New(cfg.Registration.RateLimit, now),
+		Throttle:       throttle,
+		TrustedProxies: mustPrefixes(cfg),
+		Now:            now,
+		Log:            log,
 	}
 	reg.Routes(r)
 
@@ -290,7 +302,10 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	}
 	authz.Routes(r)
 
-	clientAuth := &clientauth.Authenticator{Clients: clientCache, Now: now}
+	clientAuth := &clientauth.Authenticator{Clients: clientCache, Now: now, Throttle: throttle, FailureFloor: clientauth.DefaultFailureFloor}
+	if err := pinConfiguredSecrets(ctx, st, clientAuth, cfg.Clients, now(), log); err != nil {
+		return nil, err
+	}
 	tok := &token.Handler{
 		Store:                    clients,
 		Clients:                  clientAuth,
@@ -333,6 +348,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		// --dev: /verify?resource= protects any URL (allow_any_resource).
 		AnyResource:    cfg.Dev && cfg.AllowAnyResource,
 		IdentityClaims: cfg.Tokens.IdentityClaims,
+		UserCheck:      userCheck,
 		Limiter:        ratelimit.New(cfg.Introspection.RateLimit, now),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
 		Observe:        m.ObserveIntrospection,
@@ -391,6 +407,32 @@ func changeListener(cfg *config.Config, log *slog.Logger, km *keys.Manager, cach
 			log.Debug("listening for changes from other replicas", "channel", store.ChangesChannel)
 		},
 	}
+}
+
+// pinConfiguredSecrets gives the authenticator the clear-text secrets of
+// configured clients, so that checking them never needs bcrypt at request
+// time (see clientauth.Authenticator.Pin): a wrong guess then costs what a
+// guess at an unknown id costs. A client configured with a bcrypt
+// secret_hash instead cannot be pinned; its failed checks cost a bcrypt
+// comparison until its first success, which the operator is told.
+func pinConfiguredSecrets(ctx context.Context, st store.Store, a *clientauth.Authenticator, clients []register.StaticClient, now time.Time, log *slog.Logger) error {
+	for _, s := range clients {
+		c, err := st.GetClient(ctx, s.ID, now)
+		if err != nil {
+			return fmt.Errorf("configured client %q: %w", s.ID, err)
+		}
+		switch {
+		case s.Secret != "":
+			if !a.Pin(c.ID, c.SecretHash, s.Secret) {
+				log.Warn("configured client's stored secret differs from its configured secret", "client_id", c.ID)
+			}
+		case oauth.IsBcryptHash(c.SecretHash):
+			log.Warn("configured client has a bcrypt secret_hash: until its first successful authentication, "+
+				"each failed one costs a bcrypt comparison and tells by its timing that the client exists; "+
+				"configure its secret (e.g. from the environment) instead", "client_id", c.ID)
+		}
+	}
+	return nil
 }
 
 func registrationOutcome(status int) string {

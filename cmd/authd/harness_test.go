@@ -62,6 +62,13 @@ func startAuthd(t *testing.T, addr string, environ map[string]string, args ...st
 // startAuthdWith is startAuthd with an HTTP client for upstream providers.
 func startAuthdWith(t *testing.T, addr string, environ map[string]string, upstreamClient *http.Client, args ...string) *instance {
 	t.Helper()
+	return startAuthdEnv(t, addr, environ, func(e *env) { e.upstreamClient = upstreamClient }, args...)
+}
+
+// startAuthdEnv is startAuthd with configure applied to the process
+// environment before it starts (test hooks such as the upstream client).
+func startAuthdEnv(t *testing.T, addr string, environ map[string]string, configure func(*env), args ...string) *instance {
+	t.Helper()
 	vars := map[string]string{
 		"AUTHD_LISTEN":    addr,
 		"AUTHD_ISSUER":    "http://" + addr,
@@ -80,7 +87,10 @@ func startAuthdWith(t *testing.T, addr string, environ map[string]string, upstre
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan string, 1)
 	inst := &instance{URL: vars["AUTHD_ISSUER"], Stdout: &syncBuffer{}, Logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
-	e := &env{getenv: envOf(vars), stdout: inst.Stdout, stderr: inst.Logs, now: time.Now, ready: ready, upstreamClient: upstreamClient}
+	e := &env{getenv: envOf(vars), stdout: inst.Stdout, stderr: inst.Logs, now: time.Now, ready: ready}
+	if configure != nil {
+		configure(e)
+	}
 	go func() {
 		inst.done <- newRootCmd(e).ExecuteContextC(ctx, append([]string{"serve"}, args...))
 	}()

@@ -140,11 +140,15 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"org rules without load_teams", strings.Replace(validYAML, "github: {load_teams: true}", "github: {load_teams: false}", 1), nil, []string{"upstreams[0].github.load_teams"}},
 		{"dev login outside --dev", strings.Replace(validYAML, "    type: github\n", "    type: dev\n", 1), nil, []string{"upstreams[0].type", "--dev"}},
 		{"duplicate upstream id", strings.Replace(validYAML, "allowlist:", "  - {id: github, type: github, client_id: b, client_secret: c, github: {load_teams: true}}\nallowlist:", 1), nil, []string{"upstreams[1].id", "used twice"}},
+		{"client auth failure burst missing", validYAML, map[string]string{"AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_IP_BURST": "0"}, []string{"rate_limits.client_auth_failures.per_ip_burst"}},
+		{"negative client auth failure rate", validYAML, map[string]string{"AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_CLIENT_PER_MINUTE": "-1"}, []string{"rate_limits.client_auth_failures.per_client_per_minute"}},
 		{"negative purge interval", validYAML, map[string]string{"AUTHD_PURGE_INTERVAL": "-1m"}, []string{"purge_interval"}},
 		{"database timeout beyond the write timeout", validYAML, map[string]string{"AUTHD_DATABASE_TIMEOUT": "30s"}, []string{"database_timeout", "http.write_timeout"}},
 		{"negative database max in flight", validYAML, map[string]string{"AUTHD_DATABASE_MAX_IN_FLIGHT": "-1"}, []string{"database_max_in_flight"}},
 		{"listen url not postgres", validYAML, map[string]string{"AUTHD_DATABASE_LISTEN_URL": "mysql://db/a"}, []string{"database_listen_url"}},
 		{"retry window too long", validYAML, map[string]string{"AUTHD_TOKENS_REFRESH_RETRY_WINDOW": "1h"}, []string{"tokens.refresh_retry_window"}},
+		{"query exec mode that breaks jsonb", validYAML, map[string]string{"AUTHD_DATABASE_QUERY_EXEC_MODE": "exec"}, []string{"database_query_exec_mode", "cache_describe"}},
+		{"query exec mode unsafe behind PgBouncer in the URL", validYAML, map[string]string{"AUTHD_DATABASE_URL": "postgres://authd@db/authd?default_query_exec_mode=describe_exec"}, []string{"database_url", "default_query_exec_mode=describe_exec"}},
 		{"bad unknown_scopes", validYAML, map[string]string{"AUTHD_UNKNOWN_SCOPES": "drop"}, []string{"unknown_scopes", "ignore or reject"}},
 		{"offline_access declared", validYAML, map[string]string{"AUTHD_SCOPES": `[{"name":"offline_access"}]`}, []string{"scopes[0].name", "offline_access"}},
 		{"openid as a default scope", validYAML, map[string]string{"AUTHD_DEFAULT_SCOPES": "openid"}, []string{"default_scopes", "openid"}},
@@ -287,5 +291,27 @@ func TestLoadConfigStructuredEnvAsJSON(t *testing.T) {
 	_, err = loadConfig(flagsFor(t), envOf(env))
 	if err == nil || !strings.Contains(err.Error(), "colour") {
 		t.Fatalf("unknown nested key from env must be refused, got %v", err)
+	}
+}
+
+// database_query_exec_mode becomes pgx's default_query_exec_mode in the URL
+// every store connection is opened with (a multi-host URL keeps its hosts
+// and parameters); without it the URL is used as written.
+func TestDatabaseDSNCarriesQueryExecMode(t *testing.T) {
+	const multi = "postgres://authd:p%40ss@db1:5432,db2:5432/authd?target_session_attrs=read-write"
+	for _, tc := range []struct{ url, mode, want string }{
+		{multi, "", multi},
+		{multi, "cache_describe", "postgres://authd:p%40ss@db1:5432,db2:5432/authd?default_query_exec_mode=cache_describe&target_session_attrs=read-write"},
+		{"postgres://db/a?default_query_exec_mode=cache_statement", "cache_describe", "postgres://db/a?default_query_exec_mode=cache_describe"},
+	} {
+		cfg, err := loadConfig(flagsFor(t, "--config", writeFile(t, validYAML)), envOf(map[string]string{
+			"AUTHD_DATABASE_URL": tc.url, "AUTHD_DATABASE_QUERY_EXEC_MODE": tc.mode,
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.DatabaseDSN(); got != tc.want {
+			t.Errorf("url %s, mode %q: DatabaseDSN %s, want %s", tc.url, tc.mode, got, tc.want)
+		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Set at build time with -ldflags "-X main.version=… -X main.commit=…".
@@ -53,6 +54,9 @@ type env struct {
 	// upstreamClient, when set, is the HTTP client for upstream identity
 	// providers (tests point it at fakes with their own TLS roots).
 	upstreamClient *http.Client
+	// tracerProvider, when set, replaces the one the OTEL_* variables
+	// describe (tests record spans in memory).
+	tracerProvider trace.TracerProvider
 }
 
 // run executes the command line args.

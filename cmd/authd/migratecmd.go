@@ -26,7 +26,7 @@ func newMigrateCmd(e *env) *cobra.Command {
 		if err != nil {
 			return "", err
 		}
-		return cfg.DatabaseURL, nil
+		return cfg.DatabaseDSN(), nil
 	}
 	cmd.AddCommand(
 		&cobra.Command{

@@ -65,7 +65,27 @@ func (rt *router) served(backend, path string) bool {
 // replica picks the new key up without a restart. An access token revoked
 // on one replica is refused by the others at once.
 func TestThreeReplicasOneFlow(t *testing.T) {
-	dsn := pgtest.DSN(t)
+	threeReplicasOneFlow(t, pgtest.DSN(t), nil)
+}
+
+// TestThreeReplicasOneFlowThroughPgBouncer is the same flow with the three
+// replicas (and the `keys rotate` command) connected through PgBouncer in
+// transaction-pooling mode, sharing two server connections, with
+// database_query_exec_mode cache_describe (README, docs/database.md).
+func TestThreeReplicasOneFlowThroughPgBouncer(t *testing.T) {
+	direct := pgtest.DSN(t)
+	bouncer := pgtest.NewPgBouncer(t, direct, 2)
+	u, err := url.Parse(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The change listener needs a session: it goes to PostgreSQL directly
+	// (database_listen_url), as docs/database.md says.
+	threeReplicasOneFlow(t, bouncer.DSN(strings.TrimPrefix(u.Path, "/")), map[string]string{
+		"AUTHD_DATABASE_QUERY_EXEC_MODE": "cache_describe", "AUTHD_DATABASE_LISTEN_URL": direct})
+}
+
+func threeReplicasOneFlow(t *testing.T, dsn string, extraEnv map[string]string) {
 	f := newFlowEnv(t, dsn)
 	rt := &router{backends: map[string]*httputil.ReverseProxy{}, routes: map[string]string{"/": "A"}, hits: map[string][]string{}}
 	lb := httptest.NewServer(rt)
@@ -76,6 +96,9 @@ func TestThreeReplicasOneFlow(t *testing.T) {
 		"AUTHD_ISSUER":                lb.URL,
 		"AUTHD_KEYS_PREPUBLISH":       "2s",
 		"AUTHD_KEYS_REFRESH_INTERVAL": "200ms",
+	}
+	for k, v := range extraEnv {
+		environ[k] = v
 	}
 	replicas := map[string]*instance{}
 	for _, name := range []string{"A", "B", "C"} {

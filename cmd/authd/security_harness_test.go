@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,14 +39,38 @@ type secEnv struct {
 // newSecEnv starts authd for one test. extra adds environment variables.
 func newSecEnv(t *testing.T, extra map[string]string) *secEnv {
 	t.Helper()
-	return newSecEnvOn(t, pgtest.DSN(t), extra)
+	return newSecEnvYAML(t, extra, "")
 }
 
 // newSecEnvOn is newSecEnv on the database dsn (which extra may route
 // authd to through something else, AUTHD_DATABASE_URL).
 func newSecEnvOn(t *testing.T, dsn string, extra map[string]string) *secEnv {
 	t.Helper()
+	return newSecEnvOnYAML(t, dsn, extra, "")
+}
+
+// newSecEnvYAML is newSecEnv with more YAML appended to the configuration
+// file (e.g. configured clients, which have no environment variables).
+func newSecEnvYAML(t *testing.T, extra map[string]string, yaml string) *secEnv {
+	t.Helper()
+	return newSecEnvOnYAML(t, pgtest.DSN(t), extra, yaml)
+}
+
+func newSecEnvOnYAML(t *testing.T, dsn string, extra map[string]string, yaml string) *secEnv {
+	t.Helper()
 	f := newFlowEnv(t, dsn)
+	if yaml != "" {
+		cfg, err := os.OpenFile(f.cfg, os.O_APPEND|os.O_WRONLY, 0)
+		if err == nil {
+			_, err = cfg.WriteString("\n" + yaml)
+			if cerr := cfg.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	metricsAddr := freeAddr(t)
 	for k, v := range map[string]string{
 		"AUTHD_METRICS_LISTEN":                            metricsAddr,
@@ -54,6 +79,10 @@ func newSecEnvOn(t *testing.T, dsn string, extra map[string]string) *secEnv {
 		"AUTHD_RATE_LIMITS_REVOKE_PER_IP_PER_MINUTE":      "0",
 		"AUTHD_REGISTRATION_RATE_LIMIT_PER_IP_PER_MINUTE": "0",
 		"AUTHD_REGISTRATION_RATE_LIMIT_GLOBAL_PER_MINUTE": "0",
+		// Failed client authentications likewise (tests that need the
+		// throttle turn it back on).
+		"AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_IP_PER_MINUTE":     "0",
+		"AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_CLIENT_PER_MINUTE": "0",
 	} {
 		f.env[k] = v
 	}

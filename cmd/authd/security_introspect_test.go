@@ -169,8 +169,8 @@ func TestSecurityRevocationIsBoundToTheClient(t *testing.T) {
 
 	before := s.count(t, "SELECT count(*) FROM grants WHERE revoked_at IS NULL")
 	liveBefore := s.liveRefreshTokens(t, conf.ClientID)
-	if liveBefore != 1 || !s.active(t, tok.RefreshToken) {
-		t.Fatalf("before the attack: %d live refresh tokens, refresh token active %v", liveBefore, s.active(t, tok.RefreshToken))
+	if liveBefore != 1 {
+		t.Fatalf("before the attack: %d live refresh tokens", liveBefore)
 	}
 	for _, v := range []string{tok.AccessToken, tok.RefreshToken} {
 		if r := s.post(t, "/revoke", url.Values{"token": {v}}, attacker["client_id"].(string), attacker["client_secret"].(string)); r.status != http.StatusOK {
@@ -186,7 +186,8 @@ func TestSecurityRevocationIsBoundToTheClient(t *testing.T) {
 	}
 	// The refresh token too: a revocation that marked it spent (without
 	// touching the grant) would leave the grant count alone.
-	if n := s.liveRefreshTokens(t, conf.ClientID); n != liveBefore || !s.active(t, tok.RefreshToken) {
+	// (Introspection shows a refresh token only to its own client.)
+	if n := s.liveRefreshTokens(t, conf.ClientID); n != liveBefore {
 		t.Fatalf("another client's revocation spent the victim's refresh token: %d live refresh tokens, was %d", n, liveBefore)
 	}
 	// And it still works for its owner.

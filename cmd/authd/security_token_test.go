@@ -200,7 +200,7 @@ func TestSecurityRefreshTokenBinding(t *testing.T) {
 // at /token (RFC 6749 §2.3.1, §5.2). A wrong secret, an unknown client, a
 // public client with a secret and a confidential one without are the same
 // 401 invalid_client (same description: ids cannot be enumerated), with a
-// Basic challenge when the header was used; two methods at once, or a
+// Basic challenge whatever the client sent; two methods at once, or a
 // credential in the URL query, is invalid_request. Nothing is issued.
 func TestSecurityClientAuthentication(t *testing.T) {
 	s := newSecEnv(t, nil)
@@ -232,10 +232,10 @@ func TestSecurityClientAuthentication(t *testing.T) {
 		{"near-miss secret (basic)", with(), id, nearMiss(secret), 401, "invalid_client", true},
 		{"empty-ish secret (basic)", with(), id, " ", 401, "invalid_client", true},
 		{"unknown client (basic)", with(), "00000000-0000-0000-0000-000000000000", secret, 401, "invalid_client", true},
-		{"wrong secret (post)", with("client_id", id, "client_secret", "nope"), "", "", 401, "invalid_client", false},
-		{"public client with a secret", with("client_id", public, "client_secret", "guess"), "", "", 401, "invalid_client", false},
-		{"confidential client without secret", with("client_id", id), "", "", 401, "invalid_client", false},
-		{"sql client_id", with("client_id", "' OR 1=1 --", "client_secret", "x"), "", "", 401, "invalid_client", false},
+		{"wrong secret (post)", with("client_id", id, "client_secret", "nope"), "", "", 401, "invalid_client", true},
+		{"public client with a secret", with("client_id", public, "client_secret", "guess"), "", "", 401, "invalid_client", true},
+		{"confidential client without secret", with("client_id", id), "", "", 401, "invalid_client", true},
+		{"sql client_id", with("client_id", "' OR 1=1 --", "client_secret", "x"), "", "", 401, "invalid_client", true},
 		{"two methods", with("client_secret", secret), id, secret, 400, "invalid_request", false},
 		{"mismatched ids", with("client_id", public), id, secret, 400, "invalid_request", false},
 		{"repeated secret", func() url.Values {

@@ -18,6 +18,7 @@ import (
 	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/server"
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/tracing"
 )
 
 func newServeCmd(e *env) *cobra.Command {
@@ -90,7 +91,30 @@ func serve(ctx context.Context, cfg *config.Config, e *env) error {
 	}
 	log.Info("listening", "addr", addr.String(), "issuer", cfg.Issuer, "version", version)
 
-	st, err := openStoreWithRetry(ctx, cfg, log)
+	tp := e.tracerProvider
+	if tp == nil {
+		var shutdown func(context.Context) error
+		var err error
+		if tp, shutdown, err = tracing.Setup(ctx, e.getenv, version); err != nil {
+			cancel()
+			<-errc
+			return err
+		}
+		defer func() {
+			// Flush the spans still queued; a collector that is gone
+			// must not hold up the exit.
+			sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer scancel()
+			if err := shutdown(sctx); err != nil {
+				log.Warn("flushing traces", "error", err.Error())
+			}
+		}()
+		if !tracing.IsNoop(tp) {
+			log.Info("tracing on: exporting spans with OTLP/HTTP")
+		}
+	}
+
+	st, err := openStoreWithRetry(ctx, cfg, log, store.WithTracerProvider(tp))
 	if err != nil {
 		cancel()
 		<-errc
@@ -99,7 +123,7 @@ func serve(ctx context.Context, cfg *config.Config, e *env) error {
 	defer st.Close()
 
 	m := newMetrics(st)
-	a, err := buildApp(ctx, deps{cfg: cfg, store: st, log: log, now: e.now, started: started, upstreamClient: e.upstreamClient, metrics: m})
+	a, err := buildApp(ctx, deps{cfg: cfg, store: st, log: log, now: e.now, started: started, upstreamClient: e.upstreamClient, metrics: m, tracerProvider: tp})
 	if err != nil {
 		cancel()
 		<-errc
@@ -166,7 +190,7 @@ func startingHandler(cfg *config.Config, started time.Time, now func() time.Time
 // (containers start in any order): retry with capped exponential backoff
 // until it answers or ctx ends. The schema must match this binary unless
 // migrate_on_start asks to migrate.
-func openStoreWithRetry(ctx context.Context, cfg *config.Config, log *slog.Logger) (store.Store, error) {
+func openStoreWithRetry(ctx context.Context, cfg *config.Config, log *slog.Logger, opts ...store.Option) (store.Store, error) {
 	if cfg.DatabaseURL == "" {
 		log.Warn("using the in-memory store: data is lost on exit and not shared between replicas")
 		return store.NewMemory(), nil
@@ -188,14 +212,14 @@ func openStoreWithRetry(ctx context.Context, cfg *config.Config, log *slog.Logge
 		}
 		backoff = min(backoff*2, 10*time.Second)
 	}
-	return store.OpenPostgres(ctx, cfg.DatabaseURL)
+	return store.OpenPostgres(ctx, cfg.DatabaseDSN(), opts...)
 }
 
 func prepareSchema(ctx context.Context, cfg *config.Config) error {
 	if cfg.MigrateOnStart {
-		return store.MigrateUp(ctx, cfg.DatabaseURL)
+		return store.MigrateUp(ctx, cfg.DatabaseDSN())
 	}
-	return store.CheckSchema(ctx, cfg.DatabaseURL)
+	return store.CheckSchema(ctx, cfg.DatabaseDSN())
 }
 
 // storeOpener returns the store-opening function the admin commands use.
@@ -205,9 +229,9 @@ func storeOpener(e *env, flags *pflag.FlagSet) func(ctx context.Context) (store.
 		if err != nil {
 			return nil, err
 		}
-		if err := store.CheckSchema(ctx, cfg.DatabaseURL); err != nil {
+		if err := store.CheckSchema(ctx, cfg.DatabaseDSN()); err != nil {
 			return nil, err
 		}
-		return store.OpenPostgres(ctx, cfg.DatabaseURL)
+		return store.OpenPostgres(ctx, cfg.DatabaseDSN())
 	}
 }

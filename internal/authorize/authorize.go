@@ -40,10 +40,19 @@ const (
 )
 
 // target is where errors and the code go once the client and its redirect
-// URI are confirmed (RFC 6749 §4.1.2.1).
+// URI are confirmed (RFC 6749 §4.1.2.1). client is the client as read
+// while serving the current request: every redirect re-checks against it
+// that the URI is still registered (toClient).
 type target struct {
+	client      store.Client
 	redirectURI string
 	state       string
+}
+
+// targetOf is the target of a pending request whose client was read while
+// serving the current request.
+func targetOf(client store.Client, req store.AuthRequest) target {
+	return target{client: client, redirectURI: req.RedirectURI, state: req.State}
 }
 
 // authorize serves GET and POST /authorize (OAuth 2.1 §4.1.1).
@@ -105,7 +114,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 			h.redirectError(w, r, t, oauth.LoginRequired("the user is not signed in"))
 			return
 		}
-		h.startLogin(w, r, p, q.Get("idp_hint"))
+		h.startLogin(w, r, t, p, q.Get("idp_hint"))
 		return
 	}
 
@@ -234,7 +243,7 @@ func (h *Handler) authorizeRedirectURI(w http.ResponseWriter, r *http.Request, q
 			"The application did not say where to send you back (redirect_uri), and it has registered more than one address. You were not redirected.", nil)
 		return target{}, false
 	}
-	t := target{redirectURI: uri, state: q.Get("state")}
+	t := target{client: c, redirectURI: uri, state: q.Get("state")}
 	if len(q["state"]) > 1 || len(t.state) > maxStateLen || !oauth.ValidText(t.state) {
 		t.state = "" // an ambiguous, oversized or non-text state is not echoed
 	}
@@ -422,7 +431,31 @@ func (h *Handler) redirectError(w http.ResponseWriter, r *http.Request, t target
 	if t.state != "" {
 		v.Set("state", t.state)
 	}
+	h.toClient(w, r, t, v)
+}
+
+// toClient redirects to the client with the answer v, success or error,
+// only if the client (as read while serving this request) is enabled and
+// still lists the redirect URI: a client may have withdrawn it (RFC 7592
+// PUT) or been disabled while the user was signing in or deciding.
+// Otherwise the user gets an error page and nothing is redirected.
+func (h *Handler) toClient(w http.ResponseWriter, r *http.Request, t target, v url.Values) {
+	if !stillRegistered(t) {
+		h.errorPage(w, r, http.StatusBadRequest, "Invalid redirect address",
+			"The application no longer lists the address it asked to send you to. You were not redirected.", nil)
+		return
+	}
 	redirect(w, r, appendQuery(t.redirectURI, v))
+}
+
+// stillRegistered reports whether t's client is enabled and lists t's
+// redirect URI.
+func stillRegistered(t target) bool {
+	if t.client.ID == "" || t.client.Disabled {
+		return false
+	}
+	_, ok := oauth.MatchRedirectURI(t.client.Metadata.RedirectURIs, t.redirectURI)
+	return ok
 }
 
 // appendQuery adds v to uri, keeping uri's own query byte for byte (RFC

@@ -20,7 +20,9 @@ type consentScope struct {
 }
 
 type consentData struct {
-	ClientName   string
+	ClientName string
+	Deceptive  bool // the name mixes scripts or uses full-width forms
+
 	Verified     string // config, metadata or dynamic
 	ClientHost   string // host of a metadata-document client_id
 	RedirectHost string
@@ -50,6 +52,7 @@ func (h *Handler) consentPage(w http.ResponseWriter, r *http.Request) {
 	d := consentData{
 		Base:       h.basePath(),
 		ClientName: clientName(client),
+		Deceptive:  deceptiveName(clientName(client)),
 		Verified:   verification(client),
 		ClientHost: metadataHost(client),
 		UserName:   displayName(user),
@@ -141,8 +144,9 @@ func (h *Handler) consentSubmit(w http.ResponseWriter, r *http.Request) {
 		}
 		h.clearCookie(w, h.requestCookieName(requestHandle(req.IDDigest)))
 		h.event(ctx, EventConsentDenied, "client_id", client.ID, "user_id", user.ID)
-		h.redirectError(w, r, target{redirectURI: req.RedirectURI, state: req.State},
-			oauth.AccessDenied("the user denied the request"))
+		// client was read for this request (consentRequest): a redirect
+		// URI withdrawn meanwhile gets no error either.
+		h.redirectError(w, r, targetOf(client, req), oauth.AccessDenied("the user denied the request"))
 	default:
 		h.errorPage(w, r, http.StatusBadRequest, "Invalid form", "Choose Approve or Deny.", nil)
 	}
@@ -212,9 +216,8 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, client store.
 		h.clientGone(w, r, nil)
 		return
 	}
-	if _, ok := oauth.MatchRedirectURI(client.Metadata.RedirectURIs, req.RedirectURI); !ok {
-		h.errorPage(w, r, http.StatusBadRequest, "Invalid redirect address",
-			"The application no longer lists the address it asked to send you to. You were not redirected.", nil)
+	if !stillRegistered(targetOf(client, req)) {
+		h.toClient(w, r, targetOf(client, req), nil) // the error page
 		return
 	}
 	if req.UserID == "" || req.AuthTime == nil {
@@ -231,7 +234,11 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, client store.
 func (h *Handler) issueCode(w http.ResponseWriter, r *http.Request, client store.Client, req store.AuthRequest) {
 	ctx := r.Context()
 	now := h.now()
-	t := target{redirectURI: req.RedirectURI, state: req.State}
+	t := targetOf(client, req)
+	if !stillRegistered(t) {
+		h.toClient(w, r, t, nil) // the error page; no code is made
+		return
+	}
 	code := oauth.NewToken(oauth.PrefixCode)
 	err := h.Store.CreateAuthCode(ctx, store.AuthCode{
 		Digest:              oauth.Digest(code),
@@ -258,7 +265,7 @@ func (h *Handler) issueCode(w http.ResponseWriter, r *http.Request, client store
 	if t.state != "" {
 		v.Set("state", t.state)
 	}
-	redirect(w, r, appendQuery(t.redirectURI, v))
+	h.toClient(w, r, t, v)
 }
 
 // unusableClient recognises a client that exists but cannot be used as

@@ -20,9 +20,8 @@ import (
 // startLogin stores the pending request and sends the browser to sign in:
 // straight to the upstream when there is one (or idp_hint names one),
 // otherwise to the chooser.
-func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, p store.AuthRequest, idpHint string) {
+func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, t target, p store.AuthRequest, idpHint string) {
 	ctx := r.Context()
-	t := target{redirectURI: p.RedirectURI, state: p.State}
 	if len(h.Connectors) == 0 {
 		h.redirectError(w, r, t, oauth.ServerError(errors.New("no upstream identity provider configured")))
 		return
@@ -245,7 +244,6 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.UpstreamStateDigest = ""
-	t := target{redirectURI: req.RedirectURI, state: req.State}
 
 	ident, err := conn.HandleCallback(ctx, r, loginOptions(rid, state, req))
 	if err != nil {
@@ -257,7 +255,14 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 			// redirect URI were confirmed at /authorize, so tell the
 			// client, as RFC 6749 §4.1.2.1 does for a declined request.
 			h.event(ctx, EventLoginFailed, "upstream", provider, "reason", "declined")
-			h.redirectError(w, r, t, oauth.AccessDenied("the user declined to sign in at the identity provider").WithCause(err))
+			// The client as it is now: it may have withdrawn the
+			// redirect URI, or gone, while the user was away.
+			client, cerr := h.Store.GetClient(ctx, req.ClientID, now)
+			if cerr != nil {
+				h.clientGone(w, r, cerr)
+				return
+			}
+			h.redirectError(w, r, targetOf(client, req), oauth.AccessDenied("the user declined to sign in at the identity provider").WithCause(err))
 		case errors.As(err, &ue) && ue.Code == upstream.CodeAccessDenied:
 			// The connector refused the account (e.g. another Workspace
 			// domain): the user must learn why.

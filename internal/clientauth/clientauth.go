@@ -1,7 +1,9 @@
 // Package clientauth authenticates OAuth clients at the endpoints they call
 // directly (/token, /revoke, /introspect), following RFC 6749 §2.3.1:
 // client_secret_basic, client_secret_post, and "none" for public clients.
-// It also reads those endpoints' form bodies the same strict way (§3.2).
+// It also reads those endpoints' form bodies the same strict way (§3.2),
+// and throttles failed authentications before any comparison (Throttle,
+// which RFC 7592 management shares).
 package clientauth
 
 import (
@@ -44,16 +46,29 @@ const maxClientIDLen = 2048
 // cannot be told apart from outside. The log gets the real reason.
 const failed = "client authentication failed"
 
-// basicChallenge is sent with 401 when the client tried the Authorization
-// header (RFC 6749 §5.2).
+// basicChallenge is sent with every 401: RFC 6749 §5.2 asks for it when
+// the client used the Authorization header, and RFC 9110 §15.5.2 requires a
+// challenge with every 401, whatever the client sent (nothing, or a Bearer
+// token that is no client authentication here).
 const basicChallenge = `Basic realm="authd"`
 
 // Authenticator authenticates the client of a token-endpoint-style request.
 type Authenticator struct {
 	Clients ClientGetter
 	Now     func() time.Time
+	// Throttle, when set, limits failed authentications per network and
+	// per client id; it is consulted before any lookup or comparison.
+	Throttle *Throttle
+	// FailureFloor, when positive, is the least time a failed
+	// authentication takes to answer (DefaultFailureFloor in production).
+	// The comparison itself costs the same for every kind of client, but
+	// the lookup does not: a client used in the last few seconds comes
+	// from the cache, an unknown id from the database. Answering every
+	// failure no sooner than the floor hides that difference (and any
+	// other below it); successes are not delayed.
+	FailureFloor time.Duration
 
-	verified secretMemo // bcrypt checks that succeeded; see verifySecret
+	verified secretMemo // keyed digests of secrets known good; see verifySecret
 }
 
 // Authenticate identifies and authenticates the client of r, whose body
@@ -64,8 +79,8 @@ type Authenticator struct {
 // alone and must not present a secret.
 //
 // Failures are *oauth.Error values: invalid_request for a malformed or
-// ambiguous request, 401 invalid_client (with a Basic challenge when the
-// Authorization header was used) for anything wrong with the credentials.
+// ambiguous request, 401 invalid_client with a Basic challenge for anything
+// wrong with the credentials.
 // Store failures other than "not found" are returned as they are.
 func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Client, Method, error) {
 	cred, err := credentials(r, form)
@@ -73,10 +88,8 @@ func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Cl
 		return store.Client{}, "", err
 	}
 	reject := func(reason string) (store.Client, Method, error) {
-		e := oauth.InvalidClient(failed).WithCause(fmt.Errorf("client %q: %s", truncate(cred.id, 100), reason))
-		if cred.basic {
-			e = e.WithHeader("WWW-Authenticate", basicChallenge)
-		}
+		e := oauth.InvalidClient(failed).WithCause(fmt.Errorf("client %q: %s", truncate(cred.id, 100), reason)).
+			WithHeader("WWW-Authenticate", basicChallenge)
 		return store.Client{}, "", e
 	}
 	if cred.id == "" {
@@ -86,6 +99,36 @@ func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Cl
 		return reject("client_id too long")
 	}
 
+	att, err := a.Throttle.Check(r, cred.id, cred.secret != "")
+	if err != nil {
+		return store.Client{}, "", err
+	}
+	start := time.Now()
+	c, reason, err := a.check(r, cred)
+	if err != nil {
+		return store.Client{}, "", err // the store failed: no verdict
+	}
+	att.Done(reason == "")
+	if reason != "" {
+		waitUntil(r.Context(), start.Add(a.FailureFloor))
+		return reject(reason)
+	}
+	m := MethodNone
+	switch {
+	case cred.secret == "":
+	case cred.basic:
+		m = MethodBasic
+	default:
+		m = MethodPost
+	}
+	reqlog.Set(r.Context(), "client_id", c.ID) // for the access log line
+	return c, m, nil
+}
+
+// check looks the client up and judges cred, returning why it fails ("" if
+// it does not). The work is the same for an unknown id as for a wrong
+// secret: one digest comparison (see verifySecret).
+func (a *Authenticator) check(r *http.Request, cred credential) (store.Client, string, error) {
 	now := a.now()
 	c, err := a.Clients.GetClient(r.Context(), cred.id, now)
 	known := err == nil
@@ -100,36 +143,43 @@ func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Cl
 		ok := a.verifySecret(c.ID, c.SecretHash, cred.secret)
 		switch {
 		case !known:
-			return reject("unknown client")
+			return c, "unknown client", nil
 		case c.SecretHash == "":
-			return reject("public client presented a secret")
+			return c, "public client presented a secret", nil
 		case !ok:
-			return reject("wrong secret")
+			return c, "wrong secret", nil
 		case c.SecretExpiresAt != nil && !now.Before(*c.SecretExpiresAt):
-			return reject("secret expired")
+			return c, "secret expired", nil
 		}
 	} else {
 		switch {
 		case !known:
-			return reject("unknown client")
+			return c, "unknown client", nil
 		case c.SecretHash != "":
-			return reject("confidential client presented no secret")
+			return c, "confidential client presented no secret", nil
 		}
 	}
 	if c.Disabled {
-		return reject("client disabled")
+		return c, "client disabled", nil
 	}
+	return c, "", nil
+}
 
-	m := MethodNone
-	switch {
-	case cred.secret == "":
-	case cred.basic:
-		m = MethodBasic
-	default:
-		m = MethodPost
+// DefaultFailureFloor is above a loaded database's typical lookup time.
+const DefaultFailureFloor = 10 * time.Millisecond
+
+// waitUntil sleeps until t, or until ctx ends.
+func waitUntil(ctx context.Context, t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
 	}
-	reqlog.Set(r.Context(), "client_id", c.ID) // for the access log line
-	return c, m, nil
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+	}
 }
 
 func (a *Authenticator) now() time.Time {

@@ -216,7 +216,8 @@ func testAuthenticate(t *testing.T, srv *httptest.Server) {
 			if tc.code == badClnt && got.body["error_description"] != "client authentication failed" {
 				t.Errorf("description %q reveals why authentication failed", got.body["error_description"])
 			}
-			if wantChallenge := tc.basic; (got.challenge != "") != wantChallenge {
+			// Every 401 carries a challenge (RFC 9110 §15.5.2).
+			if wantChallenge := tc.code == badClnt; (got.challenge != "") != wantChallenge {
 				t.Errorf("WWW-Authenticate = %q, want a Basic challenge: %v", got.challenge, wantChallenge)
 			} else if wantChallenge && !strings.HasPrefix(got.challenge, "Basic ") {
 				t.Errorf("WWW-Authenticate = %q", got.challenge)

@@ -2,7 +2,10 @@ package clientauth
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -27,6 +30,16 @@ func TestSecretMemo(t *testing.T) {
 	if len(a.verified.m) != 0 {
 		t.Fatal("a failed check was remembered")
 	}
+	if !a.verifySecret("c1", hash, "chosen secret") {
+		t.Fatal("right secret rejected")
+	}
+	// Once the secret is known, the memo decides alone, also for a secret
+	// bcrypt would accept (it ignores bytes past the 72nd).
+	long := bcryptHash(strings.Repeat("x", 72))
+	if !a.verifySecret("c9", long, strings.Repeat("x", 72)) || a.verifySecret("c9", long, strings.Repeat("x", 73)) {
+		t.Fatal("the memo does not decide alone")
+	}
+	a.verified.m = nil
 	for i := range 2 { // the second time from the memo
 		if !a.verifySecret("c1", hash, "chosen secret") {
 			t.Fatalf("right secret rejected (attempt %d)", i+1)
@@ -62,9 +75,54 @@ func TestSecretMemoBounded(t *testing.T) {
 	var m secretMemo
 	mac := m.mac("s")
 	for i := range maxMemoSecrets + 5 {
-		m.put(fmt.Sprint(i), mac)
+		m.put(fmt.Sprint(i), mac, false)
 		if len(m.m) > maxMemoSecrets {
 			t.Fatalf("memo holds %d entries, bound is %d", len(m.m), maxMemoSecrets)
 		}
+	}
+}
+
+// TestPinnedSecretNeedsNoBcrypt: a configured secret pinned at start-up
+// is checked with one HMAC, right or wrong, so a wrong guess costs no
+// bcrypt (and takes no longer than a guess at an unknown id).
+func TestPinnedSecretNeedsNoBcrypt(t *testing.T) {
+	a := &Authenticator{}
+	// The cheapest cost keeps the test fast; a wrong guess at a pinned
+	// client must still cost far less than that bcrypt comparison.
+	hash, err := bcrypt.GenerateFromPassword([]byte("operator chosen secret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Pin("rs", string(hash), "not the secret") {
+		t.Fatal("a wrong secret was pinned")
+	}
+	if !a.Pin("rs", string(hash), "operator chosen secret") {
+		t.Fatal("the right secret was not pinned")
+	}
+	var direct []time.Duration
+	for range 5 {
+		start := time.Now()
+		_ = bcrypt.CompareHashAndPassword(hash, []byte("a guess"))
+		direct = append(direct, time.Since(start))
+	}
+	slices.Sort(direct)
+	bcryptCost := direct[len(direct)/2]
+	var wrong []time.Duration
+	for i := range 9 {
+		start := time.Now()
+		if a.verifySecret("rs", string(hash), fmt.Sprint("guess ", i)) {
+			t.Fatal("wrong secret accepted")
+		}
+		wrong = append(wrong, time.Since(start))
+	}
+	if !a.verifySecret("rs", string(hash), "operator chosen secret") {
+		t.Fatal("pinned secret rejected")
+	}
+	slices.Sort(wrong)
+	if median := wrong[len(wrong)/2]; median > bcryptCost/10 {
+		t.Fatalf("a wrong guess at a pinned client takes %v, a bcrypt comparison %v: it still runs bcrypt", median, bcryptCost)
+	}
+	if a.verifySecret("other", string(hash), "operator chosen secret") != true {
+		t.Fatal("the pin leaks to another client id")
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/authd/authd/internal/allowlist"
 	"github.com/authd/authd/internal/cimd"
+	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/ratelimit"
@@ -38,6 +39,13 @@ type Config struct {
 	DatabaseURL    string   `mapstructure:"database_url"`
 	MigrateOnStart bool     `mapstructure:"migrate_on_start"`
 	TrustedProxies []string `mapstructure:"trusted_proxies"`
+	// DatabaseQueryExecMode is how pgx sends queries: "" or cache_statement
+	// (pgx's default: named prepared statements cached per connection) for
+	// direct connections, cache_describe (unnamed statements, descriptions
+	// cached) behind PgBouncer's transaction pooling, which does not carry
+	// a connection's prepared statements from one transaction to the next.
+	// DatabaseDSN writes it into the URL as pgx's default_query_exec_mode.
+	DatabaseQueryExecMode string `mapstructure:"database_query_exec_mode"`
 	// ServiceDocumentation is advertised in the server metadata.
 	ServiceDocumentation string `mapstructure:"service_documentation"`
 	// PurgeInterval is how often each replica deletes expired rows (the
@@ -132,6 +140,11 @@ type RateLimitsConfig struct {
 	Authorize ratelimit.Config `mapstructure:"authorize"`
 	Token     ratelimit.Config `mapstructure:"token"`
 	Revoke    ratelimit.Config `mapstructure:"revoke"`
+	// ClientAuthFailures bounds failed client authentications (/token,
+	// /revoke, /introspect) and registration access token checks (RFC
+	// 7592) per network and per client id, checked before any secret is
+	// compared. Only failures count.
+	ClientAuthFailures clientauth.ThrottleConfig `mapstructure:"client_auth_failures"`
 }
 
 type KeysConfig struct {
@@ -240,6 +253,8 @@ func Defaults() Config {
 			Authorize: ratelimit.Config{PerKeyPerMinute: 120, PerKeyBurst: 60},
 			Token:     ratelimit.Config{PerKeyPerMinute: 3000, PerKeyBurst: 1000},
 			Revoke:    ratelimit.Config{PerKeyPerMinute: 600, PerKeyBurst: 200},
+			// Small: a legitimate client fails rarely.
+			ClientAuthFailures: clientauth.DefaultThrottle,
 		},
 		Tokens: TokensConfig{
 			AccessTokenLifetime:  time.Hour,
@@ -329,6 +344,8 @@ func (c *Config) Validate() error {
 	if c.DatabaseURL != "" {
 		if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 			add("database_url: must be a postgres:// or postgresql:// URL")
+		} else if m := u.Query().Get(queryExecModeParam); m != "" && !slices.Contains(QueryExecModes, m) {
+			add("database_url: %s=%s is not supported; use %s", queryExecModeParam, m, strings.Join(QueryExecModes, " or "))
 		}
 	}
 	if c.DatabaseTimeout <= 0 || (c.HTTP.WriteTimeout > 0 && c.DatabaseTimeout >= c.HTTP.WriteTimeout) {
@@ -341,6 +358,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.DatabaseListenURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 			add("database_listen_url: must be a postgres:// or postgresql:// URL (a direct connection, not through transaction pooling)")
 		}
+	}
+	if m := c.DatabaseQueryExecMode; m != "" && !slices.Contains(QueryExecModes, m) {
+		add("database_query_exec_mode: must be %s (behind PgBouncer in transaction pooling mode), got %q", strings.Join(QueryExecModes, " or "), m)
 	}
 	if _, err := c.TrustedProxyPrefixes(); err != nil {
 		add("trusted_proxies: %v", err)
@@ -478,6 +498,9 @@ func (c *Config) Validate() error {
 			add("%s.%v", name, err)
 		}
 	}
+	for _, err := range c.RateLimits.ClientAuthFailures.Validate() {
+		add("rate_limits.client_auth_failures.%v", err)
+	}
 	if c.Metrics.Pprof && c.Metrics.Listen == "" {
 		add("metrics.pprof: needs metrics.listen (profiles are served on the private metrics listener only)")
 	}
@@ -534,6 +557,33 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// QueryExecModes are the pgx query exec modes authd supports. pgx's exec,
+// simple_protocol and describe_exec are left out: the first two cannot
+// encode authd's jsonb arguments, and describe_exec prepares in one round
+// trip and executes in the next, which PgBouncer may send to different
+// server connections (store tests TestPostgresConformanceThroughPgBouncer).
+var QueryExecModes = []string{"cache_statement", "cache_describe"}
+
+const queryExecModeParam = "default_query_exec_mode"
+
+// DatabaseDSN is database_url with database_query_exec_mode applied as
+// pgx's default_query_exec_mode parameter, the URL every store connection
+// (pool, migrations, schema check) is opened with. Without the setting the
+// URL is used as written.
+func (c *Config) DatabaseDSN() string {
+	if c.DatabaseQueryExecMode == "" || c.DatabaseURL == "" {
+		return c.DatabaseURL
+	}
+	u, err := url.Parse(c.DatabaseURL)
+	if err != nil {
+		return c.DatabaseURL // Validate reports it
+	}
+	q := u.Query()
+	q.Set(queryExecModeParam, c.DatabaseQueryExecMode)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // validateIssuer applies RFC 8414 §2 and OAuth 2.1 §1.5: an https URL

@@ -176,8 +176,10 @@ func (e *env) seed() {
 	code := []string{token.GrantAuthorizationCode, token.GrantRefreshToken}
 	cc := []string{token.GrantClientCredentials}
 	for _, c := range []store.Client{
-		{ID: mcpClient, Metadata: store.ClientMetadata{GrantTypes: code, TokenEndpointAuthMethod: "none"}},
-		{ID: mcpClient2, Metadata: store.ClientMetadata{GrantTypes: code, TokenEndpointAuthMethod: "none"}},
+		// Confidential and allowed to introspect: a refresh token is
+		// active only to the client holding it.
+		{ID: mcpClient, SecretHash: oauth.HashSecret(secret), CanIntrospect: true, Metadata: store.ClientMetadata{GrantTypes: code, TokenEndpointAuthMethod: "client_secret_post"}},
+		{ID: mcpClient2, SecretHash: oauth.HashSecret(secret), CanIntrospect: true, Metadata: store.ClientMetadata{GrantTypes: code, TokenEndpointAuthMethod: "client_secret_post"}},
 		{ID: machine, SecretHash: oauth.HashSecret(secret), Metadata: store.ClientMetadata{GrantTypes: cc}},
 		{ID: rs, SecretHash: oauth.HashSecret(secret), CanIntrospect: true, Metadata: store.ClientMetadata{GrantTypes: cc}},
 		{ID: rsAdmin, SecretHash: oauth.HashSecret(secret), CanIntrospect: true, AllowedResources: []string{resAdmin},
@@ -232,7 +234,7 @@ func (e *env) login(g grantSpec, resource ...string) *oauth2.Token {
 		e.t.Fatal(err)
 	}
 	cfg := &oauth2.Config{
-		ClientID: g.client, RedirectURL: redirect,
+		ClientID: g.client, ClientSecret: secret, RedirectURL: redirect,
 		Endpoint: oauth2.Endpoint{TokenURL: e.srv.URL + "/token", AuthStyle: oauth2.AuthStyleInParams},
 	}
 	opts := []oauth2.AuthCodeOption{oauth2.VerifierOption(verifier)}
@@ -299,10 +301,20 @@ func bearer(tok string) auth {
 	return func(r *http.Request, _ url.Values) { r.Header.Set("Authorization", "Bearer "+tok) }
 }
 
-// introspect asks /introspect about tok as the resource server rs.
+// introspect asks /introspect about tok as the resource server rs, or,
+// for a refresh token, as the client holding it: the only caller to which
+// a refresh token can be active (TestIntrospectRefreshTokenOnlyToItsClient
+// covers the others).
 func (e *env) introspect(tok string, kv ...string) reply {
 	e.t.Helper()
-	return e.introspectAs(basic(rs, secret), tok, kv...)
+	caller := rs
+	if strings.HasPrefix(tok, oauth.PrefixRefreshToken) {
+		caller = mcpClient
+		if rt, err := e.st.GetRefreshToken(e.ctx, oauth.Digest(tok)); err == nil {
+			caller = rt.ClientID
+		}
+	}
+	return e.introspectAs(basic(caller, secret), tok, kv...)
 }
 
 func (e *env) introspectAs(a auth, tok string, kv ...string) reply {
@@ -400,9 +412,11 @@ func wantError(t *testing.T, r reply, status int, code string) {
 	wantNoStore(t, r)
 }
 
-// limiter returns an option installing a limiter of n requests per caller.
+// limiter returns an option installing a limiter of n requests per caller,
+// and a throttle of n failed authentications per network.
 func limiter(n int) option {
 	return func(h *introspect.Handler) {
 		h.Limiter = ratelimit.New(ratelimit.Config{PerKeyPerMinute: 1, PerKeyBurst: n}, h.Now)
+		h.Clients.Throttle = clientauth.NewThrottle(clientauth.ThrottleConfig{PerIPPerMinute: 1, PerIPBurst: n}, h.Now)
 	}
 }

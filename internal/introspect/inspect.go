@@ -54,6 +54,23 @@ type tokenInfo struct {
 // when the store could not answer, so an outage never reads as "inactive"
 // nor, worse, as "active".
 func (h *Handler) inspect(ctx context.Context, raw string, now time.Time) (*tokenInfo, error) {
+	t, err := h.inspectShape(ctx, raw, now)
+	if err != nil {
+		return nil, err
+	}
+	// A user removed from the allowlist since the token was issued is
+	// refused now, not at the next refresh: the check reads only the
+	// configuration and the user row the token already brought.
+	if t.user != nil && h.UserCheck != nil {
+		if err := h.UserCheck(ctx, *t.user); err != nil {
+			return nil, inactiveError("user no longer allowed: " + err.Error())
+		}
+	}
+	return t, nil
+}
+
+// inspectShape is inspect without the user check.
+func (h *Handler) inspectShape(ctx context.Context, raw string, now time.Time) (*tokenInfo, error) {
 	switch {
 	case len(raw) > maxTokenLen:
 		return nil, inactiveError("too long")

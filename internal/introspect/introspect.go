@@ -96,6 +96,11 @@ type Handler struct {
 	BearerTokens []string
 	// Resources are the resources /verify protects.
 	Resources []Resource
+	// UserCheck re-applies the current sign-in policy (the allowlist, from
+	// the configuration: no upstream call) to the user of every user token
+	// judged, at /introspect and /verify; an error makes the token
+	// inactive. Nil allows everyone.
+	UserCheck func(ctx context.Context, u store.User) error
 	// AnyResource lets /verify?resource=<URI> protect a URI that is not
 	// among Resources (no required scopes; the token's audience must still
 	// name it). Development mode only: in production an unlisted resource
@@ -111,9 +116,9 @@ type Handler struct {
 	// do with clientauth.CachedClients. Zero reads
 	// the user every time. Revocation (jti, grant) is never cached.
 	UserCacheTTL time.Duration
-	// Limiter bounds /introspect calls per caller (client id or static
-	// token); failed authentications count against the caller's network.
-	// Nil: no limit.
+	// Limiter bounds /introspect calls per authenticated caller (client id
+	// or static token); failed authentications are limited by
+	// Clients.Throttle instead, before any comparison. Nil: no limit.
 	Limiter *ratelimit.Limiter
 	// MaxBodyBytes bounds request bodies (clientauth.DefaultMaxFormBytes
 	// when zero).
@@ -204,15 +209,10 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) (*response,
 	if err := clientauth.CheckSingle(form); err != nil {
 		return nil, err
 	}
+	// Guessing credentials is limited by clientauth's Throttle, per network
+	// and client id, before anything is compared.
 	c, err := h.authenticate(r, form)
 	if err != nil {
-		var oe *oauth.Error
-		if errors.As(err, &oe) && oe.Status == http.StatusUnauthorized {
-			// Guessing credentials is limited by network.
-			if lerr := h.limit("ip:" + ratelimit.RemoteIPKey(r)); lerr != nil {
-				return nil, lerr
-			}
-		}
 		return nil, err
 	}
 	ctx := r.Context()
@@ -235,6 +235,14 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) (*response,
 	t, err := h.inspect(ctx, raw, now)
 	if err != nil {
 		return nil, h.inactive(ctx, err)
+	}
+	if t.refresh && !(c.client && c.id == t.clientID) {
+		// A refresh token is no credential at any resource server (it
+		// has no audience); one that checks only "active" must not take
+		// it for an access token. Only the client holding it may see it
+		// active (RFC 7662 §2.2 lets the answer depend on the caller).
+		h.log().DebugContext(ctx, "introspection of a refresh token by another caller", "caller", c.id)
+		return nil, nil
 	}
 	if c.resources != nil && !slices.ContainsFunc(t.audience, func(a string) bool { return slices.Contains(c.resources, a) }) {
 		// RFC 7662 §4: a resource server must not learn about tokens meant
@@ -311,7 +319,13 @@ func (h *Handler) authenticate(r *http.Request, form url.Values) (caller, error)
 			if form.Has("client_id") || form.Has("client_secret") {
 				return caller{}, oauth.InvalidRequest("the caller used more than one authentication method (a bearer token and client credentials)")
 			}
-			return h.authenticateBearer(strings.TrimSpace(tok))
+			att, err := h.Clients.Throttle.Check(r, "", true)
+			if err != nil {
+				return caller{}, err
+			}
+			c, err := h.authenticateBearer(strings.TrimSpace(tok))
+			att.Done(err == nil)
+			return c, err
 		}
 	}
 	cl, method, err := h.Clients.Authenticate(r, form)

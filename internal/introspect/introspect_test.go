@@ -1,6 +1,7 @@
 package introspect_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,9 +9,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/store"
 )
 
 // TestIntrospect runs the cases that can share one database: none of them
@@ -229,15 +233,15 @@ func testIntrospectInactive(t *testing.T, e *env) {
 	}
 
 	revokedJTI := e.aliceToken().AccessToken
-	e.revoke(revokedJTI, post(mcpClient, ""))
+	e.revoke(revokedJTI, post(mcpClient, secret))
 
 	revokedGrant := e.aliceToken()
-	e.revoke(revokedGrant.RefreshToken, post(mcpClient, ""))
+	e.revoke(revokedGrant.RefreshToken, post(mcpClient, secret))
 
 	opaque := e.login(grantSpec{user: e.alice, scopes: []string{"read"}, resources: []string{resOpaque}})
-	e.revoke(opaque.AccessToken, post(mcpClient, ""))
+	e.revoke(opaque.AccessToken, post(mcpClient, secret))
 	opaqueOfRevokedGrant := e.login(grantSpec{user: e.alice, scopes: []string{"read"}, resources: []string{resOpaque}})
-	e.revoke(opaqueOfRevokedGrant.RefreshToken, post(mcpClient, ""))
+	e.revoke(opaqueOfRevokedGrant.RefreshToken, post(mcpClient, secret))
 
 	rotated := e.aliceToken()
 	refreshed := e.refresh(rotated.RefreshToken)
@@ -363,7 +367,7 @@ func TestIntrospectUserCache(t *testing.T) {
 	wantActive(t, e.introspect(one.AccessToken))
 	wantInactive(t, e.introspect(jwt.AccessToken))
 	wantInactive(t, e.introspect(jwt.RefreshToken))
-	e.revoke(two.AccessToken, post(mcpClient, ""))
+	e.revoke(two.AccessToken, post(mcpClient, secret))
 	wantInactive(t, e.introspect(two.AccessToken))
 	e.clock.Add(ttl)
 	wantInactive(t, e.introspect(one.AccessToken))
@@ -599,7 +603,7 @@ func hs256WithPublicKey(t *testing.T, e *env, c jwt.MapClaims, kid string) strin
 // refresh redeems a refresh token at /token.
 func (e *env) refresh(rt string) *tokenPair {
 	e.t.Helper()
-	r := e.postForm("/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, post(mcpClient, ""))
+	r := e.postForm("/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}, post(mcpClient, secret))
 	if r.status != http.StatusOK {
 		e.t.Fatalf("refresh: %d %s", r.status, r.body)
 	}
@@ -607,3 +611,73 @@ func (e *env) refresh(rt string) *tokenPair {
 }
 
 type tokenPair struct{ AccessToken, RefreshToken string }
+
+// TestIntrospectRefreshTokenOnlyToItsClient: a refresh token is active
+// only to the client holding it; resource servers (clients allowed to
+// introspect, restricted or not, and static bearer callers) and other
+// clients see it inactive, so a resource server that checks only "active"
+// cannot take it for an access token (issue 17).
+func TestIntrospectRefreshTokenOnlyToItsClient(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tok := e.aliceToken()
+	for name, a := range map[string]auth{
+		"resource server":            basic(rs, secret),
+		"restricted resource server": basic(rsAdmin, secret),
+		"static bearer token":        bearer(staticToken),
+		"another client":             basic(mcpClient2, secret),
+	} {
+		r := e.introspectAs(a, tok.RefreshToken)
+		if r.status != http.StatusOK || string(r.body) != `{"active":false}` {
+			t.Errorf("%s: %d %s, want exactly {\"active\":false}", name, r.status, r.body)
+		}
+	}
+	r := wantActive(t, e.introspectAs(basic(mcpClient, secret), tok.RefreshToken))
+	if r.str("token_type") != "refresh_token" || r.str("client_id") != mcpClient {
+		t.Errorf("owner's view: %s", r.body)
+	}
+	// Access tokens are unaffected.
+	wantActive(t, e.introspectAs(basic(rs, secret), tok.AccessToken))
+	wantActive(t, e.introspectAs(bearer(staticToken), tok.AccessToken))
+}
+
+// TestIntrospectAndVerifyRecheckAllowlist: a user removed from the
+// allowlist loses every token at once at /introspect and /verify (the
+// check reads the configuration, no upstream), not only at the next
+// refresh; other users and client_credentials tokens are unaffected
+// (issue 17).
+func TestIntrospectAndVerifyRecheckAllowlist(t *testing.T) {
+	t.Parallel()
+	var denied sync.Map // user id → true
+	e := newEnv(t, func(h *introspect.Handler) {
+		h.UserCheck = func(_ context.Context, u store.User) error {
+			if _, ok := denied.Load(u.ID); ok {
+				return errors.New("not on the allowlist")
+			}
+			return nil
+		}
+	})
+	alice := e.aliceToken()
+	aliceOpaque := e.login(grantSpec{user: e.alice, scopes: []string{"read"}, resources: []string{resOpaque}})
+	bob := e.login(grantSpec{user: e.bob, scopes: []string{"read"}, resources: []string{resRoot}})
+	machineTok := e.machineToken(resRoot, "read")
+	for _, tok := range []string{alice.AccessToken, alice.RefreshToken, aliceOpaque.AccessToken, bob.AccessToken, machineTok} {
+		wantActive(t, e.introspect(tok))
+	}
+	if r := e.verify(http.MethodGet, alice.AccessToken, fwd(resRoot, "/")); r.status != http.StatusOK {
+		t.Fatalf("verify before: %d %s", r.status, r.body)
+	}
+
+	denied.Store(e.alice.ID, true)
+	for _, tok := range []string{alice.AccessToken, alice.RefreshToken, aliceOpaque.AccessToken} {
+		wantInactive(t, e.introspect(tok))
+	}
+	if r := e.verify(http.MethodGet, alice.AccessToken, fwd(resRoot, "/")); r.status != http.StatusUnauthorized {
+		t.Errorf("verify of a user no longer allowed: %d %s", r.status, r.body)
+	}
+	wantActive(t, e.introspect(bob.AccessToken))
+	wantActive(t, e.introspect(machineTok))
+	if r := e.verify(http.MethodGet, bob.AccessToken, fwd(resRoot, "/")); r.status != http.StatusOK {
+		t.Errorf("verify of another user: %d %s", r.status, r.body)
+	}
+}

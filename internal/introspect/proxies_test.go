@@ -186,7 +186,7 @@ func TestNginxExample(t *testing.T) {
 	resources := e.login(grantSpec{user: e.alice, scopes: []string{"mcp:resources"}, resources: []string{resMCP}})
 	wantRefused(call(http.MethodPost, endpoint, resources.AccessToken, nil), http.StatusForbidden,
 		`Bearer error="insufficient_scope", scope="mcp:tools", resource_metadata="`+mcpMetadata+`"`)
-	e.revoke(tools.AccessToken, post(mcpClient, ""))
+	e.revoke(tools.AccessToken, post(mcpClient, secret))
 	wantRefused(call(http.MethodPost, endpoint, tools.AccessToken, nil), http.StatusUnauthorized,
 		`Bearer error="invalid_token", scope="mcp:tools", resource_metadata="`+mcpMetadata+`"`)
 	other := e.aliceToken() // for https://mcp.example.com, not .../mcp

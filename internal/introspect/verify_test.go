@@ -235,10 +235,10 @@ func TestVerifyAfterRevocationAndExpiry(t *testing.T) {
 	for _, tok := range []string{one.AccessToken, two.AccessToken} {
 		wantIdentity(t, e.verify(http.MethodGet, tok, fwd(resRoot, "/")), "alice", e.alice.ID, "alice@example.com", mcpClient, "read write")
 	}
-	e.revoke(one.AccessToken, post(mcpClient, ""))
+	e.revoke(one.AccessToken, post(mcpClient, secret))
 	wantChallenge(t, e.verify(http.MethodGet, one.AccessToken, fwd(resRoot, "/")), http.StatusUnauthorized, invalid)
 	// Revoking the refresh token ends the grant and every token from it.
-	e.revoke(two.RefreshToken, post(mcpClient, ""))
+	e.revoke(two.RefreshToken, post(mcpClient, secret))
 	wantChallenge(t, e.verify(http.MethodGet, two.AccessToken, fwd(resRoot, "/")), http.StatusUnauthorized, invalid)
 
 	three := e.aliceToken()

@@ -75,10 +75,21 @@ func ValidateRedirectURI(raw, appType string) *Error {
 	if u.User != nil || strings.Contains(hostPart(raw), "@") {
 		return bad("it must not contain user information")
 	}
+	// Matching is byte-exact, so a wildcard or pattern would only ever
+	// match itself; refusing it keeps anyone from believing otherwise.
+	if strings.ContainsAny(hostPart(raw), "*%") {
+		return bad("the host must be a host name or IP address (no wildcards or percent-encoding)")
+	}
+	if why := reservedQuery(u.RawQuery); why != "" {
+		return bad(why)
+	}
 	switch scheme {
 	case "https":
 		if u.Host == "" || u.Hostname() == "" {
 			return bad("it must name a host")
+		}
+		if !validHostName(u.Hostname()) {
+			return bad("the host must be a valid host name or IP address")
 		}
 		if u.Port() != "" && !allDigits(u.Port()) {
 			return bad("the port is not numeric")
@@ -100,6 +111,53 @@ func ValidateRedirectURI(raw, appType string) *Error {
 		}
 	}
 	return nil
+}
+
+// responseParams are the parameters authd adds to a redirect (RFC 6749
+// §4.1.2, §4.1.2.1, RFC 9207): a redirect URI whose query already carries
+// one would reach the client with two values of it (…?code=x&code=…).
+var responseParams = []string{"code", "state", "iss", "error", "error_description"}
+
+// reservedQuery explains why query cannot be a redirect URI's query, or
+// returns "".
+func reservedQuery(query string) string {
+	if query == "" {
+		return ""
+	}
+	v, err := url.ParseQuery(query)
+	if err != nil {
+		return "its query is not valid form encoding"
+	}
+	for _, name := range responseParams {
+		if v.Has(name) {
+			return "its query must not carry " + name + ", a parameter of the authorization response"
+		}
+	}
+	return ""
+}
+
+// validHostName reports whether h is an IP address or a host name of
+// letters, digits and hyphens (RFC 1123 §2.1), in labels of at most 63
+// characters that neither start nor end with a hyphen.
+func validHostName(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // MatchRedirectURI returns the registered URI that requested matches, by

@@ -41,6 +41,29 @@ func TestValidateRedirectURI(t *testing.T) {
 		{"", "", false},
 		{"https://" + strings.Repeat("a", 2100) + ".com/", "", false},
 		{"https://example.com:abc/cb", "", false},
+		// Issue 17: no wildcards or invalid host names (matching is
+		// byte-exact, so they would only ever match themselves) ...
+		{"https://*.example/cb", "", false},
+		{"https://app.*.example.com/cb", "", false},
+		{"https://exa_mple.com/cb", "", false},
+		{"https://-bad.example.com/cb", "", false},
+		{"https://a..example.com/cb", "", false},
+		{"https://ex%61mple.com/cb", "", false},
+		{"myapp://*/cb", "", false},
+		{"https://192.0.2.1/cb", "", true},
+		{"https://[2001:db8::1]:8443/cb", "", true},
+		{"https://xn--exmple-cua.com/cb", "", true},
+		// ... and no query parameter of the authorization response.
+		{"https://app.example.com/cb?code=x", "", false},
+		{"https://app.example.com/cb?a=1&state=s", "", false},
+		{"https://app.example.com/cb?iss=https://evil", "", false},
+		{"https://app.example.com/cb?error=x", "", false},
+		{"https://app.example.com/cb?error_description=x", "", false},
+		{"https://app.example.com/cb?c%6Fde=x", "", false},
+		{"http://127.0.0.1/cb?state", "", false},
+		{"cursor://host/cb?code=1", "", false},
+		{"https://app.example.com/cb?codes=1&tenant=a", "", true},
+		{"https://app.example.com/cb?x=%zz", "", false},
 	} {
 		err := ValidateRedirectURI(tc.uri, tc.appType)
 		if (err == nil) != tc.ok {

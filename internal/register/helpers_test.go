@@ -24,6 +24,9 @@ type testStore interface {
 	register.Store
 	register.StaticStore
 	CountClients(ctx context.Context, source store.ClientSource) (int64, error)
+	UpsertUser(ctx context.Context, u store.User) (store.User, error)
+	AddConsent(ctx context.Context, c store.Consent) error
+	GetConsent(ctx context.Context, userID, clientID string) (store.Consent, error)
 }
 
 func newStore(t *testing.T) testStore {
@@ -77,6 +80,9 @@ func newEnv(t *testing.T, p register.Policy, limiter *ratelimit.Limiter) *env {
 	r := chi.NewRouter()
 	r.Use(func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// A public address unless the test poses as another: a
+			// loopback peer (the test client's own) is never shared.
+			r.RemoteAddr = "203.0.113.5:40000"
 			if a := r.Header.Get(remoteHeader); a != "" {
 				r.RemoteAddr = a
 			}

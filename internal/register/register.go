@@ -14,14 +14,24 @@
 // and since the redirect URIs are identical, codes issued to the shared id
 // reach the same places whoever registered it.
 //
-// What must not be shared is control over the registration: whoever holds
-// its registration access token could change the redirect URIs that other
-// parties' users have already consented to. So a shared registration
-// becomes unmanageable: the stored registration access token is cleared,
-// and the response to the repeated registration carries neither a
-// registration access token nor a registration_client_uri. An RFC 7592 PUT
-// clears the fingerprint instead, so a client that manages itself is never
-// handed to anyone else.
+// Sharing never takes anything from the first registrant: its registration
+// access token stays valid, and it keeps managing the client (RFC 7592
+// GET, PUT, DELETE). Later registrants get the client_id without a
+// registration access token or registration_client_uri, so at most one
+// party manages a client. What that party may do to the others: a PUT
+// ends the sharing (the fingerprint is cleared, so later identical
+// registrations get a client of their own) and, when it changes the
+// metadata, every user's remembered consent for the client is forgotten,
+// so nobody's earlier approval carries over to redirect URIs or a name the
+// user never saw; a DELETE ends the client for everyone, whose next
+// registration creates a new one.
+//
+// Sharing needs networks authd can tell apart. The source network is read
+// from the peer address, or from X-Forwarded-For when the peer is one of
+// trusted_proxies. Registrations are not shared when the address authd
+// sees stands for many clients: a trusted proxy itself, or, with no
+// trusted_proxies configured, a private, loopback, link-local or shared
+// (CGNAT) address, which is usually an unconfigured reverse proxy.
 //
 // Confidential clients are never deduplicated: handing out the existing
 // client_id would need a new secret, breaking the party holding the old
@@ -58,6 +68,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/reqlog"
@@ -72,6 +83,8 @@ type Store interface {
 	UpdateClient(ctx context.Context, c store.Client) error
 	UpdateClientIf(ctx context.Context, c store.Client, ratHash string) error
 	DeleteClient(ctx context.Context, id string) error
+	TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error
+	ForgetClientConsents(ctx context.Context, clientID string) error
 }
 
 // Handler serves POST /register and GET/PUT/DELETE /register/{client_id}.
@@ -81,11 +94,25 @@ type Handler struct {
 	// Issuer + "/register/" + client_id.
 	Issuer string
 	Policy Policy
+	// Scopes are the scopes the server knows; a registration's scope is
+	// stored and returned with only these (RFC 7591 §3.2.1 lets the server
+	// replace the value), so it never advertises what authd will not
+	// grant. Empty: any well-formed scope is kept.
+	Scopes []string
 	// Limiter rate-limits every registration route by client network; nil
 	// means no limit.
 	Limiter *ratelimit.Limiter
-	Now     func() time.Time
-	Log     *slog.Logger
+	// Throttle limits failed registration access token checks (RFC 7592)
+	// per network and client id, before any comparison; nil: no limit. It
+	// is the one /token, /revoke and /introspect use, so guesses at any of
+	// them share one budget.
+	Throttle *clientauth.Throttle
+	// TrustedProxies are the configured trusted_proxies: registrations
+	// from them, or (when there are none) from non-public addresses, are
+	// never shared (see the package documentation).
+	TrustedProxies []netip.Prefix
+	Now            func() time.Time
+	Log            *slog.Logger
 }
 
 // Routes mounts the registration endpoints, or nothing when registration
@@ -154,10 +181,11 @@ func (h *Handler) doRegister(w http.ResponseWriter, r *http.Request) (clientInfo
 	if oerr != nil {
 		return clientInfo{}, oerr
 	}
+	md.Scope = h.knownScopes(md.Scope)
 
 	ctx, now := r.Context(), h.now()
 	var fp string
-	if md.TokenEndpointAuthMethod == AuthNone {
+	if md.TokenEndpointAuthMethod == AuthNone && h.distinctNetwork(r) {
 		fp = fingerprint(md, sourceNetwork(r))
 		existing, err := h.Store.FindClientByFingerprint(ctx, fp, now)
 		if err == nil {
@@ -192,23 +220,22 @@ func (h *Handler) doRegister(w http.ResponseWriter, r *http.Request) (clientInfo
 	return h.info(c, secret, rat), nil
 }
 
-// share answers a repeated public registration with the existing client,
-// which from now on nobody can manage (see the package documentation).
+// share answers a repeated public registration with the existing client.
+// Its registration access token is left alone: the first registrant keeps
+// managing it (see the package documentation).
 func (h *Handler) share(ctx context.Context, c store.Client, now time.Time) (clientInfo, error) {
 	if c.Disabled {
 		// Handing out a new row would undo the operator's block.
 		return clientInfo{}, oauth.InvalidClientMetadata("a client with this metadata has been disabled by the server operator")
 	}
-	found := c.RegistrationTokenHash
-	c.RegistrationTokenHash = ""
-	c.UpdatedAt = now
-	c.ExpiresAt = h.idleExpiry(now)
-	// Conditional on the row being as found: an RFC 7592 PUT by its owner
-	// in between must not be overwritten with the stale copy
-	// (ErrNotFound then, and the caller registers a new client).
-	if err := h.Store.UpdateClientIf(ctx, c, found); err != nil {
+	// Only the use is recorded (last use, idle expiry): an RFC 7592 PUT by
+	// the owner meanwhile is never overwritten with the copy found. A
+	// client deleted or expired meanwhile is ErrNotFound, and the caller
+	// registers a new one.
+	if err := h.Store.TouchClient(ctx, c.ID, now, h.Policy.ClientIdleLifetime); err != nil {
 		return clientInfo{}, err
 	}
+	c.ExpiresAt = h.idleExpiry(now)
 	reqlog.Set(ctx, "client_id", c.ID)
 	h.log().InfoContext(ctx, "client re-registered", "event", "client_registered", "client_id", c.ID, "shared", true)
 	return h.info(c, "", ""), nil
@@ -261,6 +288,7 @@ func (h *Handler) doUpdate(w http.ResponseWriter, r *http.Request) (clientInfo, 
 	if oerr != nil {
 		return clientInfo{}, oerr
 	}
+	md.Scope = h.knownScopes(md.Scope)
 
 	ctx, now := r.Context(), h.now()
 	next := c
@@ -287,6 +315,13 @@ func (h *Handler) doUpdate(w http.ResponseWriter, r *http.Request) (clientInfo, 
 			return clientInfo{}, errInvalidRAT()
 		}
 		return clientInfo{}, err
+	}
+	if fingerprint(c.Metadata, "") != fingerprint(md, "") {
+		// Users approved the metadata they were shown; other parties may
+		// share this client (see the package documentation).
+		if err := h.Store.ForgetClientConsents(ctx, c.ID); err != nil {
+			return clientInfo{}, err
+		}
 	}
 	h.log().InfoContext(ctx, "client updated", "event", "client_updated", "client_id", c.ID,
 		"secret_issued", secret != "", "registration_token_rotated", h.Policy.RotateRegistrationToken)
@@ -328,17 +363,32 @@ const maxClientIDLen = 255
 func (h *Handler) authenticate(r *http.Request) (store.Client, string, error) {
 	id := chi.URLParam(r, "client_id")
 	token, _ := bearerToken(r)
+	if len(id) > maxClientIDLen {
+		id = "" // cannot exist; not worth a budget of its own
+	}
+	att, err := h.Throttle.Check(r, id, token != "")
+	if err != nil {
+		return store.Client{}, "", err
+	}
+	c, err := h.checkRAT(r, id, token)
+	if err == nil || oauth.AsError(err).Status == http.StatusUnauthorized {
+		att.Done(err == nil)
+	}
+	return c, token, err
+}
 
+// checkRAT is authenticate's comparison, the same work for every client id.
+func (h *Handler) checkRAT(r *http.Request, id, token string) (store.Client, error) {
 	var c store.Client
 	found := false
-	if id != "" && len(id) <= maxClientIDLen {
+	if id != "" {
 		var err error
 		c, err = h.Store.GetClient(r.Context(), id, h.now())
 		switch {
 		case err == nil:
 			found = c.Source == store.SourceDynamic && c.RegistrationTokenHash != ""
 		case !errors.Is(err, store.ErrNotFound):
-			return store.Client{}, "", err
+			return store.Client{}, err
 		}
 	}
 	want := dummyRATDigest
@@ -347,10 +397,10 @@ func (h *Handler) authenticate(r *http.Request) (store.Client, string, error) {
 	}
 	match := subtle.ConstantTimeCompare([]byte(oauth.Digest(token)), []byte(want)) == 1
 	if !found || !match || token == "" {
-		return store.Client{}, "", errInvalidRAT()
+		return store.Client{}, errInvalidRAT()
 	}
 	reqlog.Set(r.Context(), "client_id", c.ID)
-	return c, token, nil
+	return c, nil
 }
 
 func errInvalidRAT() *oauth.Error {
@@ -478,6 +528,51 @@ func sourceNetwork(r *http.Request) string {
 	}
 	return ratelimit.Network(a, 24, 64).String()
 }
+
+// knownScopes is scope (already validated and normalised) without the
+// scopes the server does not know: it keeps the declared scopes and
+// offline_access, which the server metadata lists too (oauth.ScopeRule).
+func (h *Handler) knownScopes(scope string) string {
+	if len(h.Scopes) == 0 || scope == "" {
+		return scope
+	}
+	var keep []string
+	for _, s := range strings.Fields(scope) {
+		if slices.Contains(h.Scopes, s) || s == oauth.ScopeOfflineAccess {
+			keep = append(keep, s)
+		}
+	}
+	return oauth.JoinScope(keep)
+}
+
+// distinctNetwork reports whether r's source address identifies the
+// client's own network, as sharing needs: not a trusted proxy (which
+// stands for all its clients), and, when no trusted proxies are
+// configured, a public address (a private or loopback peer is most likely
+// a reverse proxy nobody told authd about).
+func (h *Handler) distinctNetwork(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range h.TrustedProxies {
+		if p.Contains(a) {
+			return false
+		}
+	}
+	if len(h.TrustedProxies) > 0 {
+		return true
+	}
+	return a.IsGlobalUnicast() && !a.IsPrivate() && !sharedAddressSpace.Contains(a)
+}
+
+// sharedAddressSpace is RFC 6598's carrier-grade NAT range.
+var sharedAddressSpace = netip.MustParsePrefix("100.64.0.0/10")
 
 func (h *Handler) now() time.Time {
 	if h.Now == nil {

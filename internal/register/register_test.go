@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -584,11 +585,12 @@ func TestPublicReRegistrationIsShared(t *testing.T) {
 	if n := e.count(); n != 1 {
 		t.Fatalf("%d clients after identical re-registrations, want 1", n)
 	}
-	// The first registrant can no longer change what others now rely on.
-	e.do(req{method: http.MethodGet, path: "/register/" + first.ClientID, token: first.RegistrationAccessToken}).mustStatus(t, http.StatusUnauthorized)
+	// Sharing takes nothing from the first registrant: its registration
+	// access token still manages the client (issue 17).
+	e.do(req{method: http.MethodGet, path: "/register/" + first.ClientID, token: first.RegistrationAccessToken}).mustStatus(t, http.StatusOK)
 	row := e.client(first.ClientID)
-	if row.RegistrationTokenHash != "" {
-		t.Error("shared client still has a registration access token")
+	if row.RegistrationTokenHash != oauth.Digest(first.RegistrationAccessToken) {
+		t.Error("sharing changed the first registrant's registration access token")
 	}
 	if row.ExpiresAt == nil || !row.ExpiresAt.Equal(e.clock.Now().Add(30*24*time.Hour)) {
 		t.Errorf("re-registration did not slide the idle expiry: %v", row.ExpiresAt)
@@ -619,6 +621,82 @@ func TestPublicReRegistrationIsShared(t *testing.T) {
 		mustStatus(t, http.StatusCreated).registration(t)
 	if fresh.ClientID == first.ClientID || fresh.RegistrationAccessToken == "" {
 		t.Error("expired client was handed out again")
+	}
+}
+
+// TestSharingKeepsManagementAndForgetsConsentsOnChange: a third party on
+// the victim's network re-registering its public metadata no longer takes
+// away the victim's RFC 7592 management (it used to: the registration
+// access token was cleared); a PUT by the manager ends the sharing and,
+// since users of the other sharers approved the old metadata, forgets
+// every user's consent for the client.
+func TestSharingKeepsManagementAndForgetsConsentsOnChange(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testPolicy(), nil)
+	const victim, neighbour = "160.79.104.10:40000", "160.79.104.77:1"
+	first := e.do(req{method: http.MethodPost, path: "/register", body: claudeMetadata(), remote: victim}).
+		mustStatus(t, http.StatusCreated).registration(t)
+	shared := e.do(req{method: http.MethodPost, path: "/register", body: claudeMetadata(), remote: neighbour}).
+		mustStatus(t, http.StatusCreated).registration(t)
+	if shared.ClientID != first.ClientID || shared.RegistrationAccessToken != "" {
+		t.Fatalf("not shared as expected: %+v", shared)
+	}
+	path := "/register/" + first.ClientID
+	e.do(req{method: http.MethodGet, path: path, token: first.RegistrationAccessToken}).mustStatus(t, http.StatusOK)
+
+	u, err := e.st.UpsertUser(context.Background(), store.User{Provider: "github", Subject: "1", Login: "u", CreatedAt: e.clock.Now(), UpdatedAt: e.clock.Now(), LastLoginAt: e.clock.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consent := store.Consent{UserID: u.ID, ClientID: first.ClientID, Scopes: []string{"mcp:tools"}, CreatedAt: e.clock.Now(), UpdatedAt: e.clock.Now()}
+	if err := e.st.AddConsent(context.Background(), consent); err != nil {
+		t.Fatal(err)
+	}
+	// A PUT that changes nothing keeps consents; one that changes the
+	// redirect URIs forgets them, and the client is no longer shared.
+	same := claudeMetadata()
+	same["client_id"] = first.ClientID
+	e.do(req{method: http.MethodPut, path: path, token: first.RegistrationAccessToken, body: same}).mustStatus(t, http.StatusOK)
+	if _, err := e.st.GetConsent(context.Background(), u.ID, first.ClientID); err != nil {
+		t.Fatalf("an unchanged PUT forgot consents: %v", err)
+	}
+	changed := claudeMetadata()
+	changed["client_id"] = first.ClientID
+	changed["redirect_uris"] = []string{"https://claude.ai/api/mcp/auth_callback"}
+	e.do(req{method: http.MethodPut, path: path, token: first.RegistrationAccessToken, body: changed}).mustStatus(t, http.StatusOK)
+	if _, err := e.st.GetConsent(context.Background(), u.ID, first.ClientID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("consent survived a change of redirect URIs: %v", err)
+	}
+	again := e.do(req{method: http.MethodPost, path: "/register", body: changed, remote: neighbour}).
+		mustStatus(t, http.StatusCreated).registration(t)
+	if again.ClientID == first.ClientID {
+		t.Fatal("a managed registration was shared")
+	}
+}
+
+// TestNoSharingAcrossIndistinguishableNetworks: with no trusted proxy
+// configured, registrations from a private or loopback peer (most likely
+// a reverse proxy, standing for the whole internet) are never shared; nor
+// are those whose address is a trusted proxy itself.
+func TestNoSharingAcrossIndistinguishableNetworks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testPolicy(), nil)
+	for _, remote := range []string{"127.0.0.1:1", "10.0.0.7:1", "[::1]:1", "192.168.1.2:1", "100.64.1.1:1", "[fd00::1]:1"} {
+		a := e.do(req{method: http.MethodPost, path: "/register", body: claudeMetadata(), remote: remote}).mustStatus(t, http.StatusCreated).registration(t)
+		b := e.do(req{method: http.MethodPost, path: "/register", body: claudeMetadata(), remote: remote}).mustStatus(t, http.StatusCreated).registration(t)
+		if a.ClientID == b.ClientID || b.RegistrationAccessToken == "" {
+			t.Errorf("from %s: identical registrations shared a client", remote)
+		}
+	}
+	// A configured proxy: the address it reports for its clients is
+	// trusted (private ones too), the proxy's own is not.
+	e.h.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}
+	for remote, share := range map[string]bool{"10.0.0.7:1": false, "192.168.1.2:1": true} {
+		a := e.do(req{method: http.MethodPost, path: "/register", body: claudeMetadata(), remote: remote}).mustStatus(t, http.StatusCreated).registration(t)
+		b := e.do(req{method: http.MethodPost, path: "/register", body: claudeMetadata(), remote: remote}).mustStatus(t, http.StatusCreated).registration(t)
+		if (a.ClientID == b.ClientID) != share {
+			t.Errorf("with trusted proxies, from %s: shared=%v, want %v", remote, a.ClientID == b.ClientID, share)
+		}
 	}
 }
 
@@ -753,5 +831,42 @@ func TestClientCredentialsRefusedByDefault(t *testing.T) {
 	e.register(map[string]any{"client_name": "app", "redirect_uris": []string{"https://agent.example.com/cb"}}).mustStatus(t, http.StatusCreated)
 	if n := e.count(); n != 1 {
 		t.Fatalf("%d clients stored, want 1", n)
+	}
+}
+
+// TestRegistrationScopeKeepsOnlyKnownScopes: a registration's scope is
+// stored and echoed with only the scopes the server knows (RFC 7591
+// §3.2.1 lets the server replace it): "* admin" is not advertised back as
+// if authd granted it (issue 17).
+func TestRegistrationScopeKeepsOnlyKnownScopes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testPolicy(), nil)
+	e.h.Scopes = []string{"mcp:tools", "mcp:resources"}
+	for _, tc := range []struct{ sent, want string }{
+		{"* admin", ""},
+		{"mcp:tools * admin mcp:resources", "mcp:tools mcp:resources"},
+		{"openid offline_access admin mcp:tools", "offline_access mcp:tools"},
+		{"", ""},
+	} {
+		md := claudeMetadata()
+		md["client_name"] = "scopes " + tc.sent
+		if tc.sent == "" {
+			delete(md, "scope")
+		} else {
+			md["scope"] = tc.sent
+		}
+		resp := e.register(md).mustStatus(t, http.StatusCreated)
+		got, _ := resp.json(t)["scope"].(string)
+		reg := resp.registration(t)
+		if got != tc.want || e.client(reg.ClientID).Metadata.Scope != tc.want {
+			t.Errorf("scope %q: answered %q, stored %q, want %q", tc.sent, got, e.client(reg.ClientID).Metadata.Scope, tc.want)
+		}
+		// An RFC 7592 update is held to the same rule.
+		md["client_id"] = reg.ClientID
+		md["scope"] = "admin mcp:tools"
+		upd := e.do(req{method: http.MethodPut, path: "/register/" + reg.ClientID, token: reg.RegistrationAccessToken, body: md}).mustStatus(t, http.StatusOK)
+		if got, _ := upd.json(t)["scope"].(string); got != "mcp:tools" {
+			t.Errorf("update: scope %q, want mcp:tools", got)
+		}
 	}
 }

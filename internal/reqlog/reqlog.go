@@ -9,6 +9,8 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 type ctxKey struct{}
@@ -73,6 +75,11 @@ func NewHandler(h slog.Handler) *Handler { return &Handler{h} }
 func (h *Handler) Handle(ctx context.Context, r slog.Record) error {
 	if id := RequestID(ctx); id != "" {
 		r.AddAttrs(slog.String("request_id", id))
+	}
+	// With tracing on, the trace the record belongs to (W3C trace id), so
+	// a log line leads to its trace and back.
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()))
 	}
 	return h.Handler.Handle(ctx, r)
 }

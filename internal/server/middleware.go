@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -29,23 +30,28 @@ var forwardedHeaders = []string{
 // X-Forwarded-For when the direct peer is a trusted proxy, walking the list
 // from the right and stopping at the first address that is not itself a
 // trusted proxy. X-Forwarded-Host replaces r.Host only then. From untrusted
-// peers every forwarding header is dropped.
-func trustProxies(trusted []netip.Prefix) func(http.Handler) http.Handler {
-	isTrusted := func(a netip.Addr) bool {
-		a = a.Unmap()
-		for _, p := range trusted {
-			if p.Contains(a) {
-				return true
-			}
-		}
-		return false
-	}
+// peers every forwarding header is dropped, and the first time that happens
+// a warning is logged: a reverse proxy that trusted_proxies does not name
+// makes every client look like the proxy (one rate-limit bucket, one
+// registration network), which an operator should hear about once.
+func trustProxies(trusted []netip.Prefix, log *slog.Logger) func(http.Handler) http.Handler {
+	isTrusted := trustedFunc(trusted)
+	var warned atomic.Bool
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			peer, ok := addrOf(r.RemoteAddr)
 			if !ok || !isTrusted(peer) {
+				forwarded := ""
 				for _, h := range forwardedHeaders {
+					if forwarded == "" && r.Header.Get(h) != "" {
+						forwarded = h
+					}
 					r.Header.Del(h)
+				}
+				if forwarded != "" && log != nil && warned.CompareAndSwap(false, true) {
+					log.WarnContext(r.Context(), "forwarded headers from a peer that is not a trusted proxy are ignored; "+
+						"if authd runs behind a reverse proxy, list it in trusted_proxies (logged once)",
+						"header", forwarded, "peer", hostOf(r.RemoteAddr))
 				}
 				next.ServeHTTP(w, r)
 				return
@@ -68,6 +74,19 @@ func trustProxies(trusted []netip.Prefix) func(http.Handler) http.Handler {
 			}
 			next.ServeHTTP(w, r)
 		})
+	}
+}
+
+// trustedFunc reports whether an address is one of the trusted proxies.
+func trustedFunc(trusted []netip.Prefix) func(netip.Addr) bool {
+	return func(a netip.Addr) bool {
+		a = a.Unmap()
+		for _, p := range trusted {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
 	}
 }
 
@@ -96,17 +115,23 @@ func validHost(h string) bool {
 	return h != ""
 }
 
-// requestID assigns every request an id, taking a well-formed incoming
-// X-Request-Id (set by a proxy) so logs can be correlated end to end.
-func requestID(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-Id")
-		if !validRequestID(id) {
-			id = oauth.RandomString(12)
-		}
-		w.Header().Set("X-Request-Id", id)
-		next.ServeHTTP(w, r.WithContext(reqlog.WithRequestID(r.Context(), id)))
-	})
+// requestID assigns every request an id. An incoming X-Request-Id is
+// taken only from a trusted proxy (the direct peer, before trustProxies
+// rewrites the address) and only when well-formed, so logs can be
+// correlated end to end; anyone else could otherwise forge or collide
+// another request's log correlation.
+func requestID(trusted []netip.Prefix) func(http.Handler) http.Handler {
+	isTrusted := trustedFunc(trusted)
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id := r.Header.Get("X-Request-Id")
+			if peer, ok := addrOf(r.RemoteAddr); !ok || !isTrusted(peer) || !validRequestID(id) {
+				id = oauth.RandomString(12)
+			}
+			w.Header().Set("X-Request-Id", id)
+			next.ServeHTTP(w, r.WithContext(reqlog.WithRequestID(r.Context(), id)))
+		})
+	}
 }
 
 func validRequestID(id string) bool {

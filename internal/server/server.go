@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/tracing"
 )
 
 // Options configures the router and server.
@@ -34,6 +36,8 @@ type Options struct {
 	// Observe, when set, receives every finished request (metrics).
 	Observe RouteObserver
 	Now     func() time.Time
+	// TracerProvider, when it records, gets a span per request (tracing).
+	TracerProvider trace.TracerProvider
 }
 
 // NewRouter returns a router with authd's middleware and /health and
@@ -43,7 +47,7 @@ func NewRouter(o Options) chi.Router {
 		o.Now = time.Now
 	}
 	r := chi.NewRouter()
-	r.Use(requestID, trustProxies(o.TrustedProxies), accessLog(o.Log, o.Observe),
+	r.Use(requestID(o.TrustedProxies), trustProxies(o.TrustedProxies, o.Log), tracing.Middleware(o.TracerProvider), accessLog(o.Log, o.Observe),
 		recoverer(o.Log), limitBody(o.MaxBodyBytes), baseHeaders)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		oauth.WriteJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})

@@ -198,7 +198,8 @@ func TestTrustedProxies(t *testing.T) {
 
 func TestAccessLogAndRequestID(t *testing.T) {
 	var buf bytes.Buffer
-	r := newTestRouter(t, &buf, Options{})
+	// The test's client is the trusted proxy whose X-Request-Id is kept.
+	r := newTestRouter(t, &buf, Options{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}})
 	r.Get("/clients/{id}", func(w http.ResponseWriter, r *http.Request) {
 		reqlog.Set(r.Context(), "client_id", chi.URLParam(r, "id"))
 		w.WriteHeader(http.StatusTeapot)
@@ -239,6 +240,63 @@ func TestAccessLogAndRequestID(t *testing.T) {
 	resp.Body.Close()
 	if got := resp.Header.Get("X-Request-Id"); got == "" || strings.ContainsAny(got, " \"<>") {
 		t.Fatalf("request id not replaced: %q", got)
+	}
+}
+
+// TestRequestIDOnlyFromTrustedProxies: a well-formed X-Request-Id from a
+// peer that is not a trusted proxy does not become the log's request id,
+// so a client cannot forge log correlation (issue 17).
+func TestRequestIDOnlyFromTrustedProxies(t *testing.T) {
+	var buf bytes.Buffer
+	r := newTestRouter(t, &buf, Options{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	r.Get("/x", func(w http.ResponseWriter, r *http.Request) {})
+	for _, tc := range []struct {
+		peer string
+		keep bool
+	}{{"203.0.113.9:1234", false}, {"127.0.0.1:1234", false}, {"10.1.2.3:1234", true}} {
+		buf.Reset()
+		req := httptest.NewRequest(http.MethodGet, "/x", nil)
+		req.RemoteAddr = tc.peer
+		req.Header.Set("X-Request-Id", "forged-id-1")
+		rec := httptest.NewRecorder()
+		r.ServeHTTP(rec, req)
+		got := rec.Header().Get("X-Request-Id")
+		if (got == "forged-id-1") != tc.keep || got == "" {
+			t.Errorf("peer %s: request id %q, kept=%v want %v", tc.peer, got, got == "forged-id-1", tc.keep)
+		}
+		if strings.Contains(buf.String(), "forged-id-1") != tc.keep {
+			t.Errorf("peer %s: log %s", tc.peer, buf.String())
+		}
+	}
+}
+
+// TestForwardedHeadersFromUntrustedPeerWarnOnce: X-Forwarded-For from a
+// peer trusted_proxies does not name is ignored, and the operator is told
+// once (a proxy missing from trusted_proxies makes every client look alike).
+func TestForwardedHeadersFromUntrustedPeerWarnOnce(t *testing.T) {
+	var buf bytes.Buffer
+	r := newTestRouter(t, &buf, Options{})
+	r.Get("/x", func(w http.ResponseWriter, r *http.Request) {})
+	send := func(xff string) {
+		req := httptest.NewRequest(http.MethodGet, "/x", nil)
+		req.RemoteAddr = "10.0.0.5:1234"
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		r.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	send("")
+	if strings.Contains(buf.String(), "trusted_proxies") {
+		t.Fatalf("warned without forwarded headers: %s", buf.String())
+	}
+	for range 3 {
+		send("198.51.100.7")
+	}
+	if n := strings.Count(buf.String(), "trusted_proxies"); n != 1 {
+		t.Fatalf("warning logged %d times, want once: %s", n, buf.String())
+	}
+	if !strings.Contains(buf.String(), `"level":"WARN"`) || !strings.Contains(buf.String(), "X-Forwarded-For") {
+		t.Errorf("warning lacks level or header: %s", buf.String())
 	}
 }
 

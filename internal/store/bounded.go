@@ -265,6 +265,10 @@ func (b *Bounded) DeleteConsent(ctx context.Context, userID, clientID string, no
 	return b.run(ctx, func(ctx context.Context) error { return b.s.DeleteConsent(ctx, userID, clientID, now) })
 }
 
+func (b *Bounded) ForgetClientConsents(ctx context.Context, clientID string) error {
+	return b.run(ctx, func(ctx context.Context) error { return b.s.ForgetClientConsents(ctx, clientID) })
+}
+
 func (b *Bounded) CreateAuthCode(ctx context.Context, c AuthCode) error {
 	return b.run(ctx, func(ctx context.Context) error { return b.s.CreateAuthCode(ctx, c) })
 }

@@ -145,6 +145,11 @@ func (p *Postgres) ListConsents(ctx context.Context, userID string) ([]Consent, 
 // DeleteConsent forgets what the user approved for the client and revokes
 // the user's grants to it (and their tokens), in one transaction. Nothing to
 // delete is not an error.
+func (p *Postgres) ForgetClientConsents(ctx context.Context, clientID string) error {
+	_, err := p.pool.Exec(ctx, `DELETE FROM consents WHERE client_id = $1`, clientID)
+	return mapErr(err)
+}
+
 func (p *Postgres) DeleteConsent(ctx context.Context, userID, clientID string, now time.Time) error {
 	return p.withTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM consents WHERE user_id = $1 AND client_id = $2`, userID, clientID); err != nil {

@@ -600,6 +600,17 @@ func (m *Memory) ListConsents(_ context.Context, userID string) ([]Consent, erro
 	return out, nil
 }
 
+func (m *Memory) ForgetClientConsents(_ context.Context, clientID string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.consents {
+		if k.clientID == clientID {
+			delete(m.consents, k)
+		}
+	}
+	return nil
+}
+
 func (m *Memory) DeleteConsent(_ context.Context, userID, clientID string, now time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -42,10 +42,13 @@ var (
 // key=value string; pool_* parameters such as pool_max_conns are honoured).
 // It does not connect: the pool dials on first use, so authd can start while
 // the database is still coming up. Use Ping to check reachability.
-func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
+func OpenPostgres(ctx context.Context, dsn string, opts ...Option) (*Postgres, error) {
 	cfg, err := parseConfig(dsn)
 	if err != nil {
 		return nil, err
+	}
+	for _, o := range opts {
+		o(cfg)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -420,6 +420,11 @@ type Store interface {
 	// that client. It is idempotent and revokes the grants (as RevokeGrant)
 	// even when no consent row exists (first-party clients skip consent).
 	DeleteConsent(ctx context.Context, userID, clientID string, now time.Time) error
+	// ForgetClientConsents removes every user's consent for the client, so
+	// that each is asked again; grants and tokens stay. RFC 7592 calls it
+	// when a registration's metadata changes (what users approved was the
+	// old one). Idempotent.
+	ForgetClientConsents(ctx context.Context, clientID string) error
 
 	// Authorization codes.
 	CreateAuthCode(ctx context.Context, c AuthCode) error

@@ -31,7 +31,9 @@ type Cluster struct {
 	log  string
 	bin  string // directory with initdb and postgres
 	port int
-	cred *syscall.Credential // whom to run as; nil: as ourselves
+	// extra are more "-c name=value" settings for postgres.
+	extra []string
+	cred  *syscall.Credential // whom to run as; nil: as ourselves
 
 	// watchdog's stdin: closing it (explicitly, or by the kernel when the
 	// process exits) makes the watchdog stop postgres and delete base.
@@ -50,7 +52,7 @@ func NewCluster(t testing.TB) *Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := startCluster(ctx)
+	c, err := startCluster(ctx, nil)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
@@ -132,13 +134,15 @@ func (c *Cluster) remove() {
 	os.RemoveAll(c.base)
 }
 
-// startCluster creates and starts a new cluster.
-func startCluster(ctx context.Context) (_ *Cluster, err error) {
+// startCluster creates and starts a new cluster: an empty one, or a
+// streaming standby of from (pg_basebackup) when from is not nil.
+// extra are more "name=value" settings, after (and so over) the defaults.
+func startCluster(ctx context.Context, from *Cluster, extra ...string) (_ *Cluster, err error) {
 	bin, err := findBinaries(os.Getenv("PATH"), defaultGlobs)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{bin: bin}
+	c := &Cluster{bin: bin, extra: extra}
 	if os.Geteuid() == 0 {
 		// postgres refuses to run as root.
 		if c.cred, err = unprivileged(); err != nil {
@@ -173,11 +177,17 @@ func startCluster(ctx context.Context) (_ *Cluster, err error) {
 
 	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"),
 		"-D", c.data, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
+	if from != nil {
+		// -R: standby.signal and primary_conninfo, so it starts streaming.
+		initdb = exec.CommandContext(ctx, filepath.Join(bin, "pg_basebackup"),
+			"-h", "127.0.0.1", "-p", strconv.Itoa(from.port), "-U", "postgres",
+			"-D", c.data, "-R", "-X", "stream", "-c", "fast", "--no-sync")
+	}
 	initdb.Dir = c.base
 	initdb.Env = childEnv()
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred, Setpgid: true}
 	if out, err := initdb.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("initdb failed: %v\n%s", err, out)
+		return nil, fmt.Errorf("%s failed: %v\n%s", filepath.Base(initdb.Path), err, out)
 	}
 
 	if err := c.startWatchdog(); err != nil {
@@ -230,6 +240,9 @@ func (c *Cluster) startLocked(ctx context.Context) error {
 		"-c", "shared_buffers=32MB",
 		"-c", "log_min_messages=warning",
 	)
+	for _, kv := range c.extra {
+		cmd.Args = append(cmd.Args, "-c", kv)
+	}
 	cmd.Dir = c.base
 	cmd.Env = childEnv()
 	cmd.Stdout = logf
@@ -333,6 +346,12 @@ func findBinaries(path string, globs []string) (string, error) {
 	}
 	for _, dir := range filepath.SplitList(path) {
 		if dir != "" && has(dir) {
+			// Links on the PATH (/usr/local/bin/initdb) lead to the
+			// installation's directory, which has the other tools
+			// (pg_basebackup) too.
+			if real, err := filepath.EvalSymlinks(filepath.Join(dir, "initdb")); err == nil && has(filepath.Dir(real)) {
+				return filepath.Dir(real), nil
+			}
 			return dir, nil
 		}
 	}

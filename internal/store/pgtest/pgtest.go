@@ -112,7 +112,7 @@ func sharedServer(t testing.TB) *server {
 func startShared(ctx context.Context) (*server, error) {
 	adminDSN := os.Getenv(EnvURL)
 	if adminDSN == "" {
-		c, err := startCluster(ctx)
+		c, err := startCluster(ctx, nil)
 		if err != nil {
 			return nil, err
 		}

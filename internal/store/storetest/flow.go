@@ -253,6 +253,34 @@ func testConsents(t *testing.T, s store.Store) {
 	}
 }
 
+// Forgetting a client's consents removes every user's consent for that
+// client and nothing else: other clients' consents and the grants stay.
+func testForgetClientConsents(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u1, u2 := user(t, s), user(t, s)
+	a, b := client(t, s), client(t, s)
+	for _, c := range []store.Consent{{UserID: u1.ID, ClientID: a.ID}, {UserID: u2.ID, ClientID: a.ID}, {UserID: u1.ID, ClientID: b.ID}} {
+		c.Scopes, c.CreatedAt, c.UpdatedAt = []string{"mcp:read"}, t0, t0
+		must(t, s.AddConsent(ctx, c), "AddConsent")
+	}
+	g, _ := grant(t, s, a, u1)
+	must(t, s.ForgetClientConsents(ctx, a.ID), "ForgetClientConsents")
+	must(t, s.ForgetClientConsents(ctx, a.ID), "ForgetClientConsents again")
+	must(t, s.ForgetClientConsents(ctx, "no-such-client"), "ForgetClientConsents of an unknown client")
+	for _, u := range []store.User{u1, u2} {
+		_, err := s.GetConsent(ctx, u.ID, a.ID)
+		wantErr(t, err, store.ErrNotFound, "GetConsent after ForgetClientConsents")
+	}
+	if _, err := s.GetConsent(ctx, u1.ID, b.ID); err != nil {
+		t.Fatalf("another client's consent: %v", err)
+	}
+	got, err := s.GetGrant(ctx, g.ID)
+	must(t, err, "GetGrant")
+	if got.RevokedAt != nil {
+		t.Fatal("ForgetClientConsents revoked a grant")
+	}
+}
+
 // Withdrawing consent removes it and revokes that user's grants for that
 // client, with their tokens, even when there was no consent row.
 func testDeleteConsentRevokesGrants(t *testing.T, s store.Store) {

@@ -57,6 +57,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "Sessions", fn: testSessions},
 		{name: "Consents", fn: testConsents},
 		{name: "DeleteConsentRevokesGrants", fn: testDeleteConsentRevokesGrants},
+		{name: "ForgetClientConsents", fn: testForgetClientConsents},
 		{name: "AuthCodeCRUD", fn: testAuthCodeCRUD},
 		{name: "RedeemAuthCode", fn: testRedeemAuthCode},
 		{name: "RedeemAuthCodeIsAtomic", fn: testRedeemAuthCodeIsAtomic},

@@ -1,0 +1,152 @@
+package clientauth_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/authd/authd/internal/clientauth"
+	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/store"
+)
+
+// countingGetter counts lookups, to prove a throttled request does none.
+type countingGetter struct {
+	clientauth.ClientGetter
+	n atomic.Int64
+}
+
+func (c *countingGetter) GetClient(ctx context.Context, id string, now time.Time) (store.Client, error) {
+	c.n.Add(1)
+	return c.ClientGetter.GetClient(ctx, id, now)
+}
+
+// TestThrottleFailedAuthentication: failed client authentications are
+// limited per network and per client id before any lookup or secret
+// comparison (429 with Retry-After); successes are never charged; a
+// network where the client authenticated before keeps working while
+// others exhaust the client id's budget.
+func TestThrottleFailedAuthentication(t *testing.T) {
+	st := store.NewMemory()
+	seed(t, st)
+	get := &countingGetter{ClientGetter: st}
+	clock := now
+	a := &clientauth.Authenticator{
+		Clients: get, Now: func() time.Time { return now },
+		Throttle: clientauth.NewThrottle(clientauth.ThrottleConfig{
+			PerIPPerMinute: 1, PerIPBurst: 3, PerClientPerMinute: 1, PerClientBurst: 5,
+		}, func() time.Time { return clock }),
+	}
+	try := func(addr, id, secret string) error {
+		r := httptest.NewRequest(http.MethodPost, "/token", nil)
+		r.RemoteAddr = addr + ":1234"
+		r.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+		_, _, err := a.Authenticate(r, url.Values{})
+		return err
+	}
+	status := func(err error) int {
+		if err == nil {
+			return http.StatusOK
+		}
+		return oauth.AsError(err).Status
+	}
+
+	// The legitimate client, from its own network, many times: never limited.
+	for range 20 {
+		if err := try("192.0.2.1", "conf", confSecret); err != nil {
+			t.Fatalf("right secret: %v", err)
+		}
+	}
+	// One attacker network: three failures, then 429 without a lookup.
+	for i := range 3 {
+		if got := status(try("198.51.100.1", "conf", "guess")); got != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %d", i+1, got)
+		}
+	}
+	before := get.n.Load()
+	err := try("198.51.100.1", "conf", confSecret) // even the right secret: not checked
+	if oe := oauth.AsError(err); oe.Status != http.StatusTooManyRequests || oe.Header.Get("Retry-After") == "" {
+		t.Fatalf("over the budget: %v", err)
+	}
+	if get.n.Load() != before {
+		t.Fatal("a throttled request looked the client up")
+	}
+	// Unknown ids from that network are throttled too.
+	if got := status(try("198.51.100.1", "ghost", "x")); got != http.StatusTooManyRequests {
+		t.Fatalf("unknown id from a throttled network: %d", got)
+	}
+	// Other networks spend the client id's budget (5): then the id is
+	// throttled for every network that never authenticated it ...
+	for i, addr := range []string{"203.0.113.1", "203.0.113.2"} {
+		if got := status(try(addr, "conf", "guess")); got != http.StatusUnauthorized {
+			t.Fatalf("failure from network %d: %d", i+1, got)
+		}
+	}
+	if got := status(try("203.0.113.3", "conf", confSecret)); got != http.StatusTooManyRequests {
+		t.Fatalf("client id over its budget, new network: %d", got)
+	}
+	// ... but not for the network it works from.
+	if err := try("192.0.2.1", "conf", confSecret); err != nil {
+		t.Fatalf("known network locked out by others' failures: %v", err)
+	}
+	// A public client's id proves nothing: succeeding with it does not
+	// give a network a budget of its own.
+	pub := func(addr, secret string) error {
+		r := httptest.NewRequest(http.MethodPost, "/token", nil)
+		r.RemoteAddr = addr + ":1"
+		f := url.Values{"client_id": {"pub"}}
+		if secret != "" {
+			f.Set("client_secret", secret)
+		}
+		_, _, err := a.Authenticate(r, f)
+		return err
+	}
+	if err := pub("192.0.2.50", ""); err != nil {
+		t.Fatalf("public client: %v", err)
+	}
+	for i := range 5 {
+		if got := status(pub(fmt.Sprint("203.0.113.", 10+i), "guess")); got != http.StatusUnauthorized {
+			t.Fatalf("public client failure %d: %d", i+1, got)
+		}
+	}
+	if got := status(pub("192.0.2.50", "")); got != http.StatusTooManyRequests {
+		t.Fatalf("public client id over its budget, from the network it succeeded from: %d, want 429", got)
+	}
+
+	// Budgets refill.
+	clock = clock.Add(10 * time.Minute)
+	if err := try("198.51.100.1", "conf", confSecret); err != nil {
+		t.Fatalf("after the refill: %v", err)
+	}
+}
+
+// TestFailureFloor: a failed authentication answers no sooner than the
+// floor, whatever the lookup cost (cache or database), while a success
+// is not delayed.
+func TestFailureFloor(t *testing.T) {
+	t.Parallel()
+	st := store.NewMemory()
+	seed(t, st)
+	const floor = 200 * time.Millisecond
+	a := &clientauth.Authenticator{Clients: st, Now: func() time.Time { return now }, FailureFloor: floor}
+	try := func(id, secret string) (time.Duration, error) {
+		r := httptest.NewRequest(http.MethodPost, "/token", nil)
+		r.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+		start := time.Now()
+		_, _, err := a.Authenticate(r, url.Values{})
+		return time.Since(start), err
+	}
+	for _, id := range []string{"conf", "ghost"} {
+		if d, err := try(id, "wrong"); err == nil || d < floor {
+			t.Errorf("failure for %s answered after %v (err %v), floor %v", id, d, err, floor)
+		}
+	}
+	if d, err := try("conf", confSecret); err != nil || d >= floor {
+		t.Errorf("success answered after %v (err %v): delayed by the floor", d, err)
+	}
+}

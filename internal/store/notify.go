@@ -13,7 +13,7 @@ import (
 )
 
 // ChangesChannel is the NOTIFY channel the database's triggers announce
-// changes on (migration 00004).
+// changes on (migration 00005).
 const ChangesChannel = "authd_changes"
 
 // Change is one announced change: Kind is ChangeKeys (ID empty),

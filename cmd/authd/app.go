@@ -365,7 +365,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	}
 	intro.Routes(r)
 
-	a := &app{cfg: cfg, log: log, store: st, keys: km, handler: databaseBudget(root, cfg.DatabaseTimeout), now: now, metrics: m}
+	a := &app{cfg: cfg, log: log, store: st, keys: km, handler: root, now: now, metrics: m}
 	if _, ok := st.(*store.Postgres); ok {
 		a.listener = changeListener(cfg, log, km, clientCache, authzCache)
 	}

@@ -146,7 +146,7 @@ func serve(ctx context.Context, cfg *config.Config, e *env) error {
 		log.Info("metrics listening", "addr", cfg.Metrics.Listen)
 	}
 	defer a.close()
-	h := a.handler
+	h := databaseBudget(a.handler, cfg.DatabaseTimeout)
 	current.Store(&h)
 	a.startBackground(ctx)
 

@@ -1,9 +1,11 @@
 package clientauth
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,7 +22,9 @@ type ThrottleConfig struct {
 	PerIPPerMinute float64 `mapstructure:"per_ip_per_minute"`
 	PerIPBurst     int     `mapstructure:"per_ip_burst"`
 	// PerClientPerMinute and PerClientBurst bound the failures for one
-	// client id from all networks together, except networks where that
+	// client id that holds a secret (or names no client; a public
+	// client's id, which anyone may send, is never charged) from all
+	// networks together, except networks where that
 	// client authenticated successfully in the last day, which get a
 	// budget of their own: guessing spread over many addresses is slowed,
 	// and cannot lock a working client out.
@@ -50,7 +54,8 @@ func (c ThrottleConfig) Validate() []error {
 }
 
 // knownGoodFor is how long a network that authenticated a client keeps its
-// own per-client budget; maxKnownGood bounds how many such pairs are kept.
+// own per-client budget; maxKnownGood bounds how many such pairs are kept
+// (the least recently successful is forgotten first).
 const (
 	knownGoodFor = 24 * time.Hour
 	maxKnownGood = 10000
@@ -59,15 +64,26 @@ const (
 // Throttle limits failed credential checks at every endpoint that checks
 // a client secret or registration access token (/token, /revoke,
 // /introspect, RFC 7592), per client network and per client id, before
-// any secret is compared: once a budget is spent, the answer is 429 with
-// Retry-After and no lookup or comparison happens. A nil *Throttle limits
-// nothing. Budgets live in this process: each replica counts its own.
+// any secret is compared: each check reserves its failure up front, and
+// once a budget is spent the answer is 429 with Retry-After and no lookup
+// or comparison happens. A nil *Throttle limits nothing. Budgets live in
+// this process: each replica counts its own.
+//
+// Only failures against a secret count against a client id: anyone may
+// present a public client's id, so failures with one are charged to the
+// failing network alone, and cannot lock the client's users out.
 type Throttle struct {
 	byAddr, byClient *ratelimit.Budget
 	now              func() time.Time
 
 	mu   sync.Mutex
-	good map[string]time.Time // client id + network → last success
+	good map[string]*list.Element // client id + network → *success, in lru
+	lru  *list.List               // most recent success first
+}
+
+type success struct {
+	pair string
+	at   time.Time
 }
 
 // NewThrottle returns the throttle for c; now is the clock (time.Now if nil).
@@ -79,7 +95,8 @@ func NewThrottle(c ThrottleConfig, now func() time.Time) *Throttle {
 		byAddr:   ratelimit.NewBudget(c.PerIPPerMinute, c.PerIPBurst, 0, now),
 		byClient: ratelimit.NewBudget(c.PerClientPerMinute, c.PerClientBurst, 0, now),
 		now:      now,
-		good:     map[string]time.Time{},
+		good:     map[string]*list.Element{},
+		lru:      list.New(),
 	}
 }
 
@@ -91,87 +108,110 @@ type Attempt struct {
 	pair         string
 }
 
-// Check admits a credential check for clientID ("" when there is none,
-// e.g. a static introspection token) from r's network, or returns the 429
-// to answer instead. secret says whether the caller presented a secret (a
-// client secret or a registration access token): only a success with one
-// makes the network known-good for the client, so that a public client's
-// id, which anyone may present, earns nothing.
+// Outcome is how a credential check ended.
+type Outcome int
+
+const (
+	// Succeeded: nothing is charged; with a secret, the network becomes
+	// known-good for the client.
+	Succeeded Outcome = iota
+	// Failed: the client id names a client that holds the secret checked,
+	// or names no client at all (so that the answer does not tell which
+	// ids hold one): charged to the network and the client id.
+	Failed
+	// FailedPublic: the client id names a client without such a secret
+	// (a public or metadata-document client), whose id anyone may send:
+	// charged to the network only.
+	FailedPublic
+)
+
+// Check admits a credential check at /token, /revoke or /introspect for
+// clientID ("" when there is none, e.g. a static introspection token)
+// from r's network, or returns the 429 to answer instead. secret says
+// whether the caller presented a client secret: only a success with one
+// makes the network known-good for the client.
 func (t *Throttle) Check(r *http.Request, clientID string, secret bool) (Attempt, error) {
+	return t.check(r, "client:", clientID, secret)
+}
+
+// CheckManagement is Check for RFC 7592 registration access tokens. Their
+// failures have a per-client budget apart from the client secret's, so
+// that guessing a client's registration access token never throttles the
+// client at /token.
+func (t *Throttle) CheckManagement(r *http.Request, clientID string, token bool) (Attempt, error) {
+	return t.check(r, "manage:", clientID, token)
+}
+
+func (t *Throttle) check(r *http.Request, space, clientID string, secret bool) (Attempt, error) {
 	if t == nil {
 		return Attempt{}, nil
 	}
 	a := Attempt{t: t, addr: "ip:" + ratelimit.RemoteIPKey(r)}
-	if clientID != "" {
-		pair := clientID + "\x00" + a.addr
-		a.client = "client:" + clientID
+	// Client ID metadata document URLs name public clients only: no
+	// secret to guess, so no budget of their own.
+	if clientID != "" && !strings.HasPrefix(clientID, "https://") {
+		pair := space + clientID + "\x00" + a.addr
+		a.client = space + clientID
 		if t.knownGood(pair) {
-			a.client = "client:" + pair
+			a.client = pair
 		}
 		if secret {
 			a.pair = pair
 		}
 	}
-	var wait time.Duration
-	if blocked, d := t.byAddr.Blocked(a.addr); blocked {
-		wait = d
-	}
-	if a.client != "" {
-		if blocked, d := t.byClient.Blocked(a.client); blocked {
-			wait = max(wait, d)
+	ok, wait := t.byAddr.Take(a.addr)
+	if ok && a.client != "" {
+		if ok, wait = t.byClient.Take(a.client); !ok {
+			t.byAddr.Refund(a.addr)
 		}
 	}
-	if wait > 0 {
+	if !ok {
 		return Attempt{}, oauth.TooManyRequests(ratelimit.RetryAfterSeconds(wait)).
 			WithCause(errors.New("too many failed client authentications"))
 	}
 	return a, nil
 }
 
-// Done records the outcome of the check: a failure is charged to the
-// network and the client id, a success marks the network as known-good
-// for the client.
-func (a Attempt) Done(ok bool) {
+// Done records the outcome of the check: Check charged the network and
+// the client id already; a success gives both back (and marks the network
+// as known-good for the client), a failure of a public client's id gives
+// back the client id's.
+func (a Attempt) Done(o Outcome) {
 	t := a.t
 	if t == nil {
 		return
 	}
-	if ok {
-		if a.pair != "" {
-			t.remember(a.pair)
-		}
-		return
+	if o == Succeeded {
+		t.byAddr.Refund(a.addr)
 	}
-	t.byAddr.Charge(a.addr)
-	if a.client != "" {
-		t.byClient.Charge(a.client)
+	if o != Failed && a.client != "" {
+		t.byClient.Refund(a.client)
+	}
+	if o == Succeeded && a.pair != "" {
+		t.remember(a.pair)
 	}
 }
 
 func (t *Throttle) knownGood(pair string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	at, ok := t.good[pair]
-	return ok && t.now().Sub(at) < knownGoodFor
+	e, ok := t.good[pair]
+	return ok && t.now().Sub(e.Value.(*success).at) < knownGoodFor
 }
 
 func (t *Throttle) remember(pair string) {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	last, ok := t.good[pair]
-	if ok && now.Sub(last) < time.Hour {
-		return // fresh enough: the hot path writes nothing
+	if e, ok := t.good[pair]; ok {
+		e.Value.(*success).at = now
+		t.lru.MoveToFront(e)
+		return
 	}
-	if !ok && len(t.good) >= maxKnownGood {
-		for k, at := range t.good {
-			if now.Sub(at) >= knownGoodFor {
-				delete(t.good, k)
-			}
-		}
-		if len(t.good) >= maxKnownGood {
-			clear(t.good) // at worst, working clients share the id's budget again
-		}
+	for t.lru.Len() >= maxKnownGood {
+		oldest := t.lru.Back()
+		t.lru.Remove(oldest)
+		delete(t.good, oldest.Value.(*success).pair)
 	}
-	t.good[pair] = now
+	t.good[pair] = t.lru.PushFront(&success{pair: pair, at: now})
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -94,8 +95,9 @@ func TestThrottleFailedAuthentication(t *testing.T) {
 	if err := try("192.0.2.1", "conf", confSecret); err != nil {
 		t.Fatalf("known network locked out by others' failures: %v", err)
 	}
-	// A public client's id proves nothing: succeeding with it does not
-	// give a network a budget of its own.
+	// A public client's id, which anyone may send, has no budget: others'
+	// failures with it, from any number of networks, never throttle its
+	// users (on any network, new ones included).
 	pub := func(addr, secret string) error {
 		r := httptest.NewRequest(http.MethodPost, "/token", nil)
 		r.RemoteAddr = addr + ":1"
@@ -106,16 +108,25 @@ func TestThrottleFailedAuthentication(t *testing.T) {
 		_, _, err := a.Authenticate(r, f)
 		return err
 	}
-	if err := pub("192.0.2.50", ""); err != nil {
-		t.Fatalf("public client: %v", err)
-	}
-	for i := range 5 {
-		if got := status(pub(fmt.Sprint("203.0.113.", 10+i), "guess")); got != http.StatusUnauthorized {
+	for i := range 12 {
+		if got := status(pub(fmt.Sprint("203.0.113.", 10+i/3), "guess")); got != http.StatusUnauthorized {
 			t.Fatalf("public client failure %d: %d", i+1, got)
 		}
 	}
-	if got := status(pub("192.0.2.50", "")); got != http.StatusTooManyRequests {
-		t.Fatalf("public client id over its budget, from the network it succeeded from: %d, want 429", got)
+	for _, addr := range []string{"192.0.2.50", "192.0.2.51"} {
+		if err := pub(addr, ""); err != nil {
+			t.Fatalf("public client from %s after others' failures with its id: %v", addr, err)
+		}
+	}
+	// An unknown id is charged like a confidential client's, so the
+	// throttle does not tell which ids hold a secret.
+	for i := range 5 {
+		if got := status(try(fmt.Sprint("203.0.113.", 20+i), "ghost", "guess")); got != http.StatusUnauthorized {
+			t.Fatalf("unknown id failure %d: %d", i+1, got)
+		}
+	}
+	if got := status(try("203.0.113.30", "ghost", "guess")); got != http.StatusTooManyRequests {
+		t.Fatalf("unknown id over its budget: %d, want 429", got)
 	}
 
 	// Budgets refill.
@@ -149,4 +160,98 @@ func TestFailureFloor(t *testing.T) {
 	if d, err := try("conf", confSecret); err != nil || d >= floor {
 		t.Errorf("success answered after %v (err %v): delayed by the floor", d, err)
 	}
+}
+
+// fromAddr is a request from addr.
+func fromAddr(addr string) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "/token", nil)
+	r.RemoteAddr = addr + ":1234"
+	return r
+}
+
+// TestThrottleConcurrentAttemptsBounded: attempts in flight at once are
+// admitted only up to the burst, since each reserves its failure before
+// its credentials are compared; successes give the reservation back.
+func TestThrottleConcurrentAttemptsBounded(t *testing.T) {
+	t.Parallel()
+	th := clientauth.NewThrottle(clientauth.ThrottleConfig{
+		PerIPPerMinute: 1, PerIPBurst: 20, PerClientPerMinute: 1, PerClientBurst: 60,
+	}, func() time.Time { return now })
+	for _, tc := range []struct {
+		name   string
+		addr   func(i int) string
+		budget int
+	}{
+		{"one network", func(int) string { return "198.51.100.1" }, 20},
+		{"many networks", func(i int) string { return fmt.Sprintf("10.%d.%d.1", i/250, i%250) }, 60},
+	} {
+		var admitted atomic.Int64
+		var checked, release sync.WaitGroup
+		release.Add(1)
+		var done sync.WaitGroup
+		for i := range 1000 {
+			checked.Add(1)
+			done.Go(func() {
+				att, err := th.Check(fromAddr(tc.addr(i)), "conf-"+tc.name, true)
+				checked.Done()
+				release.Wait() // every check runs before any failure is known
+				if err == nil {
+					admitted.Add(1)
+					att.Done(clientauth.Failed)
+				}
+			})
+		}
+		checked.Wait()
+		release.Done()
+		done.Wait()
+		if n := admitted.Load(); n > int64(tc.budget) || n == 0 {
+			t.Errorf("%s: %d of 1000 concurrent attempts admitted, budget %d", tc.name, n, tc.budget)
+		}
+	}
+	// A success gives its reservation back: a network can succeed forever.
+	for i := range 100 {
+		att, err := th.Check(fromAddr("192.0.2.7"), "conf-ok", true)
+		if err != nil {
+			t.Fatalf("success %d: %v", i+1, err)
+		}
+		att.Done(clientauth.Succeeded)
+	}
+}
+
+// TestThrottleKnownGoodEviction: past the bound on known-good pairs, the
+// least recently successful pair is forgotten, not all of them: a client
+// that keeps authenticating keeps its network's own budget however many
+// other pairs succeed.
+func TestThrottleKnownGoodEviction(t *testing.T) {
+	t.Parallel()
+	clock := now
+	th := clientauth.NewThrottle(clientauth.ThrottleConfig{
+		PerIPPerMinute: 1000, PerIPBurst: 1000, PerClientPerMinute: 1, PerClientBurst: 1,
+	}, func() time.Time { return clock })
+	succeed := func(addr, id string) {
+		t.Helper()
+		att, err := th.Check(fromAddr(addr), id, true)
+		if err != nil {
+			t.Fatalf("%s from %s: %v", id, addr, err)
+		}
+		att.Done(clientauth.Succeeded)
+	}
+	succeed("192.0.2.1", "conf")
+	for i := range 9999 {
+		succeed("198.51.100.1", fmt.Sprint("other-", i))
+	}
+	clock = clock.Add(2 * time.Hour)
+	succeed("192.0.2.1", "conf") // the pair in use again
+	succeed("198.51.100.1", "one-more")
+	// Others' failures spend conf's budget ...
+	att, err := th.Check(fromAddr("203.0.113.1"), "conf", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	att.Done(clientauth.Failed)
+	if _, err := th.Check(fromAddr("203.0.113.2"), "conf", true); err == nil {
+		t.Fatal("conf's budget not spent by a failure")
+	}
+	// ... but the network conf works from keeps its own.
+	succeed("192.0.2.1", "conf")
 }

@@ -366,13 +366,19 @@ func (h *Handler) authenticate(r *http.Request) (store.Client, string, error) {
 	if len(id) > maxClientIDLen {
 		id = "" // cannot exist; not worth a budget of its own
 	}
-	att, err := h.Throttle.Check(r, id, token != "")
+	// Its own per-client budget: guessing this token must not throttle
+	// the client at /token.
+	att, err := h.Throttle.CheckManagement(r, id, token != "")
 	if err != nil {
 		return store.Client{}, "", err
 	}
 	c, err := h.checkRAT(r, id, token)
 	if err == nil || oauth.AsError(err).Status == http.StatusUnauthorized {
-		att.Done(err == nil)
+		o := clientauth.Failed
+		if err == nil {
+			o = clientauth.Succeeded
+		}
+		att.Done(o)
 	}
 	return c, token, err
 }

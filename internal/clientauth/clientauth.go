@@ -106,6 +106,7 @@ func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Cl
 	start := time.Now()
 	c, reason, err := a.check(r, cred)
 	if err != nil {
+		att.Done(NoVerdict)
 		return store.Client{}, "", err // the store failed: no verdict
 	}
 	att.Done(outcome(c, reason))

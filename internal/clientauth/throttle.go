@@ -123,6 +123,9 @@ const (
 	// (a public or metadata-document client), whose id anyone may send:
 	// charged to the network only.
 	FailedPublic
+	// NoVerdict: the check could not be made (the store failed): nothing
+	// is charged.
+	NoVerdict
 )
 
 // Check admits a credential check at /token, /revoke or /introspect for
@@ -172,16 +175,17 @@ func (t *Throttle) check(r *http.Request, space, clientID string, secret bool) (
 	return a, nil
 }
 
-// Done records the outcome of the check: Check charged the network and
-// the client id already; a success gives both back (and marks the network
-// as known-good for the client), a failure of a public client's id gives
-// back the client id's.
+// Done records the outcome of the check, and must be called once for
+// every admitted attempt: Check charged the network and the client id
+// already; a success gives both back (and marks the network as known-good
+// for the client), as does a check that reached no verdict, and a failure
+// of a public client's id gives back the client id's.
 func (a Attempt) Done(o Outcome) {
 	t := a.t
 	if t == nil {
 		return
 	}
-	if o == Succeeded {
+	if o == Succeeded || o == NoVerdict {
 		t.byAddr.Refund(a.addr)
 	}
 	if o != Failed && a.client != "" {

@@ -2,6 +2,7 @@ package clientauth_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -254,4 +255,69 @@ func TestThrottleKnownGoodEviction(t *testing.T) {
 	}
 	// ... but the network conf works from keeps its own.
 	succeed("192.0.2.1", "conf")
+}
+
+// brokenGetter fails every lookup, as a database that is down.
+type brokenGetter struct{}
+
+func (brokenGetter) GetClient(context.Context, string, time.Time) (store.Client, error) {
+	return store.Client{}, errDatabaseDown
+}
+
+var errDatabaseDown = errors.New("database down")
+
+// TestThrottleNoVerdictNotCharged: a check that reached no verdict (the
+// store failed) gives its reservation back: an outage does not use up a
+// working client's budget.
+func TestThrottleNoVerdictNotCharged(t *testing.T) {
+	t.Parallel()
+	th := clientauth.NewThrottle(clientauth.ThrottleConfig{
+		PerIPPerMinute: 1, PerIPBurst: 2, PerClientPerMinute: 1, PerClientBurst: 2,
+	}, func() time.Time { return now })
+	a := &clientauth.Authenticator{Clients: brokenGetter{}, Now: func() time.Time { return now }, Throttle: th}
+	for i := range 5 {
+		r := fromAddr("192.0.2.1")
+		r.SetBasicAuth("conf", url.QueryEscape(confSecret))
+		_, _, err := a.Authenticate(r, url.Values{})
+		if !errors.Is(err, errDatabaseDown) {
+			t.Fatalf("attempt %d during the outage: %v, want the store's error", i+1, err)
+		}
+	}
+}
+
+// TestThrottleManagementApart: guesses at a client's registration access
+// token (RFC 7592) spend a per-client budget apart from its secret's, so
+// they never throttle the client at /token from a network it has not
+// used yet; the per-network budget is shared.
+func TestThrottleManagementApart(t *testing.T) {
+	t.Parallel()
+	th := clientauth.NewThrottle(clientauth.ThrottleConfig{
+		PerIPPerMinute: 1, PerIPBurst: 3, PerClientPerMinute: 1, PerClientBurst: 3,
+	}, func() time.Time { return now })
+	for i := range 3 {
+		att, err := th.CheckManagement(fromAddr(fmt.Sprint("198.51.100.", i+1)), "conf", true)
+		if err != nil {
+			t.Fatalf("management guess %d: %v", i+1, err)
+		}
+		att.Done(clientauth.Failed)
+	}
+	if _, err := th.CheckManagement(fromAddr("198.51.100.9"), "conf", true); err == nil {
+		t.Fatal("management guesses past the client's budget admitted")
+	}
+	att, err := th.Check(fromAddr("203.0.113.9"), "conf", true)
+	if err != nil {
+		t.Fatalf("/token for the client after management guesses: %v", err)
+	}
+	att.Done(clientauth.Succeeded)
+	// One network: its failures at either count against both.
+	for range 3 {
+		att, err := th.Check(fromAddr("198.51.100.50"), "other", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		att.Done(clientauth.Failed)
+	}
+	if _, err := th.CheckManagement(fromAddr("198.51.100.50"), "fresh", true); err == nil {
+		t.Fatal("a network over its budget at /token was admitted at RFC 7592")
+	}
 }

@@ -377,12 +377,13 @@ func (h *Handler) authenticate(r *http.Request) (store.Client, string, error) {
 		return store.Client{}, "", err
 	}
 	c, err := h.checkRAT(r, id, token)
-	if err == nil || oauth.AsError(err).Status == http.StatusUnauthorized {
-		o := clientauth.Failed
-		if err == nil {
-			o = clientauth.Succeeded
-		}
-		att.Done(o)
+	switch {
+	case err == nil:
+		att.Done(clientauth.Succeeded)
+	case oauth.AsError(err).Status == http.StatusUnauthorized:
+		att.Done(clientauth.Failed)
+	default: // the store failed
+		att.Done(clientauth.NoVerdict)
 	}
 	return c, token, err
 }

@@ -24,10 +24,12 @@ type ThrottleConfig struct {
 	// PerClientPerMinute and PerClientBurst bound the failures for one
 	// client id that holds a secret (or names no client; a public
 	// client's id, which anyone may send, is never charged) from all
-	// networks together, except networks where that
-	// client authenticated successfully in the last day, which get a
-	// budget of their own: guessing spread over many addresses is slowed,
-	// and cannot lock a working client out.
+	// networks together, except networks where that client
+	// authenticated successfully in the last day, which get a budget of
+	// their own. A spent budget stops only networks that failed for the
+	// client in the last hour (others get one try at a time): guessing
+	// spread over many addresses is slowed, and cannot lock a working
+	// client out.
 	PerClientPerMinute float64 `mapstructure:"per_client_per_minute"`
 	PerClientBurst     int     `mapstructure:"per_client_burst"`
 }
@@ -54,11 +56,14 @@ func (c ThrottleConfig) Validate() []error {
 }
 
 // knownGoodFor is how long a network that authenticated a client keeps its
-// own per-client budget; maxKnownGood bounds how many such pairs are kept
-// (the least recently successful is forgotten first).
+// own per-client budget; failedFor is how long a network that failed for a
+// client counts as one while the client id's budget is spent. maxPairs
+// bounds how many of each are kept (the least recently seen is forgotten
+// first, never all at once).
 const (
 	knownGoodFor = 24 * time.Hour
-	maxKnownGood = 10000
+	failedFor    = time.Hour
+	maxPairs     = 10000
 )
 
 // Throttle limits failed credential checks at every endpoint that checks
@@ -71,19 +76,16 @@ const (
 //
 // Only failures against a secret count against a client id: anyone may
 // present a public client's id, so failures with one are charged to the
-// failing network alone, and cannot lock the client's users out.
+// failing network alone, and cannot lock the client's users out. And a
+// client id's spent budget stops only networks that failed for it
+// recently: one that has not (the client's own, wherever it moves) is
+// never locked out by guesses from elsewhere.
 type Throttle struct {
 	byAddr, byClient *ratelimit.Budget
 	now              func() time.Time
 
-	mu   sync.Mutex
-	good map[string]*list.Element // client id + network → *success, in lru
-	lru  *list.List               // most recent success first
-}
-
-type success struct {
-	pair string
-	at   time.Time
+	mu           sync.Mutex
+	good, failed recent // client id + network → last success, last failure
 }
 
 // NewThrottle returns the throttle for c; now is the clock (time.Now if nil).
@@ -95,8 +97,8 @@ func NewThrottle(c ThrottleConfig, now func() time.Time) *Throttle {
 		byAddr:   ratelimit.NewBudget(c.PerIPPerMinute, c.PerIPBurst, 0, now),
 		byClient: ratelimit.NewBudget(c.PerClientPerMinute, c.PerClientBurst, 0, now),
 		now:      now,
-		good:     map[string]*list.Element{},
-		lru:      list.New(),
+		good:     newRecent(maxPairs),
+		failed:   newRecent(maxPairs),
 	}
 }
 
@@ -105,7 +107,10 @@ func NewThrottle(c ThrottleConfig, now func() time.Time) *Throttle {
 type Attempt struct {
 	t            *Throttle
 	addr, client string
-	pair         string
+	pair         string // client id + network
+	secret       bool   // a secret was presented
+	reserved     bool   // a failure was reserved from the client id's budget
+	provisional  bool   // admitted over that budget, marked failed in advance
 }
 
 // Outcome is how a credential check ended.
@@ -149,23 +154,30 @@ func (t *Throttle) check(r *http.Request, space, clientID string, secret bool) (
 	if t == nil {
 		return Attempt{}, nil
 	}
-	a := Attempt{t: t, addr: "ip:" + ratelimit.RemoteIPKey(r)}
+	a := Attempt{t: t, addr: "ip:" + ratelimit.RemoteIPKey(r), secret: secret}
 	// Client ID metadata document URLs name public clients only: no
 	// secret to guess, so no budget of their own.
 	if clientID != "" && !strings.HasPrefix(clientID, "https://") {
-		pair := space + clientID + "\x00" + a.addr
+		a.pair = space + clientID + "\x00" + a.addr
 		a.client = space + clientID
-		if t.knownGood(pair) {
-			a.client = pair
-		}
-		if secret {
-			a.pair = pair
+		if t.seen(&t.good, a.pair, knownGoodFor) {
+			a.client = a.pair
 		}
 	}
 	ok, wait := t.byAddr.Take(a.addr)
 	if ok && a.client != "" {
-		if ok, wait = t.byClient.Take(a.client); !ok {
-			t.byAddr.Refund(a.addr)
+		var spent time.Duration
+		a.reserved, spent = t.byClient.Take(a.client)
+		// Over the client id's budget, only networks that failed for it
+		// recently are stopped: the client's own network, which does not
+		// fail, is not locked out by guesses from elsewhere, while each
+		// other network gets one try at a time (marked failed until it
+		// succeeds), and one per failedFor once it has failed.
+		if !a.reserved {
+			if a.provisional = t.firstTry(a.pair); !a.provisional {
+				t.byAddr.Refund(a.addr)
+				ok, wait = false, spent
+			}
 		}
 	}
 	if !ok {
@@ -188,34 +200,91 @@ func (a Attempt) Done(o Outcome) {
 	if o == Succeeded || o == NoVerdict {
 		t.byAddr.Refund(a.addr)
 	}
-	if o != Failed && a.client != "" {
+	if o != Failed && a.reserved {
 		t.byClient.Refund(a.client)
 	}
-	if o == Succeeded && a.pair != "" {
-		t.remember(a.pair)
+	switch {
+	case o == Failed:
+		if a.pair != "" && !a.provisional {
+			t.note(&t.failed, a.pair)
+		}
+	case a.provisional:
+		t.forget(&t.failed, a.pair)
+	}
+	if o == Succeeded && a.secret && a.pair != "" {
+		t.note(&t.good, a.pair)
 	}
 }
 
-func (t *Throttle) knownGood(pair string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, ok := t.good[pair]
-	return ok && t.now().Sub(e.Value.(*success).at) < knownGoodFor
-}
-
-func (t *Throttle) remember(pair string) {
+// firstTry reports whether pair has not failed within failedFor, and
+// marks it failed now if so, in one step: of concurrent tries from one
+// network, one is admitted.
+func (t *Throttle) firstTry(pair string) bool {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if e, ok := t.good[pair]; ok {
-		e.Value.(*success).at = now
-		t.lru.MoveToFront(e)
+	if e, ok := t.failed.keys[pair]; ok && now.Sub(e.Value.(*seenAt).at) < failedFor {
+		return false
+	}
+	t.failed.note(pair, now)
+	return true
+}
+
+// forget removes pair from r.
+func (t *Throttle) forget(r *recent, pair string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e, ok := r.keys[pair]; ok {
+		r.lru.Remove(e)
+		delete(r.keys, pair)
+	}
+}
+
+// seen reports whether pair was noted in r within the last d.
+func (t *Throttle) seen(r *recent, pair string, d time.Duration) bool {
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := r.keys[pair]
+	return ok && now.Sub(e.Value.(*seenAt).at) < d
+}
+
+// note records pair in r now, evicting the least recently noted pair when
+// r is full.
+func (t *Throttle) note(r *recent, pair string) {
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r.note(pair, now)
+}
+
+func (r *recent) note(pair string, now time.Time) {
+	if e, ok := r.keys[pair]; ok {
+		e.Value.(*seenAt).at = now
+		r.lru.MoveToFront(e)
 		return
 	}
-	for t.lru.Len() >= maxKnownGood {
-		oldest := t.lru.Back()
-		t.lru.Remove(oldest)
-		delete(t.good, oldest.Value.(*success).pair)
+	for r.lru.Len() >= r.max {
+		oldest := r.lru.Back()
+		r.lru.Remove(oldest)
+		delete(r.keys, oldest.Value.(*seenAt).pair)
 	}
-	t.good[pair] = t.lru.PushFront(&success{pair: pair, at: now})
+	r.keys[pair] = r.lru.PushFront(&seenAt{pair: pair, at: now})
+}
+
+// recent is a bounded set of pairs with when each was last noted, least
+// recently noted evicted first. Guarded by Throttle.mu.
+type recent struct {
+	max  int
+	keys map[string]*list.Element // of *seenAt
+	lru  *list.List               // most recent first
+}
+
+type seenAt struct {
+	pair string
+	at   time.Time
+}
+
+func newRecent(max int) recent {
+	return recent{max: max, keys: map[string]*list.Element{}, lru: list.New()}
 }

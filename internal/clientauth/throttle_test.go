@@ -83,16 +83,27 @@ func TestThrottleFailedAuthentication(t *testing.T) {
 		t.Fatalf("unknown id from a throttled network: %d", got)
 	}
 	// Other networks spend the client id's budget (5): then the id is
-	// throttled for every network that never authenticated it ...
+	// throttled for every network that failed for it ...
 	for i, addr := range []string{"203.0.113.1", "203.0.113.2"} {
 		if got := status(try(addr, "conf", "guess")); got != http.StatusUnauthorized {
 			t.Fatalf("failure from network %d: %d", i+1, got)
 		}
 	}
-	if got := status(try("203.0.113.3", "conf", confSecret)); got != http.StatusTooManyRequests {
-		t.Fatalf("client id over its budget, new network: %d", got)
+	if got := status(try("203.0.113.1", "conf", confSecret)); got != http.StatusTooManyRequests {
+		t.Fatalf("client id over its budget, from a network that failed for it: %d", got)
 	}
-	// ... but not for the network it works from.
+	// ... a network that has not gets one try at a time (the client
+	// itself, moved to a new network, succeeds; a guesser fails once) ...
+	if err := try("203.0.113.3", "conf", confSecret); err != nil {
+		t.Fatalf("client id over its budget, new network, right secret: %v", err)
+	}
+	if got := status(try("203.0.113.4", "conf", "guess")); got != http.StatusUnauthorized {
+		t.Fatalf("client id over its budget, new network's first guess: %d", got)
+	}
+	if got := status(try("203.0.113.4", "conf", confSecret)); got != http.StatusTooManyRequests {
+		t.Fatalf("client id over its budget, new network's second try: %d", got)
+	}
+	// ... and the network it works from is never stopped.
 	if err := try("192.0.2.1", "conf", confSecret); err != nil {
 		t.Fatalf("known network locked out by others' failures: %v", err)
 	}
@@ -126,7 +137,7 @@ func TestThrottleFailedAuthentication(t *testing.T) {
 			t.Fatalf("unknown id failure %d: %d", i+1, got)
 		}
 	}
-	if got := status(try("203.0.113.30", "ghost", "guess")); got != http.StatusTooManyRequests {
+	if got := status(try("203.0.113.20", "ghost", "guess")); got != http.StatusTooManyRequests {
 		t.Fatalf("unknown id over its budget: %d, want 429", got)
 	}
 
@@ -184,7 +195,9 @@ func TestThrottleConcurrentAttemptsBounded(t *testing.T) {
 		budget int
 	}{
 		{"one network", func(int) string { return "198.51.100.1" }, 20},
-		{"many networks", func(i int) string { return fmt.Sprintf("10.%d.%d.1", i/250, i%250) }, 60},
+		// Past the client id's burst, each network gets one try at a
+		// time: at most burst + networks.
+		{"ten networks", func(i int) string { return fmt.Sprintf("10.0.%d.1", i%10) }, 60 + 10},
 	} {
 		var admitted atomic.Int64
 		var checked, release sync.WaitGroup
@@ -227,7 +240,7 @@ func TestThrottleKnownGoodEviction(t *testing.T) {
 	t.Parallel()
 	clock := now
 	th := clientauth.NewThrottle(clientauth.ThrottleConfig{
-		PerIPPerMinute: 1000, PerIPBurst: 1000, PerClientPerMinute: 1, PerClientBurst: 1,
+		PerIPPerMinute: 1000, PerIPBurst: 1000, PerClientPerMinute: 1, PerClientBurst: 2,
 	}, func() time.Time { return clock })
 	succeed := func(addr, id string) {
 		t.Helper()
@@ -244,16 +257,26 @@ func TestThrottleKnownGoodEviction(t *testing.T) {
 	clock = clock.Add(2 * time.Hour)
 	succeed("192.0.2.1", "conf") // the pair in use again
 	succeed("198.51.100.1", "one-more")
-	// Others' failures spend conf's budget ...
-	att, err := th.Check(fromAddr("203.0.113.1"), "conf", true)
+	// conf fails once from its own network (it still has its own
+	// budget, 2) ...
+	att, err := th.Check(fromAddr("192.0.2.1"), "conf", true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	att.Done(clientauth.Failed)
-	if _, err := th.Check(fromAddr("203.0.113.2"), "conf", true); err == nil {
-		t.Fatal("conf's budget not spent by a failure")
+	// ... others' failures spend the client id's budget (2) ...
+	for i := 0; ; i++ {
+		att, err := th.Check(fromAddr("203.0.113.1"), "conf", true)
+		if err != nil {
+			break
+		}
+		if i == 5 {
+			t.Fatal("conf's budget never spent")
+		}
+		att.Done(clientauth.Failed)
 	}
-	// ... but the network conf works from keeps its own.
+	// ... but the network conf works from keeps its own: it is still
+	// known-good however many other pairs succeeded.
 	succeed("192.0.2.1", "conf")
 }
 
@@ -301,10 +324,10 @@ func TestThrottleManagementApart(t *testing.T) {
 		}
 		att.Done(clientauth.Failed)
 	}
-	if _, err := th.CheckManagement(fromAddr("198.51.100.9"), "conf", true); err == nil {
+	if _, err := th.CheckManagement(fromAddr("198.51.100.1"), "conf", true); err == nil {
 		t.Fatal("management guesses past the client's budget admitted")
 	}
-	att, err := th.Check(fromAddr("203.0.113.9"), "conf", true)
+	att, err := th.Check(fromAddr("198.51.100.1"), "conf", true)
 	if err != nil {
 		t.Fatalf("/token for the client after management guesses: %v", err)
 	}

@@ -15,8 +15,16 @@ const clientColumns = `id, source, secret_hash, secret_expires_at, registration_
 	metadata, fingerprint, allowed_scopes, allowed_resources, skip_consent, can_introspect,
 	disabled, created_at, updated_at, last_used_at, expires_at`
 
-// CreateClient inserts c; ErrConflict if the id is taken.
+// CreateClient inserts c; ErrConflict if the id is taken. Registrations
+// arriving together share one statement (batch.go).
 func (p *Postgres) CreateClient(ctx context.Context, c Client) error {
+	if !clientBatchable(c) {
+		return p.insertClient(ctx, c)
+	}
+	return p.clientBatch.do(ctx, c)
+}
+
+func (p *Postgres) insertClient(ctx context.Context, c Client) error {
 	_, err := p.pool.Exec(ctx, `
 		INSERT INTO clients (`+clientColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,

@@ -20,6 +20,10 @@ import (
 // about pgx; no pgx type or error leaves this package.
 type Postgres struct {
 	pool *pgxpool.Pool
+	// Inserts that concurrent requests make one at a time, coalesced into
+	// multi-row statements under load (batch.go).
+	clientBatch *batcher[Client]
+	tokenBatch  *batcher[AccessToken]
 }
 
 var _ Store = (*Postgres)(nil)
@@ -53,7 +57,9 @@ func OpenPostgres(ctx context.Context, dsn string, opts ...Option) (*Postgres, e
 	if err != nil {
 		return nil, fmt.Errorf("store: creating the connection pool: %w", mapErr(err))
 	}
-	return &Postgres{pool: pool}, nil
+	p := &Postgres{pool: pool}
+	p.initBatchers()
+	return p, nil
 }
 
 // parseConfig parses dsn and fills in defaults the DSN did not set.

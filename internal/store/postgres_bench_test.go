@@ -98,6 +98,13 @@ func BenchmarkPostgres(b *testing.B) {
 			return s.CreateAccessToken(ctx, t)
 		})
 	})
+	b.Run("CreateClientCredentialsToken", func(b *testing.B) {
+		// No grant: concurrent ones share statements (batch.go).
+		parallel(b, func() error {
+			return s.CreateAccessToken(ctx, store.AccessToken{Digest: id("cc"), ClientID: c.ID,
+				Resources: []string{"https://mcp.example/"}, CreatedAt: now, ExpiresAt: now.Add(time.Hour)})
+		})
+	})
 	b.Run("CreateAuthCode", func(b *testing.B) {
 		parallel(b, func() error { return s.CreateAuthCode(ctx, code()) })
 	})

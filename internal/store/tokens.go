@@ -189,7 +189,17 @@ const accessTokenColumns = `digest, coalesce(grant_id, '') AS grant_id, client_i
 // token with the others, or this insert waits for it and then sees the
 // grant revoked. Without the lock, a token issued during a concurrent
 // revocation (reuse detection, code replay, /revoke) could outlive it.
+//
+// Tokens without a grant (client_credentials) issued together share one
+// statement (batch.go).
 func (p *Postgres) CreateAccessToken(ctx context.Context, t AccessToken) error {
+	if tokenBatchable(t) {
+		return p.tokenBatch.do(ctx, t)
+	}
+	return p.insertAccessToken(ctx, t)
+}
+
+func (p *Postgres) insertAccessToken(ctx context.Context, t AccessToken) error {
 	tag, err := p.pool.Exec(ctx, `
 		INSERT INTO access_tokens (digest, grant_id, client_id, user_id, scopes, resources,
 			auth_time, created_at, expires_at, revoked_at)

@@ -189,12 +189,15 @@ func (h *Handler) allowUser(ctx context.Context, u store.User) error {
 	return nil
 }
 
-// touchClient slides a dynamic client's idle expiry while it is in use. An
-// hour's staleness is irrelevant against idle lifetimes of days, and saves a
-// write on most requests. Failing is not worth failing the request for.
+// touchClient slides a dynamic client's idle expiry while it is in use.
+// The use is recorded only once the last recorded one is a tenth of the
+// idle lifetime old (at most an hour): that saves a write on nearly every
+// request, and a client in use still expires no sooner than 90 % of its
+// idle lifetime after its last use. Failing is not worth failing the
+// request for.
 //
-// A client registered within the hour counts as just used: its expiry was
-// set from its registration. (Registration leaves LastUsedAt unset, and the
+// A client registered less than that ago counts as just used: its expiry
+// was set from its registration. (Registration leaves LastUsedAt unset, and the
 // client cache keeps serving the row as registered for a few seconds, so
 // without this every grant of a new client would cost a round trip.)
 func (h *Handler) touchClient(ctx context.Context, req *request) {
@@ -203,7 +206,8 @@ func (h *Handler) touchClient(ctx context.Context, req *request) {
 	if c.CreatedAt.After(last) {
 		last = c.CreatedAt
 	}
-	if h.ClientIdleLifetime <= 0 || c.ExpiresAt == nil || req.now.Sub(last) < time.Hour {
+	stale := min(time.Hour, h.ClientIdleLifetime/10)
+	if h.ClientIdleLifetime <= 0 || c.ExpiresAt == nil || req.now.Sub(last) < stale {
 		return
 	}
 	if err := h.Store.TouchClient(ctx, c.ID, req.now, h.ClientIdleLifetime); err != nil {

@@ -494,3 +494,65 @@ func rotateRacing(s store.Store, rt store.RefreshToken, now time.Time, next stor
 	})
 	return rotErr, otherErr
 }
+
+// Registrations and client_credentials tokens created at the same moment
+// (which a store may write together, as Postgres does) each get their own
+// outcome: a taken client id or token digest is ErrConflict and leaves the
+// first row as it was, a token of an unknown client is ErrNotFound and is
+// not stored, and every other row is stored as given.
+func testConcurrentCreates(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	owner := client(t, s)
+	taken := createAccessToken(t, s, clientCredentialsToken(owner))
+	const n = racers
+	clients := make([]store.Client, n)
+	tokens := make([]store.AccessToken, n)
+	for i := range n {
+		clients[i] = newClient()
+		tokens[i] = clientCredentialsToken(owner)
+	}
+	clients[3].ID = owner.ID        // taken
+	tokens[5].Digest = taken.Digest // taken
+	tokens[7].ClientID = uuid.NewString()
+	clientErrs, tokenErrs := make([]error, n), make([]error, n)
+	race(2*n, func(i int) {
+		if i < n {
+			clientErrs[i] = s.CreateClient(ctx, clients[i])
+		} else {
+			tokenErrs[i-n] = s.CreateAccessToken(ctx, tokens[i-n])
+		}
+	})
+
+	for i, err := range clientErrs {
+		if i == 3 {
+			wantErr(t, err, store.ErrConflict, "CreateClient with a taken id, among others")
+			continue
+		}
+		must(t, err, fmt.Sprintf("CreateClient %d, among others", i))
+		got, err := s.GetClient(ctx, clients[i].ID, t0)
+		must(t, err, "GetClient")
+		equal(t, "client created among others", got, clients[i])
+	}
+	got, err := s.GetClient(ctx, owner.ID, t0)
+	must(t, err, "GetClient")
+	equal(t, "client whose id another create took", got, owner)
+
+	for i, err := range tokenErrs {
+		switch i {
+		case 5:
+			wantErr(t, err, store.ErrConflict, "CreateAccessToken with a taken digest, among others")
+		case 7:
+			wantErr(t, err, store.ErrNotFound, "CreateAccessToken of an unknown client, among others")
+			_, err := s.GetAccessToken(ctx, tokens[i].Digest)
+			wantErr(t, err, store.ErrNotFound, "GetAccessToken of a token refused for an unknown client")
+		default:
+			must(t, err, fmt.Sprintf("CreateAccessToken %d, among others", i))
+			got, err := s.GetAccessToken(ctx, tokens[i].Digest)
+			must(t, err, "GetAccessToken")
+			equal(t, "access token created among others", got, tokens[i])
+		}
+	}
+	gotToken, err := s.GetAccessToken(ctx, taken.Digest)
+	must(t, err, "GetAccessToken")
+	equal(t, "access token whose digest another create took", gotToken, taken)
+}

@@ -93,6 +93,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ConcurrentAddConsent", fn: testConcurrentAddConsent},
 		{name: "ConcurrentUpsertUser", fn: testConcurrentUpsertUser},
 		{name: "ConcurrentDisableUser", fn: testConcurrentDisableUser},
+		{name: "ConcurrentCreates", fn: testConcurrentCreates},
 	}
 	shared := newStore(t)
 	for _, c := range cases {

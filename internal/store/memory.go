@@ -175,6 +175,23 @@ func (m *Memory) UpdateClientIf(_ context.Context, c Client, ratHash string) err
 	return nil
 }
 
+func (m *Memory) UpdateClientIfForgetConsents(_ context.Context, c Client, ratHash string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old, ok := m.clients[c.ID]
+	if !ok || old.RegistrationTokenHash != ratHash {
+		return ErrNotFound
+	}
+	c.CreatedAt = old.CreatedAt
+	m.clients[c.ID] = cloneClient(c)
+	for k := range m.consents {
+		if k.clientID == c.ID {
+			delete(m.consents, k)
+		}
+	}
+	return nil
+}
+
 func (m *Memory) UpsertClient(_ context.Context, c Client) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -234,8 +251,22 @@ func (m *Memory) deleteClient(id string) {
 func (m *Memory) TouchClient(_ context.Context, id string, now time.Time, idle time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.touchClient(id, nil, now, idle)
+}
+
+func (m *Memory) TouchClientIf(_ context.Context, id, fingerprint string, now time.Time, idle time.Duration) error {
+	if fingerprint == "" {
+		return ErrNotFound
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.touchClient(id, &fingerprint, now, idle)
+}
+
+// touchClient is TouchClient(If), with m.mu held.
+func (m *Memory) touchClient(id string, fingerprint *string, now time.Time, idle time.Duration) error {
 	c, ok := m.clients[id]
-	if !ok || clientExpired(c, now) {
+	if !ok || clientExpired(c, now) || (fingerprint != nil && c.Fingerprint != *fingerprint) {
 		return ErrNotFound
 	}
 	c.LastUsedAt = trunc(now)

@@ -344,6 +344,11 @@ type Store interface {
 	// authenticated with), atomically: ErrNotFound when the client is gone
 	// or its registration token changed meanwhile (RFC 7592 rotation).
 	UpdateClientIf(ctx context.Context, c Client, ratHash string) error
+	// UpdateClientIfForgetConsents is UpdateClientIf and
+	// ForgetClientConsents together, atomically: an RFC 7592 update that
+	// changes what users approved never takes effect while their consents
+	// to the old metadata survive, whatever fails or is cancelled.
+	UpdateClientIfForgetConsents(ctx context.Context, c Client, ratHash string) error
 	// UpsertClient creates or replaces a client (config clients at start-up).
 	// Replacing keeps the stored CreatedAt, like UpdateClient.
 	UpsertClient(ctx context.Context, c Client) error
@@ -356,6 +361,11 @@ type Store interface {
 	// ErrNotFound if the client is absent or already expired at now: an
 	// expired client is never revived.
 	TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error
+	// TouchClientIf is TouchClient only while the client's Fingerprint is
+	// still fingerprint (never for ""), atomically: ErrNotFound when the
+	// client changed meanwhile (an RFC 7592 update clears it), so that a
+	// registration sharing a client it read never shares a changed one.
+	TouchClientIf(ctx context.Context, id, fingerprint string, now time.Time, idle time.Duration) error
 	ListClients(ctx context.Context, f ClientFilter) ([]Client, error)
 	CountClients(ctx context.Context, source ClientSource) (int64, error)
 

@@ -171,6 +171,14 @@ func (b *Bounded) UpdateClientIf(ctx context.Context, c Client, ratHash string) 
 	return b.run(ctx, func(ctx context.Context) error { return b.s.UpdateClientIf(ctx, c, ratHash) })
 }
 
+func (b *Bounded) UpdateClientIfForgetConsents(ctx context.Context, c Client, ratHash string) error {
+	return b.run(ctx, func(ctx context.Context) error { return b.s.UpdateClientIfForgetConsents(ctx, c, ratHash) })
+}
+
+func (b *Bounded) TouchClientIf(ctx context.Context, id, fingerprint string, now time.Time, idle time.Duration) error {
+	return b.run(ctx, func(ctx context.Context) error { return b.s.TouchClientIf(ctx, id, fingerprint, now, idle) })
+}
+
 func (b *Bounded) UpsertClient(ctx context.Context, c Client) error {
 	return b.run(ctx, func(ctx context.Context) error { return b.s.UpsertClient(ctx, c) })
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -44,6 +46,10 @@ type app struct {
 	handler http.Handler
 	now     func() time.Time
 	metrics *metrics.Metrics
+	// listener hears other replicas' changes (nil with the memory store).
+	listener *store.Listener
+	stop     context.CancelFunc
+	done     sync.WaitGroup
 }
 
 // keyOptions maps the keys configuration, reading PEM files if any.
@@ -128,6 +134,13 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
+	// What requests do goes through bst: a deadline per request and a
+	// bound on the operations in flight, so a sick database costs a quick
+	// 503 rather than hung clients and piling goroutines (see
+	// store.Bounded). Background work (key reloads, purges) has its own
+	// time limits.
+	bst := store.NewBounded(st, cfg.DatabaseTimeout, cfg.DatabaseMaxInFlight)
+	bst.OnRefused = m.ObserveDBRefused
 
 	if upstreamClient == nil {
 		upstreamClient = &http.Client{Timeout: 15 * time.Second}
@@ -162,7 +175,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
 		Version:        version,
 		Started:        started,
-		Ready:          st.Ping,
+		Ready:          bst.Ping,
 		Now:            now,
 		TracerProvider: d.tracerProvider,
 		Observe: func(route, method string, status int, d time.Duration) {
@@ -193,14 +206,14 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	// Client ID metadata documents: URL client_ids are resolved by store
 	// decorators handed to every endpoint that looks clients up. Only
 	// /authorize fetches documents of clients not seen before.
-	authzClients, clients := st, st
+	var authzClients, clients store.Store = bst, bst
 	if cimdCfg := cfg.ClientMetadataDocuments; cimdCfg.Enabled {
 		if cimdCfg.AllowLoopback && !cfg.Dev {
 			log.Warn("client_metadata_documents.allow_loopback is set: client metadata documents may be fetched from this host's loopback interface; never set it in production")
 		}
-		resolver := cimd.New(st, cimdCfg, d.cimdRoots, log)
+		resolver := cimd.New(bst, cimdCfg, d.cimdRoots, log)
 		resolver.RedirectURIPolicy = cfg.Registration.CheckRedirectURIs // documents obey registration.allowed_redirect_uris too
-		authzClients, clients = cimd.Wrap(st, resolver), cimd.WrapKnown(st, resolver)
+		authzClients, clients = cimd.Wrap(bst, resolver), cimd.WrapKnown(bst, resolver)
 	}
 
 	scopeNames := cfg.ScopeNames()
@@ -249,7 +262,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	// /introspect and RFC 7592.
 	throttle := clientauth.NewThrottle(cfg.RateLimits.ClientAuthFailures, now)
 	reg := &register.Handler{
-		Store:          invalidatingStore{Store: st, caches: []*clientauth.CachedClients{clientCache, authzCache}},
+		Store:          invalidatingStore{Store: bst, caches: []*clientauth.CachedClients{clientCache, authzCache}},
 		Issuer:         cfg.Issuer,
 		Policy:         cfg.Registration,
 		Scopes:         scopeNames,
@@ -306,6 +319,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		TokenFormat:              cfg.Tokens.Format,
 		AccessTokenLifetime:      cfg.Tokens.AccessTokenLifetime,
 		RefreshTokenLifetime:     cfg.Tokens.RefreshTokenLifetime,
+		RefreshRetryWindow:       cfg.Tokens.RefreshRetryWindow,
 		GrantLifetime:            cfg.Tokens.GrantLifetime,
 		ClientIdleLifetime:       cfg.Registration.ClientIdleLifetime,
 		DynamicClientCredentials: cfg.Registration.AllowClientCredentials,
@@ -351,7 +365,48 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	}
 	intro.Routes(r)
 
-	return &app{cfg: cfg, log: log, store: st, keys: km, handler: root, now: now, metrics: m}, nil
+	a := &app{cfg: cfg, log: log, store: st, keys: km, handler: root, now: now, metrics: m}
+	if _, ok := st.(*store.Postgres); ok {
+		a.listener = changeListener(cfg, log, km, clientCache, authzCache)
+	}
+	return a, nil
+}
+
+// changeListener applies the changes other replicas (and the admin CLI)
+// announce, within milliseconds of their commit: reload the signing keys,
+// forget a changed client. Users are not cached, so their changes need
+// nothing here. The periodic key reload and the client cache's TTL stay as
+// the fallback for when the notifications are interrupted; after each
+// reconnection everything is reloaded, since changes may have been missed.
+func changeListener(cfg *config.Config, log *slog.Logger, km *keys.Manager, caches ...*clientauth.CachedClients) *store.Listener {
+	reloadKeys := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := km.Reload(ctx); err != nil {
+			log.Warn("reloading signing keys on a change notification failed; the periodic reload will retry", "error", err.Error())
+		}
+	}
+	return &store.Listener{
+		DSN: cmp.Or(cfg.DatabaseListenURL, cfg.DatabaseURL),
+		Log: log,
+		OnChange: func(c store.Change) {
+			switch c.Kind {
+			case store.ChangeKeys:
+				reloadKeys()
+			case store.ChangeClient:
+				for _, cc := range caches {
+					cc.Invalidate(c.ID)
+				}
+			}
+		},
+		OnConnect: func() {
+			reloadKeys()
+			for _, cc := range caches {
+				cc.InvalidateAll()
+			}
+			log.Debug("listening for changes from other replicas", "channel", store.ChangesChannel)
+		},
+	}
 }
 
 // pinConfiguredSecrets gives the authenticator the clear-text secrets of
@@ -422,19 +477,34 @@ func limitPaths(prefix string, limiters map[string]*ratelimit.Limiter) func(http
 	}
 }
 
+// databaseBudget gives each request timeout of database time in all
+// (store.Bounded spends it): past it the request answers 503, well before
+// http.write_timeout would cut it off unanswered. Time the request spends
+// elsewhere (waiting for an upstream provider) does not count.
+func databaseBudget(next http.Handler, timeout time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(store.WithBudget(r.Context(), timeout)))
+	})
+}
+
 func mustPrefixes(cfg *config.Config) []netip.Prefix {
 	p, _ := cfg.TrustedProxyPrefixes() // validated at load
 	return p
 }
 
-// startBackground starts the job every replica runs: purging expired rows
+// startBackground starts the jobs every replica runs: purging expired rows
 // every purge_interval (safe on several replicas at once: rows another
-// replica is deleting are skipped). Signing keys reload on use.
+// replica is deleting are skipped), and listens for other replicas'
+// changes. Signing keys also reload on use.
 func (a *app) startBackground(ctx context.Context) {
+	ctx, a.stop = context.WithCancel(ctx)
+	if a.listener != nil {
+		a.done.Go(func() { a.listener.Run(ctx) })
+	}
 	if a.cfg.PurgeInterval <= 0 {
 		return
 	}
-	go func() {
+	a.done.Go(func() {
 		t := time.NewTicker(a.cfg.PurgeInterval)
 		defer t.Stop()
 		for {
@@ -456,7 +526,14 @@ func (a *app) startBackground(ctx context.Context) {
 				}
 			}
 		}
-	}()
+	})
 }
 
-func (a *app) close() {}
+// close stops the background work and waits for it, so that the store
+// (and the listener's own connection) is closed after the last use.
+func (a *app) close() {
+	if a.stop != nil {
+		a.stop()
+	}
+	a.done.Wait()
+}

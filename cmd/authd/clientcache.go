@@ -32,6 +32,12 @@ func (s invalidatingStore) UpdateClientIf(ctx context.Context, c store.Client, r
 	return err
 }
 
+func (s invalidatingStore) UpdateClientIfForgetConsents(ctx context.Context, c store.Client, ratHash string) error {
+	err := s.Store.UpdateClientIfForgetConsents(ctx, c, ratHash)
+	s.invalidate(c.ID)
+	return err
+}
+
 func (s invalidatingStore) DeleteClient(ctx context.Context, id string) error {
 	err := s.Store.DeleteClient(ctx, id)
 	s.invalidate(id)

@@ -77,7 +77,7 @@ func toTree(v reflect.Value, key string) any {
 		}
 		return masked
 	}
-	if key == "database_url" {
+	if key == "database_url" || key == "database_listen_url" {
 		return maskURLPassword(v.String())
 	}
 	if d, ok := v.Interface().(time.Duration); ok {

@@ -216,14 +216,21 @@ func TestMCPClientFlowWithOAuth2Library(t *testing.T) {
 	}
 	verifyWithJWKS(t, inst.URL, refreshed.AccessToken)
 
-	// Presenting the rotated-out refresh token is reuse: refused, and the
+	// Once the chain has moved on (the new refresh token was used),
+	// presenting the rotated-out refresh token is reuse: refused, and the
 	// whole family is revoked, so the newest refresh token dies too.
+	moved := *refreshed
+	moved.Expiry = time.Now().Add(-time.Minute)
+	newest, err := conf.TokenSource(ctx, &moved).Token()
+	if err != nil {
+		t.Fatal(err)
+	}
 	stale := old
 	stale.Expiry = time.Now().Add(-time.Minute)
 	if _, err := conf.TokenSource(ctx, &stale).Token(); !isOAuthError(err, "invalid_grant") {
 		t.Fatalf("refresh token reuse: %v", err)
 	}
-	latest := *refreshed
+	latest := *newest
 	latest.Expiry = time.Now().Add(-time.Minute)
 	if _, err := conf.TokenSource(ctx, &latest).Token(); !isOAuthError(err, "invalid_grant") {
 		t.Fatalf("refresh after reuse detection: %v", err)

@@ -81,7 +81,10 @@ func TestThreeReplicasOneFlowThroughPgBouncer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	threeReplicasOneFlow(t, bouncer.DSN(strings.TrimPrefix(u.Path, "/")), map[string]string{"AUTHD_DATABASE_QUERY_EXEC_MODE": "cache_describe"})
+	// The change listener needs a session: it goes to PostgreSQL directly
+	// (database_listen_url), as docs/database.md says.
+	threeReplicasOneFlow(t, bouncer.DSN(strings.TrimPrefix(u.Path, "/")), map[string]string{
+		"AUTHD_DATABASE_QUERY_EXEC_MODE": "cache_describe", "AUTHD_DATABASE_LISTEN_URL": direct})
 }
 
 func threeReplicasOneFlow(t *testing.T, dsn string, extraEnv map[string]string) {

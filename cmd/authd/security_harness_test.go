@@ -42,11 +42,22 @@ func newSecEnv(t *testing.T, extra map[string]string) *secEnv {
 	return newSecEnvYAML(t, extra, "")
 }
 
+// newSecEnvOn is newSecEnv on the database dsn (which extra may route
+// authd to through something else, AUTHD_DATABASE_URL).
+func newSecEnvOn(t *testing.T, dsn string, extra map[string]string) *secEnv {
+	t.Helper()
+	return newSecEnvOnYAML(t, dsn, extra, "")
+}
+
 // newSecEnvYAML is newSecEnv with more YAML appended to the configuration
 // file (e.g. configured clients, which have no environment variables).
 func newSecEnvYAML(t *testing.T, extra map[string]string, yaml string) *secEnv {
 	t.Helper()
-	dsn := pgtest.DSN(t)
+	return newSecEnvOnYAML(t, pgtest.DSN(t), extra, yaml)
+}
+
+func newSecEnvOnYAML(t *testing.T, dsn string, extra map[string]string, yaml string) *secEnv {
+	t.Helper()
 	f := newFlowEnv(t, dsn)
 	if yaml != "" {
 		cfg, err := os.OpenFile(f.cfg, os.O_APPEND|os.O_WRONLY, 0)

@@ -121,39 +121,85 @@ func TestRaceCodeRedemption(t *testing.T) {
 }
 
 // TestRaceRefresh: N presentations of one refresh token at once (a thief
-// racing the client). Exactly one rotation succeeds, the rest are refused,
-// and since each refused one presented a spent token (a reuse), the whole
-// family is revoked: no live refresh token remains, and the winner's new
-// refresh token and access token are refused too.
+// racing the client).
+//
+// With the retry window off, exactly one rotation succeeds, the rest are
+// refused, and since each refused one presented a spent token (a reuse),
+// the whole family is revoked: no live refresh token remains, and the
+// winner's new refresh token and access token are refused too.
+//
+// With the retry window (the default), the same client presenting the
+// token again at once cannot be told from its own second process, so all
+// N get tokens; but the first successor used supersedes the others, so the
+// family has one live refresh token again, and the first of the others to
+// come back (the thief's or the client's) revokes the whole family.
 func TestRaceRefresh(t *testing.T) {
 	t.Parallel()
-	s := newSecEnv(t, nil)
-	conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
-	for round := 0; round < 3; round++ {
-		tok := s.tokens(t, conf)
-		results := make([]oauthResp, raceWidth)
-		raceN(t, raceWidth, func(i int) (err error) {
-			results[i], err = s.tryPost("/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok.RefreshToken}, "client_id": {conf.ClientID}}, "", "")
-			return err
-		})
-		var winner oauthResp
-		wins, losers := 0, 0
-		for _, r := range results {
-			switch {
-			case r.status == http.StatusOK:
-				wins++
-				winner = r
-			case r.err() != "invalid_grant":
-				t.Errorf("round %d: loser got %d %s", round, r.status, r.raw)
-			default:
-				losers++
+	t.Run("no retry window", func(t *testing.T) {
+		t.Parallel()
+		s := newSecEnv(t, map[string]string{"AUTHD_TOKENS_REFRESH_RETRY_WINDOW": "0"})
+		conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
+		for round := 0; round < 3; round++ {
+			tok := s.tokens(t, conf)
+			results := s.raceRefresh(t, conf.ClientID, tok.RefreshToken)
+			var winner oauthResp
+			wins, losers := 0, 0
+			for _, r := range results {
+				switch {
+				case r.status == http.StatusOK:
+					wins++
+					winner = r
+				case r.err() != "invalid_grant":
+					t.Errorf("round %d: loser got %d %s", round, r.status, r.raw)
+				default:
+					losers++
+				}
 			}
+			if wins != 1 || losers < 1 {
+				t.Fatalf("round %d: %d refreshes of one token succeeded, %d refused", round, wins, losers)
+			}
+			s.assertFamilyRevoked(t, fmt.Sprintf("round %d", round), conf.ClientID, tok.RefreshToken, winner)
 		}
-		if wins != 1 || losers < 1 {
-			t.Fatalf("round %d: %d refreshes of one token succeeded, %d refused", round, wins, losers)
+	})
+	t.Run("retry window", func(t *testing.T) {
+		t.Parallel()
+		s := newSecEnv(t, nil)
+		conf := s.oauthConfig(s.publicClient(t, "http://127.0.0.1/cb"), "", cbX)
+		refresh := func(rt string) oauthResp {
+			return s.token(t, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {conf.ClientID}})
 		}
-		s.assertFamilyRevoked(t, fmt.Sprintf("round %d", round), conf.ClientID, tok.RefreshToken, winner)
-	}
+		for round := 0; round < 3; round++ {
+			tok := s.tokens(t, conf)
+			results := s.raceRefresh(t, conf.ClientID, tok.RefreshToken)
+			for i, r := range results {
+				if r.status != http.StatusOK {
+					t.Fatalf("round %d: presentation %d within the retry window: %d %s", round, i, r.status, r.raw)
+				}
+			}
+			first := results[round%raceWidth]
+			next := refresh(first.body["refresh_token"].(string))
+			if next.status != http.StatusOK {
+				t.Fatalf("round %d: the first successor used: %d %s", round, next.status, next.raw)
+			}
+			if n := s.liveRefreshTokens(t, conf.ClientID); n != 1 {
+				t.Fatalf("round %d: %d live refresh tokens once a successor was used, want 1", round, n)
+			}
+			other := results[(round+1)%raceWidth]
+			wantOAuthError(t, "a superseded successor", refresh(other.body["refresh_token"].(string)), http.StatusBadRequest, "invalid_grant")
+			s.assertFamilyRevoked(t, fmt.Sprintf("round %d", round), conf.ClientID, tok.RefreshToken, next)
+		}
+	})
+}
+
+// raceRefresh presents the refresh token rt raceWidth times at once.
+func (s *secEnv) raceRefresh(t *testing.T, clientID, rt string) []oauthResp {
+	t.Helper()
+	results := make([]oauthResp, raceWidth)
+	raceN(t, raceWidth, func(i int) (err error) {
+		results[i], err = s.tryPost("/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {clientID}}, "", "")
+		return err
+	})
+	return results
 }
 
 // TestRaceRefreshVersusRevoke: the client revokes its refresh token

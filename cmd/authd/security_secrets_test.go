@@ -166,6 +166,15 @@ func TestSecurityNoSecretInLogsMetricsErrorsRedirectsOrDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	keep(tok3.AccessToken, tok3.RefreshToken)
+	// The client uses its new refresh token, so the old one is a replay
+	// (not a retry within tokens.refresh_retry_window).
+	moved := *tok3
+	moved.Expiry = moved.Expiry.Add(-24 * 3600e9)
+	tok3b, err := conf.TokenSource(octx, &moved).Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep(tok3b.AccessToken, tok3b.RefreshToken)
 	if _, err := conf.TokenSource(octx, &expired).Token(); err == nil {
 		t.Fatal("refresh-token replay accepted")
 	}

@@ -141,8 +141,8 @@ func TestSecurityTokenCodeBoundToClientVerifierAndRedirect(t *testing.T) {
 // another client, for more scope, or for another resource (SECURITY.md
 // items 7 and 12; RFC 9700 §4.14.2). Each is refused without rotating the
 // token. Then the thief races the client: the first refresh rotates, the
-// second presentation of the spent token is reuse, and the whole family
-// dies, the newest refresh token included.
+// client uses the new token, the next presentation of the spent token is
+// reuse, and the whole family dies, the newest refresh token included.
 func TestSecurityRefreshTokenBinding(t *testing.T) {
 	t.Parallel()
 	s := newSecEnv(t, nil)
@@ -181,10 +181,16 @@ func TestSecurityRefreshTokenBinding(t *testing.T) {
 	if first.status != http.StatusOK || first.header.Get("Cache-Control") != "no-store" {
 		t.Fatalf("refresh: %d %s", first.status, first.raw)
 	}
+	// The client carries on with its new token; the thief then presents
+	// the spent one (not a retry: the chain moved on).
+	second := s.token(t, form("refresh_token", first.body["refresh_token"].(string)))
+	if second.status != http.StatusOK {
+		t.Fatalf("refresh with the new token: %d %s", second.status, second.raw)
+	}
 	wantOAuthError(t, "reuse", s.token(t, form()), http.StatusBadRequest, "invalid_grant")
-	newest := first.body["refresh_token"].(string)
+	newest := second.body["refresh_token"].(string)
 	wantOAuthError(t, "newest after reuse", s.token(t, form("refresh_token", newest)), http.StatusBadRequest, "invalid_grant")
-	if s.active(t, first.body["access_token"].(string)) || s.active(t, tok.AccessToken) {
+	if s.active(t, second.body["access_token"].(string)) || s.active(t, first.body["access_token"].(string)) || s.active(t, tok.AccessToken) {
 		t.Error("access tokens of a family with a reused refresh token still active")
 	}
 	if n := s.count(t, `SELECT count(*) FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id

@@ -171,7 +171,7 @@ func serve(ctx context.Context, cfg *config.Config, e *env) error {
 		}
 	}
 	defer a.close()
-	h := a.handler
+	h := databaseBudget(a.handler, cfg.DatabaseTimeout)
 	current.Store(&h)
 	a.startBackground(ctx)
 

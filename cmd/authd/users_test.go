@@ -120,7 +120,8 @@ func (c *usersCLI) refreshes(i *issued) bool {
 	_, err := c.st.RotateRefreshToken(context.Background(), oauth.Digest(i.refresh), c.now, store.RefreshToken{
 		Digest: oauth.Digest(next), GrantID: i.grant.ID, ClientID: i.grant.ClientID, Parent: oauth.Digest(i.refresh),
 		CreatedAt: c.now, ExpiresAt: c.now.Add(30 * 24 * time.Hour),
-	})
+	}, 0)
+
 	switch {
 	case err == nil:
 		i.refresh = next

@@ -23,8 +23,10 @@ const (
 //
 // Consistency: a client deleted, disabled or given a new secret through
 // another replica (or directly in the database) is still seen as it was by
-// this replica for up to TTL. Changes made through this replica take effect
-// at once if the code making them calls Invalidate. Unknown ids are not
+// this replica for up to TTL, unless something calls Invalidate when it
+// hears of the change (authd does, on the database's change
+// notifications). Changes made through this replica take effect at once if
+// the code making them calls Invalidate. Unknown ids are not
 // cached, so a client registered on another replica is usable immediately.
 type CachedClients struct {
 	src        ClientGetter
@@ -98,6 +100,15 @@ func (c *CachedClients) GetClient(ctx context.Context, id string, now time.Time)
 func (c *CachedClients) Invalidate(id string) {
 	c.mu.Lock()
 	delete(c.entries, id)
+	c.gen++
+	c.mu.Unlock()
+}
+
+// InvalidateAll forgets every client, for when changes may have been
+// missed (the change notifications were interrupted).
+func (c *CachedClients) InvalidateAll() {
+	c.mu.Lock()
+	clear(c.entries)
 	c.gen++
 	c.mu.Unlock()
 }

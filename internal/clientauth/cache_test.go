@@ -176,3 +176,31 @@ func TestCachedClientsInvalidateDuringLookup(t *testing.T) {
 		t.Fatalf("after a racing Invalidate: %v %v; want the new client", cl, err)
 	}
 }
+
+// InvalidateAll (after change notifications were interrupted) forgets
+// every client: each is read again, with its current state.
+func TestCachedClientsInvalidateAll(t *testing.T) {
+	ctx := context.Background()
+	src := &source{clients: map[string]store.Client{"a": {ID: "a", SecretHash: "a1"}, "b": {ID: "b", SecretHash: "b1"}}}
+	c := NewCachedClients(src, time.Hour, nil)
+	for _, id := range []string{"a", "b"} {
+		if _, err := c.GetClient(ctx, id, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src.set(store.Client{ID: "a", SecretHash: "a2"})
+	src.set(store.Client{ID: "b", SecretHash: "b2"})
+	c.InvalidateAll()
+	if c.Len() != 0 {
+		t.Fatalf("%d clients cached after InvalidateAll", c.Len())
+	}
+	before := src.count()
+	for id, want := range map[string]string{"a": "a2", "b": "b2"} {
+		if cl, err := c.GetClient(ctx, id, time.Now()); err != nil || cl.SecretHash != want {
+			t.Fatalf("client %s after InvalidateAll: %+v %v, want secret %s", id, cl, err, want)
+		}
+	}
+	if n := src.count() - before; n != 2 {
+		t.Fatalf("%d reads of the source after InvalidateAll, want 2", n)
+	}
+}

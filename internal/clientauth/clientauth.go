@@ -106,9 +106,10 @@ func (a *Authenticator) Authenticate(r *http.Request, form url.Values) (store.Cl
 	start := time.Now()
 	c, reason, err := a.check(r, cred)
 	if err != nil {
+		att.Done(NoVerdict)
 		return store.Client{}, "", err // the store failed: no verdict
 	}
-	att.Done(reason == "")
+	att.Done(outcome(c, reason))
 	if reason != "" {
 		waitUntil(r.Context(), start.Add(a.FailureFloor))
 		return reject(reason)
@@ -163,6 +164,20 @@ func (a *Authenticator) check(r *http.Request, cred credential) (store.Client, s
 		return c, "client disabled", nil
 	}
 	return c, "", nil
+}
+
+// outcome is how the throttle counts a check that failed for reason ("":
+// it did not). A client without a secret has nothing to guess: its id,
+// which anyone may send, is not charged. An unknown id is, like a
+// confidential client's, so that the throttle does not tell them apart.
+func outcome(c store.Client, reason string) Outcome {
+	switch {
+	case reason == "":
+		return Succeeded
+	case c.ID != "" && c.SecretHash == "":
+		return FailedPublic
+	}
+	return Failed
 }
 
 // DefaultFailureFloor is above a loaded database's typical lookup time.

@@ -2,10 +2,12 @@ package clientauth_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -81,21 +83,33 @@ func TestThrottleFailedAuthentication(t *testing.T) {
 		t.Fatalf("unknown id from a throttled network: %d", got)
 	}
 	// Other networks spend the client id's budget (5): then the id is
-	// throttled for every network that never authenticated it ...
+	// throttled for every network that failed for it ...
 	for i, addr := range []string{"203.0.113.1", "203.0.113.2"} {
 		if got := status(try(addr, "conf", "guess")); got != http.StatusUnauthorized {
 			t.Fatalf("failure from network %d: %d", i+1, got)
 		}
 	}
-	if got := status(try("203.0.113.3", "conf", confSecret)); got != http.StatusTooManyRequests {
-		t.Fatalf("client id over its budget, new network: %d", got)
+	if got := status(try("203.0.113.1", "conf", confSecret)); got != http.StatusTooManyRequests {
+		t.Fatalf("client id over its budget, from a network that failed for it: %d", got)
 	}
-	// ... but not for the network it works from.
+	// ... a network that has not gets one try at a time (the client
+	// itself, moved to a new network, succeeds; a guesser fails once) ...
+	if err := try("203.0.113.3", "conf", confSecret); err != nil {
+		t.Fatalf("client id over its budget, new network, right secret: %v", err)
+	}
+	if got := status(try("203.0.113.4", "conf", "guess")); got != http.StatusUnauthorized {
+		t.Fatalf("client id over its budget, new network's first guess: %d", got)
+	}
+	if got := status(try("203.0.113.4", "conf", confSecret)); got != http.StatusTooManyRequests {
+		t.Fatalf("client id over its budget, new network's second try: %d", got)
+	}
+	// ... and the network it works from is never stopped.
 	if err := try("192.0.2.1", "conf", confSecret); err != nil {
 		t.Fatalf("known network locked out by others' failures: %v", err)
 	}
-	// A public client's id proves nothing: succeeding with it does not
-	// give a network a budget of its own.
+	// A public client's id, which anyone may send, has no budget: others'
+	// failures with it, from any number of networks, never throttle its
+	// users (on any network, new ones included).
 	pub := func(addr, secret string) error {
 		r := httptest.NewRequest(http.MethodPost, "/token", nil)
 		r.RemoteAddr = addr + ":1"
@@ -106,16 +120,25 @@ func TestThrottleFailedAuthentication(t *testing.T) {
 		_, _, err := a.Authenticate(r, f)
 		return err
 	}
-	if err := pub("192.0.2.50", ""); err != nil {
-		t.Fatalf("public client: %v", err)
-	}
-	for i := range 5 {
-		if got := status(pub(fmt.Sprint("203.0.113.", 10+i), "guess")); got != http.StatusUnauthorized {
+	for i := range 12 {
+		if got := status(pub(fmt.Sprint("203.0.113.", 10+i/3), "guess")); got != http.StatusUnauthorized {
 			t.Fatalf("public client failure %d: %d", i+1, got)
 		}
 	}
-	if got := status(pub("192.0.2.50", "")); got != http.StatusTooManyRequests {
-		t.Fatalf("public client id over its budget, from the network it succeeded from: %d, want 429", got)
+	for _, addr := range []string{"192.0.2.50", "192.0.2.51"} {
+		if err := pub(addr, ""); err != nil {
+			t.Fatalf("public client from %s after others' failures with its id: %v", addr, err)
+		}
+	}
+	// An unknown id is charged like a confidential client's, so the
+	// throttle does not tell which ids hold a secret.
+	for i := range 5 {
+		if got := status(try(fmt.Sprint("203.0.113.", 20+i), "ghost", "guess")); got != http.StatusUnauthorized {
+			t.Fatalf("unknown id failure %d: %d", i+1, got)
+		}
+	}
+	if got := status(try("203.0.113.20", "ghost", "guess")); got != http.StatusTooManyRequests {
+		t.Fatalf("unknown id over its budget: %d, want 429", got)
 	}
 
 	// Budgets refill.
@@ -148,5 +171,176 @@ func TestFailureFloor(t *testing.T) {
 	}
 	if d, err := try("conf", confSecret); err != nil || d >= floor {
 		t.Errorf("success answered after %v (err %v): delayed by the floor", d, err)
+	}
+}
+
+// fromAddr is a request from addr.
+func fromAddr(addr string) *http.Request {
+	r := httptest.NewRequest(http.MethodPost, "/token", nil)
+	r.RemoteAddr = addr + ":1234"
+	return r
+}
+
+// TestThrottleConcurrentAttemptsBounded: attempts in flight at once are
+// admitted only up to the burst, since each reserves its failure before
+// its credentials are compared; successes give the reservation back.
+func TestThrottleConcurrentAttemptsBounded(t *testing.T) {
+	t.Parallel()
+	th := clientauth.NewThrottle(clientauth.ThrottleConfig{
+		PerIPPerMinute: 1, PerIPBurst: 20, PerClientPerMinute: 1, PerClientBurst: 60,
+	}, func() time.Time { return now })
+	for _, tc := range []struct {
+		name   string
+		addr   func(i int) string
+		budget int
+	}{
+		{"one network", func(int) string { return "198.51.100.1" }, 20},
+		// Past the client id's burst, each network gets one try at a
+		// time: at most burst + networks.
+		{"ten networks", func(i int) string { return fmt.Sprintf("10.0.%d.1", i%10) }, 60 + 10},
+	} {
+		var admitted atomic.Int64
+		var checked, release sync.WaitGroup
+		release.Add(1)
+		var done sync.WaitGroup
+		for i := range 1000 {
+			checked.Add(1)
+			done.Go(func() {
+				att, err := th.Check(fromAddr(tc.addr(i)), "conf-"+tc.name, true)
+				checked.Done()
+				release.Wait() // every check runs before any failure is known
+				if err == nil {
+					admitted.Add(1)
+					att.Done(clientauth.Failed)
+				}
+			})
+		}
+		checked.Wait()
+		release.Done()
+		done.Wait()
+		if n := admitted.Load(); n > int64(tc.budget) || n == 0 {
+			t.Errorf("%s: %d of 1000 concurrent attempts admitted, budget %d", tc.name, n, tc.budget)
+		}
+	}
+	// A success gives its reservation back: a network can succeed forever.
+	for i := range 100 {
+		att, err := th.Check(fromAddr("192.0.2.7"), "conf-ok", true)
+		if err != nil {
+			t.Fatalf("success %d: %v", i+1, err)
+		}
+		att.Done(clientauth.Succeeded)
+	}
+}
+
+// TestThrottleKnownGoodEviction: past the bound on known-good pairs, the
+// least recently successful pair is forgotten, not all of them: a client
+// that keeps authenticating keeps its network's own budget however many
+// other pairs succeed.
+func TestThrottleKnownGoodEviction(t *testing.T) {
+	t.Parallel()
+	clock := now
+	th := clientauth.NewThrottle(clientauth.ThrottleConfig{
+		PerIPPerMinute: 1000, PerIPBurst: 1000, PerClientPerMinute: 1, PerClientBurst: 2,
+	}, func() time.Time { return clock })
+	succeed := func(addr, id string) {
+		t.Helper()
+		att, err := th.Check(fromAddr(addr), id, true)
+		if err != nil {
+			t.Fatalf("%s from %s: %v", id, addr, err)
+		}
+		att.Done(clientauth.Succeeded)
+	}
+	succeed("192.0.2.1", "conf")
+	for i := range 9999 {
+		succeed("198.51.100.1", fmt.Sprint("other-", i))
+	}
+	clock = clock.Add(2 * time.Hour)
+	succeed("192.0.2.1", "conf") // the pair in use again
+	succeed("198.51.100.1", "one-more")
+	// conf fails once from its own network (it still has its own
+	// budget, 2) ...
+	att, err := th.Check(fromAddr("192.0.2.1"), "conf", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	att.Done(clientauth.Failed)
+	// ... others' failures spend the client id's budget (2) ...
+	for i := 0; ; i++ {
+		att, err := th.Check(fromAddr("203.0.113.1"), "conf", true)
+		if err != nil {
+			break
+		}
+		if i == 5 {
+			t.Fatal("conf's budget never spent")
+		}
+		att.Done(clientauth.Failed)
+	}
+	// ... but the network conf works from keeps its own: it is still
+	// known-good however many other pairs succeeded.
+	succeed("192.0.2.1", "conf")
+}
+
+// brokenGetter fails every lookup, as a database that is down.
+type brokenGetter struct{}
+
+func (brokenGetter) GetClient(context.Context, string, time.Time) (store.Client, error) {
+	return store.Client{}, errDatabaseDown
+}
+
+var errDatabaseDown = errors.New("database down")
+
+// TestThrottleNoVerdictNotCharged: a check that reached no verdict (the
+// store failed) gives its reservation back: an outage does not use up a
+// working client's budget.
+func TestThrottleNoVerdictNotCharged(t *testing.T) {
+	t.Parallel()
+	th := clientauth.NewThrottle(clientauth.ThrottleConfig{
+		PerIPPerMinute: 1, PerIPBurst: 2, PerClientPerMinute: 1, PerClientBurst: 2,
+	}, func() time.Time { return now })
+	a := &clientauth.Authenticator{Clients: brokenGetter{}, Now: func() time.Time { return now }, Throttle: th}
+	for i := range 5 {
+		r := fromAddr("192.0.2.1")
+		r.SetBasicAuth("conf", url.QueryEscape(confSecret))
+		_, _, err := a.Authenticate(r, url.Values{})
+		if !errors.Is(err, errDatabaseDown) {
+			t.Fatalf("attempt %d during the outage: %v, want the store's error", i+1, err)
+		}
+	}
+}
+
+// TestThrottleManagementApart: guesses at a client's registration access
+// token (RFC 7592) spend a per-client budget apart from its secret's, so
+// they never throttle the client at /token from a network it has not
+// used yet; the per-network budget is shared.
+func TestThrottleManagementApart(t *testing.T) {
+	t.Parallel()
+	th := clientauth.NewThrottle(clientauth.ThrottleConfig{
+		PerIPPerMinute: 1, PerIPBurst: 3, PerClientPerMinute: 1, PerClientBurst: 3,
+	}, func() time.Time { return now })
+	for i := range 3 {
+		att, err := th.CheckManagement(fromAddr(fmt.Sprint("198.51.100.", i+1)), "conf", true)
+		if err != nil {
+			t.Fatalf("management guess %d: %v", i+1, err)
+		}
+		att.Done(clientauth.Failed)
+	}
+	if _, err := th.CheckManagement(fromAddr("198.51.100.1"), "conf", true); err == nil {
+		t.Fatal("management guesses past the client's budget admitted")
+	}
+	att, err := th.Check(fromAddr("198.51.100.1"), "conf", true)
+	if err != nil {
+		t.Fatalf("/token for the client after management guesses: %v", err)
+	}
+	att.Done(clientauth.Succeeded)
+	// One network: its failures at either count against both.
+	for range 3 {
+		att, err := th.Check(fromAddr("198.51.100.50"), "other", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		att.Done(clientauth.Failed)
+	}
+	if _, err := th.CheckManagement(fromAddr("198.51.100.50"), "fresh", true); err == nil {
+		t.Fatal("a network over its budget at /token was admitted at RFC 7592")
 	}
 }

@@ -52,6 +52,22 @@ type Config struct {
 	// purge is safe on several replicas at once); 0 turns it off, for
 	// deployments that run `authd purge` from a scheduler instead.
 	PurgeInterval time.Duration `mapstructure:"purge_interval"`
+	// DatabaseListenURL is where each replica LISTENs for the changes
+	// other replicas make (key rotations, client and user changes); empty
+	// means DatabaseURL. It must reach PostgreSQL directly or through a
+	// PgBouncer in session mode: transaction pooling does not keep a
+	// session's LISTEN.
+	DatabaseListenURL string `mapstructure:"database_listen_url"`
+	// DatabaseTimeout bounds the database work of one request; past it the
+	// client gets 503 temporarily_unavailable with Retry-After and the
+	// running statement is cancelled. Keep it well below
+	// http.write_timeout, or the answer could not be written any more.
+	DatabaseTimeout time.Duration `mapstructure:"database_timeout"`
+	// DatabaseMaxInFlight bounds the database operations in flight
+	// (running or waiting for a connection) per replica; beyond it a
+	// request gets 503 at once instead of queueing behind a sick database.
+	// 0: no limit.
+	DatabaseMaxInFlight int `mapstructure:"database_max_in_flight"`
 
 	Log     LogConfig     `mapstructure:"log"`
 	TLS     TLSConfig     `mapstructure:"tls"`
@@ -149,6 +165,11 @@ type TokensConfig struct {
 	RefreshTokenLifetime time.Duration `mapstructure:"refresh_token_lifetime"` // idle
 	GrantLifetime        time.Duration `mapstructure:"grant_lifetime"`         // absolute
 	CodeLifetime         time.Duration `mapstructure:"code_lifetime"`
+	// RefreshRetryWindow is how long after a refresh token's rotation its
+	// client may present it again and still get tokens, as long as no
+	// newer token of the chain was used (a lost response, two processes
+	// refreshing at once); 0 turns it off (any second use revokes).
+	RefreshRetryWindow time.Duration `mapstructure:"refresh_retry_window"`
 	// IdentityClaims adds preferred_username and email to access tokens.
 	IdentityClaims bool `mapstructure:"identity_claims"`
 	// Format is the default access token format: jwt or opaque.
@@ -218,6 +239,13 @@ func Defaults() Config {
 			MaxBodyBytes:      64 << 10,
 			MaxHeaderBytes:    16 << 10,
 		},
+		// A healthy query takes milliseconds: 5 s means the database is
+		// sick, and leaves 25 s of http.write_timeout to answer so.
+		DatabaseTimeout: 5 * time.Second,
+		// Five requests per pooled connection (20 by default): in a healthy
+		// database they wait milliseconds; beyond that the queue only grows.
+		DatabaseMaxInFlight: 100,
+
 		Keys: KeysConfig{Algorithm: "ES256", Prepublish: time.Hour, RefreshInterval: 30 * time.Second},
 		// Generous per-address limits: they stop floods, not clients. A
 		// NAT'ed office or a busy resource server shares one address.
@@ -233,7 +261,12 @@ func Defaults() Config {
 			RefreshTokenLifetime: 30 * 24 * time.Hour,
 			GrantLifetime:        90 * 24 * time.Hour,
 			CodeLifetime:         60 * time.Second,
-			Format:               "jwt",
+			// Long enough for a client to time out on a lost response
+			// (30 s is common) and retry after a back-off; short enough that
+			// a stolen spent token is only worth anything right after the
+			// client used it, and even then is found out at the next refresh.
+			RefreshRetryWindow: 60 * time.Second,
+			Format:             "jwt",
 		},
 		Session: SessionConfig{Lifetime: 24 * time.Hour, RequestLifetime: 10 * time.Minute},
 		// A resource server introspects on every request it serves: the
@@ -315,6 +348,17 @@ func (c *Config) Validate() error {
 			add("database_url: %s=%s is not supported; use %s", queryExecModeParam, m, strings.Join(QueryExecModes, " or "))
 		}
 	}
+	if c.DatabaseTimeout <= 0 || (c.HTTP.WriteTimeout > 0 && c.DatabaseTimeout >= c.HTTP.WriteTimeout) {
+		add("database_timeout: must be positive and below http.write_timeout (%s), e.g. 5s", c.HTTP.WriteTimeout)
+	}
+	if c.DatabaseMaxInFlight < 0 {
+		add("database_max_in_flight: must be 0 (no limit) or positive, got %d", c.DatabaseMaxInFlight)
+	}
+	if c.DatabaseListenURL != "" {
+		if u, err := url.Parse(c.DatabaseListenURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			add("database_listen_url: must be a postgres:// or postgresql:// URL (a direct connection, not through transaction pooling)")
+		}
+	}
 	if m := c.DatabaseQueryExecMode; m != "" && !slices.Contains(QueryExecModes, m) {
 		add("database_query_exec_mode: must be %s (behind PgBouncer in transaction pooling mode), got %q", strings.Join(QueryExecModes, " or "), m)
 	}
@@ -342,6 +386,9 @@ func (c *Config) Validate() error {
 		if d <= 0 {
 			add("%s: must be a positive duration such as 30s, 10m or 24h", name)
 		}
+	}
+	if c.Tokens.RefreshRetryWindow < 0 || c.Tokens.RefreshRetryWindow > 10*time.Minute {
+		add("tokens.refresh_retry_window: must be between 0 (off) and 10m; 60s is recommended")
 	}
 	if c.Tokens.CodeLifetime > 10*time.Minute {
 		add("tokens.code_lifetime: at most 10m (RFC 6749 section 4.1.2); 60s is recommended")

@@ -324,7 +324,11 @@ func (h *Handler) authenticate(r *http.Request, form url.Values) (caller, error)
 				return caller{}, err
 			}
 			c, err := h.authenticateBearer(strings.TrimSpace(tok))
-			att.Done(err == nil)
+			o := clientauth.Failed
+			if err == nil {
+				o = clientauth.Succeeded
+			}
+			att.Done(o)
 			return c, err
 		}
 	}

@@ -136,6 +136,12 @@ type Manager struct {
 	// flight is closed when the load started by refresh finishes.
 	flightMu sync.Mutex
 	flight   chan struct{}
+	// reloading counts Reload calls under way: the keys were announced to
+	// have changed, so Sign waits for them rather than sign with a key
+	// that may be withdrawn, and Keyfunc before refusing an unknown kid.
+	reloading atomic.Int32
+	// lastUnknownKid is when the last load for an unknown kid started.
+	lastUnknownKid atomic.Int64
 }
 
 // key is one parsed key.
@@ -284,7 +290,7 @@ func (m *Manager) newKey(state store.KeyState) (store.SigningKey, error) {
 // when typ is not empty, typ (e.g. "at+jwt", RFC 9068 §2.1).
 func (m *Manager) Sign(ctx context.Context, typ string, claims jwt.Claims) (string, error) {
 	m.refresh(ctx, m.interval, false)
-	k := m.cur.Load().active
+	k := m.signingKey()
 	t := jwt.NewWithClaims(k.method, claims)
 	t.Header["kid"] = k.id
 	if typ != "" {
@@ -295,6 +301,22 @@ func (m *Manager) Sign(ctx context.Context, typ string, claims jwt.Claims) (stri
 		return "", fmt.Errorf("keys: signing with %s: %w", k.id, err)
 	}
 	return s, nil
+}
+
+// signingKey is the active key, after the Reload under way if any (it
+// holds loadMu): the keys were announced to have changed, and the active
+// key may be withdrawn.
+func (m *Manager) signingKey() *key {
+	return m.current().active
+}
+
+// current is the key set, after the Reload under way if any.
+func (m *Manager) current() *keySet {
+	if m.reloading.Load() > 0 {
+		m.loadMu.Lock()
+		defer m.loadMu.Unlock()
+	}
+	return m.cur.Load()
 }
 
 // Keyfunc is a jwt.Keyfunc: it returns the public key named by the token's
@@ -310,9 +332,18 @@ func (m *Manager) Keyfunc(t *jwt.Token) (any, error) {
 		return nil, fmt.Errorf("%w: the token has no kid", ErrUnknownKey)
 	}
 	k := m.lookup(kid)
+	if k == nil && m.store != nil && m.reloading.Load() > 0 {
+		// A reload announced by a change is under way: the kid may be in
+		// what it finds.
+		m.current()
+		k = m.lookup(kid)
+	}
 	if k == nil && m.store != nil {
+		// Rate-limited on its own clock: loads for other reasons (a
+		// change notification a moment ago) must not stop this one, or a
+		// key activated right after them would be refused.
 		ctx, cancel := context.WithTimeout(context.Background(), loadTimeout)
-		m.refresh(ctx, unknownKidReload, true)
+		m.refreshSince(ctx, &m.lastUnknownKid, unknownKidReload, true)
 		cancel()
 		k = m.lookup(kid)
 	}
@@ -348,10 +379,16 @@ func (m *Manager) JWKS(ctx context.Context) ([]byte, error) {
 
 // Reload reads the keys from the store now, activating a next key whose
 // pre-publication period is over. With PEM keys it does nothing.
+//
+// Call it when the keys are known to have changed (authd does on the
+// database's change notification): until it returns, Sign waits for it
+// instead of signing with a key the change may have withdrawn.
 func (m *Manager) Reload(ctx context.Context) error {
 	if m.store == nil {
 		return nil
 	}
+	m.reloading.Add(1)
+	defer m.reloading.Add(-1)
 	return m.load(ctx)
 }
 
@@ -360,8 +397,9 @@ func (m *Manager) Reload(ctx context.Context) error {
 // replica reloads first after that). With immediate, meant for a
 // compromised key, the new key signs at once and the previous key is
 // withdrawn at once: tokens it signed stop verifying, and clients must
-// refresh them. Other replicas follow within RefreshInterval, or as soon
-// as they see a token with the new kid.
+// refresh them. Other replicas follow as soon as they call Reload (authd
+// does on the database's change notification, within milliseconds),
+// within RefreshInterval, or as soon as they see a token with the new kid.
 func (m *Manager) Rotate(ctx context.Context, immediate bool) (string, error) {
 	if m.store == nil {
 		return "", ErrPEMKeys
@@ -448,7 +486,13 @@ func (m *Manager) List(ctx context.Context) ([]KeyInfo, error) {
 // current keys (!wait); only one load runs at a time. Failures are logged
 // and the current keys stay in use.
 func (m *Manager) refresh(ctx context.Context, minAge time.Duration, wait bool) {
-	if m.store == nil || m.now().Sub(time.Unix(0, m.lastAttempt.Load())) < minAge {
+	m.refreshSince(ctx, &m.lastAttempt, minAge, wait)
+}
+
+// refreshSince is refresh measuring minAge from *last, which it sets when
+// it starts a load.
+func (m *Manager) refreshSince(ctx context.Context, last *atomic.Int64, minAge time.Duration, wait bool) {
+	if m.store == nil || m.now().Sub(time.Unix(0, last.Load())) < minAge {
 		return // the hot path: one atomic load
 	}
 	m.flightMu.Lock()
@@ -462,10 +506,11 @@ func (m *Manager) refresh(ctx context.Context, minAge time.Duration, wait bool) 
 		}
 		return
 	}
-	if m.now().Sub(time.Unix(0, m.lastAttempt.Load())) < minAge {
+	if m.now().Sub(time.Unix(0, last.Load())) < minAge {
 		m.flightMu.Unlock()
 		return
 	}
+	last.Store(m.now().UnixNano())
 	f := make(chan struct{})
 	m.flight = f
 	m.flightMu.Unlock()

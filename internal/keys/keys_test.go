@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -565,4 +566,114 @@ func mustECKey(t testing.TB, curve elliptic.Curve) *ecdsa.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// gatedStore holds ListSigningKeys until released, once armed.
+type gatedStore struct {
+	keys.Store
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *gatedStore) ListSigningKeys(ctx context.Context) ([]store.SigningKey, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
+		<-s.release
+	}
+	return s.Store.ListSigningKeys(ctx)
+}
+
+// While a Reload announced by a change is reading the keys, Sign waits for
+// it instead of signing with the key the change withdrew (B signing with
+// the old key while A already refuses it).
+func TestSignWaitsForAnnouncedReload(t *testing.T) {
+	c := newClock()
+	pg := pgtest.New(t)
+	gated := &gatedStore{Store: pg, entered: make(chan struct{}), release: make(chan struct{})}
+	a := newManager(t, pg, options(t, c, "ES256"))
+	b := newManager(t, gated, options(t, c, "ES256"))
+	ctx := context.Background()
+	old := headerKid(t, sign(t, b, c.Now()))
+
+	fresh, err := a.Rotate(ctx, true) // another replica, in an emergency
+	if err != nil {
+		t.Fatal(err)
+	}
+	gated.armed.Store(true)
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- b.Reload(ctx) }() // the change notification
+	<-gated.entered
+	signed := make(chan string, 1)
+	go func() {
+		tok, err := b.Sign(ctx, "", claimsAt(c.Now()))
+		if err != nil {
+			t.Error(err)
+		}
+		signed <- tok
+	}()
+	select {
+	case tok := <-signed:
+		t.Fatalf("Sign did not wait for the announced reload: signed with %s (old key %s)", headerKid(t, tok), old)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(gated.release)
+	if err := <-reloaded; err != nil {
+		t.Fatal(err)
+	}
+	if kid := headerKid(t, <-signed); kid != fresh {
+		t.Fatalf("signed with %s after the reload, want %s", kid, fresh)
+	}
+}
+
+// A replica that loaded its keys a moment ago (a change notification, a
+// periodic reload) still reloads for a kid it does not know: the key may
+// have been activated right after that load (an emergency rotation on
+// another replica), and its fresh tokens must not be refused. While an
+// announced reload is under way, an unknown kid waits for it.
+func TestUnknownKidReloadsAfterARecentLoad(t *testing.T) {
+	c := newClock()
+	pg := pgtest.New(t)
+	gated := &gatedStore{Store: pg, entered: make(chan struct{}), release: make(chan struct{})}
+	a := newManager(t, pg, options(t, c, "ES256"))
+	b := newManager(t, gated, options(t, c, "ES256"))
+	ctx := context.Background()
+
+	if err := b.Reload(ctx); err != nil { // a notification, just now
+		t.Fatal(err)
+	}
+	fresh, err := a.Rotate(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := verify(b, c, sign(t, a, c.Now())); err != nil {
+		t.Fatalf("a token of the key %s activated just after B's last load: %v", fresh, err)
+	}
+
+	// Another emergency rotation; B hears of it and is reloading when a
+	// token of the newest key arrives.
+	c.Advance(time.Second)
+	newest, err := a.Rotate(ctx, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gated.armed.Store(true)
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- b.Reload(ctx) }()
+	<-gated.entered
+	verified := make(chan error, 1)
+	tok := sign(t, a, c.Now())
+	go func() { _, err := verify(b, c, tok); verified <- err }()
+	select {
+	case err := <-verified:
+		t.Fatalf("verification of a token of %s did not wait for the reload under way: %v", newest, err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(gated.release)
+	if err := <-reloaded; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-verified; err != nil {
+		t.Fatalf("a token of the key %s, verified after the reload under way: %v", newest, err)
+	}
 }

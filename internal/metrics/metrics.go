@@ -24,6 +24,7 @@ type Metrics struct {
 	registrations *prometheus.CounterVec
 	logins        *prometheus.CounterVec
 	introspection *prometheus.CounterVec
+	dbRefused     *prometheus.CounterVec
 }
 
 // PoolStats is what the database pool reports; the store's PoolStats
@@ -59,7 +60,11 @@ func New(pool func() PoolStats) *Metrics {
 	m.introspection = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "authd_introspections_total", Help: "Introspection results (active, inactive).",
 	}, []string{"result"})
-	m.reg.MustRegister(m.requests, m.latency, m.tokens, m.registrations, m.logins, m.introspection)
+	m.dbRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "authd_db_operations_refused_total",
+		Help: "Database operations given up: past their deadline (deadline) or refused because too many were waiting (overloaded).",
+	}, []string{"reason"})
+	m.reg.MustRegister(m.requests, m.latency, m.tokens, m.registrations, m.logins, m.introspection, m.dbRefused)
 	if pool != nil {
 		m.reg.MustRegister(poolCollector(pool))
 	}
@@ -90,6 +95,10 @@ func (m *Metrics) ObserveAuthorizeEvent(event, upstream string) {
 
 // ObserveRegistration records a registration outcome.
 func (m *Metrics) ObserveRegistration(outcome string) { m.registrations.WithLabelValues(outcome).Inc() }
+
+// ObserveDBRefused records a database operation given up ("deadline") or
+// refused ("overloaded").
+func (m *Metrics) ObserveDBRefused(reason string) { m.dbRefused.WithLabelValues(reason).Inc() }
 
 // ObserveIntrospection records whether an introspected token was active.
 func (m *Metrics) ObserveIntrospection(active bool) {

@@ -9,12 +9,11 @@ import (
 
 // Budget counts failures per key (a token bucket per key that only
 // failures drain), for attempts whose success must never be limited but
-// whose failures must be: guessing client credentials. Callers ask Blocked
-// before doing the attempt's work and Charge after it failed, so a
-// legitimate caller that succeeds spends nothing, however often or however
-// concurrently it calls. Concurrent failures that all passed Blocked are
-// all charged: the bucket goes into debt (at most one burst deep), which
-// blocks the key for longer, so over time failures never exceed the rate.
+// whose failures must be: guessing client credentials. Callers Take a
+// token before doing the attempt's work and Refund it when the attempt
+// succeeded, so a legitimate caller that succeeds spends nothing over
+// time, while attempts in flight at once are bounded by the burst: a
+// failure is charged before its outcome is known.
 //
 // Like Limiter, it keeps at most maxKeys buckets (least recently used
 // evicted) and lives in one process: replicas keep separate budgets.
@@ -53,31 +52,16 @@ func NewBudget(perMinute float64, burst, maxKeys int, now func() time.Time) *Bud
 	}
 }
 
-// Blocked reports whether key has spent its failures, and if so how long
-// until one more is allowed. It spends nothing.
-func (b *Budget) Blocked(key string) (bool, time.Duration) {
+// Take reserves one failure for key before the attempt's work: it
+// reports whether key still had one, and if not how long until it will.
+// The caller gives the reservation back with Refund when the attempt
+// succeeds (or should not count); kept, it is the failure's charge.
+// Reserving before the work, not charging after it, is what bounds
+// concurrent attempts: however many run at once, at most burst of them
+// are admitted before any has finished.
+func (b *Budget) Take(key string) (bool, time.Duration) {
 	if b == nil {
-		return false, 0
-	}
-	now := b.now()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	e, ok := b.keys[key]
-	if !ok {
-		return false, 0
-	}
-	d := e.Value.(*debt)
-	tokens := b.refill(d, now)
-	if tokens >= 1 {
-		return false, 0
-	}
-	return true, max(time.Duration((1-tokens)/b.rate*float64(time.Second)), time.Nanosecond)
-}
-
-// Charge records one failure for key.
-func (b *Budget) Charge(key string) {
-	if b == nil {
-		return
+		return true, 0
 	}
 	now := b.now()
 	b.mu.Lock()
@@ -96,7 +80,29 @@ func (b *Budget) Charge(key string) {
 		d = &debt{key: key, tokens: b.burst}
 		b.keys[key] = b.lru.PushFront(d)
 	}
-	d.tokens = max(d.tokens-1, -b.burst)
+	d.at = now
+	if d.tokens < 1 {
+		return false, max(time.Duration((1-d.tokens)/b.rate*float64(time.Second)), time.Nanosecond)
+	}
+	d.tokens--
+	return true, 0
+}
+
+// Refund gives back a reservation Take made for key. A key evicted
+// meanwhile starts full anyway.
+func (b *Budget) Refund(key string) {
+	if b == nil {
+		return
+	}
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.keys[key]
+	if !ok {
+		return
+	}
+	d := e.Value.(*debt)
+	d.tokens = min(b.refill(d, now)+1, b.burst)
 	d.at = now
 }
 

@@ -82,9 +82,9 @@ type Store interface {
 	FindClientByFingerprint(ctx context.Context, fingerprint string, now time.Time) (store.Client, error)
 	UpdateClient(ctx context.Context, c store.Client) error
 	UpdateClientIf(ctx context.Context, c store.Client, ratHash string) error
+	UpdateClientIfForgetConsents(ctx context.Context, c store.Client, ratHash string) error
 	DeleteClient(ctx context.Context, id string) error
-	TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error
-	ForgetClientConsents(ctx context.Context, clientID string) error
+	TouchClientIf(ctx context.Context, id, fingerprint string, now time.Time, idle time.Duration) error
 }
 
 // Handler serves POST /register and GET/PUT/DELETE /register/{client_id}.
@@ -105,7 +105,8 @@ type Handler struct {
 	// Throttle limits failed registration access token checks (RFC 7592)
 	// per network and client id, before any comparison; nil: no limit. It
 	// is the one /token, /revoke and /introspect use, so guesses at any of
-	// them share one budget.
+	// them share one per-network budget (the per-client budgets of
+	// registration access tokens and client secrets are apart).
 	Throttle *clientauth.Throttle
 	// TrustedProxies are the configured trusted_proxies: registrations
 	// from them, or (when there are none) from non-public addresses, are
@@ -228,11 +229,12 @@ func (h *Handler) share(ctx context.Context, c store.Client, now time.Time) (cli
 		// Handing out a new row would undo the operator's block.
 		return clientInfo{}, oauth.InvalidClientMetadata("a client with this metadata has been disabled by the server operator")
 	}
-	// Only the use is recorded (last use, idle expiry): an RFC 7592 PUT by
-	// the owner meanwhile is never overwritten with the copy found. A
-	// client deleted or expired meanwhile is ErrNotFound, and the caller
-	// registers a new one.
-	if err := h.Store.TouchClient(ctx, c.ID, now, h.Policy.ClientIdleLifetime); err != nil {
+	// Only the use is recorded (last use, idle expiry), and only while the
+	// client still has the fingerprint it was found by: a client its owner
+	// changed (RFC 7592 PUT), deleted or let expire since it was read is
+	// ErrNotFound, and the caller registers a new one rather than hand
+	// out a client whose metadata is no longer what was asked for.
+	if err := h.Store.TouchClientIf(ctx, c.ID, c.Fingerprint, now, h.Policy.ClientIdleLifetime); err != nil {
 		return clientInfo{}, err
 	}
 	c.ExpiresAt = h.idleExpiry(now)
@@ -310,18 +312,20 @@ func (h *Handler) doUpdate(w http.ResponseWriter, r *http.Request) (clientInfo, 
 	}
 	// Conditional on the token this request authenticated with: of
 	// concurrent updates (and rotations) with one token, one wins.
-	if err := h.Store.UpdateClientIf(ctx, next, c.RegistrationTokenHash); err != nil {
+	update := h.Store.UpdateClientIf
+	if fingerprint(c.Metadata, "") != fingerprint(md, "") {
+		// Users approved the metadata they were shown; other parties may
+		// share this client (see the package documentation). Forgetting
+		// their consents is part of the update, in one transaction: new
+		// redirect URIs never take effect under the old consents, and a
+		// failed attempt leaves the change to the client's retry.
+		update = h.Store.UpdateClientIfForgetConsents
+	}
+	if err := update(ctx, next, c.RegistrationTokenHash); err != nil {
 		if errors.Is(err, store.ErrNotFound) { // deleted or re-keyed meanwhile
 			return clientInfo{}, errInvalidRAT()
 		}
 		return clientInfo{}, err
-	}
-	if fingerprint(c.Metadata, "") != fingerprint(md, "") {
-		// Users approved the metadata they were shown; other parties may
-		// share this client (see the package documentation).
-		if err := h.Store.ForgetClientConsents(ctx, c.ID); err != nil {
-			return clientInfo{}, err
-		}
 	}
 	h.log().InfoContext(ctx, "client updated", "event", "client_updated", "client_id", c.ID,
 		"secret_issued", secret != "", "registration_token_rotated", h.Policy.RotateRegistrationToken)
@@ -366,13 +370,20 @@ func (h *Handler) authenticate(r *http.Request) (store.Client, string, error) {
 	if len(id) > maxClientIDLen {
 		id = "" // cannot exist; not worth a budget of its own
 	}
-	att, err := h.Throttle.Check(r, id, token != "")
+	// Its own per-client budget: guessing this token must not throttle
+	// the client at /token.
+	att, err := h.Throttle.CheckManagement(r, id, token != "")
 	if err != nil {
 		return store.Client{}, "", err
 	}
 	c, err := h.checkRAT(r, id, token)
-	if err == nil || oauth.AsError(err).Status == http.StatusUnauthorized {
-		att.Done(err == nil)
+	switch {
+	case err == nil:
+		att.Done(clientauth.Succeeded)
+	case oauth.AsError(err).Status == http.StatusUnauthorized:
+		att.Done(clientauth.Failed)
+	default: // the store failed
+		att.Done(clientauth.NoVerdict)
 	}
 	return c, token, err
 }

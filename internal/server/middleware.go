@@ -147,11 +147,13 @@ func validRequestID(id string) bool {
 	return true
 }
 
-// statusRecorder remembers the status and size written.
+// statusRecorder remembers the status and size written, and whether a
+// write failed (the client was gone).
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
-	bytes  int
+	status   int
+	bytes    int
+	writeErr error
 }
 
 func (s *statusRecorder) WriteHeader(code int) {
@@ -167,6 +169,9 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	}
 	n, err := s.ResponseWriter.Write(b)
 	s.bytes += n
+	if err != nil && s.writeErr == nil {
+		s.writeErr = err
+	}
 	return n, err
 }
 
@@ -175,8 +180,19 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 // RouteObserver receives every finished request (metrics).
 type RouteObserver func(route, method string, status int, d time.Duration)
 
+// StatusClientClosedRequest is what the access log and metrics record for
+// a request whose client went away before its answer was written (nginx's
+// 499): the status the handler chose never reached anyone.
+const StatusClientClosedRequest = 499
+
 // accessLog writes one line per request. It logs the path but never the
 // query string, which can carry codes and state (/callback, redirects).
+//
+// It records what the client got: when the client went away before the
+// handler finished (the server cancels the request's context when the
+// connection closes; until the handler returns, its answer sits in the
+// connection's buffer) or a write failed, the status is 499 and the
+// handler's own choice is kept as handler_status.
 func accessLog(log *slog.Logger, observe RouteObserver) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -187,6 +203,10 @@ func accessLog(log *slog.Logger, observe RouteObserver) func(http.Handler) http.
 			status := rec.status
 			if status == 0 {
 				status = http.StatusOK
+			}
+			handlerStatus := status
+			if rec.writeErr != nil || r.Context().Err() != nil {
+				status = StatusClientClosedRequest
 			}
 			route := routePattern(r)
 			if observe != nil {
@@ -201,6 +221,9 @@ func accessLog(log *slog.Logger, observe RouteObserver) func(http.Handler) http.
 				slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 				slog.String("remote_ip", hostOf(r.RemoteAddr)),
 				slog.String("user_agent", truncate(r.UserAgent(), 200)),
+			}
+			if status != handlerStatus {
+				attrs = append(attrs, slog.Int("handler_status", handlerStatus))
 			}
 			attrs = append(attrs, reqlog.Attrs(r.Context())...)
 			level := slog.LevelInfo

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -353,3 +354,80 @@ func TestServeDrainsInFlightRequestsOnShutdown(t *testing.T) {
 		t.Fatalf("Serve returned %v", err)
 	}
 }
+
+// A client that goes away before its answer is written is logged (and
+// observed for metrics) as 499, with the status the handler chose apart:
+// never as a 200 nobody received. An answer delivered is logged as is.
+func TestAccessLogClientGone(t *testing.T) {
+	var buf syncBuffer
+	var observed []int
+	var mu sync.Mutex
+	r := newTestRouter(t, nil, Options{
+		Log: slog.New(reqlog.NewHandler(slog.NewJSONHandler(&buf, nil))),
+		Observe: func(_, _ string, status int, _ time.Duration) {
+			mu.Lock()
+			observed = append(observed, status)
+			mu.Unlock()
+		},
+	})
+	handled := make(chan struct{})
+	r.Post("/slow", func(w http.ResponseWriter, r *http.Request) {
+		defer close(handled)
+		_, _ = io.ReadAll(r.Body) // as handlers do: the server notices a hang-up once the body is read
+		<-r.Context().Done()      // the client hung up meanwhile
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	})
+	r.Post("/fast", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte(`{}`)) })
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/slow", strings.NewReader("x"))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("the slow request answered before the client gave up")
+	}
+	<-handled
+	resp, err := http.Post(srv.URL+"/fast", "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(buf.String(), `"msg":"request"`) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("access log: %q", buf.String())
+	}
+	var slow, fast map[string]any
+	_ = json.Unmarshal([]byte(lines[0]), &slow)
+	_ = json.Unmarshal([]byte(lines[1]), &fast)
+	if slow["route"] != "/slow" || slow["status"] != float64(499) || slow["handler_status"] != float64(http.StatusOK) {
+		t.Fatalf("access log of a request whose client went away: %v", slow)
+	}
+	if fast["status"] != float64(http.StatusOK) || fast["handler_status"] != nil {
+		t.Fatalf("access log of an answered request: %v", fast)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(observed) != 2 || observed[0] != 499 || observed[1] != http.StatusOK {
+		t.Fatalf("observed statuses %v, want [499 200]", observed)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

@@ -85,7 +85,23 @@ func (p *Postgres) UpdateClient(ctx context.Context, c Client) error {
 // digest, in the same statement, so that concurrent rotations of one token
 // have a single winner.
 func (p *Postgres) UpdateClientIf(ctx context.Context, c Client, ratHash string) error {
-	tag, err := p.pool.Exec(ctx, `
+	return updateClientIf(ctx, p.pool, c, ratHash)
+}
+
+// UpdateClientIfForgetConsents is UpdateClientIf and ForgetClientConsents
+// in one transaction.
+func (p *Postgres) UpdateClientIfForgetConsents(ctx context.Context, c Client, ratHash string) error {
+	return p.withTx(ctx, func(tx pgx.Tx) error {
+		if err := updateClientIf(ctx, tx, c, ratHash); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `DELETE FROM consents WHERE client_id = $1`, c.ID)
+		return mapErr(err)
+	})
+}
+
+func updateClientIf(ctx context.Context, q querier, c Client, ratHash string) error {
+	tag, err := q.Exec(ctx, `
 		UPDATE clients SET
 			source = $2, secret_hash = $3, secret_expires_at = $4, registration_token_hash = $5,
 			metadata = $6, fingerprint = $7, allowed_scopes = $8, allowed_resources = $9,
@@ -167,11 +183,25 @@ const touchInterval = time.Minute
 // unknown or expired. The write is skipped when the client was touched less
 // than a minute ago, so the common case is one indexed read.
 func (p *Postgres) TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error {
+	return p.touchClient(ctx, id, nil, now, idle)
+}
+
+// TouchClientIf is TouchClient only while the client's fingerprint is
+// still fingerprint, checked in the same statement.
+func (p *Postgres) TouchClientIf(ctx context.Context, id, fingerprint string, now time.Time, idle time.Duration) error {
+	if fingerprint == "" {
+		return ErrNotFound
+	}
+	return p.touchClient(ctx, id, &fingerprint, now, idle)
+}
+
+func (p *Postgres) touchClient(ctx context.Context, id string, fingerprint *string, now time.Time, idle time.Duration) error {
 	var found bool
 	err := p.pool.QueryRow(ctx, `
 		WITH c AS (
 			SELECT id, last_used_at FROM clients
 			WHERE id = $1 AND (expires_at IS NULL OR expires_at > $2)
+				AND ($5::text IS NULL OR fingerprint = $5)
 		), touched AS (
 			UPDATE clients SET
 				last_used_at = $2,
@@ -179,7 +209,7 @@ func (p *Postgres) TouchClient(ctx context.Context, id string, now time.Time, id
 			WHERE id = (SELECT id FROM c WHERE last_used_at <= $4)
 		)
 		SELECT EXISTS (SELECT 1 FROM c)`,
-		id, now, now.Add(idle), now.Add(-touchInterval)).Scan(&found)
+		id, now, now.Add(idle), now.Add(-touchInterval), fingerprint).Scan(&found)
 	if err != nil {
 		return mapErr(err)
 	}

@@ -175,6 +175,23 @@ func (m *Memory) UpdateClientIf(_ context.Context, c Client, ratHash string) err
 	return nil
 }
 
+func (m *Memory) UpdateClientIfForgetConsents(_ context.Context, c Client, ratHash string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old, ok := m.clients[c.ID]
+	if !ok || old.RegistrationTokenHash != ratHash {
+		return ErrNotFound
+	}
+	c.CreatedAt = old.CreatedAt
+	m.clients[c.ID] = cloneClient(c)
+	for k := range m.consents {
+		if k.clientID == c.ID {
+			delete(m.consents, k)
+		}
+	}
+	return nil
+}
+
 func (m *Memory) UpsertClient(_ context.Context, c Client) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -234,8 +251,22 @@ func (m *Memory) deleteClient(id string) {
 func (m *Memory) TouchClient(_ context.Context, id string, now time.Time, idle time.Duration) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.touchClient(id, nil, now, idle)
+}
+
+func (m *Memory) TouchClientIf(_ context.Context, id, fingerprint string, now time.Time, idle time.Duration) error {
+	if fingerprint == "" {
+		return ErrNotFound
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.touchClient(id, &fingerprint, now, idle)
+}
+
+// touchClient is TouchClient(If), with m.mu held.
+func (m *Memory) touchClient(id string, fingerprint *string, now time.Time, idle time.Duration) error {
 	c, ok := m.clients[id]
-	if !ok || clientExpired(c, now) {
+	if !ok || clientExpired(c, now) || (fingerprint != nil && c.Fingerprint != *fingerprint) {
 		return ErrNotFound
 	}
 	c.LastUsedAt = trunc(now)
@@ -832,7 +863,7 @@ func (m *Memory) GetRefreshTokenGrant(_ context.Context, digest string) (Refresh
 	return cloneRefreshToken(t), cloneGrant(g), cloneUser(u), nil
 }
 
-func (m *Memory) RotateRefreshToken(_ context.Context, old string, now time.Time, next RefreshToken) (Grant, error) {
+func (m *Memory) RotateRefreshToken(_ context.Context, old string, now time.Time, next RefreshToken, retryWindow time.Duration) (Grant, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, ok := m.refreshTokens[old]
@@ -843,7 +874,7 @@ func (m *Memory) RotateRefreshToken(_ context.Context, old string, now time.Time
 	if !ok || g.RevokedAt != nil || expired(g.ExpiresAt, now) {
 		return Grant{}, ErrNotFound
 	}
-	if t.UsedAt != nil {
+	if t.UsedAt != nil && !m.mayRetry(t, now, next.ClientID, retryWindow) {
 		// Reuse of a rotated token: somebody else holds the chain. Kill it.
 		m.revokeGrant(g.ID, now)
 		return cloneGrant(m.grants[g.ID]), ErrAlreadyUsed
@@ -855,12 +886,39 @@ func (m *Memory) RotateRefreshToken(_ context.Context, old string, now time.Time
 		return Grant{}, fmt.Errorf("%w: refresh token exists", ErrConflict)
 	}
 	at := trunc(now)
-	t.UsedAt = &at
-	m.refreshTokens[old] = t
+	if t.UsedAt == nil {
+		t.UsedAt = &at
+		m.refreshTokens[old] = t
+		// Siblings of old left by a retry of its parent are superseded:
+		// the chain goes on from old alone.
+		for k, s := range m.refreshTokens {
+			if t.Parent != "" && s.Parent == t.Parent && s.GrantID == t.GrantID && s.UsedAt == nil {
+				s.UsedAt = &at
+				m.refreshTokens[k] = s
+			}
+		}
+	}
 	m.refreshTokens[next.Digest] = cloneRefreshToken(next)
 	g.LastUsedAt = at
 	m.grants[g.ID] = g
 	return cloneGrant(g), nil
+}
+
+// mayRetry is the retry rule of RotateRefreshToken for the used token t.
+func (m *Memory) mayRetry(t RefreshToken, now time.Time, clientID string, window time.Duration) bool {
+	if window <= 0 || clientID != t.ClientID || !now.Before(t.UsedAt.Add(window)) {
+		return false
+	}
+	successors := 0
+	for _, s := range m.refreshTokens {
+		if s.Parent == t.Digest && s.GrantID == t.GrantID {
+			if s.UsedAt != nil {
+				return false
+			}
+			successors++
+		}
+	}
+	return successors > 0
 }
 
 // Opaque access tokens.

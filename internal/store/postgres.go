@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -91,6 +92,16 @@ func parseConfig(dsn string) (*pgxpool.Config, error) {
 	}
 	if !set("pool_max_conn_idle_time") {
 		cfg.MaxConnIdleTime = 5 * time.Minute
+	}
+	// A cancelled context (a request past its deadline, a client gone)
+	// sends the server a cancel request at once, so the statement stops
+	// (instead of running, or waiting for a lock, for nobody) and the
+	// connection stays usable. pgx's default drops the connection and
+	// cancels in the background: a reconnection per time-out, which a
+	// struggling database can least afford. If the server does not answer
+	// within a second (it is frozen), the connection is closed after all.
+	cfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: time.Second}
 	}
 	// Times come back in UTC whatever the server's or the host's zone.
 	cfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {

@@ -143,7 +143,7 @@ func BenchmarkPostgres(b *testing.B) {
 			}
 			for pb.Next() {
 				next := store.RefreshToken{Digest: id("rt"), GrantID: g.ID, ClientID: c.ID, Parent: cur.Digest, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
-				if _, err := s.RotateRefreshToken(ctx, cur.Digest, now, next); err != nil {
+				if _, err := s.RotateRefreshToken(ctx, cur.Digest, now, next, 0); err != nil {
 					b.Error(err)
 					return
 				}

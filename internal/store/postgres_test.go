@@ -341,7 +341,7 @@ func TestPostgresRotateRefreshTokenRace(t *testing.T) {
 		wg.Go(func() {
 			<-start
 			next := store.RefreshToken{Digest: fmt.Sprint("rt1-", i), GrantID: "g", ClientID: c.ID, Parent: "rt0", CreatedAt: now, ExpiresAt: exp}
-			grants[i], errs[i] = s.RotateRefreshToken(ctx, "rt0", now, next)
+			grants[i], errs[i] = s.RotateRefreshToken(ctx, "rt0", now, next, 0)
 		})
 	}
 	close(start)
@@ -385,7 +385,7 @@ func TestPostgresRotateRefreshTokenRace(t *testing.T) {
 		}
 	}
 	for i := range n {
-		if _, err := s.RotateRefreshToken(ctx, fmt.Sprint("rt1-", i), now, store.RefreshToken{Digest: "x", GrantID: "g", ClientID: c.ID, CreatedAt: now, ExpiresAt: exp}); !errors.Is(err, store.ErrNotFound) {
+		if _, err := s.RotateRefreshToken(ctx, fmt.Sprint("rt1-", i), now, store.RefreshToken{Digest: "x", GrantID: "g", ClientID: c.ID, CreatedAt: now, ExpiresAt: exp}, 0); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("rotating a token of the revoked grant: %v, want ErrNotFound", err)
 		}
 	}
@@ -411,7 +411,7 @@ func TestPostgresRotateVersusRevoke(t *testing.T) {
 		var wg sync.WaitGroup
 		var rotErr error
 		wg.Go(func() {
-			_, rotErr = s.RotateRefreshToken(ctx, gid+"rt0", pgT0, store.RefreshToken{Digest: gid + "rt1", GrantID: gid, ClientID: c.ID, CreatedAt: pgT0, ExpiresAt: exp})
+			_, rotErr = s.RotateRefreshToken(ctx, gid+"rt0", pgT0, store.RefreshToken{Digest: gid + "rt1", GrantID: gid, ClientID: c.ID, CreatedAt: pgT0, ExpiresAt: exp}, 0)
 		})
 		wg.Go(func() {
 			if err := s.RevokeGrant(ctx, gid, pgT0); err != nil {
@@ -422,7 +422,7 @@ func TestPostgresRotateVersusRevoke(t *testing.T) {
 		if rotErr != nil && !errors.Is(rotErr, store.ErrNotFound) {
 			t.Errorf("rotation racing revocation: %v", rotErr)
 		}
-		if _, err := s.RotateRefreshToken(ctx, gid+"rt1", pgT0, store.RefreshToken{Digest: gid + "rt2", GrantID: gid, ClientID: c.ID, CreatedAt: pgT0, ExpiresAt: exp}); !errors.Is(err, store.ErrNotFound) {
+		if _, err := s.RotateRefreshToken(ctx, gid+"rt1", pgT0, store.RefreshToken{Digest: gid + "rt2", GrantID: gid, ClientID: c.ID, CreatedAt: pgT0, ExpiresAt: exp}, 0); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("the token issued next to a revocation is usable: %v", err)
 		}
 	}

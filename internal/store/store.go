@@ -344,6 +344,11 @@ type Store interface {
 	// authenticated with), atomically: ErrNotFound when the client is gone
 	// or its registration token changed meanwhile (RFC 7592 rotation).
 	UpdateClientIf(ctx context.Context, c Client, ratHash string) error
+	// UpdateClientIfForgetConsents is UpdateClientIf and
+	// ForgetClientConsents together, atomically: an RFC 7592 update that
+	// changes what users approved never takes effect while their consents
+	// to the old metadata survive, whatever fails or is cancelled.
+	UpdateClientIfForgetConsents(ctx context.Context, c Client, ratHash string) error
 	// UpsertClient creates or replaces a client (config clients at start-up).
 	// Replacing keeps the stored CreatedAt, like UpdateClient.
 	UpsertClient(ctx context.Context, c Client) error
@@ -356,6 +361,11 @@ type Store interface {
 	// ErrNotFound if the client is absent or already expired at now: an
 	// expired client is never revived.
 	TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error
+	// TouchClientIf is TouchClient only while the client's Fingerprint is
+	// still fingerprint (never for ""), atomically: ErrNotFound when the
+	// client changed meanwhile (an RFC 7592 update clears it), so that a
+	// registration sharing a client it read never shares a changed one.
+	TouchClientIf(ctx context.Context, id, fingerprint string, now time.Time, idle time.Duration) error
 	ListClients(ctx context.Context, f ClientFilter) ([]Client, error)
 	CountClients(ctx context.Context, source ClientSource) (int64, error)
 
@@ -462,17 +472,28 @@ type Store interface {
 	// user (each in any state) in one read; ErrNotFound if any is unknown.
 	GetRefreshTokenGrant(ctx context.Context, digest string) (RefreshToken, Grant, User, error)
 	// RotateRefreshToken atomically marks old used and inserts next (same
-	// grant), bumping the grant's LastUsedAt. If old was already used it
-	// revokes the grant (reuse detection, OAuth 2.1 §4.3.1) and returns
-	// ErrAlreadyUsed; concurrent callers with one token: exactly one wins.
-	// Unknown, expired, or grant revoked/expired: ErrNotFound.
-	// These checks come before the reuse check, so a used token of a revoked
-	// grant gives ErrNotFound. With ErrAlreadyUsed the now revoked grant is
-	// returned.
+	// grant), bumping the grant's LastUsedAt. Unused siblings of old (other
+	// successors of old's parent, left by a retry) are marked used in the
+	// same transaction: once a successor is used, the family has one live
+	// refresh token again. Unknown, expired, or grant revoked/expired:
+	// ErrNotFound. These checks come before the reuse check, so a used
+	// token of a revoked grant gives ErrNotFound.
+	//
+	// If old was already used, it is a retry when all of these hold:
+	// retryWindow > 0, now < old.UsedAt + retryWindow (measured from the
+	// first use, so retries cannot stretch the window), next is of old's
+	// client, and old has at least one successor (it was rotated, not
+	// superseded or revoked) none of which is used yet (the chain has not
+	// moved on). A retry inserts next as one more successor of old, old
+	// keeping its UsedAt, bumps the grant and succeeds. Anything else is
+	// reuse (OAuth 2.1 §4.3.1): the grant is revoked and ErrAlreadyUsed
+	// returned with the now revoked grant. Concurrent callers with one
+	// unused token: exactly one rotates it; the others are retries under
+	// the rule above, or reuse.
 	// next must carry old's GrantID and ClientID (an error otherwise); a
-	// duplicate next digest gives ErrConflict. Either way old stays unused.
+	// duplicate next digest gives ErrConflict. Either way nothing is written.
 	// On success the updated grant is returned.
-	RotateRefreshToken(ctx context.Context, old string, now time.Time, next RefreshToken) (Grant, error)
+	RotateRefreshToken(ctx context.Context, old string, now time.Time, next RefreshToken, retryWindow time.Duration) (Grant, error)
 
 	// Opaque access tokens. CreateAccessToken of a token with a GrantID
 	// succeeds only while that grant exists and is not revoked

@@ -53,22 +53,24 @@ func (p *Postgres) GetRefreshTokenGrant(ctx context.Context, digest string) (Ref
 // callers with one token exactly one finds it unused.
 //
 // Presenting a token that was already rotated means two parties hold the
-// chain (OAuth 2.1 §4.3.1): the grant and its tokens are revoked, the
-// revocation is committed, and ErrAlreadyUsed is returned with the grant.
+// chain (OAuth 2.1 §4.3.1), unless it is the same client retrying within
+// retryWindow while the chain has not moved on (see the Store contract):
+// otherwise the grant and its tokens are revoked, the revocation is
+// committed, and ErrAlreadyUsed is returned with the grant.
 // The checks run in the order the contract lists: an unknown or expired
 // token, or a revoked or expired grant, is ErrNotFound before reuse is
 // considered.
 //
-// The common case, a live token rotated once, takes one statement (one
-// round trip, one commit) instead of a seven-round-trip transaction: see
-// rotateFast. Anything else falls back to the transaction, which sorts out
-// which failure it is.
-func (p *Postgres) RotateRefreshToken(ctx context.Context, old string, now time.Time, next RefreshToken) (Grant, error) {
+// The common case, a live token rotated once in a grant with no retried
+// token, takes one statement (one round trip, one commit) instead of a
+// transaction of several: see rotateFast. Anything else falls back to the
+// transaction, which sorts out which case it is.
+func (p *Postgres) RotateRefreshToken(ctx context.Context, old string, now time.Time, next RefreshToken, retryWindow time.Duration) (Grant, error) {
 	g, err := p.rotateFast(ctx, old, now, next)
 	if !errors.Is(err, ErrNotFound) {
 		return g, err
 	}
-	return p.rotateTx(ctx, old, now, next)
+	return p.rotateTx(ctx, old, now, next, retryWindow)
 }
 
 // rotateFast rotates old in one statement that locks in the order
@@ -79,11 +81,17 @@ func (p *Postgres) RotateRefreshToken(ctx context.Context, old string, now time.
 // that UPDATE matched. Of concurrent rotations of one token, the losers'
 // UPDATE re-checks "used_at IS NULL" on the winner's committed row and
 // matches nothing. ErrNotFound means "not the common case", not "unknown".
+//
+// It declines a grant marked retried: a retry may have inserted a sibling
+// of old that this statement's snapshot (taken before it waited for the
+// grant's lock) cannot see, so it could not supersede it. The lock
+// re-reads the grant row as committed (READ COMMITTED re-checks a locked
+// row's WHERE clause on its newest version), so the mark is never missed.
 func (p *Postgres) rotateFast(ctx context.Context, old string, now time.Time, next RefreshToken) (Grant, error) {
 	rows, err := p.pool.Query(ctx, `
 		WITH live AS (
 			SELECT id FROM grants
-			WHERE id = $3 AND revoked_at IS NULL AND expires_at > $2
+			WHERE id = $3 AND revoked_at IS NULL AND expires_at > $2 AND NOT retried
 			FOR NO KEY UPDATE
 		), used AS (
 			UPDATE refresh_tokens SET used_at = $2
@@ -106,8 +114,10 @@ func (p *Postgres) rotateFast(ctx context.Context, old string, now time.Time, ne
 }
 
 // rotateTx is RotateRefreshToken as one transaction that tells every
-// outcome apart.
-func (p *Postgres) rotateTx(ctx context.Context, old string, now time.Time, next RefreshToken) (Grant, error) {
+// outcome apart. Every statement after the grant's lock sees what earlier
+// holders of the lock committed (READ COMMITTED takes a snapshot per
+// statement), so the successors it counts and supersedes are all there are.
+func (p *Postgres) rotateTx(ctx context.Context, old string, now time.Time, next RefreshToken, retryWindow time.Duration) (Grant, error) {
 	var g Grant
 	reused := false
 	err := p.withTx(ctx, func(tx pgx.Tx) error {
@@ -138,13 +148,29 @@ func (p *Postgres) rotateTx(ctx context.Context, old string, now time.Time, next
 		if err != nil {
 			return mapErr(err)
 		}
-		if tag.RowsAffected() == 0 {
-			reused = true
-			if err := revokeGrant(ctx, tx, cur.GrantID, now); err != nil {
+		retry := tag.RowsAffected() == 0
+		if retry {
+			ok, err := mayRetry(ctx, tx, cur, now, next.ClientID, retryWindow)
+			if err != nil {
 				return err
 			}
-			g, err = getGrant(ctx, tx, cur.GrantID)
-			return err // commit the revocation
+			if !ok {
+				reused = true
+				if err := revokeGrant(ctx, tx, cur.GrantID, now); err != nil {
+					return err
+				}
+				g, err = getGrant(ctx, tx, cur.GrantID)
+				return err // commit the revocation
+			}
+		} else if cur.Parent != "" {
+			// old's siblings left by a retry of its parent: the chain
+			// goes on from old alone (one live refresh token per family).
+			if _, err := tx.Exec(ctx, `
+				UPDATE refresh_tokens SET used_at = $3
+				WHERE parent = $2 AND grant_id = $1 AND used_at IS NULL`,
+				cur.GrantID, cur.Parent, now); err != nil {
+				return mapErr(err)
+			}
 		}
 
 		if next.GrantID != cur.GrantID || next.ClientID != cur.ClientID {
@@ -154,8 +180,8 @@ func (p *Postgres) rotateTx(ctx context.Context, old string, now time.Time, next
 			return err
 		}
 		rows, err = tx.Query(ctx, `
-			UPDATE grants SET last_used_at = $2 WHERE id = $1
-			RETURNING `+grantColumns, cur.GrantID, now)
+			UPDATE grants SET last_used_at = $2, retried = $3 WHERE id = $1
+			RETURNING `+grantColumns, cur.GrantID, now, retry)
 		if err != nil {
 			return mapErr(err)
 		}
@@ -169,6 +195,29 @@ func (p *Postgres) rotateTx(ctx context.Context, old string, now time.Time, next
 		return g, ErrAlreadyUsed
 	}
 	return g, nil
+}
+
+// mayRetry tells whether the used token cur may be rotated again (the
+// retry rule of the Store contract): by its own client, within window of
+// its first use, and while it has successors (it was rotated, not
+// superseded or revoked) none of which is used yet. Called under the
+// grant's lock, so the answer holds until the transaction ends.
+func mayRetry(ctx context.Context, tx pgx.Tx, cur RefreshToken, now time.Time, clientID string, window time.Duration) (bool, error) {
+	if window <= 0 || clientID != cur.ClientID {
+		return false, nil
+	}
+	var usedAt time.Time
+	var successors, usedSuccessors int
+	err := tx.QueryRow(ctx, `
+		SELECT t.used_at, count(s.digest), count(s.used_at)
+		FROM refresh_tokens t
+		LEFT JOIN refresh_tokens s ON s.parent = t.digest AND s.grant_id = t.grant_id
+		WHERE t.digest = $1
+		GROUP BY t.used_at`, cur.Digest).Scan(&usedAt, &successors, &usedSuccessors)
+	if err != nil {
+		return false, mapErr(err)
+	}
+	return now.Before(usedAt.Add(window)) && successors > 0 && usedSuccessors == 0, nil
 }
 
 func insertRefreshToken(ctx context.Context, q querier, rt RefreshToken) error {

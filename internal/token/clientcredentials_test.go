@@ -160,9 +160,9 @@ func (c *countingStore) GetRefreshToken(ctx context.Context, d string) (store.Re
 	c.calls.Add(1)
 	return c.Store.GetRefreshToken(ctx, d)
 }
-func (c *countingStore) RotateRefreshToken(ctx context.Context, old string, now time.Time, next store.RefreshToken) (store.Grant, error) {
+func (c *countingStore) RotateRefreshToken(ctx context.Context, old string, now time.Time, next store.RefreshToken, window time.Duration) (store.Grant, error) {
 	c.calls.Add(1)
-	return c.Store.RotateRefreshToken(ctx, old, now, next)
+	return c.Store.RotateRefreshToken(ctx, old, now, next, window)
 }
 func (c *countingStore) GetUser(ctx context.Context, id string) (store.User, error) {
 	c.calls.Add(1)

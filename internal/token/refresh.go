@@ -15,17 +15,21 @@ const invalidRefresh = "the refresh token is invalid, expired, revoked, or was i
 // refreshToken rotates a refresh token (RFC 6749 §6, OAuth 2.1 §4.3): the
 // presented token is spent and a new one issued in the same grant. A token
 // presented after it was spent means two parties hold it, so the store
-// revokes the whole grant (reuse detection, OAuth 2.1 §4.3.1).
+// revokes the whole grant (reuse detection, OAuth 2.1 §4.3.1), with one
+// exception: the same client presenting it again within
+// RefreshRetryWindow, before any successor was used, gets another
+// successor. That is a client that never saw the first response (a lost
+// connection, a timed-out proxy) or a second process of the client sharing
+// the credential; whichever successor is used first continues the chain
+// and the others are spent, so a thief who raced the client is still
+// found out when the loser presents its token. The store applies the rule
+// atomically (Store.RotateRefreshToken); the check here only saves a
+// rotation attempt when the answer is certain.
 //
 // Before rotating, the grant is re-checked against the present: the user
 // must still exist, be enabled and pass the current allowlist, or the grant
 // ends here. (The client's existence and status were checked when it
 // authenticated.)
-//
-// There is no grace window for clients that lost a rotation's response:
-// retrying the spent token safely needs the store to hand out the spent
-// token's successor atomically, which its API does not offer; see
-// RotateRefreshToken.
 func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, error) {
 	value := req.form.Get("refresh_token")
 	if value == "" {
@@ -40,21 +44,26 @@ func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, er
 	if err != nil {
 		return nil, err
 	}
-	// A client presenting another client's token learns nothing and
-	// changes nothing: revoking here would let anyone end others' grants.
-	if old.ClientID != req.client.ID {
+	alive := g.RevokedAt == nil && req.now.Before(g.ExpiresAt)
+	spent := old.UsedAt != nil && alive
+	// A client presenting another client's unspent token learns nothing
+	// and changes nothing: the owner keeps its sign-in. A spent one in the
+	// wrong hands is replay like any other and revokes the family.
+	if old.ClientID != req.client.ID && !spent {
 		return nil, oauth.InvalidGrant(invalidRefresh).WithCause(errors.New("refresh token of another client"))
 	}
-	alive := g.RevokedAt == nil && req.now.Before(g.ExpiresAt)
-	if old.UsedAt != nil && alive {
+	retry := spent && old.ClientID == req.client.ID && h.RefreshRetryWindow > 0 &&
+		req.now.Before(old.UsedAt.Add(h.RefreshRetryWindow))
+	if spent && !retry {
 		// Reuse noticed here; RotateRefreshToken revokes the grant itself
-		// when it is the one to notice (a concurrent rotation).
+		// when it is the one to notice (a concurrent rotation, or a retry
+		// after the chain moved on).
 		if err := h.Store.RevokeGrant(ctx, g.ID, req.now); err != nil {
 			return nil, fmt.Errorf("revoke grant of reused refresh token: %w", err)
 		}
 		return nil, h.rotateFailed(ctx, req, old, store.ErrAlreadyUsed)
 	}
-	if old.UsedAt != nil || !alive || !req.now.Before(old.ExpiresAt) {
+	if !alive || !req.now.Before(old.ExpiresAt) {
 		return nil, oauth.InvalidGrant(invalidRefresh).WithCause(errors.New("refresh token spent or expired, or grant revoked or expired"))
 	}
 
@@ -102,8 +111,12 @@ func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, er
 		Digest: oauth.Digest(refresh), GrantID: g.ID, ClientID: req.client.ID, Parent: digest,
 		CreatedAt: req.now, ExpiresAt: h.refreshExpiry(req.now, g),
 	}
-	if _, err := h.Store.RotateRefreshToken(ctx, digest, req.now, next); err != nil {
+	if _, err := h.Store.RotateRefreshToken(ctx, digest, req.now, next, h.RefreshRetryWindow); err != nil {
 		return nil, h.rotateFailed(ctx, req, old, err)
+	}
+	if retry {
+		h.log().InfoContext(ctx, "spent refresh token retried within the retry window; another successor issued",
+			"event", "refresh_token_retry", "client_id", req.client.ID, "grant_id", g.ID)
 	}
 	reqlog.Set(ctx, "user_id", g.UserID)
 	h.touchClient(ctx, req)

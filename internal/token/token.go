@@ -58,7 +58,7 @@ type Store interface {
 	RevokeGrant(ctx context.Context, id string, now time.Time) error
 	GetRefreshToken(ctx context.Context, digest string) (store.RefreshToken, error)
 	GetRefreshTokenGrant(ctx context.Context, digest string) (store.RefreshToken, store.Grant, store.User, error)
-	RotateRefreshToken(ctx context.Context, old string, now time.Time, next store.RefreshToken) (store.Grant, error)
+	RotateRefreshToken(ctx context.Context, old string, now time.Time, next store.RefreshToken, retryWindow time.Duration) (store.Grant, error)
 	GetUser(ctx context.Context, id string) (store.User, error)
 	TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error
 	CreateAccessToken(ctx context.Context, t store.AccessToken) error
@@ -119,7 +119,13 @@ type Handler struct {
 	// one: FormatJWT (the default) or FormatOpaque.
 	TokenFormat string
 
-	AccessTokenLifetime  time.Duration // default 1h
+	AccessTokenLifetime time.Duration // default 1h
+	// RefreshRetryWindow is how long after a refresh token's rotation its
+	// client may present it again and get another successor, as long as
+	// no successor has been used yet (Store.RotateRefreshToken): a client
+	// that lost the response, or two processes sharing one credential,
+	// keep their sign-in. Zero turns retries off: any second use revokes.
+	RefreshRetryWindow   time.Duration
 	RefreshTokenLifetime time.Duration // idle; default 30 days
 	GrantLifetime        time.Duration // absolute; default 90 days
 	// ClientIdleLifetime, when positive, is passed to Store.TouchClient

@@ -126,6 +126,67 @@ func testUpdateClientIf(t *testing.T, s store.Store) {
 	wantErr(t, s.UpdateClientIf(ctx, store.Client{ID: "missing"}, ""), store.ErrNotFound, "UpdateClientIf of an unknown client")
 }
 
+// testUpdateClientIfForgetConsents: the update and the forgetting of the
+// client's consents happen together, under the same guard as
+// UpdateClientIf, or not at all.
+func testUpdateClientIfForgetConsents(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	c, other := client(t, s), client(t, s)
+	for _, id := range []string{c.ID, other.ID} {
+		must(t, s.AddConsent(ctx, store.Consent{UserID: u.ID, ClientID: id, Scopes: []string{"mcp:read"}, CreatedAt: t0, UpdatedAt: t0}), "AddConsent")
+	}
+	next := c
+	next.Metadata.RedirectURIs = []string{"https://new.example/cb"}
+	next.RegistrationTokenHash = "digest-2"
+	wantErr(t, s.UpdateClientIfForgetConsents(ctx, next, "not-the-stored-digest"), store.ErrNotFound, "UpdateClientIfForgetConsents with a stale digest")
+	got, err := s.GetClient(ctx, c.ID, t0)
+	must(t, err, "GetClient")
+	equal(t, "client after a refused UpdateClientIfForgetConsents", got, c)
+	if _, err := s.GetConsent(ctx, u.ID, c.ID); err != nil {
+		t.Fatalf("a refused update forgot the consent: %v", err)
+	}
+
+	must(t, s.UpdateClientIfForgetConsents(ctx, next, c.RegistrationTokenHash), "UpdateClientIfForgetConsents")
+	got, err = s.GetClient(ctx, c.ID, t0)
+	must(t, err, "GetClient")
+	equal(t, "client after UpdateClientIfForgetConsents", got, next)
+	_, err = s.GetConsent(ctx, u.ID, c.ID)
+	wantErr(t, err, store.ErrNotFound, "GetConsent after UpdateClientIfForgetConsents")
+	if _, err := s.GetConsent(ctx, u.ID, other.ID); err != nil {
+		t.Fatalf("another client's consent: %v", err)
+	}
+	wantErr(t, s.UpdateClientIfForgetConsents(ctx, store.Client{ID: "missing"}, ""), store.ErrNotFound, "UpdateClientIfForgetConsents of an unknown client")
+}
+
+// testTouchClientIf: the use is recorded only while the client still has
+// the fingerprint given; never for an empty one.
+func testTouchClientIf(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	c := newClient()
+	c.Fingerprint = "fp-1"
+	createClient(t, s, c)
+	now := t0.Add(day)
+	wantErr(t, s.TouchClientIf(ctx, c.ID, "fp-other", now, clientIdle), store.ErrNotFound, "TouchClientIf with another fingerprint")
+	wantErr(t, s.TouchClientIf(ctx, c.ID, "", now, clientIdle), store.ErrNotFound, "TouchClientIf with no fingerprint")
+	got, err := s.GetClient(ctx, c.ID, t0)
+	must(t, err, "GetClient")
+	equal(t, "client after refused touches", got, c)
+
+	must(t, s.TouchClientIf(ctx, c.ID, "fp-1", now, clientIdle), "TouchClientIf")
+	got, err = s.GetClient(ctx, c.ID, now)
+	must(t, err, "GetClient")
+	want := c
+	want.LastUsedAt = now
+	want.ExpiresAt = ptr(now.Add(clientIdle))
+	equal(t, "client after TouchClientIf", got, want)
+
+	plain := client(t, s) // no fingerprint: never shared
+	wantErr(t, s.TouchClientIf(ctx, plain.ID, "", now, clientIdle), store.ErrNotFound, "TouchClientIf of an unshared client")
+	wantErr(t, s.TouchClientIf(ctx, c.ID, "fp-1", want.ExpiresAt.Add(time.Hour), clientIdle), store.ErrNotFound, "TouchClientIf of an expired client")
+	wantErr(t, s.TouchClientIf(ctx, "no-such-client", "fp-1", now, clientIdle), store.ErrNotFound, "TouchClientIf of an unknown client")
+}
+
 // UpsertClient creates an absent client and replaces a present one,
 // keeping its CreatedAt.
 func testUpsertClient(t *testing.T, s store.Store) {
@@ -488,7 +549,7 @@ func testDisableUser(t *testing.T, s store.Store) {
 	early := t0.Add(time.Minute)
 	g1, rt1 := grant(t, s, a, u)
 	rt2 := nextRefreshToken(rt1, early)
-	_, err := s.RotateRefreshToken(ctx, rt1.Digest, early, rt2)
+	_, err := s.RotateRefreshToken(ctx, rt1.Digest, early, rt2, 0)
 	must(t, err, "RotateRefreshToken")
 	at1 := createAccessToken(t, s, newAccessToken(g1))
 	at2 := createAccessToken(t, s, newAccessToken(g1))
@@ -534,7 +595,7 @@ func testDisableUser(t *testing.T, s store.Store) {
 		got, err := s.GetRefreshToken(ctx, rt.Digest)
 		must(t, err, "GetRefreshToken")
 		timeEqual(t, "UsedAt of a live refresh token of the disabled user", got.UsedAt, now)
-		_, err = s.RotateRefreshToken(ctx, rt.Digest, t0.Add(2*time.Minute), nextRefreshToken(rt, t0.Add(2*time.Minute)))
+		_, err = s.RotateRefreshToken(ctx, rt.Digest, t0.Add(2*time.Minute), nextRefreshToken(rt, t0.Add(2*time.Minute)), 0)
 		wantErr(t, err, store.ErrNotFound, "RotateRefreshToken of the disabled user")
 	}
 	for _, c := range []struct {
@@ -594,7 +655,7 @@ func testDisableUser(t *testing.T, s store.Store) {
 		must(t, err, "GetGrant")
 		timeEqual(t, "RevokedAt of a grant after enabling its user", got.RevokedAt, now)
 	}
-	_, err = s.RotateRefreshToken(ctx, rt2.Digest, now, nextRefreshToken(rt2, now))
+	_, err = s.RotateRefreshToken(ctx, rt2.Digest, now, nextRefreshToken(rt2, now), 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken after enabling its user")
 	if got, _ := s.GetAccessToken(ctx, at1.Digest); got.RevokedAt == nil {
 		t.Fatal("enabling the user un-revoked an access token")
@@ -607,7 +668,7 @@ func testDisableUser(t *testing.T, s store.Store) {
 	if len(rev.Grants) != 1 || rev.Grants[0].ID != g5.ID || rev.RefreshTokens != 1 || rev.AccessTokens != 0 {
 		t.Fatalf("DisableUser after a new sign-in revoked %s, want just grant %s and its refresh token", show(rev), g5.ID)
 	}
-	_, err = s.RotateRefreshToken(ctx, rt6.Digest, now.Add(2*time.Hour), nextRefreshToken(rt6, now.Add(2*time.Hour)))
+	_, err = s.RotateRefreshToken(ctx, rt6.Digest, now.Add(2*time.Hour), nextRefreshToken(rt6, now.Add(2*time.Hour)), 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken after the second disable")
 
 	// A user without grants; an unknown user.

@@ -92,7 +92,7 @@ func testConcurrentRotateRefreshToken(t *testing.T, s store.Store) {
 	}
 	errs := make([]error, racers)
 	race(racers, func(i int) {
-		_, errs[i] = s.RotateRefreshToken(ctx, rt.Digest, now, next[i])
+		_, errs[i] = s.RotateRefreshToken(ctx, rt.Digest, now, next[i], 0)
 	})
 
 	winner, reused := -1, 0
@@ -127,7 +127,7 @@ func testConcurrentRotateRefreshToken(t *testing.T, s store.Store) {
 	must(t, err, "GetGrant")
 	timeEqual(t, "RevokedAt of the grant after concurrent reuse", gotG.RevokedAt, now)
 	w := next[winner]
-	_, err = s.RotateRefreshToken(ctx, w.Digest, now, nextRefreshToken(w, now))
+	_, err = s.RotateRefreshToken(ctx, w.Digest, now, nextRefreshToken(w, now), 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken of the winner's successor after reuse")
 }
 
@@ -219,7 +219,7 @@ func testConcurrentRefreshAndRevokeGrant(t *testing.T, s store.Store) {
 		}
 		later := now.Add(time.Minute)
 		for _, d := range []store.RefreshToken{rt, next} {
-			_, err := s.RotateRefreshToken(ctx, d.Digest, later, nextRefreshToken(d, later))
+			_, err := s.RotateRefreshToken(ctx, d.Digest, later, nextRefreshToken(d, later), 0)
 			if err == nil {
 				t.Fatalf("round %d: a refresh token of a revoked grant still rotates (rotation error in the race: %v)", round, rotErr)
 			}
@@ -391,7 +391,7 @@ func testConcurrentDisableUser(t *testing.T, s store.Store) {
 					}
 				}
 			case i == creators+readers:
-				_, rotateErr = s.RotateRefreshToken(ctx, rt.Digest, now, next)
+				_, rotateErr = s.RotateRefreshToken(ctx, rt.Digest, now, next, 0)
 			default:
 				_, disableErr = s.DisableUser(ctx, u.ID, now)
 			}
@@ -487,7 +487,7 @@ func testConcurrentRedeemAndDeleteClient(t *testing.T, s store.Store) {
 func rotateRacing(s store.Store, rt store.RefreshToken, now time.Time, next store.RefreshToken, other func() error) (rotErr, otherErr error) {
 	race(2, func(i int) {
 		if i == 0 {
-			_, rotErr = s.RotateRefreshToken(context.Background(), rt.Digest, now, next)
+			_, rotErr = s.RotateRefreshToken(context.Background(), rt.Digest, now, next, 0)
 		} else {
 			otherErr = other()
 		}

@@ -125,7 +125,7 @@ func testValuesAreCopies(t *testing.T, s store.Store) {
 	checkCopies(t, "refresh token passed to RedeemAuthCode", &rt, readToken(rtd))
 	next := nextRefreshToken(readToken(rtd)(), t0.Add(time.Minute))
 	nextd := next.Digest
-	rotated, err := s.RotateRefreshToken(ctx, rtd, t0.Add(time.Minute), next)
+	rotated, err := s.RotateRefreshToken(ctx, rtd, t0.Add(time.Minute), next, 0)
 	must(t, err, "RotateRefreshToken")
 	checkCopies(t, "grant returned by RotateRefreshToken", &rotated, readGrant)
 	checkCopies(t, "refresh token passed to RotateRefreshToken", &next, readToken(nextd))

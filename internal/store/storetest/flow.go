@@ -304,7 +304,7 @@ func testDeleteConsentRevokesGrants(t *testing.T, s store.Store) {
 		must(t, err, "GetGrant")
 		timeEqual(t, "RevokedAt of a grant whose consent was withdrawn", got.RevokedAt, now)
 	}
-	_, err = s.RotateRefreshToken(ctx, rta1.Digest, now, nextRefreshToken(rta1, now))
+	_, err = s.RotateRefreshToken(ctx, rta1.Digest, now, nextRefreshToken(rta1, now), 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken after DeleteConsent")
 	at, err := s.GetAccessToken(ctx, ata.Digest)
 	must(t, err, "GetAccessToken")
@@ -322,7 +322,7 @@ func testDeleteConsentRevokesGrants(t *testing.T, s store.Store) {
 		}
 	}
 	for _, rt := range []store.RefreshToken{rtb, rts} {
-		if _, err := s.RotateRefreshToken(ctx, rt.Digest, now, nextRefreshToken(rt, now)); err != nil {
+		if _, err := s.RotateRefreshToken(ctx, rt.Digest, now, nextRefreshToken(rt, now), 0); err != nil {
 			t.Fatalf("an unrelated refresh token no longer rotates: %v", err)
 		}
 	}
@@ -339,7 +339,7 @@ func testDeleteConsentRevokesGrants(t *testing.T, s store.Store) {
 	got, err = s.GetGrant(ctx, gfp.ID)
 	must(t, err, "GetGrant")
 	timeEqual(t, "RevokedAt of a grant without consent row", got.RevokedAt, now)
-	_, err = s.RotateRefreshToken(ctx, rtfp.Digest, now, nextRefreshToken(rtfp, now))
+	_, err = s.RotateRefreshToken(ctx, rtfp.Digest, now, nextRefreshToken(rtfp, now), 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken after DeleteConsent without consent row")
 }
 

@@ -51,10 +51,10 @@ func testPurge(t *testing.T, s store.Store) {
 	// (kept for reuse detection); rt3 live; rt4 unused, expired at P.
 	rt2 := nextRefreshToken(rt1, t0.Add(time.Hour))
 	rt2.ExpiresAt = P.Add(time.Hour)
-	_, err = s.RotateRefreshToken(ctx, rt1.Digest, t0.Add(time.Hour), rt2)
+	_, err = s.RotateRefreshToken(ctx, rt1.Digest, t0.Add(time.Hour), rt2, 0)
 	must(t, err, "RotateRefreshToken")
 	rt3 := nextRefreshToken(rt2, t0.Add(2*time.Hour))
-	_, err = s.RotateRefreshToken(ctx, rt2.Digest, t0.Add(2*time.Hour), rt3)
+	_, err = s.RotateRefreshToken(ctx, rt2.Digest, t0.Add(2*time.Hour), rt3, 0)
 	must(t, err, "RotateRefreshToken")
 	rt4 := newRefreshToken(gLive)
 	rt4.ExpiresAt = P
@@ -189,7 +189,7 @@ func testPurge(t *testing.T, s store.Store) {
 	}
 
 	// The used token kept by Purge still triggers reuse detection.
-	_, err = s.RotateRefreshToken(ctx, rt2.Digest, P, nextRefreshToken(rt2, P))
+	_, err = s.RotateRefreshToken(ctx, rt2.Digest, P, nextRefreshToken(rt2, P), 0)
 	wantErr(t, err, store.ErrAlreadyUsed, "RotateRefreshToken of a used token after Purge")
 
 	// Nothing left to purge but the live grant's used code, which the
@@ -223,7 +223,7 @@ func testStats(t *testing.T, s store.Store) {
 
 	_, rt := grant(t, s, c, u1) // active
 	now := t0.Add(2 * time.Hour)
-	_, err = s.RotateRefreshToken(ctx, rt.Digest, now, nextRefreshToken(rt, now)) // 2 tokens
+	_, err = s.RotateRefreshToken(ctx, rt.Digest, now, nextRefreshToken(rt, now), 0) // 2 tokens
 	must(t, err, "RotateRefreshToken")
 	revoked, _ := grant(t, s, c, u1)
 	must(t, s.RevokeGrant(ctx, revoked.ID, now), "RevokeGrant")

@@ -58,7 +58,7 @@ func testRotateRefreshTokenChainAndReuse(t *testing.T, s store.Store) {
 
 	now1 := t0.Add(time.Hour)
 	rt2 := nextRefreshToken(rt1, now1)
-	gotG, err := s.RotateRefreshToken(ctx, rt1.Digest, now1, rt2)
+	gotG, err := s.RotateRefreshToken(ctx, rt1.Digest, now1, rt2, 0)
 	must(t, err, "RotateRefreshToken rt1")
 	want := g
 	want.LastUsedAt = now1
@@ -74,7 +74,7 @@ func testRotateRefreshTokenChainAndReuse(t *testing.T, s store.Store) {
 
 	now2 := t0.Add(2 * time.Hour)
 	rt3 := nextRefreshToken(rt2, now2)
-	gotG, err = s.RotateRefreshToken(ctx, rt2.Digest, now2, rt3)
+	gotG, err = s.RotateRefreshToken(ctx, rt2.Digest, now2, rt3, 0)
 	must(t, err, "RotateRefreshToken rt2")
 	want.LastUsedAt = now2
 	equal(t, "grant returned by the second rotation", gotG, want)
@@ -85,7 +85,7 @@ func testRotateRefreshTokenChainAndReuse(t *testing.T, s store.Store) {
 	// An attacker replays rt1: the family dies, whoever holds rt3.
 	now3 := t0.Add(3 * time.Hour)
 	rtX := nextRefreshToken(rt1, now3)
-	gotG, err = s.RotateRefreshToken(ctx, rt1.Digest, now3, rtX)
+	gotG, err = s.RotateRefreshToken(ctx, rt1.Digest, now3, rtX, 0)
 	wantErr(t, err, store.ErrAlreadyUsed, "RotateRefreshToken of a used token")
 	if gotG.ID != g.ID {
 		t.Fatalf("grant returned with ErrAlreadyUsed: %s, want grant %s", show(gotG), g.ID)
@@ -99,10 +99,10 @@ func testRotateRefreshTokenChainAndReuse(t *testing.T, s store.Store) {
 	got, err = s.GetRefreshToken(ctx, rt3.Digest)
 	must(t, err, "GetRefreshToken rt3")
 	timeEqual(t, "UsedAt of the live token after reuse detection", got.UsedAt, now3)
-	_, err = s.RotateRefreshToken(ctx, rt3.Digest, now3, nextRefreshToken(rt3, now3))
+	_, err = s.RotateRefreshToken(ctx, rt3.Digest, now3, nextRefreshToken(rt3, now3), 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken of the last token after reuse detection")
 	// Replaying again finds a revoked grant: ErrNotFound, revocation time kept.
-	_, err = s.RotateRefreshToken(ctx, rt1.Digest, now3.Add(time.Hour), nextRefreshToken(rt1, now3))
+	_, err = s.RotateRefreshToken(ctx, rt1.Digest, now3.Add(time.Hour), nextRefreshToken(rt1, now3), 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken of a used token of a revoked grant")
 	gotG, err = s.GetGrant(ctx, g.ID)
 	must(t, err, "GetGrant")
@@ -129,17 +129,17 @@ func testRotateRefreshTokenRejections(t *testing.T, s store.Store) {
 		wantErr(t, err, store.ErrNotFound, what)
 	}
 
-	_, err := s.RotateRefreshToken(ctx, digest(), t0, newRefreshToken(store.Grant{ID: uuid.NewString(), ClientID: c.ID}))
+	_, err := s.RotateRefreshToken(ctx, digest(), t0, newRefreshToken(store.Grant{ID: uuid.NewString(), ClientID: c.ID}), 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken of an unknown token")
 
 	// The token's own idle expiry.
 	g, rt := grant(t, s, c, u, func(_ *store.Grant, rt *store.RefreshToken) { rt.ExpiresAt = t0.Add(day) })
 	next := nextRefreshToken(rt, rt.ExpiresAt)
-	_, err = s.RotateRefreshToken(ctx, rt.Digest, rt.ExpiresAt, next)
+	_, err = s.RotateRefreshToken(ctx, rt.Digest, rt.ExpiresAt, next, 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken at the token's ExpiresAt")
 	unused(rt, "expired token")
 	notCreated(next, "successor of an expired token")
-	if _, err := s.RotateRefreshToken(ctx, rt.Digest, rt.ExpiresAt.Add(-us), nextRefreshToken(rt, t0)); err != nil {
+	if _, err := s.RotateRefreshToken(ctx, rt.Digest, rt.ExpiresAt.Add(-us), nextRefreshToken(rt, t0), 0); err != nil {
 		t.Fatalf("RotateRefreshToken 1µs before the token's expiry: %v", err)
 	}
 	if got, _ := s.GetGrant(ctx, g.ID); got.RevokedAt != nil {
@@ -149,7 +149,7 @@ func testRotateRefreshTokenRejections(t *testing.T, s store.Store) {
 	// The grant's absolute expiry.
 	g, rt = grant(t, s, c, u, func(g *store.Grant, _ *store.RefreshToken) { g.ExpiresAt = t0.Add(2 * day) })
 	next = nextRefreshToken(rt, g.ExpiresAt)
-	_, err = s.RotateRefreshToken(ctx, rt.Digest, g.ExpiresAt, next)
+	_, err = s.RotateRefreshToken(ctx, rt.Digest, g.ExpiresAt, next, 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken at the grant's ExpiresAt")
 	unused(rt, "token of an expired grant")
 	notCreated(next, "successor of a token of an expired grant")
@@ -158,7 +158,7 @@ func testRotateRefreshTokenRejections(t *testing.T, s store.Store) {
 	g, rt = grant(t, s, c, u)
 	must(t, s.RevokeGrant(ctx, g.ID, t0.Add(time.Minute)), "RevokeGrant")
 	next = nextRefreshToken(rt, t0.Add(time.Hour))
-	_, err = s.RotateRefreshToken(ctx, rt.Digest, t0.Add(time.Hour), next)
+	_, err = s.RotateRefreshToken(ctx, rt.Digest, t0.Add(time.Hour), next, 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken of a revoked grant")
 	notCreated(next, "successor of a token of a revoked grant")
 
@@ -168,14 +168,14 @@ func testRotateRefreshTokenRejections(t *testing.T, s store.Store) {
 	now := t0.Add(time.Hour)
 	foreign := nextRefreshToken(rt, now)
 	foreign.GrantID = other.ID
-	if _, err := s.RotateRefreshToken(ctx, rt.Digest, now, foreign); err == nil {
+	if _, err := s.RotateRefreshToken(ctx, rt.Digest, now, foreign, 0); err == nil {
 		t.Fatal("RotateRefreshToken accepted a successor for another grant")
 	}
 	unused(rt, "token after a successor for another grant")
 	notCreated(foreign, "successor for another grant")
 	foreign = nextRefreshToken(rt, now)
 	foreign.ClientID = client(t, s).ID
-	if _, err := s.RotateRefreshToken(ctx, rt.Digest, now, foreign); err == nil {
+	if _, err := s.RotateRefreshToken(ctx, rt.Digest, now, foreign, 0); err == nil {
 		t.Fatal("RotateRefreshToken accepted a successor for another client")
 	}
 	unused(rt, "token after a successor for another client")
@@ -185,7 +185,7 @@ func testRotateRefreshTokenRejections(t *testing.T, s store.Store) {
 	_, existing := grant(t, s, c, u)
 	dup := nextRefreshToken(rt, now)
 	dup.Digest = existing.Digest
-	_, err = s.RotateRefreshToken(ctx, rt.Digest, now, dup)
+	_, err = s.RotateRefreshToken(ctx, rt.Digest, now, dup, 0)
 	wantErr(t, err, store.ErrConflict, "RotateRefreshToken with a duplicate successor")
 	unused(rt, "token after a duplicate successor")
 	gotG, err := s.GetGrant(ctx, g.ID)
@@ -196,7 +196,7 @@ func testRotateRefreshTokenRejections(t *testing.T, s store.Store) {
 	equal(t, "the existing token after the collision", gotRT, existing)
 
 	// And the token still rotates normally afterwards.
-	if _, err := s.RotateRefreshToken(ctx, rt.Digest, now, nextRefreshToken(rt, now)); err != nil {
+	if _, err := s.RotateRefreshToken(ctx, rt.Digest, now, nextRefreshToken(rt, now), 0); err != nil {
 		t.Fatalf("RotateRefreshToken after the refusals: %v", err)
 	}
 }
@@ -209,7 +209,7 @@ func testRevokeGrant(t *testing.T, s store.Store) {
 	g, rt1 := grant(t, s, c, u)
 	used := t0.Add(time.Minute)
 	rt2 := nextRefreshToken(rt1, used)
-	_, err := s.RotateRefreshToken(ctx, rt1.Digest, used, rt2)
+	_, err := s.RotateRefreshToken(ctx, rt1.Digest, used, rt2, 0)
 	must(t, err, "RotateRefreshToken")
 	at1 := createAccessToken(t, s, newAccessToken(g))
 	at2 := createAccessToken(t, s, newAccessToken(g))
@@ -233,7 +233,7 @@ func testRevokeGrant(t *testing.T, s store.Store) {
 	gotRT, err = s.GetRefreshToken(ctx, rt2.Digest)
 	must(t, err, "GetRefreshToken")
 	timeEqual(t, "UsedAt of the live token after RevokeGrant", gotRT.UsedAt, now)
-	_, err = s.RotateRefreshToken(ctx, rt2.Digest, now, nextRefreshToken(rt2, now))
+	_, err = s.RotateRefreshToken(ctx, rt2.Digest, now, nextRefreshToken(rt2, now), 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken after RevokeGrant")
 
 	gotAT, err := s.GetAccessToken(ctx, at1.Digest)
@@ -414,13 +414,13 @@ func testDeleteClientCascades(t *testing.T, s store.Store) {
 
 	// The deleted client's tokens are unusable, the other's still work.
 	now := t0.Add(time.Hour)
-	_, err := s.RotateRefreshToken(ctx, doomed.rt.Digest, now, nextRefreshToken(doomed.rt, now))
+	_, err := s.RotateRefreshToken(ctx, doomed.rt.Digest, now, nextRefreshToken(doomed.rt, now), 0)
 	wantErr(t, err, store.ErrNotFound, "RotateRefreshToken of a deleted client's token")
 	_, err = s.RedeemAuthCode(ctx, doomed.code.Digest, t0, newGrant(doomed.code), nil)
 	wantErr(t, err, store.ErrNotFound, "RedeemAuthCode of a deleted client's code")
 	_, err = s.ConsumeAuthRequest(ctx, doomed.req.IDDigest, t0)
 	wantErr(t, err, store.ErrNotFound, "ConsumeAuthRequest of a deleted client's request")
-	if _, err := s.RotateRefreshToken(ctx, kept.rt.Digest, now, nextRefreshToken(kept.rt, now)); err != nil {
+	if _, err := s.RotateRefreshToken(ctx, kept.rt.Digest, now, nextRefreshToken(kept.rt, now), 0); err != nil {
 		t.Fatalf("RotateRefreshToken of another client's token: %v", err)
 	}
 

@@ -141,7 +141,10 @@ func TestFrozenDatabase(t *testing.T) {
 	u, _ := url.Parse(dsn)
 	proxy := newFreezableProxy(t, u.Host)
 	u.Host = proxy.addr()
-	const budget = time.Second
+	// The budget must also hold for the sign-in flow that sets the test up
+	// (before the freeze) on a loaded CI machine: 1 s was seen to run out
+	// there.
+	const budget = 3 * time.Second
 	s := newSecEnvOn(t, dsn, map[string]string{
 		"AUTHD_DATABASE_URL":           u.String(),
 		"AUTHD_DATABASE_TIMEOUT":       budget.String(),
@@ -274,7 +277,7 @@ func TestFrozenDatabase(t *testing.T) {
 	if limit := budget + 3*time.Second; slowest > limit {
 		t.Errorf("slowest answer with the database frozen took %s, want under %s", slowest, limit)
 	}
-	if first := time.Duration(firstAnswer.Load()); first > budget/2 {
+	if first := time.Duration(firstAnswer.Load()); first > time.Second {
 		t.Errorf("first answer after %s: requests beyond database_max_in_flight must be refused at once", first)
 	}
 	// Nothing is left waiting on the frozen database once every request

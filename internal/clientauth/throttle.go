@@ -188,10 +188,10 @@ func (t *Throttle) check(r *http.Request, space, clientID string, secret bool) (
 }
 
 // Done records the outcome of the check, and must be called once for
-// every admitted attempt: Check charged the network and the client id
-// already; a success gives both back (and marks the network as known-good
-// for the client), as does a check that reached no verdict, and a failure
-// of a public client's id gives back the client id's.
+// every admitted attempt: a failure is charged to the network and the
+// client id; a success (which also marks the network as known-good for the
+// client) or a check that reached no verdict charges neither, and a
+// failure of a public client's id charges only the network.
 func (a Attempt) Done(o Outcome) {
 	t := a.t
 	if t == nil {
@@ -199,8 +199,14 @@ func (a Attempt) Done(o Outcome) {
 	}
 	if o == Succeeded || o == NoVerdict {
 		t.byAddr.Refund(a.addr)
+	} else {
+		t.byAddr.Charge(a.addr)
 	}
-	if o != Failed && a.reserved {
+	switch {
+	case !a.reserved:
+	case o == Failed:
+		t.byClient.Charge(a.client)
+	default:
 		t.byClient.Refund(a.client)
 	}
 	switch {

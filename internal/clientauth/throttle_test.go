@@ -14,6 +14,7 @@ import (
 
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/store"
 )
 
@@ -194,10 +195,13 @@ func TestThrottleConcurrentAttemptsBounded(t *testing.T) {
 		addr   func(i int) string
 		budget int
 	}{
-		{"one network", func(int) string { return "198.51.100.1" }, 20},
-		// Past the client id's burst, each network gets one try at a
-		// time: at most burst + networks.
-		{"ten networks", func(i int) string { return fmt.Sprintf("10.0.%d.1", i%10) }, 60 + 10},
+		// No failure is known while these are in flight: a first wave
+		// is bounded by ratelimit.FreshInFlight (then the strict rule:
+		// TestThrottleStrictAfterAFailure).
+		{"one network", func(int) string { return "198.51.100.1" }, ratelimit.FreshInFlight},
+		// Past the client id's first wave, each network gets one try at
+		// a time.
+		{"ten networks", func(i int) string { return fmt.Sprintf("10.0.%d.1", i%10) }, ratelimit.FreshInFlight + 10},
 	} {
 		var admitted atomic.Int64
 		var checked, release sync.WaitGroup
@@ -342,5 +346,55 @@ func TestThrottleManagementApart(t *testing.T) {
 	}
 	if _, err := th.CheckManagement(fromAddr("198.51.100.50"), "fresh", true); err == nil {
 		t.Fatal("a network over its budget at /token was admitted at RFC 7592")
+	}
+}
+
+// TestThrottleStrictAfterAFailure: once a network has failed, attempts in
+// flight at once from it are bounded by the failures it has left, however
+// many arrive together; and before any failure, a client's concurrent
+// successes from one network are never refused (a resource server making
+// many introspections at once).
+func TestThrottleStrictAfterAFailure(t *testing.T) {
+	t.Parallel()
+	th := clientauth.NewThrottle(clientauth.ThrottleConfig{
+		PerIPPerMinute: 1, PerIPBurst: 20, PerClientPerMinute: 1, PerClientBurst: 60,
+	}, func() time.Time { return now })
+	var held []clientauth.Attempt
+	for i := range 100 {
+		att, err := th.Check(fromAddr("192.0.2.50"), "busy-rs", true)
+		if err != nil {
+			t.Fatalf("concurrent success %d refused: %v", i+1, err)
+		}
+		held = append(held, att)
+	}
+	for _, att := range held {
+		att.Done(clientauth.Succeeded)
+	}
+
+	att, err := th.Check(fromAddr("198.51.100.9"), "victim", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	att.Done(clientauth.Failed)
+	var admitted atomic.Int64
+	var checked, release, done sync.WaitGroup
+	release.Add(1)
+	for range 1000 {
+		checked.Add(1)
+		done.Go(func() {
+			att, err := th.Check(fromAddr("198.51.100.9"), "victim", true)
+			checked.Done()
+			release.Wait()
+			if err == nil {
+				admitted.Add(1)
+				att.Done(clientauth.Failed)
+			}
+		})
+	}
+	checked.Wait()
+	release.Done()
+	done.Wait()
+	if n := admitted.Load(); n == 0 || n > 19 {
+		t.Errorf("%d of 1000 concurrent attempts admitted after a failure, want at most the 19 failures left", n)
 	}
 }

@@ -9,11 +9,19 @@ import (
 
 // Budget counts failures per key (a token bucket per key that only
 // failures drain), for attempts whose success must never be limited but
-// whose failures must be: guessing client credentials. Callers Take a
-// token before doing the attempt's work and Refund it when the attempt
-// succeeded, so a legitimate caller that succeeds spends nothing over
-// time, while attempts in flight at once are bounded by the burst: a
-// failure is charged before its outcome is known.
+// whose failures must be: guessing client credentials. Callers Take before
+// doing the attempt's work, then Refund when it succeeded (or reached no
+// verdict) or Charge when it failed.
+//
+// Attempts in flight are reserved against the budget once the key has
+// failed recently (its bucket is not full): then no more attempts run at
+// once than failures remain, however many arrive together. A key with no
+// recent failure admits up to FreshInFlight attempts at once, so that a
+// legitimate caller making many concurrent requests from one address is
+// never refused for its own successes (reserving from the first request
+// refused a resource server's 21st concurrent introspection); an attacker's
+// first wave is bounded by that number, and from its first failure on the
+// strict rule applies.
 //
 // Like Limiter, it keeps at most maxKeys buckets (least recently used
 // evicted) and lives in one process: replicas keep separate budgets.
@@ -28,10 +36,15 @@ type Budget struct {
 	lru  *list.List
 }
 
+// FreshInFlight is how many attempts a key with no recent failure may
+// have in flight at once.
+const FreshInFlight = 256
+
 type debt struct {
-	key    string
-	tokens float64
-	at     time.Time
+	key      string
+	tokens   float64 // the bucket: drained by failures only
+	inFlight int     // attempts taken, not yet refunded or charged
+	at       time.Time
 }
 
 // NewBudget allows burst failures per key at once and perMinute after
@@ -52,13 +65,10 @@ func NewBudget(perMinute float64, burst, maxKeys int, now func() time.Time) *Bud
 	}
 }
 
-// Take reserves one failure for key before the attempt's work: it
-// reports whether key still had one, and if not how long until it will.
-// The caller gives the reservation back with Refund when the attempt
-// succeeds (or should not count); kept, it is the failure's charge.
-// Reserving before the work, not charging after it, is what bounds
-// concurrent attempts: however many run at once, at most burst of them
-// are admitted before any has finished.
+// Take admits an attempt for key before its work, or reports how long
+// until it would be admitted. Every admitted attempt ends with Refund or
+// Charge. A key that failed recently admits no more attempts at once than
+// it has failures left; one with a full bucket admits up to FreshInFlight.
 func (b *Budget) Take(key string) (bool, time.Duration) {
 	if b == nil {
 		return true, 0
@@ -81,16 +91,23 @@ func (b *Budget) Take(key string) (bool, time.Duration) {
 		b.keys[key] = b.lru.PushFront(d)
 	}
 	d.at = now
-	if d.tokens < 1 {
-		return false, max(time.Duration((1-d.tokens)/b.rate*float64(time.Second)), time.Nanosecond)
+	fresh := d.tokens >= b.burst
+	if avail := d.tokens - float64(d.inFlight); avail < 1 && !(fresh && d.inFlight < FreshInFlight) {
+		return false, max(time.Duration((1-avail)/b.rate*float64(time.Second)), time.Nanosecond)
 	}
-	d.tokens--
+	d.inFlight++
 	return true, 0
 }
 
-// Refund gives back a reservation Take made for key. A key evicted
-// meanwhile starts full anyway.
-func (b *Budget) Refund(key string) {
+// Refund ends an attempt Take admitted for key without a failure. A key
+// evicted meanwhile is not recreated.
+func (b *Budget) Refund(key string) { b.settle(key, false) }
+
+// Charge ends an attempt Take admitted for key as a failure: it drains the
+// bucket (down to one burst of debt).
+func (b *Budget) Charge(key string) { b.settle(key, true) }
+
+func (b *Budget) settle(key string, failed bool) {
 	if b == nil {
 		return
 	}
@@ -102,11 +119,16 @@ func (b *Budget) Refund(key string) {
 		return
 	}
 	d := e.Value.(*debt)
-	d.tokens = min(b.refill(d, now)+1, b.burst)
+	d.tokens = b.refill(d, now)
 	d.at = now
+	if d.inFlight > 0 {
+		d.inFlight--
+	}
+	if failed {
+		d.tokens = max(d.tokens-1, -b.burst)
+	}
 }
 
-// refill is d's token count at now. Called with b.mu held.
 func (b *Budget) refill(d *debt, now time.Time) float64 {
 	elapsed := now.Sub(d.at).Seconds()
 	if elapsed < 0 {

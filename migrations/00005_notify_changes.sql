@@ -28,11 +28,18 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
+-- Per row, not per statement: the purge's DELETE on signing_keys runs on
+-- every replica at every purge interval and usually deletes nothing, and a
+-- statement trigger would make every replica reload its keys each time.
+-- PostgreSQL sends identical payloads of one transaction once.
 CREATE TRIGGER signing_keys_notify AFTER INSERT OR UPDATE OR DELETE ON signing_keys
-    FOR EACH STATEMENT EXECUTE FUNCTION authd_notify_keys();
+    FOR EACH ROW EXECUTE FUNCTION authd_notify_keys();
 
+-- A client that expired is refused by every cache already (it checks
+-- expires_at); the purge's deletes of such clients need no announcement.
 CREATE TRIGGER clients_notify_delete AFTER DELETE ON clients
-    FOR EACH ROW EXECUTE FUNCTION authd_notify_row('client');
+    FOR EACH ROW WHEN (OLD.expires_at IS NULL OR OLD.expires_at > now())
+    EXECUTE FUNCTION authd_notify_row('client');
 CREATE TRIGGER clients_notify_update AFTER UPDATE ON clients
     FOR EACH ROW WHEN (
         (OLD.source, OLD.secret_hash, OLD.secret_expires_at, OLD.registration_token_hash, OLD.metadata,

@@ -69,7 +69,12 @@ func (in *introspector) check(ctx context.Context, md *asMetadata, issuer, resou
 		e, ok := in.cache[sum]
 		in.mu.Unlock()
 		if ok && now.Before(e.until) {
+			// A copy the caller may change without changing what later
+			// requests get from the cache.
 			id := e.id
+			id.Scopes = slices.Clone(id.Scopes)
+			id.Audience = slices.Clone(id.Audience)
+			id.Groups = slices.Clone(id.Groups)
 			return &id, nil
 		}
 	}

@@ -175,7 +175,10 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
 		Version:        version,
 		Started:        started,
-		Ready:          bst.Ping,
+		// Readiness pings past bst: a replica that is busy (every slot of
+		// database_max_in_flight taken) is still ready, and reporting it
+		// not-ready would only push its load onto the others.
+		Ready:          st.Ping,
 		Now:            now,
 		TracerProvider: d.tracerProvider,
 		Observe: func(route, method string, status int, d time.Duration) {

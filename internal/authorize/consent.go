@@ -216,10 +216,6 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, client store.
 		h.clientGone(w, r, nil)
 		return
 	}
-	if !stillRegistered(targetOf(client, req)) {
-		h.toClient(w, r, targetOf(client, req), nil) // the error page
-		return
-	}
 	if req.UserID == "" || req.AuthTime == nil {
 		h.internalErrorPage(w, r, errors.New("completing a request without a signed-in user"))
 		return

@@ -111,9 +111,12 @@ func TestBoundedRequestBudget(t *testing.T) {
 	}
 
 	// The caller going away is not the database being slow.
+	// The first GetClient above left one entry behind: take it before the
+	// goroutine waits for the next (it raced this receive and could take
+	// it, leaving the test blocked here).
+	<-slow.entered
 	cctx, cancel := context.WithCancel(store.WithBudget(context.Background(), time.Hour))
 	go func() { <-slow.entered; cancel() }()
-	<-slow.entered // the first GetClient above left one entry behind
 	_, err = b.GetClient(cctx, "c", time.Now())
 	if !errors.Is(err, context.Canceled) || errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("operation whose caller went away: %v, want context.Canceled, not unavailable", err)

@@ -286,8 +286,9 @@ func isNonSettingVariable(name string) bool {
 var serviceLinkVariable = regexp.MustCompile(`^AUTHD_([A-Z0-9_]+_)?(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$`)
 
 // checkEnv checks the AUTHD_* variables: each names a setting, and its
-// value has the setting's shape. Lists of objects are JSON.
-func checkEnv(getenv environ, keys []leafKey) []string {
+// value has the setting's shape. Lists of objects are JSON. Variables in
+// referenced (named by the config file as ${NAME}) need not be settings.
+func checkEnv(getenv environ, keys []leafKey, referenced map[string]bool) []string {
 	byEnv := map[string]leafKey{}
 	names := make([]string, 0, len(keys))
 	for _, k := range keys {
@@ -306,7 +307,7 @@ func checkEnv(getenv environ, keys []leafKey) []string {
 		val := getenv[name]
 		k, ok := byEnv[name]
 		if !ok {
-			if isNonSettingVariable(name) {
+			if isNonSettingVariable(name) || referenced[name] {
 				continue
 			}
 			msg := fmt.Sprintf("%s: unknown setting (environment variable)", name)

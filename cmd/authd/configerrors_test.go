@@ -96,6 +96,12 @@ func TestConfigRefusesUnknownEnvironmentVariables(t *testing.T) {
 	})); err != nil {
 		t.Fatalf("non-setting variables refused: %v", err)
 	}
+	// A variable the file itself refers to (a secret kept out of it) is
+	// the file's, not an unknown setting.
+	withRef := writeFile(t, validYAML+"\n# the database password: ${AUTHD_DB_PASSWORD}\n")
+	if _, err := loadConfig(flagsFor(t, "--config", withRef), envOf(map[string]string{"AUTHD_DB_PASSWORD": "s3cret"})); err != nil {
+		t.Fatalf("a variable the config file refers to was refused: %v", err)
+	}
 	// But a setting's near miss still is.
 	if _, err := loadConfig(flagsFor(t, "--config", path), envOf(map[string]string{"AUTHD_METRICS_LISTN": ":9090"})); err == nil {
 		t.Fatal("AUTHD_METRICS_LISTN accepted")

@@ -49,10 +49,16 @@ func loadConfig(fs *pflag.FlagSet, getenv environ) (*config.Config, error) {
 	}
 
 	var problems []string
+	// Variables the file refers to as ${AUTHD_…} (a secret kept out of
+	// the file) are the file's, not unknown settings.
+	referenced := map[string]bool{}
 	if path, _ := fs.GetString("config"); path != "" {
 		raw, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("config file: %w", err)
+		}
+		for _, m := range envRef.FindAllStringSubmatch(string(raw), -1) {
+			referenced[m[1]] = true
 		}
 		expanded, err := expandEnvRefs(string(raw), getenv)
 		if err != nil {
@@ -68,7 +74,7 @@ func loadConfig(fs *pflag.FlagSet, getenv environ) (*config.Config, error) {
 			return nil, fmt.Errorf("config file %s is not valid YAML: %w", path, err)
 		}
 	}
-	problems = append(problems, checkEnv(getenv, keys)...)
+	problems = append(problems, checkEnv(getenv, keys, referenced)...)
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("invalid configuration:\n  %s", strings.Join(problems, "\n  "))
 	}

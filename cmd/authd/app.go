@@ -229,6 +229,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Scopes:               scopeNames,
 		ServiceDocumentation: cfg.ServiceDocumentation,
 		CIMD:                 cfg.ClientMetadataDocuments.Enabled,
+		TokenExchange:        cfg.TokenExchangeEnabled(),
 	}
 	disc := &discovery.Handler{
 		Metadata: discovery.NewMetadata(cfg.Issuer, features),
@@ -367,6 +368,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		intro.Resources = append(intro.Resources, ir)
 	}
 	intro.Routes(r)
+	tok.Exchange = tokenExchange(cfg, intro, m)
 
 	a := &app{cfg: cfg, log: log, store: st, keys: km, handler: root, now: now, metrics: m}
 	if _, ok := st.(*store.Postgres); ok {

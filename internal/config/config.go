@@ -518,6 +518,9 @@ func (c *Config) Validate() error {
 		for _, err := range cl.Validate() {
 			add("clients[%d].%v", i, err)
 		}
+		for _, err := range c.validateTokenExchange(cl.TokenExchange) {
+			add("clients[%d].token_exchange.%v", i, err)
+		}
 	}
 	if len(c.Upstreams) == 0 {
 		add("upstreams: configure at least one identity provider (github, google or oidc), or use --dev")

@@ -58,6 +58,9 @@ type Features struct {
 	Revocation        bool // POST /revoke (RFC 7009)
 	ClientCredentials bool // grant_type=client_credentials
 	RefreshTokens     bool // grant_type=refresh_token
+	// TokenExchange: RFC 8693 token exchange, for the clients the
+	// operator allows (listed when any is).
+	TokenExchange bool
 	// CIMD: URL client_ids resolved as client ID metadata documents.
 	CIMD bool
 	// Scopes is the server-wide scope list (scopes_supported).
@@ -106,6 +109,9 @@ func NewMetadata(issuer string, f Features) Metadata {
 	}
 	if f.ClientCredentials {
 		m.GrantTypesSupported = append(m.GrantTypesSupported, "client_credentials")
+	}
+	if f.TokenExchange {
+		m.GrantTypesSupported = append(m.GrantTypesSupported, "urn:ietf:params:oauth:grant-type:token-exchange")
 	}
 	if f.Registration {
 		m.RegistrationEndpoint = base + PathRegister

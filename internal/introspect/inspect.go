@@ -47,6 +47,9 @@ type tokenInfo struct {
 	notBefore time.Time // zero when absent
 	expiresAt time.Time
 	jti       string
+	grantID   string
+	authTime  time.Time       // zero when unknown
+	act       json.RawMessage // RFC 8693 §4.1 actor of a delegated token
 }
 
 // inspect decides whether raw is an active token authd issued, routing it
@@ -97,6 +100,8 @@ type claims struct {
 	NotBefore *jwt.NumericDate `json:"nbf"`
 	ExpiresAt *jwt.NumericDate `json:"exp"`
 	GrantID   string           `json:"gid"`
+	AuthTime  *jwt.NumericDate `json:"auth_time"`
+	Act       json.RawMessage  `json:"act"`
 }
 
 func (c *claims) GetExpirationTime() (*jwt.NumericDate, error) { return c.ExpiresAt, nil }
@@ -121,9 +126,14 @@ func (h *Handler) inspectJWT(ctx context.Context, raw string, now time.Time) (*t
 		issuedAt:  c.IssuedAt.Time,
 		expiresAt: c.ExpiresAt.Time,
 		jti:       c.ID,
+		grantID:   c.GrantID,
+		act:       c.Act,
 	}
 	if c.NotBefore != nil {
 		t.notBefore = c.NotBefore.Time
+	}
+	if c.AuthTime != nil {
+		t.authTime = c.AuthTime.Time
 	}
 
 	// The client first: it is cached, so a deleted or disabled client
@@ -244,6 +254,10 @@ func (h *Handler) inspectOpaque(ctx context.Context, raw string, now time.Time) 
 		audience:  at.Resources,
 		issuedAt:  at.CreatedAt,
 		expiresAt: at.ExpiresAt,
+		grantID:   at.GrantID,
+	}
+	if at.AuthTime != nil {
+		t.authTime = *at.AuthTime
 	}
 	if err := h.activeClient(ctx, at.ClientID, now); err != nil {
 		return nil, err

@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -164,6 +165,9 @@ type response struct {
 	Audience  audience `json:"aud,omitempty"`
 	Issuer    string   `json:"iss"`
 	JTI       string   `json:"jti,omitempty"`
+	// Act is a delegated token's actor chain (RFC 8693 §4.1, §2.2.1 of
+	// RFC 7662 lets introspection carry the token's claims).
+	Act json.RawMessage `json:"act,omitempty"`
 	// Identity claims, as Handler.IdentityClaims and the token's
 	// resources allow.
 	idclaims.Identity
@@ -277,6 +281,7 @@ func (h *Handler) describe(t *tokenInfo) *response {
 		Audience:  t.audience,
 		Issuer:    h.Issuer,
 		JTI:       t.jti,
+		Act:       t.act,
 	}
 	if t.refresh {
 		resp.TokenType = "refresh_token"

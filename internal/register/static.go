@@ -43,6 +43,9 @@ type StaticClient struct {
 	// Introspect allows the client (a resource server) to call /introspect.
 	Introspect      bool   `mapstructure:"introspect"`
 	ApplicationType string `mapstructure:"application_type"`
+	// TokenExchange lets the client (a resource server) exchange the
+	// tokens it receives at /token (RFC 8693); nil: it may not.
+	TokenExchange *TokenExchange `mapstructure:"token_exchange"`
 }
 
 // Bounds on operator-chosen values.
@@ -64,13 +67,17 @@ func (s StaticClient) authMethod() string {
 }
 
 func (s StaticClient) grantTypes() []string {
+	var grants []string
 	switch {
 	case len(s.GrantTypes) > 0:
-		return dedupe(s.GrantTypes)
+		grants = dedupe(s.GrantTypes)
 	case len(s.RedirectURIs) > 0:
-		return []string{GrantAuthorizationCode, GrantRefreshToken}
+		grants = []string{GrantAuthorizationCode, GrantRefreshToken}
 	}
-	return nil
+	if s.TokenExchange != nil && !slices.Contains(grants, GrantTokenExchange) {
+		grants = append(grants, GrantTokenExchange)
+	}
+	return grants
 }
 
 // Validate lists every problem with s.
@@ -107,8 +114,15 @@ func (s StaticClient) Validate() []error {
 		add("token_endpoint_auth_method %s needs a secret or secret_hash", method)
 	}
 	grants := s.grantTypes()
-	if err := checkGrantTypes(grants, method); err != nil {
+	if err := checkGrantTypes(withoutTokenExchange(grants), method); err != nil {
 		add("%s", err.Description)
+	}
+	if s.TokenExchange != nil {
+		for _, e := range s.TokenExchange.validate(hasSecret) {
+			add("%s", e)
+		}
+	} else if slices.Contains(grants, GrantTokenExchange) {
+		add("grant type %s needs token_exchange (what the client may exchange tokens for)", GrantTokenExchange)
 	}
 	switch s.ApplicationType {
 	case "", oauth.AppTypeWeb, oauth.AppTypeNative:
@@ -188,11 +202,12 @@ func (s StaticClient) toClient(secretHash string, now time.Time) (store.Client, 
 // hash), for editing a stored client through the same validation.
 func StaticClientFrom(c store.Client) StaticClient {
 	return StaticClient{
-		ID:                      c.ID,
-		Name:                    c.Metadata.ClientName,
-		SecretHash:              c.SecretHash,
-		RedirectURIs:            slices.Clone(c.Metadata.RedirectURIs),
-		GrantTypes:              slices.Clone(c.Metadata.GrantTypes),
+		ID:           c.ID,
+		Name:         c.Metadata.ClientName,
+		SecretHash:   c.SecretHash,
+		RedirectURIs: slices.Clone(c.Metadata.RedirectURIs),
+		// token_exchange lives in the configuration file only.
+		GrantTypes:              withoutTokenExchange(c.Metadata.GrantTypes),
 		TokenEndpointAuthMethod: c.Metadata.TokenEndpointAuthMethod,
 		Scopes:                  slices.Clone(c.AllowedScopes),
 		Resources:               slices.Clone(c.AllowedResources),

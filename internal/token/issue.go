@@ -35,6 +35,9 @@ type Claims struct {
 	// GrantID lets introspection and /verify see a revoked grant; absent
 	// for client_credentials.
 	GrantID string `json:"gid,omitempty"`
+	// Act names who acts for the subject in a delegated token (RFC 8693
+	// §4.1).
+	Act *Actor `json:"act,omitempty"`
 	// Identity claims: what tokens.identity_claims and the resources'
 	// claims settings allow.
 	idclaims.Identity
@@ -75,6 +78,7 @@ type accessToken struct {
 	grant     *store.Grant
 	scopes    []string
 	resources []string
+	act       *Actor // delegated tokens only (JWT)
 }
 
 // issue creates an access token, JWT or opaque according to its resources,
@@ -125,8 +129,11 @@ func (h *Handler) issue(ctx context.Context, now time.Time, at accessToken) (str
 	}
 	if at.grant != nil {
 		c.GrantID = at.grant.ID
-		c.AuthTime = jwt.NewNumericDate(at.grant.AuthTime)
+		if !at.grant.AuthTime.IsZero() {
+			c.AuthTime = jwt.NewNumericDate(at.grant.AuthTime)
+		}
 	}
+	c.Act = at.act
 	if at.user != nil {
 		c.Subject = at.user.ID
 		c.Identity = idclaims.For(h.identityClaims(at.resources), at.user)

@@ -1,0 +1,339 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/oauth2"
+
+	"github.com/authd/authd/internal/store/pgtest"
+)
+
+// RFC 8693 token exchange at /token, end to end through the binary.
+
+const (
+	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	tokenTypeAccess    = "urn:ietf:params:oauth:token-type:access_token"
+
+	otherResource = "https://other.example.com/mcp"
+	thirdResource = "https://third.example.com/mcp"
+
+	ghMCPSecret    = "gh-mcp-secret-0123456789"
+	otherMCPSecret = "other-mcp-secret-0123456789"
+	plainRSSecret  = "plain-rs-secret-0123456789"
+)
+
+// exchangeYAML configures three resources and the resource servers that
+// may exchange tokens for them: gh-mcp (the server at mcpResource) may get
+// the user's GitHub token and delegate to otherResource; other-mcp may
+// delegate on to thirdResource and get no upstream token; plain-rs may
+// introspect but not exchange.
+var exchangeYAML = fmt.Sprintf(`
+clients:
+  - id: gh-mcp
+    secret: %s
+    token_exchange:
+      resource_server: %s
+      upstreams: [github]
+      resources: [%s]
+  - id: other-mcp
+    secret: %s
+    token_exchange:
+      resource_server: %s
+      resources: [%s]
+  - id: plain-rs
+    secret: %s
+    introspect: true
+`, ghMCPSecret, mcpResource, otherResource, otherMCPSecret, otherResource, thirdResource, plainRSSecret)
+
+// exchangeResources is inserted into the flow configuration's resources.
+var exchangeResources = fmt.Sprintf(`resources:
+  - uri: %s
+    name: Other MCP
+    scopes: [mcp:tools]
+  - uri: %s
+    name: Third MCP
+    scopes: [mcp:tools, mcp:resources]
+`, otherResource, thirdResource)
+
+// exchangeEnv is secEnv with exchangeYAML, exchangeResources and a clock.
+type exchangeEnv struct {
+	*secEnv
+	clock *testClock
+}
+
+func newExchangeEnv(t *testing.T, extra map[string]string) *exchangeEnv {
+	t.Helper()
+	dsn := pgtest.DSN(t)
+	f := newFlowEnv(t, dsn)
+	b, err := os.ReadFile(f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), "resources:\n", exchangeResources, 1) + exchangeYAML
+	if err := os.WriteFile(f.cfg, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := freeAddr(t)
+	f.env["AUTHD_METRICS_LISTEN"] = metricsAddr
+	f.env["AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_IP_PER_MINUTE"] = "0"
+	f.env["AUTHD_RATE_LIMITS_CLIENT_AUTH_FAILURES_PER_CLIENT_PER_MINUTE"] = "0"
+	for k, v := range extra {
+		f.env[k] = v
+	}
+	clk := &testClock{}
+	tap := &tokenTap{next: f.github.Client().Transport}
+	inst := startAuthdEnv(t, freeAddr(t), f.env, func(e *env) {
+		e.upstreamClient = &http.Client{Transport: tap, Timeout: 15 * time.Second}
+		e.now = clk.Now
+	}, "--config", f.cfg)
+	s := &secEnv{flowEnv: f, inst: inst, metricsURL: "http://" + metricsAddr + "/metrics", upstreamTokens: tap}
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s.db = pool
+	return &exchangeEnv{secEnv: s, clock: clk}
+}
+
+// userToken runs a code flow for a new public client, for resource, and
+// returns the access token.
+func (x *exchangeEnv) userToken(t *testing.T, resource string, scopes ...string) *oauth2.Token {
+	t.Helper()
+	const redirect = "http://127.0.0.1:9/cb"
+	conf := x.oauthConfig(x.publicClient(t, redirect), "", redirect)
+	if len(scopes) > 0 {
+		conf.Scopes = scopes
+	}
+	verifier := oauth2.GenerateVerifier()
+	b := newBrowser(t, x.github.Client().Transport, redirect)
+	q := b.authorize(t, x.inst.URL, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", resource)))
+	if q.Get("code") == "" {
+		t.Fatalf("no code: %v", q)
+	}
+	tok, err := conf.Exchange(context.Background(), q.Get("code"), oauth2.VerifierOption(verifier), oauth2.SetAuthURLParam("resource", resource))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// exchange posts a token exchange request as client (Basic auth when
+// secret is set, else client_id in the body).
+func (x *exchangeEnv) exchange(t *testing.T, client, secret, subject string, extra url.Values) oauthResp {
+	t.Helper()
+	form := url.Values{
+		"grant_type":         {grantTokenExchange},
+		"subject_token":      {subject},
+		"subject_token_type": {tokenTypeAccess},
+	}
+	for k, v := range extra {
+		form[k] = v
+	}
+	if secret == "" {
+		form.Set("client_id", client)
+		client = ""
+	}
+	return x.post(t, "/token", form, client, secret)
+}
+
+// wantRefused checks an RFC 8693 §2.2.2 error answer that issued nothing.
+func (x *exchangeEnv) wantRefused(t *testing.T, what string, before map[string]int, r oauthResp, status int, code string) {
+	t.Helper()
+	wantOAuthError(t, what, r, status, code)
+	if cc := r.header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("%s: Cache-Control %q, want no-store", what, cc)
+	}
+	x.assertUnchanged(t, before, what)
+}
+
+// TestTokenExchangeRefusals: each request a resource server must not get a
+// token for is refused with RFC 8693 §2.2.2's error and issues nothing.
+func TestTokenExchangeRefusals(t *testing.T) {
+	t.Parallel()
+	x := newExchangeEnv(t, nil)
+	subject := x.userToken(t, mcpResource).AccessToken
+	forOther := x.userToken(t, otherResource).AccessToken
+	upstream := url.Values{"audience": {"github"}}
+	delegate := url.Values{"resource": {otherResource}}
+
+	t.Run("public client", func(t *testing.T) {
+		pub := x.publicClient(t, "http://127.0.0.1:9/pub")
+		before := x.rowCounts(t)
+		x.wantRefused(t, "public client", before, x.exchange(t, pub, "", subject, upstream), http.StatusBadRequest, "unauthorized_client")
+	})
+	t.Run("client not allowed to exchange", func(t *testing.T) {
+		before := x.rowCounts(t)
+		x.wantRefused(t, "plain-rs", before, x.exchange(t, "plain-rs", plainRSSecret, subject, upstream), http.StatusBadRequest, "unauthorized_client")
+		reg := x.confidentialClient(t, "http://127.0.0.1:9/conf")
+		before = x.rowCounts(t)
+		x.wantRefused(t, "dynamic confidential client", before,
+			x.exchange(t, reg["client_id"].(string), reg["client_secret"].(string), subject, delegate), http.StatusBadRequest, "unauthorized_client")
+	})
+	t.Run("subject token for another resource", func(t *testing.T) {
+		before := x.rowCounts(t)
+		x.wantRefused(t, "token for other", before, x.exchange(t, "gh-mcp", ghMCPSecret, forOther, upstream), http.StatusBadRequest, "invalid_request")
+		x.wantRefused(t, "token for other, delegation", before, x.exchange(t, "gh-mcp", ghMCPSecret, forOther, delegate), http.StatusBadRequest, "invalid_request")
+	})
+	t.Run("upstream the resource is not allowed", func(t *testing.T) {
+		// other-mcp may delegate, but no upstream token is its to have.
+		tok := x.userToken(t, otherResource).AccessToken
+		before := x.rowCounts(t)
+		x.wantRefused(t, "other-mcp asks for github", before, x.exchange(t, "other-mcp", otherMCPSecret, tok, upstream), http.StatusBadRequest, "invalid_target")
+		x.wantRefused(t, "gh-mcp asks for an unknown upstream", before,
+			x.exchange(t, "gh-mcp", ghMCPSecret, subject, url.Values{"audience": {"gitlab"}}), http.StatusBadRequest, "invalid_target")
+		x.wantRefused(t, "gh-mcp delegates to a resource it may not", before,
+			x.exchange(t, "gh-mcp", ghMCPSecret, subject, url.Values{"resource": {thirdResource}}), http.StatusBadRequest, "invalid_target")
+	})
+	t.Run("malformed requests", func(t *testing.T) {
+		before := x.rowCounts(t)
+		x.wantRefused(t, "no subject token", before, x.exchange(t, "gh-mcp", ghMCPSecret, "", upstream), http.StatusBadRequest, "invalid_request")
+		x.wantRefused(t, "id token as subject", before,
+			x.exchange(t, "gh-mcp", ghMCPSecret, subject, url.Values{"audience": {"github"}, "subject_token_type": {"urn:ietf:params:oauth:token-type:id_token"}}), http.StatusBadRequest, "invalid_request")
+		x.wantRefused(t, "refresh token requested", before,
+			x.exchange(t, "gh-mcp", ghMCPSecret, subject, url.Values{"audience": {"github"}, "requested_token_type": {"urn:ietf:params:oauth:token-type:refresh_token"}}), http.StatusBadRequest, "invalid_request")
+		x.wantRefused(t, "no target", before, x.exchange(t, "gh-mcp", ghMCPSecret, subject, nil), http.StatusBadRequest, "invalid_target")
+		x.wantRefused(t, "two targets", before,
+			x.exchange(t, "gh-mcp", ghMCPSecret, subject, url.Values{"audience": {"github"}, "resource": {otherResource}}), http.StatusBadRequest, "invalid_target")
+		x.wantRefused(t, "actor token", before,
+			x.exchange(t, "gh-mcp", ghMCPSecret, subject, url.Values{"audience": {"github"}, "actor_token": {subject}, "actor_token_type": {tokenTypeAccess}}), http.StatusBadRequest, "invalid_request")
+		x.wantRefused(t, "garbage subject", before, x.exchange(t, "gh-mcp", ghMCPSecret, "not-a-token", delegate), http.StatusBadRequest, "invalid_request")
+	})
+	t.Run("revoked subject token", func(t *testing.T) {
+		tok := x.userToken(t, mcpResource)
+		// The user's client revokes its token (RFC 7009); the grant stays.
+		if r := x.post(t, "/revoke", url.Values{"token": {tok.AccessToken}, "client_id": {x.clientOf(t, tok.AccessToken)}}, "", ""); r.status != http.StatusOK {
+			t.Fatalf("revoke: %d %s", r.status, r.raw)
+		}
+		before := x.rowCounts(t)
+		x.wantRefused(t, "revoked token", before, x.exchange(t, "gh-mcp", ghMCPSecret, tok.AccessToken, delegate), http.StatusBadRequest, "invalid_request")
+		x.wantRefused(t, "revoked token, upstream", before, x.exchange(t, "gh-mcp", ghMCPSecret, tok.AccessToken, upstream), http.StatusBadRequest, "invalid_request")
+	})
+	t.Run("expired subject token", func(t *testing.T) {
+		// Last: it moves the server's clock past the tokens' hour.
+		before := x.rowCounts(t)
+		x.clock.Advance(time.Hour + time.Minute)
+		x.wantRefused(t, "expired token", before, x.exchange(t, "gh-mcp", ghMCPSecret, subject, delegate), http.StatusBadRequest, "invalid_request")
+		x.wantRefused(t, "expired token, upstream", before, x.exchange(t, "gh-mcp", ghMCPSecret, subject, upstream), http.StatusBadRequest, "invalid_request")
+	})
+}
+
+// clientOf is the client_id introspection reports for tok.
+func (x *exchangeEnv) clientOf(t *testing.T, tok string) string {
+	t.Helper()
+	id, _ := x.introspect(t, tok)["client_id"].(string)
+	if id == "" {
+		t.Fatalf("no client_id for the token")
+	}
+	return id
+}
+
+// TestTokenExchangeDelegation: a resource server trades the user's token
+// for a token for another resource that names it as the actor (RFC 8693
+// §4.1), limited to what the user granted and that resource allows, never
+// outliving the subject token; a second hop nests the actors; revoking the
+// user's grant ends them all.
+func TestTokenExchangeDelegation(t *testing.T) {
+	t.Parallel()
+	x := newExchangeEnv(t, nil)
+	userTok := x.userToken(t, mcpResource, "mcp:tools", "mcp:resources")
+	subject := verifyWithJWKS(t, x.inst.URL, userTok.AccessToken)
+
+	r := x.exchange(t, "gh-mcp", ghMCPSecret, userTok.AccessToken, url.Values{"resource": {otherResource}})
+	if r.status != http.StatusOK {
+		t.Fatalf("exchange: %d %s", r.status, r.raw)
+	}
+	if r.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("Cache-Control %q", r.header.Get("Cache-Control"))
+	}
+	if r.body["issued_token_type"] != tokenTypeAccess || r.body["token_type"] != "Bearer" || r.body["scope"] != "mcp:tools" {
+		t.Errorf("response %s: want issued_token_type access_token, token_type Bearer, scope mcp:tools (other allows only that)", r.raw)
+	}
+	if _, ok := r.body["refresh_token"]; ok {
+		t.Errorf("a refresh token was issued: %s", r.raw)
+	}
+	delegated := r.body["access_token"].(string)
+	claims := verifyWithJWKS(t, x.inst.URL, delegated)
+	if claims["aud"] != otherResource || claims["sub"] != subject["sub"] || claims["gid"] != subject["gid"] || claims["client_id"] != subject["client_id"] {
+		t.Errorf("delegated claims %v, subject %v", claims, subject)
+	}
+	if exp, sexp := claims["exp"].(float64), subject["exp"].(float64); exp > sexp {
+		t.Errorf("delegated token expires at %v, after its subject token (%v)", exp, sexp)
+	}
+	if act, _ := claims["act"].(map[string]any); act["sub"] != "gh-mcp" || act["act"] != nil {
+		t.Errorf("act %v, want {sub: gh-mcp}", claims["act"])
+	}
+	if in := x.introspect(t, delegated); in["active"] != true || fmt.Sprint(in["act"]) != "map[sub:gh-mcp]" {
+		t.Errorf("introspection of the delegated token: %v", in)
+	}
+
+	// The user never granted more than the subject token holds.
+	before := x.rowCounts(t)
+	x.wantRefused(t, "scope the resource does not allow", before,
+		x.exchange(t, "gh-mcp", ghMCPSecret, userTok.AccessToken, url.Values{"resource": {otherResource}, "scope": {"mcp:resources"}}), http.StatusBadRequest, "invalid_scope")
+
+	// Second hop: other-mcp delegates on to third, which allows
+	// mcp:resources too, but the token it holds carries mcp:tools only.
+	r2 := x.exchange(t, "other-mcp", otherMCPSecret, delegated, url.Values{"resource": {thirdResource}})
+	if r2.status != http.StatusOK || r2.body["scope"] != "mcp:tools" {
+		t.Fatalf("second hop: %d %s", r2.status, r2.raw)
+	}
+	chained := r2.body["access_token"].(string)
+	c2 := verifyWithJWKS(t, x.inst.URL, chained)
+	if fmt.Sprint(c2["act"]) != "map[act:map[sub:gh-mcp] sub:other-mcp]" || c2["sub"] != subject["sub"] {
+		t.Errorf("nested act %v, sub %v", c2["act"], c2["sub"])
+	}
+	if in := x.introspect(t, chained); fmt.Sprint(in["act"]) != "map[act:map[sub:gh-mcp] sub:other-mcp]" {
+		t.Errorf("introspection of the chained token: %v", in)
+	}
+	// gh-mcp cannot use the delegated token as its own subject: it is for
+	// another resource.
+	x.wantRefused(t, "delegated token back at gh-mcp", x.rowCounts(t),
+		x.exchange(t, "gh-mcp", ghMCPSecret, delegated, url.Values{"resource": {otherResource}}), http.StatusBadRequest, "invalid_request")
+
+	// Discovery advertises the grant; audit and metrics saw each exchange.
+	var md map[string]any
+	getJSON(t, x.inst.URL+"/.well-known/oauth-authorization-server", http.StatusOK, &md)
+	if !strings.Contains(fmt.Sprint(md["grant_types_supported"]), grantTokenExchange) {
+		t.Errorf("grant_types_supported %v", md["grant_types_supported"])
+	}
+	_, metricsText := get(t, x.metricsURL, nil)
+	for _, want := range []string{
+		`authd_token_exchanges_total{kind="delegation",outcome="issued"} 2`,
+		`authd_token_exchanges_total{kind="delegation",outcome="invalid_scope"} 1`,
+		`authd_token_exchanges_total{kind="delegation",outcome="invalid_request"} 1`,
+		`authd_token_requests_total{grant_type="` + grantTokenExchange + `",outcome="issued"} 2`,
+	} {
+		if !strings.Contains(metricsText, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	logs := x.inst.Logs.String()
+	if !strings.Contains(logs, `"msg":"audit","event":"token_exchange","outcome":"issued","client_id":"other-mcp","kind":"delegation","delegation":"`+thirdResource+`","user_id":"`+subject["sub"].(string)) {
+		t.Errorf("no audit line for the second hop in the logs")
+	}
+	for _, tok := range []string{userTok.AccessToken, delegated, chained} {
+		if strings.Contains(logs, tok) {
+			t.Fatal("a token appears in the logs")
+		}
+	}
+
+	// Revoking the user's grant (its refresh token, RFC 7009 §2.1) ends
+	// every token delegated from it.
+	if rr := x.post(t, "/revoke", url.Values{"token": {userTok.RefreshToken}, "client_id": {subject["client_id"].(string)}}, "", ""); rr.status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", rr.status, rr.raw)
+	}
+	for name, tok := range map[string]string{"delegated": delegated, "chained": chained} {
+		if x.active(t, tok) {
+			t.Errorf("%s token still active after the grant was revoked", name)
+		}
+	}
+}

@@ -202,12 +202,11 @@ func (s StaticClient) toClient(secretHash string, now time.Time) (store.Client, 
 // hash), for editing a stored client through the same validation.
 func StaticClientFrom(c store.Client) StaticClient {
 	return StaticClient{
-		ID:           c.ID,
-		Name:         c.Metadata.ClientName,
-		SecretHash:   c.SecretHash,
-		RedirectURIs: slices.Clone(c.Metadata.RedirectURIs),
-		// token_exchange lives in the configuration file only.
-		GrantTypes:              withoutTokenExchange(c.Metadata.GrantTypes),
+		ID:                      c.ID,
+		Name:                    c.Metadata.ClientName,
+		SecretHash:              c.SecretHash,
+		RedirectURIs:            slices.Clone(c.Metadata.RedirectURIs),
+		GrantTypes:              withoutTokenExchange(c.Metadata.GrantTypes), // token_exchange is the file's only
 		TokenEndpointAuthMethod: c.Metadata.TokenEndpointAuthMethod,
 		Scopes:                  slices.Clone(c.AllowedScopes),
 		Resources:               slices.Clone(c.AllowedResources),

@@ -189,15 +189,13 @@ type request struct {
 
 // response is the RFC 6749 §5.1 success response.
 type response struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	// IssuedTokenType is RFC 8693 §2.2.1's, for token exchange only.
-	IssuedTokenType string `json:"issued_token_type,omitempty"`
-	// ExpiresIn is absent only for an exchanged upstream token that does
-	// not expire.
-	ExpiresIn    int64  `json:"expires_in,omitempty"`
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in,omitempty"` // absent only for a non-expiring upstream token (exchange.go)
 	RefreshToken string `json:"refresh_token,omitempty"`
 	Scope        string `json:"scope,omitempty"`
+	// IssuedTokenType is RFC 8693 §2.2.1's, for token exchange only.
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
 }
 
 type grantFunc func(h *Handler, ctx context.Context, req *request) (*response, error)

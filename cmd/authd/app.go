@@ -362,6 +362,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	for _, res := range cfg.Resources {
 		ids, _ := idclaims.Parse(res.Claims) // validated at load
 		ir := introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes, Claims: ids}
+		ir.ForwardUpstreamToken = forwardUpstreamToken(res, log)
 		for _, rs := range res.RouteScopes {
 			ir.RouteScopes = append(ir.RouteScopes, introspect.RouteScope{Method: rs.Method, Path: rs.Path, Scopes: rs.Scopes})
 		}

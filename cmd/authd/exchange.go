@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/authd/authd/internal/config"
@@ -59,4 +60,15 @@ func (s subjectInspector) InspectSubject(ctx context.Context, raw string, now ti
 		sub.Act = &act
 	}
 	return sub, nil
+}
+
+// forwardUpstreamToken is res's forward_upstream_token, announced once at
+// start-up: every process between the proxy and the server sees the
+// user's upstream token.
+func forwardUpstreamToken(res config.ResourceConfig, log *slog.Logger) string {
+	if res.ForwardUpstreamToken != "" {
+		log.Warn("resources[].forward_upstream_token is set: /verify hands the user's upstream access token to the proxy, which passes it to the resource server in X-Forwarded-Access-Token; only for servers you trust with it, behind a proxy that strips the header from client requests",
+			"resource", res.URI, "upstream", res.ForwardUpstreamToken)
+	}
+	return res.ForwardUpstreamToken
 }

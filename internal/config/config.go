@@ -206,6 +206,12 @@ type ResourceConfig struct {
 	// method and/or path, on top of RequiredScopes (step-up for
 	// unmodified servers).
 	RouteScopes []RouteScopeConfig `mapstructure:"route_scopes"`
+	// ForwardUpstreamToken names an upstream (upstreams[].id, with
+	// store_tokens) whose access token for the user /verify adds in the
+	// X-Forwarded-Access-Token header, for an unmodified server behind
+	// ForwardAuth that calls that upstream as the user. Empty (the
+	// default): never. See the README's warning before setting it.
+	ForwardUpstreamToken string `mapstructure:"forward_upstream_token"`
 }
 
 // RouteScopeConfig: requests to the resource matching Method (empty: any)
@@ -521,6 +527,9 @@ func (c *Config) Validate() error {
 		for _, err := range c.validateTokenExchange(cl.TokenExchange) {
 			add("clients[%d].token_exchange.%v", i, err)
 		}
+	}
+	for _, err := range c.validateForwardUpstreamTokens() {
+		add("%v", err)
 	}
 	if len(c.Upstreams) == 0 {
 		add("upstreams: configure at least one identity provider (github, google or oidc), or use --dev")

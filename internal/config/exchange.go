@@ -34,6 +34,17 @@ func (c *Config) validateTokenExchange(x *register.TokenExchange) []error {
 	return errs
 }
 
+// validateForwardUpstreamTokens checks resources[].forward_upstream_token.
+func (c *Config) validateForwardUpstreamTokens() []error {
+	var errs []error
+	for i, r := range c.Resources {
+		if id := r.ForwardUpstreamToken; id != "" && !slices.ContainsFunc(c.Upstreams, func(u upstream.Config) bool { return u.ID == id }) {
+			errs = append(errs, fmt.Errorf("resources[%d].forward_upstream_token: %q is not in upstreams[].id", i, id))
+		}
+	}
+	return errs
+}
+
 // TokenExchangeEnabled reports whether any client may use RFC 8693 token
 // exchange, which discovery then advertises.
 func (c *Config) TokenExchangeEnabled() bool {

@@ -369,7 +369,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		intro.Resources = append(intro.Resources, ir)
 	}
 	intro.Routes(r)
-	tok.Exchange = tokenExchange(cfg, intro, m)
+	tok.Exchange = tokenExchange(cfg, m)
 
 	a := &app{cfg: cfg, log: log, store: st, keys: km, handler: root, now: now, metrics: m}
 	if _, ok := st.(*store.Postgres); ok {

@@ -10,6 +10,7 @@ import (
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // RFC 8693 identifiers.
@@ -28,8 +29,6 @@ type Exchange struct {
 	// (clients[].token_exchange). No other client may, whatever it
 	// registered: only the operator can vouch for a resource server.
 	Clients map[string]ExchangePolicy
-	// Subjects validates subject tokens.
-	Subjects SubjectInspector
 	// Upstreams returns a user's current upstream access token, refreshed
 	// if need be; nil when no upstream tokens are kept.
 	Upstreams UpstreamTokens
@@ -49,34 +48,6 @@ type ExchangePolicy struct {
 	Upstreams []string
 	// Resources are the resources it may obtain delegated tokens for.
 	Resources []string
-}
-
-// Subject is an active authd access token presented as subject_token.
-type Subject struct {
-	UserID   string // empty for client_credentials tokens
-	User     *store.User
-	ClientID string // the client the token was issued to
-	GrantID  string
-	Audience []string
-	Scopes   []string
-	AuthTime time.Time
-	// ExpiresAt bounds every token issued for it.
-	ExpiresAt time.Time
-	// Act is the token's own actor claim, when it was delegated already.
-	Act *Actor
-}
-
-// ErrSubjectInactive is what a SubjectInspector returns (wrapped, with the
-// reason) for a token that is not active: unknown, expired, revoked, its
-// grant, client or user gone or disabled. Other errors mean the answer
-// could not be had.
-var ErrSubjectInactive = errors.New("subject token not active")
-
-// SubjectInspector validates an authd access token as introspection does:
-// kind, signature, claims, revocation, and that its grant, client and user
-// are still live.
-type SubjectInspector interface {
-	InspectSubject(ctx context.Context, raw string, now time.Time) (Subject, error)
 }
 
 // UpstreamToken is a user's access token at an upstream.
@@ -99,17 +70,10 @@ var (
 // UpstreamTokens returns the user's current access token at upstream.
 type UpstreamTokens func(ctx context.Context, userID, upstream string) (UpstreamToken, error)
 
-// Actor is the act claim (RFC 8693 §4.1): who acts for the subject. A
-// chain of delegations nests, the most recent actor outermost.
-type Actor struct {
-	Subject string `json:"sub"`
-	Act     *Actor `json:"act,omitempty"`
-}
-
 // exchange is what one request asked for and got, for the audit log.
 type exchange struct {
 	kind, target string
-	subject      Subject
+	subject      *tokens.Info
 }
 
 // tokenExchange serves grant_type=urn:ietf:params:oauth:grant-type:token-exchange
@@ -128,8 +92,8 @@ func (h *Handler) tokenExchange(ctx context.Context, req *request) (*response, e
 	if ex.target != "" {
 		attrs = append(attrs, ex.kind, ex.target)
 	}
-	if ex.subject.UserID != "" {
-		attrs = append(attrs, "user_id", ex.subject.UserID, "subject_client_id", ex.subject.ClientID)
+	if ex.subject != nil {
+		attrs = append(attrs, "user_id", ex.subject.Subject, "subject_client_id", ex.subject.ClientID)
 	}
 	if err != nil {
 		// The cause stays out of the log line's description: it may say
@@ -190,16 +154,21 @@ func (h *Handler) exchange(ctx context.Context, req *request, ex *exchange) (*re
 		return nil, oauth.InvalidTarget("the client may not exchange tokens for %q", truncate(target, 200))
 	}
 
-	sub, err := h.Exchange.Subjects.InspectSubject(ctx, f.Get("subject_token"), req.now)
+	// The subject token is judged as /introspect judges it: signature,
+	// claims, revocation, its grant, client and user, the allowlist.
+	sub, err := h.tokens().Inspect(ctx, f.Get("subject_token"), req.now)
+	var inactive tokens.InactiveError
 	switch {
-	case errors.Is(err, ErrSubjectInactive):
+	case errors.As(err, &inactive):
 		// §2.2.2: an invalid subject_token is invalid_request.
 		return nil, oauth.InvalidRequest("subject_token is not an active access token").WithCause(err)
 	case err != nil:
 		return nil, err
+	case !sub.AccessToken():
+		return nil, oauth.InvalidRequest("subject_token is not an access token")
 	case !slices.Contains(sub.Audience, policy.ResourceServer):
 		return nil, oauth.InvalidRequest("subject_token was not issued for this resource server")
-	case sub.UserID == "" || sub.User == nil:
+	case sub.User == nil || sub.GrantID == "":
 		return nil, oauth.InvalidRequest("subject_token does not stand for a user")
 	}
 	ex.subject = sub
@@ -211,11 +180,11 @@ func (h *Handler) exchange(ctx context.Context, req *request, ex *exchange) (*re
 }
 
 // upstreamToken hands out the user's current access token at upstream.
-func (h *Handler) upstreamToken(ctx context.Context, req *request, sub Subject, upstream string) (*response, error) {
+func (h *Handler) upstreamToken(ctx context.Context, req *request, sub *tokens.Info, upstream string) (*response, error) {
 	if h.Exchange.Upstreams == nil {
 		return nil, oauth.InvalidTarget("this server keeps no upstream tokens (upstreams[].store_tokens)")
 	}
-	ut, err := h.Exchange.Upstreams(ctx, sub.UserID, upstream)
+	ut, err := h.Exchange.Upstreams(ctx, sub.User.ID, upstream)
 	switch {
 	case errors.Is(err, ErrUpstreamNotStored):
 		return nil, oauth.InvalidGrant("authd holds no %s token for this user: the user must sign in through %s again", upstream, upstream).WithCause(err)
@@ -255,7 +224,7 @@ func bearerType(t string) string {
 // subject token's scopes that resource allows, the subject token's expiry
 // at most, the subject token's client and grant (revoking the grant ends
 // it too).
-func (h *Handler) delegatedToken(ctx context.Context, req *request, sub Subject, resource string) (*response, error) {
+func (h *Handler) delegatedToken(ctx context.Context, req *request, sub *tokens.Info, resource string) (*response, error) {
 	aud := []string{resource}
 	if h.format(aud) != FormatJWT {
 		// Opaque tokens are rows without an act column; issuing one would
@@ -280,10 +249,12 @@ func (h *Handler) delegatedToken(ctx context.Context, req *request, sub Subject,
 	if len(scopes) == 0 {
 		return nil, oauth.InvalidScope("none of the subject token's scopes is allowed at %s", truncate(resource, 200))
 	}
-	grant := &store.Grant{ID: sub.GrantID, ClientID: sub.ClientID, UserID: sub.UserID, AuthTime: sub.AuthTime, ExpiresAt: sub.ExpiresAt}
-	access, expiresIn, err := h.issue(ctx, req.now, accessToken{
-		clientID: sub.ClientID, user: sub.User, grant: grant, scopes: scopes, resources: aud,
-		act: &Actor{Subject: req.client.ID, Act: sub.Act},
+	// The subject token's grant, as far as the token says: its expiry
+	// bounds the new token's.
+	grant := &store.Grant{ID: sub.GrantID, ClientID: sub.ClientID, UserID: sub.User.ID, AuthTime: sub.AuthTime, ExpiresAt: sub.ExpiresAt}
+	access, expiresIn, err := h.issue(ctx, req.now, tokens.Request{
+		ClientID: sub.ClientID, User: sub.User, Grant: grant, Scopes: scopes, Audience: aud,
+		Actor: &tokens.Actor{Subject: req.client.ID, Actor: sub.Actor},
 	})
 	if err != nil {
 		return nil, err

@@ -34,6 +34,7 @@ import (
 	"github.com/authd/authd/internal/token"
 	"github.com/authd/authd/internal/tracing"
 	"github.com/authd/authd/internal/upstream"
+	"github.com/authd/authd/internal/upstreamtokens"
 )
 
 // app is a fully wired authd: every handler built from one Config, mounted
@@ -46,6 +47,9 @@ type app struct {
 	handler http.Handler
 	now     func() time.Time
 	metrics *metrics.Metrics
+	// upstreamTokens keeps and hands out users' upstream grants
+	// (upstreams[].store_tokens); nil when no upstream keeps tokens.
+	upstreamTokens *upstreamtokens.Broker
 	// listener hears other replicas' changes (nil with the memory store).
 	listener *store.Listener
 	stop     context.CancelFunc
@@ -278,6 +282,10 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	}
 	reg.Routes(r)
 
+	broker, err := newBroker(cfg, st, connectors, policy.Check, now, log)
+	if err != nil {
+		return nil, fmt.Errorf("upstream tokens: %w", err)
+	}
 	authz := &authorize.Handler{
 		Store:            cachedClientStore{Store: authzClients, clients: authzCache},
 		Issuer:           cfg.Issuer,
@@ -303,6 +311,9 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	}
 	for _, res := range cfg.Resources {
 		authz.Resources = append(authz.Resources, authorize.Resource{URI: res.URI, Name: res.Name, Scopes: res.Scopes})
+	}
+	if broker != nil {
+		authz.UpstreamGrants = broker
 	}
 	authz.Routes(r)
 
@@ -371,7 +382,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	intro.Routes(r)
 	tok.Exchange = tokenExchange(cfg, m)
 
-	a := &app{cfg: cfg, log: log, store: st, keys: km, handler: root, now: now, metrics: m}
+	a := &app{cfg: cfg, log: log, store: st, keys: km, handler: root, now: now, metrics: m, upstreamTokens: broker}
 	if _, ok := st.(*store.Postgres); ok {
 		a.listener = changeListener(cfg, log, km, clientCache, authzCache)
 	}

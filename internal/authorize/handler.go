@@ -84,6 +84,13 @@ type Allowlist interface {
 	Check(providerType string, u store.User) error
 }
 
+// UpstreamGrants keeps the upstream's grant of a user who just signed in,
+// for upstreams with store_tokens (upstreamtokens.Broker); it ignores the
+// others.
+type UpstreamGrants interface {
+	Keep(ctx context.Context, userID, upstream string, g *upstream.Grant) error
+}
+
 // Resource is a protected resource (an MCP server) tokens may be bound to.
 type Resource struct {
 	URI    string   // canonical (oauth.CanonicalResource)
@@ -120,7 +127,9 @@ type Handler struct {
 	// Connectors are the upstream identity providers, in chooser order.
 	Connectors []upstream.Connector
 	Allowlist  Allowlist
-	Resources  []Resource
+	// UpstreamGrants, if set, is handed each sign-in's upstream grant.
+	UpstreamGrants UpstreamGrants
+	Resources      []Resource
 	// AllowAnyResource accepts resource indicators that are not configured
 	// (scopes are then limited only by Scopes and the client).
 	AllowAnyResource bool

@@ -328,6 +328,17 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	// store_tokens: keep the upstream grant before the session exists,
+	// so that no sign-in completes whose grant the MCP servers it was
+	// for cannot get.
+	if h.UpstreamGrants != nil {
+		if err := h.UpstreamGrants.Keep(ctx, user.ID, conn.ID(), ident.Grant); err != nil {
+			h.clearCookie(w, handleCookie)
+			h.internalErrorPage(w, r, err)
+			return
+		}
+	}
+
 	// The user authenticated when the upstream says (OIDC auth_time),
 	// which is earlier than now when it signed them in from its own
 	// session. GitHub does not say, and a time ahead of our clock is not

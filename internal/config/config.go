@@ -149,7 +149,8 @@ type RateLimitsConfig struct {
 
 type KeysConfig struct {
 	Algorithm string `mapstructure:"algorithm"` // ES256 or RS256
-	// EncryptionSecret encrypts signing keys at rest (AES-256-GCM).
+	// EncryptionSecret encrypts signing keys and kept upstream tokens
+	// (upstreams[].store_tokens) at rest (AES-256-GCM).
 	EncryptionSecret string `mapstructure:"encryption_secret"`
 	// PEMFiles, when set, are the signing keys (not stored in the database).
 	PEMFiles []string `mapstructure:"pem_files"`
@@ -545,6 +546,11 @@ func (c *Config) Validate() error {
 		}
 		for _, err := range u.Validate() {
 			add("%v", err)
+		}
+		// Kept upstream tokens are encrypted under the same secret as
+		// signing keys; PEM files do not provide one.
+		if u.StoreTokens && !c.Dev && len(c.Keys.PEMFiles) > 0 && len(c.Keys.EncryptionSecret) < 32 {
+			add("upstreams[%d].store_tokens: needs keys.encryption_secret (at least 32 characters) to encrypt the kept tokens, also when keys.pem_files provide the signing keys", i)
 		}
 	}
 	if c.Allowlist.NeedsGitHubTeams() {

@@ -41,6 +41,7 @@ type Memory struct {
 	revokedJTIs   map[string]time.Time // jti → token exp
 	signingKeys   map[string]SigningKey
 	metadataDocs  map[string]MetadataDocument
+	upstream      upstreamTokens
 }
 
 type userKey struct{ provider, subject string }
@@ -425,6 +426,7 @@ func (m *Memory) DisableUser(_ context.Context, id string, now time.Time) (UserR
 			r.AccessTokens++
 		}
 	}
+	m.deleteUserUpstreamTokens(id)
 	return r, nil
 }
 
@@ -1108,6 +1110,7 @@ func (m *Memory) Purge(_ context.Context, now time.Time) (PurgeResult, error) {
 		return k.State == KeyRetired && k.ExpiresAt != nil && expired(*k.ExpiresAt, now)
 	}, nil)
 	res["metadata_documents"] = purge(m.metadataDocs, func(d MetadataDocument) bool { return expired(d.ExpiresAt, now) }, nil)
+	res["upstream_tokens"] = m.purgeUpstreamTokens(now)
 	return res, nil
 }
 

@@ -135,6 +135,11 @@ func (p *Postgres) DisableUser(ctx context.Context, id string, now time.Time) (U
 			return mapErr(err)
 		}
 		r.AccessTokens = tag.RowsAffected()
+		// The user's upstream grants go too: nothing may act upstream
+		// for a disabled user, and enabling them again needs a sign-in.
+		if _, err := tx.Exec(ctx, `DELETE FROM upstream_tokens WHERE user_id = $1`, id); err != nil {
+			return mapErr(err)
+		}
 		return nil
 	})
 	if err != nil {

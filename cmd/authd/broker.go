@@ -1,0 +1,58 @@
+package main
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/authd/authd/internal/config"
+	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/upstream"
+	"github.com/authd/authd/internal/upstreamtokens"
+)
+
+// devUpstreamSecret encrypts kept upstream tokens under --dev when no
+// keys.encryption_secret is set (the dev store lives in memory, or in a
+// development database).
+const devUpstreamSecret = "authd-development-mode-only-upstream-tokens"
+
+// newBroker builds the broker for the upstreams with store_tokens, or nil
+// when there is none. st is the store without the request budget of
+// store.Bounded: a refresh holds its row while it calls the upstream, and
+// the broker bounds that itself.
+func newBroker(cfg *config.Config, st store.Store, connectors []upstream.Connector, allowed func(string, store.User) error, now func() time.Time, log *slog.Logger) (*upstreamtokens.Broker, error) {
+	ups := map[string]upstreamtokens.Upstream{}
+	for i, uc := range cfg.Upstreams {
+		if !uc.StoreTokens {
+			continue
+		}
+		conn := connectors[i]
+		u := upstreamtokens.Upstream{
+			ID:                         uc.ID,
+			Type:                       uc.Type,
+			RevokeOnUpstreamRevocation: uc.RevokesOnUpstreamRevocation(),
+			MembershipCheckInterval:    uc.MembershipInterval(),
+		}
+		u.Refresher, _ = conn.(upstream.Refresher)
+		u.Memberships, _ = conn.(upstream.MembershipReader)
+		ups[uc.ID] = u
+	}
+	if len(ups) == 0 {
+		return nil, nil
+	}
+	secret := cfg.Keys.EncryptionSecret
+	if secret == "" && cfg.Dev {
+		secret = devUpstreamSecret
+	}
+	kr, err := upstreamtokens.NewKeyring(secret)
+	if err != nil {
+		return nil, err
+	}
+	return &upstreamtokens.Broker{
+		Store:     st,
+		Keys:      kr,
+		Upstreams: ups,
+		Allowed:   allowed,
+		Now:       now,
+		Log:       log,
+	}, nil
+}

@@ -380,7 +380,8 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		intro.Resources = append(intro.Resources, ir)
 	}
 	intro.Routes(r)
-	tok.Exchange = tokenExchange(cfg, m)
+	tok.Exchange = tokenExchange(cfg, broker, m)
+	intro.UpstreamTokens = forwardedUpstreamTokens(broker)
 
 	a := &app{cfg: cfg, log: log, store: st, keys: km, handler: root, now: now, metrics: m, upstreamTokens: broker}
 	if _, ok := st.(*store.Postgres); ok {

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
@@ -71,13 +74,28 @@ type exchangeEnv struct {
 
 func newExchangeEnv(t *testing.T, extra map[string]string) *exchangeEnv {
 	t.Helper()
+	return newExchangeEnvWith(t, extra, nil)
+}
+
+// newExchangeEnvWith is newExchangeEnv with setup applied to the fake
+// GitHub and the clock before authd starts.
+func newExchangeEnvWith(t *testing.T, extra map[string]string, setup func(*flowEnv, *testClock)) *exchangeEnv {
+	t.Helper()
 	dsn := pgtest.DSN(t)
 	f := newFlowEnv(t, dsn)
+	clk := &testClock{}
+	if setup != nil {
+		setup(f, clk)
+	}
 	b, err := os.ReadFile(f.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := strings.Replace(string(b), "resources:\n", exchangeResources, 1) + exchangeYAML
+	// GitHub keeps the users' tokens; /verify hands them to the MCP
+	// server at mcpResource.
+	cfg = strings.Replace(cfg, "      load_teams: true\n", "      load_teams: true\n    store_tokens: true\n", 1)
+	cfg = strings.Replace(cfg, "    required_scopes: [mcp:tools]\n", "    required_scopes: [mcp:tools]\n    forward_upstream_token: github\n", 1)
 	if err := os.WriteFile(f.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +106,6 @@ func newExchangeEnv(t *testing.T, extra map[string]string) *exchangeEnv {
 	for k, v := range extra {
 		f.env[k] = v
 	}
-	clk := &testClock{}
 	tap := &tokenTap{next: f.github.Client().Transport}
 	inst := startAuthdEnv(t, freeAddr(t), f.env, func(e *env) {
 		e.upstreamClient = &http.Client{Transport: tap, Timeout: 15 * time.Second}
@@ -334,6 +351,152 @@ func TestTokenExchangeDelegation(t *testing.T) {
 	for name, tok := range map[string]string{"delegated": delegated, "chained": chained} {
 		if x.active(t, tok) {
 			t.Errorf("%s token still active after the grant was revoked", name)
+		}
+	}
+}
+
+// githubMCPServer is an MCP server (resource server gh-mcp) that calls the
+// GitHub API as the user: it exchanges the authd token it receives for the
+// user's GitHub token at authd's /token and calls GitHub's /user with it.
+// It answers the login GitHub returned, and reports what authd issued.
+func (x *exchangeEnv) githubMCPServer(t *testing.T, issued chan<- map[string]any) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		subject, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			http.Error(w, "no token", http.StatusUnauthorized)
+			return
+		}
+		ex, err := tryPostTo(x.inst.URL, "/token", url.Values{
+			"grant_type":         {grantTokenExchange},
+			"subject_token":      {subject},
+			"subject_token_type": {tokenTypeAccess},
+			"audience":           {"github"},
+		}, "gh-mcp", ghMCPSecret)
+		if err != nil || ex.status != http.StatusOK {
+			http.Error(w, fmt.Sprintf("exchange: %v %d %s", err, ex.status, ex.raw), http.StatusBadGateway)
+			return
+		}
+		issued <- ex.body
+		req, _ := http.NewRequest(http.MethodGet, x.github.APIURL()+"/user", nil)
+		req.Header.Set("Authorization", ex.body["token_type"].(string)+" "+ex.body["access_token"].(string))
+		resp, err := x.github.Client().Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		var user struct {
+			Login string `json:"login"`
+		}
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&user) != nil {
+			http.Error(w, fmt.Sprintf("GitHub /user: %d", resp.StatusCode), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprint(w, user.Login)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// callMCP calls the MCP server with tok and returns its status and body.
+func callMCP(t *testing.T, srv *httptest.Server, tok string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/mcp", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestTokenExchangeUpstreamGitHub is issue 18's end to end: an MCP server
+// receives the user's authd token, exchanges it at /token for the user's
+// GitHub token and calls GitHub's /user with it, getting that user. The
+// GitHub token expires: the next exchange refreshes it (once). /verify
+// forwards it to a server configured so. When the user revokes the app at
+// GitHub, the exchange answers invalid_grant and issues nothing.
+func TestTokenExchangeUpstreamGitHub(t *testing.T) {
+	t.Parallel()
+	const life = 10 * time.Minute
+	x := newExchangeEnvWith(t, nil, func(f *flowEnv, clk *testClock) {
+		f.github.SetTokenLifetime(life) // GitHub App tokens: expiring, with refresh tokens
+		f.github.SetClock(clk.Now)
+	})
+	issued := make(chan map[string]any, 4)
+	mcp := x.githubMCPServer(t, issued)
+	userTok := x.userToken(t, mcpResource).AccessToken
+	signInToken := x.upstreamTokens.tokens()[0]
+
+	status, body := callMCP(t, mcp, userTok)
+	if status != http.StatusOK || body != "alice" {
+		t.Fatalf("MCP server: %d %s", status, body)
+	}
+	first := <-issued
+	if first["access_token"] != signInToken {
+		t.Errorf("exchange handed out another token than the one GitHub issued at sign-in")
+	}
+	if first["issued_token_type"] != tokenTypeAccess || first["token_type"] != "Bearer" {
+		t.Errorf("exchange response %v", first)
+	}
+	if in, _ := first["expires_in"].(float64); in <= 0 || in > life.Seconds() {
+		t.Errorf("expires_in %v, want within GitHub's %s", first["expires_in"], life)
+	}
+	if _, ok := first["scope"].(string); !ok {
+		t.Errorf("no scope in %v", first)
+	}
+	if _, ok := first["refresh_token"]; ok {
+		t.Errorf("the upstream refresh token was handed out")
+	}
+
+	// /verify hands the same token to the unmodified server behind the proxy.
+	resp := verify(t, x.inst.URL, "Bearer "+userTok)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Forwarded-Access-Token") != signInToken {
+		t.Errorf("/verify: %d, X-Forwarded-Access-Token is not the user's GitHub token", resp.StatusCode)
+	}
+
+	// The GitHub token expires (the authd token does not yet): the next
+	// exchange refreshes it, and GitHub takes the new one.
+	x.clock.Advance(life + time.Minute)
+	status, body = callMCP(t, mcp, userTok)
+	if status != http.StatusOK || body != "alice" {
+		t.Fatalf("MCP server after the GitHub token expired: %d %s", status, body)
+	}
+	second := <-issued
+	if second["access_token"] == first["access_token"] {
+		t.Errorf("an expired GitHub token was handed out")
+	}
+	if ok, refused := x.github.Refreshes(); ok != 1 || refused != 0 {
+		t.Errorf("GitHub refreshes: %d ok, %d refused; want 1, 0", ok, refused)
+	}
+
+	// The user revokes authd's app at GitHub; once the token expires the
+	// refresh is refused: invalid_grant, nothing issued.
+	x.github.RevokeGrant("alice")
+	x.clock.Advance(life + time.Minute)
+	before := x.rowCounts(t)
+	x.wantRefused(t, "upstream grant revoked", before,
+		x.exchange(t, "gh-mcp", ghMCPSecret, userTok, url.Values{"audience": {"github"}}), http.StatusBadRequest, "invalid_grant")
+
+	logs := x.inst.Logs.String()
+	if !strings.Contains(logs, `"event":"token_exchange","outcome":"issued","client_id":"gh-mcp","kind":"upstream","upstream":"github"`) {
+		t.Errorf("no audit line for the upstream exchange")
+	}
+	for _, tok := range []string{signInToken, first["access_token"].(string), second["access_token"].(string)} {
+		if strings.Contains(logs, tok) {
+			t.Fatal("a GitHub token appears in the logs")
+		}
+	}
+	_, metricsText := get(t, x.metricsURL, nil)
+	for _, want := range []string{
+		`authd_token_exchanges_total{kind="upstream",outcome="issued"} 2`,
+		`authd_token_exchanges_total{kind="upstream",outcome="invalid_grant"} 1`,
+	} {
+		if !strings.Contains(metricsText, want) {
+			t.Errorf("metrics lack %s", want)
 		}
 	}
 }

@@ -27,8 +27,8 @@ func (c *Config) validateTokenExchange(x *register.TokenExchange) []error {
 		}
 	}
 	for _, id := range x.Upstreams {
-		if !slices.ContainsFunc(c.Upstreams, func(u upstream.Config) bool { return u.ID == id }) {
-			errs = append(errs, fmt.Errorf("upstreams: %q is not in upstreams[].id", id))
+		if err := c.keptUpstream(id); err != nil {
+			errs = append(errs, fmt.Errorf("upstreams: %w", err))
 		}
 	}
 	return errs
@@ -38,11 +38,25 @@ func (c *Config) validateTokenExchange(x *register.TokenExchange) []error {
 func (c *Config) validateForwardUpstreamTokens() []error {
 	var errs []error
 	for i, r := range c.Resources {
-		if id := r.ForwardUpstreamToken; id != "" && !slices.ContainsFunc(c.Upstreams, func(u upstream.Config) bool { return u.ID == id }) {
-			errs = append(errs, fmt.Errorf("resources[%d].forward_upstream_token: %q is not in upstreams[].id", i, id))
+		if id := r.ForwardUpstreamToken; id != "" {
+			if err := c.keptUpstream(id); err != nil {
+				errs = append(errs, fmt.Errorf("resources[%d].forward_upstream_token: %w", i, err))
+			}
 		}
 	}
 	return errs
+}
+
+// keptUpstream checks that id is an upstream that keeps users' tokens.
+func (c *Config) keptUpstream(id string) error {
+	i := slices.IndexFunc(c.Upstreams, func(u upstream.Config) bool { return u.ID == id })
+	switch {
+	case i < 0:
+		return fmt.Errorf("%q is not in upstreams[].id", id)
+	case !c.Upstreams[i].StoreTokens:
+		return fmt.Errorf("upstream %q needs store_tokens: true (authd keeps no token of it to hand out)", id)
+	}
+	return nil
 }
 
 // TokenExchangeEnabled reports whether any client may use RFC 8693 token

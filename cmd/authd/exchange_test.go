@@ -195,6 +195,24 @@ func TestTokenExchangeRefusals(t *testing.T) {
 		x.wantRefused(t, "dynamic confidential client", before,
 			x.exchange(t, reg["client_id"].(string), reg["client_secret"].(string), subject, delegate), http.StatusBadRequest, "unauthorized_client")
 	})
+	t.Run("dynamic registration cannot ask for it", func(t *testing.T) {
+		before := x.rowCounts(t)
+		body, _ := json.Marshal(map[string]any{
+			"client_name": "wants to exchange", "redirect_uris": []string{"http://127.0.0.1:9/x"},
+			"grant_types":                []string{"authorization_code", grantTokenExchange},
+			"token_endpoint_auth_method": "client_secret_basic",
+		})
+		resp, err := http.Post(x.inst.URL+"/register", "application/json", strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(raw), `"invalid_client_metadata"`) {
+			t.Fatalf("registration asking for token exchange: %d %s", resp.StatusCode, raw)
+		}
+		x.assertUnchanged(t, before, "registration refused")
+	})
 	t.Run("subject token for another resource", func(t *testing.T) {
 		before := x.rowCounts(t)
 		x.wantRefused(t, "token for other", before, x.exchange(t, "gh-mcp", ghMCPSecret, forOther, upstream), http.StatusBadRequest, "invalid_request")
@@ -497,6 +515,69 @@ func TestTokenExchangeUpstreamGitHub(t *testing.T) {
 	} {
 		if !strings.Contains(metricsText, want) {
 			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// TestTokenExchangeConfigValidation: token_exchange and
+// forward_upstream_token are refused at start-up unless they name a
+// confidential client, configured resources and upstreams that keep
+// tokens; a valid one loads.
+func TestTokenExchangeConfigValidation(t *testing.T) {
+	t.Parallel()
+	const resources = `resources:
+  - uri: https://mcp.example.com/mcp
+  - uri: https://other.example.com/mcp
+`
+	good := validYAML + resources + `clients:
+  - id: rs
+    secret: rs-secret-0123456789abcdef
+    token_exchange:
+      resource_server: https://mcp.example.com/mcp
+      resources: [https://other.example.com/mcp]
+`
+	if _, err := loadConfig(flagsFor(t, "--config", writeFile(t, good)), envOf(nil)); err != nil {
+		t.Fatalf("valid token_exchange refused: %v", err)
+	}
+	bad := validYAML + resources + `  - uri: https://files.example.com/
+    forward_upstream_token: github
+clients:
+  - id: public
+    redirect_uris: [https://app.example.com/cb]
+    token_endpoint_auth_method: none
+    token_exchange:
+      resource_server: https://mcp.example.com/mcp
+      resources: [https://other.example.com/mcp]
+  - id: rs
+    secret: rs-secret-0123456789abcdef
+    token_exchange:
+      resource_server: https://nowhere.example.com/mcp
+      upstreams: [github, gitlab]
+      resources: [https://unknown.example.com/]
+  - id: empty
+    secret: rs-secret-0123456789abcdef
+    token_exchange:
+      resource_server: https://mcp.example.com/mcp
+  - id: listed
+    secret: rs-secret-0123456789abcdef
+    grant_types: [urn:ietf:params:oauth:grant-type:token-exchange]
+`
+	_, err := loadConfig(flagsFor(t, "--config", writeFile(t, bad)), envOf(nil))
+	if err == nil {
+		t.Fatal("invalid token_exchange settings accepted")
+	}
+	for _, want := range []string{
+		`client "public": token_exchange needs a confidential client`,
+		`clients[1].token_exchange.resource_server: "https://nowhere.example.com/mcp" is not in resources[].uri`,
+		`clients[1].token_exchange.upstreams: upstream "github" needs store_tokens: true`,
+		`clients[1].token_exchange.upstreams: "gitlab" is not in upstreams[].id`,
+		`clients[1].token_exchange.resources: "https://unknown.example.com/" is not in resources[].uri`,
+		`client "empty": token_exchange: list upstreams or resources`,
+		`client "listed": grant type urn:ietf:params:oauth:grant-type:token-exchange needs token_exchange`,
+		`resources[2].forward_upstream_token: upstream "github" needs store_tokens: true`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
 		}
 	}
 }

@@ -339,7 +339,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		ClientIdleLifetime:       cfg.Registration.ClientIdleLifetime,
 		DynamicClientCredentials: cfg.Registration.AllowClientCredentials,
 		IdentityClaims:           cfg.Tokens.IdentityClaims,
-		UserCheck:                userCheck,
+		UserCheck:                grantCheck(userCheck, broker),
 		Observe:                  m.ObserveToken,
 		MaxBodyBytes:             cfg.HTTP.MaxBodyBytes,
 		// Applied inside the handler, after its CORS headers.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"time"
 
@@ -55,4 +56,21 @@ func newBroker(cfg *config.Config, st store.Store, connectors []upstream.Connect
 		Now:       now,
 		Log:       log,
 	}, nil
+}
+
+// grantCheck is what /token applies at code redemption and refresh: the
+// user check (disabled, allowlist on the stored memberships), then, for
+// upstreams that keep tokens, the memberships read again from the
+// upstream when membership_check_interval has passed. Introspection and
+// /verify apply only check: they must not call the upstream.
+func grantCheck(check func(context.Context, store.User) error, b *upstreamtokens.Broker) func(context.Context, store.User) error {
+	if b == nil {
+		return check
+	}
+	return func(ctx context.Context, u store.User) error {
+		if err := check(ctx, u); err != nil {
+			return err
+		}
+		return b.RecheckMemberships(ctx, u)
+	}
 }

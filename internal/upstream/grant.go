@@ -27,7 +27,10 @@ type Grant struct {
 	RefreshToken string // empty: the provider issued none
 	TokenType    string // "bearer" as the provider spelled it
 	Expiry       time.Time
-	Scopes       []string // what the provider granted
+	// ExpiresIn is the provider's expires_in (0: not sent), for callers
+	// that count the expiry on a clock of their own.
+	ExpiresIn time.Duration
+	Scopes    []string // what the provider granted
 }
 
 func (g Grant) String() string   { return "upstream.Grant{tokens redacted}" }
@@ -54,7 +57,7 @@ func grantFrom(tok *oauth2.Token, requested []string, now time.Time) *Grant {
 		Expiry:       tok.Expiry,
 	}
 	if in := expiresIn(tok); in > 0 {
-		g.Expiry = now.Add(in)
+		g.Expiry, g.ExpiresIn = now.Add(in), in
 	}
 	if s, ok := tok.Extra("scope").(string); ok {
 		g.Scopes = strings.FieldsFunc(s, func(r rune) bool { return r == ' ' || r == ',' })

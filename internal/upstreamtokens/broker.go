@@ -176,7 +176,7 @@ func (b *Broker) Keep(ctx context.Context, userID, id string, g *upstream.Grant)
 				s.RefreshToken = old.RefreshToken
 			}
 		}
-		return b.row(userID, id, s, g.Expiry, g.Scopes, now)
+		return b.row(userID, id, s, expiry(g, now), g.Scopes, now)
 	}
 	_, err := b.Store.UpdateUpstreamToken(ctx, userID, id, func(cur store.UpstreamToken) (*store.UpstreamToken, error) {
 		return build(&cur)
@@ -214,6 +214,16 @@ func (b *Broker) row(userID, id string, s secrets, expiry time.Time, scopes []st
 		r.ExpiresAt = &expiry
 	}
 	return r, nil
+}
+
+// expiry is when g's access token expires on the broker's clock: what the
+// provider's expires_in says counted from now (the connector counted it on
+// its own clock).
+func expiry(g *upstream.Grant, now time.Time) time.Time {
+	if g.ExpiresIn > 0 {
+		return now.Add(g.ExpiresIn)
+	}
+	return g.Expiry
 }
 
 // usable reports whether r's access token can still be handed out at now.
@@ -312,7 +322,7 @@ func (b *Broker) refresh(ctx context.Context, up Upstream, userID string, now ti
 		if scopes == nil {
 			scopes = cur.Scopes // RFC 6749 §5.1: unchanged when not sent
 		}
-		next, err := b.row(userID, up.ID, out, g.Expiry, scopes, now)
+		next, err := b.row(userID, up.ID, out, expiry(g, now), scopes, now)
 		if err != nil {
 			return nil, err
 		}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/authd/authd/internal/store/pgtest"
+	"github.com/authd/authd/internal/upstream/upstreamtest"
 )
 
 // RFC 8693 token exchange at /token, end to end through the binary.
@@ -374,10 +375,18 @@ func TestTokenExchangeDelegation(t *testing.T) {
 }
 
 // githubMCPServer is an MCP server (resource server gh-mcp) that calls the
-// GitHub API as the user: it exchanges the authd token it receives for the
-// user's GitHub token at authd's /token and calls GitHub's /user with it.
-// It answers the login GitHub returned, and reports what authd issued.
+// GitHub API as the user (see upstreamMCPServer).
 func (x *exchangeEnv) githubMCPServer(t *testing.T, issued chan<- map[string]any) *httptest.Server {
+	t.Helper()
+	return upstreamMCPServer(t, x.inst.URL, "gh-mcp", ghMCPSecret, "github", x.github.APIURL()+"/user", x.github.Client(), "login", issued)
+}
+
+// upstreamMCPServer is an MCP server that calls an upstream API as the
+// user: it exchanges the authd token it receives for the user's token at
+// upstream (authd's /token, as client id/secret), GETs api with it through
+// hc, and answers the member field of the JSON object the API returned.
+// What authd issued goes to issued.
+func upstreamMCPServer(t *testing.T, authd, id, secret, upstream, api string, hc *http.Client, field string, issued chan<- map[string]any) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		subject, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -385,33 +394,31 @@ func (x *exchangeEnv) githubMCPServer(t *testing.T, issued chan<- map[string]any
 			http.Error(w, "no token", http.StatusUnauthorized)
 			return
 		}
-		ex, err := tryPostTo(x.inst.URL, "/token", url.Values{
+		ex, err := tryPostTo(authd, "/token", url.Values{
 			"grant_type":         {grantTokenExchange},
 			"subject_token":      {subject},
 			"subject_token_type": {tokenTypeAccess},
-			"audience":           {"github"},
-		}, "gh-mcp", ghMCPSecret)
+			"audience":           {upstream},
+		}, id, secret)
 		if err != nil || ex.status != http.StatusOK {
 			http.Error(w, fmt.Sprintf("exchange: %v %d %s", err, ex.status, ex.raw), http.StatusBadGateway)
 			return
 		}
 		issued <- ex.body
-		req, _ := http.NewRequest(http.MethodGet, x.github.APIURL()+"/user", nil)
+		req, _ := http.NewRequest(http.MethodGet, api, nil)
 		req.Header.Set("Authorization", ex.body["token_type"].(string)+" "+ex.body["access_token"].(string))
-		resp, err := x.github.Client().Do(req)
+		resp, err := hc.Do(req)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		defer resp.Body.Close()
-		var user struct {
-			Login string `json:"login"`
-		}
-		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&user) != nil {
-			http.Error(w, fmt.Sprintf("GitHub /user: %d", resp.StatusCode), http.StatusBadGateway)
+		var obj map[string]any
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&obj) != nil {
+			http.Error(w, fmt.Sprintf("%s: %d", api, resp.StatusCode), http.StatusBadGateway)
 			return
 		}
-		fmt.Fprint(w, user.Login)
+		fmt.Fprint(w, obj[field])
 	}))
 	t.Cleanup(srv.Close)
 	return srv
@@ -579,5 +586,58 @@ clients:
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
+	}
+}
+
+// TestTokenExchangeUpstreamOIDC: the same through an OpenID Connect
+// upstream, configured from the environment: the MCP server exchanges the
+// user's authd token for the user's access token at the provider and
+// calls its UserInfo endpoint with it, getting that user.
+func TestTokenExchangeUpstreamOIDC(t *testing.T) {
+	t.Parallel()
+	idp := upstreamtest.NewOIDC(t)
+	idp.AddUser(upstreamtest.OIDCUser{Subject: "sub-carol-42", Email: "carol@corp.example", EmailVerified: true, Name: "Carol"})
+	const secret = "sso-mcp-secret-0123456789"
+	inst := startAuthdWith(t, freeAddr(t), map[string]string{
+		"AUTHD_DATABASE_URL":           pgtest.DSN(t),
+		"AUTHD_KEYS_ENCRYPTION_SECRET": "test-encryption-secret-0123456789abcdef",
+		"AUTHD_ALLOWLIST_EMAILS":       "carol@corp.example",
+		"AUTHD_RESOURCES":              fmt.Sprintf(`[{"uri":%q,"name":"MCP"}]`, mcpResource),
+		"AUTHD_UPSTREAMS": fmt.Sprintf(`[{"id":"sso","type":"oidc","store_tokens":true,"client_id":%q,"client_secret":%q,"oidc":{"issuer":%q}}]`,
+			idp.ClientID, idp.ClientSecret, idp.Issuer()),
+		"AUTHD_CLIENTS": fmt.Sprintf(`[{"id":"sso-mcp","secret":%q,"token_exchange":{"resource_server":%q,"upstreams":["sso"]}}]`, secret, mcpResource),
+	}, idp.Client())
+
+	reg := registerClient(t, inst.URL, map[string]any{
+		"client_name": "MCP client", "redirect_uris": []string{"http://127.0.0.1/cb"},
+		"grant_types": []string{"authorization_code", "refresh_token"}, "token_endpoint_auth_method": "none",
+	})
+	conf := &oauth2.Config{
+		ClientID: reg["client_id"].(string), RedirectURL: "http://127.0.0.1:47001/cb",
+		Endpoint: oauth2.Endpoint{AuthURL: inst.URL + "/authorize", TokenURL: inst.URL + "/token", AuthStyle: oauth2.AuthStyleInParams},
+	}
+	verifier := oauth2.GenerateVerifier()
+	b := newBrowser(t, idp.Client().Transport, "http://127.0.0.1:47001/cb")
+	q := b.authorize(t, inst.URL, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", mcpResource)))
+	tok, err := conf.Exchange(context.Background(), q.Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	issued := make(chan map[string]any, 1)
+	mcp := upstreamMCPServer(t, inst.URL, "sso-mcp", secret, "sso", idp.Issuer()+"/userinfo", idp.Client(), "sub", issued)
+	status, body := callMCP(t, mcp, tok.AccessToken)
+	if status != http.StatusOK || body != "sub-carol-42" {
+		t.Fatalf("MCP server: %d %s", status, body)
+	}
+	got := <-issued
+	if got["issued_token_type"] != tokenTypeAccess || got["token_type"] != "Bearer" {
+		t.Errorf("exchange response %v", got)
+	}
+	if in, _ := got["expires_in"].(float64); in <= 0 || in > 3600 {
+		t.Errorf("expires_in %v, want within the provider's hour", got["expires_in"])
+	}
+	if strings.Contains(inst.Logs.String(), got["access_token"].(string)) {
+		t.Fatal("the upstream token appears in the logs")
 	}
 }

@@ -93,9 +93,9 @@ type deps struct {
 	cimdRoots *x509.CertPool
 	// tracerProvider traces requests and upstream calls (nil: none).
 	tracerProvider trace.TracerProvider
-	// grants replaces the grant registry the configuration gives
-	// (grantRegistry); for tests.
-	grants *grants.Registry
+	// grants, when set, changes the grant registry the configuration
+	// gives (grantRegistry); for tests.
+	grants func(grants.Registry) grants.Registry
 }
 
 // newMetrics creates the registry, with pool statistics for Postgres.
@@ -182,7 +182,7 @@ func newWiring(ctx context.Context, d deps) (*wiring, error) {
 	w.bst.OnRefused = d.metrics.ObserveDBRefused
 	w.grants = grantRegistry(d.cfg)
 	if d.grants != nil {
-		w.grants = *d.grants
+		w.grants = d.grants(w.grants)
 	}
 	if err := token.CheckGrants(w.grants); err != nil {
 		return nil, err

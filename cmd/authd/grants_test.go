@@ -18,11 +18,11 @@ import (
 	"github.com/authd/authd/internal/store"
 )
 
-// grantsApp runs authd (in-memory store) with the grant registry reg (nil:
-// the one the configuration gives), open registration with
+// grantsApp runs authd (in-memory store) with the grant registry the
+// configuration gives changed by edit (nil: unchanged), open registration with
 // client_credentials allowed to dynamic clients, and a configured machine
 // client "machine" that may use every grant.
-func grantsApp(t *testing.T, reg *grants.Registry) (*httptest.Server, error) {
+func grantsApp(t *testing.T, edit func(grants.Registry) grants.Registry) (*httptest.Server, error) {
 	t.Helper()
 	ts := httptest.NewUnstartedServer(nil)
 	t.Cleanup(ts.Close)
@@ -42,7 +42,7 @@ func grantsApp(t *testing.T, reg *grants.Registry) (*httptest.Server, error) {
 	st := store.NewMemory()
 	t.Cleanup(st.Close)
 	a, err := buildApp(t.Context(), deps{
-		cfg: cfg, store: st, log: slog.New(slog.DiscardHandler), now: time.Now, started: time.Now(), grants: reg,
+		cfg: cfg, store: st, log: slog.New(slog.DiscardHandler), now: time.Now, started: time.Now(), grants: edit,
 	})
 	if err != nil {
 		return nil, err
@@ -60,21 +60,22 @@ func grantsApp(t *testing.T, reg *grants.Registry) (*httptest.Server, error) {
 // grant in the registry that /token does not implement stops start-up.
 func TestGrantRegistryDrivesTokenRegistrationAndMetadata(t *testing.T) {
 	t.Parallel()
-	// What grantRegistry gives with registration.allow_client_credentials.
-	full := grants.Default().AllowDynamic(grants.ClientCredentials, true)
+	without := func(typ string) func(grants.Registry) grants.Registry {
+		return func(r grants.Registry) grants.Registry { return r.Without(typ) }
+	}
 	for _, tc := range []struct {
 		name string
-		reg  *grants.Registry
+		edit func(grants.Registry) grants.Registry
 		// served lists the grant types all three must agree on.
 		served []string
 	}{
 		{"configured", nil, []string{"authorization_code", "refresh_token", "client_credentials"}},
-		{"without client_credentials", grantsPtr(full.Without(grants.ClientCredentials)), []string{"authorization_code", "refresh_token"}},
-		{"without refresh_token", grantsPtr(full.Without(grants.RefreshToken)), []string{"authorization_code", "client_credentials"}},
+		{"without client_credentials", without(grants.ClientCredentials), []string{"authorization_code", "refresh_token"}},
+		{"without refresh_token", without(grants.RefreshToken), []string{"authorization_code", "client_credentials"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ts, err := grantsApp(t, tc.reg)
+			ts, err := grantsApp(t, tc.edit)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,15 +129,14 @@ func TestGrantRegistryDrivesTokenRegistrationAndMetadata(t *testing.T) {
 
 	t.Run("grant without a /token implementation", func(t *testing.T) {
 		t.Parallel()
-		reg := full.With(grants.Grant{Type: "urn:example:params:oauth:grant-type:unimplemented", Confidential: true})
-		_, err := grantsApp(t, &reg)
+		_, err := grantsApp(t, func(r grants.Registry) grants.Registry {
+			return r.With(grants.Grant{Type: "urn:example:params:oauth:grant-type:unimplemented", Confidential: true})
+		})
 		if err == nil || !strings.Contains(err.Error(), "urn:example:params:oauth:grant-type:unimplemented") {
 			t.Fatalf("buildApp with a grant /token does not implement: %v, want an error naming it", err)
 		}
 	})
 }
-
-func grantsPtr[T any](v T) *T { return &v }
 
 func grantsGetJSON(t *testing.T, u string, v any) {
 	t.Helper()

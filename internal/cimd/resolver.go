@@ -241,11 +241,7 @@ func (r *Resolver) refresh(ctx context.Context, id string, now time.Time, cached
 // parseDocument validates a document with the server's grant registry,
 // then the operator's redirect URI policy.
 func (r *Resolver) parseDocument(id string, body []byte) (store.ClientMetadata, error) {
-	reg := r.Grants
-	if len(reg.Types()) == 0 {
-		reg = grants.Default()
-	}
-	meta, err := validateDocument(id, body, reg)
+	meta, err := validateDocument(id, body, r.Grants.OrDefault())
 	if err != nil || r.RedirectURIPolicy == nil {
 		return meta, err
 	}

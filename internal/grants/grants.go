@@ -77,6 +77,15 @@ func Default() Registry {
 	)
 }
 
+// OrDefault is r, or Default when r is the zero Registry (handlers built
+// without a registry, as in tests, serve the defaults).
+func (r Registry) OrDefault() Registry {
+	if len(r.list) == 0 {
+		return Default()
+	}
+	return r
+}
+
 // New is a registry of exactly gs (a later entry of one type replaces an
 // earlier one).
 func New(gs ...Grant) Registry {

@@ -220,12 +220,7 @@ func CheckGrants(r grants.Registry) error {
 	return nil
 }
 
-func (h *Handler) grants() grants.Registry {
-	if len(h.Grants.Types()) == 0 {
-		return grants.Default()
-	}
-	return h.Grants
-}
+func (h *Handler) grants() grants.Registry { return h.Grants.OrDefault() }
 
 func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	req := &request{grantType: "unknown"}

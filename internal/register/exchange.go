@@ -4,15 +4,17 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/oauth"
 )
 
 // GrantTokenExchange is RFC 8693's grant type. Only clients the operator
-// configures with token_exchange may use it: dynamic registration refuses
-// it (it is not in supportedGrantTypes), because a token exchange hands a
-// resource server the user's upstream tokens or tokens for other
-// resources, which only the operator can vouch for.
-const GrantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+// configures with token_exchange may use it: registration and metadata
+// documents refuse it (the grant registry serves it to configured clients
+// only), because a token exchange hands a resource server the user's
+// upstream tokens or tokens for other resources, which only the operator
+// can vouch for.
+const GrantTokenExchange = grants.TokenExchange
 
 // TokenExchange is what a configured resource-server client may obtain
 // at /token with RFC 8693 token exchange (clients[].token_exchange).

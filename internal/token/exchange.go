@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/authd/authd/internal/clientauth"
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/tokens"
@@ -15,7 +16,7 @@ import (
 
 // RFC 8693 identifiers.
 const (
-	GrantTokenExchange   = "urn:ietf:params:oauth:grant-type:token-exchange"
+	GrantTokenExchange   = grants.TokenExchange
 	TokenTypeAccessToken = "urn:ietf:params:oauth:token-type:access_token"
 )
 

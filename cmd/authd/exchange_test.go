@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/oauth2"
 
+	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store/pgtest"
 	"github.com/authd/authd/internal/upstream/upstreamtest"
 )
@@ -38,24 +39,25 @@ const (
 // may exchange tokens for them: gh-mcp (the server at mcpResource) may get
 // the user's GitHub token and delegate to otherResource; other-mcp may
 // delegate on to thirdResource and get no upstream token; plain-rs may
-// introspect but not exchange.
+// introspect but not exchange. Their secrets are given as SHA-256
+// hashes: bcrypt at every start would cost seconds on a loaded machine.
 var exchangeYAML = fmt.Sprintf(`
 clients:
   - id: gh-mcp
-    secret: %s
+    secret_hash: %s
     token_exchange:
       resource_server: %s
       upstreams: [github]
       resources: [%s]
   - id: other-mcp
-    secret: %s
+    secret_hash: %s
     token_exchange:
       resource_server: %s
       resources: [%s]
   - id: plain-rs
-    secret: %s
+    secret_hash: %s
     introspect: true
-`, ghMCPSecret, mcpResource, otherResource, otherMCPSecret, otherResource, thirdResource, plainRSSecret)
+`, oauth.HashSecret(ghMCPSecret), mcpResource, otherResource, oauth.HashSecret(otherMCPSecret), otherResource, thirdResource, oauth.HashSecret(plainRSSecret))
 
 // exchangeResources is inserted into the flow configuration's resources.
 var exchangeResources = fmt.Sprintf(`resources:
@@ -605,7 +607,7 @@ func TestTokenExchangeUpstreamOIDC(t *testing.T) {
 		"AUTHD_RESOURCES":              fmt.Sprintf(`[{"uri":%q,"name":"MCP"}]`, mcpResource),
 		"AUTHD_UPSTREAMS": fmt.Sprintf(`[{"id":"sso","type":"oidc","store_tokens":true,"client_id":%q,"client_secret":%q,"oidc":{"issuer":%q}}]`,
 			idp.ClientID, idp.ClientSecret, idp.Issuer()),
-		"AUTHD_CLIENTS": fmt.Sprintf(`[{"id":"sso-mcp","secret":%q,"token_exchange":{"resource_server":%q,"upstreams":["sso"]}}]`, secret, mcpResource),
+		"AUTHD_CLIENTS": fmt.Sprintf(`[{"id":"sso-mcp","secret_hash":%q,"token_exchange":{"resource_server":%q,"upstreams":["sso"]}}]`, oauth.HashSecret(secret), mcpResource),
 	}, idp.Client())
 
 	reg := registerClient(t, inst.URL, map[string]any{

@@ -48,7 +48,7 @@ func TestUnknownScopes(t *testing.T) {
 	})
 	t.Run("reject", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, func(h *token.Handler) { h.RejectUnknownScopes = true })
+		e := newEnv(t, func(h *token.Handler) { h.Policy.RejectUnknownScopes = true })
 		wantError(t, e.post("/token", cc("read delete"), basicAuth(confClient, secret)), http.StatusBadRequest, oauth.CodeInvalidScope)
 		r := e.post("/token", cc("read offline_access openid"), basicAuth(confClient, secret))
 		if r.status != http.StatusOK || r.str("scope") != "read" {

@@ -327,7 +327,7 @@ func testScopesAndResourcesAccepted(t *testing.T, e *env) {
 		{"default scopes, filtered", nil, []string{resMCP}, []string{"read"}, []string{resMCP}},
 		{"two resources", []string{"read"}, []string{resMCP, resOther}, []string{"read"}, []string{resMCP, resOther}},
 		{"canonical resource", []string{"read"}, []string{"https://MCP.example.com:443/"}, []string{"read"}, []string{resMCP}},
-		// oauth.ScopeRule: offline_access, openid and unknown scopes are
+		// policy.Requested: offline_access, openid and unknown scopes are
 		// dropped before consent; nothing grantable left means the default.
 		{"unknown and protocol scopes dropped", []string{"read", "delete", "offline_access", "openid", "claudeai"}, []string{resMCP}, []string{"read"}, []string{resMCP}},
 		{"only dropped scopes: the default", []string{"offline_access", "claudeai"}, []string{resMCP}, []string{"read"}, []string{resMCP}},

@@ -205,15 +205,16 @@ func (p *Policy) Offered(uri string) []string {
 //
 // Several resources at once: a scope is allowed only when EVERY resource
 // of the set offers it; a token's scope is the intersection of what its
-// audiences offer, never the union. RFC 8707 §2 leaves it to the server
-// how scope and several resource values combine, and §3 warns that a
-// token with several audiences "can be used by any one of those resources
-// to access any of the others". Were a scope that only resource B offers
+// audiences offer, never the union. RFC 8707 does not say how scope and
+// several resource values combine, and its §3 warns that a token with
+// several audiences "can be used by any one of those resources to access
+// any of the others". Were a scope that only resource B offers
 // put in a token for A and B, A (which never agreed to that scope) could
 // replay it at B with that permission; with the intersection, every
 // permission in the token is one each of its audiences defines. A client
 // that needs B's own scopes asks for a token for B alone (or narrows the
-// audience at /token with the resource parameter, RFC 8707 §2.2).
+// audience at /token with the resource parameter, RFC 8707 §2.2). The
+// identity claims of such a token follow the same rule (Claims).
 //
 // What a caller does with a refused scope: one the client named is
 // refused with invalid_scope (/authorize, client_credentials); one it did

@@ -70,7 +70,7 @@ func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, er
 	// RFC 6749 §6: the scope may only narrow, and narrows only this access
 	// token; the grant keeps what was consented to.
 	// offline_access, openid and unknown scopes are dropped first
-	// (oauth.ScopeRule); a request left with none narrows nothing.
+	// (policy.Requested); a request left with none narrows nothing.
 	scopes := g.Scopes
 	requested, oerr := h.Policy.Requested(req.form.Get("scope"))
 	if oerr != nil {

@@ -9,7 +9,7 @@ import (
 	"github.com/authd/authd/internal/token"
 )
 
-// TestUnknownScopes: /token applies oauth.ScopeRule. By default scopes the
+// TestUnknownScopes: /token applies policy.Requested. By default scopes the
 // server does not declare are dropped and the response's scope says what
 // was granted (RFC 6749 §3.3); offline_access and openid are dropped in
 // both modes; with RejectUnknownScopes an undeclared scope is invalid_scope.

@@ -1,6 +1,7 @@
 package authorize
 
 import (
+	"context"
 	"errors"
 	"mime"
 	"net/http"
@@ -366,4 +367,16 @@ func (h *Handler) scopeAllowed(s string, c store.Client, resources []string) str
 		}
 	}
 	return ""
+}
+
+// storeRequest stores the pending request p under the digest of its id rid
+// (a fresh oauth.PrefixRequest token, never stored in clear) and binds it
+// to this browser with a cookie holding rid.
+func (h *Handler) storeRequest(ctx context.Context, w http.ResponseWriter, rid string, p store.AuthRequest) error {
+	p.IDDigest = oauth.Digest(rid)
+	if err := h.Store.CreateAuthRequest(ctx, p); err != nil {
+		return err
+	}
+	h.setCookie(w, h.requestCookieName(requestHandle(p.IDDigest)), rid, p.ExpiresAt.Sub(p.CreatedAt))
+	return nil
 }

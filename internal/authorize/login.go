@@ -141,8 +141,9 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 // callback serves GET /callback/{provider}: the upstream's answer. The
 // state finds the pending request, which must belong to this browser and
 // be waiting for this provider; it is consumed before the code exchange so
-// that a replayed callback finds nothing. Failures show a page and create
-// nothing.
+// that a replayed callback finds nothing. Failures create nothing and are
+// pages, except the user's decline at the provider, which the client is
+// told (upstreamFailed).
 func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	now := h.now()

@@ -1,7 +1,6 @@
 package authorize
 
 import (
-	"context"
 	"errors"
 	"net/http"
 
@@ -11,21 +10,9 @@ import (
 )
 
 // A pending authorization request lives between /authorize and the code:
-// stored under the digest of its id, bound to the browser by a cookie that
-// holds the id, and named in URLs by its handle (see the package
-// documentation).
-
-// storeRequest stores the pending request p under the digest of its id rid
-// (a fresh oauth.PrefixRequest token, never stored in clear) and binds it
-// to this browser with a cookie holding rid.
-func (h *Handler) storeRequest(ctx context.Context, w http.ResponseWriter, rid string, p store.AuthRequest) error {
-	p.IDDigest = oauth.Digest(rid)
-	if err := h.Store.CreateAuthRequest(ctx, p); err != nil {
-		return err
-	}
-	h.setCookie(w, h.requestCookieName(requestHandle(p.IDDigest)), rid, p.ExpiresAt.Sub(p.CreatedAt))
-	return nil
-}
+// stored under the digest of its id (storeRequest), bound to the browser
+// by a cookie that holds the id, and named in URLs by its handle (see the
+// package documentation).
 
 // pendingRequest returns the pending request named by handle and the
 // request id this browser holds for it; errExpired when the browser holds

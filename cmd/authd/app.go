@@ -22,6 +22,7 @@ import (
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/discovery"
+	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/metrics"
@@ -337,8 +338,9 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Now:            now,
 		Log:            log,
 	}
-	for _, res := range pol.Resources {
-		ir := introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes, Claims: res.Claims}
+	for _, res := range cfg.Resources {
+		ids, _ := idclaims.Parse(res.Claims) // validated at load
+		ir := introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes, Claims: ids}
 		for _, rs := range res.RouteScopes {
 			ir.RouteScopes = append(ir.RouteScopes, introspect.RouteScope{Method: rs.Method, Path: rs.Path, Scopes: rs.Scopes})
 		}

@@ -190,3 +190,41 @@ func TestFormatAndClaims(t *testing.T) {
 		t.Errorf("Claims for wide = %+v", got)
 	}
 }
+
+// TestIntersectionProperties: over every audience drawn from the test
+// policy's resources (and one unconfigured), what a token may carry is
+// offered by each of its audiences, and narrowing the audience never
+// loses a scope (so a client that narrows with resource= at /token always
+// gets at least what the wider token had).
+func TestIntersectionProperties(t *testing.T) {
+	t.Parallel()
+	p := testPolicy()
+	p.AllowAnyResource = true
+	all := []string{wide, narrow, open, "https://any.example.com"}
+	scopes := []string{"read", "write", "admin", "delete"}
+	var audiences [][]string
+	for mask := 1; mask < 1<<len(all); mask++ {
+		var aud []string
+		for i, r := range all {
+			if mask&(1<<i) != 0 {
+				aud = append(aud, r)
+			}
+		}
+		audiences = append(audiences, aud)
+	}
+	for _, aud := range audiences {
+		got := p.AllowedScopes(scopes, nil, aud)
+		for _, s := range got {
+			for _, r := range aud {
+				if !slices.Contains(p.Offered(r), s) {
+					t.Errorf("audience %v carries %s, which %s does not offer", aud, s, r)
+				}
+			}
+		}
+		for _, sub := range audiences {
+			if oauth.Subset(sub, aud) && !oauth.Subset(got, p.AllowedScopes(scopes, nil, sub)) {
+				t.Errorf("narrowing %v to %v loses scopes: %v, then %v", aud, sub, got, p.AllowedScopes(scopes, nil, sub))
+			}
+		}
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/metrics"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/register"
 	"github.com/authd/authd/internal/server"
@@ -169,6 +170,9 @@ type wiring struct {
 	userCheck func(context.Context, store.User) error
 	// prefix is the issuer's path (oauth.IssuerPath).
 	prefix string
+	// policy is the resource and scope policy, built once: every endpoint
+	// that applies a rule about resources or scopes gets this one value.
+	policy *policy.Policy
 	// broker keeps and hands out users' upstream grants; nil when no
 	// upstream keeps tokens.
 	broker *upstreamtokens.Broker
@@ -177,7 +181,7 @@ type wiring struct {
 // newWiring loads the configured clients, the signing keys and the
 // upstreams, and builds the shared parts.
 func newWiring(ctx context.Context, d deps) (*wiring, error) {
-	w := &wiring{deps: d, prefix: oauth.IssuerPath(d.cfg.Issuer)}
+	w := &wiring{deps: d, prefix: oauth.IssuerPath(d.cfg.Issuer), policy: d.cfg.Policy()}
 	if err := register.SyncStaticClients(ctx, d.store, d.cfg.Clients, d.now()); err != nil {
 		return nil, fmt.Errorf("loading configured clients: %w", err)
 	}
@@ -323,7 +327,7 @@ func (w *wiring) router() (root, endpoints chi.Router) {
 // path-inserted metadata of RFC 8414 §3.1 sits outside the issuer's path).
 func (w *wiring) mountDiscovery(root chi.Router) {
 	cfg := w.cfg
-	scopeNames := cfg.ScopeNames()
+	scopeNames := w.policy.ScopeNames()
 	features := discovery.Features{
 		Registration:         cfg.Registration.Enabled,
 		Introspection:        true,
@@ -341,15 +345,11 @@ func (w *wiring) mountDiscovery(root chi.Router) {
 		AnyResource:       cfg.Dev && cfg.AllowAnyResource,
 		AnyResourceScopes: scopeNames,
 	}
-	for _, res := range cfg.Resources {
-		scopes := res.Scopes
-		if len(scopes) == 0 {
-			scopes = scopeNames
-		}
+	for _, res := range w.policy.Resources {
 		disc.Resources = append(disc.Resources, discovery.ProtectedResource{
 			Resource:              res.URI,
 			AuthorizationServers:  []string{cfg.Issuer},
-			ScopesSupported:       scopes,
+			ScopesSupported:       w.policy.Offered(res.URI),
 			ResourceDocumentation: res.Documentation,
 			ResourceName:          res.Name,
 		})
@@ -366,7 +366,7 @@ func (w *wiring) mountRegister(r chi.Router) {
 		Issuer:         cfg.Issuer,
 		Policy:         cfg.Registration,
 		Grants:         w.grants,
-		Scopes:         cfg.ScopeNames(),
+		ScopePolicy:    w.policy,
 		Limiter:        ratelimit.New(cfg.Registration.RateLimit, now),
 		Throttle:       w.throttle,
 		TrustedProxies: mustPrefixes(cfg),
@@ -381,15 +381,11 @@ func (w *wiring) mountRegister(r chi.Router) {
 func (w *wiring) mountAuthorize(r chi.Router) {
 	cfg := w.cfg
 	authz := &authorize.Handler{
-		Store:            w.clients.signInStore(),
-		Issuer:           cfg.Issuer,
-		Connectors:       w.connectors,
-		Allowlist:        cfg.Allowlist,
-		AllowAnyResource: cfg.AllowAnyResource,
-		DefaultResource:  cfg.DefaultResource,
-		DefaultScopes:    cfg.DefaultScopes,
-		// offline_access, openid and undeclared scopes: see oauth.ScopeRule.
-		RejectUnknownScopes: cfg.UnknownScopes == config.UnknownScopesReject,
+		Store:      w.clients.signInStore(),
+		Issuer:     cfg.Issuer,
+		Connectors: w.connectors,
+		Allowlist:  cfg.Allowlist,
+		Policy:     w.policy,
 		Lifetimes: authorize.Lifetimes{
 			Request: cfg.Session.RequestLifetime,
 			Code:    cfg.Tokens.CodeLifetime,
@@ -399,12 +395,6 @@ func (w *wiring) mountAuthorize(r chi.Router) {
 		OnEvent: w.metrics.ObserveAuthorizeEvent,
 		Now:     w.now,
 		Log:     w.log,
-	}
-	for _, s := range cfg.Scopes {
-		authz.Scopes = append(authz.Scopes, authorize.Scope{Name: s.Name, Description: s.Description})
-	}
-	for _, res := range cfg.Resources {
-		authz.Resources = append(authz.Resources, authorize.Resource{URI: res.URI, Name: res.Name, Scopes: res.Scopes})
 	}
 	if w.broker != nil {
 		authz.UpstreamGrants = w.broker
@@ -426,12 +416,7 @@ func (w *wiring) mountToken(r chi.Router, clientAuth *clientauth.Authenticator) 
 		Clients:              clientAuth,
 		Keys:                 w.keys,
 		Issuer:               cfg.Issuer,
-		AllowAnyResource:     cfg.AllowAnyResource,
-		DefaultResource:      cfg.DefaultResource,
-		Scopes:               cfg.ScopeNames(),
-		RejectUnknownScopes:  cfg.UnknownScopes == config.UnknownScopesReject,
-		DefaultScopes:        cfg.DefaultScopes,
-		TokenFormat:          cfg.Tokens.Format,
+		Policy:               w.policy,
 		AccessTokenLifetime:  cfg.Tokens.AccessTokenLifetime,
 		RefreshTokenLifetime: cfg.Tokens.RefreshTokenLifetime,
 		RefreshRetryWindow:   cfg.Tokens.RefreshRetryWindow,
@@ -447,10 +432,6 @@ func (w *wiring) mountToken(r chi.Router, clientAuth *clientauth.Authenticator) 
 		RevokeLimit: ratelimit.New(cfg.RateLimits.Revoke, now),
 		Now:         now,
 		Log:         w.log,
-	}
-	for _, res := range cfg.Resources {
-		ids, _ := idclaims.Parse(res.Claims) // validated at load
-		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat, Claims: ids})
 	}
 	tok.Exchange = tokenExchange(cfg, w.broker, w.metrics)
 	tok.Routes(r)

@@ -227,15 +227,17 @@ func bearerType(t string) string {
 // it too).
 func (h *Handler) delegatedToken(ctx context.Context, req *request, sub *tokens.Info, resource string) (*response, error) {
 	aud := []string{resource}
-	if h.format(aud) != FormatJWT {
+	if h.Policy.Format(aud) != FormatJWT {
 		// Opaque tokens are rows without an act column; issuing one would
 		// drop who acts, and a JWT would bypass the introspection the
 		// resource asked for.
 		return nil, oauth.InvalidTarget("delegated tokens are JWTs; resource %q takes opaque tokens", truncate(resource, 200))
 	}
-	allowed := h.scopesFor(sub.Scopes, aud)
+	// What the user granted (the subject token's scopes) that the target
+	// offers (policy.ScopeAllowed).
+	allowed := h.Policy.AllowedScopes(sub.Scopes, nil, aud)
 	scopes := allowed
-	requested, oerr := h.scopeRule().Requested(req.form.Get("scope"))
+	requested, oerr := h.Policy.Requested(req.form.Get("scope"))
 	if oerr != nil {
 		return nil, oerr
 	}

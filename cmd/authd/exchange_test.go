@@ -27,8 +27,9 @@ const (
 	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
 	tokenTypeAccess    = "urn:ietf:params:oauth:token-type:access_token"
 
-	otherResource = "https://other.example.com/mcp"
-	thirdResource = "https://third.example.com/mcp"
+	otherResource  = "https://other.example.com/mcp"
+	thirdResource  = "https://third.example.com/mcp"
+	opaqueResource = "https://opaque.example.com/mcp"
 
 	ghMCPSecret    = "gh-mcp-secret-0123456789"
 	otherMCPSecret = "other-mcp-secret-0123456789"
@@ -48,7 +49,7 @@ clients:
     token_exchange:
       resource_server: %s
       upstreams: [github]
-      resources: [%s]
+      resources: [%s, %s]
   - id: other-mcp
     secret_hash: %s
     token_exchange:
@@ -57,7 +58,7 @@ clients:
   - id: plain-rs
     secret_hash: %s
     introspect: true
-`, oauth.HashSecret(ghMCPSecret), mcpResource, otherResource, oauth.HashSecret(otherMCPSecret), otherResource, thirdResource, oauth.HashSecret(plainRSSecret))
+`, oauth.HashSecret(ghMCPSecret), mcpResource, otherResource, opaqueResource, oauth.HashSecret(otherMCPSecret), otherResource, thirdResource, oauth.HashSecret(plainRSSecret))
 
 // exchangeResources is inserted into the flow configuration's resources.
 var exchangeResources = fmt.Sprintf(`resources:
@@ -67,7 +68,10 @@ var exchangeResources = fmt.Sprintf(`resources:
   - uri: %s
     name: Third MCP
     scopes: [mcp:tools, mcp:resources]
-`, otherResource, thirdResource)
+  - uri: %s
+    name: Opaque MCP
+    token_format: opaque
+`, otherResource, thirdResource, opaqueResource)
 
 // exchangeEnv is secEnv with exchangeYAML, exchangeResources and a clock.
 type exchangeEnv struct {
@@ -230,6 +234,10 @@ func TestTokenExchangeRefusals(t *testing.T) {
 			x.exchange(t, "gh-mcp", ghMCPSecret, subject, url.Values{"audience": {"gitlab"}}), http.StatusBadRequest, "invalid_target")
 		x.wantRefused(t, "gh-mcp delegates to a resource it may not", before,
 			x.exchange(t, "gh-mcp", ghMCPSecret, subject, url.Values{"resource": {thirdResource}}), http.StatusBadRequest, "invalid_target")
+		// An opaque token has no place for act: delegation to a resource
+		// taking opaque tokens is refused rather than losing the actor.
+		x.wantRefused(t, "gh-mcp delegates to an opaque-token resource", before,
+			x.exchange(t, "gh-mcp", ghMCPSecret, subject, url.Values{"resource": {opaqueResource}}), http.StatusBadRequest, "invalid_target")
 	})
 	t.Run("malformed requests", func(t *testing.T) {
 		before := x.rowCounts(t)

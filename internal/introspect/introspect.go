@@ -166,7 +166,7 @@ type response struct {
 	Audience  tokens.Audience `json:"aud,omitempty"`
 	Issuer    string          `json:"iss"`
 	JTI       string          `json:"jti,omitempty"`
-	// The token's act and cnf claims (RFC 8693 §2.2.1, RFC 9449 §6.2),
+	// The token's act and cnf claims (RFC 8693 §4.1, RFC 9449 §6.2),
 	// for delegated and sender-constrained tokens.
 	Actor        *tokens.Actor        `json:"act,omitempty"`
 	Confirmation *tokens.Confirmation `json:"cnf,omitempty"`

@@ -180,6 +180,11 @@ func (h *Handler) verify(r *http.Request) (*tokens.Info, *resourceMatcher, error
 	switch {
 	case !t.AccessToken():
 		return nil, nil, invalid("a refresh token is not an access token")
+	case t.Confirmation != nil:
+		// A sender-constrained token (RFC 9449, RFC 8705) is good only
+		// with the holder's proof, which a ForwardAuth check never sees:
+		// taking it as a bearer token would undo the binding.
+		return nil, nil, invalid("a sender-constrained access token needs a proof of possession /verify cannot check")
 	case !slices.Contains(t.Audience, res.URI):
 		// RFC 8707: a token bound to another resource must not be
 		// accepted here, even though it is otherwise valid.

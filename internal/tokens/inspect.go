@@ -100,25 +100,7 @@ func (s *Service) inspectJWT(ctx context.Context, raw string, now time.Time) (*I
 	if err != nil {
 		return nil, err
 	}
-	t := &Info{
-		Kind:         KindJWT,
-		ClientID:     c.ClientID,
-		Subject:      c.Subject,
-		GrantID:      c.GrantID,
-		Scopes:       strings.Fields(c.Scope),
-		Audience:     c.Audience,
-		IssuedAt:     c.IssuedAt.Time,
-		ExpiresAt:    c.ExpiresAt.Time,
-		JTI:          c.ID,
-		Actor:        c.Actor,
-		Confirmation: c.Confirmation,
-	}
-	if c.NotBefore != nil {
-		t.NotBefore = c.NotBefore.Time
-	}
-	if c.AuthTime != nil {
-		t.AuthTime = c.AuthTime.Time
-	}
+	t := c.info()
 
 	// The client first: it is cached, so a deleted or disabled client
 	// costs no database round trip.
@@ -152,6 +134,30 @@ func (s *Service) inspectJWT(ctx context.Context, raw string, now time.Time) (*I
 	}
 	t.User = &u
 	return t, nil
+}
+
+// info is what verified claims say; the user is for the caller to add.
+func (c *Claims) info() *Info {
+	t := &Info{
+		Kind:         KindJWT,
+		ClientID:     c.ClientID,
+		Subject:      c.Subject,
+		GrantID:      c.GrantID,
+		Scopes:       strings.Fields(c.Scope),
+		Audience:     c.Audience,
+		IssuedAt:     c.IssuedAt.Time,
+		ExpiresAt:    c.ExpiresAt.Time,
+		JTI:          c.ID,
+		Actor:        c.Actor,
+		Confirmation: c.Confirmation,
+	}
+	if c.NotBefore != nil {
+		t.NotBefore = c.NotBefore.Time
+	}
+	if c.AuthTime != nil {
+		t.AuthTime = c.AuthTime.Time
+	}
+	return t
 }
 
 // verifyJWT checks raw's signature and claims, and returns a copy of the

@@ -184,7 +184,11 @@ func (x *exchangeEnv) wantRefused(t *testing.T, what string, before map[string]i
 func TestTokenExchangeRefusals(t *testing.T) {
 	t.Parallel()
 	x := newExchangeEnv(t, nil)
-	subject := x.userToken(t, mcpResource).AccessToken
+	subjectTok := x.userToken(t, mcpResource)
+	subject := subjectTok.AccessToken
+	if subjectTok.RefreshToken == "" {
+		t.Fatal("the code flow issued no refresh token")
+	}
 	forOther := x.userToken(t, otherResource).AccessToken
 	upstream := url.Values{"audience": {"github"}}
 	delegate := url.Values{"resource": {otherResource}}
@@ -252,6 +256,7 @@ func TestTokenExchangeRefusals(t *testing.T) {
 		x.wantRefused(t, "actor token", before,
 			x.exchange(t, "gh-mcp", ghMCPSecret, subject, url.Values{"audience": {"github"}, "actor_token": {subject}, "actor_token_type": {tokenTypeAccess}}), http.StatusBadRequest, "invalid_request")
 		x.wantRefused(t, "garbage subject", before, x.exchange(t, "gh-mcp", ghMCPSecret, "not-a-token", delegate), http.StatusBadRequest, "invalid_request")
+		x.wantRefused(t, "refresh token as subject", before, x.exchange(t, "gh-mcp", ghMCPSecret, subjectTok.RefreshToken, delegate), http.StatusBadRequest, "invalid_request")
 	})
 	t.Run("revoked subject token", func(t *testing.T) {
 		tok := x.userToken(t, mcpResource)

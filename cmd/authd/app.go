@@ -309,7 +309,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		authz.Scopes = append(authz.Scopes, authorize.Scope{Name: s.Name, Description: s.Description})
 	}
 	for _, res := range cfg.Resources {
-		authz.Resources = append(authz.Resources, authorize.Resource{URI: res.URI, Name: res.Name, Scopes: res.Scopes})
+		authz.Resources = append(authz.Resources, authorize.Resource{URI: res.URI, Name: res.Name, Scopes: res.Scopes, UpstreamScopes: res.UpstreamScopes})
 	}
 	if broker != nil {
 		authz.UpstreamGrants = broker

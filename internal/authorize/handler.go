@@ -42,6 +42,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -49,6 +50,7 @@ import (
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/upstream"
+	"github.com/authd/authd/internal/upstreamtokens"
 )
 
 // Store is the part of store.Store this package uses.
@@ -84,11 +86,19 @@ type Allowlist interface {
 	Check(providerType string, u store.User) error
 }
 
-// UpstreamGrants keeps the upstream's grant of a user who just signed in,
-// for upstreams with store_tokens (upstreamtokens.Broker); it ignores the
-// others.
+// UpstreamGrants is the broker (upstreamtokens.Broker): Keep is handed the
+// upstream's grant of a user who just signed in (kept for upstreams with
+// store_tokens, ignored for the others); /apps lists the kept grants and
+// lets the user disconnect one.
 type UpstreamGrants interface {
 	Keep(ctx context.Context, userID, upstream string, g *upstream.Grant) error
+	// Covers reports whether a usable grant with scopes is kept for the
+	// user at an upstream that keeps tokens (always true at one that
+	// does not): if not, single sign-on sends the user to the upstream
+	// again (incremental authorization).
+	Covers(ctx context.Context, userID, upstream string, scopes []string) (bool, error)
+	Connections(ctx context.Context, userID string) ([]upstreamtokens.Connection, error)
+	Disconnect(ctx context.Context, userID, upstream string) error
 }
 
 // Resource is a protected resource (an MCP server) tokens may be bound to.
@@ -96,6 +106,9 @@ type Resource struct {
 	URI    string   // canonical (oauth.CanonicalResource)
 	Name   string   // shown on the consent page
 	Scopes []string // scopes allowed for it; empty: every server scope
+	// UpstreamScopes are, per upstream id, the scopes this resource's
+	// server needs at the upstream (store_tokens): sign-in asks for them.
+	UpstreamScopes map[string][]string
 }
 
 // Scope is a scope the server knows, with the words the consent page shows.
@@ -192,6 +205,7 @@ func (h *Handler) Routes(r chi.Router) {
 	r.With(cop.Handler).Post("/consent", h.consentSubmit)
 	r.Get("/apps", h.apps)
 	r.With(cop.Handler).Post("/apps/revoke", h.revokeApp)
+	r.With(cop.Handler).Post("/apps/disconnect", h.disconnectUpstream)
 	r.With(cop.Handler).Post("/logout", h.logout)
 	if h.DevMode {
 		r.Handle(upstream.DevLoginPath, upstream.DevLoginHandler(h.Connectors, h.log()))
@@ -282,6 +296,20 @@ func (h *Handler) resource(uri string) (Resource, bool) {
 		}
 	}
 	return Resource{}, false
+}
+
+// upstreamScopes is what the resources need at upstream id, in order.
+func (h *Handler) upstreamScopes(id string, resources []string) []string {
+	var out []string
+	for _, uri := range resources {
+		res, _ := h.resource(uri)
+		for _, s := range res.UpstreamScopes[id] {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
 }
 
 // scopeRule is the server's rule for requested scopes, shared with /token.

@@ -383,6 +383,33 @@ func (b *Broker) revokeGrants(ctx context.Context, userID string, now time.Time)
 	return n, nil
 }
 
+// Covers reports whether a grant usable now (unexpired, or refreshable)
+// with every one of scopes is kept for userID at upstream id. It is true
+// for an upstream that keeps no tokens: there is nothing to cover. The
+// sign-in sends a user whose grant does not cover what a resource needs
+// to the upstream again (incremental authorization).
+func (b *Broker) Covers(ctx context.Context, userID, id string, scopes []string) (bool, error) {
+	if !b.Keeps(id) {
+		return true, nil
+	}
+	row, err := b.Store.GetUpstreamToken(ctx, userID, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if row.DeadAt != nil || (!row.Refreshable && !b.usable(row, b.now())) {
+		return false, nil
+	}
+	for _, s := range scopes {
+		if !slices.Contains(row.Scopes, s) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 // Connection is a kept upstream grant as /apps shows it: no secret.
 type Connection struct {
 	Upstream string

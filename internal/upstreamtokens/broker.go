@@ -399,7 +399,9 @@ func (b *Broker) Covers(ctx context.Context, userID, id string, scopes []string)
 	if err != nil {
 		return false, err
 	}
-	if row.DeadAt != nil || (!row.Refreshable && !b.usable(row, b.now())) {
+	if row.DeadAt != nil || (!row.Refreshable && !b.usable(row, b.now())) || !b.Keys.Knows(row.KeyID) {
+		// Dead, run out, or sealed under a secret no longer configured:
+		// a new sign-in replaces it.
 		return false, nil
 	}
 	for _, s := range scopes {

@@ -47,6 +47,9 @@ func TestKeyringRotationAndBinding(t *testing.T) {
 	if _, err := gone.open(kid, "user-1", "github", sealed); !errors.Is(err, ErrDecrypt) {
 		t.Fatalf("old row without its secret: got %v, want ErrDecrypt", err)
 	}
+	if gone.Knows(kid) || !rotated.Knows(kid) || !rotated.Knows(newKid) {
+		t.Fatal("Knows does not follow the configured secrets")
+	}
 
 	for name, c := range map[string]struct{ kid, user, upstream string }{
 		"another user":     {kid, "user-2", "github"},

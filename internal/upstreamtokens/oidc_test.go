@@ -98,3 +98,61 @@ func TestOIDCRefreshAndGroups(t *testing.T) {
 		t.Fatalf("Token after the provider revoked the grant: got %v, want ErrGrantDead", err)
 	}
 }
+
+// Google: the Workspace domain (hd) is read again from UserInfo; a user
+// whose account moved out of the allowed domain loses their grants.
+func TestGoogleDomainRecheck(t *testing.T) {
+	t.Parallel()
+	var skew time.Duration
+	now := func() time.Time { return time.Now().Add(skew) }
+	op := upstreamtest.NewOIDC(t)
+	op.Now = now
+	op.AddUser(upstreamtest.OIDCUser{Subject: "g-1", Email: "ann@example.com", EmailVerified: true, HostedDomain: "example.com"})
+	cfg := op.Config("google", upstream.TypeGoogle)
+	cfg.RedirectURL = "https://authd.example/callback/google"
+	cfg.StoreTokens = true
+	cfg.Now = now
+	conn, err := upstream.New(t.Context(), cfg, op.Client(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ident := signIn(t, op.Client(), conn)
+	if ident.Grant == nil || ident.Grant.RefreshToken == "" || ident.Domain != "example.com" {
+		t.Fatalf("Google sign-in with store_tokens: want offline access (a refresh token) and hd, got %v, hd %q", ident.Grant, ident.Domain)
+	}
+	st := store.NewMemory()
+	u, err := st.UpsertUser(t.Context(), store.User{Provider: "google", Subject: "g-1", Email: "ann@example.com", EmailVerified: true,
+		Domain: "example.com", CreatedAt: time.Now(), UpdatedAt: time.Now(), LastLoginAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := upstreamtokens.NewKeyring(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy := allowlist.Policy{GoogleDomains: []string{"example.com"}}
+	b := &upstreamtokens.Broker{
+		Store: st, Keys: kr, Now: now, Log: slog.New(slog.DiscardHandler), Allowed: policy.Check,
+		Upstreams: map[string]upstreamtokens.Upstream{"google": {
+			ID: "google", Type: upstream.TypeGoogle, RevokeOnUpstreamRevocation: true,
+			Refresher: conn.(upstream.Refresher), Memberships: conn.(upstream.MembershipReader),
+		}},
+	}
+	ctx := t.Context()
+	if err := b.Keep(ctx, u.ID, "google", ident.Grant); err != nil {
+		t.Fatal(err)
+	}
+	g := authdGrant(t, st, u)
+	skew = 20 * time.Minute
+	if err := b.RecheckMemberships(ctx, u); err != nil {
+		t.Fatalf("still in the domain: %v", err)
+	}
+	op.SetHostedDomain("g-1", "elsewhere.example")
+	skew += 20 * time.Minute
+	if err := b.RecheckMemberships(ctx, u); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+		t.Fatalf("after leaving the Workspace domain: got %v, want ErrNoLongerAllowed", err)
+	}
+	if got, _ := st.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+		t.Fatal("the grant survived the move out of the domain")
+	}
+}

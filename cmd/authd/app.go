@@ -519,6 +519,13 @@ func (a *app) startBackground(ctx context.Context) {
 					a.log.Warn("purge failed", "error", err.Error())
 					continue
 				}
+				// Kept tokens of upstreams that no longer keep them
+				// (removed, or store_tokens off) will never be used.
+				if n, err := a.store.DeleteUpstreamTokensExcept(ctx, keptUpstreams(a.cfg)); err != nil {
+					a.log.Warn("purge failed", "error", err.Error())
+				} else {
+					res["upstream_tokens"] += n
+				}
 				var total int64
 				for _, n := range res {
 					total += n

@@ -87,10 +87,20 @@ type brokerApp struct {
 
 func (e *brokerEnv) start(t *testing.T) *brokerApp {
 	t.Helper()
+	return e.startWith(t, nil)
+}
+
+// startWith is start with more environment variables.
+func (e *brokerEnv) startWith(t *testing.T, environ map[string]string) *brokerApp {
+	t.Helper()
 	ctx := context.Background()
 	ts := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + ts.Listener.Addr().String()
-	cfg, err := loadConfig(flagsFor(t, "--config", e.cfg), envOf(map[string]string{"AUTHD_DATABASE_URL": e.dsn, "AUTHD_ISSUER": issuer}))
+	vars := map[string]string{"AUTHD_DATABASE_URL": e.dsn, "AUTHD_ISSUER": issuer}
+	for k, v := range environ {
+		vars[k] = v
+	}
+	cfg, err := loadConfig(flagsFor(t, "--config", e.cfg), envOf(vars))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,9 +116,6 @@ func (e *brokerEnv) start(t *testing.T) *brokerApp {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.close)
-	if a.upstreamTokens == nil {
-		t.Fatal("store_tokens is set, yet the app has no upstream token broker")
-	}
 	ts.Config.Handler = a.handler
 	ts.Start()
 	t.Cleanup(ts.Close)
@@ -407,5 +414,46 @@ func TestUpstreamScopesPerResource(t *testing.T) {
 	tok, err = r.app.upstreamTokens.Token(ctx, u.ID, "github")
 	if err != nil || !slices.Contains(tok.Scopes, "gist") {
 		t.Fatalf("kept grant after the incremental sign-in: scopes %q, err %v", tok.Scopes, err)
+	}
+}
+
+// When an upstream stops keeping tokens (store_tokens turned off, or the
+// upstream removed), the background purge deletes what was kept for it.
+func TestPurgeDropsTokensOfUpstreamsNoLongerKeeping(t *testing.T) {
+	t.Parallel()
+	e := newBrokerEnv(t)
+	r := e.start(t)
+	e.signIn(t, r)
+	ctx := context.Background()
+	u, err := r.store.FindUser(ctx, "github", "2002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.store.GetUpstreamToken(ctx, u.ID, "github"); err != nil {
+		t.Fatalf("nothing kept: %v", err)
+	}
+	raw, err := os.ReadFile(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := strings.NewReplacer("    store_tokens: true\n", "", "    membership_check_interval: 15m\n", "").Replace(string(raw))
+	if err := os.WriteFile(e.cfg, []byte(off), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r2 := e.startWith(t, map[string]string{"AUTHD_PURGE_INTERVAL": "50ms"})
+	if r2.app.upstreamTokens != nil {
+		t.Fatal("store_tokens is off, yet the app has a broker")
+	}
+	r2.app.startBackground(ctx)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := r.store.GetUpstreamToken(ctx, u.ID, "github")
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the purge left the tokens of an upstream without store_tokens: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -280,7 +280,10 @@ func (b *Broker) refresh(ctx context.Context, up Upstream, userID string, now ti
 	if timeout <= 0 {
 		timeout = defaultRefreshTimeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	// Not cancelled with the caller: a single-use refresh token spent at
+	// the upstream whose answer is then thrown away (the client hung up)
+	// would leave the kept grant dead at the next refresh.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	var (
 		out      secrets

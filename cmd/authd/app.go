@@ -93,9 +93,9 @@ type deps struct {
 	cimdRoots *x509.CertPool
 	// tracerProvider traces requests and upstream calls (nil: none).
 	tracerProvider trace.TracerProvider
-	// grants, when set, changes the grant registry the configuration
+	// editGrants, when set, changes the grant registry the configuration
 	// gives (grantRegistry); for tests.
-	grants func(grants.Registry) grants.Registry
+	editGrants func(grants.Registry) grants.Registry
 }
 
 // newMetrics creates the registry, with pool statistics for Postgres.
@@ -181,8 +181,8 @@ func newWiring(ctx context.Context, d deps) (*wiring, error) {
 	w.bst = store.NewBounded(d.store, d.cfg.DatabaseTimeout, d.cfg.DatabaseMaxInFlight)
 	w.bst.OnRefused = d.metrics.ObserveDBRefused
 	w.grants = grantRegistry(d.cfg)
-	if d.grants != nil {
-		w.grants = d.grants(w.grants)
+	if d.editGrants != nil {
+		w.grants = d.editGrants(w.grants)
 	}
 	if err := token.CheckGrants(w.grants); err != nil {
 		return nil, err

@@ -42,7 +42,7 @@ func grantsApp(t *testing.T, edit func(grants.Registry) grants.Registry) (*httpt
 	st := store.NewMemory()
 	t.Cleanup(st.Close)
 	a, err := buildApp(t.Context(), deps{
-		cfg: cfg, store: st, log: slog.New(slog.DiscardHandler), now: time.Now, started: time.Now(), grants: edit,
+		cfg: cfg, store: st, log: slog.New(slog.DiscardHandler), now: time.Now, started: time.Now(), editGrants: edit,
 	})
 	if err != nil {
 		return nil, err

@@ -184,6 +184,10 @@ func newWiring(ctx context.Context, d deps) (*wiring, error) {
 	if d.editGrants != nil {
 		w.grants = d.editGrants(w.grants)
 	}
+	if !w.grants.Serves(grants.AuthorizationCode) {
+		// /authorize is always mounted and issues codes.
+		return nil, errors.New("the grant registry must serve authorization_code: /authorize issues codes")
+	}
 	if err := token.CheckGrants(w.grants); err != nil {
 		return nil, err
 	}

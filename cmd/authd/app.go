@@ -27,6 +27,7 @@ import (
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/metrics"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/register"
 	"github.com/authd/authd/internal/server"
@@ -115,8 +116,9 @@ func newMetrics(st store.Store) *metrics.Metrics {
 
 // buildApp wires every component from d.cfg over d.store, in the order a
 // request meets them: what the endpoints share (signing keys, the bounded
-// store, the grant registry, the client source, sign-in upstreams), the
-// router, then each endpoint, mounted as it is built.
+// store, the resource policy, the grant registry, the client source,
+// sign-in upstreams), the router, then each endpoint, mounted as it is
+// built.
 func buildApp(ctx context.Context, d deps) (*app, error) {
 	if d.metrics == nil {
 		d.metrics = newMetrics(d.store)
@@ -152,6 +154,9 @@ type wiring struct {
 	// rather than hung clients and piling goroutines (see store.Bounded).
 	// Background work (key reloads, purges) has its own time limits.
 	bst *store.Bounded
+	// policy is the resource and scope policy, built once: every endpoint
+	// that applies a rule about resources or scopes gets this one value.
+	policy *policy.Policy
 	// grants are the grant types served, for /token, registration,
 	// metadata documents and the metadata alike (grantRegistry).
 	grants  grants.Registry
@@ -180,6 +185,7 @@ func newWiring(ctx context.Context, d deps) (*wiring, error) {
 	}
 	w.bst = store.NewBounded(d.store, d.cfg.DatabaseTimeout, d.cfg.DatabaseMaxInFlight)
 	w.bst.OnRefused = d.metrics.ObserveDBRefused
+	w.policy = d.cfg.Policy()
 	w.grants = grantRegistry(d.cfg)
 	if d.editGrants != nil {
 		w.grants = d.editGrants(w.grants)
@@ -250,12 +256,12 @@ func upstreams(ctx context.Context, d deps) ([]upstream.Connector, func(context.
 		connectors = append(connectors, c)
 		providerTypes[uc.ID] = uc.Type
 	}
-	policy := cfg.Allowlist
+	allow := cfg.Allowlist
 	userCheck := func(_ context.Context, u store.User) error {
 		if u.Disabled {
 			return errors.New("user disabled")
 		}
-		return policy.Check(providerTypes[u.Provider], u)
+		return allow.Check(providerTypes[u.Provider], u)
 	}
 	return connectors, userCheck, nil
 }
@@ -310,8 +316,8 @@ func (w *wiring) router() (root, endpoints chi.Router) {
 // 9728 documents at the host root: their paths are absolute (the
 // path-inserted metadata of RFC 8414 §3.1 sits outside the issuer's path).
 func (w *wiring) mountDiscovery(root chi.Router) {
-	cfg := w.cfg
-	scopeNames := cfg.ScopeNames()
+	cfg, pol := w.cfg, w.policy
+	scopeNames := pol.ScopeNames()
 	features := discovery.Features{
 		Registration:         cfg.Registration.Enabled,
 		Introspection:        true,
@@ -329,15 +335,11 @@ func (w *wiring) mountDiscovery(root chi.Router) {
 		AnyResource:       cfg.Dev && cfg.AllowAnyResource,
 		AnyResourceScopes: scopeNames,
 	}
-	for _, res := range cfg.Resources {
-		scopes := res.Scopes
-		if len(scopes) == 0 {
-			scopes = scopeNames
-		}
+	for _, res := range pol.Resources {
 		disc.Resources = append(disc.Resources, discovery.ProtectedResource{
 			Resource:              res.URI,
 			AuthorizationServers:  []string{cfg.Issuer},
-			ScopesSupported:       scopes,
+			ScopesSupported:       pol.Offered(res.URI),
 			ResourceDocumentation: res.Documentation,
 			ResourceName:          res.Name,
 		})
@@ -354,7 +356,7 @@ func (w *wiring) mountRegister(r chi.Router) {
 		Issuer:         cfg.Issuer,
 		Policy:         cfg.Registration,
 		Grants:         w.grants,
-		Scopes:         cfg.ScopeNames(),
+		ScopePolicy:    w.policy,
 		Limiter:        ratelimit.New(cfg.Registration.RateLimit, now),
 		Throttle:       w.throttle,
 		TrustedProxies: mustPrefixes(cfg),
@@ -369,15 +371,11 @@ func (w *wiring) mountRegister(r chi.Router) {
 func (w *wiring) mountAuthorize(r chi.Router) {
 	cfg := w.cfg
 	authz := &authorize.Handler{
-		Store:            w.clients.signInStore(),
-		Issuer:           cfg.Issuer,
-		Connectors:       w.connectors,
-		Allowlist:        cfg.Allowlist,
-		AllowAnyResource: cfg.AllowAnyResource,
-		DefaultResource:  cfg.DefaultResource,
-		DefaultScopes:    cfg.DefaultScopes,
-		// offline_access, openid and undeclared scopes: see oauth.ScopeRule.
-		RejectUnknownScopes: cfg.UnknownScopes == config.UnknownScopesReject,
+		Store:      w.clients.signInStore(),
+		Issuer:     cfg.Issuer,
+		Connectors: w.connectors,
+		Allowlist:  cfg.Allowlist,
+		Policy:     w.policy,
 		Lifetimes: authorize.Lifetimes{
 			Request: cfg.Session.RequestLifetime,
 			Code:    cfg.Tokens.CodeLifetime,
@@ -387,12 +385,6 @@ func (w *wiring) mountAuthorize(r chi.Router) {
 		OnEvent: w.metrics.ObserveAuthorizeEvent,
 		Now:     w.now,
 		Log:     w.log,
-	}
-	for _, s := range cfg.Scopes {
-		authz.Scopes = append(authz.Scopes, authorize.Scope{Name: s.Name, Description: s.Description})
-	}
-	for _, res := range cfg.Resources {
-		authz.Resources = append(authz.Resources, authorize.Resource{URI: res.URI, Name: res.Name, Scopes: res.Scopes})
 	}
 	authz.Routes(r)
 }
@@ -411,12 +403,7 @@ func (w *wiring) mountToken(r chi.Router, clientAuth *clientauth.Authenticator) 
 		Clients:              clientAuth,
 		Keys:                 w.keys,
 		Issuer:               cfg.Issuer,
-		AllowAnyResource:     cfg.AllowAnyResource,
-		DefaultResource:      cfg.DefaultResource,
-		Scopes:               cfg.ScopeNames(),
-		RejectUnknownScopes:  cfg.UnknownScopes == config.UnknownScopesReject,
-		DefaultScopes:        cfg.DefaultScopes,
-		TokenFormat:          cfg.Tokens.Format,
+		Policy:               w.policy,
 		AccessTokenLifetime:  cfg.Tokens.AccessTokenLifetime,
 		RefreshTokenLifetime: cfg.Tokens.RefreshTokenLifetime,
 		RefreshRetryWindow:   cfg.Tokens.RefreshRetryWindow,
@@ -432,10 +419,6 @@ func (w *wiring) mountToken(r chi.Router, clientAuth *clientauth.Authenticator) 
 		RevokeLimit: ratelimit.New(cfg.RateLimits.Revoke, now),
 		Now:         now,
 		Log:         w.log,
-	}
-	for _, res := range cfg.Resources {
-		ids, _ := idclaims.Parse(res.Claims) // validated at load
-		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat, Claims: ids})
 	}
 	tok.Routes(r)
 }

@@ -98,9 +98,9 @@ type deps struct {
 	cimdRoots *x509.CertPool
 	// tracerProvider traces requests and upstream calls (nil: none).
 	tracerProvider trace.TracerProvider
-	// grants, when set, changes the grant registry the configuration
+	// editGrants, when set, changes the grant registry the configuration
 	// gives (grantRegistry); for tests.
-	grants func(grants.Registry) grants.Registry
+	editGrants func(grants.Registry) grants.Registry
 }
 
 // newMetrics creates the registry, with pool statistics for Postgres.
@@ -120,8 +120,9 @@ func newMetrics(st store.Store) *metrics.Metrics {
 
 // buildApp wires every component from d.cfg over d.store, in the order a
 // request meets them: what the endpoints share (signing keys, the bounded
-// store, the grant registry, the client source, sign-in upstreams), the
-// router, then each endpoint, mounted as it is built.
+// store, the resource policy, the grant registry, the client source,
+// sign-in upstreams), the router, then each endpoint, mounted as it is
+// built.
 func buildApp(ctx context.Context, d deps) (*app, error) {
 	if d.metrics == nil {
 		d.metrics = newMetrics(d.store)
@@ -157,6 +158,9 @@ type wiring struct {
 	// rather than hung clients and piling goroutines (see store.Bounded).
 	// Background work (key reloads, purges) has its own time limits.
 	bst *store.Bounded
+	// policy is the resource and scope policy, built once: every endpoint
+	// that applies a rule about resources or scopes gets this one value.
+	policy *policy.Policy
 	// grants are the grant types served, for /token, registration,
 	// metadata documents and the metadata alike (grantRegistry).
 	grants  grants.Registry
@@ -165,23 +169,20 @@ type wiring struct {
 	// /revoke, /introspect and RFC 7592.
 	throttle   *clientauth.Throttle
 	connectors []upstream.Connector
+	// broker keeps and hands out users' upstream grants
+	// (upstreams[].store_tokens); nil when no upstream keeps tokens.
+	broker *upstreamtokens.Broker
 	// userCheck re-applies the sign-in policy to a user at every use of a
 	// grant (disabled users and the allowlist).
 	userCheck func(context.Context, store.User) error
 	// prefix is the issuer's path (oauth.IssuerPath).
 	prefix string
-	// policy is the resource and scope policy, built once: every endpoint
-	// that applies a rule about resources or scopes gets this one value.
-	policy *policy.Policy
-	// broker keeps and hands out users' upstream grants; nil when no
-	// upstream keeps tokens.
-	broker *upstreamtokens.Broker
 }
 
 // newWiring loads the configured clients, the signing keys and the
 // upstreams, and builds the shared parts.
 func newWiring(ctx context.Context, d deps) (*wiring, error) {
-	w := &wiring{deps: d, prefix: oauth.IssuerPath(d.cfg.Issuer), policy: d.cfg.Policy()}
+	w := &wiring{deps: d, prefix: oauth.IssuerPath(d.cfg.Issuer)}
 	if err := register.SyncStaticClients(ctx, d.store, d.cfg.Clients, d.now()); err != nil {
 		return nil, fmt.Errorf("loading configured clients: %w", err)
 	}
@@ -191,9 +192,14 @@ func newWiring(ctx context.Context, d deps) (*wiring, error) {
 	}
 	w.bst = store.NewBounded(d.store, d.cfg.DatabaseTimeout, d.cfg.DatabaseMaxInFlight)
 	w.bst.OnRefused = d.metrics.ObserveDBRefused
+	w.policy = d.cfg.Policy()
 	w.grants = grantRegistry(d.cfg)
-	if d.grants != nil {
-		w.grants = d.grants(w.grants)
+	if d.editGrants != nil {
+		w.grants = d.editGrants(w.grants)
+	}
+	if !w.grants.Serves(grants.AuthorizationCode) {
+		// /authorize is always mounted and issues codes.
+		return nil, errors.New("the grant registry must serve authorization_code: /authorize issues codes")
 	}
 	if err := token.CheckGrants(w.grants); err != nil {
 		return nil, err
@@ -266,12 +272,12 @@ func upstreams(ctx context.Context, d deps) ([]upstream.Connector, func(context.
 		connectors = append(connectors, c)
 		providerTypes[uc.ID] = uc.Type
 	}
-	policy := cfg.Allowlist
+	allow := cfg.Allowlist
 	userCheck := func(_ context.Context, u store.User) error {
 		if u.Disabled {
 			return errors.New("user disabled")
 		}
-		return policy.Check(providerTypes[u.Provider], u)
+		return allow.Check(providerTypes[u.Provider], u)
 	}
 	return connectors, userCheck, nil
 }
@@ -326,8 +332,8 @@ func (w *wiring) router() (root, endpoints chi.Router) {
 // 9728 documents at the host root: their paths are absolute (the
 // path-inserted metadata of RFC 8414 §3.1 sits outside the issuer's path).
 func (w *wiring) mountDiscovery(root chi.Router) {
-	cfg := w.cfg
-	scopeNames := w.policy.ScopeNames()
+	cfg, pol := w.cfg, w.policy
+	scopeNames := pol.ScopeNames()
 	features := discovery.Features{
 		Registration:         cfg.Registration.Enabled,
 		Introspection:        true,
@@ -345,11 +351,11 @@ func (w *wiring) mountDiscovery(root chi.Router) {
 		AnyResource:       cfg.Dev && cfg.AllowAnyResource,
 		AnyResourceScopes: scopeNames,
 	}
-	for _, res := range w.policy.Resources {
+	for _, res := range pol.Resources {
 		disc.Resources = append(disc.Resources, discovery.ProtectedResource{
 			Resource:              res.URI,
 			AuthorizationServers:  []string{cfg.Issuer},
-			ScopesSupported:       w.policy.Offered(res.URI),
+			ScopesSupported:       pol.Offered(res.URI),
 			ResourceDocumentation: res.Documentation,
 			ResourceName:          res.Name,
 		})
@@ -398,6 +404,14 @@ func (w *wiring) mountAuthorize(r chi.Router) {
 	}
 	if w.broker != nil {
 		authz.UpstreamGrants = w.broker
+	}
+	for _, res := range cfg.Resources {
+		if len(res.UpstreamScopes) > 0 {
+			if authz.UpstreamScopes == nil {
+				authz.UpstreamScopes = map[string]map[string][]string{}
+			}
+			authz.UpstreamScopes[res.URI] = res.UpstreamScopes
+		}
 	}
 	authz.Routes(r)
 }
@@ -609,6 +623,13 @@ func (a *app) startBackground(ctx context.Context) {
 				if err != nil {
 					a.log.Warn("purge failed", "error", err.Error())
 					continue
+				}
+				// Kept tokens of upstreams that no longer keep them
+				// (removed, or store_tokens off) will never be used.
+				if n, err := a.store.DeleteUpstreamTokensExcept(ctx, keptUpstreams(a.cfg)); err != nil {
+					a.log.Warn("purge failed", "error", err.Error())
+				} else {
+					res["upstream_tokens"] += n
 				}
 				var total int64
 				for _, n := range res {

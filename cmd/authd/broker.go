@@ -74,3 +74,14 @@ func grantCheck(check func(context.Context, store.User) error, b *upstreamtokens
 		return b.RecheckMemberships(ctx, u)
 	}
 }
+
+// keptUpstreams lists the ids of the upstreams with store_tokens.
+func keptUpstreams(cfg *config.Config) []string {
+	ids := []string{}
+	for _, u := range cfg.Upstreams {
+		if u.StoreTokens {
+			ids = append(ids, u.ID)
+		}
+	}
+	return ids
+}

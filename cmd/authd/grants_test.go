@@ -42,7 +42,7 @@ func grantsApp(t *testing.T, edit func(grants.Registry) grants.Registry) (*httpt
 	st := store.NewMemory()
 	t.Cleanup(st.Close)
 	a, err := buildApp(t.Context(), deps{
-		cfg: cfg, store: st, log: slog.New(slog.DiscardHandler), now: time.Now, started: time.Now(), grants: edit,
+		cfg: cfg, store: st, log: slog.New(slog.DiscardHandler), now: time.Now, started: time.Now(), editGrants: edit,
 	})
 	if err != nil {
 		return nil, err
@@ -57,7 +57,9 @@ func grantsApp(t *testing.T, edit func(grants.Registry) grants.Registry) (*httpt
 // RFC 8414 metadata stops advertising it, registration refuses it and
 // /token answers unsupported_grant_type even to a client configured with
 // it; with the registry the configuration gives, all three serve it. A
-// grant in the registry that /token does not implement stops start-up.
+// grant in the registry that /token does not implement, or a registry
+// without authorization_code (which /authorize always issues), stops
+// start-up.
 func TestGrantRegistryDrivesTokenRegistrationAndMetadata(t *testing.T) {
 	t.Parallel()
 	without := func(typ string) func(grants.Registry) grants.Registry {
@@ -126,6 +128,13 @@ func TestGrantRegistryDrivesTokenRegistrationAndMetadata(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("without authorization_code", func(t *testing.T) {
+		t.Parallel()
+		if _, err := grantsApp(t, without(grants.AuthorizationCode)); err == nil || !strings.Contains(err.Error(), "authorization_code") {
+			t.Fatalf("buildApp without authorization_code: %v, want an error (/authorize always issues codes)", err)
+		}
+	})
 
 	t.Run("grant without a /token implementation", func(t *testing.T) {
 		t.Parallel()

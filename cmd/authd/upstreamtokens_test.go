@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -34,6 +37,12 @@ type brokerEnv struct {
 
 func newBrokerEnv(t *testing.T) *brokerEnv {
 	t.Helper()
+	return newBrokerEnvWith(t, fmt.Sprintf("  - {uri: %s, name: Example MCP, scopes: [mcp:tools]}\n", mcpResource))
+}
+
+// newBrokerEnvWith configures resources (the YAML list's items).
+func newBrokerEnvWith(t *testing.T, resources string) *brokerEnv {
+	t.Helper()
 	clock := &testClock{}
 	gh := upstreamtest.NewGitHub(t)
 	gh.SetClock(clock.Now)
@@ -51,8 +60,7 @@ scopes:
   - {name: mcp:tools, description: Use the tools}
 default_scopes: [mcp:tools]
 resources:
-  - {uri: %s, name: Example MCP, scopes: [mcp:tools]}
-upstreams:
+%supstreams:
   - id: github
     type: github
     client_id: %s
@@ -62,7 +70,7 @@ upstreams:
     github: {base_url: %s, api_url: %s, load_teams: true}
 allowlist:
   github_orgs: [acme]
-`, mcpResource, gh.ClientID, gh.ClientSecret, gh.BaseURL(), gh.APIURL())), 0o600)
+`, resources, gh.ClientID, gh.ClientSecret, gh.BaseURL(), gh.APIURL())), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,10 +87,20 @@ type brokerApp struct {
 
 func (e *brokerEnv) start(t *testing.T) *brokerApp {
 	t.Helper()
+	return e.startWith(t, nil)
+}
+
+// startWith is start with more environment variables.
+func (e *brokerEnv) startWith(t *testing.T, environ map[string]string) *brokerApp {
+	t.Helper()
 	ctx := context.Background()
 	ts := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + ts.Listener.Addr().String()
-	cfg, err := loadConfig(flagsFor(t, "--config", e.cfg), envOf(map[string]string{"AUTHD_DATABASE_URL": e.dsn, "AUTHD_ISSUER": issuer}))
+	vars := map[string]string{"AUTHD_DATABASE_URL": e.dsn, "AUTHD_ISSUER": issuer}
+	for k, v := range environ {
+		vars[k] = v
+	}
+	cfg, err := loadConfig(flagsFor(t, "--config", e.cfg), envOf(vars))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,9 +116,6 @@ func (e *brokerEnv) start(t *testing.T) *brokerApp {
 		t.Fatal(err)
 	}
 	t.Cleanup(a.close)
-	if a.upstreamTokens == nil {
-		t.Fatal("store_tokens is set, yet the app has no upstream token broker")
-	}
 	ts.Config.Handler = a.handler
 	ts.Start()
 	t.Cleanup(ts.Close)
@@ -110,6 +125,17 @@ func (e *brokerEnv) start(t *testing.T) *brokerApp {
 // signIn runs an MCP client's authorization at r (x/oauth2, a public
 // client) through the fake GitHub and returns its config and tokens.
 func (e *brokerEnv) signIn(t *testing.T, r *brokerApp) (*oauth2.Config, *oauth2.Token) {
+	conf, tok, _ := e.signInWith(t, r, nil)
+	return conf, tok
+}
+
+// signInWith is signIn in browser b (nil: a new one), which it returns.
+func (e *brokerEnv) signInWith(t *testing.T, r *brokerApp, b *browser) (*oauth2.Config, *oauth2.Token, *browser) {
+	return e.signInFor(t, r, b, mcpResource)
+}
+
+// signInFor is signInWith for resource.
+func (e *brokerEnv) signInFor(t *testing.T, r *brokerApp, b *browser, resource string) (*oauth2.Config, *oauth2.Token, *browser) {
 	t.Helper()
 	reg := registerClient(t, r.URL, map[string]any{
 		"client_name": "Broker test client", "redirect_uris": []string{"http://127.0.0.1/callback"},
@@ -120,13 +146,15 @@ func (e *brokerEnv) signIn(t *testing.T, r *brokerApp) (*oauth2.Config, *oauth2.
 		Endpoint: oauth2.Endpoint{AuthURL: r.URL + "/authorize", TokenURL: r.URL + "/token", AuthStyle: oauth2.AuthStyleInParams},
 	}
 	verifier := oauth2.GenerateVerifier()
-	b := newBrowser(t, e.github.Client().Transport, "http://127.0.0.1:45124/callback")
-	q := b.authorize(t, r.URL, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", mcpResource)))
-	tok, err := conf.Exchange(context.Background(), q.Get("code"), oauth2.VerifierOption(verifier), oauth2.SetAuthURLParam("resource", mcpResource))
+	if b == nil {
+		b = newBrowser(t, e.github.Client().Transport, "http://127.0.0.1:45124/callback")
+	}
+	q := b.authorize(t, r.URL, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", resource)))
+	tok, err := conf.Exchange(context.Background(), q.Get("code"), oauth2.VerifierOption(verifier), oauth2.SetAuthURLParam("resource", resource))
 	if err != nil {
 		t.Fatalf("code exchange: %v", err)
 	}
-	return conf, tok
+	return conf, tok, b
 }
 
 // refresh refreshes tok at authd as the client library does when the
@@ -249,5 +277,183 @@ func TestBrokerEndToEnd(t *testing.T) {
 		if strings.Contains(logs, secret) || strings.Contains(r2.logs.String(), secret) {
 			t.Fatal("a GitHub token reached the log")
 		}
+	}
+}
+
+// The user disconnects GitHub on /apps: the kept tokens are deleted and no
+// MCP server can get them. Disabling the user deletes them too. The page
+// never shows a token.
+func TestBrokerDisconnectAndDisable(t *testing.T) {
+	t.Parallel()
+	e := newBrokerEnv(t)
+	r := e.start(t)
+	_, _, b := e.signInWith(t, r, nil)
+	ctx := context.Background()
+	u, err := r.store.FindUser(ctx, "github", "2002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := r.app.upstreamTokens.Token(ctx, u.ID, "github")
+	if err != nil {
+		t.Fatalf("Token: %v", err)
+	}
+
+	resp, page := b.get(t, r.URL+"/apps")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(page, `action="/apps/disconnect"`) || !strings.Contains(page, "GitHub") {
+		t.Fatalf("/apps does not offer to disconnect GitHub: %d\n%s", resp.StatusCode, page)
+	}
+	if strings.Contains(page, tok.AccessToken) {
+		t.Fatal("/apps shows the GitHub token")
+	}
+	form := url.Values{"upstream": {"github"}}
+	for _, m := range hiddenInput.FindAllStringSubmatch(page, -1) {
+		if m[1] == "csrf" {
+			form.Set("csrf", htmlUnescape(m[2]))
+		}
+	}
+	// Without the session's CSRF token nothing happens.
+	bad, err := b.c.PostForm(r.URL+"/apps/disconnect", url.Values{"upstream": {"github"}, "csrf": {"forged"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.Body.Close()
+	if _, err := r.store.GetUpstreamToken(ctx, u.ID, "github"); err != nil {
+		t.Fatalf("a forged disconnect deleted the kept grant (status %d): %v", bad.StatusCode, err)
+	}
+	resp, err = b.c.PostForm(r.URL+"/apps/disconnect", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/apps" {
+		t.Fatalf("disconnect: ended at %d %s, want back at /apps", resp.StatusCode, resp.Request.URL)
+	}
+	if _, err := r.store.GetUpstreamToken(ctx, u.ID, "github"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the kept grant survived the disconnect: %v", err)
+	}
+	if _, err := r.app.upstreamTokens.Token(ctx, u.ID, "github"); !errors.Is(err, upstreamtokens.ErrNotStored) {
+		t.Fatalf("Token after disconnect: got %v, want ErrNotStored", err)
+	}
+	if !strings.Contains(r.logs.String(), `"event":"upstream_disconnected"`) {
+		t.Fatal("no audit record of the disconnect")
+	}
+
+	// A new sign-in keeps it again; disabling the user deletes it.
+	e.signInWith(t, r, b)
+	if _, err := r.store.GetUpstreamToken(ctx, u.ID, "github"); err != nil {
+		t.Fatalf("the new sign-in kept no grant: %v", err)
+	}
+	if _, err := r.store.DisableUser(ctx, u.ID, e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.store.GetUpstreamToken(ctx, u.ID, "github"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a disabled user's upstream grant survived: %v", err)
+	}
+}
+
+// Upstream scopes per resource: sign-in for a resource asks GitHub for
+// the scopes it needs (and the consent page says so); single sign-on for
+// a resource needing nothing more stays silent; a later sign-in for a
+// resource needing more goes to GitHub again and asks for it (incremental
+// authorization), and the kept grant then carries it.
+func TestUpstreamScopesPerResource(t *testing.T) {
+	t.Parallel()
+	const repoRes, gistRes, plainRes = "https://repo.example.com/mcp", "https://gist.example.com/mcp", "https://plain.example.com/mcp"
+	e := newBrokerEnvWith(t, fmt.Sprintf(`  - {uri: %s, name: Repo MCP, upstream_scopes: {github: [repo]}}
+  - {uri: %s, name: Gist MCP, upstream_scopes: {github: [gist]}}
+  - {uri: %s, name: Plain MCP}
+`, repoRes, gistRes, plainRes))
+	r := e.start(t)
+	ctx := context.Background()
+	scopesAsked := func() []string {
+		reqs := e.github.AuthorizeRequests()
+		return strings.Fields(reqs[len(reqs)-1].Get("scope"))
+	}
+
+	// The consent page names the upstream access.
+	b := newBrowser(t, e.github.Client().Transport, "http://127.0.0.1:45124/callback")
+	reg := registerClient(t, r.URL, map[string]any{
+		"client_name": "Scopes client", "redirect_uris": []string{"http://127.0.0.1/callback"},
+		"grant_types": []string{"authorization_code"}, "token_endpoint_auth_method": "none",
+	})
+	conf := &oauth2.Config{ClientID: reg["client_id"].(string), RedirectURL: "http://127.0.0.1:45124/callback",
+		Endpoint: oauth2.Endpoint{AuthURL: r.URL + "/authorize", TokenURL: r.URL + "/token"}}
+	_, page := b.get(t, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", repoRes)))
+	if !strings.Contains(page, "It may act as you at") || !strings.Contains(page, "<strong>GitHub</strong>, through Repo MCP") || !strings.Contains(page, "repo") {
+		t.Fatalf("the consent page does not say what GitHub access the server gets:\n%s", page)
+	}
+	if got := scopesAsked(); !slices.Contains(got, "repo") || !slices.Contains(got, "read:org") {
+		t.Fatalf("sign-in for the repo resource asked GitHub for %q, want repo on top of the configured scopes", got)
+	}
+	// Finish that authorization in a fresh browser through the helper.
+	_, _, b = e.signInFor(t, r, nil, repoRes)
+	u, err := r.store.FindUser(ctx, "github", "2002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := r.app.upstreamTokens.Token(ctx, u.ID, "github")
+	if err != nil || !slices.Contains(tok.Scopes, "repo") {
+		t.Fatalf("kept grant after sign-in for the repo resource: scopes %q, err %v", tok.Scopes, err)
+	}
+	before := len(e.github.AuthorizeRequests())
+
+	// A resource needing nothing more: single sign-on, GitHub not asked.
+	e.signInFor(t, r, b, plainRes)
+	if n := len(e.github.AuthorizeRequests()); n != before {
+		t.Fatalf("single sign-on for a resource needing no more upstream scopes went to GitHub (%d requests, was %d)", n, before)
+	}
+
+	// A resource needing more: to GitHub again, asking for gist.
+	e.signInFor(t, r, b, gistRes)
+	if n := len(e.github.AuthorizeRequests()); n != before+1 {
+		t.Fatalf("sign-in for a resource needing another upstream scope did not go to GitHub (%d requests, was %d)", n, before)
+	}
+	if got := scopesAsked(); !slices.Contains(got, "gist") {
+		t.Fatalf("incremental sign-in asked GitHub for %q, want gist among them", got)
+	}
+	tok, err = r.app.upstreamTokens.Token(ctx, u.ID, "github")
+	if err != nil || !slices.Contains(tok.Scopes, "gist") {
+		t.Fatalf("kept grant after the incremental sign-in: scopes %q, err %v", tok.Scopes, err)
+	}
+}
+
+// When an upstream stops keeping tokens (store_tokens turned off, or the
+// upstream removed), the background purge deletes what was kept for it.
+func TestPurgeDropsTokensOfUpstreamsNoLongerKeeping(t *testing.T) {
+	t.Parallel()
+	e := newBrokerEnv(t)
+	r := e.start(t)
+	e.signIn(t, r)
+	ctx := context.Background()
+	u, err := r.store.FindUser(ctx, "github", "2002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.store.GetUpstreamToken(ctx, u.ID, "github"); err != nil {
+		t.Fatalf("nothing kept: %v", err)
+	}
+	raw, err := os.ReadFile(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := strings.NewReplacer("    store_tokens: true\n", "", "    membership_check_interval: 15m\n", "").Replace(string(raw))
+	if err := os.WriteFile(e.cfg, []byte(off), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r2 := e.startWith(t, map[string]string{"AUTHD_PURGE_INTERVAL": "50ms"})
+	if r2.app.upstreamTokens != nil {
+		t.Fatal("store_tokens is off, yet the app has a broker")
+	}
+	r2.app.startBackground(ctx)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := r.store.GetUpstreamToken(ctx, u.ID, "github")
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the purge left the tokens of an upstream without store_tokens: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -57,6 +57,7 @@ func (h *Handler) prepareUpstream(ctx context.Context, p *store.AuthRequest, rid
 	}
 	state := oauth.NewToken(oauth.PrefixState)
 	opts := loginOptions(rid, state, *p)
+	opts.Scopes = h.upstreamScopes(conn.ID(), p.Resources)
 	if conn.Type() == upstream.TypeDev {
 		// The development login names the application asking, as the
 		// chooser and consent pages do (display only).

@@ -261,7 +261,7 @@ func CheckGrantTypes(reg grants.Registry, types []string, authMethod string, src
 		case src == store.SourceMetadata && !g.AllowedFor(src):
 			return oauth.InvalidClientMetadata("grant type %s is not available to metadata-document clients (%s are)", truncate(gt), andList(reg.TypesFor(src)))
 		case !ok:
-			return oauth.InvalidClientMetadata("grant type %q is not supported; use %s", truncate(gt), grants.List(reg.Types()))
+			return oauth.InvalidClientMetadata("grant type %q is not supported; use %s", truncate(gt), grants.List(reg.TypesFor(src)))
 		case g.Confidential && authMethod == AuthNone:
 			return oauth.InvalidClientMetadata("the %s grant requires a confidential client (token_endpoint_auth_method client_secret_basic or client_secret_post)", gt)
 		case g.Requires != "" && !slices.Contains(types, g.Requires):

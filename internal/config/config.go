@@ -8,6 +8,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -207,6 +208,12 @@ type ResourceConfig struct {
 	// method and/or path, on top of RequiredScopes (step-up for
 	// unmodified servers).
 	RouteScopes []RouteScopeConfig `mapstructure:"route_scopes"`
+	// UpstreamScopes are, per upstream id, the scopes this resource's
+	// server needs at the upstream when it calls it as the user (e.g.
+	// github: [repo, read:org]). Sign-in for the resource asks for them;
+	// a later one for a resource needing more asks again. Needs
+	// store_tokens on that upstream.
+	UpstreamScopes map[string][]string `mapstructure:"upstream_scopes"`
 	// ForwardUpstreamToken names an upstream (upstreams[].id, with
 	// store_tokens) whose access token for the user /verify adds in the
 	// X-Forwarded-Access-Token header, for an unmodified server behind
@@ -467,6 +474,20 @@ func (c *Config) Validate() error {
 		}
 		if _, err := idclaims.Parse(r.Claims); err != nil {
 			add("resources[%d].claims: %v", i, err)
+		}
+		for _, id := range slices.Sorted(maps.Keys(r.UpstreamScopes)) {
+			j := slices.IndexFunc(c.Upstreams, func(u upstream.Config) bool { return u.ID == id })
+			switch {
+			case j < 0:
+				add("resources[%d].upstream_scopes.%s: no upstream has id %q", i, id, id)
+			case !c.Upstreams[j].StoreTokens:
+				add("resources[%d].upstream_scopes.%s: upstream %q does not keep tokens; set upstreams[%d].store_tokens: true (without it nothing could use these scopes)", i, id, id, j)
+			}
+			for k, s := range r.UpstreamScopes[id] {
+				if s == "" || strings.ContainsAny(s, " \t\n\"\\,") {
+					add("resources[%d].upstream_scopes.%s[%d]: %q is not a valid scope token", i, id, k, s)
+				}
+			}
 		}
 		for j, rs := range r.RouteScopes {
 			if rs.Method != "" && !isMethod(rs.Method) {

@@ -394,6 +394,10 @@ func (b *Bounded) UpdateUpstreamToken(ctx context.Context, userID, upstream stri
 	})
 }
 
+func (b *Bounded) DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error) {
+	return run1(b, ctx, func(ctx context.Context) (int64, error) { return b.s.DeleteUpstreamTokensExcept(ctx, keep) })
+}
+
 func (b *Bounded) ClaimMembershipCheck(ctx context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error) {
 	return run1(b, ctx, func(ctx context.Context) (bool, error) {
 		return b.s.ClaimMembershipCheck(ctx, userID, upstream, now, interval)

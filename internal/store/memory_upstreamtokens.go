@@ -144,6 +144,12 @@ func (m *Memory) UpdateUpstreamToken(_ context.Context, userID, upstream string,
 	return cloneUpstreamToken(n), nil
 }
 
+func (m *Memory) DeleteUpstreamTokensExcept(_ context.Context, keep []string) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return purge(m.upstreamTable().rows, func(t UpstreamToken) bool { return !slices.Contains(keep, t.Upstream) }, nil), nil
+}
+
 func (m *Memory) ClaimMembershipCheck(_ context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

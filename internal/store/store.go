@@ -567,6 +567,10 @@ type Store interface {
 	// atomically: of several replicas asking at once, one claims the check.
 	// False (no error) when not due or absent.
 	ClaimMembershipCheck(ctx context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error)
+	// DeleteUpstreamTokensExcept deletes every user's upstream tokens of
+	// the upstreams not in keep (no longer configured, or store_tokens
+	// turned off) and returns how many.
+	DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error)
 
 	// Signing keys.
 	ListSigningKeys(ctx context.Context) ([]SigningKey, error)

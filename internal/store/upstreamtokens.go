@@ -109,6 +109,18 @@ func (p *Postgres) UpdateUpstreamToken(ctx context.Context, userID, upstream str
 	return out, err
 }
 
+// DeleteUpstreamTokensExcept deletes the rows of upstreams not in keep.
+func (p *Postgres) DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error) {
+	if keep == nil {
+		keep = []string{}
+	}
+	tag, err := p.pool.Exec(ctx, `DELETE FROM upstream_tokens WHERE NOT (upstream = ANY($1))`, keep)
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	return tag.RowsAffected(), nil
+}
+
 // ClaimMembershipCheck sets membership_checked_at = now if it was never set
 // or is at least interval old, in one statement, so that of several
 // replicas only one claims each check.

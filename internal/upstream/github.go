@@ -62,6 +62,9 @@ func (c *githubConnector) DisplayName() string { return c.cfg.Name }
 // the account chooser, which is the most it offers.
 func (c *githubConnector) AuthCodeURL(state string, o LoginOptions) string {
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(o.Verifier)}
+	if len(o.Scopes) > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("scope", strings.Join(withScopes(c.oauth.Scopes, o.Scopes), " ")))
+	}
 	if o.LoginHint != "" {
 		opts = append(opts, oauth2.SetAuthURLParam("login", o.LoginHint))
 	}

@@ -145,3 +145,14 @@ func refresh(ctx context.Context, oc oauth2.Config, hc *http.Client, provider, r
 func refusedForGood(re *oauth2.RetrieveError) bool {
 	return re.ErrorCode == "invalid_grant" || re.ErrorCode == "bad_refresh_token"
 }
+
+// withScopes is base with extra appended, without repeats, in order.
+func withScopes(base, extra []string) []string {
+	out := slices.Clone(base)
+	for _, s := range extra {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -164,6 +164,15 @@ func (c *oidcConnector) AuthCodeURL(state string, o LoginOptions) string {
 		return ""
 	}
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(o.Verifier)}
+	if len(o.Scopes) > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("scope", strings.Join(withScopes(d.oauth.Scopes, o.Scopes), " ")))
+	}
+	if c.cfg.Type == TypeGoogle && c.cfg.StoreTokens {
+		// Google issues a refresh token only for offline access, and
+		// with include_granted_scopes the new grant carries the scopes
+		// granted before (incremental authorization).
+		opts = append(opts, oauth2.AccessTypeOffline, oauth2.SetAuthURLParam("include_granted_scopes", "true"))
+	}
 	if o.Nonce != "" {
 		opts = append(opts, oidc.Nonce(o.Nonce))
 	}

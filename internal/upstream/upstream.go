@@ -59,6 +59,9 @@ type LoginOptions struct {
 	// ClientName is the name of the application asking, shown by the
 	// development login (other connectors ignore it).
 	ClientName string
+	// Scopes are asked for on top of the configured ones: the upstream
+	// scopes the resources of this authorization need (store_tokens).
+	Scopes []string
 }
 
 // Connector is one configured upstream identity provider.

@@ -280,7 +280,10 @@ func (b *Broker) refresh(ctx context.Context, up Upstream, userID string, now ti
 	if timeout <= 0 {
 		timeout = defaultRefreshTimeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	// Not cancelled with the caller: a single-use refresh token spent at
+	// the upstream whose answer is then thrown away (the client hung up)
+	// would leave the kept grant dead at the next refresh.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	var (
 		out      secrets
@@ -381,6 +384,35 @@ func (b *Broker) revokeGrants(ctx context.Context, userID string, now time.Time)
 		n++
 	}
 	return n, nil
+}
+
+// Covers reports whether a grant usable now (unexpired, or refreshable)
+// with every one of scopes is kept for userID at upstream id. It is true
+// for an upstream that keeps no tokens: there is nothing to cover. The
+// sign-in sends a user whose grant does not cover what a resource needs
+// to the upstream again (incremental authorization).
+func (b *Broker) Covers(ctx context.Context, userID, id string, scopes []string) (bool, error) {
+	if !b.Keeps(id) {
+		return true, nil
+	}
+	row, err := b.Store.GetUpstreamToken(ctx, userID, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if row.DeadAt != nil || (!row.Refreshable && !b.usable(row, b.now())) || !b.Keys.Knows(row.KeyID) {
+		// Dead, run out, or sealed under a secret no longer configured:
+		// a new sign-in replaces it.
+		return false, nil
+	}
+	for _, s := range scopes {
+		if !slices.Contains(row.Scopes, s) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // Connection is a kept upstream grant as /apps shows it: no secret.

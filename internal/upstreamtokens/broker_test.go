@@ -242,3 +242,44 @@ func TestKeepAndToken(t *testing.T) {
 		})
 	}
 }
+
+// Covers: a live grant with the scopes covers; missing scopes, no grant,
+// a dead grant, or one sealed under a secret no longer configured do not
+// (the sign-in then goes to the upstream again and replaces it).
+func TestCovers(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, store.NewMemory(), 8*time.Hour)
+	b := f.broker(t, nil)
+	ctx := t.Context()
+	check := func(what string, scopes []string, want bool) {
+		t.Helper()
+		got, err := b.Covers(ctx, f.user.ID, "github", scopes)
+		if err != nil || got != want {
+			t.Fatalf("%s: Covers %v (err %v), want %v", what, got, err, want)
+		}
+	}
+	check("no grant kept", nil, false)
+	if ok, err := b.Covers(ctx, f.user.ID, "google", []string{"x"}); err != nil || !ok {
+		t.Fatal("an upstream that keeps no tokens must not send the user back to it")
+	}
+	if err := b.Keep(ctx, f.user.ID, "github", f.ident.Grant); err != nil {
+		t.Fatal(err)
+	}
+	check("granted scopes", []string{"read:org"}, true)
+	check("a scope not granted", []string{"repo"}, false)
+
+	other, err := upstreamtokens.NewKeyring("another-secret-0123456789abcdef0123456789")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Keys = other
+	check("sealed under a secret no longer configured", nil, false)
+	if _, err := b.Token(ctx, f.user.ID, "github"); !errors.Is(err, upstreamtokens.ErrDecrypt) {
+		t.Fatalf("Token of a row sealed under another secret: got %v, want ErrDecrypt", err)
+	}
+	// A new sign-in replaces the row under the current secret.
+	if err := b.Keep(ctx, f.user.ID, "github", f.ident.Grant); err != nil {
+		t.Fatal(err)
+	}
+	check("re-kept under the current secret", nil, true)
+}

@@ -1,6 +1,7 @@
 package upstreamtokens_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -228,4 +229,31 @@ func authdGrant(t *testing.T, st store.Store, u store.User) store.Grant {
 		t.Fatal(err)
 	}
 	return g
+}
+
+// A caller that gives up while the upstream is refreshing does not throw
+// the refreshed (and the spent single-use) token away: the refresh
+// completes and is kept, so the next caller uses it without a refresh.
+func TestRefreshOutlivesCancelledCaller(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, store.NewMemory(), time.Hour)
+	b := f.broker(t, nil)
+	if err := b.Keep(t.Context(), f.user.ID, "github", f.ident.Grant); err != nil {
+		t.Fatal(err)
+	}
+	f.advance(2 * time.Hour)
+	f.gh.SetRefreshDelay(200 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	_, _ = b.Token(ctx, f.user.ID, "github") // the caller's deadline passes mid-refresh
+	tok, err := b.Token(t.Context(), f.user.ID, "github")
+	if err != nil {
+		t.Fatalf("Token after a cancelled caller's refresh: %v", err)
+	}
+	if ok, refused := f.gh.Refreshes(); ok != 1 || refused != 0 {
+		t.Fatalf("the upstream saw %d refreshes, %d refused; want the one of the cancelled caller, kept", ok, refused)
+	}
+	if login, _ := f.githubLogin(t, tok.AccessToken); login != "octo" {
+		t.Fatal("the kept refreshed token does not work")
+	}
 }

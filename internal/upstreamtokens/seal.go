@@ -81,6 +81,12 @@ func derive(secret string) (string, cipher.AEAD, error) {
 	return hex.EncodeToString(idb), aead, nil
 }
 
+// Knows reports whether rows sealed under key id can be opened.
+func (kr *Keyring) Knows(keyID string) bool {
+	_, ok := kr.keys[keyID]
+	return ok
+}
+
 // secrets is what a row's ciphertext holds.
 type secrets struct {
 	AccessToken  string `json:"a"`

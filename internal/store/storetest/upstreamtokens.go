@@ -268,6 +268,38 @@ func testDisableUserDeletesUpstreamTokens(t *testing.T, s store.Store) {
 	must(t, err, "GetUpstreamToken of another user after DisableUser")
 }
 
+// DeleteUpstreamTokensExcept deletes the rows of the upstreams not kept,
+// for every user, and only those.
+func testDeleteUpstreamTokensExcept(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u, v := user(t, s), user(t, s)
+	for _, r := range []store.UpstreamToken{newUpstreamToken(u, "github"), newUpstreamToken(u, "old"), newUpstreamToken(v, "old"), newUpstreamToken(v, "corp")} {
+		putUpstreamToken(t, s, r)
+	}
+	n, err := s.DeleteUpstreamTokensExcept(ctx, []string{"github", "corp"})
+	must(t, err, "DeleteUpstreamTokensExcept")
+	if n != 2 {
+		t.Fatalf("deleted %d rows, want the 2 of upstream old", n)
+	}
+	for _, c := range []struct {
+		user     store.User
+		upstream string
+		kept     bool
+	}{{u, "github", true}, {u, "old", false}, {v, "old", false}, {v, "corp", true}} {
+		_, err := s.GetUpstreamToken(ctx, c.user.ID, c.upstream)
+		if c.kept {
+			must(t, err, "kept row "+c.upstream)
+		} else {
+			wantErr(t, err, store.ErrNotFound, "deleted row "+c.upstream)
+		}
+	}
+	n, err = s.DeleteUpstreamTokensExcept(ctx, nil)
+	must(t, err, "DeleteUpstreamTokensExcept(nil)")
+	if n != 2 {
+		t.Fatalf("keeping nothing deleted %d rows, want the 2 left", n)
+	}
+}
+
 // Purge deletes upstream tokens that can no longer be used: dead, or
 // expired without a refresh token. Expired refreshable ones and ones
 // without expiry stay.

@@ -49,8 +49,7 @@ func (p resourcePolicy) IdentityClaims(resources []string) idclaims.Set {
 }
 
 // identityClaims is what a token for resources may say about its user
-// (idclaims.ForToken, the rule /introspect answers by too), from the
-// resource policy.
+// (idclaims.ForToken, the rule /introspect answers by too).
 func (h *Handler) identityClaims(resources []string) idclaims.Set {
 	return idclaims.ForToken(resources, func(uri string) (idclaims.Set, bool) {
 		r, ok := h.Policy.Resource(uri)

@@ -22,7 +22,6 @@ import (
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/discovery"
 	"github.com/authd/authd/internal/grants"
-	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/metrics"
@@ -459,6 +458,7 @@ func (w *wiring) mountIntrospect(r chi.Router, clientAuth *clientauth.Authentica
 		Clients:      clientAuth,
 		Keys:         w.keys,
 		Issuer:       cfg.Issuer,
+		Policy:       w.policy, // the resources /token issues for
 		BearerTokens: cfg.Introspection.BearerTokens,
 		// --dev: /verify?resource= protects any URL (allow_any_resource).
 		AnyResource:    cfg.Dev && cfg.AllowAnyResource,
@@ -470,15 +470,7 @@ func (w *wiring) mountIntrospect(r chi.Router, clientAuth *clientauth.Authentica
 		Now:            now,
 		Log:            w.log,
 	}
-	for _, res := range cfg.Resources {
-		ids, _ := idclaims.Parse(res.Claims) // validated at load
-		ir := introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes, Claims: ids}
-		ir.ForwardUpstreamToken = forwardUpstreamToken(res, w.log)
-		for _, rs := range res.RouteScopes {
-			ir.RouteScopes = append(ir.RouteScopes, introspect.RouteScope{Method: rs.Method, Path: rs.Path, Scopes: rs.Scopes})
-		}
-		intro.Resources = append(intro.Resources, ir)
-	}
+	warnForwardUpstreamTokens(w.policy, w.log)
 	intro.UpstreamTokens = forwardedUpstreamTokens(w.broker)
 	intro.Routes(r)
 }

@@ -56,6 +56,12 @@ type Resource struct {
 	// Claims are the identity claims tokens and introspection answers for
 	// this resource carry.
 	Claims idclaims.Set
+	// ForwardUpstreamToken, when set, is the upstream id whose access
+	// token for the user /verify adds as X-Forwarded-Access-Token, for an
+	// unmodified server that calls that upstream as the user
+	// (oauth2-proxy's convention). Off by default: it hands the upstream
+	// token to the server and everything between the proxy and it.
+	ForwardUpstreamToken string
 }
 
 // Policy is the resource and scope policy. Its fields are set once, at

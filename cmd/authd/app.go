@@ -277,7 +277,13 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	}
 	reg.Routes(r)
 
+	pages, err := authorize.NewPages(authorize.Branding{ProductName: cfg.Pages.ProductName, LogoURL: cfg.Pages.LogoURL,
+		AccentColor: cfg.Pages.AccentColor, TemplateDir: cfg.Pages.TemplateDir})
+	if err != nil {
+		return nil, fmt.Errorf("pages.%w", err)
+	}
 	authz := &authorize.Handler{
+		Pages:            pages,
 		Store:            cachedClientStore{Store: authzClients, clients: authzCache},
 		Issuer:           cfg.Issuer,
 		Connectors:       connectors,

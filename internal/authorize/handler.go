@@ -143,6 +143,9 @@ type Handler struct {
 	// DevMode marks every page as a development server and mounts the
 	// development login form (upstream.DevLoginPath) for dev connectors.
 	DevMode bool
+	// Pages are the templates, style and CSP of the pages (NewPages, with
+	// the operator's branding); nil: authd's own, unbranded.
+	Pages *Pages
 	// OnEvent, if set, is told about outcomes (for metrics): see the event
 	// constants. upstream is the configured upstream id for login events
 	// ("unknown" for a callback to no configured upstream), else empty.

@@ -200,10 +200,11 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		root.Mount(prefix, endpoints) // after NotFound: Mount hands it down
 	}
 	var r chi.Router = endpoints.With(limitPaths(prefix, map[string]*ratelimit.Limiter{
-		"/authorize": authorizeLimit,
-		"/login":     authorizeLimit,
-		"/callback/": authorizeLimit,
-		"/consent":   authorizeLimit,
+		"/authorize":  authorizeLimit,
+		"/login":      authorizeLimit,
+		"/callback/":  authorizeLimit,
+		"/consent":    authorizeLimit,
+		"/apps/login": authorizeLimit,
 	}))
 
 	// Client ID metadata documents: URL client_ids are resolved by store

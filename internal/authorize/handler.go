@@ -185,6 +185,7 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Get("/consent", h.consentPage)
 	r.With(cop.Handler).Post("/consent", h.consentSubmit)
 	r.Get("/apps", h.apps)
+	r.Get("/apps/login", h.appsLogin)
 	r.With(cop.Handler).Post("/apps/revoke", h.revokeApp)
 	r.With(cop.Handler).Post("/logout", h.logout)
 	if h.DevMode {

@@ -263,6 +263,10 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 			// redirect URI were confirmed at /authorize, so tell the
 			// client, as RFC 6749 §4.1.2.1 does for a declined request.
 			h.event(ctx, EventLoginFailed, "upstream", provider, "reason", "declined")
+			if req.ClientID == "" { // the sign-in offered on /apps: no client to tell
+				h.errorPage(w, r, http.StatusForbidden, "Sign-in cancelled", "You declined to sign in.", err)
+				return
+			}
 			// The client as it is now: it may have withdrawn the
 			// redirect URI, or gone, while the user was away.
 			client, cerr := h.Store.GetClient(ctx, req.ClientID, now)
@@ -455,6 +459,11 @@ func (h *Handler) currentSession(ctx context.Context, r *http.Request, now time.
 // stored again (with its user) for the consent page.
 func (h *Handler) afterLogin(w http.ResponseWriter, r *http.Request, req store.AuthRequest, requestCookie string) {
 	ctx := r.Context()
+	if req.ClientID == "" { // the sign-in offered on /apps (appsLogin)
+		h.clearCookie(w, requestCookie)
+		redirect(w, r, h.path("/apps"))
+		return
+	}
 	client, err := h.Store.GetClient(ctx, req.ClientID, h.now())
 	if err != nil {
 		h.clearCookie(w, requestCookie)

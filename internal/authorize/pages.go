@@ -60,7 +60,7 @@ type Branding struct {
 	AccentColor string
 	// TemplateDir holds templates that replace the embedded ones of the
 	// same name (layout.html, error.html, chooser.html, apps.html,
-	// consent.html); each defines the same template ("layout" or
+	// signin.html, consent.html); each defines the same template ("layout" or
 	// "content") as authd's own. The consent page's facts are not among
 	// them: see consentFactsID.
 	TemplateDir string
@@ -116,7 +116,7 @@ func CheckProductName(s string) string {
 }
 
 // pageNames are the pages a theme may replace, besides layout.html.
-var pageNames = []string{"error", "chooser", "consent", "apps"}
+var pageNames = []string{"error", "chooser", "consent", "apps", "signin"}
 
 // Pages are the parsed templates of the pages, with the style and the
 // Content-Security-Policy that go with them.

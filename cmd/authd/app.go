@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authd/authd/internal/authorize"
+	"github.com/authd/authd/internal/backchannel"
 	"github.com/authd/authd/internal/cimd"
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/config"
@@ -205,6 +206,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		"/callback/":  authorizeLimit,
 		"/consent":    authorizeLimit,
 		"/apps/login": authorizeLimit,
+		"/upstream/":  authorizeLimit,
 	}))
 
 	// Client ID metadata documents: URL client_ids are resolved by store
@@ -311,6 +313,8 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		authz.Resources = append(authz.Resources, authorize.Resource{URI: res.URI, Name: res.Name, Scopes: res.Scopes})
 	}
 	authz.Routes(r)
+	// OpenID Connect Back-Channel Logout from the upstreams that send it.
+	(&backchannel.Handler{Store: bst, Connectors: connectors, Now: now, Log: log}).Routes(r)
 
 	clientAuth := &clientauth.Authenticator{Clients: clientCache, Now: now, Throttle: throttle, FailureFloor: clientauth.DefaultFailureFloor}
 	if err := pinConfiguredSecrets(ctx, st, clientAuth, cfg.Clients, now(), log); err != nil {

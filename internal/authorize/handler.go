@@ -175,19 +175,19 @@ func (h *Handler) Routes(r chi.Router) {
 	// request POSTed by a client's page is cross-origin by design.
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.errorPage(w, r, http.StatusForbidden, "Request refused",
-			"This form was submitted from another site. Go back to the page on this server and try again.", nil)
+		h.writeError(w, r, pageError(http.StatusForbidden, "Request refused",
+			"This form was submitted from another site. Go back to the page on this server and try again."))
 	}))
-	r.Get("/authorize", h.authorize)
-	r.Post("/authorize", h.authorize)
-	r.Get("/login", h.login)
-	r.Get("/callback/{provider}", h.callback)
-	r.Get("/consent", h.consentPage)
-	r.With(cop.Handler).Post("/consent", h.consentSubmit)
-	r.Get("/apps", h.apps)
-	r.Get("/apps/login", h.appsLogin)
-	r.With(cop.Handler).Post("/apps/revoke", h.revokeApp)
-	r.With(cop.Handler).Post("/logout", h.logout)
+	r.Get("/authorize", h.serve(h.authorize))
+	r.Post("/authorize", h.serve(h.authorize))
+	r.Get("/login", h.serve(h.login))
+	r.Get("/callback/{provider}", h.serve(h.callback))
+	r.Get("/consent", h.serve(h.consentPage))
+	r.With(cop.Handler).Post("/consent", h.serve(h.consentSubmit))
+	r.Get("/apps", h.serve(h.apps))
+	r.Get("/apps/login", h.serve(h.appsLogin))
+	r.With(cop.Handler).Post("/apps/revoke", h.serve(h.revokeApp))
+	r.With(cop.Handler).Post("/logout", h.serve(h.logout))
 	if h.DevMode {
 		r.Handle(upstream.DevLoginPath, upstream.DevLoginHandler(h.Connectors, h.log()))
 	}

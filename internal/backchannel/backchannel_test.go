@@ -114,7 +114,9 @@ func TestLogoutTokenRefusals(t *testing.T) {
 			l.Claims = map[string]any{"iat": now.Add(-time.Hour).Unix(), "exp": now.Add(-time.Minute).Unix()}
 		})},
 		{name: "no exp", body: with(func(l *upstreamtest.LogoutToken) { l.Claims = map[string]any{"exp": nil} })},
-		{name: "lives too long", body: with(func(l *upstreamtest.LogoutToken) { l.Claims = map[string]any{"exp": now.Add(30 * 24 * time.Hour).Unix()} }), want: "expires more than"},
+		{name: "lives too long", body: with(func(l *upstreamtest.LogoutToken) {
+			l.Claims = map[string]any{"exp": now.Add(30 * 24 * time.Hour).Unix()}
+		}), want: "expires more than"},
 		{name: "issued in the future", body: with(func(l *upstreamtest.LogoutToken) { l.Claims = map[string]any{"iat": now.Add(time.Hour).Unix()} }), want: "future"},
 		{name: "no iat", body: with(func(l *upstreamtest.LogoutToken) { l.Claims = map[string]any{"iat": nil} }), want: "iat"},
 		{name: "no events", body: with(func(l *upstreamtest.LogoutToken) { l.Claims = map[string]any{"events": nil} }), want: "events"},

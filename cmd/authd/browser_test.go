@@ -433,7 +433,19 @@ func TestBrowserPagesBranded(t *testing.T) {
 	p.screenshot(t, "branded-apps-signed-out")
 
 	authURL := conf.AuthCodeURL("branded", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", "https://mcp.example.com/mcp"))
-	p.run(t, "authorize", chromedp.Navigate(authURL), chromedp.WaitVisible("#name", chromedp.ByQuery))
+	p.run(t, "authorize", chromedp.Navigate(authURL), chromedp.WaitVisible("#name", chromedp.ByQuery), chromedp.WaitVisible("header img", chromedp.ByQuery))
+	var devHeader, accent string
+	p.run(t, "dev login header", chromedp.Text("header", &devHeader, chromedp.ByQuery),
+		chromedp.Evaluate(`document.querySelector("header img").complete ? document.querySelector("header img").naturalWidth : -1`, &logoWidth))
+	if !strings.Contains(devHeader, "Acme Sign-in") || logoWidth <= 0 {
+		t.Errorf("the development login is not branded like the other pages: header %q, logo width %d", devHeader, logoWidth)
+	}
+	p.run(t, "dev login accent", chromedp.Evaluate(`getComputedStyle(document.querySelector('button[type="submit"]')).backgroundColor`, &accent))
+	if accent != "rgb(130, 80, 223)" {
+		t.Errorf("the development login's button colour is %s, want the accent #8250df", accent)
+	}
+	p.clean(t, "branded development login")
+	p.screenshot(t, "branded-dev-login")
 	p.run(t, "sign in", chromedp.Focus("#name", chromedp.ByQuery), chromedp.SendKeys("#name", "carol", chromedp.ByQuery), chromedp.KeyEvent(kb.Enter),
 		chromedp.WaitVisible(`button[value="approve"]`, chromedp.ByQuery))
 	var consent, title string
@@ -446,7 +458,6 @@ func TestBrowserPagesBranded(t *testing.T) {
 	if !strings.HasSuffix(title, "· Acme Sign-in") {
 		t.Errorf("title %q does not name the product", title)
 	}
-	var accent string
 	p.run(t, "accent", chromedp.Evaluate(`getComputedStyle(document.querySelector('button[value="approve"]')).backgroundColor`, &accent))
 	if accent != "rgb(130, 80, 223)" {
 		t.Errorf("the Approve button's colour is %s, want the accent #8250df", accent)

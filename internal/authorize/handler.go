@@ -189,7 +189,7 @@ func (h *Handler) Routes(r chi.Router) {
 	r.With(cop.Handler).Post("/apps/revoke", h.serve(h.revokeApp))
 	r.With(cop.Handler).Post("/logout", h.serve(h.logout))
 	if h.DevMode {
-		r.Handle(upstream.DevLoginPath, upstream.DevLoginHandler(h.Connectors, h.log()))
+		r.Handle(upstream.DevLoginPath, upstream.DevLoginHandler(h.Connectors, h.log(), h.pages().devBrand()))
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"sync"
 
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/upstream"
 )
 
 //go:embed templates/*.html
@@ -302,6 +303,15 @@ func (p *Pages) setPageHeaders(w http.ResponseWriter, consent bool) {
 	hd.Set("X-Content-Type-Options", "nosniff")
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("Pragma", "no-cache")
+}
+
+// devBrand is the branding for the development login's header.
+func (p *Pages) devBrand() upstream.DevBrand {
+	b := upstream.DevBrand{ProductName: p.brand.ProductName, LogoURL: p.brand.LogoURL, LogoOrigin: strings.TrimPrefix(p.imgSrc, "; img-src ")}
+	if c := p.brand.AccentColor; c != "" {
+		b.AccentCSS = template.CSS(accentCSS(c))
+	}
+	return b
 }
 
 // brandData is what the layout knows of the branding.

@@ -314,7 +314,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	}
 	authz.Routes(r)
 	// OpenID Connect Back-Channel Logout from the upstreams that send it.
-	(&backchannel.Handler{Store: bst, Connectors: connectors, Now: now, Log: log}).Routes(r)
+	(&backchannel.Handler{Store: bst, Connectors: connectors, OnEvent: m.ObserveAuthorizeEvent, Now: now, Log: log}).Routes(r)
 
 	clientAuth := &clientauth.Authenticator{Clients: clientCache, Now: now, Throttle: throttle, FailureFloor: clientauth.DefaultFailureFloor}
 	if err := pinConfiguredSecrets(ctx, st, clientAuth, cfg.Clients, now(), log); err != nil {

@@ -40,8 +40,10 @@ type Store interface {
 type Handler struct {
 	Store      Store
 	Connectors []upstream.Connector
-	// OnEvent, if set, is told each outcome (for metrics): "logout",
-	// "logout_unknown_user" or "logout_refused".
+	// OnEvent, if set, is told each outcome (for metrics):
+	// "upstream_logout", "upstream_logout_unknown_user" or
+	// "upstream_logout_refused", with the upstream id ("unknown" for a path
+	// naming no upstream with back-channel logout).
 	OnEvent func(outcome, upstream string)
 	Now     func() time.Time
 	Log     *slog.Logger
@@ -160,7 +162,7 @@ func (h *Handler) audit(ctx context.Context, event, upstreamID string, attrs ...
 
 func (h *Handler) observe(outcome, upstreamID string) {
 	if h.OnEvent != nil {
-		h.OnEvent(outcome, upstreamID)
+		h.OnEvent("upstream_"+outcome, upstreamID)
 	}
 }
 

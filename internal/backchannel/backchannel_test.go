@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +27,9 @@ type env struct {
 	idp *upstreamtest.OIDC
 	st  *store.Postgres
 	srv *httptest.Server
+
+	mu     sync.Mutex
+	events []string // "event upstream" passed to OnEvent
 }
 
 // newEnv: a receiver on Postgres for upstream "sso" (the fake OpenID
@@ -45,7 +50,11 @@ func newEnv(t *testing.T) *env {
 		conns = append(conns, c)
 	}
 	r := chi.NewRouter()
-	(&Handler{Store: e.st, Connectors: conns, Log: slog.New(slog.DiscardHandler)}).Routes(r)
+	(&Handler{Store: e.st, Connectors: conns, Log: slog.New(slog.DiscardHandler), OnEvent: func(event, upstream string) {
+		e.mu.Lock()
+		e.events = append(e.events, event+" "+upstream)
+		e.mu.Unlock()
+	}}).Routes(r)
 	e.srv = httptest.NewServer(r)
 	t.Cleanup(e.srv.Close)
 	return e
@@ -194,5 +203,10 @@ func TestLogoutTokenReplayAndUnknownUser(t *testing.T) {
 	}
 	if status, _, body := e.send(t, "sso", e.idp.SignLogoutToken(t, upstreamtest.LogoutToken{Subject: "sub-nobody"})); status != http.StatusOK {
 		t.Fatalf("logout of an unknown user: %d %v", status, body)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if want := []string{"upstream_logout sso", "upstream_logout_refused sso", "upstream_logout_unknown_user sso"}; !slices.Equal(e.events, want) {
+		t.Fatalf("events %q, want %q", e.events, want)
 	}
 }

@@ -222,7 +222,10 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		authzClients, clients = cimd.Wrap(bst, resolver), cimd.WrapKnown(bst, resolver)
 	}
 
-	scopeNames := cfg.ScopeNames()
+	// The resource and scope policy, built once: every endpoint below that
+	// applies a rule about resources or scopes gets this one value.
+	pol := cfg.Policy()
+	scopeNames := pol.ScopeNames()
 	features := discovery.Features{
 		Registration:         cfg.Registration.Enabled,
 		Introspection:        true,
@@ -241,15 +244,11 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		AnyResource:       cfg.Dev && cfg.AllowAnyResource,
 		AnyResourceScopes: scopeNames,
 	}
-	for _, res := range cfg.Resources {
-		scopes := res.Scopes
-		if len(scopes) == 0 {
-			scopes = scopeNames
-		}
+	for _, res := range pol.Resources {
 		disc.Resources = append(disc.Resources, discovery.ProtectedResource{
 			Resource:              res.URI,
 			AuthorizationServers:  []string{cfg.Issuer},
-			ScopesSupported:       scopes,
+			ScopesSupported:       pol.Offered(res.URI),
 			ResourceDocumentation: res.Documentation,
 			ResourceName:          res.Name,
 		})
@@ -271,7 +270,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Store:          invalidatingStore{Store: bst, caches: []*clientauth.CachedClients{clientCache, authzCache}},
 		Issuer:         cfg.Issuer,
 		Policy:         cfg.Registration,
-		Scopes:         scopeNames,
+		ScopePolicy:    pol,
 		Limiter:        ratelimit.New(cfg.Registration.RateLimit, now),
 		Throttle:       throttle,
 		TrustedProxies: mustPrefixes(cfg),
@@ -286,16 +285,12 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		return nil, fmt.Errorf("pages.%w", err)
 	}
 	authz := &authorize.Handler{
-		Pages:            pages,
-		Store:            cachedClientStore{Store: authzClients, clients: authzCache},
-		Issuer:           cfg.Issuer,
-		Connectors:       connectors,
-		Allowlist:        policy,
-		AllowAnyResource: cfg.AllowAnyResource,
-		DefaultResource:  cfg.DefaultResource,
-		DefaultScopes:    cfg.DefaultScopes,
-		// offline_access, openid and undeclared scopes: see oauth.ScopeRule.
-		RejectUnknownScopes: cfg.UnknownScopes == config.UnknownScopesReject,
+		Pages:      pages,
+		Store:      cachedClientStore{Store: authzClients, clients: authzCache},
+		Issuer:     cfg.Issuer,
+		Connectors: connectors,
+		Allowlist:  policy,
+		Policy:     pol,
 		Lifetimes: authorize.Lifetimes{
 			Request: cfg.Session.RequestLifetime,
 			Code:    cfg.Tokens.CodeLifetime,
@@ -305,12 +300,6 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		OnEvent: m.ObserveAuthorizeEvent,
 		Now:     now,
 		Log:     log,
-	}
-	for _, s := range cfg.Scopes {
-		authz.Scopes = append(authz.Scopes, authorize.Scope{Name: s.Name, Description: s.Description})
-	}
-	for _, res := range cfg.Resources {
-		authz.Resources = append(authz.Resources, authorize.Resource{URI: res.URI, Name: res.Name, Scopes: res.Scopes})
 	}
 	authz.Routes(r)
 	// OpenID Connect Back-Channel Logout from the upstreams that send it.
@@ -325,12 +314,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Clients:                  clientAuth,
 		Keys:                     km,
 		Issuer:                   cfg.Issuer,
-		AllowAnyResource:         cfg.AllowAnyResource,
-		DefaultResource:          cfg.DefaultResource,
-		Scopes:                   scopeNames,
-		RejectUnknownScopes:      cfg.UnknownScopes == config.UnknownScopesReject,
-		DefaultScopes:            cfg.DefaultScopes,
-		TokenFormat:              cfg.Tokens.Format,
+		Policy:                   pol,
 		AccessTokenLifetime:      cfg.Tokens.AccessTokenLifetime,
 		RefreshTokenLifetime:     cfg.Tokens.RefreshTokenLifetime,
 		RefreshRetryWindow:       cfg.Tokens.RefreshRetryWindow,
@@ -346,10 +330,6 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		RevokeLimit: ratelimit.New(cfg.RateLimits.Revoke, now),
 		Now:         now,
 		Log:         log,
-	}
-	for _, res := range cfg.Resources {
-		ids, _ := idclaims.Parse(res.Claims) // validated at load
-		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat, Claims: ids})
 	}
 	tok.Routes(r)
 

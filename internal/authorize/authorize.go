@@ -282,19 +282,14 @@ func (h *Handler) validate(q url.Values, c store.Client) (store.AuthRequest, *oa
 	}
 	if len(resources) == 0 {
 		// Older MCP clients send no resource. Bind the code to the default
-		// resource now, with the same rule as /token, so the user consents
+		// audience now (the rule /token applies too), so the user consents
 		// to the audience the token will really have.
-		switch {
-		case h.DefaultResource != "":
-			resources = []string{h.DefaultResource}
-		case len(h.Resources) == 1:
-			resources = []string{h.Resources[0].URI}
-		default:
-			return p, oauth.InvalidTarget("the resource parameter is required: name the protected resource (RFC 8707) the token is for")
+		if resources, oerr = h.Policy.DefaultAudience(); oerr != nil {
+			return p, oerr
 		}
 	}
 	for _, res := range resources {
-		if _, ok := h.resource(res); !ok && !h.AllowAnyResource {
+		if !h.Policy.Serves(res) {
 			return p, oauth.InvalidTarget("resource %s is not served by this authorization server", res)
 		}
 		if c.AllowedResources != nil && !slices.Contains(c.AllowedResources, res) {
@@ -306,23 +301,19 @@ func (h *Handler) validate(q url.Values, c store.Client) (store.AuthRequest, *oa
 	// offline_access, openid and (unless unknown_scopes: reject) scopes
 	// the server does not know are dropped here, before consent: the user
 	// approves, and the code carries, only what can be granted.
-	scopes, oerr := h.scopeRule().Requested(q.Get("scope"))
+	scopes, oerr := h.Policy.Requested(q.Get("scope"))
 	if oerr != nil {
 		return p, oerr
 	}
 	if len(scopes) == 0 {
 		// RFC 6749 §3.3: omitted scope means the pre-defined default;
-		// defaults this client or resource may not have are dropped.
-		for _, s := range h.DefaultScopes {
-			if h.scopeAllowed(s, c, resources) == "" {
-				scopes = append(scopes, s)
-			}
-		}
-	}
-	for _, s := range scopes {
-		if why := h.scopeAllowed(s, c, resources); why != "" {
-			return p, oauth.InvalidScope("scope %s %s", s, why)
-		}
+		// defaults this client or a requested resource may not have are
+		// dropped.
+		scopes = h.Policy.AllowedScopes(h.Policy.DefaultScopes, c.AllowedScopes, resources)
+	} else if oerr := h.Policy.CheckScopes(scopes, c.AllowedScopes, resources); oerr != nil {
+		// Named scopes every requested resource must offer
+		// (policy.ScopeAllowed), as /token requires.
+		return p, oerr
 	}
 	p.Scopes = scopes
 
@@ -350,23 +341,6 @@ func (h *Handler) validate(q url.Values, c store.Client) (store.AuthRequest, *oa
 		return p, oauth.InvalidRequest("nonce is too long")
 	}
 	return p, nil
-}
-
-// scopeAllowed returns "" when scope s may be granted to client c for the
-// given resources, or why not.
-func (h *Handler) scopeAllowed(s string, c store.Client, resources []string) string {
-	if len(h.Scopes) > 0 && !slices.ContainsFunc(h.Scopes, func(x Scope) bool { return x.Name == s }) {
-		return "is not known to this server"
-	}
-	if c.AllowedScopes != nil && !slices.Contains(c.AllowedScopes, s) {
-		return "is not allowed for this client"
-	}
-	for _, uri := range resources {
-		if res, ok := h.resource(uri); ok && len(res.Scopes) > 0 && !slices.Contains(res.Scopes, s) {
-			return "is not available for resource " + uri
-		}
-	}
-	return ""
 }
 
 // storeRequest stores the pending request p under the digest of its id rid

@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/upstream"
 )
@@ -159,7 +160,7 @@ func TestStoreUnavailablePages(t *testing.T) {
 	}
 	h := &Handler{
 		Store: store.NewBounded(mem, time.Second, 0), Issuer: "http://127.0.0.1:1", Connectors: []upstream.Connector{&stubConnector{}},
-		Resources: []Resource{{URI: resMCP}},
+		Policy: &policy.Policy{Resources: []policy.Resource{{URI: resMCP}}},
 	}
 	router := chi.NewRouter()
 	h.Routes(router)

@@ -7,6 +7,7 @@ import (
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // clientCredentials issues a token to a confidential client acting for
@@ -66,7 +67,7 @@ func (h *Handler) clientCredentials(ctx context.Context, req *request) (*respons
 		scopes = h.Policy.AllowedScopes(defaults, c.AllowedScopes, aud)
 	}
 
-	access, expiresIn, err := h.issue(ctx, req.now, accessToken{clientID: c.ID, scopes: scopes, resources: aud})
+	access, expiresIn, err := h.issue(ctx, req.now, tokens.Request{ClientID: c.ID, Scopes: scopes, Audience: aud})
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // invalidCode is the one answer for an unknown, expired, used or foreign
@@ -97,8 +98,8 @@ func (h *Handler) authorizationCode(ctx context.Context, req *request) (*respons
 	// (policy.ScopeAllowed); the grant keeps all that was consented to,
 	// for tokens narrowed to other resources later.
 	scopes := h.Policy.AllowedScopes(g.Scopes, nil, aud)
-	access, expiresIn, err := h.issue(ctx, req.now, accessToken{
-		clientID: req.client.ID, user: &user, grant: &g, scopes: scopes, resources: aud,
+	access, expiresIn, err := h.issue(ctx, req.now, tokens.Request{
+		ClientID: req.client.ID, User: &user, Grant: &g, Scopes: scopes, Audience: aud,
 	})
 	if err != nil {
 		return nil, err

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/oauth"
@@ -28,6 +27,7 @@ import (
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // Grant types (RFC 6749 §4).
@@ -45,35 +45,27 @@ const (
 
 // Defaults for the zero values of Handler's lifetimes.
 const (
-	DefaultAccessTokenLifetime  = time.Hour
+	DefaultAccessTokenLifetime  = tokens.DefaultLifetime
 	DefaultRefreshTokenLifetime = 30 * 24 * time.Hour
 	DefaultGrantLifetime        = 90 * 24 * time.Hour
 )
 
-// Store is what the token and revocation endpoints persist.
-// *store.Postgres and *store.Memory implement it.
+// Store is what the token and revocation endpoints persist: the grants'
+// codes and refresh tokens, and what the token core (internal/tokens)
+// keeps and checks access tokens in. *store.Postgres and *store.Memory
+// implement it.
 type Store interface {
+	tokens.Store
 	GetAuthCode(ctx context.Context, digest string, now time.Time) (store.AuthCode, error)
 	RedeemAuthCode(ctx context.Context, digest string, now time.Time, g store.Grant, rt *store.RefreshToken) (store.AuthCode, error)
-	RevokeGrant(ctx context.Context, id string, now time.Time) error
-	GetRefreshToken(ctx context.Context, digest string) (store.RefreshToken, error)
 	GetRefreshTokenGrant(ctx context.Context, digest string) (store.RefreshToken, store.Grant, store.User, error)
 	RotateRefreshToken(ctx context.Context, old string, now time.Time, next store.RefreshToken, retryWindow time.Duration) (store.Grant, error)
-	GetUser(ctx context.Context, id string) (store.User, error)
 	TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error
-	CreateAccessToken(ctx context.Context, t store.AccessToken) error
-	GetAccessToken(ctx context.Context, digest string) (store.AccessToken, error)
-	RevokeAccessToken(ctx context.Context, digest string, now time.Time) error
-	RevokeJTI(ctx context.Context, jti string, exp time.Time) error
 }
 
 // Keys signs access tokens and verifies them at /revoke;
 // *keys.Manager implements it.
-type Keys interface {
-	Sign(ctx context.Context, typ string, claims jwt.Claims) (string, error)
-	Keyfunc(t *jwt.Token) (any, error)
-	Algorithms() []string
-}
+type Keys = tokens.Keys
 
 // Handler serves POST /token and POST /revoke.
 type Handler struct {

@@ -35,6 +35,7 @@ import (
 	"github.com/authd/authd/internal/token"
 	"github.com/authd/authd/internal/tracing"
 	"github.com/authd/authd/internal/upstream"
+	"github.com/authd/authd/internal/upstreamtokens"
 )
 
 // app is a fully wired authd: every handler built from one Config, mounted
@@ -47,6 +48,9 @@ type app struct {
 	handler http.Handler
 	now     func() time.Time
 	metrics *metrics.Metrics
+	// upstreamTokens keeps and hands out users' upstream grants
+	// (upstreams[].store_tokens); nil when no upstream keeps tokens.
+	upstreamTokens *upstreamtokens.Broker
 	// listener hears other replicas' changes (nil with the memory store).
 	listener *store.Listener
 	stop     context.CancelFunc
@@ -284,6 +288,10 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pages.%w", err)
 	}
+	broker, err := newBroker(cfg, st, connectors, policy.Check, now, log)
+	if err != nil {
+		return nil, fmt.Errorf("upstream tokens: %w", err)
+	}
 	authz := &authorize.Handler{
 		Pages:      pages,
 		Store:      cachedClientStore{Store: authzClients, clients: authzCache},
@@ -300,6 +308,17 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		OnEvent: m.ObserveAuthorizeEvent,
 		Now:     now,
 		Log:     log,
+	}
+	if broker != nil {
+		authz.UpstreamGrants = broker
+	}
+	for _, res := range cfg.Resources {
+		if len(res.UpstreamScopes) > 0 {
+			if authz.UpstreamScopes == nil {
+				authz.UpstreamScopes = map[string]map[string][]string{}
+			}
+			authz.UpstreamScopes[res.URI] = res.UpstreamScopes
+		}
 	}
 	authz.Routes(r)
 	// OpenID Connect Back-Channel Logout from the upstreams that send it.
@@ -322,7 +341,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		ClientIdleLifetime:       cfg.Registration.ClientIdleLifetime,
 		DynamicClientCredentials: cfg.Registration.AllowClientCredentials,
 		IdentityClaims:           cfg.Tokens.IdentityClaims,
-		UserCheck:                userCheck,
+		UserCheck:                grantCheck(userCheck, broker),
 		Observe:                  m.ObserveToken,
 		MaxBodyBytes:             cfg.HTTP.MaxBodyBytes,
 		// Applied inside the handler, after its CORS headers.
@@ -359,7 +378,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	}
 	intro.Routes(r)
 
-	a := &app{cfg: cfg, log: log, store: st, keys: km, handler: root, now: now, metrics: m}
+	a := &app{cfg: cfg, log: log, store: st, keys: km, handler: root, now: now, metrics: m, upstreamTokens: broker}
 	if _, ok := st.(*store.Postgres); ok {
 		a.listener = changeListener(cfg, log, km, clientCache, authzCache)
 	}
@@ -510,6 +529,13 @@ func (a *app) startBackground(ctx context.Context) {
 				if err != nil {
 					a.log.Warn("purge failed", "error", err.Error())
 					continue
+				}
+				// Kept tokens of upstreams that no longer keep them
+				// (removed, or store_tokens off) will never be used.
+				if n, err := a.store.DeleteUpstreamTokensExcept(ctx, keptUpstreams(a.cfg)); err != nil {
+					a.log.Warn("purge failed", "error", err.Error())
+				} else {
+					res["upstream_tokens"] += n
 				}
 				var total int64
 				for _, n := range res {

@@ -122,12 +122,70 @@ func (h *Handler) apps(w http.ResponseWriter, r *http.Request) error {
 		}
 		return strings.Compare(a.ClientID, b.ClientID)
 	})
+	accounts, err := h.upstreamAccounts(r, user.ID)
+	if err != nil {
+		return err
+	}
 	h.render(w, r, http.StatusOK, "apps", "Connected apps", struct {
 		UserName string
 		Apps     []appEntry
+		Accounts []upstreamAccount
 		CSRF     string
 		Base     string
-	}{displayName(user), entries, sessionCSRF(sid), h.basePath()})
+	}{displayName(user), entries, accounts, sessionCSRF(sid), h.basePath()})
+	return nil
+}
+
+// upstreamAccount is an upstream grant authd keeps for the user
+// (store_tokens), as /apps shows it: never a token.
+type upstreamAccount struct {
+	Upstream string // id, posted back to disconnect
+	Name     string // the upstream's display name
+	Scopes   []string
+	Since    time.Time
+	Dead     bool
+}
+
+func (h *Handler) upstreamAccounts(r *http.Request, userID string) ([]upstreamAccount, error) {
+	if h.UpstreamGrants == nil {
+		return nil, nil
+	}
+	conns, err := h.UpstreamGrants.Connections(r.Context(), userID)
+	if err != nil {
+		return nil, err
+	}
+	var out []upstreamAccount
+	for _, c := range conns {
+		a := upstreamAccount{Upstream: c.Upstream, Name: c.Upstream, Scopes: c.Scopes, Since: c.Since, Dead: c.Dead}
+		if conn := h.connector(c.Upstream); conn != nil {
+			a.Name = conn.DisplayName()
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// disconnectUpstream serves POST /apps/disconnect: authd forgets the
+// user's kept grant at one upstream (its tokens are deleted), so no MCP
+// server can get it any more. The grant at the upstream itself stays
+// until the user revokes it there.
+func (h *Handler) disconnectUpstream(w http.ResponseWriter, r *http.Request) error {
+	user, _, signedOut, err := h.sessionForm(w, r)
+	if signedOut {
+		return pageError(http.StatusForbidden, "Not signed in",
+			"You are not signed in, so there is nothing to disconnect here. Sign in through an application first.")
+	}
+	if err != nil {
+		return err
+	}
+	id := r.PostForm.Get("upstream")
+	if id == "" || h.UpstreamGrants == nil {
+		return pageError(http.StatusBadRequest, "Invalid form", "No account was named.")
+	}
+	if err := h.UpstreamGrants.Disconnect(r.Context(), user.ID, id); err != nil {
+		return err
+	}
+	redirect(w, r, h.path("/apps"))
 	return nil
 }
 

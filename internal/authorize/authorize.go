@@ -88,12 +88,26 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) error {
 		return t.fail(err)
 	}
 	signedIn := sess != nil && !slices.Contains(p.Prompt, promptLogin) && fresh(sess.AuthTime, p.MaxAge, now)
+	idpHint := q.Get("idp_hint")
+	if signedIn && h.UpstreamGrants != nil {
+		// An upstream that keeps tokens must hold a usable grant with the
+		// upstream scopes these resources need; otherwise the user signs
+		// in there again (incremental authorization), not silently here.
+		provider := sess.User.Provider
+		covered, err := h.UpstreamGrants.Covers(ctx, sess.UserID, provider, h.upstreamScopes(provider, p.Resources))
+		if err != nil {
+			return t.fail(err)
+		}
+		if !covered {
+			signedIn, idpHint = false, provider
+		}
+	}
 
 	if !signedIn {
 		if slices.Contains(p.Prompt, promptNone) {
 			return t.fail(oauth.LoginRequired("the user is not signed in"))
 		}
-		return h.startLogin(w, r, t, p, q.Get("idp_hint"))
+		return h.startLogin(w, r, t, p, idpHint)
 	}
 
 	// Single sign-on: the browser's session stands for the user.

@@ -125,9 +125,10 @@ func (p *Pages) probeConsent() error {
 	base := consentData{
 		ClientName: "Probe Client", RedirectHost: "app.example.net", UserName: "probe-user",
 		Handle: "probe-handle", CSRF: "probe-csrf",
-		Resources: []consentResource{{Name: "Probe MCP", URI: "https://mcp.example.net/mcp", New: true}},
-		NewScopes: []consentScope{{Name: "probe:read", Description: "Read probes"}},
-		OldScopes: []consentScope{{Name: "probe:old", Description: "Old probes"}},
+		Resources:      []consentResource{{Name: "Probe MCP", URI: "https://mcp.example.net/mcp", New: true}},
+		NewScopes:      []consentScope{{Name: "probe:read", Description: "Read probes"}},
+		OldScopes:      []consentScope{{Name: "probe:old", Description: "Old probes"}},
+		UpstreamAccess: []consentUpstream{{Resource: "Probe MCP", Upstream: "Probe SSO", Scopes: []string{"repo"}}},
 	}
 	var probes []consentData
 	for _, v := range []string{"config", "metadata", "dynamic"} {

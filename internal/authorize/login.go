@@ -57,6 +57,7 @@ func (h *Handler) prepareUpstream(ctx context.Context, p *store.AuthRequest, rid
 	}
 	state := oauth.NewToken(oauth.PrefixState)
 	opts := loginOptions(rid, state, *p)
+	opts.Scopes = h.upstreamScopes(conn.ID(), p.Resources)
 	if conn.Type() == upstream.TypeDev {
 		// The development login names the application asking, as the
 		// chooser and consent pages do (display only).
@@ -289,6 +290,15 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request, conn upstream.C
 	reqlog.Set(ctx, "user_id", user.ID)
 	if user.Disabled {
 		return "", time.Time{}, h.denied(ctx, conn, user, "Your account has been disabled by the operator of this server.")
+	}
+
+	// store_tokens: keep the upstream grant before the session exists,
+	// so that no sign-in completes whose grant the MCP servers it was
+	// for cannot get.
+	if h.UpstreamGrants != nil {
+		if err := h.UpstreamGrants.Keep(ctx, user.ID, conn.ID(), ident.Grant); err != nil {
+			return "", time.Time{}, err
+		}
 	}
 
 	// The user authenticated when the upstream says (OIDC auth_time),

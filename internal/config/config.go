@@ -8,6 +8,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -163,7 +164,8 @@ type RateLimitsConfig struct {
 
 type KeysConfig struct {
 	Algorithm string `mapstructure:"algorithm"` // ES256 or RS256
-	// EncryptionSecret encrypts signing keys at rest (AES-256-GCM).
+	// EncryptionSecret encrypts signing keys and kept upstream tokens
+	// (upstreams[].store_tokens) at rest (AES-256-GCM).
 	EncryptionSecret string `mapstructure:"encryption_secret"`
 	// PEMFiles, when set, are the signing keys (not stored in the database).
 	PEMFiles []string `mapstructure:"pem_files"`
@@ -220,6 +222,12 @@ type ResourceConfig struct {
 	// method and/or path, on top of RequiredScopes (step-up for
 	// unmodified servers).
 	RouteScopes []RouteScopeConfig `mapstructure:"route_scopes"`
+	// UpstreamScopes are, per upstream id, the scopes this resource's
+	// server needs at the upstream when it calls it as the user (e.g.
+	// github: [repo, read:org]). Sign-in for the resource asks for them;
+	// a later one for a resource needing more asks again. Needs
+	// store_tokens on that upstream.
+	UpstreamScopes map[string][]string `mapstructure:"upstream_scopes"`
 }
 
 // RouteScopeConfig: requests to the resource matching Method (empty: any)
@@ -475,6 +483,20 @@ func (c *Config) Validate() error {
 		if _, err := idclaims.Parse(r.Claims); err != nil {
 			add("resources[%d].claims: %v", i, err)
 		}
+		for _, id := range slices.Sorted(maps.Keys(r.UpstreamScopes)) {
+			j := slices.IndexFunc(c.Upstreams, func(u upstream.Config) bool { return u.ID == id })
+			switch {
+			case j < 0:
+				add("resources[%d].upstream_scopes.%s: no upstream has id %q", i, id, id)
+			case !c.Upstreams[j].StoreTokens:
+				add("resources[%d].upstream_scopes.%s: upstream %q does not keep tokens; set upstreams[%d].store_tokens: true (without it nothing could use these scopes)", i, id, id, j)
+			}
+			for k, s := range r.UpstreamScopes[id] {
+				if s == "" || strings.ContainsAny(s, " \t\n\"\\,") {
+					add("resources[%d].upstream_scopes.%s[%d]: %q is not a valid scope token", i, id, k, s)
+				}
+			}
+		}
 		for j, rs := range r.RouteScopes {
 			if rs.Method != "" && !isMethod(rs.Method) {
 				add("resources[%d].route_scopes[%d].method: %q is not an HTTP method such as POST", i, j, rs.Method)
@@ -547,6 +569,11 @@ func (c *Config) Validate() error {
 		}
 		for _, err := range u.Validate() {
 			add("%v", err)
+		}
+		// Kept upstream tokens are encrypted under the same secret as
+		// signing keys; PEM files do not provide one.
+		if u.StoreTokens && !c.Dev && len(c.Keys.PEMFiles) > 0 && len(c.Keys.EncryptionSecret) < 32 {
+			add("upstreams[%d].store_tokens: needs keys.encryption_secret (at least 32 characters) to encrypt the kept tokens, also when keys.pem_files provide the signing keys", i)
 		}
 	}
 	if c.Allowlist.NeedsGitHubTeams() {

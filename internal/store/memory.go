@@ -42,6 +42,7 @@ type Memory struct {
 	logoutTokens  map[string]time.Time // upstream NUL jti → logout token exp
 	signingKeys   map[string]SigningKey
 	metadataDocs  map[string]MetadataDocument
+	upstream      upstreamTokens
 }
 
 type userKey struct{ provider, subject string }
@@ -399,7 +400,9 @@ func (m *Memory) DisableUser(_ context.Context, id string, now time.Time) (UserR
 	}
 	u.Disabled = true
 	m.users[id] = u
-	return m.revokeUserGrants(id, now), nil
+	r := m.revokeUserGrants(id, now)
+	m.deleteUserUpstreamTokens(id)
+	return r, nil
 }
 
 func (m *Memory) LogoutUser(_ context.Context, id string, now time.Time, revokeGrants bool) (UserLogout, error) {
@@ -422,6 +425,7 @@ func (m *Memory) LogoutUser(_ context.Context, id string, now time.Time, revokeG
 	}
 	if revokeGrants {
 		l.UserRevocation = m.revokeUserGrants(id, now)
+		m.deleteUserUpstreamTokens(id)
 	}
 	return l, nil
 }
@@ -1153,6 +1157,7 @@ func (m *Memory) Purge(_ context.Context, now time.Time) (PurgeResult, error) {
 		return k.State == KeyRetired && k.ExpiresAt != nil && expired(*k.ExpiresAt, now)
 	}, nil)
 	res["metadata_documents"] = purge(m.metadataDocs, func(d MetadataDocument) bool { return expired(d.ExpiresAt, now) }, nil)
+	res["upstream_tokens"] = m.purgeUpstreamTokens(now)
 	return res, nil
 }
 

@@ -101,8 +101,15 @@ func (p *Postgres) DisableUser(ctx context.Context, id string, now time.Time) (U
 		if tag.RowsAffected() == 0 {
 			return ErrNotFound
 		}
-		r, err = revokeUserGrants(ctx, tx, id, now)
-		return err
+		if r, err = revokeUserGrants(ctx, tx, id, now); err != nil {
+			return err
+		}
+		// The user's upstream grants go too: nothing may act upstream
+		// for a disabled user, and enabling them again needs a sign-in.
+		if _, err := tx.Exec(ctx, `DELETE FROM upstream_tokens WHERE user_id = $1`, id); err != nil {
+			return mapErr(err)
+		}
+		return nil
 	})
 	if err != nil {
 		return UserRevocation{}, err
@@ -127,10 +134,17 @@ func (p *Postgres) LogoutUser(ctx context.Context, id string, now time.Time, rev
 		if _, err := tx.Exec(ctx, `DELETE FROM auth_requests WHERE user_id = $1`, id); err != nil {
 			return mapErr(err)
 		}
-		if revokeGrants {
-			l.UserRevocation, err = revokeUserGrants(ctx, tx, id, now)
+		if !revokeGrants {
+			return nil
 		}
-		return err
+		if l.UserRevocation, err = revokeUserGrants(ctx, tx, id, now); err != nil {
+			return err
+		}
+		// Signed out upstream: nothing may act there for them any more.
+		if _, err := tx.Exec(ctx, `DELETE FROM upstream_tokens WHERE user_id = $1`, id); err != nil {
+			return mapErr(err)
+		}
+		return nil
 	})
 	if err != nil {
 		return UserLogout{}, err

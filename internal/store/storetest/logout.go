@@ -11,8 +11,8 @@ import (
 
 // testLogoutUser: an upstream's back-channel logout ends the user's
 // sessions and signed-in pending requests, not another user's; with
-// revokeGrants it also revokes the grants and tokens DisableUser would,
-// and the user stays enabled either way.
+// revokeGrants it also revokes the grants and tokens DisableUser would and
+// deletes the kept upstream tokens, and the user stays enabled either way.
 func testLogoutUser(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	u, stranger := user(t, s), user(t, s)
@@ -30,6 +30,7 @@ func testLogoutUser(t *testing.T, s store.Store) {
 	}
 	g, rt := grant(t, s, c, u)
 	at := createAccessToken(t, s, newAccessToken(g))
+	putUpstreamToken(t, s, newUpstreamToken(u, "sso"))
 
 	l, err := s.LogoutUser(ctx, u.ID, now, false)
 	must(t, err, "LogoutUser")
@@ -51,6 +52,8 @@ func testLogoutUser(t *testing.T, s store.Store) {
 	if gotG.RevokedAt != nil {
 		t.Fatal("LogoutUser without revokeGrants revoked the grant")
 	}
+	_, err = s.GetUpstreamToken(ctx, u.ID, "sso")
+	must(t, err, "GetUpstreamToken after LogoutUser without grants")
 
 	l, err = s.LogoutUser(ctx, u.ID, now, true)
 	must(t, err, "LogoutUser with grants")
@@ -63,6 +66,8 @@ func testLogoutUser(t *testing.T, s store.Store) {
 	gotAT, err := s.GetAccessToken(ctx, at.Digest)
 	must(t, err, "GetAccessToken")
 	timeEqual(t, "RevokedAt of the logged-out user's access token", gotAT.RevokedAt, now)
+	_, err = s.GetUpstreamToken(ctx, u.ID, "sso")
+	wantErr(t, err, store.ErrNotFound, "GetUpstreamToken after LogoutUser with grants")
 	gotU, err := s.GetUser(ctx, u.ID)
 	must(t, err, "GetUser")
 	if gotU.Disabled {

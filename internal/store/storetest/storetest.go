@@ -78,6 +78,14 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "JoinedReads", fn: testJoinedReads},
 		{name: "DeleteClientCascades", fn: testDeleteClientCascades},
 
+		// Upstream tokens (the broker).
+		{name: "UpstreamTokenCRUD", fn: testUpstreamTokenCRUD},
+		{name: "UpdateUpstreamToken", fn: testUpdateUpstreamToken},
+		{name: "ClaimMembershipCheck", fn: testClaimMembershipCheck},
+		{name: "DisableUserDeletesUpstreamTokens", fn: testDisableUserDeletesUpstreamTokens},
+		{name: "PurgeUpstreamTokens", fn: testPurgeUpstreamTokens, own: own},
+		{name: "DeleteUpstreamTokensExcept", fn: testDeleteUpstreamTokensExcept, own: own},
+
 		// Keys, metadata documents, maintenance.
 		{name: "ValuesAreCopies", fn: testValuesAreCopies},
 		{name: "SigningKeys", fn: testSigningKeys, own: own},
@@ -100,6 +108,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ConcurrentUpsertUser", fn: testConcurrentUpsertUser},
 		{name: "ConcurrentDisableUser", fn: testConcurrentDisableUser},
 		{name: "ConcurrentCreates", fn: testConcurrentCreates},
+		{name: "ConcurrentUpdateUpstreamToken", fn: testConcurrentUpdateUpstreamToken},
 	}
 	shared := newStore(t)
 	for _, c := range cases {

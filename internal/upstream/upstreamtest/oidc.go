@@ -82,11 +82,14 @@ type OIDC struct {
 	authTime time.Time
 	codes    map[string]oidcGrant
 	authReqs []url.Values
+	// Access and refresh tokens, UserInfo, revocation: oidc_tokens.go.
+	tok oidcTokens
 }
 
 type oidcGrant struct {
 	sub, clientID, redirectURI, challenge, nonce, scope string
 	authTime                                            time.Time
+	offline                                             bool // access_type=offline (Google)
 }
 
 // RSA key generation takes long under the race detector, so all fakes of
@@ -115,6 +118,7 @@ func NewOIDC(t testing.TB) *OIDC {
 	mux.HandleFunc("GET /jwks", o.jwks)
 	mux.HandleFunc("GET /authorize", o.authorize)
 	mux.HandleFunc("POST /token", o.token)
+	mux.HandleFunc("GET /userinfo", o.userinfo)
 	o.srv = httptest.NewTLSServer(mux)
 	t.Cleanup(o.srv.Close)
 	return o
@@ -358,7 +362,7 @@ func (o *OIDC) authorize(w http.ResponseWriter, r *http.Request) {
 	o.codes[code] = oidcGrant{
 		sub: u.Subject, clientID: o.ClientID, redirectURI: q.Get("redirect_uri"),
 		challenge: q.Get("code_challenge"), nonce: q.Get("nonce"), scope: q.Get("scope"),
-		authTime: authTime,
+		authTime: authTime, offline: q.Get("access_type") == "offline",
 	}
 	back.Set("code", code)
 	if o.faults.MixUpIss {
@@ -399,6 +403,10 @@ func (o *OIDC) token(w http.ResponseWriter, r *http.Request) {
 		oauthErr(http.StatusUnauthorized, "invalid_client")
 		return
 	}
+	if f.Get("grant_type") == "refresh_token" {
+		o.refreshGrant(w, f.Get("refresh_token"), id)
+		return
+	}
 	if f.Get("grant_type") != "authorization_code" {
 		oauthErr(http.StatusBadRequest, "unsupported_grant_type")
 		return
@@ -414,12 +422,7 @@ func (o *OIDC) token(w http.ResponseWriter, r *http.Request) {
 		oauthErr(http.StatusBadRequest, "invalid_grant")
 		return
 	}
-	resp := map[string]any{
-		"access_token": "at-" + randomHex(16),
-		"token_type":   "Bearer",
-		"expires_in":   3600,
-		"scope":        g.scope,
-	}
+	resp := o.issue(u.Subject, id, g.scope, g.offline)
 	if !o.faults.NoIDToken {
 		idt, err := o.idToken(*u, g)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/store"
@@ -265,7 +266,7 @@ func (h *Handler) validate(q url.Values, c store.Client) (store.AuthRequest, *oa
 	// RFC 7591 §2: omitted grant_types / response_types mean
 	// authorization_code / code.
 	gt, rts := c.Metadata.GrantTypes, c.Metadata.ResponseTypes
-	if (len(gt) > 0 && !slices.Contains(gt, "authorization_code")) || (len(rts) > 0 && !slices.Contains(rts, "code")) {
+	if (len(gt) > 0 && !slices.Contains(gt, grants.AuthorizationCode)) || (len(rts) > 0 && !slices.Contains(rts, "code")) {
 		return p, oauth.UnauthorizedClient("the client is not registered for the authorization code grant")
 	}
 

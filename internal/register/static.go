@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/authd/authd/internal/clientmeta"
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
 )
@@ -99,23 +101,23 @@ func (s StaticClient) Validate() []error {
 	}
 	method := s.authMethod()
 	switch {
-	case !slices.Contains(supportedAuthMethods, method):
+	case !slices.Contains(clientmeta.AuthMethods, method):
 		add("token_endpoint_auth_method must be none, client_secret_basic or client_secret_post")
 	case method == AuthNone && hasSecret:
 		add("a client with token_endpoint_auth_method none must not have a secret")
 	case method != AuthNone && !hasSecret:
 		add("token_endpoint_auth_method %s needs a secret or secret_hash", method)
 	}
-	grants := s.grantTypes()
-	if err := checkGrantTypes(grants, method); err != nil {
+	grantTypes := s.grantTypes()
+	// Against every grant authd implements: whether the server serves a
+	// grant is decided where the registry is built, and /token enforces it.
+	if err := clientmeta.CheckGrantTypes(grants.Default(), grantTypes, method, store.SourceConfig); err != nil {
 		add("%s", err.Description)
 	}
-	switch s.ApplicationType {
-	case "", oauth.AppTypeWeb, oauth.AppTypeNative:
-	default:
-		add("application_type must be web or native")
+	if err := clientmeta.CheckApplicationType(s.ApplicationType); err != nil {
+		add("%s", err.Description)
 	}
-	if slices.Contains(grants, GrantAuthorizationCode) && len(s.RedirectURIs) == 0 {
+	if slices.Contains(grantTypes, GrantAuthorizationCode) && len(s.RedirectURIs) == 0 {
 		add("redirect_uris is required for the authorization_code grant")
 	}
 	for _, uri := range s.RedirectURIs {
@@ -153,16 +155,16 @@ func (s StaticClient) ToClient(now time.Time) (store.Client, error) {
 }
 
 func (s StaticClient) toClient(secretHash string, now time.Time) (store.Client, error) {
-	grants := s.grantTypes()
+	grantTypes := s.grantTypes()
 	md := store.ClientMetadata{
 		RedirectURIs:            dedupe(s.RedirectURIs),
 		TokenEndpointAuthMethod: s.authMethod(),
-		GrantTypes:              grants,
+		GrantTypes:              grantTypes,
 		ApplicationType:         s.ApplicationType,
 		ClientName:              s.Name,
 		Scope:                   oauth.JoinScope(dedupe(s.Scopes)),
 	}
-	if slices.Contains(grants, GrantAuthorizationCode) {
+	if slices.Contains(grantTypes, GrantAuthorizationCode) {
 		md.ResponseTypes = []string{ResponseTypeCode}
 	}
 	resources, oerr := oauth.ParseResources(s.Resources)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -145,10 +144,11 @@ func (h *Handler) codeReplayed(ctx context.Context, req *request, userID, grantI
 
 // newRefreshToken makes the first refresh token of grant g, if the client
 // registered the refresh_token grant (RFC 7591 §2 grant_types; the MCP
-// authorization spec's SEP-2207 leaves issuance to that registration). A
-// token the client may not redeem would only be a liability.
+// authorization spec's SEP-2207 leaves issuance to that registration) and
+// the server serves it to the client. A token the client may not redeem
+// would only be a liability.
 func (h *Handler) newRefreshToken(req *request, g store.Grant) (string, *store.RefreshToken) {
-	if !slices.Contains(grantTypes(req.client), GrantRefreshToken) {
+	if !h.mayUse(req.client, GrantRefreshToken) {
 		return "", nil
 	}
 	value := oauth.NewToken(oauth.PrefixRefreshToken)

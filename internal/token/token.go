@@ -13,6 +13,7 @@ package token
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -22,6 +23,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/authd/authd/internal/clientauth"
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/ratelimit"
@@ -30,11 +32,11 @@ import (
 	"github.com/authd/authd/internal/tokens"
 )
 
-// Grant types (RFC 6749 §4).
+// Grant types (RFC 6749 §4), as named by the grant registry.
 const (
-	GrantAuthorizationCode = "authorization_code"
-	GrantRefreshToken      = "refresh_token"
-	GrantClientCredentials = "client_credentials"
+	GrantAuthorizationCode = grants.AuthorizationCode
+	GrantRefreshToken      = grants.RefreshToken
+	GrantClientCredentials = grants.ClientCredentials
 )
 
 // Access token formats (policy.Resource.TokenFormat).
@@ -96,11 +98,13 @@ type Handler struct {
 	// when a client with an idle expiry redeems a code or refreshes, so
 	// that a client in use through refresh alone does not expire.
 	ClientIdleLifetime time.Duration
-	// DynamicClientCredentials lets dynamically registered clients use the
-	// client_credentials grant (registration.allow_client_credentials).
-	// Checked here as well as at registration, so that turning it off
-	// takes effect for clients registered while it was on.
-	DynamicClientCredentials bool
+	// Grants are the grant types served and who may use each (the same
+	// registry registration and the metadata are built from). Whether a
+	// client's source may use a grant is checked here as well as at
+	// registration, so that closing a grant to dynamically registered
+	// clients takes effect for clients registered while it was open. The
+	// zero value means grants.Default().
+	Grants grants.Registry
 
 	// IdentityClaims adds preferred_username and email to JWT access
 	// tokens issued for a user.
@@ -158,18 +162,36 @@ type response struct {
 
 type grantFunc func(h *Handler, ctx context.Context, req *request) (*response, error)
 
-var grants = map[string]grantFunc{
+// grantFuncs are the grants this package implements, by grant type. Which
+// of them /token serves is the registry's decision (Handler.Grants); a
+// new grant is an entry in the registry (internal/grants) plus its
+// function here, in a file of its own.
+var grantFuncs = map[string]grantFunc{
 	GrantAuthorizationCode: (*Handler).authorizationCode,
 	GrantRefreshToken:      (*Handler).refreshToken,
 	GrantClientCredentials: (*Handler).clientCredentials,
 }
+
+// CheckGrants reports a grant type of the registry this package has no
+// function for: the composition root refuses to start rather than
+// advertise a grant /token cannot serve.
+func CheckGrants(r grants.Registry) error {
+	for _, gt := range r.Types() {
+		if _, ok := grantFuncs[gt]; !ok {
+			return fmt.Errorf("grant type %q is in the grant registry, but /token does not implement it", gt)
+		}
+	}
+	return nil
+}
+
+func (h *Handler) grants() grants.Registry { return h.Grants.OrDefault() }
 
 func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	req := &request{grantType: "unknown"}
 	err := h.parse(w, r, req)
 	var resp *response
 	if err == nil {
-		resp, err = grants[req.grantType](h, r.Context(), req)
+		resp, err = grantFuncs[req.grantType](h, r.Context(), req)
 	}
 	if err != nil {
 		h.observe(req.grantType, outcome(err))
@@ -190,7 +212,8 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request, req *request) er
 		return err
 	}
 	gt := form.Get("grant_type")
-	_, supported := grants[gt]
+	grant, supported := h.grants().Lookup(gt)
+	supported = supported && grantFuncs[gt] != nil
 	if supported {
 		req.grantType = gt
 	}
@@ -210,6 +233,11 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request, req *request) er
 		return oauth.UnsupportedGrantType("grant_type %q is not supported", truncate(gt, 50))
 	case !slices.Contains(grantTypes(client), gt):
 		return oauth.UnauthorizedClient("the client is not registered for the %s grant", gt)
+	case grant.Confidential && method == clientauth.MethodNone:
+		return oauth.UnauthorizedClient("%s is for confidential clients only", gt)
+	case !grant.AllowedFor(client.Source):
+		// Open registration must not be a way around signing in.
+		return oauth.UnauthorizedClient("this server does not let %s use %s", sourceName(client.Source), gt)
 	}
 	resources, oerr := oauth.ParseResources(form["resource"])
 	if oerr != nil {
@@ -217,6 +245,20 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request, req *request) er
 	}
 	req.form, req.client, req.method, req.resources, req.now = form, client, method, resources, h.now()
 	return nil
+}
+
+// sourceName names the clients of a source for error descriptions.
+func sourceName(src store.ClientSource) string {
+	if src == store.SourceMetadata {
+		return "metadata-document clients"
+	}
+	return "dynamically registered clients"
+}
+
+// mayUse reports whether the client may use the grant type gt: the
+// server serves it to the client's kind and the client registered for it.
+func (h *Handler) mayUse(c store.Client, gt string) bool {
+	return h.grants().Allows(gt, c.Source) && slices.Contains(grantTypes(c), gt)
 }
 
 // grantTypes is what the client registered, with RFC 7591 §2's default.

@@ -231,7 +231,7 @@ func (p *Policy) Offered(uri string) []string {
 // permission in the token is one each of its audiences defines. A client
 // that needs B's own scopes asks for a token for B alone (or narrows the
 // audience at /token with the resource parameter, RFC 8707 §2.2). The
-// identity claims of such a token follow the same rule (Claims).
+// identity claims of such a token follow the same rule (idclaims.ForToken).
 //
 // What a caller does with a refused scope: one the client named is
 // refused with invalid_scope (/authorize, client_credentials); one it did
@@ -293,14 +293,4 @@ func (p *Policy) Format(resources []string) string {
 		}
 	}
 	return FormatJWT
-}
-
-// Claims is what identity claims a token for resources may carry: what
-// every one of them is configured for, since each can read the token
-// (idclaims.ForAudience).
-func (p *Policy) Claims(resources []string) idclaims.Set {
-	return idclaims.ForAudience(resources, func(uri string) (idclaims.Set, bool) {
-		r, ok := p.Resource(uri)
-		return r.Claims, ok
-	})
 }

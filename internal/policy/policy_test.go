@@ -198,9 +198,8 @@ func TestScopeVocabulary(t *testing.T) {
 	}
 }
 
-// TestFormatAndClaims: opaque when any resource of the audience wants
-// opaque; identity claims only what every resource gets.
-func TestFormatAndClaims(t *testing.T) {
+// TestFormat: opaque when any resource of the audience wants opaque.
+func TestFormat(t *testing.T) {
 	t.Parallel()
 	p := testPolicy()
 	for _, tc := range []struct {
@@ -219,12 +218,6 @@ func TestFormatAndClaims(t *testing.T) {
 		if got := p.Format(tc.resources); got != tc.want {
 			t.Errorf("Format(%v) with server default %q = %s, want %s", tc.resources, tc.server, got, tc.want)
 		}
-	}
-	if got := p.Claims([]string{wide, narrow}); got != (idclaims.Set{Email: true}) {
-		t.Errorf("Claims for both = %+v, want email only", got)
-	}
-	if got := p.Claims([]string{wide}); got != (idclaims.Set{Email: true, Login: true}) {
-		t.Errorf("Claims for wide = %+v", got)
 	}
 }
 

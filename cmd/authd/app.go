@@ -222,9 +222,15 @@ func newWiring(ctx context.Context, d deps) (*wiring, error) {
 // configuration must switch it on, a With here) plus its function in
 // internal/token.
 func grantRegistry(cfg *config.Config) grants.Registry {
-	return grants.Default().
+	r := grants.Default().
 		// Open registration must not be a way around signing in.
 		AllowDynamic(grants.ClientCredentials, cfg.Registration.AllowClientCredentials)
+	if cfg.TokenExchangeEnabled() {
+		// RFC 8693, served when a configured client has token_exchange;
+		// never to registered or metadata-document clients.
+		r = r.With(grants.Grant{Type: grants.TokenExchange, Confidential: true})
+	}
+	return r
 }
 
 // signingKeys loads (or creates) the signing keys.
@@ -441,6 +447,7 @@ func (w *wiring) mountToken(r chi.Router, clientAuth *clientauth.Authenticator) 
 		Now:         now,
 		Log:         w.log,
 	}
+	tok.Exchange = tokenExchange(cfg, w.broker, w.metrics)
 	tok.Routes(r)
 }
 
@@ -466,11 +473,13 @@ func (w *wiring) mountIntrospect(r chi.Router, clientAuth *clientauth.Authentica
 	for _, res := range cfg.Resources {
 		ids, _ := idclaims.Parse(res.Claims) // validated at load
 		ir := introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes, Claims: ids}
+		ir.ForwardUpstreamToken = forwardUpstreamToken(res, w.log)
 		for _, rs := range res.RouteScopes {
 			ir.RouteScopes = append(ir.RouteScopes, introspect.RouteScope{Method: rs.Method, Path: rs.Path, Scopes: rs.Scopes})
 		}
 		intro.Resources = append(intro.Resources, ir)
 	}
+	intro.UpstreamTokens = forwardedUpstreamTokens(w.broker)
 	intro.Routes(r)
 }
 

@@ -214,6 +214,12 @@ type ResourceConfig struct {
 	// a later one for a resource needing more asks again. Needs
 	// store_tokens on that upstream.
 	UpstreamScopes map[string][]string `mapstructure:"upstream_scopes"`
+	// ForwardUpstreamToken names an upstream (upstreams[].id, with
+	// store_tokens) whose access token for the user /verify adds in the
+	// X-Forwarded-Access-Token header, for an unmodified server behind
+	// ForwardAuth that calls that upstream as the user. Empty (the
+	// default): never. See the README's warning before setting it.
+	ForwardUpstreamToken string `mapstructure:"forward_upstream_token"`
 }
 
 // RouteScopeConfig: requests to the resource matching Method (empty: any)
@@ -540,6 +546,12 @@ func (c *Config) Validate() error {
 		for _, err := range cl.Validate() {
 			add("clients[%d].%v", i, err)
 		}
+		for _, err := range c.validateTokenExchange(cl.TokenExchange) {
+			add("clients[%d].token_exchange.%v", i, err)
+		}
+	}
+	for _, err := range c.validateForwardUpstreamTokens() {
+		add("%v", err)
 	}
 	if len(c.Upstreams) == 0 {
 		add("upstreams: configure at least one identity provider (github, google or oidc), or use --dev")

@@ -22,6 +22,9 @@ const (
 	AuthorizationCode = "authorization_code"
 	RefreshToken      = "refresh_token"
 	ClientCredentials = "client_credentials"
+	// TokenExchange is RFC 8693's; served only when the configuration
+	// allows a client to exchange (cmd/authd adds it with With).
+	TokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
 )
 
 // Removed are grant types OAuth 2.1 dropped; they are refused with a

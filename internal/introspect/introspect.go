@@ -58,6 +58,12 @@ type Resource struct {
 	// Claims are the identity claims introspection answers about tokens
 	// for this resource, and /verify's headers for it, carry.
 	Claims idclaims.Set
+	// ForwardUpstreamToken, when set, is the upstream id whose access
+	// token for the user /verify adds as HeaderForwardedAccessToken, for
+	// an unmodified server that calls that upstream as the user
+	// (oauth2-proxy's convention). Off by default: it hands the upstream
+	// token to the server and everything between the proxy and it.
+	ForwardUpstreamToken string
 }
 
 // RouteScope says that requests matching Method and Path need Scopes.
@@ -92,6 +98,10 @@ type Handler struct {
 	// judged, at /introspect and /verify; an error makes the token
 	// inactive. Nil allows everyone.
 	UserCheck func(ctx context.Context, u store.User) error
+	// UpstreamTokens returns the user's current access token at an
+	// upstream, for resources with ForwardUpstreamToken; nil when no
+	// upstream tokens are kept (ErrUpstreamTokenGone: none usable).
+	UpstreamTokens func(ctx context.Context, userID, upstream string) (string, error)
 	// AnyResource lets /verify?resource=<URI> protect a URI that is not
 	// among Resources (no required scopes; the token's audience must still
 	// name it). Development mode only: in production an unlisted resource

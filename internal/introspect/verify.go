@@ -31,6 +31,10 @@ const (
 	HeaderUpstreamProvider = "X-Auth-Upstream-Provider" // upstream: the upstream's id, e.g. github
 	HeaderUpstreamID       = "X-Auth-Upstream-Id"       // upstream: the user's immutable id there (GitHub numeric id, OIDC sub)
 	HeaderUpstreamLogin    = "X-Auth-Upstream-Login"    // upstream: the user's login there
+
+	// With the resource's forward_upstream_token setting: the user's
+	// access token at that upstream (oauth2-proxy's header name).
+	HeaderForwardedAccessToken = "X-Forwarded-Access-Token"
 )
 
 // serveVerify is the ForwardAuth check a reverse proxy makes before
@@ -52,6 +56,10 @@ const (
 func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 	oauth.NoStore(w)
 	t, res, err := h.verify(r)
+	var upstreamToken string
+	if err == nil {
+		upstreamToken, err = h.forwardedUpstreamToken(r, t, res)
+	}
 	var missing missingToken
 	switch {
 	case errors.As(err, &missing):
@@ -82,8 +90,32 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 		hd.Set(HeaderUpstreamProvider, headerValue(id.UpstreamProvider))
 		hd.Set(HeaderUpstreamID, headerValue(id.UpstreamID))
 		hd.Set(HeaderUpstreamLogin, headerValue(id.UpstreamLogin))
+		hd.Set(HeaderForwardedAccessToken, headerValue(upstreamToken))
 		w.WriteHeader(http.StatusOK)
 	}
+}
+
+// ErrUpstreamTokenGone is what Handler.UpstreamTokens returns when authd
+// holds no usable upstream token for the user (none stored, or the
+// upstream refused to refresh it): /verify then answers 401, and the
+// client's new sign-in stores a fresh one.
+var ErrUpstreamTokenGone = errors.New("no usable upstream token for the user")
+
+// forwardedUpstreamToken is the user's upstream access token when the
+// resource is configured to receive it, else "".
+func (h *Handler) forwardedUpstreamToken(r *http.Request, t *tokens.Info, res *resourceMatcher) (string, error) {
+	if res.ForwardUpstreamToken == "" || t.User == nil {
+		return "", nil
+	}
+	if h.UpstreamTokens == nil {
+		return "", errors.New("/verify: forward_upstream_token is set but no upstream tokens are kept")
+	}
+	tok, err := h.UpstreamTokens(r.Context(), t.User.ID, res.ForwardUpstreamToken)
+	if errors.Is(err, ErrUpstreamTokenGone) {
+		return "", oauth.InvalidToken("sign in again: authd holds no usable %s token for the user", res.ForwardUpstreamToken).
+			WithHeader("WWW-Authenticate", res.challenge(oauth.CodeInvalidToken, nil)).WithCause(err)
+	}
+	return tok, err
 }
 
 // missingToken is the answer to a request without a bearer token: the

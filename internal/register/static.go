@@ -45,6 +45,9 @@ type StaticClient struct {
 	// Introspect allows the client (a resource server) to call /introspect.
 	Introspect      bool   `mapstructure:"introspect"`
 	ApplicationType string `mapstructure:"application_type"`
+	// TokenExchange lets the client (a resource server) exchange the
+	// tokens it receives at /token (RFC 8693); nil: it may not.
+	TokenExchange *TokenExchange `mapstructure:"token_exchange"`
 }
 
 // Bounds on operator-chosen values.
@@ -66,13 +69,17 @@ func (s StaticClient) authMethod() string {
 }
 
 func (s StaticClient) grantTypes() []string {
+	var grants []string
 	switch {
 	case len(s.GrantTypes) > 0:
-		return dedupe(s.GrantTypes)
+		grants = dedupe(s.GrantTypes)
 	case len(s.RedirectURIs) > 0:
-		return []string{GrantAuthorizationCode, GrantRefreshToken}
+		grants = []string{GrantAuthorizationCode, GrantRefreshToken}
 	}
-	return nil
+	if s.TokenExchange != nil && !slices.Contains(grants, GrantTokenExchange) {
+		grants = append(grants, GrantTokenExchange)
+	}
+	return grants
 }
 
 // Validate lists every problem with s.
@@ -111,8 +118,16 @@ func (s StaticClient) Validate() []error {
 	grantTypes := s.grantTypes()
 	// Against every grant authd implements: whether the server serves a
 	// grant is decided where the registry is built, and /token enforces it.
-	if err := clientmeta.CheckGrantTypes(grants.Default(), grantTypes, method, store.SourceConfig); err != nil {
+	// Token exchange is checked apart: it is the configuration's only.
+	if err := clientmeta.CheckGrantTypes(grants.Default(), withoutTokenExchange(grantTypes), method, store.SourceConfig); err != nil {
 		add("%s", err.Description)
+	}
+	if s.TokenExchange != nil {
+		for _, e := range s.TokenExchange.validate(hasSecret) {
+			add("%s", e)
+		}
+	} else if slices.Contains(grantTypes, GrantTokenExchange) {
+		add("grant type %s needs token_exchange (what the client may exchange tokens for)", GrantTokenExchange)
 	}
 	if err := clientmeta.CheckApplicationType(s.ApplicationType); err != nil {
 		add("%s", err.Description)
@@ -194,7 +209,7 @@ func StaticClientFrom(c store.Client) StaticClient {
 		Name:                    c.Metadata.ClientName,
 		SecretHash:              c.SecretHash,
 		RedirectURIs:            slices.Clone(c.Metadata.RedirectURIs),
-		GrantTypes:              slices.Clone(c.Metadata.GrantTypes),
+		GrantTypes:              withoutTokenExchange(c.Metadata.GrantTypes), // token_exchange is the file's only
 		TokenEndpointAuthMethod: c.Metadata.TokenEndpointAuthMethod,
 		Scopes:                  slices.Clone(c.AllowedScopes),
 		Resources:               slices.Clone(c.AllowedResources),

@@ -1,7 +1,8 @@
 // Package token implements the token endpoint, POST /token (RFC 6749 §3.2,
 // OAuth 2.1 §3.2), with the authorization_code (PKCE required),
-// refresh_token (rotation with reuse detection) and client_credentials
-// grants, and token revocation, POST /revoke (RFC 7009).
+// refresh_token (rotation with reuse detection), client_credentials and
+// RFC 8693 token exchange (exchange.go) grants, and token revocation,
+// POST /revoke (RFC 7009).
 //
 // Every request is parsed once, its client authenticated and its grant type
 // checked against the client's registration in one shared path, and only
@@ -109,6 +110,9 @@ type Handler struct {
 	// IdentityClaims adds preferred_username and email to JWT access
 	// tokens issued for a user.
 	IdentityClaims bool
+	// Exchange enables RFC 8693 token exchange (nil: no client may).
+	Exchange *Exchange
+
 	// UserCheck re-applies the current sign-in policy (the allowlist) to
 	// the user at every code redemption and refresh; an error ends the
 	// grant. Nil allows everyone.
@@ -160,9 +164,11 @@ type request struct {
 type response struct {
 	AccessToken  string `json:"access_token"`
 	TokenType    string `json:"token_type"`
-	ExpiresIn    int64  `json:"expires_in"`
+	ExpiresIn    int64  `json:"expires_in,omitempty"` // absent only for a non-expiring upstream token (exchange.go)
 	RefreshToken string `json:"refresh_token,omitempty"`
 	Scope        string `json:"scope,omitempty"`
+	// IssuedTokenType is RFC 8693 §2.2.1's, for token exchange only.
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
 }
 
 type grantFunc func(h *Handler, ctx context.Context, req *request) (*response, error)
@@ -175,6 +181,7 @@ var grantFuncs = map[string]grantFunc{
 	GrantAuthorizationCode: (*Handler).authorizationCode,
 	GrantRefreshToken:      (*Handler).refreshToken,
 	GrantClientCredentials: (*Handler).clientCredentials,
+	GrantTokenExchange:     (*Handler).tokenExchange,
 }
 
 // CheckGrants reports a grant type of the registry this package has no

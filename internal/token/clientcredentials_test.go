@@ -202,12 +202,9 @@ func (c *countingStore) ActivateSigningKey(ctx context.Context, kid string, now,
 	return c.Store.ActivateSigningKey(ctx, kid, now, retire)
 }
 
-// TestClientCredentialsSingleAllowedResource: a client allowed one
-// resource that names none gets a token for that resource, not for the
-// server's default (policy.DefaultAudienceFor).
-func TestClientCredentialsSingleAllowedResource(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t) // DefaultResource: resA
+// A client allowed one resource that names none gets a token for that
+// resource, not for the server's default, resA (policy.DefaultAudienceFor).
+func testClientCredentialsSingleAllowedResource(t *testing.T, e *env) {
 	const onlyB = "only-b"
 	if err := e.st.CreateClient(e.ctx, store.Client{
 		ID: onlyB, SecretHash: oauth.HashSecret(secret), Source: store.SourceConfig,

@@ -220,12 +220,22 @@ func mayRetry(ctx context.Context, tx pgx.Tx, cur RefreshToken, now time.Time, c
 	return now.Before(usedAt.Add(window)) && successors > 0 && usedSuccessors == 0, nil
 }
 
+// insertRefreshToken inserts rt only into a grant of rt's client;
+// ErrNotFound otherwise. No foreign key checks the client (migration
+// 00007): deleting a client deletes its grants, and they their refresh
+// tokens, so a refresh token must be of its grant's client.
 func insertRefreshToken(ctx context.Context, q querier, rt RefreshToken) error {
-	_, err := q.Exec(ctx, `
+	tag, err := q.Exec(ctx, `
 		INSERT INTO refresh_tokens (`+refreshTokenColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		SELECT $1, id, client_id, $4, $5, $6, $7 FROM grants WHERE id = $2 AND client_id = $3`,
 		rt.Digest, rt.GrantID, rt.ClientID, rt.Parent, rt.CreatedAt, rt.ExpiresAt, rt.UsedAt)
-	return mapErr(err)
+	if err != nil {
+		return mapErr(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
 }
 
 const accessTokenColumns = `digest, coalesce(grant_id, '') AS grant_id, client_id,

@@ -3,7 +3,8 @@
 # "Database work per operation"): round trips (top-level statements),
 # statements (with the nested ones: foreign-key checks), write transactions
 # (transaction ids assigned), WAL records and their bytes, and the bytes of
-# WAL full-page images (pg_waldump --stats). Every
+# WAL full-page images (pg_waldump --stats), and the CPU time PostgreSQL
+# and authd spent (the one figure here that a busy machine inflates). Every
 # operation runs twice with cmd/authbench, N1 and N2 times; the figures are
 # the differences divided by N2 - N1, so the set-up each authbench run does
 # (registering its clients, the code flows that start refresh chains)
@@ -99,6 +100,19 @@ snapshot() {
     from pg_stat_statements where dbid = (select oid from pg_database where datname = '$DB')"
 }
 
+# cpu_ns prints the CPU time PostgreSQL (every process of the cluster,
+# those that exited included) and authd have used so far, in ns.
+TCK=$(getconf CLK_TCK)
+cpu_ns() {
+  local pm pg=0 c
+  pm=$(head -1 "$W/pg/data/postmaster.pid")
+  pg=$(awk -v t="$TCK" '{printf "%.0f", ($16 + $17) * 1e9 / t}' "/proc/$pm/stat")
+  for c in "$pm" $(ps -o pid= --ppid "$pm"); do
+    [ -r "/proc/$c/schedstat" ] && pg=$((pg + $(awk '{print $1}' "/proc/$c/schedstat" 2>/dev/null || echo 0)))
+  done
+  echo "$pg $(awk '{print $1}' "/proc/$AUTHD_PID/schedstat")"
+}
+
 # walstats FROM TO prints the WAL between two positions: records, bytes of
 # records, bytes of full-page images (pg_waldump's "Total" line).
 walstats() {
@@ -136,8 +150,8 @@ for bin in "${binaries[@]}"; do
   echo
   echo "### $bin"
   echo
-  echo "| operation | concurrency | round trips | statements | write transactions | WAL records | WAL bytes (records) | full-page image bytes |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| operation | concurrency | round trips | statements | write transactions | WAL records | WAL bytes (records) | full-page image bytes | PostgreSQL CPU µs | authd CPU µs |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for c in $CONCURRENCY; do
     for op in $OPS; do
       n1=$N1 n2=$N2
@@ -146,11 +160,11 @@ for bin in "${binaries[@]}"; do
       for n in "$n1" "$n2"; do
         psql -c checkpoint
         psql -c 'select pg_stat_statements_reset()' >/dev/null
-        a=($(snapshot))
+        a=($(snapshot) $(cpu_ns))
         run "$op" "$n" "$c"
-        z=($(snapshot))
+        z=($(snapshot) $(cpu_ns))
         for k in 0 1 2; do d+=($((z[k] - a[k]))); done
-        d+=($(walstats "${a[3]}" "${z[3]}"))
+        d+=($(walstats "${a[3]}" "${z[3]}") $((z[4] - a[4])) $((z[5] - a[5])))
         if [ "$DETAIL" = 1 ] && [ "$n" = "$n2" ]; then
           detail=$(psql -F' | ' -c "select round(calls::numeric / $n2, 2), toplevel, regexp_replace(left(query, 110), '\s+', ' ', 'g')
             from pg_stat_statements where dbid = (select oid from pg_database where datname = '$DB')
@@ -159,8 +173,9 @@ for bin in "${binaries[@]}"; do
       done
       awk -v op="$op" -v c="$c" -v dn=$((n2 - n1)) -v v="${d[*]}" 'BEGIN {
         split(v, x, " ");
-        printf "| %s | %d | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f |\n", op, c,
-          (x[7]-x[1])/dn, (x[8]-x[2])/dn, (x[9]-x[3])/dn, (x[10]-x[4])/dn, (x[11]-x[5])/dn, (x[12]-x[6])/dn }'
+        printf "| %s | %d | %.2f | %.2f | %.2f | %.2f | %.0f | %.0f | %.0f | %.0f |\n", op, c,
+          (x[9]-x[1])/dn, (x[10]-x[2])/dn, (x[11]-x[3])/dn, (x[12]-x[4])/dn, (x[13]-x[5])/dn, (x[14]-x[6])/dn,
+          (x[15]-x[7])/dn/1000, (x[16]-x[8])/dn/1000 }'
       if [ -n "$detail" ]; then echo "$detail" >&2; fi
     done
   done

@@ -70,11 +70,16 @@ EOF
 run() { # binary-index op round -> appends one result line
   local bin=${bins[$1]} op=$2 db=authd_${2//-/_}_$1_$3
   psql -c "create database $db"
-  local aport=$((40000 + RANDOM % 20000))
-  AUTHD_DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/$db" AUTHD_LISTEN=127.0.0.1:$aport AUTHD_ISSUER=http://127.0.0.1:$aport \
-    "$bin" serve --dev --migrate --config "$W/bench.yaml" >"$W/authd.log" 2>&1 &
-  AUTHD_PID=$!
-  for _ in $(seq 300); do curl -fs "http://127.0.0.1:$aport/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+  local aport attempt
+  for attempt in 1 2 3; do # a port another process took, a start-up slower than a minute
+    aport=$((40000 + RANDOM % 20000))
+    AUTHD_DATABASE_URL="postgres://postgres@127.0.0.1:$PORT/$db" AUTHD_LISTEN=127.0.0.1:$aport AUTHD_ISSUER=http://127.0.0.1:$aport \
+      "$bin" serve --dev --migrate --config "$W/bench.yaml" >"$W/authd.log" 2>&1 &
+    AUTHD_PID=$!
+    for _ in $(seq 600); do curl -fs "http://127.0.0.1:$aport/ready" >/dev/null 2>&1 && break 2; sleep 0.1; done
+    echo "authd did not get ready (attempt $attempt):" >&2; tail -5 "$W/authd.log" >&2
+    stop_authd
+  done
   local args=(-op "$op")
   case $op in
     client-credentials-opaque) args=(-op client-credentials -resource https://mcp.example.com/opaque) ;;

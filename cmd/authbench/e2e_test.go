@@ -19,6 +19,7 @@ import (
 	"github.com/authd/authd/internal/discovery"
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/keys"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/register"
 	"github.com/authd/authd/internal/store/pgtest"
 	"github.com/authd/authd/internal/token"
@@ -57,21 +58,27 @@ func devServer(t *testing.T) string {
 		Metadata: discovery.NewMetadata(issuer, discovery.Features{Registration: true, Introspection: true, Revocation: true, ClientCredentials: true, RefreshTokens: true}),
 		JWKS:     km.JWKS, Log: log,
 	}).Routes(r)
-	policy := register.DefaultPolicy()
-	policy.RateLimit = register.Policy{}.RateLimit
-	policy.AllowClientCredentials = true // authbench registers its machine client
-	(&register.Handler{Store: st, Issuer: issuer, Policy: policy, Log: log}).Routes(r)
+	regPolicy := register.DefaultPolicy()
+	regPolicy.RateLimit = register.Policy{}.RateLimit
+	regPolicy.AllowClientCredentials = true // authbench registers its machine client
+	(&register.Handler{Store: st, Issuer: issuer, Policy: regPolicy, Log: log}).Routes(r)
+	// One resource policy for /authorize and /token, as cmd/authd builds it.
+	pol := &policy.Policy{
+		Resources: []policy.Resource{
+			{URI: testJWTResource, Name: "JWT"},
+			{URI: testOpaqueResource, Name: "Opaque", TokenFormat: policy.FormatOpaque},
+		},
+		DefaultResource: testJWTResource,
+	}
 	(&authorize.Handler{
 		Store: st, Issuer: issuer, Connectors: []upstream.Connector{dev},
-		Allowlist:       allowlist.Policy{AllowAllUsers: true},
-		Resources:       []authorize.Resource{{URI: testJWTResource, Name: "JWT"}, {URI: testOpaqueResource, Name: "Opaque"}},
-		DefaultResource: testJWTResource, DevMode: true, Log: log,
+		Allowlist: allowlist.Policy{AllowAllUsers: true},
+		Policy:    pol, DevMode: true, Log: log,
 	}).Routes(r)
 	clients := &clientauth.Authenticator{Clients: clientauth.NewCachedClients(st, time.Second, nil)}
 	(&token.Handler{
 		Store: st, Clients: clients, Keys: km, Issuer: issuer,
-		Resources:       []token.Resource{{URI: testJWTResource}, {URI: testOpaqueResource, TokenFormat: token.FormatOpaque}},
-		DefaultResource: testJWTResource, DynamicClientCredentials: true, Log: log,
+		Policy: pol, DynamicClientCredentials: true, Log: log,
 	}).Routes(r)
 	(&introspect.Handler{Store: st, Clients: clients, Keys: km, Issuer: issuer, BearerTokens: []string{testIntrospectTok}, Log: log}).Routes(r)
 	h = r

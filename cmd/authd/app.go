@@ -219,7 +219,10 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		authzClients, clients = cimd.Wrap(bst, resolver), cimd.WrapKnown(bst, resolver)
 	}
 
-	scopeNames := cfg.ScopeNames()
+	// The resource and scope policy, built once: every endpoint below that
+	// applies a rule about resources or scopes gets this one value.
+	pol := cfg.Policy()
+	scopeNames := pol.ScopeNames()
 	features := discovery.Features{
 		Registration:         cfg.Registration.Enabled,
 		Introspection:        true,
@@ -238,15 +241,11 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		AnyResource:       cfg.Dev && cfg.AllowAnyResource,
 		AnyResourceScopes: scopeNames,
 	}
-	for _, res := range cfg.Resources {
-		scopes := res.Scopes
-		if len(scopes) == 0 {
-			scopes = scopeNames
-		}
+	for _, res := range pol.Resources {
 		disc.Resources = append(disc.Resources, discovery.ProtectedResource{
 			Resource:              res.URI,
 			AuthorizationServers:  []string{cfg.Issuer},
-			ScopesSupported:       scopes,
+			ScopesSupported:       pol.Offered(res.URI),
 			ResourceDocumentation: res.Documentation,
 			ResourceName:          res.Name,
 		})
@@ -268,7 +267,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Store:          invalidatingStore{Store: bst, caches: []*clientauth.CachedClients{clientCache, authzCache}},
 		Issuer:         cfg.Issuer,
 		Policy:         cfg.Registration,
-		Scopes:         scopeNames,
+		ScopePolicy:    pol,
 		Limiter:        ratelimit.New(cfg.Registration.RateLimit, now),
 		Throttle:       throttle,
 		TrustedProxies: mustPrefixes(cfg),
@@ -278,15 +277,11 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	reg.Routes(r)
 
 	authz := &authorize.Handler{
-		Store:            cachedClientStore{Store: authzClients, clients: authzCache},
-		Issuer:           cfg.Issuer,
-		Connectors:       connectors,
-		Allowlist:        policy,
-		AllowAnyResource: cfg.AllowAnyResource,
-		DefaultResource:  cfg.DefaultResource,
-		DefaultScopes:    cfg.DefaultScopes,
-		// offline_access, openid and undeclared scopes: see oauth.ScopeRule.
-		RejectUnknownScopes: cfg.UnknownScopes == config.UnknownScopesReject,
+		Store:      cachedClientStore{Store: authzClients, clients: authzCache},
+		Issuer:     cfg.Issuer,
+		Connectors: connectors,
+		Allowlist:  policy,
+		Policy:     pol,
 		Lifetimes: authorize.Lifetimes{
 			Request: cfg.Session.RequestLifetime,
 			Code:    cfg.Tokens.CodeLifetime,
@@ -296,12 +291,6 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		OnEvent: m.ObserveAuthorizeEvent,
 		Now:     now,
 		Log:     log,
-	}
-	for _, s := range cfg.Scopes {
-		authz.Scopes = append(authz.Scopes, authorize.Scope{Name: s.Name, Description: s.Description})
-	}
-	for _, res := range cfg.Resources {
-		authz.Resources = append(authz.Resources, authorize.Resource{URI: res.URI, Name: res.Name, Scopes: res.Scopes})
 	}
 	authz.Routes(r)
 
@@ -314,12 +303,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		Clients:                  clientAuth,
 		Keys:                     km,
 		Issuer:                   cfg.Issuer,
-		AllowAnyResource:         cfg.AllowAnyResource,
-		DefaultResource:          cfg.DefaultResource,
-		Scopes:                   scopeNames,
-		RejectUnknownScopes:      cfg.UnknownScopes == config.UnknownScopesReject,
-		DefaultScopes:            cfg.DefaultScopes,
-		TokenFormat:              cfg.Tokens.Format,
+		Policy:                   pol,
 		AccessTokenLifetime:      cfg.Tokens.AccessTokenLifetime,
 		RefreshTokenLifetime:     cfg.Tokens.RefreshTokenLifetime,
 		RefreshRetryWindow:       cfg.Tokens.RefreshRetryWindow,
@@ -335,10 +319,6 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 		RevokeLimit: ratelimit.New(cfg.RateLimits.Revoke, now),
 		Now:         now,
 		Log:         log,
-	}
-	for _, res := range cfg.Resources {
-		ids, _ := idclaims.Parse(res.Claims) // validated at load
-		tok.Resources = append(tok.Resources, token.Resource{URI: res.URI, Scopes: res.Scopes, TokenFormat: res.TokenFormat, Claims: ids})
 	}
 	tok.Routes(r)
 

@@ -277,7 +277,11 @@ func TestFrozenDatabase(t *testing.T) {
 	if limit := budget + 3*time.Second; slowest > limit {
 		t.Errorf("slowest answer with the database frozen took %s, want under %s", slowest, limit)
 	}
-	if first := time.Duration(firstAnswer.Load()); first > time.Second {
+	// A refused request answers without waiting for the database; one that
+	// waited would answer only after the budget. Half the budget tells the
+	// two apart with room for a loaded machine (1 s was seen to be missed
+	// by 120 ms under load 20).
+	if first := time.Duration(firstAnswer.Load()); first > budget/2 {
 		t.Errorf("first answer after %s: requests beyond database_max_in_flight must be refused at once", first)
 	}
 	// Nothing is left waiting on the frozen database once every request

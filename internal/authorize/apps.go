@@ -26,22 +26,24 @@ type appEntry struct {
 // apps serves GET /apps: the applications the signed-in user approved, and
 // any other application holding a live grant of theirs (first-party
 // clients that skip consent), so that every one can be revoked here.
-func (h *Handler) apps(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) apps(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	now := h.now()
-	user, sid, ok := h.appsSession(w, r)
+	user, sid, ok, err := h.signedIn(r)
+	if err != nil {
+		return err
+	}
 	if !ok {
-		return
+		h.notSignedIn(w, r)
+		return nil
 	}
 	consents, err := h.Store.ListConsents(ctx, user.ID)
 	if err != nil {
-		h.internalErrorPage(w, r, err)
-		return
+		return err
 	}
 	grants, err := h.Store.ListGrants(ctx, user.ID)
 	if err != nil {
-		h.internalErrorPage(w, r, err)
-		return
+		return err
 	}
 	type access struct {
 		scopes, resources []string
@@ -86,8 +88,7 @@ func (h *Handler) apps(w http.ResponseWriter, r *http.Request) {
 			continue // deleted or expired, and with it everything it held
 		}
 		if err != nil {
-			h.internalErrorPage(w, r, err)
-			return
+			return err
 		}
 		e := appEntry{ClientID: client.ID, Name: clientName(client), LastUsed: a.lastUsed}
 		switch verification(client) {
@@ -127,53 +128,52 @@ func (h *Handler) apps(w http.ResponseWriter, r *http.Request) {
 		CSRF     string
 		Base     string
 	}{displayName(user), entries, sessionCSRF(sid), h.basePath()})
+	return nil
 }
 
 // revokeApp serves POST /apps/revoke: withdraws the consent for one client
 // and revokes the user's grants for it (and with them every refresh and
 // access token derived from them).
-func (h *Handler) revokeApp(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) revokeApp(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	user, _, signedOut, ok := h.sessionForm(w, r)
+	user, _, signedOut, err := h.sessionForm(w, r)
 	if signedOut {
-		h.errorPage(w, r, http.StatusForbidden, "Not signed in",
-			"You are not signed in, so there is nothing to revoke here. Sign in through an application first.", nil)
-		return
+		return pageError(http.StatusForbidden, "Not signed in",
+			"You are not signed in, so there is nothing to revoke here. Sign in through an application first.")
 	}
-	if !ok {
-		return
+	if err != nil {
+		return err
 	}
 	clientID := r.PostForm.Get("client_id")
 	if clientID == "" {
-		h.errorPage(w, r, http.StatusBadRequest, "Invalid form", "No application was named.", nil)
-		return
+		return pageError(http.StatusBadRequest, "Invalid form", "No application was named.")
 	}
-	err := h.Store.DeleteConsent(ctx, user.ID, clientID, h.now())
+	err = h.Store.DeleteConsent(ctx, user.ID, clientID, h.now())
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		h.internalErrorPage(w, r, err)
-		return
+		return err
 	}
 	h.event(ctx, EventAppRevoked, "client_id", clientID, "user_id", user.ID)
 	redirect(w, r, h.path("/apps"))
+	return nil
 }
 
 // logout serves POST /logout: ends the browser's session and answers 303
 // to /apps, which then says so.
-func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
-	_, sid, signedOut, ok := h.sessionForm(w, r)
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request) error {
+	_, sid, signedOut, err := h.sessionForm(w, r)
 	if signedOut {
 		redirect(w, r, h.path("/apps")) // nothing to end
-		return
+		return nil
 	}
-	if !ok {
-		return
+	if err != nil {
+		return err
 	}
 	if err := h.Store.DeleteSession(r.Context(), oauth.Digest(sid)); err != nil && !errors.Is(err, store.ErrNotFound) {
-		h.internalErrorPage(w, r, err)
-		return
+		return err
 	}
 	h.clearCookie(w, h.cookieName(sessionCookie))
 	redirect(w, r, h.path("/apps"))
+	return nil
 }
 
 // signedIn returns the browser's signed-in user and session id; ok is
@@ -188,53 +188,40 @@ func (h *Handler) signedIn(r *http.Request) (store.User, string, bool, error) {
 	return sess.User, sid, true, nil
 }
 
-// appsSession returns the signed-in user, or writes the "not signed in"
-// page. There is no sign-in from here: a sign-in always belongs to an
-// authorization request of some client.
-func (h *Handler) appsSession(w http.ResponseWriter, r *http.Request) (store.User, string, bool) {
-	user, sid, ok, err := h.signedIn(r)
-	if err != nil {
-		h.internalErrorPage(w, r, err)
-		return store.User{}, "", false
-	}
-	if !ok {
-		// 200, not 401: there is no HTTP authentication scheme to offer
-		// (RFC 9110 §15.5.2 requires WWW-Authenticate with a 401).
-		h.render(w, r, http.StatusOK, "error", "Not signed in", errorData{
-			Message: "You are not signed in.",
-			Hint:    "This page lists the applications you have allowed to use your account. It is available while you are signed in: connect an application to this server, then come back here.",
-		})
-	}
-	return user, sid, ok
+// notSignedIn is /apps without a session. There is no sign-in from here:
+// a sign-in always belongs to an authorization request of some client.
+// 200, not 401: there is no HTTP authentication scheme to offer (RFC 9110
+// §15.5.2 requires WWW-Authenticate with a 401).
+func (h *Handler) notSignedIn(w http.ResponseWriter, r *http.Request) {
+	h.render(w, r, http.StatusOK, "error", "Not signed in", errorData{
+		Message: "You are not signed in.",
+		Hint:    "This page lists the applications you have allowed to use your account. It is available while you are signed in: connect an application to this server, then come back here.",
+	})
 }
 
 // sessionForm reads a POSTed form of the signed-in user and checks its
-// CSRF token, which is bound to the session. signedOut is true (and
-// nothing written) when the browser has no session.
-func (h *Handler) sessionForm(w http.ResponseWriter, r *http.Request) (user store.User, sid string, signedOut, ok bool) {
+// CSRF token, which is bound to the session. signedOut is true (and err
+// nil) when the browser has no session.
+func (h *Handler) sessionForm(w http.ResponseWriter, r *http.Request) (user store.User, sid string, signedOut bool, err error) {
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
-		h.errorPage(w, r, http.StatusBadRequest, "Invalid form", "The form could not be read.", nil)
-		return store.User{}, "", false, false
+		return store.User{}, "", false, pageError(http.StatusBadRequest, "Invalid form", "The form could not be read.")
 	}
 	if oauth.CheckParams(r.PostForm) != nil {
-		h.errorPage(w, r, http.StatusBadRequest, "Invalid form", "The form contains text that is not valid UTF-8.", nil)
-		return store.User{}, "", false, false
+		return store.User{}, "", false, pageError(http.StatusBadRequest, "Invalid form", "The form contains text that is not valid UTF-8.")
 	}
 	user, sid, ok, err := h.signedIn(r)
 	if err != nil {
-		h.internalErrorPage(w, r, err)
-		return store.User{}, "", false, false
+		return store.User{}, "", false, err
 	}
 	if !ok {
-		return store.User{}, "", true, false
+		return store.User{}, "", true, nil
 	}
 	if !oauth.ConstantTimeEqual(r.PostForm.Get("csrf"), sessionCSRF(sid)) {
-		h.errorPage(w, r, http.StatusForbidden, "Request refused",
-			"The form's security token is missing or wrong. Go back, reload the page and try again.", nil)
-		return store.User{}, "", false, false
+		return store.User{}, "", false, pageError(http.StatusForbidden, "Request refused",
+			"The form's security token is missing or wrong. Go back, reload the page and try again.")
 	}
-	return user, sid, false, true
+	return user, sid, false, nil
 }
 
 // clientName is the name to show: the registered name, else the id.

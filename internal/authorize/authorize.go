@@ -39,31 +39,14 @@ const (
 	promptConsent = "consent"
 )
 
-// target is where errors and the code go once the client and its redirect
-// URI are confirmed (RFC 6749 §4.1.2.1). client is the client as read
-// while serving the current request: every redirect re-checks against it
-// that the URI is still registered (toClient).
-type target struct {
-	client      store.Client
-	redirectURI string
-	state       string
-}
-
-// targetOf is the target of a pending request whose client was read while
-// serving the current request.
-func targetOf(client store.Client, req store.AuthRequest) target {
-	return target{client: client, redirectURI: req.RedirectURI, state: req.State}
-}
-
 // authorize serves GET and POST /authorize (OAuth 2.1 §4.1.1).
-func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	now := h.now()
 
-	q, status, msg := readAuthorizeParams(w, r)
-	if msg != "" {
-		h.errorPage(w, r, status, "Invalid authorization request", msg, nil)
-		return
+	q, err := readAuthorizeParams(w, r)
+	if err != nil {
+		return err
 	}
 
 	// Until both the client and the redirect URI are known to belong
@@ -71,30 +54,28 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 	// becomes an open redirector (RFC 6749 §4.1.2.1, RFC 9700 §4.11.2).
 	for _, k := range []string{"client_id", "redirect_uri"} {
 		if oauth.CheckParam(k, q[k]...) != nil {
-			h.errorPage(w, r, http.StatusBadRequest, "Invalid authorization request",
-				"The application's "+k+" is not valid text. You were not redirected.", nil)
-			return
+			return pageError(http.StatusBadRequest, "Invalid authorization request",
+				"The application's "+k+" is not valid text. You were not redirected.")
 		}
 	}
-	client, ok := h.authorizeClient(w, r, q, now)
-	if !ok {
-		return
+	client, err := h.authorizeClient(r, q, now)
+	if err != nil {
+		return err
 	}
-	t, ok := h.authorizeRedirectURI(w, r, q, client)
-	if !ok {
-		return
+	t, err := authorizeRedirectURI(q, client)
+	if err != nil {
+		return err
 	}
-	// Every other parameter must be text too (state, nonce and login_hint
-	// are stored): invalid_request naming it, redirected.
+	// From here on, errors go to the client (t.fail). Every other
+	// parameter must be text too (state, nonce and login_hint are
+	// stored): invalid_request naming it.
 	if oerr := oauth.CheckParams(q); oerr != nil {
-		h.redirectError(w, r, t, oerr)
-		return
+		return t.fail(oerr)
 	}
 
 	p, oerr := h.validate(q, client)
 	if oerr != nil {
-		h.redirectError(w, r, t, oerr)
-		return
+		return t.fail(oerr)
 	}
 	p.RedirectURI = t.redirectURI
 	p.RedirectURIProvided = q.Get("redirect_uri") != ""
@@ -104,18 +85,15 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 
 	sess, _, err := h.currentSession(ctx, r, now)
 	if err != nil {
-		h.redirectError(w, r, t, oauth.AsError(err))
-		return
+		return t.fail(err)
 	}
 	signedIn := sess != nil && !slices.Contains(p.Prompt, promptLogin) && fresh(sess.AuthTime, p.MaxAge, now)
 
 	if !signedIn {
 		if slices.Contains(p.Prompt, promptNone) {
-			h.redirectError(w, r, t, oauth.LoginRequired("the user is not signed in"))
-			return
+			return t.fail(oauth.LoginRequired("the user is not signed in"))
 		}
-		h.startLogin(w, r, t, p, q.Get("idp_hint"))
-		return
+		return h.startLogin(w, r, t, p, q.Get("idp_hint"))
 	}
 
 	// Single sign-on: the browser's session stands for the user.
@@ -125,26 +103,22 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) {
 	reqlog.Set(ctx, "user_id", p.UserID)
 	need, err := h.needsConsent(ctx, client, p)
 	if err != nil {
-		h.redirectError(w, r, t, oauth.AsError(err))
-		return
+		return t.fail(err)
 	}
 	if !need {
-		h.issueCode(w, r, client, p)
-		return
+		return h.issueCode(w, r, client, p)
 	}
 	if slices.Contains(p.Prompt, promptNone) {
-		h.redirectError(w, r, t, oauth.ConsentRequired("the user has not approved this request"))
-		return
+		return t.fail(oauth.ConsentRequired("the user has not approved this request"))
 	}
 	rid := oauth.NewToken(oauth.PrefixRequest)
 	if err := h.storeRequest(ctx, w, rid, p); errors.Is(err, store.ErrNotFound) {
-		h.clientGone(w, r, err) // deleted since it was read (another replica)
-		return
+		return clientGone(err) // deleted since it was read (another replica)
 	} else if err != nil {
-		h.redirectError(w, r, t, oauth.AsError(err))
-		return
+		return t.fail(err)
 	}
 	redirect(w, r, h.path("/consent?req="+requestHandle(oauth.Digest(rid))))
+	return nil
 }
 
 // fresh reports whether a sign-in at authTime satisfies max_age (OpenID
@@ -158,96 +132,88 @@ func fresh(authTime time.Time, maxAge *int, now time.Time) bool {
 }
 
 // readAuthorizeParams returns the request's parameters: the query of a GET,
-// the form body of a POST (OAuth 2.1 §4.1.1). A non-empty message means
-// the request is unusable and gets an error page.
-func readAuthorizeParams(w http.ResponseWriter, r *http.Request) (url.Values, int, string) {
+// the form body of a POST (OAuth 2.1 §4.1.1). An unusable request gets an
+// error page.
+func readAuthorizeParams(w http.ResponseWriter, r *http.Request) (url.Values, error) {
+	const title = "Invalid authorization request"
+	malformed := pageError(http.StatusBadRequest, title, "The authorization request's parameters are malformed.")
 	if r.Method == http.MethodGet {
 		q, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil {
-			return nil, http.StatusBadRequest, "The authorization request's parameters are malformed."
+			return nil, malformed
 		}
-		return q, 0, ""
+		return q, nil
 	}
 	if _, params, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err == nil && oauth.CheckCharset(params) != nil {
-		return nil, http.StatusUnsupportedMediaType, "The authorization request is not encoded in UTF-8."
+		return nil, pageError(http.StatusUnsupportedMediaType, title, "The authorization request is not encoded in UTF-8.")
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, http.StatusRequestEntityTooLarge, "The authorization request is too large."
+			return nil, pageError(http.StatusRequestEntityTooLarge, title, "The authorization request is too large.")
 		}
-		return nil, http.StatusBadRequest, "The authorization request's parameters are malformed."
+		return nil, malformed
 	}
-	return r.PostForm, 0, ""
+	return r.PostForm, nil
 }
 
 // authorizeClient is step 1: the client must exist and be enabled.
-func (h *Handler) authorizeClient(w http.ResponseWriter, r *http.Request, q url.Values, now time.Time) (store.Client, bool) {
-	const title = "Unknown application"
+func (h *Handler) authorizeClient(r *http.Request, q url.Values, now time.Time) (store.Client, error) {
 	if len(q["client_id"]) > 1 {
-		h.errorPage(w, r, http.StatusBadRequest, "Invalid authorization request", "The request names more than one client_id.", nil)
-		return store.Client{}, false
+		return store.Client{}, pageError(http.StatusBadRequest, "Invalid authorization request", "The request names more than one client_id.")
 	}
 	id := q.Get("client_id")
 	if id == "" {
-		h.errorPage(w, r, http.StatusBadRequest, "Invalid authorization request", "The application's request is missing its client_id.", nil)
-		return store.Client{}, false
+		return store.Client{}, pageError(http.StatusBadRequest, "Invalid authorization request", "The application's request is missing its client_id.")
 	}
 	client, err := h.Store.GetClient(r.Context(), id, now)
 	if msg, ok := unusableClient(err); ok {
-		h.errorPage(w, r, http.StatusBadRequest, "Application not accepted", msg, err)
-		return store.Client{}, false
+		return store.Client{}, pageError(http.StatusBadRequest, "Application not accepted", msg).withCause(err)
 	}
 	if errors.Is(err, store.ErrNotFound) {
-		h.errorPage(w, r, http.StatusBadRequest, title,
-			"The application that sent you here is not registered with this server. You were not redirected.", err)
-		return store.Client{}, false
+		return store.Client{}, pageError(http.StatusBadRequest, "Unknown application",
+			"The application that sent you here is not registered with this server. You were not redirected.").withCause(err)
 	}
 	if err != nil {
-		h.internalErrorPage(w, r, err)
-		return store.Client{}, false
+		return store.Client{}, err
 	}
 	if client.Disabled {
-		h.errorPage(w, r, http.StatusBadRequest, "Application disabled",
-			"The application that sent you here has been disabled by the operator of this server.", nil)
-		return store.Client{}, false
+		return store.Client{}, pageError(http.StatusBadRequest, "Application disabled",
+			"The application that sent you here has been disabled by the operator of this server.")
 	}
 	reqlog.Set(r.Context(), "client_id", client.ID)
-	return client, true
+	return client, nil
 }
 
 // authorizeRedirectURI is step 2: redirect_uri must exactly match a
 // registered one (RFC 9700 §4.1.3; loopback: any port, RFC 8252 §7.3), or
 // be omitted when exactly one is registered (OAuth 2.1 §2.3.2). The
 // redirect goes to the URI as requested (with its loopback port).
-func (h *Handler) authorizeRedirectURI(w http.ResponseWriter, r *http.Request, q url.Values, c store.Client) (target, bool) {
+func authorizeRedirectURI(q url.Values, c store.Client) (target, error) {
 	const title = "Invalid redirect address"
 	registered := c.Metadata.RedirectURIs
 	var uri string
 	switch requested := q.Get("redirect_uri"); {
 	case len(q["redirect_uri"]) > 1:
-		h.errorPage(w, r, http.StatusBadRequest, title, "The request names more than one redirect_uri. You were not redirected.", nil)
-		return target{}, false
+		return target{}, pageError(http.StatusBadRequest, title, "The request names more than one redirect_uri. You were not redirected.")
 	case requested != "":
 		if _, ok := oauth.MatchRedirectURI(registered, requested); !ok {
-			h.errorPage(w, r, http.StatusBadRequest, title,
-				"The application asked to send you to an address it has not registered. For your safety you were not redirected.", nil)
-			return target{}, false
+			return target{}, pageError(http.StatusBadRequest, title,
+				"The application asked to send you to an address it has not registered. For your safety you were not redirected.")
 		}
 		uri = requested
 	case len(registered) == 1:
 		uri = registered[0]
 	default:
-		h.errorPage(w, r, http.StatusBadRequest, title,
-			"The application did not say where to send you back (redirect_uri), and it has registered more than one address. You were not redirected.", nil)
-		return target{}, false
+		return target{}, pageError(http.StatusBadRequest, title,
+			"The application did not say where to send you back (redirect_uri), and it has registered more than one address. You were not redirected.")
 	}
 	t := target{client: c, redirectURI: uri, state: q.Get("state")}
 	if len(q["state"]) > 1 || len(t.state) > maxStateLen || !oauth.ValidText(t.state) {
 		t.state = "" // an ambiguous, oversized or non-text state is not echoed
 	}
-	return t, true
+	return t, nil
 }
 
 // validate checks everything after the client and redirect URI; its errors
@@ -316,19 +282,14 @@ func (h *Handler) validate(q url.Values, c store.Client) (store.AuthRequest, *oa
 	}
 	if len(resources) == 0 {
 		// Older MCP clients send no resource. Bind the code to the default
-		// resource now, with the same rule as /token, so the user consents
+		// audience now (the rule /token applies too), so the user consents
 		// to the audience the token will really have.
-		switch {
-		case h.DefaultResource != "":
-			resources = []string{h.DefaultResource}
-		case len(h.Resources) == 1:
-			resources = []string{h.Resources[0].URI}
-		default:
-			return p, oauth.InvalidTarget("the resource parameter is required: name the protected resource (RFC 8707) the token is for")
+		if resources, oerr = h.Policy.DefaultAudience(); oerr != nil {
+			return p, oerr
 		}
 	}
 	for _, res := range resources {
-		if _, ok := h.resource(res); !ok && !h.AllowAnyResource {
+		if !h.Policy.Serves(res) {
 			return p, oauth.InvalidTarget("resource %s is not served by this authorization server", res)
 		}
 		if c.AllowedResources != nil && !slices.Contains(c.AllowedResources, res) {
@@ -340,23 +301,19 @@ func (h *Handler) validate(q url.Values, c store.Client) (store.AuthRequest, *oa
 	// offline_access, openid and (unless unknown_scopes: reject) scopes
 	// the server does not know are dropped here, before consent: the user
 	// approves, and the code carries, only what can be granted.
-	scopes, oerr := h.scopeRule().Requested(q.Get("scope"))
+	scopes, oerr := h.Policy.Requested(q.Get("scope"))
 	if oerr != nil {
 		return p, oerr
 	}
 	if len(scopes) == 0 {
 		// RFC 6749 §3.3: omitted scope means the pre-defined default;
-		// defaults this client or resource may not have are dropped.
-		for _, s := range h.DefaultScopes {
-			if h.scopeAllowed(s, c, resources) == "" {
-				scopes = append(scopes, s)
-			}
-		}
-	}
-	for _, s := range scopes {
-		if why := h.scopeAllowed(s, c, resources); why != "" {
-			return p, oauth.InvalidScope("scope %s %s", s, why)
-		}
+		// defaults this client or a requested resource may not have are
+		// dropped.
+		scopes = h.Policy.AllowedScopes(h.Policy.DefaultScopes, c.AllowedScopes, resources)
+	} else if oerr := h.Policy.CheckScopes(scopes, c.AllowedScopes, resources); oerr != nil {
+		// Named scopes every requested resource must offer
+		// (policy.ScopeAllowed), as /token requires.
+		return p, oerr
 	}
 	p.Scopes = scopes
 
@@ -386,23 +343,6 @@ func (h *Handler) validate(q url.Values, c store.Client) (store.AuthRequest, *oa
 	return p, nil
 }
 
-// scopeAllowed returns "" when scope s may be granted to client c for the
-// given resources, or why not.
-func (h *Handler) scopeAllowed(s string, c store.Client, resources []string) string {
-	if len(h.Scopes) > 0 && !slices.ContainsFunc(h.Scopes, func(x Scope) bool { return x.Name == s }) {
-		return "is not known to this server"
-	}
-	if c.AllowedScopes != nil && !slices.Contains(c.AllowedScopes, s) {
-		return "is not allowed for this client"
-	}
-	for _, uri := range resources {
-		if res, ok := h.resource(uri); ok && len(res.Scopes) > 0 && !slices.Contains(res.Scopes, s) {
-			return "is not available for resource " + uri
-		}
-	}
-	return ""
-}
-
 // storeRequest stores the pending request p under the digest of its id rid
 // (a fresh oauth.PrefixRequest token, never stored in clear) and binds it
 // to this browser with a cookie holding rid.
@@ -413,82 +353,4 @@ func (h *Handler) storeRequest(ctx context.Context, w http.ResponseWriter, rid s
 	}
 	h.setCookie(w, h.requestCookieName(requestHandle(p.IDDigest)), rid, p.ExpiresAt.Sub(p.CreatedAt))
 	return nil
-}
-
-// redirectError sends an error to the client's confirmed redirect URI with
-// state and iss (RFC 6749 §4.1.2.1, RFC 9207 §2). Internal causes are
-// logged, never sent.
-func (h *Handler) redirectError(w http.ResponseWriter, r *http.Request, t target, oerr *oauth.Error) {
-	if oerr.Status >= 500 {
-		h.log().ErrorContext(r.Context(), "authorization failed", "error", oerr.Code, "cause", errString(oerr.Err))
-	} else {
-		h.log().DebugContext(r.Context(), "authorization request rejected", "error", oerr.Code, "description", oerr.Description)
-	}
-	v := url.Values{"error": {oerr.Code}, "iss": {h.Issuer}}
-	if oerr.Description != "" {
-		v.Set("error_description", oerr.Description)
-	}
-	if t.state != "" {
-		v.Set("state", t.state)
-	}
-	h.toClient(w, r, t, v)
-}
-
-// toClient redirects to the client with the answer v, success or error,
-// only if the client (as read while serving this request) is enabled and
-// still lists the redirect URI: a client may have withdrawn it (RFC 7592
-// PUT) or been disabled while the user was signing in or deciding.
-// Otherwise the user gets an error page and nothing is redirected.
-func (h *Handler) toClient(w http.ResponseWriter, r *http.Request, t target, v url.Values) {
-	if !stillRegistered(t) {
-		h.errorPage(w, r, http.StatusBadRequest, "Invalid redirect address",
-			"The application no longer lists the address it asked to send you to. You were not redirected.", nil)
-		return
-	}
-	redirect(w, r, appendQuery(t.redirectURI, v))
-}
-
-// stillRegistered reports whether t's client is enabled and lists t's
-// redirect URI.
-func stillRegistered(t target) bool {
-	if t.client.ID == "" || t.client.Disabled {
-		return false
-	}
-	_, ok := oauth.MatchRedirectURI(t.client.Metadata.RedirectURIs, t.redirectURI)
-	return ok
-}
-
-// appendQuery adds v to uri, keeping uri's own query byte for byte (RFC
-// 6749 §3.1.2: the registered query MUST be retained).
-func appendQuery(uri string, v url.Values) string {
-	switch {
-	case !strings.Contains(uri, "?"):
-		return uri + "?" + v.Encode()
-	case strings.HasSuffix(uri, "?"), strings.HasSuffix(uri, "&"):
-		return uri + v.Encode()
-	default:
-		return uri + "&" + v.Encode()
-	}
-}
-
-// redirect answers 303 to a POST (RFC 9700 §4.12: a 307 would re-send the
-// form, credentials included) and 302 to a GET. Location is set verbatim:
-// redirect URIs may use private-use schemes that http.Redirect must not
-// touch.
-func redirect(w http.ResponseWriter, r *http.Request, location string) {
-	status := http.StatusFound
-	if r.Method == http.MethodPost {
-		status = http.StatusSeeOther
-	}
-	w.Header().Set("Location", location)
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Referrer-Policy", "no-referrer")
-	w.WriteHeader(status)
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }

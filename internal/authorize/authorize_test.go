@@ -305,7 +305,7 @@ func TestOmittedResource(t *testing.T) {
 	e.expectRedirectError(t, e.browser(t).get(a.url(e)), appURI, "invalid_target", a.state)
 	e.expectNoWrites(t)
 
-	e = newEnv(t, []string{"github"}, func(h *Handler) { h.DefaultResource = resOther })
+	e = newEnv(t, []string{"github"}, func(h *Handler) { h.Policy.DefaultResource = resOther })
 	client = e.addClient(store.Client{SkipConsent: true})
 	a = newAuthz(client.ID, appURI)
 	a.resources = nil
@@ -327,7 +327,7 @@ func testScopesAndResourcesAccepted(t *testing.T, e *env) {
 		{"default scopes, filtered", nil, []string{resMCP}, []string{"read"}, []string{resMCP}},
 		{"two resources", []string{"read"}, []string{resMCP, resOther}, []string{"read"}, []string{resMCP, resOther}},
 		{"canonical resource", []string{"read"}, []string{"https://MCP.example.com:443/"}, []string{"read"}, []string{resMCP}},
-		// oauth.ScopeRule: offline_access, openid and unknown scopes are
+		// policy.Requested: offline_access, openid and unknown scopes are
 		// dropped before consent; nothing grantable left means the default.
 		{"unknown and protocol scopes dropped", []string{"read", "delete", "offline_access", "openid", "claudeai"}, []string{resMCP}, []string{"read"}, []string{resMCP}},
 		{"only dropped scopes: the default", []string{"offline_access", "claudeai"}, []string{resMCP}, []string{"read"}, []string{resMCP}},
@@ -348,7 +348,7 @@ func testScopesAndResourcesAccepted(t *testing.T, e *env) {
 		e.expectCode(t, b.get(a.url(e)+"&utm_source=x&utm_source=y"), a)
 	})
 	t.Run("any resource when allowed", func(t *testing.T) {
-		e2 := newEnv(t, []string{"github"}, func(h *Handler) { h.AllowAnyResource = true })
+		e2 := newEnv(t, []string{"github"}, func(h *Handler) { h.Policy.AllowAnyResource = true })
 		c2 := e2.addClient(store.Client{SkipConsent: true})
 		a := newAuthz(c2.ID, appURI)
 		a.resources = []string{"https://anything.example.net/mcp"}
@@ -447,7 +447,7 @@ func TestClientDeletedSinceItWasRead(t *testing.T) {
 // offline_access and openid are still accepted and dropped.
 func TestRejectUnknownScopes(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, []string{"github"}, func(h *Handler) { h.RejectUnknownScopes = true })
+	e := newEnv(t, []string{"github"}, func(h *Handler) { h.Policy.RejectUnknownScopes = true })
 	client := e.addClient(store.Client{SkipConsent: true})
 	q := validQuery(client.ID, appURI)
 	q.Set("scope", "read delete")

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/store"
 )
 
@@ -197,7 +198,7 @@ func testConsentRememberedStepUpAndPromptConsent(t *testing.T, e *env) {
 func TestConsentPerResource(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, []string{"github"}, func(h *Handler) {
-		h.Resources = []Resource{
+		h.Policy.Resources = []policy.Resource{
 			{URI: resMCP, Name: "Example MCP", Scopes: []string{"read", "admin"}},
 			{URI: resOther, Name: "Other MCP", Scopes: []string{"read", "admin"}},
 		}

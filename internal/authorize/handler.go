@@ -47,6 +47,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/upstream"
 )
@@ -84,19 +85,6 @@ type Allowlist interface {
 	Check(providerType string, u store.User) error
 }
 
-// Resource is a protected resource (an MCP server) tokens may be bound to.
-type Resource struct {
-	URI    string   // canonical (oauth.CanonicalResource)
-	Name   string   // shown on the consent page
-	Scopes []string // scopes allowed for it; empty: every server scope
-}
-
-// Scope is a scope the server knows, with the words the consent page shows.
-type Scope struct {
-	Name        string
-	Description string
-}
-
 // Lifetimes of what this package creates. Zero values take the defaults.
 type Lifetimes struct {
 	Request time.Duration // pending authorization request; default 10m
@@ -120,26 +108,13 @@ type Handler struct {
 	// Connectors are the upstream identity providers, in chooser order.
 	Connectors []upstream.Connector
 	Allowlist  Allowlist
-	Resources  []Resource
-	// AllowAnyResource accepts resource indicators that are not configured
-	// (scopes are then limited only by Scopes and the client).
-	AllowAnyResource bool
-	// DefaultResource binds requests that name no resource (RFC 8707);
-	// when empty and exactly one resource is configured, that one is the
-	// default, otherwise such requests fail with invalid_target (a token
-	// bound to no resource is a confused-deputy risk). Same rule as /token.
-	DefaultResource string
-	// Scopes is the server-wide scope list; empty means any syntactically
-	// valid scope, limited by the resource and the client.
-	Scopes []Scope
-	// RejectUnknownScopes answers a request for a scope not in Scopes with
-	// invalid_scope instead of dropping it (unknown_scopes: reject; see
-	// oauth.ScopeRule).
-	RejectUnknownScopes bool
-	// DefaultScopes apply when a request names no grantable scope; those
-	// the client or resource does not allow are dropped.
-	DefaultScopes []string
-	Lifetimes     Lifetimes
+	// Policy is the resource and scope policy (required): which resources
+	// a request may name, the default audience of one that names none
+	// (the same rule /token applies), which scopes the server knows,
+	// describes and grants by default, and which scopes may be granted for
+	// a set of resources.
+	Policy    *policy.Policy
+	Lifetimes Lifetimes
 	// DevMode marks every page as a development server and mounts the
 	// development login form (upstream.DevLoginPath) for dev connectors.
 	DevMode bool
@@ -172,18 +147,18 @@ func (h *Handler) Routes(r chi.Router) {
 	// request POSTed by a client's page is cross-origin by design.
 	cop := http.NewCrossOriginProtection()
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.errorPage(w, r, http.StatusForbidden, "Request refused",
-			"This form was submitted from another site. Go back to the page on this server and try again.", nil)
+		h.writeError(w, r, pageError(http.StatusForbidden, "Request refused",
+			"This form was submitted from another site. Go back to the page on this server and try again."))
 	}))
-	r.Get("/authorize", h.authorize)
-	r.Post("/authorize", h.authorize)
-	r.Get("/login", h.login)
-	r.Get("/callback/{provider}", h.callback)
-	r.Get("/consent", h.consentPage)
-	r.With(cop.Handler).Post("/consent", h.consentSubmit)
-	r.Get("/apps", h.apps)
-	r.With(cop.Handler).Post("/apps/revoke", h.revokeApp)
-	r.With(cop.Handler).Post("/logout", h.logout)
+	r.Get("/authorize", h.serve(h.authorize))
+	r.Post("/authorize", h.serve(h.authorize))
+	r.Get("/login", h.serve(h.login))
+	r.Get("/callback/{provider}", h.serve(h.callback))
+	r.Get("/consent", h.serve(h.consentPage))
+	r.With(cop.Handler).Post("/consent", h.serve(h.consentSubmit))
+	r.Get("/apps", h.serve(h.apps))
+	r.With(cop.Handler).Post("/apps/revoke", h.serve(h.revokeApp))
+	r.With(cop.Handler).Post("/logout", h.serve(h.logout))
 	if h.DevMode {
 		r.Handle(upstream.DevLoginPath, upstream.DevLoginHandler(h.Connectors, h.log()))
 	}
@@ -266,29 +241,8 @@ func (h *Handler) connector(id string) upstream.Connector {
 	return nil
 }
 
-func (h *Handler) resource(uri string) (Resource, bool) {
-	for _, r := range h.Resources {
-		if r.URI == uri {
-			return r, true
-		}
-	}
-	return Resource{}, false
-}
+// resource is the configured resource uri, for the pages' names.
+func (h *Handler) resource(uri string) (policy.Resource, bool) { return h.Policy.Resource(uri) }
 
-// scopeRule is the server's rule for requested scopes, shared with /token.
-func (h *Handler) scopeRule() oauth.ScopeRule {
-	r := oauth.ScopeRule{RejectUnknown: h.RejectUnknownScopes}
-	for _, s := range h.Scopes {
-		r.Known = append(r.Known, s.Name)
-	}
-	return r
-}
-
-func (h *Handler) scopeDescription(name string) string {
-	for _, s := range h.Scopes {
-		if s.Name == name {
-			return s.Description
-		}
-	}
-	return ""
-}
+// scopeDescription is the operator's words for scope name, for the pages.
+func (h *Handler) scopeDescription(name string) string { return h.Policy.ScopeDescription(name) }

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/store/pgtest"
 	"github.com/authd/authd/internal/upstream"
@@ -223,21 +224,23 @@ func newEnvAt(t *testing.T, st testStore, base string, connectors []string, conf
 			}
 			return f(pt, u)
 		}),
-		Resources: []Resource{
-			{URI: resMCP, Name: "Example MCP", Scopes: []string{"read", "write"}},
-			{URI: resOther, Name: "Other MCP", Scopes: []string{"read", "other-only"}},
+		Policy: &policy.Policy{
+			Resources: []policy.Resource{
+				{URI: resMCP, Name: "Example MCP", Scopes: []string{"read", "write"}},
+				{URI: resOther, Name: "Other MCP", Scopes: []string{"read", "other-only"}},
+			},
+			Scopes: []policy.Scope{
+				{Name: "read", Description: "Read your notes"},
+				{Name: "write", Description: "Change your notes"},
+				{Name: "admin", Description: "Administer the server"},
+				{Name: "other-only"},
+			},
+			// admin is allowed for neither resource: dropped when a resource
+			// is requested.
+			DefaultScopes: []string{"read", "admin"},
 		},
-		Scopes: []Scope{
-			{Name: "read", Description: "Read your notes"},
-			{Name: "write", Description: "Change your notes"},
-			{Name: "admin", Description: "Administer the server"},
-			{Name: "other-only"},
-		},
-		// admin is allowed for neither resource: dropped when a resource
-		// is requested.
-		DefaultScopes: []string{"read", "admin"},
-		Now:           e.clock.Now,
-		Log:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Now: e.clock.Now,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	for _, f := range configure {
 		f(e.h)

@@ -20,11 +20,10 @@ import (
 // startLogin stores the pending request and sends the browser to sign in:
 // straight to the upstream when there is one (or idp_hint names one),
 // otherwise to the chooser.
-func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, t target, p store.AuthRequest, idpHint string) {
+func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, t target, p store.AuthRequest, idpHint string) error {
 	ctx := r.Context()
 	if len(h.Connectors) == 0 {
-		h.redirectError(w, r, t, oauth.ServerError(errors.New("no upstream identity provider configured")))
-		return
+		return t.fail(oauth.ServerError(errors.New("no upstream identity provider configured")))
 	}
 	conn := h.connector(idpHint)
 	if conn == nil && len(h.Connectors) == 1 {
@@ -35,19 +34,17 @@ func (h *Handler) startLogin(w http.ResponseWriter, r *http.Request, t target, p
 	if conn != nil {
 		u, err := h.prepareUpstream(ctx, &p, rid, conn)
 		if err != nil {
-			h.upstreamUnavailable(w, r, err)
-			return
+			return errUpstreamUnavailable(err)
 		}
 		next = u
 	}
 	if err := h.storeRequest(ctx, w, rid, p); errors.Is(err, store.ErrNotFound) {
-		h.clientGone(w, r, err) // deleted since it was read (another replica)
-		return
+		return clientGone(err) // deleted since it was read (another replica)
 	} else if err != nil {
-		h.redirectError(w, r, t, oauth.AsError(err))
-		return
+		return t.fail(err)
 	}
 	redirect(w, r, next)
+	return nil
 }
 
 // prepareUpstream picks a fresh upstream state for p (replacing any earlier
@@ -91,48 +88,6 @@ func loginOptions(rid, state string, p store.AuthRequest) upstream.LoginOptions 
 	}
 }
 
-func (h *Handler) upstreamUnavailable(w http.ResponseWriter, r *http.Request, err error) {
-	w.Header().Set("Retry-After", "5")
-	h.errorPage(w, r, http.StatusServiceUnavailable, "Sign-in unavailable",
-		"The identity provider cannot be reached right now. Please try again in a moment.", err)
-}
-
-// pendingRequest returns the pending request named by handle and the
-// request id this browser holds for it. ok is false (and an error page has
-// been written) when the browser holds no such request.
-func (h *Handler) pendingRequest(w http.ResponseWriter, r *http.Request, handle string) (store.AuthRequest, string, bool) {
-	expired := func() (store.AuthRequest, string, bool) {
-		h.requestExpired(w, r)
-		return store.AuthRequest{}, "", false
-	}
-	if !validHandle(handle) {
-		return expired()
-	}
-	rid := cookieValue(r, h.requestCookieName(handle))
-	if rid == "" {
-		return expired()
-	}
-	d := oauth.Digest(rid)
-	if requestHandle(d) != handle {
-		return expired()
-	}
-	req, err := h.Store.GetAuthRequest(r.Context(), d, h.now())
-	if errors.Is(err, store.ErrNotFound) {
-		return expired()
-	}
-	if err != nil {
-		h.internalErrorPage(w, r, err)
-		return store.AuthRequest{}, "", false
-	}
-	reqlog.Set(r.Context(), "client_id", req.ClientID)
-	return req, rid, true
-}
-
-func (h *Handler) requestExpired(w http.ResponseWriter, r *http.Request) {
-	h.errorPage(w, r, http.StatusBadRequest, "Authorization expired",
-		"This authorization request has expired, was already completed, or was started in another browser. Return to the application and start again.", nil)
-}
-
 type choice struct {
 	Name string
 	URL  string
@@ -143,12 +98,12 @@ type choice struct {
 // form: a form submission that redirects to the provider would be stopped
 // by CSP form-action in some browsers, and starting a sign-in changes
 // nothing an attacker could use (the request stays bound to this browser).
-func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	handle := r.URL.Query().Get("req")
-	req, rid, ok := h.pendingRequest(w, r, handle)
-	if !ok {
-		return
+	req, rid, err := h.pendingRequest(r, handle)
+	if err != nil {
+		return err
 	}
 	conn := h.connector(r.URL.Query().Get("idp"))
 	if conn == nil && len(h.Connectors) == 1 {
@@ -170,26 +125,26 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 			ClientName string
 			Choices    []choice
 		}{name, choices})
-		return
+		return nil
 	}
 	u, err := h.prepareUpstream(ctx, &req, rid, conn)
 	if err != nil {
-		h.upstreamUnavailable(w, r, err)
-		return
+		return errUpstreamUnavailable(err)
 	}
 	if err := h.Store.UpdateAuthRequest(ctx, req); err != nil {
-		h.internalErrorPage(w, r, err)
-		return
+		return err
 	}
 	redirect(w, r, u)
+	return nil
 }
 
 // callback serves GET /callback/{provider}: the upstream's answer. The
 // state finds the pending request, which must belong to this browser and
 // be waiting for this provider; it is consumed before the code exchange so
-// that a replayed callback finds nothing. Failures show a page and create
-// nothing.
-func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
+// that a replayed callback finds nothing. Failures create nothing and are
+// pages, except the user's decline at the provider, which the client is
+// told (upstreamFailed).
+func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	now := h.now()
 	provider := chi.URLParam(r, "provider")
@@ -197,47 +152,40 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	if h.connector(provider) == nil {
 		logProvider = "unknown"
 	}
-	failed := func(msg string, cause error) {
+	failed := func(msg string) error {
 		h.event(ctx, EventLoginFailed, "upstream", logProvider, "reason", msg)
-		h.errorPage(w, r, http.StatusBadRequest, "Sign-in failed", msg, cause)
+		return pageError(http.StatusBadRequest, "Sign-in failed", msg)
 	}
 
 	state := r.URL.Query().Get("state")
 	if state == "" {
-		failed("The identity provider's answer is incomplete. Return to the application and start again.", nil)
-		return
+		return failed("The identity provider's answer is incomplete. Return to the application and start again.")
 	}
 	stateDigest := oauth.Digest(state)
 	req, err := h.Store.GetAuthRequestByUpstreamState(ctx, stateDigest, now)
 	if errors.Is(err, store.ErrNotFound) {
-		failed("This sign-in has expired or was already completed. Return to the application and start again.", nil)
-		return
+		return failed("This sign-in has expired or was already completed. Return to the application and start again.")
 	}
 	if err != nil {
-		h.internalErrorPage(w, r, err)
-		return
+		return err
 	}
 	reqlog.Set(ctx, "client_id", req.ClientID)
 	rid := h.requestIDFromCookie(r, req.IDDigest)
 	if rid == "" {
 		// Another browser (a stolen or forwarded callback URL, or login
 		// CSRF): leave the request alone for its rightful browser.
-		failed("This sign-in was started in a different browser, or your browser blocked cookies. Return to the application and start again in this browser.", nil)
-		return
+		return failed("This sign-in was started in a different browser, or your browser blocked cookies. Return to the application and start again in this browser.")
 	}
 	conn := h.connector(provider)
 	if conn == nil || req.Upstream != provider {
-		failed("The answer came from a different identity provider than the one you chose. Return to the application and start again.", nil)
-		return
+		return failed("The answer came from a different identity provider than the one you chose. Return to the application and start again.")
 	}
 	req, err = h.Store.ConsumeAuthRequest(ctx, req.IDDigest, now)
 	if errors.Is(err, store.ErrNotFound) {
-		failed("This sign-in was already completed. Return to the application and start again.", nil)
-		return
+		return failed("This sign-in was already completed. Return to the application and start again.")
 	}
 	if err != nil {
-		h.internalErrorPage(w, r, err)
-		return
+		return err
 	}
 	handleCookie := h.requestCookieName(requestHandle(req.IDDigest))
 	if !oauth.ConstantTimeEqual(req.UpstreamStateDigest, stateDigest) {
@@ -245,57 +193,75 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		// (back button) between our read and the consume: put it back
 		// for the newer one.
 		if err := h.Store.CreateAuthRequest(ctx, req); err != nil {
-			h.internalErrorPage(w, r, err)
-			return
+			return err
 		}
-		failed("This sign-in was replaced by a newer one. Finish the newest sign-in window, or return to the application and start again.", nil)
-		return
+		return failed("This sign-in was replaced by a newer one. Finish the newest sign-in window, or return to the application and start again.")
 	}
 	req.UpstreamStateDigest = ""
 
+	// From here the request is consumed: every failure ends it, and its
+	// cookie with it.
 	ident, err := conn.HandleCallback(ctx, r, loginOptions(rid, state, req))
 	if err != nil {
 		h.clearCookie(w, handleCookie)
-		var ue *upstream.Error
-		switch {
-		case errors.As(err, &ue) && ue.Code == upstream.CodeAccessDenied && r.URL.Query().Get("error") == upstream.CodeAccessDenied:
-			// The user declined at the provider: the client and its
-			// redirect URI were confirmed at /authorize, so tell the
-			// client, as RFC 6749 §4.1.2.1 does for a declined request.
-			h.event(ctx, EventLoginFailed, "upstream", provider, "reason", "declined")
-			// The client as it is now: it may have withdrawn the
-			// redirect URI, or gone, while the user was away.
-			client, cerr := h.Store.GetClient(ctx, req.ClientID, now)
-			if cerr != nil {
-				h.clientGone(w, r, cerr)
-				return
-			}
-			h.redirectError(w, r, targetOf(client, req), oauth.AccessDenied("the user declined to sign in at the identity provider").WithCause(err))
-		case errors.As(err, &ue) && ue.Code == upstream.CodeAccessDenied:
-			// The connector refused the account (e.g. another Workspace
-			// domain): the user must learn why.
-			h.event(ctx, EventLoginDenied, "upstream", provider, "reason", ue.Code)
-			h.errorPage(w, r, http.StatusForbidden, "Access denied", ue.Message, err)
-		case errors.As(err, &ue) && ue.Code == upstream.CodeUnavailable:
-			h.event(ctx, EventLoginFailed, "upstream", provider, "reason", ue.Code)
-			h.upstreamUnavailable(w, r, err)
-		case errors.As(err, &ue):
-			h.event(ctx, EventLoginFailed, "upstream", provider, "reason", ue.Code)
-			h.errorPage(w, r, http.StatusBadGateway, "Sign-in failed",
-				ue.Message+" Return to the application and start again.", err)
-		default:
-			h.event(ctx, EventLoginFailed, "upstream", provider, "reason", "error")
-			h.errorPage(w, r, http.StatusBadGateway, "Sign-in failed",
-				"The identity provider's answer could not be used. Return to the application and start again.", err)
-		}
-		return
+		return h.upstreamFailed(r, provider, req, err)
 	}
-	if ident.Subject == "" {
+	userID, authTime, err := h.signIn(w, r, conn, ident, now)
+	if err != nil {
 		h.clearCookie(w, handleCookie)
-		h.internalErrorPage(w, r, errors.New("upstream identity without subject"))
-		return
+		return err
 	}
+	req.UserID = userID
+	req.AuthTime = &authTime
+	h.event(ctx, EventLogin, "upstream", conn.ID(), "user_id", userID, "client_id", req.ClientID)
+	return h.afterLogin(w, r, req, handleCookie)
+}
 
+// upstreamFailed is the answer to the upstream's refusal or failure (err
+// from HandleCallback) for the consumed request req.
+func (h *Handler) upstreamFailed(r *http.Request, provider string, req store.AuthRequest, err error) error {
+	ctx := r.Context()
+	var ue *upstream.Error
+	switch {
+	case errors.As(err, &ue) && ue.Code == upstream.CodeAccessDenied && r.URL.Query().Get("error") == upstream.CodeAccessDenied:
+		// The user declined at the provider: the client and its
+		// redirect URI were confirmed at /authorize, so tell the
+		// client, as RFC 6749 §4.1.2.1 does for a declined request.
+		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", "declined")
+		// The client as it is now: it may have withdrawn the
+		// redirect URI, or gone, while the user was away.
+		client, cerr := h.Store.GetClient(ctx, req.ClientID, h.now())
+		if cerr != nil {
+			return clientGone(cerr)
+		}
+		return targetOf(client, req).fail(oauth.AccessDenied("the user declined to sign in at the identity provider").WithCause(err))
+	case errors.As(err, &ue) && ue.Code == upstream.CodeAccessDenied:
+		// The connector refused the account (e.g. another Workspace
+		// domain): the user must learn why.
+		h.event(ctx, EventLoginDenied, "upstream", provider, "reason", ue.Code)
+		return pageError(http.StatusForbidden, "Access denied", ue.Message).withCause(err)
+	case errors.As(err, &ue) && ue.Code == upstream.CodeUnavailable:
+		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", ue.Code)
+		return errUpstreamUnavailable(err)
+	case errors.As(err, &ue):
+		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", ue.Code)
+		return pageError(http.StatusBadGateway, "Sign-in failed",
+			ue.Message+" Return to the application and start again.").withCause(err)
+	default:
+		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", "error")
+		return pageError(http.StatusBadGateway, "Sign-in failed",
+			"The identity provider's answer could not be used. Return to the application and start again.").withCause(err)
+	}
+}
+
+// signIn turns the upstream's identity into a user of authd, if the
+// allowlist admits it, and starts the browser's session. It returns the
+// user's id and when they authenticated.
+func (h *Handler) signIn(w http.ResponseWriter, r *http.Request, conn upstream.Connector, ident upstream.Identity, now time.Time) (string, time.Time, error) {
+	ctx := r.Context()
+	if ident.Subject == "" {
+		return "", time.Time{}, errors.New("upstream identity without subject")
+	}
 	u := store.User{
 		Provider:      conn.ID(),
 		Subject:       ident.Subject,
@@ -311,21 +277,15 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	// The allowlist decides before anything is stored about the user.
 	if reason, allowed := h.allowed(conn.Type(), u); !allowed {
-		h.clearCookie(w, handleCookie)
-		h.denied(w, r, conn, u, reason)
-		return
+		return "", time.Time{}, h.denied(ctx, conn, u, reason)
 	}
 	user, err := h.Store.UpsertUser(ctx, u)
 	if err != nil {
-		h.clearCookie(w, handleCookie)
-		h.internalErrorPage(w, r, err)
-		return
+		return "", time.Time{}, err
 	}
 	reqlog.Set(ctx, "user_id", user.ID)
 	if user.Disabled {
-		h.clearCookie(w, handleCookie)
-		h.denied(w, r, conn, user, "Your account has been disabled by the operator of this server.")
-		return
+		return "", time.Time{}, h.denied(ctx, conn, user, "Your account has been disabled by the operator of this server.")
 	}
 
 	// The user authenticated when the upstream says (OIDC auth_time),
@@ -337,14 +297,9 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 		authTime = at
 	}
 	if err := h.startSession(ctx, w, r, user.ID, authTime, now); err != nil {
-		h.clearCookie(w, handleCookie)
-		h.internalErrorPage(w, r, err)
-		return
+		return "", time.Time{}, err
 	}
-	req.UserID = user.ID
-	req.AuthTime = &authTime
-	h.event(ctx, EventLogin, "upstream", conn.ID(), "user_id", user.ID, "client_id", req.ClientID)
-	h.afterLogin(w, r, req, handleCookie)
+	return user.ID, authTime, nil
 }
 
 // allowed asks the allowlist; without one nobody may sign in (deny by
@@ -370,148 +325,45 @@ func deniedReason(err error) string {
 	return "Your account is not on this server's list of allowed users."
 }
 
-func (h *Handler) denied(w http.ResponseWriter, r *http.Request, conn upstream.Connector, u store.User, reason string) {
+// denied records a sign-in the allowlist or the operator refused and
+// returns the page that tells the user why.
+func (h *Handler) denied(ctx context.Context, conn upstream.Connector, u store.User, reason string) error {
 	who := u.Login
 	if who == "" {
 		who = u.Email
 	}
-	h.event(r.Context(), EventLoginDenied, "upstream", conn.ID(), "subject", u.Subject, "login", who, "reason", reason)
+	h.event(ctx, EventLoginDenied, "upstream", conn.ID(), "subject", u.Subject, "login", who, "reason", reason)
 	msg := "You signed in"
 	if who != "" {
 		msg += " as " + who
 	}
 	msg += " with " + conn.DisplayName() + ", but you are not allowed to use this server."
-	h.render(w, r, http.StatusForbidden, "error", "Access denied", errorData{Message: msg, Hint: reason})
-}
-
-// startSession signs the browser in as userID, who authenticated at
-// authTime, with a new session (and a new cookie: never reuse an id from
-// before the sign-in, against session fixation), ending the browser's
-// previous session.
-func (h *Handler) startSession(ctx context.Context, w http.ResponseWriter, r *http.Request, userID string, authTime, now time.Time) error {
-	name := h.cookieName(sessionCookie)
-	if old := cookieValue(r, name); old != "" {
-		if err := h.Store.DeleteSession(ctx, oauth.Digest(old)); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-	}
-	sid := oauth.NewToken(oauth.PrefixSession)
-	s := store.Session{
-		IDDigest:  oauth.Digest(sid),
-		UserID:    userID,
-		AuthTime:  authTime,
-		CreatedAt: now,
-		ExpiresAt: now.Add(h.sessionLifetime()),
-	}
-	if err := h.Store.CreateSession(ctx, s); err != nil {
-		return err
-	}
-	h.setCookie(w, name, sid, h.sessionLifetime())
-	return nil
-}
-
-// session is a valid browser session with its user, as read to check it.
-type session struct {
-	store.Session
-	User store.User
-}
-
-// currentSession returns the browser's session if it is valid and its user
-// may still sign in (not disabled, provider still configured, allowed by
-// the current allowlist), else nil: a user removed from the allowlist
-// loses single sign-on at once and is sent to the upstream again. It also
-// returns the session id, for the forms of /apps.
-func (h *Handler) currentSession(ctx context.Context, r *http.Request, now time.Time) (*session, string, error) {
-	sid := cookieValue(r, h.cookieName(sessionCookie))
-	if sid == "" {
-		return nil, "", nil
-	}
-	s, err := h.Store.GetSession(ctx, oauth.Digest(sid), now)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, "", nil
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	u, err := h.Store.GetUser(ctx, s.UserID)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, "", nil
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	conn := h.connector(u.Provider)
-	if u.Disabled || conn == nil {
-		return nil, "", nil
-	}
-	if _, ok := h.allowed(conn.Type(), u); !ok {
-		return nil, "", nil
-	}
-	return &session{Session: s, User: u}, sid, nil
+	return pageError(http.StatusForbidden, "Access denied", msg).withHint(reason)
 }
 
 // afterLogin continues a request the callback consumed, now signed in:
 // straight to the code when no consent is needed, else the request is
 // stored again (with its user) for the consent page.
-func (h *Handler) afterLogin(w http.ResponseWriter, r *http.Request, req store.AuthRequest, requestCookie string) {
+func (h *Handler) afterLogin(w http.ResponseWriter, r *http.Request, req store.AuthRequest, requestCookie string) error {
 	ctx := r.Context()
 	client, err := h.Store.GetClient(ctx, req.ClientID, h.now())
 	if err != nil {
 		h.clearCookie(w, requestCookie)
-		h.clientGone(w, r, err)
-		return
+		return clientGone(err)
 	}
 	need, err := h.needsConsent(ctx, client, req)
 	if err != nil {
 		h.clearCookie(w, requestCookie)
-		h.internalErrorPage(w, r, err)
-		return
+		return err
 	}
 	if !need {
 		h.clearCookie(w, requestCookie)
-		h.complete(w, r, client, req)
-		return
+		return h.complete(w, r, client, req)
 	}
 	if err := h.Store.CreateAuthRequest(ctx, req); err != nil {
 		h.clearCookie(w, requestCookie)
-		h.internalErrorPage(w, r, err)
-		return
+		return err
 	}
 	redirect(w, r, h.path("/consent?req="+requestHandle(req.IDDigest)))
-}
-
-// needsConsent reports whether the user must be asked: prompt=consent
-// always asks; first-party clients never; otherwise unless earlier
-// approvals cover every requested scope for each requested resource (an
-// approval for one resource says nothing about another).
-func (h *Handler) needsConsent(ctx context.Context, client store.Client, req store.AuthRequest) (bool, error) {
-	if slices.Contains(req.Prompt, promptConsent) {
-		return true, nil
-	}
-	if client.SkipConsent {
-		return false, nil
-	}
-	c, err := h.Store.GetConsent(ctx, req.UserID, req.ClientID)
-	if errors.Is(err, store.ErrNotFound) {
-		return true, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return !c.Covers(req.Resources, req.Scopes), nil
-}
-
-// clientGone answers a pending request whose client disappeared or was
-// disabled since /authorize: nothing may be sent to its redirect URI now.
-func (h *Handler) clientGone(w http.ResponseWriter, r *http.Request, err error) {
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		h.internalErrorPage(w, r, err)
-		return
-	}
-	if msg, ok := unusableClient(err); ok {
-		h.errorPage(w, r, http.StatusBadRequest, "Application not accepted", msg, err)
-		return
-	}
-	h.errorPage(w, r, http.StatusBadRequest, "Unknown application",
-		"The application that sent you here is no longer registered with this server. You were not redirected.", err)
+	return nil
 }

@@ -7,8 +7,6 @@ import (
 	"encoding/base64"
 	"html/template"
 	"net/http"
-
-	"github.com/authd/authd/internal/oauth"
 )
 
 //go:embed templates/*.html
@@ -99,32 +97,4 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, nam
 type errorData struct {
 	Message string
 	Hint    string
-}
-
-// errorPage shows an error to the user without redirecting anywhere: used
-// until the client and redirect URI are confirmed, and for failures that
-// belong to authd rather than the client. cause is logged, never shown.
-func (h *Handler) errorPage(w http.ResponseWriter, r *http.Request, status int, title, message string, cause error) {
-	if cause != nil {
-		level := h.log().DebugContext
-		if status >= 500 {
-			level = h.log().ErrorContext
-		}
-		level(r.Context(), "authorization page error", "status", status, "title", title, "cause", cause.Error())
-	}
-	h.render(w, r, status, "error", title, errorData{Message: message})
-}
-
-// internalErrorPage answers a failure of authd itself: 503 when the
-// database is unreachable, 500 otherwise, never with the cause.
-func (h *Handler) internalErrorPage(w http.ResponseWriter, r *http.Request, err error) {
-	oe := oauth.AsError(err)
-	if oe.Code == oauth.CodeTemporarilyUnavailable {
-		w.Header().Set("Retry-After", "1")
-		h.errorPage(w, r, http.StatusServiceUnavailable, "Temporarily unavailable",
-			"The server cannot complete your request right now. Please try again in a moment.", err)
-		return
-	}
-	h.errorPage(w, r, http.StatusInternalServerError, "Something went wrong",
-		"The server could not complete your request. Please try again later.", err)
 }

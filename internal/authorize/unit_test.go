@@ -12,6 +12,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/upstream"
 )
@@ -44,7 +45,7 @@ func TestHTTPSCookiesAndUpstreamSecrets(t *testing.T) {
 	h := &Handler{
 		Store: st, Issuer: "https://auth.example.com", Connectors: []upstream.Connector{conn},
 		Allowlist: allowFunc(func(string, store.User) error { return nil }),
-		Resources: []Resource{{URI: resMCP, Name: "MCP"}},
+		Policy:    &policy.Policy{Resources: []policy.Resource{{URI: resMCP, Name: "MCP"}}},
 		Now:       func() time.Time { return now },
 	}
 	r := chi.NewRouter()

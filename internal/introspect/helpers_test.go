@@ -22,6 +22,7 @@ import (
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/store/pgtest"
@@ -132,18 +133,20 @@ func newEnvWith(t testing.TB, st store.Store, opts ...option) *env {
 		Clients: clients,
 		Keys:    km,
 		Issuer:  issuer,
-		Resources: []token.Resource{
-			{URI: resRoot, Scopes: []string{"read", "write"}},
-			{URI: resAdmin, Scopes: []string{"read", "admin"}},
-			{URI: resOpaque, Scopes: []string{"read"}, TokenFormat: token.FormatOpaque},
-			{URI: resMCP, Scopes: []string{"mcp:tools", "mcp:resources"}},
+		Policy: &policy.Policy{
+			Resources: []policy.Resource{
+				{URI: resRoot, Scopes: []string{"read", "write"}},
+				{URI: resAdmin, Scopes: []string{"read", "admin"}},
+				{URI: resOpaque, Scopes: []string{"read"}, TokenFormat: token.FormatOpaque},
+				{URI: resMCP, Scopes: []string{"mcp:tools", "mcp:resources"}},
+			},
+			DefaultResource: resRoot,
+			Scopes:          []policy.Scope{{Name: "read"}, {Name: "write"}, {Name: "admin"}, {Name: "mcp:tools"}, {Name: "mcp:resources"}},
+			DefaultScopes:   []string{"read"},
 		},
-		DefaultResource: resRoot,
-		Scopes:          []string{"read", "write", "admin", "mcp:tools", "mcp:resources"},
-		DefaultScopes:   []string{"read"},
-		IdentityClaims:  true,
-		Now:             e.clock.Now,
-		Log:             log,
+		IdentityClaims: true,
+		Now:            e.clock.Now,
+		Log:            log,
 	}
 	e.h = &introspect.Handler{
 		Store:        e.st,

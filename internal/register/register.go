@@ -70,6 +70,7 @@ import (
 
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/store"
@@ -94,11 +95,12 @@ type Handler struct {
 	// Issuer + "/register/" + client_id.
 	Issuer string
 	Policy Policy
-	// Scopes are the scopes the server knows; a registration's scope is
-	// stored and returned with only these (RFC 7591 §3.2.1 lets the server
+	// ScopePolicy is the server's resource and scope policy: a
+	// registration's scope is stored and returned with only the scopes it
+	// knows (policy.RegisteredScope; RFC 7591 §3.2.1 lets the server
 	// replace the value), so it never advertises what authd will not
-	// grant. Empty: any well-formed scope is kept.
-	Scopes []string
+	// grant. Nil: every well-formed scope is known.
+	ScopePolicy *policy.Policy
 	// Limiter rate-limits every registration route by client network; nil
 	// means no limit.
 	Limiter *ratelimit.Limiter
@@ -182,7 +184,7 @@ func (h *Handler) doRegister(w http.ResponseWriter, r *http.Request) (clientInfo
 	if oerr != nil {
 		return clientInfo{}, oerr
 	}
-	md.Scope = h.knownScopes(md.Scope)
+	md.Scope = h.ScopePolicy.RegisteredScope(md.Scope)
 
 	ctx, now := r.Context(), h.now()
 	var fp string
@@ -290,7 +292,7 @@ func (h *Handler) doUpdate(w http.ResponseWriter, r *http.Request) (clientInfo, 
 	if oerr != nil {
 		return clientInfo{}, oerr
 	}
-	md.Scope = h.knownScopes(md.Scope)
+	md.Scope = h.ScopePolicy.RegisteredScope(md.Scope)
 
 	ctx, now := r.Context(), h.now()
 	next := c
@@ -538,22 +540,6 @@ func sourceNetwork(r *http.Request) string {
 		return host
 	}
 	return ratelimit.Network(a, 24, 64).String()
-}
-
-// knownScopes is scope (already validated and normalised) without the
-// scopes the server does not know: it keeps the declared scopes and
-// offline_access, which the server metadata lists too (oauth.ScopeRule).
-func (h *Handler) knownScopes(scope string) string {
-	if len(h.Scopes) == 0 || scope == "" {
-		return scope
-	}
-	var keep []string
-	for _, s := range strings.Fields(scope) {
-		if slices.Contains(h.Scopes, s) || s == oauth.ScopeOfflineAccess {
-			keep = append(keep, s)
-		}
-	}
-	return oauth.JoinScope(keep)
 }
 
 // distinctNetwork reports whether r's source address identifies the

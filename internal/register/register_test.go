@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/register"
 	"github.com/authd/authd/internal/store"
@@ -834,6 +835,23 @@ func TestClientCredentialsRefusedByDefault(t *testing.T) {
 	}
 }
 
+// TestRegistrationScopeWithoutDeclaredScopes (issue 15 §2): with no scopes
+// declared every well-formed scope is known, but openid is still dropped,
+// as /authorize and /token drop it and the metadata never lists it (authd
+// issues no ID tokens); offline_access stays. Registration and the scope
+// rule of /authorize and /token agree (policy.RegisteredScope).
+func TestRegistrationScopeWithoutDeclaredScopes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testPolicy(), nil)
+	md := claudeMetadata()
+	md["scope"] = "openid mcp:tools offline_access claudeai"
+	resp := e.register(md).mustStatus(t, http.StatusCreated)
+	got, _ := resp.json(t)["scope"].(string)
+	if stored := e.client(resp.registration(t).ClientID).Metadata.Scope; got != "mcp:tools offline_access claudeai" || stored != got {
+		t.Errorf("scope answered %q, stored %q, want %q", got, stored, "mcp:tools offline_access claudeai")
+	}
+}
+
 // TestRegistrationScopeKeepsOnlyKnownScopes: a registration's scope is
 // stored and echoed with only the scopes the server knows (RFC 7591
 // §3.2.1 lets the server replace it): "* admin" is not advertised back as
@@ -841,7 +859,7 @@ func TestClientCredentialsRefusedByDefault(t *testing.T) {
 func TestRegistrationScopeKeepsOnlyKnownScopes(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testPolicy(), nil)
-	e.h.Scopes = []string{"mcp:tools", "mcp:resources"}
+	e.h.ScopePolicy = &policy.Policy{Scopes: []policy.Scope{{Name: "mcp:tools"}, {Name: "mcp:resources"}}}
 	for _, tc := range []struct{ sent, want string }{
 		{"* admin", ""},
 		{"mcp:tools * admin mcp:resources", "mcp:tools mcp:resources"},

@@ -15,6 +15,7 @@ import (
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/token"
 )
@@ -38,12 +39,12 @@ func BenchmarkClientCredentials(b *testing.B) {
 		b.Fatal(err)
 	}
 	h := &token.Handler{
-		Store:     st,
-		Clients:   &clientauth.Authenticator{Clients: clientauth.NewCachedClients(st, time.Minute, now), Now: now},
-		Keys:      km,
-		Issuer:    issuer,
-		Resources: []token.Resource{{URI: resA}},
-		Now:       now,
+		Store:   st,
+		Clients: &clientauth.Authenticator{Clients: clientauth.NewCachedClients(st, time.Minute, now), Now: now},
+		Keys:    km,
+		Issuer:  issuer,
+		Policy:  &policy.Policy{Resources: []policy.Resource{{URI: resA}}},
+		Now:     now,
 	}
 	r := chi.NewRouter()
 	h.Routes(r)

@@ -28,14 +28,14 @@ func (h *Handler) clientCredentials(ctx context.Context, req *request) (*respons
 		if len(c.AllowedResources) == 1 {
 			aud = c.AllowedResources
 		} else {
-			var err error
-			if aud, err = h.defaultResources(); err != nil {
-				return nil, err
+			var oerr *oauth.Error
+			if aud, oerr = h.Policy.DefaultAudience(); oerr != nil {
+				return nil, oerr
 			}
 		}
 	}
 	for _, r := range aud {
-		if _, ok := h.resource(r); !ok && !h.AllowAnyResource {
+		if !h.Policy.Serves(r) {
 			return nil, oauth.InvalidTarget("resource %q is not a resource this server issues tokens for", truncate(r, 200))
 		}
 		if c.AllowedResources != nil && !slices.Contains(c.AllowedResources, r) {
@@ -43,36 +43,27 @@ func (h *Handler) clientCredentials(ctx context.Context, req *request) (*respons
 		}
 	}
 
-	allowed := func(s string) bool {
-		return (c.AllowedScopes == nil || slices.Contains(c.AllowedScopes, s)) && h.scopeAllowed(s, aud)
-	}
-	var scopes []string
 	// RFC 6749 §3.3: an empty scope parameter is no scope parameter, and so
-	// is one naming only scopes the server drops (oauth.ScopeRule).
-	requested, oerr := h.scopeRule().Requested(req.form.Get("scope"))
+	// is one naming only scopes the server drops (policy.Requested).
+	scopes, oerr := h.Policy.Requested(req.form.Get("scope"))
 	if oerr != nil {
 		return nil, oerr
 	}
-	if len(requested) > 0 {
-		for _, s := range requested {
-			if !allowed(s) {
-				return nil, oauth.InvalidScope("scope %q is not allowed for this client and resource", truncate(s, 100))
-			}
+	if len(scopes) > 0 {
+		// Named scopes are refused unless the client and every resource
+		// of aud allow them, as at /authorize (policy.ScopeAllowed).
+		if oerr := h.Policy.CheckScopes(scopes, c.AllowedScopes, aud); oerr != nil {
+			return nil, oerr
 		}
-		scopes = requested
 	} else {
 		// RFC 6749 §3.3: without a scope parameter, a pre-defined default
 		// applies: what the client may have, else the server's defaults,
 		// in either case only what is allowed here.
-		defaults := h.DefaultScopes
+		defaults := h.Policy.DefaultScopes
 		if c.AllowedScopes != nil {
 			defaults = c.AllowedScopes
 		}
-		for _, s := range defaults {
-			if allowed(s) {
-				scopes = append(scopes, s)
-			}
-		}
+		scopes = h.Policy.AllowedScopes(defaults, c.AllowedScopes, aud)
 	}
 
 	access, expiresIn, err := h.issue(ctx, req.now, accessToken{clientID: c.ID, scopes: scopes, resources: aud})

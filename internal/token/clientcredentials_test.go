@@ -117,7 +117,7 @@ func testClientCredentialsRejections(t *testing.T, e *env) {
 
 func TestClientCredentialsAnyResource(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(h *token.Handler) { h.AllowAnyResource = true })
+	e := newEnv(t, func(h *token.Handler) { h.Policy.AllowAnyResource = true })
 	r := e.post("/token", url.Values{"grant_type": {"client_credentials"}, "resource": {resOther}, "scope": {"admin"}}, basicAuth(confClient, secret))
 	if r.status != http.StatusOK {
 		t.Fatalf("%d %s", r.status, r.body)

@@ -55,8 +55,9 @@ func (h *Handler) authorizationCode(ctx context.Context, req *request) (*respons
 	}
 	authorized := ac.Resources
 	if len(authorized) == 0 {
-		if authorized, err = h.defaultResources(); err != nil {
-			return nil, err
+		var oerr *oauth.Error
+		if authorized, oerr = h.Policy.DefaultAudience(); oerr != nil {
+			return nil, oerr
 		}
 	}
 	aud, err := audience(req.resources, authorized)
@@ -92,7 +93,10 @@ func (h *Handler) authorizationCode(ctx context.Context, req *request) (*respons
 	reqlog.Set(ctx, "user_id", g.UserID)
 	h.touchClient(ctx, req)
 
-	scopes := h.scopesFor(g.Scopes, aud)
+	// The token carries what every resource of its audience offers
+	// (policy.ScopeAllowed); the grant keeps all that was consented to,
+	// for tokens narrowed to other resources later.
+	scopes := h.Policy.AllowedScopes(g.Scopes, nil, aud)
 	access, expiresIn, err := h.issue(ctx, req.now, accessToken{
 		clientID: req.client.ID, user: &user, grant: &g, scopes: scopes, resources: aud,
 	})

@@ -316,7 +316,7 @@ func testAudience(t *testing.T, e *env) {
 
 func TestAudienceArray(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(h *token.Handler) { h.Resources[1].TokenFormat = "" })
+	e := newEnv(t, func(h *token.Handler) { h.Policy.Resources[1].TokenFormat = "" })
 	code, verifier := e.code(publicClient, func(ac *store.AuthCode) { ac.Resources = []string{resA, resB} })
 	tok, err := e.exchange(publicClient, code, verifier)
 	if err != nil {
@@ -353,7 +353,7 @@ func TestAudienceArray(t *testing.T) {
 
 func TestNoDefaultResource(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(h *token.Handler) { h.DefaultResource = "" })
+	e := newEnv(t, func(h *token.Handler) { h.Policy.DefaultResource = "" })
 	code, verifier := e.code(publicClient, func(ac *store.AuthCode) { ac.Resources = nil })
 	_, err := e.exchange(publicClient, code, verifier)
 	wantRetrieveError(t, err, http.StatusBadRequest, oauth.CodeInvalidTarget)

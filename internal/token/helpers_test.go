@@ -24,6 +24,7 @@ import (
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/store/pgtest"
 	"github.com/authd/authd/internal/token"
@@ -121,14 +122,16 @@ func newEnv(t *testing.T, configure ...func(*token.Handler)) *env {
 		Clients: &clientauth.Authenticator{Clients: e.st, Now: e.clock.Now},
 		Keys:    km,
 		Issuer:  issuer,
-		Resources: []token.Resource{
-			{URI: resA, Scopes: []string{"read", "write"}},
-			{URI: resB, Scopes: []string{"read"}, TokenFormat: token.FormatOpaque},
+		Policy: &policy.Policy{
+			Resources: []policy.Resource{
+				{URI: resA, Scopes: []string{"read", "write"}},
+				{URI: resB, Scopes: []string{"read"}, TokenFormat: token.FormatOpaque},
+			},
+			DefaultResource: resA,
+			Scopes:          []policy.Scope{{Name: "read"}, {Name: "write"}, {Name: "admin"}},
+			DefaultScopes:   []string{"read"},
 		},
-		DefaultResource: resA,
-		Scopes:          []string{"read", "write", "admin"},
-		DefaultScopes:   []string{"read"},
-		IdentityClaims:  true,
+		IdentityClaims: true,
 		UserCheck: func(_ context.Context, u store.User) error {
 			e.denied.mu.Lock()
 			defer e.denied.mu.Unlock()

@@ -88,7 +88,7 @@ func (h *Handler) issue(ctx context.Context, now time.Time, at accessToken) (str
 	exp = exp.Truncate(time.Second)
 	expiresIn := int64(exp.Sub(now).Seconds())
 
-	if h.format(at.resources) == FormatOpaque {
+	if h.Policy.Format(at.resources) == FormatOpaque {
 		value := oauth.NewToken(oauth.PrefixAccessToken)
 		t := store.AccessToken{
 			Digest: oauth.Digest(value), ClientID: at.clientID,
@@ -138,54 +138,15 @@ func (h *Handler) issue(ctx context.Context, now time.Time, at accessToken) (str
 	return signed, expiresIn, nil
 }
 
-// format is opaque if any of the token's resources asks for opaque tokens:
-// such a resource relies on introspection, which a JWT would bypass.
-func (h *Handler) format(resources []string) string {
-	for _, uri := range resources {
-		f := h.TokenFormat
-		if r, ok := h.resource(uri); ok && r.TokenFormat != "" {
-			f = r.TokenFormat
-		}
-		if f == FormatOpaque {
-			return FormatOpaque
-		}
-	}
-	return FormatJWT
-}
-
 // identityClaims is what a token for resources may say about its user:
 // what every one of them is configured for (each can read the token), and
 // tokens.identity_claims' login and email.
 func (h *Handler) identityClaims(resources []string) idclaims.Set {
-	s := idclaims.ForAudience(resources, func(uri string) (idclaims.Set, bool) {
-		r, ok := h.resource(uri)
-		return r.Claims, ok
-	})
+	s := h.Policy.Claims(resources)
 	if h.IdentityClaims {
 		s = s.Union(idclaims.Set{Login: true, Email: true})
 	}
 	return s
-}
-
-func (h *Handler) resource(uri string) (Resource, bool) {
-	for _, r := range h.Resources {
-		if r.URI == uri {
-			return r, true
-		}
-	}
-	return Resource{}, false
-}
-
-// defaultResources is the audience of a token whose request and
-// authorization named no resource (see Handler.DefaultResource).
-func (h *Handler) defaultResources() ([]string, error) {
-	switch {
-	case h.DefaultResource != "":
-		return []string{h.DefaultResource}, nil
-	case len(h.Resources) == 1:
-		return []string{h.Resources[0].URI}, nil
-	}
-	return nil, oauth.InvalidTarget("the resource parameter is required: name the protected resource (RFC 8707) the token is for")
 }
 
 // audience picks the resources a token is bound to: the requested ones,
@@ -200,39 +161,6 @@ func audience(requested, authorized []string) ([]string, error) {
 		}
 	}
 	return requested, nil
-}
-
-// scopeAllowed reports whether scope s may appear in a token for resources:
-// it must be known to the server, and accepted by at least one of them.
-func (h *Handler) scopeAllowed(s string, resources []string) bool {
-	if len(h.Scopes) > 0 && !slices.Contains(h.Scopes, s) {
-		return false
-	}
-	for _, uri := range resources {
-		r, ok := h.resource(uri)
-		if !ok || len(r.Scopes) == 0 || slices.Contains(r.Scopes, s) {
-			return true
-		}
-	}
-	return false
-}
-
-// scopeRule is the server's rule for requested scopes, shared with
-// /authorize.
-func (h *Handler) scopeRule() oauth.ScopeRule {
-	return oauth.ScopeRule{Known: h.Scopes, RejectUnknown: h.RejectUnknownScopes}
-}
-
-// scopesFor keeps the scopes that make sense for resources, so that a token
-// narrowed to one resource does not carry another resource's scopes.
-func (h *Handler) scopesFor(scopes, resources []string) []string {
-	var out []string
-	for _, s := range scopes {
-		if h.scopeAllowed(s, resources) {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -70,9 +70,9 @@ func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, er
 	// RFC 6749 §6: the scope may only narrow, and narrows only this access
 	// token; the grant keeps what was consented to.
 	// offline_access, openid and unknown scopes are dropped first
-	// (oauth.ScopeRule); a request left with none narrows nothing.
+	// (policy.Requested); a request left with none narrows nothing.
 	scopes := g.Scopes
-	requested, oerr := h.scopeRule().Requested(req.form.Get("scope"))
+	requested, oerr := h.Policy.Requested(req.form.Get("scope"))
 	if oerr != nil {
 		return nil, oerr
 	}
@@ -84,8 +84,9 @@ func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, er
 	}
 	authorized := g.Resources
 	if len(authorized) == 0 {
-		if authorized, err = h.defaultResources(); err != nil {
-			return nil, err
+		var oerr *oauth.Error
+		if authorized, oerr = h.Policy.DefaultAudience(); oerr != nil {
+			return nil, oerr
 		}
 	}
 	aud, err := audience(req.resources, authorized)
@@ -121,7 +122,7 @@ func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, er
 	reqlog.Set(ctx, "user_id", g.UserID)
 	h.touchClient(ctx, req)
 
-	scopes = h.scopesFor(scopes, aud)
+	scopes = h.Policy.AllowedScopes(scopes, nil, aud) // what every resource of aud offers, as at code redemption
 	access, expiresIn, err := h.issue(ctx, req.now, accessToken{
 		clientID: req.client.ID, user: &user, grant: &g, scopes: scopes, resources: aud,
 	})

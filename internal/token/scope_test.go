@@ -9,7 +9,7 @@ import (
 	"github.com/authd/authd/internal/token"
 )
 
-// TestUnknownScopes: /token applies oauth.ScopeRule. By default scopes the
+// TestUnknownScopes: /token applies policy.Requested. By default scopes the
 // server does not declare are dropped and the response's scope says what
 // was granted (RFC 6749 §3.3); offline_access and openid are dropped in
 // both modes; with RejectUnknownScopes an undeclared scope is invalid_scope.
@@ -48,7 +48,7 @@ func TestUnknownScopes(t *testing.T) {
 	})
 	t.Run("reject", func(t *testing.T) {
 		t.Parallel()
-		e := newEnv(t, func(h *token.Handler) { h.RejectUnknownScopes = true })
+		e := newEnv(t, func(h *token.Handler) { h.Policy.RejectUnknownScopes = true })
 		wantError(t, e.post("/token", cc("read delete"), basicAuth(confClient, secret)), http.StatusBadRequest, oauth.CodeInvalidScope)
 		r := e.post("/token", cc("read offline_access openid"), basicAuth(confClient, secret))
 		if r.status != http.StatusOK || r.str("scope") != "read" {

@@ -23,8 +23,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/authd/authd/internal/clientauth"
-	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/store"
@@ -37,10 +37,10 @@ const (
 	GrantClientCredentials = "client_credentials"
 )
 
-// Access token formats.
+// Access token formats (policy.Resource.TokenFormat).
 const (
-	FormatJWT    = "jwt"
-	FormatOpaque = "opaque"
+	FormatJWT    = policy.FormatJWT
+	FormatOpaque = policy.FormatOpaque
 )
 
 // Defaults for the zero values of Handler's lifetimes.
@@ -75,19 +75,6 @@ type Keys interface {
 	Algorithms() []string
 }
 
-// Resource is a protected resource tokens may be bound to (RFC 8707), as
-// the operator configured it.
-type Resource struct {
-	URI string // canonical (oauth.CanonicalResource)
-	// Scopes this resource accepts; empty means any scope the server knows.
-	Scopes []string
-	// TokenFormat is FormatJWT or FormatOpaque; empty means
-	// Handler.TokenFormat.
-	TokenFormat string
-	// Claims are the identity claims JWTs for this resource carry.
-	Claims idclaims.Set
-}
-
 // Handler serves POST /token and POST /revoke.
 type Handler struct {
 	Store   Store
@@ -95,29 +82,14 @@ type Handler struct {
 	Keys    Keys
 	Issuer  string
 
-	// Resources are the configured resources. AllowAnyResource lets
-	// client_credentials name other absolute URIs too (authorization codes
-	// carry resources already vetted at /authorize).
-	Resources        []Resource
-	AllowAnyResource bool
-	// DefaultResource is the audience of tokens whose request named no
-	// resource. When empty and exactly one resource is configured, that one
-	// is the default; otherwise such requests fail with invalid_target:
-	// a token bound to no resource would be accepted by any resource
-	// server that does not check the audience (a confused deputy).
-	DefaultResource string
-	// Scopes is the server's scope list; empty means any well-formed scope.
-	Scopes []string
-	// RejectUnknownScopes answers a scope parameter naming a scope not in
-	// Scopes with invalid_scope instead of dropping it (oauth.ScopeRule,
-	// the rule /authorize applies too).
-	RejectUnknownScopes bool
-	// DefaultScopes are granted to client_credentials requests without a
-	// scope parameter when the client has no AllowedScopes of its own.
-	DefaultScopes []string
-	// TokenFormat is the access token format for resources that do not set
-	// one: FormatJWT (the default) or FormatOpaque.
-	TokenFormat string
+	// Policy is the resource and scope policy (required): which resources
+	// tokens may be bound to (client_credentials may name any the policy
+	// serves; authorization codes carry resources already vetted at
+	// /authorize), the default audience, the scopes a token for a set of
+	// resources may carry, the defaults of client_credentials requests
+	// without a scope parameter when the client has no AllowedScopes of
+	// its own, and each token's format.
+	Policy *policy.Policy
 
 	AccessTokenLifetime time.Duration // default 1h
 	// RefreshRetryWindow is how long after a refresh token's rotation its

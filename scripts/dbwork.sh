@@ -110,7 +110,8 @@ cpu_ns() {
   for c in "$pm" $(ps -o pid= --ppid "$pm"); do
     [ -r "/proc/$c/schedstat" ] && pg=$((pg + $(awk '{print $1}' "/proc/$c/schedstat" 2>/dev/null || echo 0)))
   done
-  echo "$pg $(awk '{print $1}' "/proc/$AUTHD_PID/schedstat")"
+  # authd's threads: /proc/PID/stat (schedstat counts the main thread only).
+  echo "$pg $(awk -v t="$TCK" '{printf "%.0f", ($14 + $15) * 1e9 / t}' "/proc/$AUTHD_PID/stat")"
 }
 
 # walstats FROM TO prints the WAL between two positions: records, bytes of

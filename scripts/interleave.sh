@@ -10,6 +10,8 @@
 #
 #   scripts/interleave.sh /tmp/authd-before /tmp/authd-after
 #   ROUNDS=5 DURATION=10s OPS="register client-credentials-opaque" scripts/interleave.sh old new
+#   RESULTS=runs.txt scripts/interleave.sh old new  # keep the runs (appended), e.g. to pool sweeps
+#   RESULTS=runs.txt ROUNDS=0 scripts/interleave.sh old new  # only the table of the runs kept
 #
 # Operations as in scripts/dbwork.sh. Run as root (PostgreSQL then runs as
 # nobody) or as a user who may run postgres. Needs PostgreSQL's server
@@ -23,6 +25,7 @@ CONCURRENCY=${CONCURRENCY:-32}
 DURATION=${DURATION:-6s}
 WARMUP=${WARMUP:-1s}
 OPS=${OPS:-"client-credentials client-credentials-opaque register introspect introspect-user introspect-opaque refresh code-flow"}
+RESULTS=${RESULTS:-}
 
 B=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 W=$(mktemp -d /tmp/authd-interleave.XXXXXX)
@@ -39,8 +42,11 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
+[ -n "$RESULTS" ] || RESULTS=$W/results
+touch "$RESULTS"
 
 bins=("$1" "$2")
+if [ "$ROUNDS" -gt 0 ]; then
 go build -o "$W/authbench" ./cmd/authbench
 $as "$B/initdb" -D "$W/pg/data" -U postgres --auth=trust --encoding=UTF8 --locale=C >/dev/null
 $as "$B/pg_ctl" -D "$W/pg/data" -l "$W/pg/log" -w -o "-p $PORT -c listen_addresses=127.0.0.1 \
@@ -90,13 +96,14 @@ run() { # binary-index op round -> appends one result line
   esac
   local load; load=$(cut -d' ' -f1 /proc/loadavg)
   "$W/authbench" -target "http://127.0.0.1:$aport" -concurrency "$CONCURRENCY" -duration "$DURATION" -warmup "$WARMUP" -json "${args[@]}" |
-    jq -r --arg op "$op" --arg b "$1" --arg r "$3" --arg l "$load" '"\($op) \($b) \($r) \(.per_second) \(.p99_ms) \(.errors) \($l)"' >>"$W/results"
-  tail -1 "$W/results" >&2
+    jq -r --arg op "$op" --arg b "$1" --arg r "$3" --arg l "$load" '"\($op) \($b) \($r) \(.per_second) \(.p99_ms) \(.errors) \($l)"' >>"$RESULTS"
+  tail -1 "$RESULTS" >&2
   stop_authd
   psql -c "drop database $db"
 }
 
 echo "concurrency $CONCURRENCY, $DURATION runs after $WARMUP warm-up, $ROUNDS rounds; before = $1, after = $2" >&2
+fi
 for r in $(seq "$ROUNDS"); do
   for op in $OPS; do
     if [ $((r % 2)) = 1 ]; then run 0 "$op" "$r"; run 1 "$op" "$r"; else run 1 "$op" "$r"; run 0 "$op" "$r"; fi
@@ -115,5 +122,5 @@ for op in $OPS; do
       for (b = 0; b <= 1; b++) { delete a; delete q; for (i = 1; i <= n[b]; i++) { a[i] = v[b, i]; q[i] = p[b, i] }
         m[b] = median(a, n[b]); mp[b] = median(q, n[b]) }
       printf "| %s | %.0f | %s | %.0f | %s | %.2f | %.1f → %.1f | %d | %s–%s |\n", op, m[0], runs[0], m[1], runs[1], m[1] / m[0], mp[0], mp[1], err, lo, hi
-    }' "$W/results"
+    }' "$RESULTS"
 done

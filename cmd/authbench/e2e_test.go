@@ -17,6 +17,7 @@ import (
 	"github.com/authd/authd/internal/authorize"
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/discovery"
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/policy"
@@ -55,7 +56,7 @@ func devServer(t *testing.T) string {
 	}
 	r := chi.NewRouter()
 	(&discovery.Handler{
-		Metadata: discovery.NewMetadata(issuer, discovery.Features{Registration: true, Introspection: true, Revocation: true, ClientCredentials: true, RefreshTokens: true}),
+		Metadata: discovery.NewMetadata(issuer, discovery.Features{Registration: true, Introspection: true, Revocation: true, GrantTypes: grants.Default().Types()}),
 		JWKS:     km.JWKS, Log: log,
 	}).Routes(r)
 	regPolicy := register.DefaultPolicy()
@@ -78,7 +79,7 @@ func devServer(t *testing.T) string {
 	clients := &clientauth.Authenticator{Clients: clientauth.NewCachedClients(st, time.Second, nil)}
 	(&token.Handler{
 		Store: st, Clients: clients, Keys: km, Issuer: issuer,
-		Policy: pol, DynamicClientCredentials: true, Log: log,
+		Policy: pol, Grants: grants.Default().AllowDynamic(grants.ClientCredentials, true), Log: log,
 	}).Routes(r)
 	(&introspect.Handler{Store: st, Clients: clients, Keys: km, Issuer: issuer, BearerTokens: []string{testIntrospectTok}, Log: log}).Routes(r)
 	h = r

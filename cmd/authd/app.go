@@ -18,15 +18,17 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authd/authd/internal/authorize"
-	"github.com/authd/authd/internal/cimd"
+	"github.com/authd/authd/internal/backchannel"
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/discovery"
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/metrics"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/register"
 	"github.com/authd/authd/internal/server"
@@ -34,6 +36,7 @@ import (
 	"github.com/authd/authd/internal/token"
 	"github.com/authd/authd/internal/tracing"
 	"github.com/authd/authd/internal/upstream"
+	"github.com/authd/authd/internal/upstreamtokens"
 )
 
 // app is a fully wired authd: every handler built from one Config, mounted
@@ -46,6 +49,9 @@ type app struct {
 	handler http.Handler
 	now     func() time.Time
 	metrics *metrics.Metrics
+	// upstreamTokens keeps and hands out users' upstream grants
+	// (upstreams[].store_tokens); nil when no upstream keeps tokens.
+	upstreamTokens *upstreamtokens.Broker
 	// listener hears other replicas' changes (nil with the memory store).
 	listener *store.Listener
 	stop     context.CancelFunc
@@ -93,6 +99,9 @@ type deps struct {
 	cimdRoots *x509.CertPool
 	// tracerProvider traces requests and upstream calls (nil: none).
 	tracerProvider trace.TracerProvider
+	// editGrants, when set, changes the grant registry the configuration
+	// gives (grantRegistry); for tests.
+	editGrants func(grants.Registry) grants.Registry
 }
 
 // newMetrics creates the registry, with pool statistics for Postgres.
@@ -110,77 +119,204 @@ func newMetrics(st store.Store) *metrics.Metrics {
 	})
 }
 
-// buildApp wires every component from d.cfg over d.store.
+// buildApp wires every component from d.cfg over d.store, in the order a
+// request meets them: what the endpoints share (signing keys, the bounded
+// store, the resource policy, the grant registry, the client source,
+// sign-in upstreams), the router, then each endpoint, mounted as it is
+// built.
 func buildApp(ctx context.Context, d deps) (*app, error) {
-	cfg, st, log, now, started, upstreamClient, m := d.cfg, d.store, d.log, d.now, d.started, d.upstreamClient, d.metrics
-	if m == nil {
-		m = newMetrics(st)
+	if d.metrics == nil {
+		d.metrics = newMetrics(d.store)
 	}
-	if err := register.SyncStaticClients(ctx, st, cfg.Clients, now()); err != nil {
+	w, err := newWiring(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	root, r := w.router()
+	w.mountDiscovery(root)
+	w.mountRegister(r)
+	w.mountAuthorize(r)
+	w.mountBackChannel(r)
+	clientAuth := w.clientAuthenticator()
+	if err := pinConfiguredSecrets(ctx, w.store, clientAuth, w.cfg.Clients, w.now(), w.log); err != nil {
+		return nil, err
+	}
+	w.mountToken(r, clientAuth)
+	w.mountIntrospect(r, clientAuth)
+
+	a := &app{cfg: w.cfg, log: w.log, store: w.store, keys: w.keys, handler: root, now: w.now, metrics: w.metrics, upstreamTokens: w.broker}
+	if _, ok := w.store.(*store.Postgres); ok {
+		a.listener = changeListener(w.cfg, w.log, w.keys, w.clients)
+	}
+	return a, nil
+}
+
+// wiring holds what several endpoints share, built once by newWiring.
+type wiring struct {
+	deps
+	keys *keys.Manager
+	// bst is what requests go through: a deadline per request and a bound
+	// on the operations in flight, so a sick database costs a quick 503
+	// rather than hung clients and piling goroutines (see store.Bounded).
+	// Background work (key reloads, purges) has its own time limits.
+	bst *store.Bounded
+	// policy is the resource and scope policy, built once: every endpoint
+	// that applies a rule about resources or scopes gets this one value.
+	policy *policy.Policy
+	// grants are the grant types served, for /token, registration,
+	// metadata documents and the metadata alike (grantRegistry).
+	grants  grants.Registry
+	clients *clientSource
+	// throttle is one budget of failed credential checks for /token,
+	// /revoke, /introspect and RFC 7592.
+	throttle   *clientauth.Throttle
+	connectors []upstream.Connector
+	// broker keeps and hands out users' upstream grants
+	// (upstreams[].store_tokens); nil when no upstream keeps tokens.
+	broker *upstreamtokens.Broker
+	// userCheck re-applies the sign-in policy to a user at every use of a
+	// grant (disabled users and the allowlist).
+	userCheck func(context.Context, store.User) error
+	// prefix is the issuer's path (oauth.IssuerPath).
+	prefix string
+	// pages are the sign-in pages' templates with the operator's branding
+	// (pages.*), checked once here: a theme that would hide the consent
+	// page's facts stops authd.
+	pages *authorize.Pages
+}
+
+// newWiring loads the configured clients, the signing keys and the
+// upstreams, and builds the shared parts.
+func newWiring(ctx context.Context, d deps) (*wiring, error) {
+	w := &wiring{deps: d, prefix: oauth.IssuerPath(d.cfg.Issuer)}
+	if err := register.SyncStaticClients(ctx, d.store, d.cfg.Clients, d.now()); err != nil {
 		return nil, fmt.Errorf("loading configured clients: %w", err)
 	}
+	var err error
+	if w.keys, err = signingKeys(ctx, d); err != nil {
+		return nil, err
+	}
+	w.bst = store.NewBounded(d.store, d.cfg.DatabaseTimeout, d.cfg.DatabaseMaxInFlight)
+	w.bst.OnRefused = d.metrics.ObserveDBRefused
+	w.policy = d.cfg.Policy()
+	w.grants = grantRegistry(d.cfg)
+	if d.editGrants != nil {
+		w.grants = d.editGrants(w.grants)
+	}
+	if !w.grants.Serves(grants.AuthorizationCode) {
+		// /authorize is always mounted and issues codes.
+		return nil, errors.New("the grant registry must serve authorization_code: /authorize issues codes")
+	}
+	if err := token.CheckGrants(w.grants); err != nil {
+		return nil, err
+	}
+	w.clients = newClientSource(d.cfg, w.bst, w.grants, d.cimdRoots, d.now, d.log)
+	w.throttle = clientauth.NewThrottle(d.cfg.RateLimits.ClientAuthFailures, d.now)
+	if w.connectors, w.userCheck, err = upstreams(ctx, d); err != nil {
+		return nil, err
+	}
+	if w.broker, err = newBroker(d.cfg, d.store, w.connectors, d.cfg.Allowlist.Check, d.now, d.log); err != nil {
+		return nil, fmt.Errorf("upstream tokens: %w", err)
+	}
+	pg := d.cfg.Pages
+	if w.pages, err = authorize.NewPages(authorize.Branding{ProductName: pg.ProductName, LogoURL: pg.LogoURL,
+		AccentColor: pg.AccentColor, TemplateDir: pg.TemplateDir}); err != nil {
+		return nil, fmt.Errorf("pages.%w", err)
+	}
+	return w, nil
+}
 
-	kopts := keyOptions(cfg, now, log)
-	pems, err := readPEMFiles(cfg.Keys.PEMFiles)
+// grantRegistry is the one place that decides which grant types authd
+// serves and to which clients: /token dispatches, /register and client ID
+// metadata documents accept, and the RFC 8414 metadata advertises exactly
+// these. A new grant is an entry in grants.Default (or, when the
+// configuration must switch it on, a With here) plus its function in
+// internal/token.
+func grantRegistry(cfg *config.Config) grants.Registry {
+	r := grants.Default().
+		// Open registration must not be a way around signing in.
+		AllowDynamic(grants.ClientCredentials, cfg.Registration.AllowClientCredentials)
+	if cfg.TokenExchangeEnabled() {
+		// RFC 8693, served when a configured client has token_exchange;
+		// never to registered or metadata-document clients.
+		r = r.With(grants.Grant{Type: grants.TokenExchange, Confidential: true})
+	}
+	return r
+}
+
+// signingKeys loads (or creates) the signing keys.
+func signingKeys(ctx context.Context, d deps) (*keys.Manager, error) {
+	kopts := keyOptions(d.cfg, d.now, d.log)
+	pems, err := readPEMFiles(d.cfg.Keys.PEMFiles)
 	if err != nil {
 		return nil, err
 	}
 	kopts.PEMKeys = pems
-	if cfg.Dev && cfg.Keys.EncryptionSecret == "" {
+	if d.cfg.Dev && d.cfg.Keys.EncryptionSecret == "" {
 		// Dev keys live in memory (or a dev database) only.
 		kopts.EncryptionKey = keys.DeriveKEK("authd-development-mode-only")
 	}
-	km, err := keys.New(ctx, st, kopts)
+	km, err := keys.New(ctx, d.store, kopts)
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
-	// What requests do goes through bst: a deadline per request and a
-	// bound on the operations in flight, so a sick database costs a quick
-	// 503 rather than hung clients and piling goroutines (see
-	// store.Bounded). Background work (key reloads, purges) has its own
-	// time limits.
-	bst := store.NewBounded(st, cfg.DatabaseTimeout, cfg.DatabaseMaxInFlight)
-	bst.OnRefused = m.ObserveDBRefused
+	return km, nil
+}
 
-	if upstreamClient == nil {
-		upstreamClient = &http.Client{Timeout: 15 * time.Second}
+// upstreams builds a connector per configured upstream, and the check the
+// token endpoints re-apply to a user (still enabled, still allowed).
+func upstreams(ctx context.Context, d deps) ([]upstream.Connector, func(context.Context, store.User) error, error) {
+	cfg := d.cfg
+	client := d.upstreamClient
+	if client == nil {
+		client = &http.Client{Timeout: 15 * time.Second}
 	}
-	upstreamClient = tracing.Client(d.tracerProvider, upstreamClient)
+	client = tracing.Client(d.tracerProvider, client)
 	var connectors []upstream.Connector
 	providerTypes := map[string]string{}
 	for _, uc := range cfg.Upstreams {
 		uc.RedirectURL = cfg.Issuer + "/callback/" + uc.ID
-		c, err := upstream.New(ctx, uc, upstreamClient, log)
+		c, err := upstream.New(ctx, uc, client, d.log)
 		if err != nil {
-			return nil, fmt.Errorf("upstreams[%s]: %w", uc.ID, err)
+			return nil, nil, fmt.Errorf("upstreams[%s]: %w", uc.ID, err)
 		}
 		connectors = append(connectors, c)
 		providerTypes[uc.ID] = uc.Type
 	}
-	policy := cfg.Allowlist
+	allow := cfg.Allowlist
 	userCheck := func(_ context.Context, u store.User) error {
 		if u.Disabled {
 			return errors.New("user disabled")
 		}
-		return policy.Check(providerTypes[u.Provider], u)
+		return allow.Check(providerTypes[u.Provider], u)
 	}
+	return connectors, userCheck, nil
+}
 
-	// Every endpoint lives under the issuer's path (RFC 8414 §3.1: an issuer
-	// https://host/tenant serves https://host/tenant/token, ...); /health,
-	// /ready and the well-known documents stay at the host root.
-	prefix := oauth.IssuerPath(cfg.Issuer)
-	root := server.NewRouter(server.Options{
-		Log:            log,
+// router builds the root router (the host root: /health, /ready, the
+// well-known documents) and the one endpoints are mounted on.
+//
+// Every endpoint lives under the issuer's path (RFC 8414 §3.1: an issuer
+// https://host/tenant serves https://host/tenant/token, ...). Endpoint
+// routes share one group so that the per-address limit of the sign-in
+// flow applies to them: /authorize and the sign-in pages share one budget
+// (each costs a database write or an upstream round trip, and a person
+// needs a handful). /register, /token, /revoke and /introspect apply their
+// own limits inside their handlers.
+func (w *wiring) router() (root, endpoints chi.Router) {
+	cfg, m, prefix := w.cfg, w.metrics, w.prefix
+	root = server.NewRouter(server.Options{
+		Log:            w.log,
 		TrustedProxies: mustPrefixes(cfg),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
 		Version:        version,
-		Started:        started,
+		Started:        w.started,
 		// Readiness pings past bst: a replica that is busy (every slot of
 		// database_max_in_flight taken) is still ready, and reporting it
 		// not-ready would only push its load onto the others.
-		Ready:          st.Ping,
-		Now:            now,
-		TracerProvider: d.tracerProvider,
+		Ready:          w.store.Ping,
+		Now:            w.now,
+		TracerProvider: w.tracerProvider,
 		Observe: func(route, method string, status int, d time.Duration) {
 			m.ObserveRequest(route, method, status, d)
 			if route == prefix+"/register" && method == http.MethodPost {
@@ -188,55 +324,42 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 			}
 		},
 	})
-	// Endpoint routes share one group so that the per-address limit of the
-	// sign-in flow applies to them: /authorize and the sign-in pages share
-	// one budget (each costs a database write or an upstream round trip,
-	// and a person needs a handful). /register, /token, /revoke and
-	// /introspect apply their own limits inside their handlers.
-	authorizeLimit := ratelimit.New(cfg.RateLimits.Authorize, now)
-	endpoints := root
+	authorizeLimit := ratelimit.New(cfg.RateLimits.Authorize, w.now)
+	var under chi.Router = root
 	if prefix != "" {
-		endpoints = chi.NewRouter()
-		root.Mount(prefix, endpoints) // after NotFound: Mount hands it down
+		under = chi.NewRouter()
+		root.Mount(prefix, under) // after NotFound: Mount hands it down
 	}
-	var r chi.Router = endpoints.With(limitPaths(prefix, map[string]*ratelimit.Limiter{
-		"/authorize": authorizeLimit,
-		"/login":     authorizeLimit,
-		"/callback/": authorizeLimit,
-		"/consent":   authorizeLimit,
+	endpoints = under.With(limitPaths(prefix, map[string]*ratelimit.Limiter{
+		"/authorize":  authorizeLimit,
+		"/login":      authorizeLimit,
+		"/callback/":  authorizeLimit,
+		"/consent":    authorizeLimit,
+		"/apps/login": authorizeLimit,
+		"/upstream/":  authorizeLimit,
 	}))
+	return root, endpoints
+}
 
-	// Client ID metadata documents: URL client_ids are resolved by store
-	// decorators handed to every endpoint that looks clients up. Only
-	// /authorize fetches documents of clients not seen before.
-	var authzClients, clients store.Store = bst, bst
-	if cimdCfg := cfg.ClientMetadataDocuments; cimdCfg.Enabled {
-		if cimdCfg.AllowLoopback && !cfg.Dev {
-			log.Warn("client_metadata_documents.allow_loopback is set: client metadata documents may be fetched from this host's loopback interface; never set it in production")
-		}
-		resolver := cimd.New(bst, cimdCfg, d.cimdRoots, log)
-		resolver.RedirectURIPolicy = cfg.Registration.CheckRedirectURIs // documents obey registration.allowed_redirect_uris too
-		authzClients, clients = cimd.Wrap(bst, resolver), cimd.WrapKnown(bst, resolver)
-	}
-
-	// The resource and scope policy, built once: every endpoint below that
-	// applies a rule about resources or scopes gets this one value.
-	pol := cfg.Policy()
+// mountDiscovery serves the RFC 8414 metadata, the JWK set and the RFC
+// 9728 documents at the host root: their paths are absolute (the
+// path-inserted metadata of RFC 8414 §3.1 sits outside the issuer's path).
+func (w *wiring) mountDiscovery(root chi.Router) {
+	cfg, pol := w.cfg, w.policy
 	scopeNames := pol.ScopeNames()
 	features := discovery.Features{
 		Registration:         cfg.Registration.Enabled,
 		Introspection:        true,
 		Revocation:           true,
-		ClientCredentials:    true,
-		RefreshTokens:        true,
+		GrantTypes:           w.grants.Types(),
 		Scopes:               scopeNames,
 		ServiceDocumentation: cfg.ServiceDocumentation,
 		CIMD:                 cfg.ClientMetadataDocuments.Enabled,
 	}
 	disc := &discovery.Handler{
 		Metadata: discovery.NewMetadata(cfg.Issuer, features),
-		JWKS:     km.JWKS,
-		Log:      log,
+		JWKS:     w.keys.JWKS,
+		Log:      w.log,
 		// --dev: every URL is a resource (/verify?resource= protects it).
 		AnyResource:       cfg.Dev && cfg.AllowAnyResource,
 		AnyResourceScopes: scopeNames,
@@ -250,109 +373,134 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 			ResourceName:          res.Name,
 		})
 	}
-	// At the host root: the documents' paths are absolute (the path-inserted
-	// metadata of RFC 8414 §3.1 sits outside the issuer's path).
 	disc.Routes(root)
+}
 
-	// One client cache for /token, /revoke and /introspect (the hot paths
-	// read no client row), one for the sign-in flow, which looks its client
-	// up on every step (/authorize, login, callback, consent): a flow reads
-	// the row once. Registration changes invalidate both at once.
-	clientCache := clientauth.NewCachedClients(clients, clientauth.DefaultCacheTTL, now)
-	authzCache := clientauth.NewCachedClients(authzClients, clientauth.DefaultCacheTTL, now)
-	// One budget of failed credential checks for /token, /revoke,
-	// /introspect and RFC 7592.
-	throttle := clientauth.NewThrottle(cfg.RateLimits.ClientAuthFailures, now)
+// mountRegister serves RFC 7591 registration and RFC 7592 management,
+// writing through the client source (so that changes are forgotten).
+func (w *wiring) mountRegister(r chi.Router) {
+	cfg, now := w.cfg, w.now
 	reg := &register.Handler{
-		Store:          invalidatingStore{Store: bst, caches: []*clientauth.CachedClients{clientCache, authzCache}},
+		Store:          w.clients.writeThrough(),
 		Issuer:         cfg.Issuer,
 		Policy:         cfg.Registration,
-		ScopePolicy:    pol,
+		Grants:         w.grants,
+		ScopePolicy:    w.policy,
 		Limiter:        ratelimit.New(cfg.Registration.RateLimit, now),
-		Throttle:       throttle,
+		Throttle:       w.throttle,
 		TrustedProxies: mustPrefixes(cfg),
 		Now:            now,
-		Log:            log,
+		Log:            w.log,
 	}
 	reg.Routes(r)
+}
 
+// mountAuthorize serves the sign-in flow: /authorize, the sign-in pages,
+// upstream callbacks, consent and the connected-apps page.
+func (w *wiring) mountAuthorize(r chi.Router) {
+	cfg := w.cfg
 	authz := &authorize.Handler{
-		Store:      cachedClientStore{Store: authzClients, clients: authzCache},
+		Pages:      w.pages,
+		Store:      w.clients.signInStore(),
 		Issuer:     cfg.Issuer,
-		Connectors: connectors,
-		Allowlist:  policy,
-		Policy:     pol,
+		Connectors: w.connectors,
+		Allowlist:  cfg.Allowlist,
+		Policy:     w.policy,
 		Lifetimes: authorize.Lifetimes{
 			Request: cfg.Session.RequestLifetime,
 			Code:    cfg.Tokens.CodeLifetime,
 			Session: cfg.Session.Lifetime,
 		},
 		DevMode: cfg.Dev,
-		OnEvent: m.ObserveAuthorizeEvent,
-		Now:     now,
-		Log:     log,
+		OnEvent: w.metrics.ObserveAuthorizeEvent,
+		Now:     w.now,
+		Log:     w.log,
+	}
+	if w.broker != nil {
+		authz.UpstreamGrants = w.broker
+	}
+	for _, res := range cfg.Resources {
+		if len(res.UpstreamScopes) > 0 {
+			if authz.UpstreamScopes == nil {
+				authz.UpstreamScopes = map[string]map[string][]string{}
+			}
+			authz.UpstreamScopes[res.URI] = res.UpstreamScopes
+		}
 	}
 	authz.Routes(r)
+}
 
-	clientAuth := &clientauth.Authenticator{Clients: clientCache, Now: now, Throttle: throttle, FailureFloor: clientauth.DefaultFailureFloor}
-	if err := pinConfiguredSecrets(ctx, st, clientAuth, cfg.Clients, now(), log); err != nil {
-		return nil, err
-	}
+// mountBackChannel serves the OpenID Connect Back-Channel Logout
+// receiver for the upstreams that send logout tokens.
+func (w *wiring) mountBackChannel(r chi.Router) {
+	(&backchannel.Handler{Store: w.bst, Connectors: w.connectors, OnEvent: w.metrics.ObserveAuthorizeEvent, Now: w.now, Log: w.log}).Routes(r)
+}
+
+// clientAuthenticator authenticates the clients of /token, /revoke and
+// /introspect, looking them up in the client source.
+func (w *wiring) clientAuthenticator() *clientauth.Authenticator {
+	return &clientauth.Authenticator{Clients: w.clients.knownClients(), Now: w.now, Throttle: w.throttle, FailureFloor: clientauth.DefaultFailureFloor}
+}
+
+// mountToken serves /token (the grants of the registry) and /revoke.
+func (w *wiring) mountToken(r chi.Router, clientAuth *clientauth.Authenticator) {
+	cfg, now := w.cfg, w.now
 	tok := &token.Handler{
-		Store:                    clients,
-		Clients:                  clientAuth,
-		Keys:                     km,
-		Issuer:                   cfg.Issuer,
-		Policy:                   pol,
-		AccessTokenLifetime:      cfg.Tokens.AccessTokenLifetime,
-		RefreshTokenLifetime:     cfg.Tokens.RefreshTokenLifetime,
-		RefreshRetryWindow:       cfg.Tokens.RefreshRetryWindow,
-		GrantLifetime:            cfg.Tokens.GrantLifetime,
-		ClientIdleLifetime:       cfg.Registration.ClientIdleLifetime,
-		DynamicClientCredentials: cfg.Registration.AllowClientCredentials,
-		IdentityClaims:           cfg.Tokens.IdentityClaims,
-		UserCheck:                userCheck,
-		Observe:                  m.ObserveToken,
-		MaxBodyBytes:             cfg.HTTP.MaxBodyBytes,
+		Store:                w.bst,
+		Clients:              clientAuth,
+		Keys:                 w.keys,
+		Issuer:               cfg.Issuer,
+		Policy:               w.policy,
+		AccessTokenLifetime:  cfg.Tokens.AccessTokenLifetime,
+		RefreshTokenLifetime: cfg.Tokens.RefreshTokenLifetime,
+		RefreshRetryWindow:   cfg.Tokens.RefreshRetryWindow,
+		GrantLifetime:        cfg.Tokens.GrantLifetime,
+		ClientIdleLifetime:   cfg.Registration.ClientIdleLifetime,
+		Grants:               w.grants,
+		IdentityClaims:       cfg.Tokens.IdentityClaims,
+		UserCheck:            grantCheck(w.userCheck, w.broker),
+		Observe:              w.metrics.ObserveToken,
+		MaxBodyBytes:         cfg.HTTP.MaxBodyBytes,
 		// Applied inside the handler, after its CORS headers.
 		TokenLimit:  ratelimit.New(cfg.RateLimits.Token, now),
 		RevokeLimit: ratelimit.New(cfg.RateLimits.Revoke, now),
 		Now:         now,
-		Log:         log,
+		Log:         w.log,
 	}
+	tok.Exchange = tokenExchange(cfg, w.broker, w.metrics)
 	tok.Routes(r)
+}
 
+// mountIntrospect serves /introspect and /verify.
+func (w *wiring) mountIntrospect(r chi.Router, clientAuth *clientauth.Authenticator) {
+	cfg, now := w.cfg, w.now
 	intro := &introspect.Handler{
-		Store:        clients,
+		Store:        w.bst,
 		Clients:      clientAuth,
-		Keys:         km,
+		Keys:         w.keys,
 		Issuer:       cfg.Issuer,
 		BearerTokens: cfg.Introspection.BearerTokens,
 		// --dev: /verify?resource= protects any URL (allow_any_resource).
 		AnyResource:    cfg.Dev && cfg.AllowAnyResource,
 		IdentityClaims: cfg.Tokens.IdentityClaims,
-		UserCheck:      userCheck,
+		UserCheck:      w.userCheck,
 		Limiter:        ratelimit.New(cfg.Introspection.RateLimit, now),
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
-		Observe:        m.ObserveIntrospection,
+		Observe:        w.metrics.ObserveIntrospection,
 		Now:            now,
-		Log:            log,
+		Log:            w.log,
 	}
 	for _, res := range cfg.Resources {
 		ids, _ := idclaims.Parse(res.Claims) // validated at load
 		ir := introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes, Claims: ids}
+		ir.ForwardUpstreamToken = forwardUpstreamToken(res, w.log)
 		for _, rs := range res.RouteScopes {
 			ir.RouteScopes = append(ir.RouteScopes, introspect.RouteScope{Method: rs.Method, Path: rs.Path, Scopes: rs.Scopes})
 		}
 		intro.Resources = append(intro.Resources, ir)
 	}
+	intro.UpstreamTokens = forwardedUpstreamTokens(w.broker)
 	intro.Routes(r)
-
-	a := &app{cfg: cfg, log: log, store: st, keys: km, handler: root, now: now, metrics: m}
-	if _, ok := st.(*store.Postgres); ok {
-		a.listener = changeListener(cfg, log, km, clientCache, authzCache)
-	}
-	return a, nil
 }
 
 // changeListener applies the changes other replicas (and the admin CLI)
@@ -361,7 +509,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 // nothing here. The periodic key reload and the client cache's TTL stay as
 // the fallback for when the notifications are interrupted; after each
 // reconnection everything is reloaded, since changes may have been missed.
-func changeListener(cfg *config.Config, log *slog.Logger, km *keys.Manager, caches ...*clientauth.CachedClients) *store.Listener {
+func changeListener(cfg *config.Config, log *slog.Logger, km *keys.Manager, clients *clientSource) *store.Listener {
 	reloadKeys := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -377,16 +525,12 @@ func changeListener(cfg *config.Config, log *slog.Logger, km *keys.Manager, cach
 			case store.ChangeKeys:
 				reloadKeys()
 			case store.ChangeClient:
-				for _, cc := range caches {
-					cc.Invalidate(c.ID)
-				}
+				clients.invalidate(c.ID)
 			}
 		},
 		OnConnect: func() {
 			reloadKeys()
-			for _, cc := range caches {
-				cc.InvalidateAll()
-			}
+			clients.invalidateAll()
 			log.Debug("listening for changes from other replicas", "channel", store.ChangesChannel)
 		},
 	}
@@ -499,6 +643,13 @@ func (a *app) startBackground(ctx context.Context) {
 				if err != nil {
 					a.log.Warn("purge failed", "error", err.Error())
 					continue
+				}
+				// Kept tokens of upstreams that no longer keep them
+				// (removed, or store_tokens off) will never be used.
+				if n, err := a.store.DeleteUpstreamTokensExcept(ctx, keptUpstreams(a.cfg)); err != nil {
+					a.log.Warn("purge failed", "error", err.Error())
+				} else {
+					res["upstream_tokens"] += n
 				}
 				var total int64
 				for _, n := range res {

@@ -31,8 +31,8 @@ type secEnv struct {
 	inst       *instance
 	db         *pgxpool.Pool
 	metricsURL string
-	// upstreamTokens collects the access tokens the fake GitHub issued to
-	// authd, seen on the wire between them.
+	// upstreamTokens collects the access and refresh tokens the fake
+	// GitHub issued to authd, seen on the wire between them.
 	upstreamTokens *tokenTap
 }
 
@@ -58,7 +58,13 @@ func newSecEnvYAML(t *testing.T, extra map[string]string, yaml string) *secEnv {
 
 func newSecEnvOnYAML(t *testing.T, dsn string, extra map[string]string, yaml string) *secEnv {
 	t.Helper()
-	f := newFlowEnv(t, dsn)
+	return newSecEnvFrom(t, newFlowEnv(t, dsn), dsn, extra, yaml)
+}
+
+// newSecEnvFrom is newSecEnvOnYAML for a flow environment the caller
+// prepared (e.g. its configuration edited).
+func newSecEnvFrom(t *testing.T, f *flowEnv, dsn string, extra map[string]string, yaml string) *secEnv {
+	t.Helper()
 	if yaml != "" {
 		cfg, err := os.OpenFile(f.cfg, os.O_APPEND|os.O_WRONLY, 0)
 		if err == nil {
@@ -117,13 +123,15 @@ func (tt *tokenTap) RoundTrip(r *http.Request) (*http.Response, error) {
 	var m map[string]any
 	if json.Unmarshal(body, &m) != nil {
 		if v, err := url.ParseQuery(string(body)); err == nil {
-			m = map[string]any{"access_token": v.Get("access_token")}
+			m = map[string]any{"access_token": v.Get("access_token"), "refresh_token": v.Get("refresh_token")}
 		}
 	}
-	if tok, _ := m["access_token"].(string); tok != "" {
-		tt.mu.Lock()
-		tt.seen = append(tt.seen, tok)
-		tt.mu.Unlock()
+	for _, k := range []string{"access_token", "refresh_token"} {
+		if tok, _ := m[k].(string); tok != "" {
+			tt.mu.Lock()
+			tt.seen = append(tt.seen, tok)
+			tt.mu.Unlock()
+		}
 	}
 	return resp, nil
 }

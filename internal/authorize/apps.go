@@ -122,12 +122,70 @@ func (h *Handler) apps(w http.ResponseWriter, r *http.Request) error {
 		}
 		return strings.Compare(a.ClientID, b.ClientID)
 	})
+	accounts, err := h.upstreamAccounts(r, user.ID)
+	if err != nil {
+		return err
+	}
 	h.render(w, r, http.StatusOK, "apps", "Connected apps", struct {
 		UserName string
 		Apps     []appEntry
+		Accounts []upstreamAccount
 		CSRF     string
 		Base     string
-	}{displayName(user), entries, sessionCSRF(sid), h.basePath()})
+	}{displayName(user), entries, accounts, sessionCSRF(sid), h.basePath()})
+	return nil
+}
+
+// upstreamAccount is an upstream grant authd keeps for the user
+// (store_tokens), as /apps shows it: never a token.
+type upstreamAccount struct {
+	Upstream string // id, posted back to disconnect
+	Name     string // the upstream's display name
+	Scopes   []string
+	Since    time.Time
+	Dead     bool
+}
+
+func (h *Handler) upstreamAccounts(r *http.Request, userID string) ([]upstreamAccount, error) {
+	if h.UpstreamGrants == nil {
+		return nil, nil
+	}
+	conns, err := h.UpstreamGrants.Connections(r.Context(), userID)
+	if err != nil {
+		return nil, err
+	}
+	var out []upstreamAccount
+	for _, c := range conns {
+		a := upstreamAccount{Upstream: c.Upstream, Name: c.Upstream, Scopes: c.Scopes, Since: c.Since, Dead: c.Dead}
+		if conn := h.connector(c.Upstream); conn != nil {
+			a.Name = conn.DisplayName()
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// disconnectUpstream serves POST /apps/disconnect: authd forgets the
+// user's kept grant at one upstream (its tokens are deleted), so no MCP
+// server can get it any more. The grant at the upstream itself stays
+// until the user revokes it there.
+func (h *Handler) disconnectUpstream(w http.ResponseWriter, r *http.Request) error {
+	user, _, signedOut, err := h.sessionForm(w, r)
+	if signedOut {
+		return pageError(http.StatusForbidden, "Not signed in",
+			"You are not signed in, so there is nothing to disconnect here. Sign in through an application first.")
+	}
+	if err != nil {
+		return err
+	}
+	id := r.PostForm.Get("upstream")
+	if id == "" || h.UpstreamGrants == nil {
+		return pageError(http.StatusBadRequest, "Invalid form", "No account was named.")
+	}
+	if err := h.UpstreamGrants.Disconnect(r.Context(), user.ID, id); err != nil {
+		return err
+	}
+	redirect(w, r, h.path("/apps"))
 	return nil
 }
 
@@ -139,7 +197,7 @@ func (h *Handler) revokeApp(w http.ResponseWriter, r *http.Request) error {
 	user, _, signedOut, err := h.sessionForm(w, r)
 	if signedOut {
 		return pageError(http.StatusForbidden, "Not signed in",
-			"You are not signed in, so there is nothing to revoke here. Sign in through an application first.")
+			"You are not signed in, so there is nothing to revoke here. Sign in on the connected apps page first.")
 	}
 	if err != nil {
 		return err
@@ -188,15 +246,48 @@ func (h *Handler) signedIn(r *http.Request) (store.User, string, bool, error) {
 	return sess.User, sid, true, nil
 }
 
-// notSignedIn is /apps without a session. There is no sign-in from here:
-// a sign-in always belongs to an authorization request of some client.
-// 200, not 401: there is no HTTP authentication scheme to offer (RFC 9110
-// §15.5.2 requires WWW-Authenticate with a 401).
+// notSignedIn is /apps without a session: it offers a sign-in at each
+// upstream, which returns here (appsLogin). 200, not 401: there is no HTTP
+// authentication scheme to offer (RFC 9110 §15.5.2 requires
+// WWW-Authenticate with a 401).
 func (h *Handler) notSignedIn(w http.ResponseWriter, r *http.Request) {
-	h.render(w, r, http.StatusOK, "error", "Not signed in", errorData{
-		Message: "You are not signed in.",
-		Hint:    "This page lists the applications you have allowed to use your account. It is available while you are signed in: connect an application to this server, then come back here.",
-	})
+	choices := make([]choice, 0, len(h.Connectors))
+	for _, c := range h.Connectors {
+		choices = append(choices, choice{Name: c.DisplayName(), URL: h.path("/apps/login?" + url.Values{"idp": {c.ID()}}.Encode())})
+	}
+	h.render(w, r, http.StatusOK, "signin", "Not signed in", struct {
+		Message string
+		Choices []choice
+	}{"You are not signed in. Sign in to see the applications you have allowed to use your account, and to revoke them.", choices})
+}
+
+// appsLogin serves GET /apps/login?idp=ID: a sign-in no client asked for,
+// which returns to /apps. It is a pending request without client, bound to
+// this browser by its cookie like any other (so a callback URL sent to
+// someone else signs nobody in); the callback sees no client and sends the
+// browser back here instead of to a consent page.
+func (h *Handler) appsLogin(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	conn := h.connector(r.URL.Query().Get("idp"))
+	if conn == nil && len(h.Connectors) == 1 {
+		conn = h.Connectors[0]
+	}
+	if conn == nil {
+		redirect(w, r, h.path("/apps")) // the page lists the choices
+		return nil
+	}
+	now := h.now()
+	rid := oauth.NewToken(oauth.PrefixRequest)
+	p := store.AuthRequest{CreatedAt: now, ExpiresAt: now.Add(h.requestLifetime())}
+	u, err := h.prepareUpstream(ctx, &p, rid, conn)
+	if err != nil {
+		return errUpstreamUnavailable(err)
+	}
+	if err := h.storeRequest(ctx, w, rid, p); err != nil {
+		return err
+	}
+	redirect(w, r, u)
+	return nil
 }
 
 // sessionForm reads a POSTed form of the signed-in user and checks its

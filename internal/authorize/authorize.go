@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/store"
@@ -88,12 +89,26 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) error {
 		return t.fail(err)
 	}
 	signedIn := sess != nil && !slices.Contains(p.Prompt, promptLogin) && fresh(sess.AuthTime, p.MaxAge, now)
+	idpHint := q.Get("idp_hint")
+	if signedIn && h.UpstreamGrants != nil {
+		// An upstream that keeps tokens must hold a usable grant with the
+		// upstream scopes these resources need; otherwise the user signs
+		// in there again (incremental authorization), not silently here.
+		provider := sess.User.Provider
+		covered, err := h.UpstreamGrants.Covers(ctx, sess.UserID, provider, h.upstreamScopes(provider, p.Resources))
+		if err != nil {
+			return t.fail(err)
+		}
+		if !covered {
+			signedIn, idpHint = false, provider
+		}
+	}
 
 	if !signedIn {
 		if slices.Contains(p.Prompt, promptNone) {
 			return t.fail(oauth.LoginRequired("the user is not signed in"))
 		}
-		return h.startLogin(w, r, t, p, q.Get("idp_hint"))
+		return h.startLogin(w, r, t, p, idpHint)
 	}
 
 	// Single sign-on: the browser's session stands for the user.
@@ -251,7 +266,7 @@ func (h *Handler) validate(q url.Values, c store.Client) (store.AuthRequest, *oa
 	// RFC 7591 §2: omitted grant_types / response_types mean
 	// authorization_code / code.
 	gt, rts := c.Metadata.GrantTypes, c.Metadata.ResponseTypes
-	if (len(gt) > 0 && !slices.Contains(gt, "authorization_code")) || (len(rts) > 0 && !slices.Contains(rts, "code")) {
+	if (len(gt) > 0 && !slices.Contains(gt, grants.AuthorizationCode)) || (len(rts) > 0 && !slices.Contains(rts, "code")) {
 		return p, oauth.UnauthorizedClient("the client is not registered for the authorization code grant")
 	}
 

@@ -36,6 +36,17 @@ type consentData struct {
 	Handle       string
 	CSRF         string
 	Base         string // Handler.basePath, prefixed to authd's own URLs
+
+	// UpstreamAccess says, per resource, what it may do as the user at
+	// the upstream (resources[].upstream_scopes, store_tokens).
+	UpstreamAccess []consentUpstream
+}
+
+// consentUpstream is one resource's access at the upstream.
+type consentUpstream struct {
+	Resource string
+	Upstream string // display name
+	Scopes   []string
 }
 
 // consentPage serves GET /consent?req=H.
@@ -67,6 +78,13 @@ func (h *Handler) consentPage(w http.ResponseWriter, r *http.Request) error {
 		}
 		_, approved := prior.Approvals[uri]
 		d.Resources = append(d.Resources, consentResource{Name: name, URI: uri, New: !approved})
+		if scopes := h.upstreamScopes(user.Provider, []string{uri}); len(scopes) > 0 {
+			up := user.Provider
+			if conn := h.connector(up); conn != nil {
+				up = conn.DisplayName()
+			}
+			d.UpstreamAccess = append(d.UpstreamAccess, consentUpstream{Resource: name, Upstream: up, Scopes: scopes})
+		}
 	}
 	for _, s := range req.Scopes {
 		cs := consentScope{Name: s, Description: h.scopeDescription(s)}

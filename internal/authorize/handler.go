@@ -42,6 +42,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -50,6 +51,7 @@ import (
 	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/upstream"
+	"github.com/authd/authd/internal/upstreamtokens"
 )
 
 // Store is the part of store.Store this package uses.
@@ -85,6 +87,21 @@ type Allowlist interface {
 	Check(providerType string, u store.User) error
 }
 
+// UpstreamGrants is the broker (upstreamtokens.Broker): Keep is handed the
+// upstream's grant of a user who just signed in (kept for upstreams with
+// store_tokens, ignored for the others); /apps lists the kept grants and
+// lets the user disconnect one.
+type UpstreamGrants interface {
+	Keep(ctx context.Context, userID, upstream string, g *upstream.Grant) error
+	// Covers reports whether a usable grant with scopes is kept for the
+	// user at an upstream that keeps tokens (always true at one that
+	// does not): if not, single sign-on sends the user to the upstream
+	// again (incremental authorization).
+	Covers(ctx context.Context, userID, upstream string, scopes []string) (bool, error)
+	Connections(ctx context.Context, userID string) ([]upstreamtokens.Connection, error)
+	Disconnect(ctx context.Context, userID, upstream string) error
+}
+
 // Lifetimes of what this package creates. Zero values take the defaults.
 type Lifetimes struct {
 	Request time.Duration // pending authorization request; default 10m
@@ -108,6 +125,13 @@ type Handler struct {
 	// Connectors are the upstream identity providers, in chooser order.
 	Connectors []upstream.Connector
 	Allowlist  Allowlist
+	// UpstreamGrants, if set, is the broker: it is handed each sign-in's
+	// upstream grant, and /apps lists and disconnects kept grants.
+	UpstreamGrants UpstreamGrants
+	// UpstreamScopes are, per resource URI and upstream id, the scopes
+	// the resource's server needs at the upstream
+	// (resources[].upstream_scopes): sign-in asks for them.
+	UpstreamScopes map[string]map[string][]string
 	// Policy is the resource and scope policy (required): which resources
 	// a request may name, the default audience of one that names none
 	// (the same rule /token applies), which scopes the server knows,
@@ -118,6 +142,9 @@ type Handler struct {
 	// DevMode marks every page as a development server and mounts the
 	// development login form (upstream.DevLoginPath) for dev connectors.
 	DevMode bool
+	// Pages are the templates, style and CSP of the pages (NewPages, with
+	// the operator's branding); nil: authd's own, unbranded.
+	Pages *Pages
 	// OnEvent, if set, is told about outcomes (for metrics): see the event
 	// constants. upstream is the configured upstream id for login events
 	// ("unknown" for a callback to no configured upstream), else empty.
@@ -157,10 +184,12 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Get("/consent", h.serve(h.consentPage))
 	r.With(cop.Handler).Post("/consent", h.serve(h.consentSubmit))
 	r.Get("/apps", h.serve(h.apps))
+	r.Get("/apps/login", h.serve(h.appsLogin))
 	r.With(cop.Handler).Post("/apps/revoke", h.serve(h.revokeApp))
+	r.With(cop.Handler).Post("/apps/disconnect", h.serve(h.disconnectUpstream))
 	r.With(cop.Handler).Post("/logout", h.serve(h.logout))
 	if h.DevMode {
-		r.Handle(upstream.DevLoginPath, upstream.DevLoginHandler(h.Connectors, h.log()))
+		r.Handle(upstream.DevLoginPath, upstream.DevLoginHandler(h.Connectors, h.log(), h.pages().devBrand()))
 	}
 }
 
@@ -243,6 +272,19 @@ func (h *Handler) connector(id string) upstream.Connector {
 
 // resource is the configured resource uri, for the pages' names.
 func (h *Handler) resource(uri string) (policy.Resource, bool) { return h.Policy.Resource(uri) }
+
+// upstreamScopes is what the resources need at upstream id, in order.
+func (h *Handler) upstreamScopes(id string, resources []string) []string {
+	var out []string
+	for _, uri := range resources {
+		for _, s := range h.UpstreamScopes[uri][id] {
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
 
 // scopeDescription is the operator's words for scope name, for the pages.
 func (h *Handler) scopeDescription(name string) string { return h.Policy.ScopeDescription(name) }

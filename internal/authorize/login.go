@@ -57,6 +57,7 @@ func (h *Handler) prepareUpstream(ctx context.Context, p *store.AuthRequest, rid
 	}
 	state := oauth.NewToken(oauth.PrefixState)
 	opts := loginOptions(rid, state, *p)
+	opts.Scopes = h.upstreamScopes(conn.ID(), p.Resources)
 	if conn.Type() == upstream.TypeDev {
 		// The development login names the application asking, as the
 		// chooser and consent pages do (display only).
@@ -228,6 +229,9 @@ func (h *Handler) upstreamFailed(r *http.Request, provider string, req store.Aut
 		// redirect URI were confirmed at /authorize, so tell the
 		// client, as RFC 6749 §4.1.2.1 does for a declined request.
 		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", "declined")
+		if req.ClientID == "" { // the sign-in offered on /apps: no client to tell
+			return pageError(http.StatusForbidden, "Sign-in cancelled", "You declined to sign in.").withCause(err)
+		}
 		// The client as it is now: it may have withdrawn the
 		// redirect URI, or gone, while the user was away.
 		client, cerr := h.Store.GetClient(ctx, req.ClientID, h.now())
@@ -288,6 +292,15 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request, conn upstream.C
 		return "", time.Time{}, h.denied(ctx, conn, user, "Your account has been disabled by the operator of this server.")
 	}
 
+	// store_tokens: keep the upstream grant before the session exists,
+	// so that no sign-in completes whose grant the MCP servers it was
+	// for cannot get.
+	if h.UpstreamGrants != nil {
+		if err := h.UpstreamGrants.Keep(ctx, user.ID, conn.ID(), ident.Grant); err != nil {
+			return "", time.Time{}, err
+		}
+	}
+
 	// The user authenticated when the upstream says (OIDC auth_time),
 	// which is earlier than now when it signed them in from its own
 	// session. GitHub does not say, and a time ahead of our clock is not
@@ -346,6 +359,11 @@ func (h *Handler) denied(ctx context.Context, conn upstream.Connector, u store.U
 // stored again (with its user) for the consent page.
 func (h *Handler) afterLogin(w http.ResponseWriter, r *http.Request, req store.AuthRequest, requestCookie string) error {
 	ctx := r.Context()
+	if req.ClientID == "" { // the sign-in offered on /apps (appsLogin)
+		h.clearCookie(w, requestCookie)
+		redirect(w, r, h.path("/apps"))
+		return nil
+	}
 	client, err := h.Store.GetClient(ctx, req.ClientID, h.now())
 	if err != nil {
 		h.clearCookie(w, requestCookie)

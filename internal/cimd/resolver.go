@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
 )
@@ -52,7 +53,11 @@ type Resolver struct {
 	// client_id cannot bypass it. It applies whenever a document is
 	// validated: fetched, refetched or re-read from the store.
 	RedirectURIPolicy func(uris []string, appType string) *oauth.Error
-	Log               *slog.Logger
+	// Grants are the grant types the server serves; a document may list
+	// those open to metadata-document clients (grants.Grant.Document).
+	// The zero value means grants.Default().
+	Grants grants.Registry
+	Log    *slog.Logger
 
 	flights  singleflight.Group
 	initOnce sync.Once
@@ -233,10 +238,10 @@ func (r *Resolver) refresh(ctx context.Context, id string, now time.Time, cached
 	return c, nil
 }
 
-// parseDocument is ParseDocument followed by the operator's redirect URI
-// policy.
+// parseDocument validates a document with the server's grant registry,
+// then the operator's redirect URI policy.
 func (r *Resolver) parseDocument(id string, body []byte) (store.ClientMetadata, error) {
-	meta, err := ParseDocument(id, body)
+	meta, err := validateDocument(id, body, r.Grants.OrDefault())
 	if err != nil || r.RedirectURIPolicy == nil {
 		return meta, err
 	}

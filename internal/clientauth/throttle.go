@@ -142,6 +142,13 @@ func (t *Throttle) Check(r *http.Request, clientID string, secret bool) (Attempt
 	return t.check(r, "client:", clientID, secret)
 }
 
+// CheckNetwork is Check for a credential that names no client (a static
+// introspection token): only r's network's failure budget applies, and no
+// network becomes known-good for anyone.
+func (t *Throttle) CheckNetwork(r *http.Request) (Attempt, error) {
+	return t.check(r, "client:", "", false)
+}
+
 // CheckManagement is Check for RFC 7592 registration access tokens. Their
 // failures have a per-client budget apart from the client secret's, so
 // that guessing a client's registration access token never throttles the

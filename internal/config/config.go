@@ -8,14 +8,17 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/authd/authd/internal/allowlist"
+	"github.com/authd/authd/internal/authorize"
 	"github.com/authd/authd/internal/cimd"
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/idclaims"
@@ -102,6 +105,18 @@ type Config struct {
 	// ClientMetadataDocuments configures URL client_ids (client ID
 	// metadata documents): fetching, caching, and which hosts to accept.
 	ClientMetadataDocuments cimd.Config `mapstructure:"client_metadata_documents"`
+	// Pages brands the sign-in, consent and connected-apps pages.
+	Pages PagesConfig `mapstructure:"pages"`
+}
+
+// PagesConfig is the operator's branding of the pages (authorize.Branding).
+type PagesConfig struct {
+	ProductName string `mapstructure:"product_name"` // default "authd"
+	LogoURL     string `mapstructure:"logo_url"`     // https; the CSP admits its origin
+	AccentColor string `mapstructure:"accent_color"` // CSS hex colour
+	// TemplateDir holds templates replacing the embedded ones (a theme);
+	// the consent page's facts stay authd's (authorize.NewPages).
+	TemplateDir string `mapstructure:"template_dir"`
 }
 
 type LogConfig struct {
@@ -149,7 +164,8 @@ type RateLimitsConfig struct {
 
 type KeysConfig struct {
 	Algorithm string `mapstructure:"algorithm"` // ES256 or RS256
-	// EncryptionSecret encrypts signing keys at rest (AES-256-GCM).
+	// EncryptionSecret encrypts signing keys and kept upstream tokens
+	// (upstreams[].store_tokens) at rest (AES-256-GCM).
 	EncryptionSecret string `mapstructure:"encryption_secret"`
 	// PEMFiles, when set, are the signing keys (not stored in the database).
 	PEMFiles []string `mapstructure:"pem_files"`
@@ -206,6 +222,18 @@ type ResourceConfig struct {
 	// method and/or path, on top of RequiredScopes (step-up for
 	// unmodified servers).
 	RouteScopes []RouteScopeConfig `mapstructure:"route_scopes"`
+	// UpstreamScopes are, per upstream id, the scopes this resource's
+	// server needs at the upstream when it calls it as the user (e.g.
+	// github: [repo, read:org]). Sign-in for the resource asks for them;
+	// a later one for a resource needing more asks again. Needs
+	// store_tokens on that upstream.
+	UpstreamScopes map[string][]string `mapstructure:"upstream_scopes"`
+	// ForwardUpstreamToken names an upstream (upstreams[].id, with
+	// store_tokens) whose access token for the user /verify adds in the
+	// X-Forwarded-Access-Token header, for an unmodified server behind
+	// ForwardAuth that calls that upstream as the user. Empty (the
+	// default): never. See the README's warning before setting it.
+	ForwardUpstreamToken string `mapstructure:"forward_upstream_token"`
 }
 
 // RouteScopeConfig: requests to the resource matching Method (empty: any)
@@ -461,6 +489,20 @@ func (c *Config) Validate() error {
 		if _, err := idclaims.Parse(r.Claims); err != nil {
 			add("resources[%d].claims: %v", i, err)
 		}
+		for _, id := range slices.Sorted(maps.Keys(r.UpstreamScopes)) {
+			j := slices.IndexFunc(c.Upstreams, func(u upstream.Config) bool { return u.ID == id })
+			switch {
+			case j < 0:
+				add("resources[%d].upstream_scopes.%s: no upstream has id %q", i, id, id)
+			case !c.Upstreams[j].StoreTokens:
+				add("resources[%d].upstream_scopes.%s: upstream %q does not keep tokens; set upstreams[%d].store_tokens: true (without it nothing could use these scopes)", i, id, id, j)
+			}
+			for k, s := range r.UpstreamScopes[id] {
+				if s == "" || strings.ContainsAny(s, " \t\n\"\\,") {
+					add("resources[%d].upstream_scopes.%s[%d]: %q is not a valid scope token", i, id, k, s)
+				}
+			}
+		}
 		for j, rs := range r.RouteScopes {
 			if rs.Method != "" && !isMethod(rs.Method) {
 				add("resources[%d].route_scopes[%d].method: %q is not an HTTP method such as POST", i, j, rs.Method)
@@ -518,6 +560,12 @@ func (c *Config) Validate() error {
 		for _, err := range cl.Validate() {
 			add("clients[%d].%v", i, err)
 		}
+		for _, err := range c.validateTokenExchange(cl.TokenExchange) {
+			add("clients[%d].token_exchange.%v", i, err)
+		}
+	}
+	for _, err := range c.validateForwardUpstreamTokens() {
+		add("%v", err)
 	}
 	if len(c.Upstreams) == 0 {
 		add("upstreams: configure at least one identity provider (github, google or oidc), or use --dev")
@@ -533,6 +581,11 @@ func (c *Config) Validate() error {
 		}
 		for _, err := range u.Validate() {
 			add("%v", err)
+		}
+		// Kept upstream tokens are encrypted under the same secret as
+		// signing keys; PEM files do not provide one.
+		if u.StoreTokens && !c.Dev && len(c.Keys.PEMFiles) > 0 && len(c.Keys.EncryptionSecret) < 32 {
+			add("upstreams[%d].store_tokens: needs keys.encryption_secret (at least 32 characters) to encrypt the kept tokens, also when keys.pem_files provide the signing keys", i)
 		}
 	}
 	if c.Allowlist.NeedsGitHubTeams() {
@@ -550,6 +603,24 @@ func (c *Config) Validate() error {
 	}
 	for _, err := range c.ClientMetadataDocuments.Validate() {
 		add("client_metadata_documents.%v", err)
+	}
+	if c.Pages.ProductName != "" {
+		if msg := authorize.CheckProductName(c.Pages.ProductName); msg != "" {
+			add("pages.product_name: %s", msg)
+		}
+	}
+	if c.Pages.LogoURL != "" {
+		if _, err := authorize.LogoOrigin(c.Pages.LogoURL); err != nil {
+			add("pages.logo_url: %v", err)
+		}
+	}
+	if msg := authorize.CheckAccentColor(c.Pages.AccentColor); msg != "" {
+		add("pages.accent_color: %s", msg)
+	}
+	if d := c.Pages.TemplateDir; d != "" {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			add("pages.template_dir: %q is not a readable directory; name a directory of templates such as /etc/authd/theme (see Branding the pages in the README)", d)
+		}
 	}
 	for i, t := range c.Introspection.BearerTokens {
 		if len(t) < 32 {

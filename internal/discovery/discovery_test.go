@@ -19,6 +19,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/authd/authd/internal/discovery"
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/store/pgtest"
@@ -122,8 +123,7 @@ func allFeatures() discovery.Features {
 		Registration:         true,
 		Introspection:        true,
 		Revocation:           true,
-		ClientCredentials:    true,
-		RefreshTokens:        true,
+		GrantTypes:           grants.Default().Types(),
 		CIMD:                 true,
 		Scopes:               []string{"mcp:read", "mcp:write"},
 		ServiceDocumentation: "https://docs.example.com/authd",

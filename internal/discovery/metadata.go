@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/oauth"
 )
 
@@ -53,11 +54,13 @@ type Metadata struct {
 // grants exist. The composition root passes the same values to the endpoint
 // handlers and here, so the document cannot advertise what is not served.
 type Features struct {
-	Registration      bool // POST /register (RFC 7591)
-	Introspection     bool // POST /introspect (RFC 7662)
-	Revocation        bool // POST /revoke (RFC 7009)
-	ClientCredentials bool // grant_type=client_credentials
-	RefreshTokens     bool // grant_type=refresh_token
+	Registration  bool // POST /register (RFC 7591)
+	Introspection bool // POST /introspect (RFC 7662)
+	Revocation    bool // POST /revoke (RFC 7009)
+	// GrantTypes are the grant types /token serves, from the grant
+	// registry (grants.Registry.Types), in order; empty means
+	// authorization_code alone.
+	GrantTypes []string
 	// CIMD: URL client_ids resolved as client ID metadata documents.
 	CIMD bool
 	// Scopes is the server-wide scope list (scopes_supported).
@@ -85,7 +88,7 @@ func NewMetadata(issuer string, f Features) Metadata {
 		ScopesSupported:                   slices.Clone(f.Scopes),
 		ResponseTypesSupported:            []string{"code"},
 		ResponseModesSupported:            []string{"query"},
-		GrantTypesSupported:               []string{"authorization_code"},
+		GrantTypesSupported:               slices.Clone(f.GrantTypes),
 		TokenEndpointAuthMethodsSupported: slices.Clone(tokenAuthMethods),
 		ServiceDocumentation:              f.ServiceDocumentation,
 		// OAuth 2.1 and the MCP spec: PKCE with S256 only; MCP clients
@@ -95,17 +98,18 @@ func NewMetadata(issuer string, f Features) Metadata {
 		AuthorizationResponseISSParameterSupported: true,
 		ClientIDMetadataDocumentSupported:          f.CIMD,
 	}
-	if f.RefreshTokens {
-		m.GrantTypesSupported = append(m.GrantTypesSupported, "refresh_token")
+	if len(m.GrantTypesSupported) == 0 {
+		// RFC 8414 §2: an absent list would mean authorization_code and
+		// implicit.
+		m.GrantTypesSupported = []string{grants.AuthorizationCode}
+	}
+	if slices.Contains(m.GrantTypesSupported, grants.RefreshToken) {
 		// MCP SEP-2207: clients that want a refresh token add
 		// offline_access when the server lists it. authd accepts it
 		// everywhere and issues refresh tokens by the client's registered
 		// grant_types (oauth.ScopeOfflineAccess). Never in the protected
 		// resource documents: it is no permission at a resource.
 		m.ScopesSupported = append(m.ScopesSupported, oauth.ScopeOfflineAccess)
-	}
-	if f.ClientCredentials {
-		m.GrantTypesSupported = append(m.GrantTypesSupported, "client_credentials")
 	}
 	if f.Registration {
 		m.RegistrationEndpoint = base + PathRegister

@@ -88,6 +88,24 @@ func ForAudience(audience []string, lookup func(uri string) (Set, bool)) Set {
 	return out
 }
 
+// Basic is what tokens.identity_claims adds to every user token: the
+// login (preferred_username) and the verified email. /verify's X-Auth-User
+// and X-Auth-Email headers always carry these two.
+var Basic = Set{Login: true, Email: true}
+
+// ForToken is the one rule for what a user token bound to audience says
+// about its user, in the JWT itself and in introspection answers about
+// it: what every one of its resources is configured for (ForAudience:
+// each can read the token), plus Basic when basic (tokens.identity_claims)
+// is on.
+func ForToken(audience []string, lookup func(uri string) (Set, bool), basic bool) Set {
+	s := ForAudience(audience, lookup)
+	if basic {
+		s = s.Union(Basic)
+	}
+	return s
+}
+
 // Identity is the identity claims of a token or introspection answer, with
 // their JSON names; embed it in a claims struct.
 type Identity struct {

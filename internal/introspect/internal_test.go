@@ -67,14 +67,6 @@ func TestCovers(t *testing.T) {
 
 func TestTokenShapes(t *testing.T) {
 	for s, want := range map[string]bool{
-		"a.b.c": true, "eyJ.eyJ.sig-_": true, "a.b.": false, ".b.c": false, "a..c": false,
-		"a.b": false, "a.b.c.d": false, "a.b.c=": false, "a b.c.d": false, "": false,
-	} {
-		if isJWT(s) != want {
-			t.Errorf("isJWT(%q) = %v", s, !want)
-		}
-	}
-	for s, want := range map[string]bool{
 		"abc": true, "a-._~+/": true, "abc==": true, "a=b": false, "=": false, "": false, "a b": false, "a\tb": false,
 	} {
 		if isToken68(s) != want {

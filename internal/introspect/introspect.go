@@ -4,12 +4,12 @@
 // reverse proxies (Traefik forwardAuth, nginx auth_request, Caddy
 // forward_auth) that protect an unmodified MCP server.
 //
-// Both judge a token the same way: it must be one authd issued
-// and still stands behind. A token is routed by its own shape, never by the
-// caller's token_type_hint: authd's opaque access and refresh tokens carry
-// distinct prefixes, and anything shaped like a JWT is verified as an RFC
-// 9068 access token. Revocation is checked on every call (the revoked jti,
-// the grant), so a revocation made through any replica is seen at once.
+// Both are HTTP adapters over the token core, tokens.Service.Inspect, and
+// so judge a token the same way: it must be one authd issued and still
+// stands behind. A token is recognised by its own shape (tokens.KindOf),
+// never by the caller's token_type_hint. Revocation is checked on every
+// call (the revoked jti, the grant), so a revocation made through any
+// replica is seen at once.
 package introspect
 
 import (
@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/idclaims"
@@ -35,24 +34,16 @@ import (
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/tokens"
 )
 
-// Store is what introspection reads. *store.Postgres and *store.Memory
-// implement it. Clients are read through Handler.Clients (cached).
-type Store interface {
-	GetAccessToken(ctx context.Context, digest string) (store.AccessToken, error)
-	GetRefreshToken(ctx context.Context, digest string) (store.RefreshToken, error)
-	GetGrantUser(ctx context.Context, id string) (store.Grant, store.User, error)
-	GetUser(ctx context.Context, id string) (store.User, error)
-	IsJTIRevoked(ctx context.Context, jti string, now time.Time) (bool, error)
-	CheckJWTGrant(ctx context.Context, jti, grantID string, now time.Time) (bool, store.Grant, store.User, error)
-}
+// Store is what the token core checks tokens against (introspection only
+// reads it). *store.Postgres and *store.Memory implement it. Clients are
+// read through Handler.Clients (cached).
+type Store = tokens.Store
 
 // Keys verifies JWT access tokens; *keys.Manager implements it.
-type Keys interface {
-	Keyfunc(t *jwt.Token) (any, error)
-	Algorithms() []string
-}
+type Keys = tokens.Keys
 
 // Resource is a protected resource /verify guards, as the operator
 // configured it.
@@ -67,6 +58,12 @@ type Resource struct {
 	// Claims are the identity claims introspection answers about tokens
 	// for this resource, and /verify's headers for it, carry.
 	Claims idclaims.Set
+	// ForwardUpstreamToken, when set, is the upstream id whose access
+	// token for the user /verify adds as HeaderForwardedAccessToken, for
+	// an unmodified server that calls that upstream as the user
+	// (oauth2-proxy's convention). Off by default: it hands the upstream
+	// token to the server and everything between the proxy and it.
+	ForwardUpstreamToken string
 }
 
 // RouteScope says that requests matching Method and Path need Scopes.
@@ -101,6 +98,10 @@ type Handler struct {
 	// judged, at /introspect and /verify; an error makes the token
 	// inactive. Nil allows everyone.
 	UserCheck func(ctx context.Context, u store.User) error
+	// UpstreamTokens returns the user's current access token at an
+	// upstream, for resources with ForwardUpstreamToken; nil when no
+	// upstream tokens are kept (ErrUpstreamTokenGone: none usable).
+	UpstreamTokens func(ctx context.Context, userID, upstream string) (string, error)
 	// AnyResource lets /verify?resource=<URI> protect a URI that is not
 	// among Resources (no required scopes; the token's audience must still
 	// name it). Development mode only: in production an unlisted resource
@@ -133,8 +134,9 @@ type Handler struct {
 	once      sync.Once
 	bearers   [][sha256.Size]byte // digests of BearerTokens
 	resources []resourceMatcher   // Resources, parsed for matching
-	users     userCache
-	jwts      jwtCache
+	// tokens judges tokens; its caches (verified JWTs, users) serve both
+	// endpoints.
+	tokens *tokens.Service
 }
 
 // Routes mounts POST /introspect and /verify. /verify answers every method:
@@ -152,18 +154,22 @@ var inactiveBody = []byte(`{"active":false}`)
 
 // response is an RFC 7662 §2.2 answer for an active token.
 type response struct {
-	Active    bool     `json:"active"`
-	Scope     string   `json:"scope,omitempty"`
-	ClientID  string   `json:"client_id"`
-	Username  string   `json:"username,omitempty"`
-	TokenType string   `json:"token_type"`
-	ExpiresAt int64    `json:"exp"`
-	IssuedAt  int64    `json:"iat"`
-	NotBefore int64    `json:"nbf,omitempty"`
-	Subject   string   `json:"sub"`
-	Audience  audience `json:"aud,omitempty"`
-	Issuer    string   `json:"iss"`
-	JTI       string   `json:"jti,omitempty"`
+	Active    bool            `json:"active"`
+	Scope     string          `json:"scope,omitempty"`
+	ClientID  string          `json:"client_id"`
+	Username  string          `json:"username,omitempty"`
+	TokenType string          `json:"token_type"`
+	ExpiresAt int64           `json:"exp"`
+	IssuedAt  int64           `json:"iat"`
+	NotBefore int64           `json:"nbf,omitempty"`
+	Subject   string          `json:"sub"`
+	Audience  tokens.Audience `json:"aud,omitempty"`
+	Issuer    string          `json:"iss"`
+	JTI       string          `json:"jti,omitempty"`
+	// The token's act and cnf claims (RFC 8693 §4.1, RFC 9449 §6.2),
+	// for delegated and sender-constrained tokens.
+	Actor        *tokens.Actor        `json:"act,omitempty"`
+	Confirmation *tokens.Confirmation `json:"cnf,omitempty"`
 	// Identity claims, as Handler.IdentityClaims and the token's
 	// resources allow.
 	idclaims.Identity
@@ -231,12 +237,11 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) (*response,
 	// token_type_hint is deliberately not read: the token's shape says
 	// what it is, and a wrong hint must not change the answer (§2.1).
 
-	now := h.now()
-	t, err := h.inspect(ctx, raw, now)
+	t, err := h.tokens.Inspect(ctx, raw, h.now())
 	if err != nil {
 		return nil, h.inactive(ctx, err)
 	}
-	if t.refresh && !(c.client && c.id == t.clientID) {
+	if t.Kind == tokens.KindRefresh && !(c.client && c.id == t.ClientID) {
 		// A refresh token is no credential at any resource server (it
 		// has no audience); one that checks only "active" must not take
 		// it for an access token. Only the client holding it may see it
@@ -244,7 +249,7 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) (*response,
 		h.log().DebugContext(ctx, "introspection of a refresh token by another caller", "caller", c.id)
 		return nil, nil
 	}
-	if c.resources != nil && !slices.ContainsFunc(t.audience, func(a string) bool { return slices.Contains(c.resources, a) }) {
+	if c.resources != nil && !slices.ContainsFunc(t.Audience, func(a string) bool { return slices.Contains(c.resources, a) }) {
 		// RFC 7662 §4: a resource server must not learn about tokens meant
 		// for others, so token scanning through it reveals nothing.
 		h.log().DebugContext(ctx, "introspection of a token for another resource", "caller", c.id)
@@ -256,7 +261,7 @@ func (h *Handler) introspect(w http.ResponseWriter, r *http.Request) (*response,
 // inactive turns an inspection failure into "not active" (nil), or the
 // error to answer with when the store could not be asked.
 func (h *Handler) inactive(ctx context.Context, err error) error {
-	var why inactiveError
+	var why tokens.InactiveError
 	if errors.As(err, &why) {
 		h.log().DebugContext(ctx, "token not active", "reason", string(why))
 		return nil
@@ -265,48 +270,45 @@ func (h *Handler) inactive(ctx context.Context, err error) error {
 }
 
 // describe is the RFC 7662 §2.2 answer for an active token.
-func (h *Handler) describe(t *tokenInfo) *response {
+func (h *Handler) describe(t *tokens.Info) *response {
 	resp := &response{
-		Active:    true,
-		Scope:     oauth.JoinScope(t.scopes),
-		ClientID:  t.clientID,
-		TokenType: "Bearer",
-		ExpiresAt: t.expiresAt.Unix(),
-		IssuedAt:  t.issuedAt.Unix(),
-		Subject:   t.subject,
-		Audience:  t.audience,
-		Issuer:    h.Issuer,
-		JTI:       t.jti,
+		Active:       true,
+		Scope:        oauth.JoinScope(t.Scopes),
+		ClientID:     t.ClientID,
+		TokenType:    "Bearer",
+		ExpiresAt:    t.ExpiresAt.Unix(),
+		IssuedAt:     t.IssuedAt.Unix(),
+		Subject:      t.Subject,
+		Audience:     t.Audience,
+		Issuer:       h.Issuer,
+		JTI:          t.JTI,
+		Actor:        t.Actor,
+		Confirmation: t.Confirmation,
 	}
-	if t.refresh {
+	if t.Kind == tokens.KindRefresh {
 		resp.TokenType = "refresh_token"
 	}
-	if !t.notBefore.IsZero() {
-		resp.NotBefore = t.notBefore.Unix()
+	if !t.NotBefore.IsZero() {
+		resp.NotBefore = t.NotBefore.Unix()
 	}
-	if u := t.user; u != nil {
+	if u := t.User; u != nil {
 		resp.Username = u.Login
-		resp.Identity = idclaims.For(h.identityClaims(t.audience), u)
+		resp.Identity = idclaims.For(h.identityClaims(t.Audience), u)
 	}
 	return resp
 }
 
 // identityClaims is what an answer about a token for audience may say
-// about its user: what every one of those resources is configured for (the
-// token is good at each), and tokens.identity_claims' login and email.
+// about its user: idclaims.ForToken, the rule the token was issued by.
 func (h *Handler) identityClaims(audience []string) idclaims.Set {
-	s := idclaims.ForAudience(audience, func(uri string) (idclaims.Set, bool) {
+	return idclaims.ForToken(audience, func(uri string) (idclaims.Set, bool) {
 		for _, r := range h.Resources {
 			if r.URI == uri {
 				return r.Claims, true
 			}
 		}
 		return idclaims.Set{}, false
-	})
-	if h.IdentityClaims {
-		s = s.Union(idclaims.Set{Login: true, Email: true})
-	}
-	return s
+	}, h.IdentityClaims)
 }
 
 // authenticate identifies the caller of /introspect (RFC 7662 §2.1): a
@@ -319,7 +321,9 @@ func (h *Handler) authenticate(r *http.Request, form url.Values) (caller, error)
 			if form.Has("client_id") || form.Has("client_secret") {
 				return caller{}, oauth.InvalidRequest("the caller used more than one authentication method (a bearer token and client credentials)")
 			}
-			att, err := h.Clients.Throttle.Check(r, "", true)
+			// A static token names no client: only the network's failure
+			// budget applies.
+			att, err := h.Clients.Throttle.CheckNetwork(r)
 			if err != nil {
 				return caller{}, err
 			}
@@ -394,6 +398,13 @@ func (h *Handler) limit(key string) error {
 // prepare derives what the handler needs from its configuration once.
 func (h *Handler) prepare() {
 	h.once.Do(func() {
+		h.tokens = &tokens.Service{
+			Store: h.Store, Keys: h.Keys, Issuer: h.Issuer,
+			UserCheck: h.UserCheck, UserCacheTTL: h.UserCacheTTL,
+		}
+		if h.Clients != nil {
+			h.tokens.Clients = h.Clients.Clients
+		}
 		for _, t := range h.BearerTokens {
 			if t != "" {
 				h.bearers = append(h.bearers, sha256.Sum256([]byte(t)))

@@ -9,6 +9,7 @@ import (
 	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/reqlog"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // Headers /verify answers with on success, for the proxy to set on the
@@ -30,6 +31,10 @@ const (
 	HeaderUpstreamProvider = "X-Auth-Upstream-Provider" // upstream: the upstream's id, e.g. github
 	HeaderUpstreamID       = "X-Auth-Upstream-Id"       // upstream: the user's immutable id there (GitHub numeric id, OIDC sub)
 	HeaderUpstreamLogin    = "X-Auth-Upstream-Login"    // upstream: the user's login there
+
+	// With the resource's forward_upstream_token setting: the user's
+	// access token at that upstream (oauth2-proxy's header name).
+	HeaderForwardedAccessToken = "X-Forwarded-Access-Token"
 )
 
 // serveVerify is the ForwardAuth check a reverse proxy makes before
@@ -51,6 +56,10 @@ const (
 func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 	oauth.NoStore(w)
 	t, res, err := h.verify(r)
+	var upstreamToken string
+	if err == nil {
+		upstreamToken, err = h.forwardedUpstreamToken(r, t, res)
+	}
 	var missing missingToken
 	switch {
 	case errors.As(err, &missing):
@@ -62,19 +71,14 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 		oauth.WriteError(w, r, h.log(), err)
 	default:
 		hd := w.Header()
-		var login, email string
-		if t.user != nil {
-			login = t.user.Login
-			if t.user.EmailVerified {
-				email = t.user.Email
-			}
-		}
-		hd.Set(HeaderUser, headerValue(login))
-		hd.Set(HeaderSubject, headerValue(t.subject))
-		hd.Set(HeaderEmail, headerValue(email))
-		hd.Set(HeaderClientID, headerValue(t.clientID))
-		hd.Set(HeaderScope, headerValue(oauth.JoinScope(t.scopes)))
-		id := idclaims.For(res.Claims, t.user)
+		// The login and verified email always, the rest as the resource
+		// is configured.
+		id := idclaims.For(res.Claims.Union(idclaims.Basic), t.User)
+		hd.Set(HeaderUser, headerValue(id.PreferredUsername))
+		hd.Set(HeaderSubject, headerValue(t.Subject))
+		hd.Set(HeaderEmail, headerValue(id.Email))
+		hd.Set(HeaderClientID, headerValue(t.ClientID))
+		hd.Set(HeaderScope, headerValue(oauth.JoinScope(t.Scopes)))
 		var groups []string
 		for _, g := range id.Groups {
 			if !strings.Contains(g, ",") {
@@ -86,8 +90,32 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 		hd.Set(HeaderUpstreamProvider, headerValue(id.UpstreamProvider))
 		hd.Set(HeaderUpstreamID, headerValue(id.UpstreamID))
 		hd.Set(HeaderUpstreamLogin, headerValue(id.UpstreamLogin))
+		hd.Set(HeaderForwardedAccessToken, headerValue(upstreamToken))
 		w.WriteHeader(http.StatusOK)
 	}
+}
+
+// ErrUpstreamTokenGone is what Handler.UpstreamTokens returns when authd
+// holds no usable upstream token for the user (none stored, or the
+// upstream refused to refresh it): /verify then answers 401, and the
+// client's new sign-in stores a fresh one.
+var ErrUpstreamTokenGone = errors.New("no usable upstream token for the user")
+
+// forwardedUpstreamToken is the user's upstream access token when the
+// resource is configured to receive it, else "".
+func (h *Handler) forwardedUpstreamToken(r *http.Request, t *tokens.Info, res *resourceMatcher) (string, error) {
+	if res.ForwardUpstreamToken == "" || t.User == nil {
+		return "", nil
+	}
+	if h.UpstreamTokens == nil {
+		return "", errors.New("/verify: forward_upstream_token is set but no upstream tokens are kept")
+	}
+	tok, err := h.UpstreamTokens(r.Context(), t.User.ID, res.ForwardUpstreamToken)
+	if errors.Is(err, ErrUpstreamTokenGone) {
+		return "", oauth.InvalidToken("sign in again: authd holds no usable %s token for the user", res.ForwardUpstreamToken).
+			WithHeader("WWW-Authenticate", res.challenge(oauth.CodeInvalidToken, nil)).WithCause(err)
+	}
+	return tok, err
 }
 
 // missingToken is the answer to a request without a bearer token: the
@@ -99,7 +127,7 @@ func (m missingToken) Error() string { return "no bearer token" }
 // verify finds the resource a request is for and checks its token for
 // the request: the resource's required scopes and those of its route
 // rules that match the request.
-func (h *Handler) verify(r *http.Request) (*tokenInfo, *resourceMatcher, error) {
+func (h *Handler) verify(r *http.Request) (*tokens.Info, *resourceMatcher, error) {
 	h.prepare()
 	ctx := r.Context()
 	res, err := h.resourceOf(r)
@@ -134,29 +162,34 @@ func (h *Handler) verify(r *http.Request) (*tokenInfo, *resourceMatcher, error) 
 	switch {
 	case raw == "":
 		return nil, nil, invalid("the Authorization header does not carry a well-formed bearer token")
-	case strings.HasPrefix(raw, oauth.PrefixRefreshToken):
+	case tokens.KindOf(raw) == tokens.KindRefresh:
 		// Not worth a lookup: it could never pass.
 		return nil, nil, invalid("a refresh token is not an access token")
 	}
-	t, err := h.inspect(ctx, raw, h.now())
+	t, err := h.tokens.Inspect(ctx, raw, h.now())
 	if err != nil {
 		if err = h.inactive(ctx, err); err != nil {
 			return nil, nil, err
 		}
 		return nil, nil, invalid("the access token is invalid, expired or revoked")
 	}
-	reqlog.Set(ctx, "client_id", t.clientID)
-	if t.user != nil {
-		reqlog.Set(ctx, "user_id", t.user.ID)
+	reqlog.Set(ctx, "client_id", t.ClientID)
+	if t.User != nil {
+		reqlog.Set(ctx, "user_id", t.User.ID)
 	}
 	switch {
-	case t.refresh:
+	case !t.AccessToken():
 		return nil, nil, invalid("a refresh token is not an access token")
-	case !slices.Contains(t.audience, res.URI):
+	case t.Confirmation != nil:
+		// A sender-constrained token (RFC 9449, RFC 8705) is good only
+		// with the holder's proof, which a ForwardAuth check never sees:
+		// taking it as a bearer token would undo the binding.
+		return nil, nil, invalid("a sender-constrained access token needs a proof of possession /verify cannot check")
+	case !slices.Contains(t.Audience, res.URI):
 		// RFC 8707: a token bound to another resource must not be
 		// accepted here, even though it is otherwise valid.
 		return nil, nil, invalid("the access token is not meant for this resource")
-	case !oauth.Subset(need, t.scopes):
+	case !oauth.Subset(need, t.Scopes):
 		// MCP step-up: the challenge names what this request needs, and
 		// the client asks the user for it.
 		return nil, nil, oauth.InsufficientScope("the access token lacks scopes this request requires").

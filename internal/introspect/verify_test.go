@@ -14,6 +14,7 @@ import (
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/server"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // forwarded is what a proxy tells /verify about the original request.
@@ -344,5 +345,40 @@ func testVerifyTrustsOnlyTrustedProxies(t *testing.T, e *env) {
 	}
 	if resp := call(serve([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})); resp.StatusCode != http.StatusBadRequest || resp.Header.Get(introspect.HeaderUser) != "" {
 		t.Fatalf("from an untrusted peer: %d %v, want 400", resp.StatusCode, resp.Header)
+	}
+}
+
+// TestSenderConstrainedToken: a token bound to a key (cnf, RFC 9449) is
+// no bearer token: /verify, which sees no proof of possession, refuses it,
+// while /introspect reports the binding for the resource server to check
+// (RFC 9449 §6.2). authd issues none yet; the token core can.
+func TestSenderConstrainedToken(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	core := &tokens.Service{Store: e.st, Clients: e.st, Keys: e.keys, Issuer: issuer}
+	const jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+	bound, err := core.Issue(e.ctx, e.clock.Now(), tokens.Request{
+		ClientID: machine, Scopes: []string{"read"}, Audience: []string{resRoot}, Confirmation: &tokens.Confirmation{JKT: jkt},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	invalid := `Bearer error="invalid_token", scope="read", resource_metadata="` + rootMetadata + `"`
+	wantChallenge(t, e.verify(http.MethodGet, bound.Value, fwd(resRoot, "/")), http.StatusUnauthorized, invalid)
+
+	r := e.introspect(bound.Value)
+	if cnf, _ := r.json["cnf"].(map[string]any); r.json["active"] != true || cnf["jkt"] != jkt {
+		t.Fatalf("introspection of a bound token: %s", r.body)
+	}
+	// The same token without the binding passes.
+	plain, err := core.Issue(e.ctx, e.clock.Now(), tokens.Request{ClientID: machine, Scopes: []string{"read"}, Audience: []string{resRoot}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.verify(http.MethodGet, plain.Value, fwd(resRoot, "/")); r.status != http.StatusOK {
+		t.Fatalf("unbound token: %d %s", r.status, r.header)
+	}
+	if r := e.introspect(plain.Value); r.json["active"] != true || r.json["cnf"] != nil {
+		t.Fatalf("introspection of an unbound token: %s", r.body)
 	}
 }

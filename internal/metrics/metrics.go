@@ -25,6 +25,7 @@ type Metrics struct {
 	logins        *prometheus.CounterVec
 	introspection *prometheus.CounterVec
 	dbRefused     *prometheus.CounterVec
+	exchanges     *prometheus.CounterVec
 }
 
 // PoolStats is what the database pool reports; the store's PoolStats
@@ -64,7 +65,11 @@ func New(pool func() PoolStats) *Metrics {
 		Name: "authd_db_operations_refused_total",
 		Help: "Database operations given up: past their deadline (deadline) or refused because too many were waiting (overloaded).",
 	}, []string{"reason"})
-	m.reg.MustRegister(m.requests, m.latency, m.tokens, m.registrations, m.logins, m.introspection, m.dbRefused)
+	m.exchanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "authd_token_exchanges_total",
+		Help: "RFC 8693 token exchanges by kind (upstream, delegation, unknown) and outcome (issued, or the OAuth error code).",
+	}, []string{"kind", "outcome"})
+	m.reg.MustRegister(m.requests, m.latency, m.tokens, m.registrations, m.logins, m.introspection, m.dbRefused, m.exchanges)
 	if pool != nil {
 		m.reg.MustRegister(poolCollector(pool))
 	}
@@ -86,6 +91,11 @@ func (m *Metrics) ObserveRequest(route, method string, status int, d time.Durati
 // ObserveToken records a token endpoint outcome.
 func (m *Metrics) ObserveToken(grantType, outcome string) {
 	m.tokens.WithLabelValues(grantType, outcome).Inc()
+}
+
+// ObserveExchange records a token exchange outcome.
+func (m *Metrics) ObserveExchange(kind, outcome string) {
+	m.exchanges.WithLabelValues(kind, outcome).Inc()
 }
 
 // ObserveAuthorizeEvent records an authorization flow event.

@@ -69,6 +69,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/authd/authd/internal/clientauth"
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/ratelimit"
@@ -95,6 +96,11 @@ type Handler struct {
 	// Issuer + "/register/" + client_id.
 	Issuer string
 	Policy Policy
+	// Grants are the grant types the server serves; clients may register
+	// those open to dynamically registered clients (grants.Grant.Dynamic).
+	// The zero value means grants.Default(), with client_credentials open
+	// as Policy.AllowClientCredentials says.
+	Grants grants.Registry
 	// ScopePolicy is the server's resource and scope policy: a
 	// registration's scope is stored and returned with only the scopes it
 	// knows (policy.RegisteredScope; RFC 7591 §3.2.1 lets the server
@@ -180,7 +186,7 @@ func (h *Handler) doRegister(w http.ResponseWriter, r *http.Request) (clientInfo
 	if oerr != nil {
 		return clientInfo{}, oerr
 	}
-	md, oerr := h.Policy.validate(req.ClientMetadata)
+	md, oerr := h.Policy.validateWith(h.Policy.grants(h.Grants), req.ClientMetadata)
 	if oerr != nil {
 		return clientInfo{}, oerr
 	}
@@ -288,7 +294,7 @@ func (h *Handler) doUpdate(w http.ResponseWriter, r *http.Request) (clientInfo, 
 	if req.HasSecret && !oauth.VerifySecret(c.SecretHash, req.ClientSecret) {
 		return clientInfo{}, oauth.InvalidRequest("client_secret does not match the client's current secret")
 	}
-	md, oerr := h.Policy.validate(req.ClientMetadata)
+	md, oerr := h.Policy.validateWith(h.Policy.grants(h.Grants), req.ClientMetadata)
 	if oerr != nil {
 		return clientInfo{}, oerr
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/authd/authd/internal/clientmeta"
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
 )
@@ -43,6 +45,9 @@ type StaticClient struct {
 	// Introspect allows the client (a resource server) to call /introspect.
 	Introspect      bool   `mapstructure:"introspect"`
 	ApplicationType string `mapstructure:"application_type"`
+	// TokenExchange lets the client (a resource server) exchange the
+	// tokens it receives at /token (RFC 8693); nil: it may not.
+	TokenExchange *TokenExchange `mapstructure:"token_exchange"`
 }
 
 // Bounds on operator-chosen values.
@@ -64,13 +69,17 @@ func (s StaticClient) authMethod() string {
 }
 
 func (s StaticClient) grantTypes() []string {
+	var grants []string
 	switch {
 	case len(s.GrantTypes) > 0:
-		return dedupe(s.GrantTypes)
+		grants = dedupe(s.GrantTypes)
 	case len(s.RedirectURIs) > 0:
-		return []string{GrantAuthorizationCode, GrantRefreshToken}
+		grants = []string{GrantAuthorizationCode, GrantRefreshToken}
 	}
-	return nil
+	if s.TokenExchange != nil && !slices.Contains(grants, GrantTokenExchange) {
+		grants = append(grants, GrantTokenExchange)
+	}
+	return grants
 }
 
 // Validate lists every problem with s.
@@ -99,23 +108,31 @@ func (s StaticClient) Validate() []error {
 	}
 	method := s.authMethod()
 	switch {
-	case !slices.Contains(supportedAuthMethods, method):
+	case !slices.Contains(clientmeta.AuthMethods, method):
 		add("token_endpoint_auth_method must be none, client_secret_basic or client_secret_post")
 	case method == AuthNone && hasSecret:
 		add("a client with token_endpoint_auth_method none must not have a secret")
 	case method != AuthNone && !hasSecret:
 		add("token_endpoint_auth_method %s needs a secret or secret_hash", method)
 	}
-	grants := s.grantTypes()
-	if err := checkGrantTypes(grants, method); err != nil {
+	grantTypes := s.grantTypes()
+	// Against every grant authd implements: whether the server serves a
+	// grant is decided where the registry is built, and /token enforces it.
+	// Token exchange is checked apart: it is the configuration's only.
+	if err := clientmeta.CheckGrantTypes(grants.Default(), withoutTokenExchange(grantTypes), method, store.SourceConfig); err != nil {
 		add("%s", err.Description)
 	}
-	switch s.ApplicationType {
-	case "", oauth.AppTypeWeb, oauth.AppTypeNative:
-	default:
-		add("application_type must be web or native")
+	if s.TokenExchange != nil {
+		for _, e := range s.TokenExchange.validate(hasSecret) {
+			add("%s", e)
+		}
+	} else if slices.Contains(grantTypes, GrantTokenExchange) {
+		add("grant type %s needs token_exchange (what the client may exchange tokens for)", GrantTokenExchange)
 	}
-	if slices.Contains(grants, GrantAuthorizationCode) && len(s.RedirectURIs) == 0 {
+	if err := clientmeta.CheckApplicationType(s.ApplicationType); err != nil {
+		add("%s", err.Description)
+	}
+	if slices.Contains(grantTypes, GrantAuthorizationCode) && len(s.RedirectURIs) == 0 {
 		add("redirect_uris is required for the authorization_code grant")
 	}
 	for _, uri := range s.RedirectURIs {
@@ -153,16 +170,16 @@ func (s StaticClient) ToClient(now time.Time) (store.Client, error) {
 }
 
 func (s StaticClient) toClient(secretHash string, now time.Time) (store.Client, error) {
-	grants := s.grantTypes()
+	grantTypes := s.grantTypes()
 	md := store.ClientMetadata{
 		RedirectURIs:            dedupe(s.RedirectURIs),
 		TokenEndpointAuthMethod: s.authMethod(),
-		GrantTypes:              grants,
+		GrantTypes:              grantTypes,
 		ApplicationType:         s.ApplicationType,
 		ClientName:              s.Name,
 		Scope:                   oauth.JoinScope(dedupe(s.Scopes)),
 	}
-	if slices.Contains(grants, GrantAuthorizationCode) {
+	if slices.Contains(grantTypes, GrantAuthorizationCode) {
 		md.ResponseTypes = []string{ResponseTypeCode}
 	}
 	resources, oerr := oauth.ParseResources(s.Resources)
@@ -192,7 +209,7 @@ func StaticClientFrom(c store.Client) StaticClient {
 		Name:                    c.Metadata.ClientName,
 		SecretHash:              c.SecretHash,
 		RedirectURIs:            slices.Clone(c.Metadata.RedirectURIs),
-		GrantTypes:              slices.Clone(c.Metadata.GrantTypes),
+		GrantTypes:              withoutTokenExchange(c.Metadata.GrantTypes), // token_exchange is the file's only
 		TokenEndpointAuthMethod: c.Metadata.TokenEndpointAuthMethod,
 		Scopes:                  slices.Clone(c.AllowedScopes),
 		Resources:               slices.Clone(c.AllowedResources),

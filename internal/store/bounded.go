@@ -223,6 +223,14 @@ func (b *Bounded) DisableUser(ctx context.Context, id string, now time.Time) (Us
 	return run1(b, ctx, func(ctx context.Context) (UserRevocation, error) { return b.s.DisableUser(ctx, id, now) })
 }
 
+func (b *Bounded) LogoutUser(ctx context.Context, id string, now time.Time, revokeGrants bool) (UserLogout, error) {
+	return run1(b, ctx, func(ctx context.Context) (UserLogout, error) { return b.s.LogoutUser(ctx, id, now, revokeGrants) })
+}
+
+func (b *Bounded) UseLogoutToken(ctx context.Context, upstream, jti string, exp time.Time) error {
+	return b.run(ctx, func(ctx context.Context) error { return b.s.UseLogoutToken(ctx, upstream, jti, exp) })
+}
+
 func (b *Bounded) CreateAuthRequest(ctx context.Context, r AuthRequest) error {
 	return b.run(ctx, func(ctx context.Context) error { return b.s.CreateAuthRequest(ctx, r) })
 }
@@ -367,6 +375,41 @@ func (b *Bounded) GetMetadataDocument(ctx context.Context, url string) (Metadata
 
 func (b *Bounded) PutMetadataDocument(ctx context.Context, d MetadataDocument) error {
 	return b.run(ctx, func(ctx context.Context) error { return b.s.PutMetadataDocument(ctx, d) })
+}
+
+func (b *Bounded) PutUpstreamToken(ctx context.Context, t UpstreamToken) error {
+	return b.run(ctx, func(ctx context.Context) error { return b.s.PutUpstreamToken(ctx, t) })
+}
+
+func (b *Bounded) GetUpstreamToken(ctx context.Context, userID, upstream string) (UpstreamToken, error) {
+	return run1(b, ctx, func(ctx context.Context) (UpstreamToken, error) { return b.s.GetUpstreamToken(ctx, userID, upstream) })
+}
+
+func (b *Bounded) ListUpstreamTokens(ctx context.Context, userID string) ([]UpstreamToken, error) {
+	return run1(b, ctx, func(ctx context.Context) ([]UpstreamToken, error) { return b.s.ListUpstreamTokens(ctx, userID) })
+}
+
+func (b *Bounded) DeleteUpstreamToken(ctx context.Context, userID, upstream string) error {
+	return b.run(ctx, func(ctx context.Context) error { return b.s.DeleteUpstreamToken(ctx, userID, upstream) })
+}
+
+// UpdateUpstreamToken's callback runs inside the bound: an upstream call
+// made there spends the same deadline. The broker (internal/upstreamtokens)
+// uses the unbounded store with a time limit of its own.
+func (b *Bounded) UpdateUpstreamToken(ctx context.Context, userID, upstream string, update func(UpstreamToken) (*UpstreamToken, error)) (UpstreamToken, error) {
+	return run1(b, ctx, func(ctx context.Context) (UpstreamToken, error) {
+		return b.s.UpdateUpstreamToken(ctx, userID, upstream, update)
+	})
+}
+
+func (b *Bounded) DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error) {
+	return run1(b, ctx, func(ctx context.Context) (int64, error) { return b.s.DeleteUpstreamTokensExcept(ctx, keep) })
+}
+
+func (b *Bounded) ClaimMembershipCheck(ctx context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error) {
+	return run1(b, ctx, func(ctx context.Context) (bool, error) {
+		return b.s.ClaimMembershipCheck(ctx, userID, upstream, now, interval)
+	})
 }
 
 func (b *Bounded) Purge(ctx context.Context, now time.Time) (PurgeResult, error) {

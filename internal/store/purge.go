@@ -34,8 +34,12 @@ var purgeTargets = []struct {
 	{"auth_requests", `expires_at <= $1`, purgeBatch},
 	{"sessions", `expires_at <= $1`, purgeBatch},
 	{"revoked_jtis", `expires_at <= $1`, purgeBatch},
+	{"upstream_logout_tokens", `expires_at <= $1`, purgeBatch},
 	{"signing_keys", `state = 'retired' AND expires_at <= $1`, purgeBatch},
 	{"metadata_documents", `expires_at <= $1`, purgeBatch},
+	// Upstream grants that can no longer be used: refused by the upstream,
+	// or expired with no refresh token to renew them.
+	{"upstream_tokens", `dead_at IS NOT NULL OR (NOT refreshable AND expires_at <= $1)`, purgeBatch},
 }
 
 // Purge deletes expired rows in batches, each its own short statement. Rows

@@ -117,6 +117,12 @@ type UserFilter struct {
 }
 
 // UserRevocation is what DisableUser revoked.
+// UserLogout is what LogoutUser ended.
+type UserLogout struct {
+	Sessions int64 // browser sessions deleted
+	UserRevocation
+}
+
 type UserRevocation struct {
 	Grants        []Grant // the grants revoked now, as stored afterwards, oldest first
 	RefreshTokens int64   // unused refresh tokens marked used
@@ -147,7 +153,7 @@ type User struct {
 // state sent to the upstream provider.
 type AuthRequest struct {
 	IDDigest            string
-	ClientID            string
+	ClientID            string // "" for the sign-in offered on /apps (no client asks)
 	RedirectURI         string
 	RedirectURIProvided bool // redirect_uri was present at /authorize (RFC 6749 §4.1.3)
 	State               string
@@ -197,7 +203,7 @@ type Consent struct {
 // carried.
 type AuthCode struct {
 	Digest              string
-	ClientID            string
+	ClientID            string // "" for the sign-in offered on /apps (no client asks)
 	UserID              string
 	RedirectURI         string
 	RedirectURIProvided bool
@@ -254,6 +260,30 @@ type AccessToken struct {
 	RevokedAt *time.Time
 }
 
+// UpstreamToken is a user's grant at an upstream identity provider, kept
+// for upstreams with store_tokens (the broker, internal/upstreamtokens).
+// The tokens themselves are in Sealed, encrypted by the caller before they
+// reach the store; the rest is what refresh and purge decide on.
+type UpstreamToken struct {
+	UserID   string
+	Upstream string // connector id
+	KeyID    string // names the key Sealed was encrypted with
+	Sealed   []byte // ciphertext; opaque to the store
+	// ExpiresAt is the upstream access token's expiry; nil: it does not
+	// expire (GitHub OAuth apps) or the upstream did not say.
+	ExpiresAt   *time.Time
+	Refreshable bool     // a refresh token is kept in Sealed
+	Scopes      []string // scopes the upstream granted
+	// DeadAt is set once the upstream refused the refresh token
+	// (invalid_grant): the grant cannot be used again.
+	DeadAt *time.Time
+	// MembershipCheckedAt is when the memberships the allowlist depends
+	// on were last read from the upstream (sign-in or re-check).
+	MembershipCheckedAt *time.Time
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+}
+
 // KeyState is a signing key's place in its life cycle.
 type KeyState string
 
@@ -290,7 +320,7 @@ type MetadataDocument struct {
 //
 // Keys are the table names: "auth_codes", "auth_requests", "sessions",
 // "revoked_jtis", "clients", "grants", "refresh_tokens", "access_tokens",
-// "signing_keys", "metadata_documents". Counts cover rows deleted by their
+// "signing_keys", "metadata_documents", "upstream_tokens". Counts cover rows deleted by their
 // own table's expiry rule; rows that went along with a deleted parent (the
 // grants, tokens and consents of a purged client, the tokens of a purged
 // grant) are not counted.
@@ -390,10 +420,23 @@ type Store interface {
 	SetUserDisabled(ctx context.Context, id string, disabled bool) error
 	// DisableUser disables the user and, in the same transaction, revokes
 	// every grant of theirs not revoked yet, as RevokeGrant does, and every
-	// opaque access token bound to them. Disabling a disabled user again is
+	// opaque access token bound to them, and deletes their upstream tokens.
+	// Disabling a disabled user again is
 	// not an error: it revokes whatever is live (say, a grant redeemed
 	// meanwhile). It returns what it revoked.
 	DisableUser(ctx context.Context, id string, now time.Time) (UserRevocation, error)
+	// LogoutUser ends the user's sign-in at authd, as an upstream's
+	// back-channel logout asks: it deletes their browser sessions and
+	// their pending authorization requests that carry a sign-in (UserID
+	// set), and with revokeGrants also revokes what DisableUser revokes
+	// and deletes their kept upstream tokens, in one transaction, without
+	// disabling the user. ErrNotFound if the
+	// user is unknown.
+	LogoutUser(ctx context.Context, id string, now time.Time, revokeGrants bool) (UserLogout, error)
+	// UseLogoutToken records the jti of an upstream's logout token until
+	// exp; ErrConflict if that upstream's jti was recorded before (a
+	// replay), on any replica.
+	UseLogoutToken(ctx context.Context, upstream, jti string, exp time.Time) error
 
 	// Pending authorization requests. ErrConflict on a duplicate IDDigest or
 	// a duplicate non-empty UpstreamStateDigest; GetAuthRequestByUpstreamState
@@ -515,6 +558,37 @@ type Store interface {
 	// grant (in any state) with the grant's user. ErrNotFound if the grant
 	// or its user is unknown, whatever the jti.
 	CheckJWTGrant(ctx context.Context, jti, grantID string, now time.Time) (revoked bool, g Grant, u User, err error)
+
+	// Upstream tokens (one row per user and upstream). PutUpstreamToken
+	// creates or replaces the row, keeping the first CreatedAt; the user
+	// must exist. GetUpstreamToken: ErrNotFound if absent (whatever its
+	// DeadAt or ExpiresAt: the caller decides). ListUpstreamTokens is
+	// ordered by CreatedAt, then Upstream. DeleteUpstreamToken is
+	// idempotent. DisableUser deletes the user's rows; Purge deletes rows
+	// that can no longer be used (DeadAt set, or expired at now and not
+	// Refreshable).
+	PutUpstreamToken(ctx context.Context, t UpstreamToken) error
+	GetUpstreamToken(ctx context.Context, userID, upstream string) (UpstreamToken, error)
+	ListUpstreamTokens(ctx context.Context, userID string) ([]UpstreamToken, error)
+	DeleteUpstreamToken(ctx context.Context, userID, upstream string) error
+	// UpdateUpstreamToken calls update with the row while holding it
+	// exclusively against every other UpdateUpstreamToken of that row, on
+	// any replica, and stores what update returns (nil: nothing changes;
+	// CreatedAt is kept). It returns the row as stored afterwards.
+	// ErrNotFound if absent; an error from update is returned as is and
+	// nothing is written. This is how exactly one of several callers
+	// refreshes a single-use upstream refresh token: the later ones see
+	// the earlier one's result.
+	UpdateUpstreamToken(ctx context.Context, userID, upstream string, update func(UpstreamToken) (*UpstreamToken, error)) (UpstreamToken, error)
+	// ClaimMembershipCheck sets MembershipCheckedAt = now and returns true
+	// if it was unset or at most now-interval and the row is not dead,
+	// atomically: of several replicas asking at once, one claims the check.
+	// False (no error) when not due or absent.
+	ClaimMembershipCheck(ctx context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error)
+	// DeleteUpstreamTokensExcept deletes every user's upstream tokens of
+	// the upstreams not in keep (no longer configured, or store_tokens
+	// turned off) and returns how many.
+	DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error)
 
 	// Signing keys.
 	ListSigningKeys(ctx context.Context) ([]SigningKey, error)

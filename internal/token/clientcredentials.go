@@ -4,9 +4,8 @@ import (
 	"context"
 	"slices"
 
-	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/oauth"
-	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // clientCredentials issues a token to a confidential client acting for
@@ -14,14 +13,9 @@ import (
 // grant and no refresh token (§4.4.3). With JWT access tokens and a cached
 // client lookup this path touches no database at all.
 func (h *Handler) clientCredentials(ctx context.Context, req *request) (*response, error) {
+	// A confidential client the registry lets use the grant (checked in
+	// parse: grants.Grant Confidential, Dynamic).
 	c := req.client
-	if req.method == clientauth.MethodNone {
-		return nil, oauth.UnauthorizedClient("client_credentials is for confidential clients only")
-	}
-	if c.Source == store.SourceDynamic && !h.DynamicClientCredentials {
-		// Open registration must not be a way around signing in.
-		return nil, oauth.UnauthorizedClient("this server does not let dynamically registered clients use client_credentials")
-	}
 
 	aud := req.resources
 	if len(aud) == 0 {
@@ -66,7 +60,7 @@ func (h *Handler) clientCredentials(ctx context.Context, req *request) (*respons
 		scopes = h.Policy.AllowedScopes(defaults, c.AllowedScopes, aud)
 	}
 
-	access, expiresIn, err := h.issue(ctx, req.now, accessToken{clientID: c.ID, scopes: scopes, resources: aud})
+	access, expiresIn, err := h.issue(ctx, req.now, tokens.Request{ClientID: c.ID, Scopes: scopes, Audience: aud})
 	if err != nil {
 		return nil, err
 	}

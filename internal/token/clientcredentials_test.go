@@ -15,6 +15,7 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/authd/authd/internal/clientauth"
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
@@ -257,7 +258,7 @@ func TestClientCredentialsDynamicClients(t *testing.T) {
 	t.Parallel()
 	for _, allowed := range []bool{false, true} {
 		e := newEnv(t, func(h *token.Handler) {
-			h.DynamicClientCredentials = allowed
+			h.Grants = grants.Default().AllowDynamic(grants.ClientCredentials, allowed)
 			h.ClientIdleLifetime = 30 * 24 * time.Hour
 		})
 		exp := start.Add(24 * time.Hour)

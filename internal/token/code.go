@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -12,6 +11,7 @@ import (
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // invalidCode is the one answer for an unknown, expired, used or foreign
@@ -97,8 +97,8 @@ func (h *Handler) authorizationCode(ctx context.Context, req *request) (*respons
 	// (policy.ScopeAllowed); the grant keeps all that was consented to,
 	// for tokens narrowed to other resources later.
 	scopes := h.Policy.AllowedScopes(g.Scopes, nil, aud)
-	access, expiresIn, err := h.issue(ctx, req.now, accessToken{
-		clientID: req.client.ID, user: &user, grant: &g, scopes: scopes, resources: aud,
+	access, expiresIn, err := h.issue(ctx, req.now, tokens.Request{
+		ClientID: req.client.ID, User: &user, Grant: &g, Scopes: scopes, Audience: aud,
 	})
 	if err != nil {
 		return nil, err
@@ -144,10 +144,11 @@ func (h *Handler) codeReplayed(ctx context.Context, req *request, userID, grantI
 
 // newRefreshToken makes the first refresh token of grant g, if the client
 // registered the refresh_token grant (RFC 7591 §2 grant_types; the MCP
-// authorization spec's SEP-2207 leaves issuance to that registration). A
-// token the client may not redeem would only be a liability.
+// authorization spec's SEP-2207 leaves issuance to that registration) and
+// the server serves it to the client. A token the client may not redeem
+// would only be a liability.
 func (h *Handler) newRefreshToken(req *request, g store.Grant) (string, *store.RefreshToken) {
-	if !slices.Contains(grantTypes(req.client), GrantRefreshToken) {
+	if !h.mayUse(req.client, GrantRefreshToken) {
 		return "", nil
 	}
 	value := oauth.NewToken(oauth.PrefixRefreshToken)

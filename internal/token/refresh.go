@@ -8,6 +8,7 @@ import (
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/tokens"
 )
 
 const invalidRefresh = "the refresh token is invalid, expired, revoked, or was issued to another client"
@@ -123,8 +124,8 @@ func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, er
 	h.touchClient(ctx, req)
 
 	scopes = h.Policy.AllowedScopes(scopes, nil, aud) // what every resource of aud offers, as at code redemption
-	access, expiresIn, err := h.issue(ctx, req.now, accessToken{
-		clientID: req.client.ID, user: &user, grant: &g, scopes: scopes, resources: aud,
+	access, expiresIn, err := h.issue(ctx, req.now, tokens.Request{
+		ClientID: req.client.ID, User: &user, Grant: &g, Scopes: scopes, Audience: aud,
 	})
 	if err != nil {
 		return nil, err

@@ -12,7 +12,7 @@ import (
 
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
-	"github.com/authd/authd/internal/token"
+	"github.com/authd/authd/internal/tokens"
 )
 
 func (e *env) revoke(tok string, auth func(*http.Request, url.Values), kv ...string) reply {
@@ -122,8 +122,8 @@ func TestRevokeNothing(t *testing.T) {
 	jti, exp := e.jti(jwtAT.str("access_token"))
 
 	// A JWT signed with authd's keys that is not an access token.
-	other, err := e.keys.Sign(e.ctx, "JWT", &token.Claims{
-		Issuer: issuer, Subject: e.alice.ID, Audience: token.Audience{resA}, ClientID: confClient, ID: "not-an-at",
+	other, err := e.keys.Sign(e.ctx, "JWT", &tokens.Claims{
+		Issuer: issuer, Subject: e.alice.ID, Audience: tokens.Audience{resA}, ClientID: confClient, ID: "not-an-at",
 		IssuedAt: jwt.NewNumericDate(e.clock.Now()), ExpiresAt: jwt.NewNumericDate(exp),
 	})
 	if err != nil {

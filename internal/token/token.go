@@ -1,7 +1,8 @@
 // Package token implements the token endpoint, POST /token (RFC 6749 §3.2,
 // OAuth 2.1 §3.2), with the authorization_code (PKCE required),
-// refresh_token (rotation with reuse detection) and client_credentials
-// grants, and token revocation, POST /revoke (RFC 7009).
+// refresh_token (rotation with reuse detection), client_credentials and
+// RFC 8693 token exchange (exchange.go) grants, and token revocation,
+// POST /revoke (RFC 7009).
 //
 // Every request is parsed once, its client authenticated and its grant type
 // checked against the client's registration in one shared path, and only
@@ -13,6 +14,7 @@ package token
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -20,21 +22,22 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/authd/authd/internal/clientauth"
+	"github.com/authd/authd/internal/grants"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/tokens"
 )
 
-// Grant types (RFC 6749 §4).
+// Grant types (RFC 6749 §4), as named by the grant registry.
 const (
-	GrantAuthorizationCode = "authorization_code"
-	GrantRefreshToken      = "refresh_token"
-	GrantClientCredentials = "client_credentials"
+	GrantAuthorizationCode = grants.AuthorizationCode
+	GrantRefreshToken      = grants.RefreshToken
+	GrantClientCredentials = grants.ClientCredentials
 )
 
 // Access token formats (policy.Resource.TokenFormat).
@@ -45,35 +48,27 @@ const (
 
 // Defaults for the zero values of Handler's lifetimes.
 const (
-	DefaultAccessTokenLifetime  = time.Hour
+	DefaultAccessTokenLifetime  = tokens.DefaultLifetime
 	DefaultRefreshTokenLifetime = 30 * 24 * time.Hour
 	DefaultGrantLifetime        = 90 * 24 * time.Hour
 )
 
-// Store is what the token and revocation endpoints persist.
-// *store.Postgres and *store.Memory implement it.
+// Store is what the token and revocation endpoints persist: the grants'
+// codes and refresh tokens, and what the token core (internal/tokens)
+// keeps and checks access tokens in. *store.Postgres and *store.Memory
+// implement it.
 type Store interface {
+	tokens.Store
 	GetAuthCode(ctx context.Context, digest string, now time.Time) (store.AuthCode, error)
 	RedeemAuthCode(ctx context.Context, digest string, now time.Time, g store.Grant, rt *store.RefreshToken) (store.AuthCode, error)
-	RevokeGrant(ctx context.Context, id string, now time.Time) error
-	GetRefreshToken(ctx context.Context, digest string) (store.RefreshToken, error)
 	GetRefreshTokenGrant(ctx context.Context, digest string) (store.RefreshToken, store.Grant, store.User, error)
 	RotateRefreshToken(ctx context.Context, old string, now time.Time, next store.RefreshToken, retryWindow time.Duration) (store.Grant, error)
-	GetUser(ctx context.Context, id string) (store.User, error)
 	TouchClient(ctx context.Context, id string, now time.Time, idle time.Duration) error
-	CreateAccessToken(ctx context.Context, t store.AccessToken) error
-	GetAccessToken(ctx context.Context, digest string) (store.AccessToken, error)
-	RevokeAccessToken(ctx context.Context, digest string, now time.Time) error
-	RevokeJTI(ctx context.Context, jti string, exp time.Time) error
 }
 
 // Keys signs access tokens and verifies them at /revoke;
 // *keys.Manager implements it.
-type Keys interface {
-	Sign(ctx context.Context, typ string, claims jwt.Claims) (string, error)
-	Keyfunc(t *jwt.Token) (any, error)
-	Algorithms() []string
-}
+type Keys = tokens.Keys
 
 // Handler serves POST /token and POST /revoke.
 type Handler struct {
@@ -104,15 +99,20 @@ type Handler struct {
 	// when a client with an idle expiry redeems a code or refreshes, so
 	// that a client in use through refresh alone does not expire.
 	ClientIdleLifetime time.Duration
-	// DynamicClientCredentials lets dynamically registered clients use the
-	// client_credentials grant (registration.allow_client_credentials).
-	// Checked here as well as at registration, so that turning it off
-	// takes effect for clients registered while it was on.
-	DynamicClientCredentials bool
+	// Grants are the grant types served and who may use each (the same
+	// registry registration and the metadata are built from). Whether a
+	// client's source may use a grant is checked here as well as at
+	// registration, so that closing a grant to dynamically registered
+	// clients takes effect for clients registered while it was open. The
+	// zero value means grants.Default().
+	Grants grants.Registry
 
 	// IdentityClaims adds preferred_username and email to JWT access
 	// tokens issued for a user.
 	IdentityClaims bool
+	// Exchange enables RFC 8693 token exchange (nil: no client may).
+	Exchange *Exchange
+
 	// UserCheck re-applies the current sign-in policy (the allowlist) to
 	// the user at every code redemption and refresh; an error ends the
 	// grant. Nil allows everyone.
@@ -159,25 +159,46 @@ type request struct {
 type response struct {
 	AccessToken  string `json:"access_token"`
 	TokenType    string `json:"token_type"`
-	ExpiresIn    int64  `json:"expires_in"`
+	ExpiresIn    int64  `json:"expires_in,omitempty"` // absent only for a non-expiring upstream token (exchange.go)
 	RefreshToken string `json:"refresh_token,omitempty"`
 	Scope        string `json:"scope,omitempty"`
+	// IssuedTokenType is RFC 8693 §2.2.1's, for token exchange only.
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
 }
 
 type grantFunc func(h *Handler, ctx context.Context, req *request) (*response, error)
 
-var grants = map[string]grantFunc{
+// grantFuncs are the grants this package implements, by grant type. Which
+// of them /token serves is the registry's decision (Handler.Grants); a
+// new grant is an entry in the registry (internal/grants) plus its
+// function here, in a file of its own.
+var grantFuncs = map[string]grantFunc{
 	GrantAuthorizationCode: (*Handler).authorizationCode,
 	GrantRefreshToken:      (*Handler).refreshToken,
 	GrantClientCredentials: (*Handler).clientCredentials,
+	GrantTokenExchange:     (*Handler).tokenExchange,
 }
+
+// CheckGrants reports a grant type of the registry this package has no
+// function for: the composition root refuses to start rather than
+// advertise a grant /token cannot serve.
+func CheckGrants(r grants.Registry) error {
+	for _, gt := range r.Types() {
+		if _, ok := grantFuncs[gt]; !ok {
+			return fmt.Errorf("grant type %q is in the grant registry, but /token does not implement it", gt)
+		}
+	}
+	return nil
+}
+
+func (h *Handler) grants() grants.Registry { return h.Grants.OrDefault() }
 
 func (h *Handler) serveToken(w http.ResponseWriter, r *http.Request) {
 	req := &request{grantType: "unknown"}
 	err := h.parse(w, r, req)
 	var resp *response
 	if err == nil {
-		resp, err = grants[req.grantType](h, r.Context(), req)
+		resp, err = grantFuncs[req.grantType](h, r.Context(), req)
 	}
 	if err != nil {
 		h.observe(req.grantType, outcome(err))
@@ -198,7 +219,8 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request, req *request) er
 		return err
 	}
 	gt := form.Get("grant_type")
-	_, supported := grants[gt]
+	grant, supported := h.grants().Lookup(gt)
+	supported = supported && grantFuncs[gt] != nil
 	if supported {
 		req.grantType = gt
 	}
@@ -218,6 +240,11 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request, req *request) er
 		return oauth.UnsupportedGrantType("grant_type %q is not supported", truncate(gt, 50))
 	case !slices.Contains(grantTypes(client), gt):
 		return oauth.UnauthorizedClient("the client is not registered for the %s grant", gt)
+	case grant.Confidential && method == clientauth.MethodNone:
+		return oauth.UnauthorizedClient("%s is for confidential clients only", gt)
+	case !grant.AllowedFor(client.Source):
+		// Open registration must not be a way around signing in.
+		return oauth.UnauthorizedClient("this server does not let %s use %s", sourceName(client.Source), gt)
 	}
 	resources, oerr := oauth.ParseResources(form["resource"])
 	if oerr != nil {
@@ -225,6 +252,20 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request, req *request) er
 	}
 	req.form, req.client, req.method, req.resources, req.now = form, client, method, resources, h.now()
 	return nil
+}
+
+// sourceName names the clients of a source for error descriptions.
+func sourceName(src store.ClientSource) string {
+	if src == store.SourceMetadata {
+		return "metadata-document clients"
+	}
+	return "dynamically registered clients"
+}
+
+// mayUse reports whether the client may use the grant type gt: the
+// server serves it to the client's kind and the client registered for it.
+func (h *Handler) mayUse(c store.Client, gt string) bool {
+	return h.grants().Allows(gt, c.Source) && slices.Contains(grantTypes(c), gt)
 }
 
 // grantTypes is what the client registered, with RFC 7591 §2's default.

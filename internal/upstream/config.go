@@ -46,6 +46,47 @@ type Config struct {
 
 	GitHub GitHubConfig `mapstructure:"github"`
 	OIDC   OIDCConfig   `mapstructure:"oidc"`
+
+	// StoreTokens keeps each user's access and refresh token from this
+	// provider, encrypted under keys.encryption_secret, so that MCP
+	// servers can get them by token exchange and authd can re-check the
+	// memberships the allowlist depends on. Off by default: authd then
+	// forgets the provider's tokens right after the sign-in.
+	StoreTokens bool `mapstructure:"store_tokens"`
+	// RevokeOnUpstreamRevocation (with store_tokens; default true): when
+	// the provider refuses the kept refresh token (invalid_grant: the user
+	// revoked authd there, or the grant expired), the user's grants at
+	// authd end too, rather than at their next refresh.
+	RevokeOnUpstreamRevocation *bool `mapstructure:"revoke_on_upstream_revocation"`
+	// MembershipCheckInterval (with store_tokens; default 15m) is how
+	// often, at most, the memberships the allowlist depends on are read
+	// again from the provider when the user's grants are refreshed.
+	MembershipCheckInterval time.Duration `mapstructure:"membership_check_interval"`
+}
+
+// now is the connector's clock.
+func (c Config) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// DefaultMembershipCheckInterval is membership_check_interval's default.
+const DefaultMembershipCheckInterval = 15 * time.Minute
+
+// RevokesOnUpstreamRevocation is revoke_on_upstream_revocation with its
+// default (true).
+func (c Config) RevokesOnUpstreamRevocation() bool {
+	return c.RevokeOnUpstreamRevocation == nil || *c.RevokeOnUpstreamRevocation
+}
+
+// MembershipInterval is membership_check_interval with its default.
+func (c Config) MembershipInterval() time.Duration {
+	if c.MembershipCheckInterval == 0 {
+		return DefaultMembershipCheckInterval
+	}
+	return c.MembershipCheckInterval
 }
 
 // GitHubConfig holds the GitHub-specific settings (type github).
@@ -82,7 +123,20 @@ type OIDCConfig struct {
 	// Workspace domain, and rejects ID tokens whose hd claim differs: the
 	// request parameter alone is only a hint the user can strip.
 	HostedDomain string `mapstructure:"hosted_domain"`
+	// BackChannelLogout (type oidc) accepts OpenID Connect Back-Channel
+	// Logout 1.0 logout tokens at /upstream/{id}/backchannel-logout:
+	// "sessions" ends the user's sign-in at authd (browser sessions and
+	// pending sign-ins), "grants" also revokes the user's grants and
+	// tokens; "" or "off": the endpoint refuses every token.
+	BackChannelLogout string `mapstructure:"backchannel_logout"`
 }
+
+// Values of oidc.backchannel_logout.
+const (
+	BackChannelLogoutOff      = "off"
+	BackChannelLogoutSessions = "sessions"
+	BackChannelLogoutGrants   = "grants"
+)
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 
@@ -131,6 +185,23 @@ func (c Config) Validate() []error {
 		}
 	}
 
+	if c.StoreTokens && c.Type == TypeDev {
+		add("store_tokens", "does not apply to the dev login: it has no tokens to keep")
+	}
+	if !c.StoreTokens {
+		if c.RevokeOnUpstreamRevocation != nil {
+			add("revoke_on_upstream_revocation", "applies only with store_tokens: true")
+		}
+		if c.MembershipCheckInterval != 0 {
+			add("membership_check_interval", "applies only with store_tokens: true (without kept tokens memberships are read at sign-in only)")
+		}
+	}
+	if c.MembershipCheckInterval < 0 {
+		add("membership_check_interval", "%v must not be negative", c.MembershipCheckInterval)
+	} else if c.MembershipCheckInterval > 0 && c.MembershipCheckInterval < time.Minute {
+		add("membership_check_interval", "%v is below the minimum of 1m (each check calls the provider)", c.MembershipCheckInterval)
+	}
+
 	gh, oc := c.GitHub, c.OIDC
 	if c.Type == TypeGitHub {
 		if gh.BaseURL != "" {
@@ -157,7 +228,15 @@ func (c Config) Validate() []error {
 		if oc.HostedDomain != "" {
 			add("oidc.hosted_domain", "applies only to type google")
 		}
+		switch oc.BackChannelLogout {
+		case "", BackChannelLogoutOff, BackChannelLogoutSessions, BackChannelLogoutGrants:
+		default:
+			add("oidc.backchannel_logout", "%q is not off, sessions or grants (e.g. sessions: a logout at the provider ends the user's sign-in at authd)", oc.BackChannelLogout)
+		}
 	case TypeGoogle:
+		if oc.BackChannelLogout != "" && oc.BackChannelLogout != BackChannelLogoutOff {
+			add("oidc.backchannel_logout", "applies only to type oidc (Google sends no logout tokens)")
+		}
 		if oc.Issuer != "" {
 			if err := checkEndpointURL(oc.Issuer); err != nil {
 				add("oidc.issuer", "%v", err)

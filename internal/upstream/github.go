@@ -62,6 +62,9 @@ func (c *githubConnector) DisplayName() string { return c.cfg.Name }
 // the account chooser, which is the most it offers.
 func (c *githubConnector) AuthCodeURL(state string, o LoginOptions) string {
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(o.Verifier)}
+	if len(o.Scopes) > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("scope", strings.Join(withScopes(c.oauth.Scopes, o.Scopes), " ")))
+	}
 	if o.LoginHint != "" {
 		opts = append(opts, oauth2.SetAuthURLParam("login", o.LoginHint))
 	}
@@ -125,6 +128,7 @@ func (c *githubConnector) HandleCallback(ctx context.Context, r *http.Request, o
 		Subject: strconv.FormatInt(u.ID, 10),
 		Login:   u.Login,
 		Name:    u.Name,
+		Grant:   grantFrom(tok, c.oauth.Scopes, c.cfg.now()),
 	}
 
 	var emails []githubEmail
@@ -227,4 +231,36 @@ func (c *githubConnector) getURL(ctx context.Context, u, at string, v any) (http
 		"X-Github-Api-Version": {"2022-11-28"},
 		"User-Agent":           {"authd"},
 	}, v)
+}
+
+// Refresh implements Refresher: GitHub Apps with expiring user tokens
+// issue a single-use refresh token with each access token. The token
+// endpoint answers a refused one with HTTP 200 and error
+// bad_refresh_token.
+func (c *githubConnector) Refresh(ctx context.Context, refreshToken string) (*Grant, error) {
+	return refresh(ctx, c.oauth, c.tokenHC, c.cfg.Name, refreshToken, c.cfg.now)
+}
+
+// Memberships implements MembershipReader: the user's id, and their orgs
+// and teams when load_teams is set (what allowlist.github_orgs and
+// github_teams match).
+func (c *githubConnector) Memberships(ctx context.Context, at string) (Memberships, error) {
+	ctx, cancel := context.WithTimeout(ctx, callbackTimeout)
+	defer cancel()
+	var u githubUser
+	if _, err := c.get(ctx, "/user", at, &u); err != nil {
+		return Memberships{}, apiError(c.cfg.Name, err)
+	}
+	if u.ID <= 0 {
+		return Memberships{}, apiError(c.cfg.Name, fmt.Errorf("GET /user: no id in the answer"))
+	}
+	m := Memberships{Subject: strconv.FormatInt(u.ID, 10)}
+	if c.cfg.GitHub.LoadTeams {
+		groups, err := c.groups(ctx, at)
+		if err != nil {
+			return Memberships{}, apiError(c.cfg.Name, err)
+		}
+		m.Groups = groups
+	}
+	return m, nil
 }

@@ -43,6 +43,7 @@ type discoveryCall struct {
 type discovered struct {
 	oauth    oauth2.Config
 	verifier *oidc.IDTokenVerifier
+	provider *oidc.Provider
 }
 
 func newOIDC(ctx context.Context, c Config, hc *http.Client, log *slog.Logger) *oidcConnector {
@@ -150,6 +151,7 @@ func (c *oidcConnector) fetchDiscovery(ctx context.Context) (*discovered, error)
 			Endpoint:     ep,
 		},
 		verifier: p.Verifier(&oidc.Config{ClientID: c.cfg.ClientID, Now: c.cfg.Now}),
+		provider: p,
 	}, nil
 }
 
@@ -162,6 +164,15 @@ func (c *oidcConnector) AuthCodeURL(state string, o LoginOptions) string {
 		return ""
 	}
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(o.Verifier)}
+	if len(o.Scopes) > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("scope", strings.Join(withScopes(d.oauth.Scopes, o.Scopes), " ")))
+	}
+	if c.cfg.Type == TypeGoogle && c.cfg.StoreTokens {
+		// Google issues a refresh token only for offline access, and
+		// with include_granted_scopes the new grant carries the scopes
+		// granted before (incremental authorization).
+		opts = append(opts, oauth2.AccessTypeOffline, oauth2.SetAuthURLParam("include_granted_scopes", "true"))
+	}
 	if o.Nonce != "" {
 		opts = append(opts, oidc.Nonce(o.Nonce))
 	}
@@ -255,6 +266,7 @@ func (c *oidcConnector) HandleCallback(ctx context.Context, r *http.Request, o L
 		return Identity{}, verifyFailed(errors.New("id_token without sub"))
 	}
 	id := c.identity(idt.Subject, claims)
+	id.Grant = grantFrom(tok, d.oauth.Scopes, c.now())
 	id.AuthTime = authTime(claims["auth_time"])
 	if err := c.checkMaxAge(id.AuthTime, o.MaxAge); err != nil {
 		return Identity{}, err
@@ -371,4 +383,53 @@ func stringList(v any) []string {
 		return out
 	}
 	return nil
+}
+
+// Refresh implements Refresher (refresh tokens need offline_access at
+// most providers, access_type=offline at Google).
+func (c *oidcConnector) Refresh(ctx context.Context, refreshToken string) (*Grant, error) {
+	d, err := c.discover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return refresh(ctx, d.oauth, c.hc, c.cfg.Name, refreshToken, c.cfg.now)
+}
+
+// Memberships implements MembershipReader through the UserInfo endpoint
+// (OpenID Connect Core §5.3): groups from the configured groups claim
+// (type oidc), hd (type google). A provider that puts groups only into
+// the ID token and not into UserInfo cannot be re-checked: an answer
+// without the groups claim is an error, not "member of nothing", so that
+// it never locks everybody out.
+func (c *oidcConnector) Memberships(ctx context.Context, at string) (Memberships, error) {
+	ctx, cancel := context.WithTimeout(ctx, callbackTimeout)
+	defer cancel()
+	d, err := c.discover(ctx)
+	if err != nil {
+		return Memberships{}, err
+	}
+	if d.provider.UserInfoEndpoint() == "" {
+		return Memberships{}, &Error{Code: CodeUpstreamError, Message: c.cfg.Name + " has no UserInfo endpoint.", Err: errors.New("discovery without userinfo_endpoint")}
+	}
+	ui, err := d.provider.UserInfo(oidc.ClientContext(ctx, c.hc), oauth2.StaticTokenSource(&oauth2.Token{AccessToken: at, TokenType: "Bearer"}))
+	if err != nil {
+		return Memberships{}, apiError(c.cfg.Name, err)
+	}
+	var claims map[string]any
+	if err := ui.Claims(&claims); err != nil {
+		return Memberships{}, apiError(c.cfg.Name, err)
+	}
+	m := Memberships{Subject: ui.Subject}
+	if c.cfg.Type == TypeGoogle {
+		m.Domain, _ = claims["hd"].(string)
+	}
+	if c.cfg.Type == TypeOIDC {
+		v, ok := claims[c.cfg.OIDC.ClaimGroups]
+		if !ok {
+			return Memberships{}, &Error{Code: CodeUpstreamError, Message: c.cfg.Name + " did not send groups.",
+				Err: fmt.Errorf("userinfo without the %q claim", c.cfg.OIDC.ClaimGroups)}
+		}
+		m.Groups = stringList(v)
+	}
+	return m, nil
 }

@@ -30,6 +30,10 @@ type Identity struct {
 	// provider (the ID token's auth_time claim); zero when unknown, as
 	// always for GitHub.
 	AuthTime time.Time
+	// Grant is the provider's token response (GitHub, Google, OIDC; nil
+	// for the dev login). It is kept only for upstreams with store_tokens
+	// and otherwise dropped after the sign-in; it never prints its tokens.
+	Grant *Grant
 }
 
 // LoginOptions is what authd asks of one sign-in at the provider. The same
@@ -55,6 +59,9 @@ type LoginOptions struct {
 	// ClientName is the name of the application asking, shown by the
 	// development login (other connectors ignore it).
 	ClientName string
+	// Scopes are asked for on top of the configured ones: the upstream
+	// scopes the resources of this authorization need (store_tokens).
+	Scopes []string
 }
 
 // Connector is one configured upstream identity provider.

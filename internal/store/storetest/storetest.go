@@ -52,10 +52,13 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "FindUser", fn: testFindUser},
 		{name: "ListUsers", fn: testListUsers, own: own},
 		{name: "DisableUser", fn: testDisableUser},
+		{name: "LogoutUser", fn: testLogoutUser},
+		{name: "UseLogoutToken", fn: testUseLogoutToken},
 
 		// The authorization flow.
 		{name: "AuthRequestCRUD", fn: testAuthRequestCRUD},
 		{name: "AuthRequestExpiry", fn: testAuthRequestExpiry},
+		{name: "AuthRequestWithoutClient", fn: testAuthRequestWithoutClient},
 		{name: "Sessions", fn: testSessions},
 		{name: "Consents", fn: testConsents},
 		{name: "DeleteConsentRevokesGrants", fn: testDeleteConsentRevokesGrants},
@@ -74,6 +77,14 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "RevokedJTIs", fn: testRevokedJTIs},
 		{name: "JoinedReads", fn: testJoinedReads},
 		{name: "DeleteClientCascades", fn: testDeleteClientCascades},
+
+		// Upstream tokens (the broker).
+		{name: "UpstreamTokenCRUD", fn: testUpstreamTokenCRUD},
+		{name: "UpdateUpstreamToken", fn: testUpdateUpstreamToken},
+		{name: "ClaimMembershipCheck", fn: testClaimMembershipCheck},
+		{name: "DisableUserDeletesUpstreamTokens", fn: testDisableUserDeletesUpstreamTokens},
+		{name: "PurgeUpstreamTokens", fn: testPurgeUpstreamTokens, own: own},
+		{name: "DeleteUpstreamTokensExcept", fn: testDeleteUpstreamTokensExcept, own: own},
 
 		// Keys, metadata documents, maintenance.
 		{name: "ValuesAreCopies", fn: testValuesAreCopies},
@@ -99,6 +110,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ConcurrentUpsertUser", fn: testConcurrentUpsertUser},
 		{name: "ConcurrentDisableUser", fn: testConcurrentDisableUser},
 		{name: "ConcurrentCreates", fn: testConcurrentCreates},
+		{name: "ConcurrentUpdateUpstreamToken", fn: testConcurrentUpdateUpstreamToken},
 	}
 	shared := newStore(t)
 	for _, c := range cases {

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/authd/authd/internal/upstream"
 )
@@ -64,6 +65,9 @@ type GitHub struct {
 	codes     map[string]ghGrant
 	tokens    map[string]ghToken
 	authReqs  []url.Values
+	// GitHub App user tokens that expire, refresh, revocation and
+	// membership changes: github_tokens.go.
+	exp ghExpiring
 }
 
 type ghGrant struct {
@@ -74,8 +78,9 @@ type ghGrant struct {
 }
 
 type ghToken struct {
-	userID int64
-	scopes []string
+	userID  int64
+	scopes  []string
+	expires time.Time // zero: never (OAuth app tokens)
 }
 
 // NewGitHub starts a fake GitHub, closed when the test ends.
@@ -287,6 +292,10 @@ func (g *GitHub) accessToken(w http.ResponseWriter, r *http.Request) {
 		fail("incorrect_client_credentials", "The client_id and/or client_secret passed are incorrect.")
 		return
 	}
+	if f.Get("grant_type") == "refresh_token" {
+		g.refreshGrant(f.Get("refresh_token"), reply, fail)
+		return
+	}
 	grant, ok := g.codes[f.Get("code")]
 	delete(g.codes, f.Get("code")) // single use, whatever happens next
 	if !ok {
@@ -301,9 +310,7 @@ func (g *GitHub) accessToken(w http.ResponseWriter, r *http.Request) {
 		fail("bad_verification_code", "The code_verifier does not match the code_challenge.")
 		return
 	}
-	tok := "gho_" + randomHex(18)
-	g.tokens[tok] = ghToken{userID: grant.userID, scopes: grant.scopes}
-	reply(url.Values{"access_token": {tok}, "token_type": {"bearer"}, "scope": {strings.Join(grant.scopes, ",")}})
+	reply(g.issue(grant.userID, grant.scopes))
 }
 
 type apiFunc func(w http.ResponseWriter, r *http.Request, u *GitHubUser, scopes []string)
@@ -321,6 +328,9 @@ func (g *GitHub) api(f apiFunc) http.HandlerFunc {
 		scheme, tok, _ := strings.Cut(auth, " ")
 		t, ok := g.tokens[tok]
 		u := g.byID(t.userID)
+		if ok && !t.expires.IsZero() && !g.now().Before(t.expires) {
+			ok = false // GitHub answers an expired token like an unknown one
+		}
 		if !ok || u == nil || (!strings.EqualFold(scheme, "bearer") && !strings.EqualFold(scheme, "token")) {
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"})
 			return

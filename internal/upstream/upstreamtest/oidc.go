@@ -82,11 +82,14 @@ type OIDC struct {
 	authTime time.Time
 	codes    map[string]oidcGrant
 	authReqs []url.Values
+	// Access and refresh tokens, UserInfo, revocation: oidc_tokens.go.
+	tok oidcTokens
 }
 
 type oidcGrant struct {
 	sub, clientID, redirectURI, challenge, nonce, scope string
 	authTime                                            time.Time
+	offline                                             bool // access_type=offline (Google)
 }
 
 // RSA key generation takes long under the race detector, so all fakes of
@@ -115,6 +118,7 @@ func NewOIDC(t testing.TB) *OIDC {
 	mux.HandleFunc("GET /jwks", o.jwks)
 	mux.HandleFunc("GET /authorize", o.authorize)
 	mux.HandleFunc("POST /token", o.token)
+	mux.HandleFunc("GET /userinfo", o.userinfo)
 	o.srv = httptest.NewTLSServer(mux)
 	t.Cleanup(o.srv.Close)
 	return o
@@ -220,7 +224,80 @@ func (o *OIDC) discovery(w http.ResponseWriter, _ *http.Request) {
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
 		"code_challenge_methods_supported":      []string{"S256"},
 		"claims_supported":                      []string{"sub", "iss", "aud", "exp", "iat", "nonce", "auth_time", "email", "email_verified", "name", "preferred_username", "groups", "hd"},
+		"backchannel_logout_supported":          true,
+		"backchannel_logout_session_supported":  true,
 	})
+}
+
+// LogoutToken is what LogoutToken signs: a logout token of OpenID Connect
+// Back-Channel Logout 1.0 §2.4 (typ logout+jwt) for Subject and/or SID,
+// with a fresh jti, iat now and exp two minutes later, addressed to the
+// fake's ClientID. Claims overrides members (nil deletes one: "events",
+// "jti"…); BadSignature signs with a key not in the JWKS (same kid); Type
+// replaces the JOSE typ.
+type LogoutToken struct {
+	Subject, SID string
+	Claims       map[string]any
+	BadSignature bool
+	Type         string
+}
+
+// SignLogoutToken returns the compact JWS of l, as the provider would POST
+// it to a relying party's back-channel logout URI.
+func (o *OIDC) SignLogoutToken(t testing.TB, l LogoutToken) string {
+	t.Helper()
+	now := o.now()
+	claims := map[string]any{
+		"iss":    o.Issuer(),
+		"aud":    o.ClientID,
+		"iat":    now.Unix(),
+		"exp":    now.Add(2 * time.Minute).Unix(),
+		"jti":    randomHex(16),
+		"events": map[string]any{upstream.LogoutEvent: map[string]any{}},
+	}
+	if l.Subject != "" {
+		claims["sub"] = l.Subject
+	}
+	if l.SID != "" {
+		claims["sid"] = l.SID
+	}
+	for k, v := range l.Claims {
+		if v == nil {
+			delete(claims, k)
+		} else {
+			claims[k] = v
+		}
+	}
+	key := o.key
+	if l.BadSignature {
+		other, err := foreignKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		key = other
+	}
+	typ := jose.ContentType("logout+jwt")
+	if l.Type != "" {
+		typ = jose.ContentType(l.Type)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+		(&jose.SignerOptions{}).WithType(typ).WithHeader(jose.HeaderKey("kid"), o.kid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, err := signer.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func (o *OIDC) jwks(w http.ResponseWriter, _ *http.Request) {
@@ -285,7 +362,7 @@ func (o *OIDC) authorize(w http.ResponseWriter, r *http.Request) {
 	o.codes[code] = oidcGrant{
 		sub: u.Subject, clientID: o.ClientID, redirectURI: q.Get("redirect_uri"),
 		challenge: q.Get("code_challenge"), nonce: q.Get("nonce"), scope: q.Get("scope"),
-		authTime: authTime,
+		authTime: authTime, offline: q.Get("access_type") == "offline",
 	}
 	back.Set("code", code)
 	if o.faults.MixUpIss {
@@ -326,6 +403,10 @@ func (o *OIDC) token(w http.ResponseWriter, r *http.Request) {
 		oauthErr(http.StatusUnauthorized, "invalid_client")
 		return
 	}
+	if f.Get("grant_type") == "refresh_token" {
+		o.refreshGrant(w, f.Get("refresh_token"), id)
+		return
+	}
 	if f.Get("grant_type") != "authorization_code" {
 		oauthErr(http.StatusBadRequest, "unsupported_grant_type")
 		return
@@ -341,12 +422,7 @@ func (o *OIDC) token(w http.ResponseWriter, r *http.Request) {
 		oauthErr(http.StatusBadRequest, "invalid_grant")
 		return
 	}
-	resp := map[string]any{
-		"access_token": "at-" + randomHex(16),
-		"token_type":   "Bearer",
-		"expires_in":   3600,
-		"scope":        g.scope,
-	}
+	resp := o.issue(u.Subject, id, g.scope, g.offline)
 	if !o.faults.NoIDToken {
 		idt, err := o.idToken(*u, g)
 		if err != nil {

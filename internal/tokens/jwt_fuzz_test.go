@@ -1,4 +1,4 @@
-package introspect
+package tokens
 
 import (
 	"context"
@@ -41,8 +41,7 @@ func FuzzVerifyJWT(f *testing.F) {
 		f.Fatal(err)
 	}
 	const iss = "https://auth.example.com"
-	h := &Handler{Keys: km, Issuer: iss}
-	h.prepare()
+	s := &Service{Keys: km, Issuer: iss}
 	claims := jwt.MapClaims{
 		"iss": iss, "sub": "user-1", "aud": "https://mcp.example.com/mcp", "client_id": "client-1", "scope": "mcp:tools",
 		"jti": "0b7e3f8e-3c1e-4a51-9a48-1d2f6f0f1a11", "iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(), "gid": "grant-1",
@@ -106,17 +105,17 @@ func FuzzVerifyJWT(f *testing.F) {
 	}
 
 	// The property must be reachable: the genuine token passes.
-	if _, err := h.verifyJWT(genuine, now); err != nil {
+	if _, err := s.verifyJWT(genuine, now); err != nil {
 		f.Fatalf("genuine token refused: %v", err)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
 		if len(raw) > maxTokenLen {
-			if _, err := h.inspect(ctx, raw, now); err == nil {
+			if _, err := s.Inspect(ctx, raw, now); err == nil {
 				t.Fatalf("accepted a %d-byte token", len(raw))
 			}
 			return
 		}
-		c, err := h.verifyJWT(raw, now)
+		c, err := s.verifyJWT(raw, now)
 		if err != nil {
 			return
 		}
@@ -159,8 +158,7 @@ func TestVerifyJWTBoundedAllocations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &Handler{Keys: km, Issuer: "https://auth.example.com"}
-	h.prepare()
+	s := &Service{Keys: km, Issuer: "https://auth.example.com"}
 	b64 := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 	// Payload sizes chosen so the token stays just under maxTokenLen.
 	fit := func(seg func(n int) string) string {
@@ -198,14 +196,14 @@ func TestVerifyJWTBoundedAllocations(t *testing.T) {
 		if len(raw) > maxTokenLen {
 			t.Fatalf("%s: %d bytes, over maxTokenLen", name, len(raw))
 		}
-		if _, err := h.verifyJWT(raw, now); err == nil {
+		if _, err := s.verifyJWT(raw, now); err == nil {
 			t.Fatalf("%s: accepted", name)
 		}
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		const runs = 20
 		for range runs {
-			h.verifyJWT(raw, now)
+			s.verifyJWT(raw, now)
 		}
 		runtime.ReadMemStats(&after)
 		perCall := (after.TotalAlloc - before.TotalAlloc) / runs
@@ -217,7 +215,7 @@ func TestVerifyJWTBoundedAllocations(t *testing.T) {
 		t.Logf("%s: %d bytes in, %d bytes allocated per verification", name, len(raw), perCall)
 	}
 	over := strings.Repeat("a", maxTokenLen+1)
-	if allocs := testing.AllocsPerRun(20, func() { h.inspect(context.Background(), over, now) }); allocs > 5 {
+	if allocs := testing.AllocsPerRun(20, func() { s.Inspect(context.Background(), over, now) }); allocs > 5 {
 		t.Errorf("a token over maxTokenLen costs %v allocations; it must be refused before parsing", allocs)
 	}
 }

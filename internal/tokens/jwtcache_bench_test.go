@@ -1,4 +1,4 @@
-package introspect
+package tokens
 
 import (
 	"crypto/ecdsa"
@@ -18,10 +18,10 @@ func BenchmarkVerifyJWTCache(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := &Handler{Keys: &fakeKeys{pub: &priv.PublicKey}, Issuer: "https://auth.example.com"}
+	s := &Service{Keys: &fakeKeys{pub: &priv.PublicKey}, Issuer: "https://auth.example.com"}
 	now := time.Now()
 	tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
-		"iss": h.Issuer, "sub": "5f0c2b7e-8d1a-4a8e-9d55-0c1e3f1c2a77", "aud": "https://mcp.example.com/mcp",
+		"iss": s.Issuer, "sub": "5f0c2b7e-8d1a-4a8e-9d55-0c1e3f1c2a77", "aud": "https://mcp.example.com/mcp",
 		"client_id": "4d1f6c7e-2b8a-4e3f-9a1d-7c6b5a4e3d2c", "scope": "mcp:tools", "jti": "0b8e7c6d-5a4f-4e3d-8c2b-1a0f9e8d7c6b",
 		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(),
 	})
@@ -33,8 +33,8 @@ func BenchmarkVerifyJWTCache(b *testing.B) {
 	b.Run("cold", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			h.jwts.m = nil
-			if _, err := h.verifyJWT(raw, now); err != nil {
+			s.jwts.m = nil
+			if _, err := s.verifyJWT(raw, now); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -42,7 +42,7 @@ func BenchmarkVerifyJWTCache(b *testing.B) {
 	b.Run("cached", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := h.verifyJWT(raw, now); err != nil {
+			if _, err := s.verifyJWT(raw, now); err != nil {
 				b.Fatal(err)
 			}
 		}

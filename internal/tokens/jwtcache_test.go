@@ -1,6 +1,7 @@
-package introspect
+package tokens
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,6 +17,7 @@ import (
 // fakeKeys verifies with one ES256 key that a test can withdraw, and
 // counts how often the key was asked for.
 type fakeKeys struct {
+	priv      *ecdsa.PrivateKey
 	pub       *ecdsa.PublicKey
 	withdrawn atomic.Bool
 	calls     atomic.Int64
@@ -31,17 +33,27 @@ func (k *fakeKeys) Keyfunc(t *jwt.Token) (any, error) {
 
 func (k *fakeKeys) Algorithms() []string { return []string{"ES256"} }
 
+// Sign signs with the key, if the test gave its private half.
+func (k *fakeKeys) Sign(_ context.Context, typ string, c jwt.Claims) (string, error) {
+	if k.priv == nil {
+		return "", errors.New("fakeKeys: no private key")
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, c)
+	tok.Header["kid"], tok.Header["typ"] = "k1", typ
+	return tok.SignedString(k.priv)
+}
+
 func TestVerifiedJWTCache(t *testing.T) {
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	keys := &fakeKeys{pub: &priv.PublicKey}
-	h := &Handler{Keys: keys, Issuer: "https://auth.example.com"}
+	s := &Service{Keys: keys, Issuer: "https://auth.example.com"}
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	sign := func(exp time.Time) string {
 		tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
-			"iss": h.Issuer, "sub": "alice", "aud": "https://mcp.example.com", "client_id": "c1",
+			"iss": s.Issuer, "sub": "alice", "aud": "https://mcp.example.com", "client_id": "c1",
 			"jti": "j1", "iat": now.Unix(), "nbf": now.Unix(), "exp": exp.Unix(),
 		})
 		tok.Header["kid"], tok.Header["typ"] = "k1", "at+jwt"
@@ -53,18 +65,18 @@ func TestVerifiedJWTCache(t *testing.T) {
 	}
 	raw := sign(now.Add(time.Hour))
 
-	c, err := h.verifyJWT(raw, now)
+	c, err := s.verifyJWT(raw, now)
 	if err != nil || c.ClientID != "c1" {
 		t.Fatalf("first verification: %+v, %v", c, err)
 	}
-	if n := len(h.jwts.m); n != 1 {
+	if n := len(s.jwts.m); n != 1 {
 		t.Fatalf("%d cached tokens after one verification, want 1", n)
 	}
 	// A hit still asks whether the signing key is published, and returns a
 	// copy the caller cannot alter the cache through.
 	before := keys.calls.Load()
 	c.Audience[0] = "changed"
-	c, err = h.verifyJWT(raw, now.Add(time.Minute))
+	c, err = s.verifyJWT(raw, now.Add(time.Minute))
 	if err != nil || c.Audience[0] != "https://mcp.example.com" || keys.calls.Load() != before+1 {
 		t.Fatalf("cached verification: %+v, %v, key asked %d times", c, err, keys.calls.Load()-before)
 	}
@@ -74,22 +86,22 @@ func TestVerifiedJWTCache(t *testing.T) {
 	if tampered == raw {
 		tampered = raw[:len(raw)-2] + "BB"
 	}
-	if _, err := h.verifyJWT(tampered, now); err == nil {
+	if _, err := s.verifyJWT(tampered, now); err == nil {
 		t.Fatal("tampered token verified")
 	}
 
 	// A withdrawn key ends its cached tokens at once.
 	keys.withdrawn.Store(true)
-	if _, err := h.verifyJWT(raw, now); err == nil {
+	if _, err := s.verifyJWT(raw, now); err == nil {
 		t.Fatal("cached token verified after its key was withdrawn")
 	}
 	keys.withdrawn.Store(false)
 
 	// Expiry is checked on every hit, and the entry goes.
-	if _, err := h.verifyJWT(raw, now.Add(time.Hour)); err == nil {
+	if _, err := s.verifyJWT(raw, now.Add(time.Hour)); err == nil {
 		t.Fatal("cached token verified at its exp")
 	}
-	if _, ok := h.jwts.m[sha256.Sum256([]byte(raw))]; ok {
+	if _, ok := s.jwts.m[sha256.Sum256([]byte(raw))]; ok {
 		t.Fatal("expired token still cached")
 	}
 }
@@ -97,7 +109,7 @@ func TestVerifiedJWTCache(t *testing.T) {
 func TestJWTCacheBounded(t *testing.T) {
 	var c jwtCache
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	e := jwtEntry{claims: claims{ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}}
+	e := jwtEntry{claims: Claims{ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour))}}
 	for i := range maxCachedJWTs + 10 {
 		var k [sha256.Size]byte
 		k[0], k[1], k[2] = byte(i), byte(i>>8), byte(i>>16)

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/authd/authd/internal/config"
+	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/upstream"
+	"github.com/authd/authd/internal/upstreamtokens"
+)
+
+// devUpstreamSecret encrypts kept upstream tokens under --dev when no
+// keys.encryption_secret is set (the dev store lives in memory, or in a
+// development database).
+const devUpstreamSecret = "authd-development-mode-only-upstream-tokens"
+
+// newBroker builds the broker for the upstreams with store_tokens, or nil
+// when there is none. st is the store without the request budget of
+// store.Bounded: a refresh holds its row while it calls the upstream, and
+// the broker bounds that itself.
+func newBroker(cfg *config.Config, st store.Store, connectors []upstream.Connector, allowed func(string, store.User) error, now func() time.Time, log *slog.Logger) (*upstreamtokens.Broker, error) {
+	ups := map[string]upstreamtokens.Upstream{}
+	for i, uc := range cfg.Upstreams {
+		if !uc.StoreTokens {
+			continue
+		}
+		conn := connectors[i]
+		u := upstreamtokens.Upstream{
+			ID:                         uc.ID,
+			Type:                       uc.Type,
+			RevokeOnUpstreamRevocation: uc.RevokesOnUpstreamRevocation(),
+			MembershipCheckInterval:    uc.MembershipInterval(),
+		}
+		u.Refresher, _ = conn.(upstream.Refresher)
+		u.Memberships, _ = conn.(upstream.MembershipReader)
+		ups[uc.ID] = u
+	}
+	if len(ups) == 0 {
+		return nil, nil
+	}
+	secret := cfg.Keys.EncryptionSecret
+	if secret == "" && cfg.Dev {
+		secret = devUpstreamSecret
+	}
+	kr, err := upstreamtokens.NewKeyring(secret)
+	if err != nil {
+		return nil, err
+	}
+	return &upstreamtokens.Broker{
+		Store:     st,
+		Keys:      kr,
+		Upstreams: ups,
+		Allowed:   allowed,
+		Now:       now,
+		Log:       log,
+	}, nil
+}
+
+// grantCheck is what /token applies at code redemption and refresh: the
+// user check (disabled, allowlist on the stored memberships), then, for
+// upstreams that keep tokens, the memberships read again from the
+// upstream when membership_check_interval has passed. Introspection and
+// /verify apply only check: they must not call the upstream.
+func grantCheck(check func(context.Context, store.User) error, b *upstreamtokens.Broker) func(context.Context, store.User) error {
+	if b == nil {
+		return check
+	}
+	return func(ctx context.Context, u store.User) error {
+		if err := check(ctx, u); err != nil {
+			return err
+		}
+		return b.RecheckMemberships(ctx, u)
+	}
+}
+
+// keptUpstreams lists the ids of the upstreams with store_tokens.
+func keptUpstreams(cfg *config.Config) []string {
+	ids := []string{}
+	for _, u := range cfg.Upstreams {
+		if u.StoreTokens {
+			ids = append(ids, u.ID)
+		}
+	}
+	return ids
+}

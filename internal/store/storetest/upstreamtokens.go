@@ -1,0 +1,337 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/authd/authd/internal/store"
+)
+
+func newUpstreamToken(u store.User, upstream string) store.UpstreamToken {
+	return store.UpstreamToken{
+		UserID:              u.ID,
+		Upstream:            upstream,
+		KeyID:               "k1",
+		Sealed:              []byte("sealed-" + upstream + "-" + u.ID),
+		ExpiresAt:           ptr(t0.Add(8 * time.Hour)),
+		Refreshable:         true,
+		Scopes:              []string{"repo", "read:org"},
+		MembershipCheckedAt: ptr(t0),
+		CreatedAt:           t0,
+		UpdatedAt:           t0,
+	}
+}
+
+func putUpstreamToken(t *testing.T, s store.Store, ut store.UpstreamToken) store.UpstreamToken {
+	t.Helper()
+	must(t, s.PutUpstreamToken(t.Context(), ut), "PutUpstreamToken")
+	return ut
+}
+
+// One row per (user, upstream): created, read, replaced (keeping
+// CreatedAt), listed in order and deleted idempotently; nothing for an
+// unknown user.
+func testUpstreamTokenCRUD(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	_, err := s.GetUpstreamToken(ctx, u.ID, "github")
+	wantErr(t, err, store.ErrNotFound, "GetUpstreamToken before Put")
+
+	gh := putUpstreamToken(t, s, newUpstreamToken(u, "github"))
+	got, err := s.GetUpstreamToken(ctx, u.ID, "github")
+	must(t, err, "GetUpstreamToken")
+	equal(t, "GetUpstreamToken", got, gh)
+
+	// A row with no expiry, no scopes, never checked.
+	bare := newUpstreamToken(u, "corp")
+	bare.ExpiresAt, bare.Scopes, bare.MembershipCheckedAt, bare.Refreshable = nil, nil, nil, false
+	bare.CreatedAt, bare.UpdatedAt = t0.Add(time.Second), t0.Add(time.Second)
+	putUpstreamToken(t, s, bare)
+	got, err = s.GetUpstreamToken(ctx, u.ID, "corp")
+	must(t, err, "GetUpstreamToken of the bare row")
+	equal(t, "bare row", got, bare)
+
+	// Replacing keeps CreatedAt and clears what the new row clears.
+	repl := newUpstreamToken(u, "github")
+	repl.KeyID, repl.Sealed = "k2", []byte("resealed")
+	repl.DeadAt = ptr(t0.Add(time.Minute))
+	repl.CreatedAt, repl.UpdatedAt = t0.Add(time.Hour), t0.Add(time.Hour)
+	putUpstreamToken(t, s, repl)
+	got, err = s.GetUpstreamToken(ctx, u.ID, "github")
+	must(t, err, "GetUpstreamToken after replace")
+	want := repl
+	want.CreatedAt = t0
+	equal(t, "replaced row", got, want)
+
+	list, err := s.ListUpstreamTokens(ctx, u.ID)
+	must(t, err, "ListUpstreamTokens")
+	if len(list) != 2 || list[0].Upstream != "github" || list[1].Upstream != "corp" {
+		t.Fatalf("ListUpstreamTokens: got %s, want github then corp", show(list))
+	}
+	other, err := s.ListUpstreamTokens(ctx, user(t, s).ID)
+	must(t, err, "ListUpstreamTokens of another user")
+	if len(other) != 0 {
+		t.Fatalf("ListUpstreamTokens of another user: got %d rows", len(other))
+	}
+
+	must(t, s.DeleteUpstreamToken(ctx, u.ID, "github"), "DeleteUpstreamToken")
+	must(t, s.DeleteUpstreamToken(ctx, u.ID, "github"), "DeleteUpstreamToken again")
+	_, err = s.GetUpstreamToken(ctx, u.ID, "github")
+	wantErr(t, err, store.ErrNotFound, "GetUpstreamToken after delete")
+	_, err = s.GetUpstreamToken(ctx, u.ID, "corp")
+	must(t, err, "GetUpstreamToken of the other upstream after delete")
+
+	nobody := newUpstreamToken(newUser(), "github")
+	nobody.UserID = "no-such-user"
+	if err := s.PutUpstreamToken(ctx, nobody); err == nil {
+		t.Fatal("PutUpstreamToken for an unknown user succeeded")
+	}
+	empty := newUpstreamToken(u, "github")
+	empty.Sealed = nil
+	if err := s.PutUpstreamToken(ctx, empty); err == nil {
+		t.Fatal("PutUpstreamToken without ciphertext succeeded")
+	}
+}
+
+// UpdateUpstreamToken stores what the callback returns, nothing on nil or
+// error, and refuses to move a row.
+func testUpdateUpstreamToken(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	_, err := s.UpdateUpstreamToken(ctx, u.ID, "github", func(store.UpstreamToken) (*store.UpstreamToken, error) {
+		t.Fatal("update called for an absent row")
+		return nil, nil
+	})
+	wantErr(t, err, store.ErrNotFound, "UpdateUpstreamToken of an absent row")
+
+	orig := putUpstreamToken(t, s, newUpstreamToken(u, "github"))
+	got, err := s.UpdateUpstreamToken(ctx, u.ID, "github", func(cur store.UpstreamToken) (*store.UpstreamToken, error) {
+		equal(t, "row handed to update", cur, orig)
+		return nil, nil
+	})
+	must(t, err, "UpdateUpstreamToken returning nil")
+	equal(t, "row after a nil update", got, orig)
+
+	boom := errors.New("upstream down")
+	_, err = s.UpdateUpstreamToken(ctx, u.ID, "github", func(cur store.UpstreamToken) (*store.UpstreamToken, error) {
+		cur.Sealed = []byte("half-written")
+		return &cur, boom
+	})
+	wantErr(t, err, boom, "UpdateUpstreamToken whose update fails")
+	stored, err := s.GetUpstreamToken(ctx, u.ID, "github")
+	must(t, err, "GetUpstreamToken")
+	equal(t, "row after a failed update", stored, orig)
+
+	_, err = s.UpdateUpstreamToken(ctx, u.ID, "github", func(cur store.UpstreamToken) (*store.UpstreamToken, error) {
+		cur.Upstream = "elsewhere"
+		return &cur, nil
+	})
+	if err == nil {
+		t.Fatal("UpdateUpstreamToken moved the row to another upstream")
+	}
+
+	next := orig
+	next.KeyID, next.Sealed = "k2", []byte("refreshed")
+	next.ExpiresAt = ptr(t0.Add(16 * time.Hour))
+	next.Scopes = []string{"repo"}
+	next.CreatedAt, next.UpdatedAt = t0.Add(time.Hour), t0.Add(8*time.Hour) // CreatedAt is kept
+	got, err = s.UpdateUpstreamToken(ctx, u.ID, "github", func(store.UpstreamToken) (*store.UpstreamToken, error) {
+		return &next, nil
+	})
+	must(t, err, "UpdateUpstreamToken")
+	want := next
+	want.CreatedAt = t0
+	equal(t, "row returned by UpdateUpstreamToken", got, want)
+	stored, err = s.GetUpstreamToken(ctx, u.ID, "github")
+	must(t, err, "GetUpstreamToken after update")
+	equal(t, "row stored by UpdateUpstreamToken", stored, want)
+}
+
+// Of N concurrent updates of one row, the callbacks run one at a time and
+// each sees the previous one's result: exactly one finds the token stale
+// and "refreshes" it (a single-use refresh token is spent once).
+func testConcurrentUpdateUpstreamToken(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	putUpstreamToken(t, s, newUpstreamToken(u, "github"))
+	var inside, overlaps, refreshes atomic.Int32
+	results := make([]store.UpstreamToken, racers)
+	errs := make([]error, racers)
+	race(racers, func(i int) {
+		results[i], errs[i] = s.UpdateUpstreamToken(ctx, u.ID, "github", func(cur store.UpstreamToken) (*store.UpstreamToken, error) {
+			if inside.Add(1) > 1 {
+				overlaps.Add(1)
+			}
+			defer inside.Add(-1)
+			if cur.KeyID == "fresh" {
+				return nil, nil // another racer refreshed it: use its result
+			}
+			refreshes.Add(1)
+			time.Sleep(5 * time.Millisecond) // the upstream call, during which others must wait
+			cur.KeyID, cur.Sealed = "fresh", []byte(fmt.Sprintf("refreshed by %d", i))
+			return &cur, nil
+		})
+	})
+	for i, err := range errs {
+		must(t, err, fmt.Sprintf("racer %d", i))
+	}
+	if n := refreshes.Load(); n != 1 {
+		t.Fatalf("%d racers refreshed, want exactly 1", n)
+	}
+	if n := overlaps.Load(); n != 0 {
+		t.Fatalf("update callbacks overlapped %d times; the row must be held exclusively", n)
+	}
+	for i := range results {
+		if string(results[i].Sealed) != string(results[0].Sealed) || results[i].KeyID != "fresh" {
+			t.Fatalf("racer %d got %q, racer 0 %q: all must get the one refreshed row", i, results[i].Sealed, results[0].Sealed)
+		}
+	}
+}
+
+// ClaimMembershipCheck claims a due check once, also under a race, and
+// never for a dead or absent row.
+func testClaimMembershipCheck(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	const every = 15 * time.Minute
+	ok, err := s.ClaimMembershipCheck(ctx, u.ID, "github", t0, every)
+	must(t, err, "ClaimMembershipCheck of an absent row")
+	if ok {
+		t.Fatal("claimed a check of an absent row")
+	}
+	ut := putUpstreamToken(t, s, newUpstreamToken(u, "github")) // checked at t0
+	for _, c := range []struct {
+		at   time.Time
+		want bool
+	}{
+		{t0.Add(every - us), false},
+		{t0.Add(every), true},
+		{t0.Add(every + time.Minute), false}, // claimed at t0+every
+	} {
+		ok, err := s.ClaimMembershipCheck(ctx, u.ID, "github", c.at, every)
+		must(t, err, "ClaimMembershipCheck")
+		if ok != c.want {
+			t.Fatalf("ClaimMembershipCheck at t0+%v: got %v, want %v", c.at.Sub(t0), ok, c.want)
+		}
+	}
+	got, err := s.GetUpstreamToken(ctx, u.ID, "github")
+	must(t, err, "GetUpstreamToken")
+	timeEqual(t, "MembershipCheckedAt after a claim", got.MembershipCheckedAt, t0.Add(every))
+
+	later := t0.Add(10 * every)
+	wins := make([]bool, racers)
+	race(racers, func(i int) {
+		var err error
+		wins[i], err = s.ClaimMembershipCheck(ctx, u.ID, "github", later, every)
+		if err != nil {
+			t.Errorf("racer %d: %v", i, err)
+		}
+	})
+	n := 0
+	for _, w := range wins {
+		if w {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d racers claimed one due check, want exactly 1", n)
+	}
+
+	ut.DeadAt = ptr(t0)
+	ut.MembershipCheckedAt = nil
+	putUpstreamToken(t, s, ut)
+	ok, err = s.ClaimMembershipCheck(ctx, u.ID, "github", later.Add(time.Hour), every)
+	must(t, err, "ClaimMembershipCheck of a dead row")
+	if ok {
+		t.Fatal("claimed a check of a dead upstream grant")
+	}
+}
+
+// DisableUser deletes the user's upstream tokens (and nobody else's).
+func testDisableUserDeletesUpstreamTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u, other := user(t, s), user(t, s)
+	putUpstreamToken(t, s, newUpstreamToken(u, "github"))
+	putUpstreamToken(t, s, newUpstreamToken(u, "corp"))
+	putUpstreamToken(t, s, newUpstreamToken(other, "github"))
+	_, err := s.DisableUser(ctx, u.ID, t0.Add(time.Minute))
+	must(t, err, "DisableUser")
+	list, err := s.ListUpstreamTokens(ctx, u.ID)
+	must(t, err, "ListUpstreamTokens of the disabled user")
+	if len(list) != 0 {
+		t.Fatalf("a disabled user keeps %d upstream tokens", len(list))
+	}
+	_, err = s.GetUpstreamToken(ctx, other.ID, "github")
+	must(t, err, "GetUpstreamToken of another user after DisableUser")
+}
+
+// DeleteUpstreamTokensExcept deletes the rows of the upstreams not kept,
+// for every user, and only those.
+func testDeleteUpstreamTokensExcept(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u, v := user(t, s), user(t, s)
+	for _, r := range []store.UpstreamToken{newUpstreamToken(u, "github"), newUpstreamToken(u, "old"), newUpstreamToken(v, "old"), newUpstreamToken(v, "corp")} {
+		putUpstreamToken(t, s, r)
+	}
+	n, err := s.DeleteUpstreamTokensExcept(ctx, []string{"github", "corp"})
+	must(t, err, "DeleteUpstreamTokensExcept")
+	if n != 2 {
+		t.Fatalf("deleted %d rows, want the 2 of upstream old", n)
+	}
+	for _, c := range []struct {
+		user     store.User
+		upstream string
+		kept     bool
+	}{{u, "github", true}, {u, "old", false}, {v, "old", false}, {v, "corp", true}} {
+		_, err := s.GetUpstreamToken(ctx, c.user.ID, c.upstream)
+		if c.kept {
+			must(t, err, "kept row "+c.upstream)
+		} else {
+			wantErr(t, err, store.ErrNotFound, "deleted row "+c.upstream)
+		}
+	}
+	n, err = s.DeleteUpstreamTokensExcept(ctx, nil)
+	must(t, err, "DeleteUpstreamTokensExcept(nil)")
+	if n != 2 {
+		t.Fatalf("keeping nothing deleted %d rows, want the 2 left", n)
+	}
+}
+
+// Purge deletes upstream tokens that can no longer be used: dead, or
+// expired without a refresh token. Expired refreshable ones and ones
+// without expiry stay.
+func testPurgeUpstreamTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	now := t0.Add(day)
+	rows := map[string]func(*store.UpstreamToken){
+		"dead":              func(r *store.UpstreamToken) { r.DeadAt = ptr(t0) },
+		"expired-final":     func(r *store.UpstreamToken) { r.Refreshable = false },
+		"expired-refresh":   func(*store.UpstreamToken) {},
+		"no-expiry-no-rt":   func(r *store.UpstreamToken) { r.ExpiresAt, r.Refreshable = nil, false },
+		"live-final":        func(r *store.UpstreamToken) { r.ExpiresAt, r.Refreshable = ptr(now.Add(time.Hour)), false },
+		"expires-now-no-rt": func(r *store.UpstreamToken) { r.ExpiresAt, r.Refreshable = ptr(now), false },
+	}
+	for name, edit := range rows {
+		r := newUpstreamToken(u, name)
+		edit(&r)
+		putUpstreamToken(t, s, r)
+	}
+	res, err := s.Purge(ctx, now)
+	must(t, err, "Purge")
+	if res["upstream_tokens"] != 3 {
+		t.Fatalf("Purge counted %d upstream tokens, want 3", res["upstream_tokens"])
+	}
+	for name := range rows {
+		_, err := s.GetUpstreamToken(ctx, u.ID, name)
+		gone := name == "dead" || name == "expired-final" || name == "expires-now-no-rt"
+		if gone {
+			wantErr(t, err, store.ErrNotFound, "purged row "+name)
+		} else {
+			must(t, err, "kept row "+name)
+		}
+	}
+}

@@ -38,9 +38,13 @@ func TestMigrateUpDownUp(t *testing.T) {
 	}
 	schema := dumpSchema(t, dsn)
 
-	for v := latest; v > 0; v-- {
+	// Versions need not be contiguous (numbers are handed out per branch).
+	for v := latest; v > 0; {
 		if err := store.MigrateDown(ctx, dsn); err != nil {
 			t.Fatalf("MigrateDown from %d: %v", v, err)
+		}
+		if v, _, err = store.MigrationStatus(ctx, dsn); err != nil {
+			t.Fatalf("MigrationStatus: %v", err)
 		}
 	}
 	if cur, _, err := store.MigrationStatus(ctx, dsn); err != nil || cur != 0 {

@@ -19,7 +19,7 @@ func TestVerifyForwardsUpstreamToken(t *testing.T) {
 	var mu sync.Mutex
 	tokens := map[string]string{} // user id → upstream token
 	e := newEnv(t, func(h *introspect.Handler) {
-		h.Resources[0].ForwardUpstreamToken = "github" // resRoot
+		h.Policy.Resources[0].ForwardUpstreamToken = "github" // resRoot
 		h.UpstreamTokens = func(_ context.Context, userID, upstream string) (string, error) {
 			mu.Lock()
 			defer mu.Unlock()

@@ -137,7 +137,7 @@ func TestFailedRefreshBacksOff(t *testing.T) {
 			errs := make([]error, 6)
 			for i := range errs {
 				wg.Go(func() {
-					ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+					ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 					defer cancel()
 					_, errs[i] = replicas[i%2].Token(ctx, f.user.ID, "github")
 				})

@@ -214,7 +214,7 @@ func newWiring(ctx context.Context, d deps) (*wiring, error) {
 	if w.connectors, w.userCheck, err = upstreams(ctx, d); err != nil {
 		return nil, err
 	}
-	if w.broker, err = newBroker(d.cfg, d.store, w.connectors, d.cfg.Allowlist.Check, d.now, d.log); err != nil {
+	if w.broker, err = newBroker(d.cfg, w.bst, w.connectors, d.cfg.Allowlist.Check, d.now, d.log); err != nil {
 		return nil, fmt.Errorf("upstream tokens: %w", err)
 	}
 	pg := d.cfg.Pages

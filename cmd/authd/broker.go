@@ -17,9 +17,9 @@ import (
 const devUpstreamSecret = "authd-development-mode-only-upstream-tokens"
 
 // newBroker builds the broker for the upstreams with store_tokens, or nil
-// when there is none. st is the store without the request budget of
-// store.Bounded: a refresh holds its row while it calls the upstream, and
-// the broker bounds that itself.
+// when there is none. st is the bounded store (store.Bounded), as for
+// requests: a refresh holds no connection while it calls the upstream
+// (a lease, see internal/upstreamtokens).
 func newBroker(cfg *config.Config, st store.Store, connectors []upstream.Connector, allowed func(string, store.User) error, now func() time.Time, log *slog.Logger) (*upstreamtokens.Broker, error) {
 	ups := map[string]upstreamtokens.Upstream{}
 	for i, uc := range cfg.Upstreams {

@@ -102,7 +102,7 @@ func newExchangeEnvWith(t *testing.T, extra map[string]string, setup func(*flowE
 	// GitHub keeps the users' tokens; /verify hands them to the MCP
 	// server at mcpResource.
 	cfg = strings.Replace(cfg, "      load_teams: true\n", "      load_teams: true\n    store_tokens: true\n", 1)
-	cfg = strings.Replace(cfg, "    required_scopes: [mcp:tools]\n", "    required_scopes: [mcp:tools]\n    forward_upstream_token: github\n", 1)
+	cfg = strings.Replace(cfg, "    required_scopes: [mcp:tools]\n", "    required_scopes: [mcp:tools]\n    forward_upstream_token: github\n    upstream_scopes: {github: [read:user]}\n", 1)
 	if err := os.WriteFile(f.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -617,7 +617,7 @@ func TestTokenExchangeUpstreamOIDC(t *testing.T) {
 		"AUTHD_DATABASE_URL":           pgtest.DSN(t),
 		"AUTHD_KEYS_ENCRYPTION_SECRET": "test-encryption-secret-0123456789abcdef",
 		"AUTHD_ALLOWLIST_EMAILS":       "carol@corp.example",
-		"AUTHD_RESOURCES":              fmt.Sprintf(`[{"uri":%q,"name":"MCP"}]`, mcpResource),
+		"AUTHD_RESOURCES":              fmt.Sprintf(`[{"uri":%q,"name":"MCP","upstream_scopes":{"sso":["openid"]}}]`, mcpResource),
 		"AUTHD_UPSTREAMS": fmt.Sprintf(`[{"id":"sso","type":"oidc","store_tokens":true,"client_id":%q,"client_secret":%q,"oidc":{"issuer":%q}}]`,
 			idp.ClientID, idp.ClientSecret, idp.Issuer()),
 		"AUTHD_CLIENTS": fmt.Sprintf(`[{"id":"sso-mcp","secret_hash":%q,"token_exchange":{"resource_server":%q,"upstreams":["sso"]}}]`, oauth.HashSecret(secret), mcpResource),

@@ -29,6 +29,13 @@ func (c *Config) validateTokenExchange(x *register.TokenExchange) []error {
 	for _, id := range x.Upstreams {
 		if err := c.keptUpstream(id); err != nil {
 			errs = append(errs, fmt.Errorf("upstreams: %w", err))
+			continue
+		}
+		// The consent page shows the user the upstream access each
+		// resource declares; a resource server must not get upstream
+		// access the user was never shown.
+		if i := slices.IndexFunc(c.Resources, func(r ResourceConfig) bool { return r.URI == x.ResourceServer }); i >= 0 && len(c.Resources[i].UpstreamScopes[id]) == 0 {
+			errs = append(errs, fmt.Errorf("upstreams: resources[%q].upstream_scopes.%s must list the %s scopes its server uses (the consent page shows them; without them the user never agreed to %s access)", x.ResourceServer, id, id, id))
 		}
 	}
 	return errs
@@ -41,6 +48,8 @@ func (c *Config) validateForwardUpstreamTokens() []error {
 		if id := r.ForwardUpstreamToken; id != "" {
 			if err := c.keptUpstream(id); err != nil {
 				errs = append(errs, fmt.Errorf("resources[%d].forward_upstream_token: %w", i, err))
+			} else if len(r.UpstreamScopes[id]) == 0 {
+				errs = append(errs, fmt.Errorf("resources[%d].forward_upstream_token: resources[%d].upstream_scopes.%s must list the %s scopes the server uses (the consent page shows them)", i, i, id, id))
 			}
 		}
 	}

@@ -402,6 +402,25 @@ func (b *Bounded) UpdateUpstreamToken(ctx context.Context, userID, upstream stri
 	})
 }
 
+func (b *Bounded) ClaimUpstreamRefresh(ctx context.Context, userID, upstream string, now, expiresBefore, until time.Time) (UpstreamToken, bool, error) {
+	var (
+		row     UpstreamToken
+		claimed bool
+	)
+	err := b.run(ctx, func(ctx context.Context) error {
+		var err error
+		row, claimed, err = b.s.ClaimUpstreamRefresh(ctx, userID, upstream, now, expiresBefore, until)
+		return err
+	})
+	return row, claimed, err
+}
+
+func (b *Bounded) FinishUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time, next *UpstreamToken, retryAt time.Time) (bool, error) {
+	return run1(b, ctx, func(ctx context.Context) (bool, error) {
+		return b.s.FinishUpstreamRefresh(ctx, userID, upstream, lease, next, retryAt)
+	})
+}
+
 func (b *Bounded) DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error) {
 	return run1(b, ctx, func(ctx context.Context) (int64, error) { return b.s.DeleteUpstreamTokensExcept(ctx, keep) })
 }

@@ -30,6 +30,7 @@ func cloneUpstreamToken(t UpstreamToken) UpstreamToken {
 	t.MembershipCheckedAt = truncPtr(t.MembershipCheckedAt)
 	t.CreatedAt = trunc(t.CreatedAt)
 	t.UpdatedAt = trunc(t.UpdatedAt)
+	t.RefreshLeaseUntil = truncPtr(t.RefreshLeaseUntil)
 	return t
 }
 
@@ -55,6 +56,7 @@ func (m *Memory) PutUpstreamToken(_ context.Context, t UpstreamToken) error {
 	if old, ok := tab.rows[k]; ok {
 		t.CreatedAt = old.CreatedAt
 	}
+	t.RefreshLeaseUntil, t.RefreshUnsettled = nil, false
 	tab.rows[k] = cloneUpstreamToken(t)
 	return nil
 }
@@ -134,6 +136,7 @@ func (m *Memory) UpdateUpstreamToken(_ context.Context, userID, upstream string,
 	}
 	n := cloneUpstreamToken(*next)
 	n.CreatedAt = cur.CreatedAt
+	n.RefreshLeaseUntil, n.RefreshUnsettled = nil, false
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	// Deleted meanwhile (user disabled, disconnected): the deletion came
@@ -142,6 +145,57 @@ func (m *Memory) UpdateUpstreamToken(_ context.Context, userID, upstream string,
 		tab.rows[k] = n
 	}
 	return cloneUpstreamToken(n), nil
+}
+
+func (m *Memory) ClaimUpstreamRefresh(_ context.Context, userID, upstream string, now, expiresBefore, until time.Time) (UpstreamToken, bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tab := m.upstreamTable()
+	k := upstreamKey{userID, upstream}
+	cur, ok := tab.rows[k]
+	if !ok {
+		return UpstreamToken{}, false, ErrNotFound
+	}
+	if cur.DeadAt != nil || cur.ExpiresAt == nil || !cur.ExpiresAt.Before(expiresBefore) ||
+		(cur.RefreshLeaseUntil != nil && cur.RefreshLeaseUntil.After(now)) {
+		return cloneUpstreamToken(cur), false, nil
+	}
+	cur.RefreshUnsettled = cur.RefreshLeaseUntil != nil
+	u := trunc(until)
+	cur.RefreshLeaseUntil = &u
+	tab.rows[k] = cur
+	return cloneUpstreamToken(cur), true, nil
+}
+
+func (m *Memory) FinishUpstreamRefresh(_ context.Context, userID, upstream string, lease time.Time, next *UpstreamToken, retryAt time.Time) (bool, error) {
+	if next != nil {
+		if next.UserID != userID || next.Upstream != upstream {
+			return false, fmt.Errorf("store: FinishUpstreamRefresh: the update changed the row's user or upstream")
+		}
+		if err := checkUpstreamToken(*next); err != nil {
+			return false, err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tab := m.upstreamTable()
+	k := upstreamKey{userID, upstream}
+	cur, ok := tab.rows[k]
+	if !ok || cur.RefreshLeaseUntil == nil || !cur.RefreshLeaseUntil.Equal(trunc(lease)) {
+		return false, nil
+	}
+	if next == nil {
+		r := trunc(retryAt)
+		cur.RefreshLeaseUntil = &r
+		tab.rows[k] = cur
+		return true, nil
+	}
+	n := cloneUpstreamToken(*next)
+	cur.KeyID, cur.Sealed, cur.ExpiresAt, cur.Refreshable = n.KeyID, n.Sealed, n.ExpiresAt, n.Refreshable
+	cur.Scopes, cur.DeadAt, cur.UpdatedAt = n.Scopes, n.DeadAt, n.UpdatedAt
+	cur.RefreshLeaseUntil, cur.RefreshUnsettled = nil, false
+	tab.rows[k] = cur
+	return true, nil
 }
 
 func (m *Memory) DeleteUpstreamTokensExcept(_ context.Context, keep []string) (int64, error) {

@@ -282,6 +282,14 @@ type UpstreamToken struct {
 	MembershipCheckedAt *time.Time
 	CreatedAt           time.Time
 	UpdatedAt           time.Time
+	// RefreshLeaseUntil: a replica claimed the refresh of this row
+	// (ClaimUpstreamRefresh) until then, or a failed refresh holds off
+	// the next until then. Put and Update clear it.
+	RefreshLeaseUntil *time.Time
+	// RefreshUnsettled: the lease before the current one ended without a
+	// written result (failed, cut off, or its write lost), so the
+	// single-use refresh token may already be spent upstream.
+	RefreshUnsettled bool
 }
 
 // KeyState is a signing key's place in its life cycle.
@@ -580,6 +588,24 @@ type Store interface {
 	// refreshes a single-use upstream refresh token: the later ones see
 	// the earlier one's result.
 	UpdateUpstreamToken(ctx context.Context, userID, upstream string, update func(UpstreamToken) (*UpstreamToken, error)) (UpstreamToken, error)
+	// ClaimUpstreamRefresh takes the refresh lease of a live row until
+	// `until`, in one compare-and-set statement, if its access token
+	// expires before expiresBefore and no lease is held at now; it
+	// returns the row as it then is and whether this call claimed it.
+	// Claiming sets RefreshUnsettled to whether a lease was still there
+	// (the previous attempt ended without FinishUpstreamRefresh writing a
+	// result). No connection or lock is held once it returns: the caller
+	// calls the upstream, then FinishUpstreamRefresh. ErrNotFound if
+	// absent. Times are kept to the microsecond.
+	ClaimUpstreamRefresh(ctx context.Context, userID, upstream string, now, expiresBefore, until time.Time) (UpstreamToken, bool, error)
+	// FinishUpstreamRefresh ends the lease `lease` of (userID, upstream):
+	// with next, it writes next's token fields (KeyID, Sealed, ExpiresAt,
+	// Refreshable, Scopes, DeadAt, UpdatedAt) and clears the lease and
+	// RefreshUnsettled; with nil, it moves the lease to retryAt (a failed
+	// refresh backs off). Only if the row still holds that lease: false
+	// when it was lost (expired and claimed by another, or the row was
+	// replaced by a sign-in or deleted).
+	FinishUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time, next *UpstreamToken, retryAt time.Time) (bool, error)
 	// ClaimMembershipCheck sets MembershipCheckedAt = now and returns true
 	// if it was unset or at most now-interval and the row is not dead,
 	// atomically: of several replicas asking at once, one claims the check.

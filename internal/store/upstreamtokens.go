@@ -2,14 +2,19 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
 
-const upstreamTokenColumns = `user_id, upstream, key_id, sealed, expires_at, refreshable, scopes,
+// upstreamTokenWriteColumns are written by Put; upstreamTokenColumns are
+// read (the lease columns are the refresh's own).
+const upstreamTokenWriteColumns = `user_id, upstream, key_id, sealed, expires_at, refreshable, scopes,
 	dead_at, membership_checked_at, created_at, updated_at`
+
+const upstreamTokenColumns = upstreamTokenWriteColumns + `, refresh_lease_until, refresh_unsettled`
 
 // PutUpstreamToken creates or replaces the row of (t.UserID, t.Upstream),
 // keeping the first CreatedAt.
@@ -18,12 +23,13 @@ func (p *Postgres) PutUpstreamToken(ctx context.Context, t UpstreamToken) error 
 		return err
 	}
 	_, err := p.pool.Exec(ctx, `
-		INSERT INTO upstream_tokens (`+upstreamTokenColumns+`)
+		INSERT INTO upstream_tokens (`+upstreamTokenWriteColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 		ON CONFLICT (user_id, upstream) DO UPDATE SET
 			key_id = excluded.key_id, sealed = excluded.sealed, expires_at = excluded.expires_at,
 			refreshable = excluded.refreshable, scopes = excluded.scopes, dead_at = excluded.dead_at,
-			membership_checked_at = excluded.membership_checked_at, updated_at = excluded.updated_at`,
+			membership_checked_at = excluded.membership_checked_at, updated_at = excluded.updated_at,
+			refresh_lease_until = NULL, refresh_unsettled = false`,
 		upstreamTokenArgs(t)...)
 	return mapErr(err)
 }
@@ -97,7 +103,8 @@ func (p *Postgres) UpdateUpstreamToken(ctx context.Context, userID, upstream str
 		n.CreatedAt = cur.CreatedAt
 		if _, err := tx.Exec(ctx, `
 			UPDATE upstream_tokens SET key_id = $3, sealed = $4, expires_at = $5, refreshable = $6,
-				scopes = $7, dead_at = $8, membership_checked_at = $9, updated_at = $10
+				scopes = $7, dead_at = $8, membership_checked_at = $9, updated_at = $10,
+				refresh_lease_until = NULL, refresh_unsettled = false
 			WHERE user_id = $1 AND upstream = $2`,
 			n.UserID, n.Upstream, n.KeyID, n.Sealed, n.ExpiresAt, n.Refreshable, n.Scopes,
 			n.DeadAt, n.MembershipCheckedAt, n.UpdatedAt); err != nil {
@@ -107,6 +114,62 @@ func (p *Postgres) UpdateUpstreamToken(ctx context.Context, userID, upstream str
 		return nil
 	})
 	return out, err
+}
+
+// ClaimUpstreamRefresh: one autocommitted compare-and-set UPDATE; SET's
+// right-hand sides see the row as it was, so refresh_unsettled records
+// whether the previous lease was still in place.
+func (p *Postgres) ClaimUpstreamRefresh(ctx context.Context, userID, upstream string, now, expiresBefore, until time.Time) (UpstreamToken, bool, error) {
+	rows, err := p.pool.Query(ctx, `
+		UPDATE upstream_tokens SET refresh_lease_until = $5,
+			refresh_unsettled = (refresh_lease_until IS NOT NULL)
+		WHERE user_id = $1 AND upstream = $2 AND dead_at IS NULL
+			AND (expires_at IS NOT NULL AND expires_at < $4)
+			AND (refresh_lease_until IS NULL OR refresh_lease_until <= $3)
+		RETURNING `+upstreamTokenColumns,
+		userID, upstream, now, expiresBefore, until.Truncate(time.Microsecond))
+	if err != nil {
+		return UpstreamToken{}, false, mapErr(err)
+	}
+	t, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[UpstreamToken])
+	if err == nil {
+		return t, true, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return UpstreamToken{}, false, mapErr(err)
+	}
+	t, err = p.GetUpstreamToken(ctx, userID, upstream)
+	return t, false, err
+}
+
+func (p *Postgres) FinishUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time, next *UpstreamToken, retryAt time.Time) (bool, error) {
+	lease = lease.Truncate(time.Microsecond)
+	if next == nil {
+		tag, err := p.pool.Exec(ctx, `UPDATE upstream_tokens SET refresh_lease_until = $4
+			WHERE user_id = $1 AND upstream = $2 AND refresh_lease_until = $3`,
+			userID, upstream, lease, retryAt.Truncate(time.Microsecond))
+		if err != nil {
+			return false, mapErr(err)
+		}
+		return tag.RowsAffected() == 1, nil
+	}
+	if next.UserID != userID || next.Upstream != upstream {
+		return false, fmt.Errorf("store: FinishUpstreamRefresh: the update changed the row's user or upstream")
+	}
+	if err := checkUpstreamToken(*next); err != nil {
+		return false, err
+	}
+	n := next
+	tag, err := p.pool.Exec(ctx, `
+		UPDATE upstream_tokens SET key_id = $4, sealed = $5, expires_at = $6, refreshable = $7,
+			scopes = $8, dead_at = $9, updated_at = $10,
+			refresh_lease_until = NULL, refresh_unsettled = false
+		WHERE user_id = $1 AND upstream = $2 AND refresh_lease_until = $3`,
+		userID, upstream, lease, n.KeyID, n.Sealed, n.ExpiresAt, n.Refreshable, n.Scopes, n.DeadAt, n.UpdatedAt)
+	if err != nil {
+		return false, mapErr(err)
+	}
+	return tag.RowsAffected() == 1, nil
 }
 
 // DeleteUpstreamTokensExcept deletes the rows of upstreams not in keep.

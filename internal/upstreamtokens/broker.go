@@ -17,14 +17,30 @@
 //
 // # Refresh
 //
-// An expired access token is refreshed with the kept refresh token while
-// the row is held (store.UpdateUpstreamToken: SELECT ... FOR UPDATE in
-// Postgres). The expiry is checked again once the row is held, so that of
+// An expired access token is refreshed with the kept refresh token. No
+// database connection or row lock is held while the upstream answers (a
+// burst of refreshes once held every pooled connection): callers in one
+// process share one refresh per (user, upstream) (single-flight), and each
+// waits for it only as long as its own context allows. Across replicas,
+// the refresh is claimed with a compare-and-set lease on the row
+// (store.ClaimUpstreamRefresh); the holder calls the upstream and writes
+// the result, guarded by its lease, in one statement; the others poll the
+// row briefly for that result instead of calling again, so that of
 // several replicas needing the token at once exactly one calls the
 // upstream (refresh tokens of GitHub Apps and many OIDC providers are
-// single-use) and the others use its result. An upstream refusal
-// (invalid_grant) marks the grant dead and, unless configured otherwise,
-// revokes the user's grants at authd.
+// single-use). A failed refresh is remembered for FailureBackoff (in the
+// process, and as the lease across replicas), so that waiters do not each
+// call a failing upstream.
+//
+// Once the lease is held, the upstream call and the write of its result
+// get budgets of their own, detached from the caller: an answer for which
+// the upstream spent the single-use refresh token must reach the
+// database. An upstream refusal (invalid_grant) marks the grant dead and,
+// unless configured otherwise, revokes the user's grants at authd; but if
+// the previous attempt ended without a written result (cut off, lost
+// write), the refusal may be caused by that attempt having spent the
+// token: the kept grant is marked dead, the user's grants at authd stay,
+// and an "upstream_grant_uncertain" audit record says so.
 package upstreamtokens
 
 import (
@@ -33,7 +49,10 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/upstream"
@@ -76,6 +95,8 @@ type Store interface {
 	ListUpstreamTokens(ctx context.Context, userID string) ([]store.UpstreamToken, error)
 	DeleteUpstreamToken(ctx context.Context, userID, upstream string) error
 	UpdateUpstreamToken(ctx context.Context, userID, upstream string, update func(store.UpstreamToken) (*store.UpstreamToken, error)) (store.UpstreamToken, error)
+	ClaimUpstreamRefresh(ctx context.Context, userID, upstream string, now, expiresBefore, until time.Time) (store.UpstreamToken, bool, error)
+	FinishUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time, next *store.UpstreamToken, retryAt time.Time) (bool, error)
 	ClaimMembershipCheck(ctx context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error)
 	ListGrants(ctx context.Context, userID string) ([]store.Grant, error)
 	RevokeGrant(ctx context.Context, id string, now time.Time) error
@@ -100,8 +121,8 @@ type Upstream struct {
 // Broker keeps and hands out upstream tokens. Build it once in the
 // composition root; it is safe for concurrent use.
 type Broker struct {
-	// Store should not be store.Bounded's request budget: a refresh
-	// holds the row while it calls the upstream. RefreshTimeout bounds it.
+	// Store goes through the same bounds as requests (store.Bounded): no
+	// database connection is held across an upstream call.
 	Store     Store
 	Keys      *Keyring
 	Upstreams map[string]Upstream // by upstream id; only upstreams that keep tokens
@@ -109,19 +130,35 @@ type Broker struct {
 	// the user with re-read memberships); nil: membership checks only
 	// log.
 	Allowed func(providerType string, u store.User) error
-	// RefreshTimeout bounds one refresh, waiting for another replica's
-	// included; default 30s.
+	// RefreshTimeout bounds one upstream refresh call (default 10s); a
+	// replica waits at most about as long for another's refresh.
 	RefreshTimeout time.Duration
+	// FailureBackoff: after a refresh failed (upstream unreachable, 5xx),
+	// callers get its error for this long instead of calling again
+	// (default 5s); other replicas wait for the lease to pass.
+	FailureBackoff time.Duration
 	// Leeway: an access token expiring within it is refreshed first, so
 	// that the caller gets one it can still use; default 1m.
 	Leeway time.Duration
 	Now    func() time.Time
 	Log    *slog.Logger
+
+	flight singleflight.Group // one refresh per (user, upstream) in this process
+	mu     sync.Mutex
+	failed map[string]failure // recent failed refreshes, by flight key
 }
 
 const (
-	defaultRefreshTimeout = 30 * time.Second
-	defaultLeeway         = time.Minute
+	defaultRefreshTimeout = 10 * time.Second
+	defaultFailureBackoff = 5 * time.Second
+	// writeTimeout bounds writing a refresh's result, with a budget of
+	// its own (the upstream may have spent a single-use refresh token).
+	writeTimeout = 5 * time.Second
+	// pollInterval: how often a replica waiting for another's refresh
+	// looks at the row; pollSlack: how long past the lease it waits.
+	pollInterval  = 100 * time.Millisecond
+	pollSlack     = time.Second
+	defaultLeeway = time.Minute
 	// revokeTimeout bounds revoking a user's grants after the upstream
 	// revoked theirs; it runs even if the caller's request was cancelled.
 	revokeTimeout = 10 * time.Second
@@ -259,7 +296,7 @@ func (b *Broker) Token(ctx context.Context, userID, id string) (Token, error) {
 		}
 		return token(row, s), nil
 	}
-	return b.refresh(ctx, up, userID, now)
+	return b.refresh(ctx, up, userID)
 }
 
 func token(r store.UpstreamToken, s secrets) Token {
@@ -273,81 +310,185 @@ func token(r store.UpstreamToken, s secrets) Token {
 	return t
 }
 
-// refresh renews the access token while holding the row; see the package
-// comment.
-func (b *Broker) refresh(ctx context.Context, up Upstream, userID string, now time.Time) (Token, error) {
-	timeout := b.RefreshTimeout
-	if timeout <= 0 {
-		timeout = defaultRefreshTimeout
-	}
-	// Not cancelled with the caller: a single-use refresh token spent at
-	// the upstream whose answer is then thrown away (the client hung up)
-	// would leave the kept grant dead at the next refresh.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	var (
-		out      secrets
-		refused  error // the upstream's refusal, once the row is marked dead
-		expired  bool  // nothing to refresh with
-		refreshd bool
-	)
-	row, err := b.Store.UpdateUpstreamToken(ctx, userID, up.ID, func(cur store.UpstreamToken) (*store.UpstreamToken, error) {
-		if cur.DeadAt != nil {
-			return nil, ErrGrantDead
-		}
-		s, err := b.Keys.open(cur.KeyID, userID, up.ID, cur.Sealed)
-		if err != nil {
-			return nil, err
-		}
-		if b.usable(cur, b.now()) {
-			out = s // another caller (replica) refreshed it while we waited
-			return nil, nil
-		}
-		if s.RefreshToken == "" || up.Refresher == nil {
-			expired = true
-			return nil, nil
-		}
-		g, err := up.Refresher.Refresh(ctx, s.RefreshToken)
-		if errors.Is(err, upstream.ErrGrantRevoked) {
-			refused = err
-			dead := cur
-			dead.DeadAt, dead.UpdatedAt = &now, now
-			return &dead, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("upstreamtokens: refreshing the %s token: %w", up.ID, err)
-		}
-		out = secrets{AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenType: g.TokenType}
-		if out.RefreshToken == "" {
-			out.RefreshToken = s.RefreshToken // the upstream keeps the old one valid
-		}
-		scopes := g.Scopes
-		if scopes == nil {
-			scopes = cur.Scopes // RFC 6749 §5.1: unchanged when not sent
-		}
-		next, err := b.row(userID, up.ID, out, expiry(g, now), scopes, now)
-		if err != nil {
-			return nil, err
-		}
-		next.MembershipCheckedAt = cur.MembershipCheckedAt // a refresh checks no membership
-		refreshd = true
-		return next, nil
-	})
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return Token{}, ErrNotStored
-	case err != nil:
+// refresh renews the access token; see the package comment. Callers of
+// one process share one refresh (single-flight per user and upstream) and
+// each waits for it only as long as its own context allows: the refresh
+// itself runs on, detached, so that a spent single-use refresh token's
+// answer is kept.
+func (b *Broker) refresh(ctx context.Context, up Upstream, userID string) (Token, error) {
+	key := userID + "\x00" + up.ID
+	if err := b.backedOff(key); err != nil {
 		return Token{}, err
-	case refused != nil:
-		b.upstreamRevoked(ctx, up, userID, now, refused)
-		return Token{}, ErrGrantDead
-	case expired:
+	}
+	detached := context.WithoutCancel(ctx)
+	ch := b.flight.DoChan(key, func() (any, error) {
+		t, err := b.refreshShared(detached, up, userID)
+		if err != nil && !errors.Is(err, ErrGrantDead) && !errors.Is(err, ErrNotStored) {
+			b.backOff(key, err)
+		}
+		return t, err
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return Token{}, r.Err
+		}
+		return r.Val.(Token), nil
+	case <-ctx.Done():
+		return Token{}, ctx.Err()
+	}
+}
+
+// backedOff returns the error of a refresh of key that failed less than
+// the back-off ago, so that callers do not each call a failing upstream.
+func (b *Broker) backedOff(key string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f, ok := b.failed[key]
+	if ok && b.now().Before(f.until) {
+		return f.err
+	}
+	delete(b.failed, key)
+	return nil
+}
+
+func (b *Broker) backOff(key string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failed == nil {
+		b.failed = map[string]failure{}
+	}
+	b.failed[key] = failure{until: b.now().Add(b.backoff()), err: err}
+}
+
+type failure struct {
+	until time.Time
+	err   error
+}
+
+func (b *Broker) backoff() time.Duration {
+	if b.FailureBackoff > 0 {
+		return b.FailureBackoff
+	}
+	return defaultFailureBackoff
+}
+
+func (b *Broker) callTimeout() time.Duration {
+	if b.RefreshTimeout > 0 {
+		return b.RefreshTimeout
+	}
+	return defaultRefreshTimeout
+}
+
+// refreshShared claims the refresh lease of the row, or waits (short
+// polls, bounded) for the replica holding it to write its result. No
+// database connection is held across the upstream call.
+func (b *Broker) refreshShared(ctx context.Context, up Upstream, userID string) (Token, error) {
+	call := b.callTimeout()
+	giveUp := time.Now().Add(call + writeTimeout + pollSlack)
+	for {
+		now := b.now()
+		lease := now.Add(call + writeTimeout).Truncate(time.Microsecond)
+		row, claimed, err := b.Store.ClaimUpstreamRefresh(ctx, userID, up.ID, now, now.Add(b.leeway()), lease)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return Token{}, ErrNotStored
+		case err != nil:
+			return Token{}, err
+		case row.DeadAt != nil:
+			return Token{}, ErrGrantDead
+		}
+		s, err := b.Keys.open(row.KeyID, userID, up.ID, row.Sealed)
+		if err != nil {
+			if claimed {
+				b.release(ctx, up, userID, lease, nil)
+			}
+			return Token{}, err
+		}
+		if claimed {
+			return b.refreshLeased(ctx, up, userID, row, s, lease)
+		}
+		if b.usable(row, b.now()) {
+			return token(row, s), nil // another replica refreshed it
+		}
+		if time.Now().After(giveUp) {
+			return Token{}, fmt.Errorf("upstreamtokens: the %s token is being refreshed by another replica; try again", up.ID)
+		}
+		select {
+		case <-time.After(pollInterval):
+		case <-ctx.Done():
+			return Token{}, ctx.Err()
+		}
+	}
+}
+
+// refreshLeased calls the upstream holding the lease ending at lease. The
+// call and the write get budgets of their own, not what is left of the
+// caller's: once the upstream has spent a single-use refresh token, its
+// answer must reach the database.
+func (b *Broker) refreshLeased(ctx context.Context, up Upstream, userID string, cur store.UpstreamToken, s secrets, lease time.Time) (Token, error) {
+	if s.RefreshToken == "" || up.Refresher == nil {
+		b.release(ctx, up, userID, lease, nil)
 		return Token{}, ErrGrantDead
 	}
-	if refreshd {
+	callCtx, cancel := context.WithTimeout(ctx, b.callTimeout())
+	g, err := up.Refresher.Refresh(callCtx, s.RefreshToken)
+	cancel()
+	now := b.now()
+	if errors.Is(err, upstream.ErrGrantRevoked) {
+		dead := cur
+		dead.DeadAt, dead.UpdatedAt = &now, now
+		b.release(ctx, up, userID, lease, &dead)
+		if cur.RefreshUnsettled {
+			// The previous attempt may have spent the refresh token and
+			// lost the answer: the refusal may be our own doing, not the
+			// user's or the upstream's. The kept grant is unusable either
+			// way; the user's grants at authd stay.
+			b.log().WarnContext(ctx, "audit", "event", "upstream_grant_uncertain", "upstream", up.ID, "user_id", userID,
+				"reason", "the upstream refused the refresh token after an earlier refresh ended without a result; grants at authd kept")
+			return Token{}, ErrGrantDead
+		}
+		b.upstreamRevoked(ctx, up, userID, now, err)
+		return Token{}, ErrGrantDead
+	}
+	if err != nil {
+		b.release(ctx, up, userID, lease, nil)
+		return Token{}, fmt.Errorf("upstreamtokens: refreshing the %s token: %w", up.ID, err)
+	}
+	out := secrets{AccessToken: g.AccessToken, RefreshToken: g.RefreshToken, TokenType: g.TokenType}
+	if out.RefreshToken == "" {
+		out.RefreshToken = s.RefreshToken // the upstream keeps the old one valid
+	}
+	scopes := g.Scopes
+	if scopes == nil {
+		scopes = cur.Scopes // RFC 6749 §5.1: unchanged when not sent
+	}
+	next, err := b.row(userID, up.ID, out, expiry(g, now), scopes, now)
+	if err != nil {
+		b.release(ctx, up, userID, lease, nil)
+		return Token{}, err
+	}
+	if !b.release(ctx, up, userID, lease, next) {
+		// Not kept (the lease was lost, or the write failed): the token
+		// is good, hand it out; the next refresh finds the row unsettled.
+		b.log().WarnContext(ctx, "a refreshed upstream token could not be kept", "upstream", up.ID, "user_id", userID)
+	} else {
 		b.log().DebugContext(ctx, "upstream token refreshed", "upstream", up.ID, "user_id", userID)
 	}
-	return token(row, out), nil
+	return token(*next, out), nil
+}
+
+// release ends the lease: writes next, or (nil) backs the next attempt
+// off. It runs whatever happened to the caller, with a budget of its own.
+func (b *Broker) release(ctx context.Context, up Upstream, userID string, lease time.Time, next *store.UpstreamToken) bool {
+	ctx, cancel := context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), writeTimeout), writeTimeout)
+	defer cancel()
+	ok, err := b.Store.FinishUpstreamRefresh(ctx, userID, up.ID, lease, next, b.now().Add(b.backoff()))
+	if err != nil {
+		b.log().ErrorContext(ctx, "writing an upstream refresh's result", "upstream", up.ID, "user_id", userID, "err", err)
+		return false
+	}
+	return ok
 }
 
 // upstreamRevoked handles the upstream's refusal of a kept refresh token:

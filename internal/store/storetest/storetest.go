@@ -111,6 +111,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ConcurrentDisableUser", fn: testConcurrentDisableUser},
 		{name: "ConcurrentCreates", fn: testConcurrentCreates},
 		{name: "ConcurrentUpdateUpstreamToken", fn: testConcurrentUpdateUpstreamToken},
+		{name: "UpstreamRefreshLease", fn: testUpstreamRefreshLease},
 	}
 	shared := newStore(t)
 	for _, c := range cases {

@@ -335,3 +335,95 @@ func testPurgeUpstreamTokens(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+// The refresh lease: claimed once (also under a race) while the token is
+// due and no lease is held; finished only by its holder; a failed attempt
+// backs off and leaves the next claim unsettled; a sign-in (Put) clears
+// it; never claimed for a fresh, dead or absent row.
+func testUpstreamRefreshLease(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	_, _, err := s.ClaimUpstreamRefresh(ctx, u.ID, "github", t0, t0, t0.Add(time.Minute))
+	wantErr(t, err, store.ErrNotFound, "ClaimUpstreamRefresh of an absent row")
+	row := putUpstreamToken(t, s, newUpstreamToken(u, "github")) // expires at t0+8h
+	_, claimed, err := s.ClaimUpstreamRefresh(ctx, u.ID, "github", t0, t0.Add(time.Hour), t0.Add(time.Minute))
+	must(t, err, "ClaimUpstreamRefresh of a fresh token")
+	if claimed {
+		t.Fatal("claimed the refresh of a token that is not due")
+	}
+
+	now := t0.Add(9 * time.Hour)
+	lease := now.Add(15 * time.Second)
+	var wins atomic.Int32
+	race(racers, func(int) {
+		_, ok, err := s.ClaimUpstreamRefresh(ctx, u.ID, "github", now, now.Add(time.Minute), lease)
+		must(t, err, "racing ClaimUpstreamRefresh")
+		if ok {
+			wins.Add(1)
+		}
+	})
+	if n := wins.Load(); n != 1 {
+		t.Fatalf("%d racers claimed the refresh lease, want 1", n)
+	}
+	got, err := s.GetUpstreamToken(ctx, u.ID, "github")
+	must(t, err, "GetUpstreamToken")
+	if got.RefreshLeaseUntil == nil || !got.RefreshLeaseUntil.Equal(lease) || got.RefreshUnsettled {
+		t.Fatalf("after a first claim: lease %v unsettled %v, want %v false", got.RefreshLeaseUntil, got.RefreshUnsettled, lease)
+	}
+	ok, err := s.FinishUpstreamRefresh(ctx, u.ID, "github", lease.Add(time.Second), nil, now)
+	must(t, err, "FinishUpstreamRefresh with another lease")
+	if ok {
+		t.Fatal("FinishUpstreamRefresh succeeded with a lease the row does not hold")
+	}
+	// A failed attempt backs off: the lease moves to retryAt, and the
+	// next claim (after it) is unsettled.
+	retry := now.Add(5 * time.Second)
+	ok, err = s.FinishUpstreamRefresh(ctx, u.ID, "github", lease, nil, retry)
+	must(t, err, "FinishUpstreamRefresh (failed)")
+	if !ok {
+		t.Fatal("the lease holder could not back off")
+	}
+	if _, claimed, _ := s.ClaimUpstreamRefresh(ctx, u.ID, "github", now.Add(time.Second), now.Add(time.Minute), lease); claimed {
+		t.Fatal("claimed during the back-off")
+	}
+	lease2 := now.Add(30 * time.Second)
+	got, claimed, err = s.ClaimUpstreamRefresh(ctx, u.ID, "github", retry, now.Add(time.Minute), lease2)
+	must(t, err, "ClaimUpstreamRefresh after the back-off")
+	if !claimed || !got.RefreshUnsettled {
+		t.Fatalf("claim after a failed attempt: claimed %v unsettled %v, want true true", claimed, got.RefreshUnsettled)
+	}
+	next := row
+	next.KeyID, next.Sealed, next.ExpiresAt, next.UpdatedAt = "k2", []byte("refreshed"), ptr(now.Add(8*time.Hour)), now
+	ok, err = s.FinishUpstreamRefresh(ctx, u.ID, "github", lease2, &next, time.Time{})
+	must(t, err, "FinishUpstreamRefresh")
+	if !ok {
+		t.Fatal("the lease holder could not write its result")
+	}
+	got, err = s.GetUpstreamToken(ctx, u.ID, "github")
+	must(t, err, "GetUpstreamToken")
+	if got.KeyID != "k2" || string(got.Sealed) != "refreshed" || got.RefreshLeaseUntil != nil || got.RefreshUnsettled ||
+		!got.CreatedAt.Equal(row.CreatedAt) || got.MembershipCheckedAt == nil || !got.MembershipCheckedAt.Equal(t0) {
+		t.Fatalf("after FinishUpstreamRefresh: %+v", got)
+	}
+	// A sign-in replaces the row mid-refresh: the lease is gone, the late
+	// result is not written over it.
+	later := now.Add(9 * time.Hour)
+	_, claimed, err = s.ClaimUpstreamRefresh(ctx, u.ID, "github", later, later.Add(time.Minute), later.Add(time.Minute))
+	must(t, err, "ClaimUpstreamRefresh")
+	if !claimed {
+		t.Fatal("could not claim a due refresh")
+	}
+	putUpstreamToken(t, s, newUpstreamToken(u, "github"))
+	ok, err = s.FinishUpstreamRefresh(ctx, u.ID, "github", later.Add(time.Minute), &next, time.Time{})
+	must(t, err, "FinishUpstreamRefresh after a sign-in")
+	if ok {
+		t.Fatal("a refresh's result overwrote a newer sign-in")
+	}
+	// Dead rows are never claimed.
+	dead := newUpstreamToken(u, "github")
+	dead.DeadAt = ptr(t0)
+	putUpstreamToken(t, s, dead)
+	if _, claimed, _ := s.ClaimUpstreamRefresh(ctx, u.ID, "github", later, later.Add(time.Minute), later.Add(time.Minute)); claimed {
+		t.Fatal("claimed the refresh of a dead grant")
+	}
+}

@@ -1,0 +1,201 @@
+package upstreamtokens_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/store/pgtest"
+	"github.com/authd/authd/internal/upstream"
+	"github.com/authd/authd/internal/upstreamtokens"
+)
+
+// slowRefresher delays every refresh by delay (ignoring the context, as a
+// hung upstream does) and counts calls; failing: it then fails.
+type slowRefresher struct {
+	next    upstream.Refresher
+	delay   time.Duration
+	failing atomic.Bool
+	calls   atomic.Int32
+}
+
+func (s *slowRefresher) Refresh(ctx context.Context, rt string) (*upstream.Grant, error) {
+	s.calls.Add(1)
+	time.Sleep(s.delay)
+	if s.failing.Load() {
+		return nil, errors.New("upstream answered 502")
+	}
+	return s.next.Refresh(ctx, rt)
+}
+
+// A burst of callers needing a refresh from a slow upstream, on two
+// replicas over a 3-connection pool, holds no database connection while
+// the upstream answers: an unrelated query still answers, and callers
+// that hung up return at once. Both stores (the memory store shows the
+// second half).
+func TestRefreshBurstHoldsNoConnection(t *testing.T) {
+	t.Parallel()
+	for name, newStore := range map[string]func(t *testing.T) store.Store{
+		"memory": func(*testing.T) store.Store { return store.NewMemory() },
+		"postgres": func(t *testing.T) store.Store {
+			s, err := store.OpenPostgres(context.Background(), pgtest.DSN(t)+"&pool_max_conns=3")
+			if err != nil {
+				t.Fatalf("opening the store: %v", err)
+			}
+			t.Cleanup(s.Close)
+			return s
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, newStore(t), time.Hour)
+			slow := &slowRefresher{next: f.conn.(upstream.Refresher), delay: 1500 * time.Millisecond}
+			var replicas []*upstreamtokens.Broker
+			for range 2 {
+				b := f.broker(t, nil)
+				up := b.Upstreams["github"]
+				up.Refresher = slow
+				b.Upstreams["github"] = up
+				replicas = append(replicas, b)
+			}
+			if err := replicas[0].Keep(t.Context(), f.user.ID, "github", f.ident.Grant); err != nil {
+				t.Fatalf("Keep: %v", err)
+			}
+			f.advance(2 * time.Hour)
+
+			const callers = 8
+			var wg sync.WaitGroup
+			returned := make([]time.Duration, callers)
+			start := time.Now()
+			for i := range callers {
+				wg.Go(func() {
+					ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+					defer cancel()
+					_, _ = replicas[i%2].Token(ctx, f.user.ID, "github")
+					returned[i] = time.Since(start)
+				})
+			}
+			time.Sleep(400 * time.Millisecond) // all callers have hung up; the upstream still works
+			qctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+			_, err := f.st.GetUser(qctx, f.user.ID)
+			cancel()
+			if err != nil {
+				t.Errorf("an unrelated query during the refresh burst: %v", err)
+			}
+			wg.Wait()
+			for i, d := range returned {
+				if d > time.Second {
+					t.Errorf("caller %d hung up after 200ms but returned after %v", i, d)
+				}
+			}
+			// The refresh completes in the background and is kept: exactly
+			// one upstream call for the whole burst.
+			tok, err := replicas[1].Token(t.Context(), f.user.ID, "github")
+			if err != nil {
+				t.Fatalf("Token after the burst: %v", err)
+			}
+			if n := slow.calls.Load(); n != 1 {
+				t.Fatalf("the upstream was called %d times for one expired token, want 1", n)
+			}
+			if login, _ := f.githubLogin(t, tok.AccessToken); login != "octo" {
+				t.Fatal("the refreshed token does not work")
+			}
+		})
+	}
+}
+
+// A failing upstream is called once, not once per waiting caller: the
+// failure is remembered briefly (back-off), in this process and, through
+// the lease, by the other replica.
+func TestFailedRefreshBacksOff(t *testing.T) {
+	t.Parallel()
+	for name, newStore := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, newStore(t), time.Hour)
+			slow := &slowRefresher{next: f.conn.(upstream.Refresher), delay: 100 * time.Millisecond}
+			slow.failing.Store(true)
+			var replicas []*upstreamtokens.Broker
+			for range 2 {
+				b := f.broker(t, nil)
+				up := b.Upstreams["github"]
+				up.Refresher = slow
+				b.Upstreams["github"] = up
+				b.RefreshTimeout = 2 * time.Second
+				replicas = append(replicas, b)
+			}
+			if err := replicas[0].Keep(t.Context(), f.user.ID, "github", f.ident.Grant); err != nil {
+				t.Fatalf("Keep: %v", err)
+			}
+			f.advance(2 * time.Hour)
+			var wg sync.WaitGroup
+			errs := make([]error, 6)
+			for i := range errs {
+				wg.Go(func() {
+					ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+					defer cancel()
+					_, errs[i] = replicas[i%2].Token(ctx, f.user.ID, "github")
+				})
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err == nil {
+					t.Fatalf("caller %d got a token from a failing upstream", i)
+				}
+			}
+			if n := slow.calls.Load(); n != 1 {
+				t.Fatalf("a failing upstream was called %d times by 6 callers, want 1", n)
+			}
+		})
+	}
+}
+
+// A refresh whose outcome was lost (the call cut off after the upstream
+// spent the single-use refresh token) followed by the upstream's refusal
+// does not end the user's grants at authd: the kept grant is dead (the
+// user must sign in at the upstream again) and the uncertainty is logged.
+func TestRefusalAfterLostRefreshKeepsGrants(t *testing.T) {
+	t.Parallel()
+	for name, newStore := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, newStore(t), time.Hour)
+			b := f.broker(t, nil)
+			b.RefreshTimeout = 100 * time.Millisecond
+			if err := b.Keep(t.Context(), f.user.ID, "github", f.ident.Grant); err != nil {
+				t.Fatalf("Keep: %v", err)
+			}
+			g := authdGrant(t, f.st, f.user)
+			f.advance(2 * time.Hour)
+			f.gh.SetRefreshDelay(400 * time.Millisecond) // the answer comes after the call was given up
+			if _, err := b.Token(t.Context(), f.user.ID, "github"); err == nil {
+				t.Fatal("Token succeeded although the refresh was cut off")
+			}
+			f.gh.SetRefreshDelay(0)
+			time.Sleep(500 * time.Millisecond) // the fake has spent the refresh token
+			f.advance(time.Minute)             // past the back-off
+			_, err := b.Token(t.Context(), f.user.ID, "github")
+			if !errors.Is(err, upstreamtokens.ErrGrantDead) {
+				t.Fatalf("Token after the lost refresh: %v, want ErrGrantDead", err)
+			}
+			if _, refused := f.gh.Refreshes(); refused != 1 {
+				t.Fatalf("the upstream refused %d refreshes, want 1", refused)
+			}
+			got, err := f.st.GetGrant(t.Context(), g.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.RevokedAt != nil {
+				t.Fatal("a refusal after a lost refresh revoked the user's grants at authd")
+			}
+			if !strings.Contains(f.logBuf.String(), "upstream_grant_uncertain") {
+				t.Fatalf("no upstream_grant_uncertain audit record; log: %s", f.logBuf.String())
+			}
+		})
+	}
+}

@@ -480,6 +480,7 @@ func (w *wiring) mountIntrospect(r chi.Router, clientAuth *clientauth.Authentica
 		intro.Resources = append(intro.Resources, ir)
 	}
 	intro.UpstreamTokens = forwardedUpstreamTokens(w.broker)
+	intro.FromTrustedProxy = server.FromTrustedProxy
 	intro.Routes(r)
 }
 

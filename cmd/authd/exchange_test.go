@@ -497,6 +497,19 @@ func TestTokenExchangeUpstreamGitHub(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Forwarded-Access-Token") != signInToken {
 		t.Errorf("/verify: %d, X-Forwarded-Access-Token is not the user's GitHub token", resp.StatusCode)
 	}
+	// The client holding the user's token calls /verify itself, naming
+	// the resource with ?resource= and no forwarded headers (issue 18
+	// review): it must not get the GitHub token.
+	req, _ := http.NewRequest(http.MethodGet, x.inst.URL+"/verify?resource="+url.QueryEscape(mcpResource), nil)
+	req.Header.Set("Authorization", "Bearer "+userTok)
+	direct, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct.Body.Close()
+	if got := direct.Header.Get("X-Forwarded-Access-Token"); got != "" {
+		t.Errorf("/verify?resource= called by the client: %d, X-Forwarded-Access-Token is set (the GitHub token: %v)", direct.StatusCode, got == signInToken)
+	}
 
 	// The GitHub token expires (the authd token does not yet): the next
 	// exchange refreshes it, and GitHub takes the new one.

@@ -96,8 +96,9 @@ type Handler struct {
 	Resources []Resource
 	// UserCheck re-applies the current sign-in policy (the allowlist, from
 	// the configuration: no upstream call) to the user of every user token
-	// judged, at /introspect and /verify; an error makes the token
-	// inactive. Nil allows everyone.
+	// judged, at /introspect and /verify; an error wrapping
+	// tokens.ErrUserNotAllowed makes the token inactive, any other is an
+	// outage (503). Nil allows everyone.
 	UserCheck func(ctx context.Context, u store.User) error
 	// UpstreamTokens returns the user's current access token at an
 	// upstream, for resources with ForwardUpstreamToken; nil when no

@@ -527,12 +527,20 @@ func TestTokenExchangeUpstreamGitHub(t *testing.T) {
 	}
 
 	// The user revokes authd's app at GitHub; once the token expires the
-	// refresh is refused: invalid_grant, nothing issued.
+	// refresh is refused. The membership re-check (due: more than
+	// membership_check_interval since sign-in) that judging the subject
+	// token runs then finds the kept grant dead, and the allowlist
+	// (github_orgs) depends on memberships: alice's grant ends, so the
+	// subject token is no longer active (RFC 8693 §2.2.2:
+	// invalid_request), nothing issued.
 	x.github.RevokeGrant("alice")
 	x.clock.Advance(life + time.Minute)
 	before := x.rowCounts(t)
 	x.wantRefused(t, "upstream grant revoked", before,
-		x.exchange(t, "gh-mcp", ghMCPSecret, userTok, url.Values{"audience": {"github"}}), http.StatusBadRequest, "invalid_grant")
+		x.exchange(t, "gh-mcp", ghMCPSecret, userTok, url.Values{"audience": {"github"}}), http.StatusBadRequest, "invalid_request")
+	if !strings.Contains(x.inst.Logs.String(), `"event":"upstream_grant_revoked"`) {
+		t.Errorf("no upstream_grant_revoked audit line")
+	}
 
 	logs := x.inst.Logs.String()
 	if !strings.Contains(logs, `"event":"token_exchange","outcome":"issued","client_id":"gh-mcp","kind":"upstream","upstream":"github"`) {
@@ -546,7 +554,7 @@ func TestTokenExchangeUpstreamGitHub(t *testing.T) {
 	_, metricsText := get(t, x.metricsURL, nil)
 	for _, want := range []string{
 		`authd_token_exchanges_total{kind="upstream",outcome="issued"} 2`,
-		`authd_token_exchanges_total{kind="upstream",outcome="invalid_grant"} 1`,
+		`authd_token_exchanges_total{kind="upstream",outcome="invalid_request"} 1`,
 	} {
 		if !strings.Contains(metricsText, want) {
 			t.Errorf("metrics lack %s", want)

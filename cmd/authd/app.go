@@ -18,11 +18,11 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/authd/authd/internal/authorize"
+	"github.com/authd/authd/internal/backchannel"
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/discovery"
 	"github.com/authd/authd/internal/grants"
-	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/keys"
 	"github.com/authd/authd/internal/metrics"
@@ -136,6 +136,7 @@ func buildApp(ctx context.Context, d deps) (*app, error) {
 	w.mountDiscovery(root)
 	w.mountRegister(r)
 	w.mountAuthorize(r)
+	w.mountBackChannel(r)
 	clientAuth := w.clientAuthenticator()
 	if err := pinConfiguredSecrets(ctx, w.store, clientAuth, w.cfg.Clients, w.now(), w.log); err != nil {
 		return nil, err
@@ -178,6 +179,10 @@ type wiring struct {
 	userCheck func(context.Context, store.User) error
 	// prefix is the issuer's path (oauth.IssuerPath).
 	prefix string
+	// pages are the sign-in pages' templates with the operator's branding
+	// (pages.*), checked once here: a theme that would hide the consent
+	// page's facts stops authd.
+	pages *authorize.Pages
 }
 
 // newWiring loads the configured clients, the signing keys and the
@@ -212,6 +217,11 @@ func newWiring(ctx context.Context, d deps) (*wiring, error) {
 	}
 	if w.broker, err = newBroker(d.cfg, d.store, w.connectors, d.cfg.Allowlist.Check, d.now, d.log); err != nil {
 		return nil, fmt.Errorf("upstream tokens: %w", err)
+	}
+	pg := d.cfg.Pages
+	if w.pages, err = authorize.NewPages(authorize.Branding{ProductName: pg.ProductName, LogoURL: pg.LogoURL,
+		AccentColor: pg.AccentColor, TemplateDir: pg.TemplateDir}); err != nil {
+		return nil, fmt.Errorf("pages.%w", err)
 	}
 	return w, nil
 }
@@ -324,10 +334,12 @@ func (w *wiring) router() (root, endpoints chi.Router) {
 		root.Mount(prefix, under) // after NotFound: Mount hands it down
 	}
 	endpoints = under.With(limitPaths(prefix, map[string]*ratelimit.Limiter{
-		"/authorize": authorizeLimit,
-		"/login":     authorizeLimit,
-		"/callback/": authorizeLimit,
-		"/consent":   authorizeLimit,
+		"/authorize":  authorizeLimit,
+		"/login":      authorizeLimit,
+		"/callback/":  authorizeLimit,
+		"/consent":    authorizeLimit,
+		"/apps/login": authorizeLimit,
+		"/upstream/":  authorizeLimit,
 	}))
 	return root, endpoints
 }
@@ -391,6 +403,7 @@ func (w *wiring) mountRegister(r chi.Router) {
 func (w *wiring) mountAuthorize(r chi.Router) {
 	cfg := w.cfg
 	authz := &authorize.Handler{
+		Pages:      w.pages,
 		Store:      w.clients.signInStore(),
 		Issuer:     cfg.Issuer,
 		Connectors: w.connectors,
@@ -418,6 +431,12 @@ func (w *wiring) mountAuthorize(r chi.Router) {
 		}
 	}
 	authz.Routes(r)
+}
+
+// mountBackChannel serves the OpenID Connect Back-Channel Logout
+// receiver for the upstreams that send logout tokens.
+func (w *wiring) mountBackChannel(r chi.Router) {
+	(&backchannel.Handler{Store: w.bst, Connectors: w.connectors, OnEvent: w.metrics.ObserveAuthorizeEvent, Now: w.now, Log: w.log}).Routes(r)
 }
 
 // clientAuthenticator authenticates the clients of /token, /revoke and
@@ -463,6 +482,7 @@ func (w *wiring) mountIntrospect(r chi.Router, clientAuth *clientauth.Authentica
 		Clients:      clientAuth,
 		Keys:         w.keys,
 		Issuer:       cfg.Issuer,
+		Policy:       w.policy, // the resources /token issues for
 		BearerTokens: cfg.Introspection.BearerTokens,
 		// --dev: /verify?resource= protects any URL (allow_any_resource).
 		AnyResource:    cfg.Dev && cfg.AllowAnyResource,
@@ -474,15 +494,7 @@ func (w *wiring) mountIntrospect(r chi.Router, clientAuth *clientauth.Authentica
 		Now:            now,
 		Log:            w.log,
 	}
-	for _, res := range cfg.Resources {
-		ids, _ := idclaims.Parse(res.Claims) // validated at load
-		ir := introspect.Resource{URI: res.URI, RequiredScopes: res.RequiredScopes, Claims: ids}
-		ir.ForwardUpstreamToken = forwardUpstreamToken(res, w.log)
-		for _, rs := range res.RouteScopes {
-			ir.RouteScopes = append(ir.RouteScopes, introspect.RouteScope{Method: rs.Method, Path: rs.Path, Scopes: rs.Scopes})
-		}
-		intro.Resources = append(intro.Resources, ir)
-	}
+	warnForwardUpstreamTokens(w.policy, w.log)
 	intro.UpstreamTokens = forwardedUpstreamTokens(w.broker)
 	intro.FromTrustedProxy = server.FromTrustedProxy
 	intro.Routes(r)

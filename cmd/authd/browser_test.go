@@ -268,8 +268,15 @@ func TestBrowserPages(t *testing.T) {
 
 	p := newPage(t)
 
-	// /apps signed out.
+	// /apps signed out offers a sign-in at each upstream.
 	p.run(t, "apps signed out", chromedp.Navigate(inst.URL+"/apps"), chromedp.WaitVisible("h1", chromedp.ByQuery))
+	var signedOut string
+	p.run(t, "apps signed out text", chromedp.Text("main", &signedOut, chromedp.ByQuery))
+	for _, want := range []string{"You are not signed in", "Sign in with Development login", "Sign in with GitHub"} {
+		if !strings.Contains(signedOut, want) {
+			t.Errorf("signed-out /apps lacks %q:\n%s", want, signedOut)
+		}
+	}
 	p.clean(t, "/apps signed out")
 	p.screenshot(t, "apps-signed-out")
 
@@ -343,4 +350,123 @@ func TestBrowserPages(t *testing.T) {
 	}
 	p.clean(t, "error page", "log network/error: Failed to load resource: the server responded with a status of 400 (Bad Request) "+bad)
 	p.screenshot(t, "error")
+
+	// Sign out, then sign in again from /apps, by keyboard: the sign-in
+	// returns to /apps.
+	p.run(t, "apps", chromedp.Navigate(inst.URL+"/apps"), chromedp.WaitVisible("h1", chromedp.ByQuery))
+	p.tabTo(t, "Sign out")
+	p.run(t, "sign out", chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible(`a.button`, chromedp.ByQuery))
+	p.tabTo(t, "Sign in with Development login")
+	p.run(t, "sign in from /apps", chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible("#name", chromedp.ByQuery))
+	p.clean(t, "development login from /apps")
+	p.run(t, "dev sign in", chromedp.Focus("#name", chromedp.ByQuery), chromedp.SendKeys("#name", "bob", chromedp.ByQuery), chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitVisible(`form[action="/logout"]`, chromedp.ByQuery))
+	var location string
+	p.run(t, "apps after sign-in", chromedp.Text("main", &apps, chromedp.ByQuery), chromedp.Location(&location))
+	if !strings.HasSuffix(location, "/apps") || !strings.Contains(apps, "Signed in as bob") {
+		t.Errorf("the sign-in from /apps ended at %s:\n%s", location, apps)
+	}
+	p.clean(t, "/apps after its sign-in")
+}
+
+// TestBrowserPagesBranded: an operator's branding (product name, logo,
+// accent colour) and theme (its own layout and consent wording) in
+// Chromium: the logo loads under the CSP (img-src of its origin), nothing
+// is reported on the console, and the consent page still shows authd's
+// badge, redirect host, resources and scopes, approved by keyboard.
+func TestBrowserPagesBranded(t *testing.T) {
+	t.Parallel()
+	logo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/logo.svg" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "image/svg+xml")
+		fmt.Fprint(w, `<svg xmlns="http://www.w3.org/2000/svg" width="96" height="32" viewBox="0 0 96 32">`+
+			`<rect width="32" height="32" rx="6" fill="#8250df"/><path d="M8 24 16 8 24 24z" fill="#fff"/>`+
+			`<text x="38" y="22" font-family="sans-serif" font-size="16" font-weight="700" fill="#8250df">Acme</text></svg>`)
+	}))
+	t.Cleanup(logo.Close)
+	theme := t.TempDir()
+	for name, src := range map[string]string{
+		"layout.html": `{{define "layout"}}<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}} · {{.Brand.Product}}</title><style>{{css}}</style></head>
+<body><header class="brand">{{with .Brand.LogoURL}}<img src="{{.}}" alt="">{{end}}<span>{{.Brand.Product}}</span></header>
+<main>{{if .DevMode}}<p class="dev" role="note">Development server: not for real accounts.</p>{{end}}<h1>{{.Title}}</h1>{{template "content" .Data}}</main>
+<footer class="brand"><p class="muted">Acme Corp IT · Questions? Ask the service desk.</p></footer>
+</body></html>{{end}}`,
+		"consent.html": `{{define "content"}}<p class="muted">Acme policy: approve only tools you started yourself.</p>{{.Facts}}{{end}}`,
+	} {
+		if err := os.WriteFile(filepath.Join(theme, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inst := startAuthd(t, freeAddr(t), map[string]string{
+		"AUTHD_SCOPES":             `[{"name":"mcp:tools","description":"Use the tools of the MCP server"}]`,
+		"AUTHD_DEFAULT_SCOPES":     "mcp:tools",
+		"AUTHD_RESOURCES":          `[{"uri":"https://mcp.example.com/mcp","name":"Example MCP server"}]`,
+		"AUTHD_PAGES_PRODUCT_NAME": "Acme Sign-in",
+		"AUTHD_PAGES_LOGO_URL":     logo.URL + "/logo.svg",
+		"AUTHD_PAGES_ACCENT_COLOR": "#8250df",
+		"AUTHD_PAGES_TEMPLATE_DIR": theme,
+	}, "--dev")
+	catcher := newRedirectCatcher(t)
+	redirect := catcher.srv.URL + "/callback"
+	reg := registerClient(t, inst.URL, map[string]any{
+		"client_name":                "Branded Test Client",
+		"redirect_uris":              []string{redirect},
+		"grant_types":                []string{"authorization_code", "refresh_token"},
+		"token_endpoint_auth_method": "none",
+	})
+	conf := &oauth2.Config{ClientID: reg["client_id"].(string), RedirectURL: redirect,
+		Endpoint: oauth2.Endpoint{AuthURL: inst.URL + "/authorize", TokenURL: inst.URL + "/token"}, Scopes: []string{"mcp:tools"}}
+
+	p := newPage(t)
+	p.run(t, "apps signed out", chromedp.Navigate(inst.URL+"/apps"), chromedp.WaitVisible("header img", chromedp.ByQuery))
+	var logoWidth int
+	p.run(t, "logo", chromedp.Evaluate(`document.querySelector("header img").complete ? document.querySelector("header img").naturalWidth : -1`, &logoWidth))
+	if logoWidth <= 0 {
+		t.Errorf("the logo did not load (naturalWidth %d)", logoWidth)
+	}
+	p.clean(t, "branded /apps signed out")
+	p.screenshot(t, "branded-apps-signed-out")
+
+	authURL := conf.AuthCodeURL("branded", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", "https://mcp.example.com/mcp"))
+	p.run(t, "authorize", chromedp.Navigate(authURL), chromedp.WaitVisible("#name", chromedp.ByQuery), chromedp.WaitVisible("header img", chromedp.ByQuery))
+	var devHeader, accent string
+	p.run(t, "dev login header", chromedp.Text("header", &devHeader, chromedp.ByQuery),
+		chromedp.Evaluate(`document.querySelector("header img").complete ? document.querySelector("header img").naturalWidth : -1`, &logoWidth))
+	if !strings.Contains(devHeader, "Acme Sign-in") || logoWidth <= 0 {
+		t.Errorf("the development login is not branded like the other pages: header %q, logo width %d", devHeader, logoWidth)
+	}
+	p.run(t, "dev login accent", chromedp.Evaluate(`getComputedStyle(document.querySelector('button[type="submit"]')).backgroundColor`, &accent))
+	if accent != "rgb(130, 80, 223)" {
+		t.Errorf("the development login's button colour is %s, want the accent #8250df", accent)
+	}
+	p.clean(t, "branded development login")
+	p.screenshot(t, "branded-dev-login")
+	p.run(t, "sign in", chromedp.Focus("#name", chromedp.ByQuery), chromedp.SendKeys("#name", "carol", chromedp.ByQuery), chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitVisible(`button[value="approve"]`, chromedp.ByQuery))
+	var consent, title string
+	p.run(t, "consent text", chromedp.Text("body", &consent, chromedp.ByQuery), chromedp.Title(&title))
+	for _, want := range []string{"Acme Sign-in", "Acme policy", "Acme Corp IT", "Branded Test Client", "Unverified", "127.0.0.1", "Example MCP server", "Use the tools of the MCP server"} {
+		if !strings.Contains(consent, want) {
+			t.Errorf("branded consent page lacks %q:\n%s", want, consent)
+		}
+	}
+	if !strings.HasSuffix(title, "· Acme Sign-in") {
+		t.Errorf("title %q does not name the product", title)
+	}
+	p.run(t, "accent", chromedp.Evaluate(`getComputedStyle(document.querySelector('button[value="approve"]')).backgroundColor`, &accent))
+	if accent != "rgb(130, 80, 223)" {
+		t.Errorf("the Approve button's colour is %s, want the accent #8250df", accent)
+	}
+	p.clean(t, "branded consent page")
+	p.screenshot(t, "branded-consent")
+	p.tabTo(t, "Approve")
+	p.run(t, "approve", chromedp.KeyEvent(kb.Enter))
+	if q := catcher.wait(t, p); q.Get("code") == "" || q.Get("state") != "branded" {
+		t.Fatalf("approve on the branded page: redirect query %v", q)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/metrics"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/token"
 	"github.com/authd/authd/internal/upstreamtokens"
 )
@@ -59,13 +60,15 @@ func forwardedUpstreamTokens(broker *upstreamtokens.Broker) func(ctx context.Con
 	}
 }
 
-// forwardUpstreamToken is res's forward_upstream_token, announced once at
-// start-up: every process between the proxy and the server sees the
-// user's upstream token.
-func forwardUpstreamToken(res config.ResourceConfig, log *slog.Logger) string {
-	if res.ForwardUpstreamToken != "" {
+// warnForwardUpstreamTokens announces, once at start-up, each resource
+// with forward_upstream_token: every process between the proxy and the
+// server sees the user's upstream token.
+func warnForwardUpstreamTokens(p *policy.Policy, log *slog.Logger) {
+	for _, res := range p.Resources {
+		if res.ForwardUpstreamToken == "" {
+			continue
+		}
 		log.Warn("resources[].forward_upstream_token is set: /verify hands the user's upstream access token to the proxy, which passes it to the resource server in X-Forwarded-Access-Token; only for servers you trust with it, behind a proxy that strips the header from client requests",
 			"resource", res.URI, "upstream", res.ForwardUpstreamToken)
 	}
-	return res.ForwardUpstreamToken
 }

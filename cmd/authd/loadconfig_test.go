@@ -164,6 +164,13 @@ func TestLoadConfigErrorsNameTheSetting(t *testing.T) {
 		{"bad unknown_scopes", validYAML, map[string]string{"AUTHD_UNKNOWN_SCOPES": "drop"}, []string{"unknown_scopes", "ignore or reject"}},
 		{"offline_access declared", validYAML, map[string]string{"AUTHD_SCOPES": `[{"name":"offline_access"}]`}, []string{"scopes[0].name", "offline_access"}},
 		{"openid as a default scope", validYAML, map[string]string{"AUTHD_DEFAULT_SCOPES": "openid"}, []string{"default_scopes", "openid"}},
+		{"accent colour not a hex colour", validYAML, map[string]string{"AUTHD_PAGES_ACCENT_COLOR": "red;}body{display:none"}, []string{"pages.accent_color", "red;}body{display:none", `"#1f6feb"`}},
+		{"logo over http", validYAML, map[string]string{"AUTHD_PAGES_LOGO_URL": "http://cdn.example.com/logo.png"}, []string{"pages.logo_url", "http://cdn.example.com/logo.png", "https://cdn.example.com/logo.svg"}},
+		{"logo as a data URL", validYAML, map[string]string{"AUTHD_PAGES_LOGO_URL": "data:image/png;base64,AAAA"}, []string{"pages.logo_url", "data:"}},
+		{"product name with control characters", validYAML, map[string]string{"AUTHD_PAGES_PRODUCT_NAME": "Acme\u202e"}, []string{"pages.product_name"}},
+		{"template dir missing", validYAML, map[string]string{"AUTHD_PAGES_TEMPLATE_DIR": "/nonexistent/theme"}, []string{"pages.template_dir", "/nonexistent/theme", "/etc/authd/theme"}},
+		{"back-channel logout mode unknown", validYAML, map[string]string{"AUTHD_UPSTREAMS": `[{"id":"sso","type":"oidc","client_id":"a","oidc":{"issuer":"https://sso.example.com","backchannel_logout":"all"}}]`}, []string{"upstreams[sso].oidc.backchannel_logout", `"all"`, "sessions"}},
+		{"back-channel logout for google", validYAML, map[string]string{"AUTHD_UPSTREAMS": `[{"id":"g","type":"google","client_id":"a","client_secret":"b","oidc":{"backchannel_logout":"grants"}}]`}, []string{"upstreams[g].oidc.backchannel_logout", "only to type oidc"}},
 		{"several problems at once", validYAML, map[string]string{"AUTHD_ISSUER": "ftp://x", "AUTHD_LOG_LEVEL": "loud"}, []string{"issuer", "log.level"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -197,7 +197,7 @@ func (h *Handler) revokeApp(w http.ResponseWriter, r *http.Request) error {
 	user, _, signedOut, err := h.sessionForm(w, r)
 	if signedOut {
 		return pageError(http.StatusForbidden, "Not signed in",
-			"You are not signed in, so there is nothing to revoke here. Sign in through an application first.")
+			"You are not signed in, so there is nothing to revoke here. Sign in on the connected apps page first.")
 	}
 	if err != nil {
 		return err
@@ -246,15 +246,48 @@ func (h *Handler) signedIn(r *http.Request) (store.User, string, bool, error) {
 	return sess.User, sid, true, nil
 }
 
-// notSignedIn is /apps without a session. There is no sign-in from here:
-// a sign-in always belongs to an authorization request of some client.
-// 200, not 401: there is no HTTP authentication scheme to offer (RFC 9110
-// §15.5.2 requires WWW-Authenticate with a 401).
+// notSignedIn is /apps without a session: it offers a sign-in at each
+// upstream, which returns here (appsLogin). 200, not 401: there is no HTTP
+// authentication scheme to offer (RFC 9110 §15.5.2 requires
+// WWW-Authenticate with a 401).
 func (h *Handler) notSignedIn(w http.ResponseWriter, r *http.Request) {
-	h.render(w, r, http.StatusOK, "error", "Not signed in", errorData{
-		Message: "You are not signed in.",
-		Hint:    "This page lists the applications you have allowed to use your account. It is available while you are signed in: connect an application to this server, then come back here.",
-	})
+	choices := make([]choice, 0, len(h.Connectors))
+	for _, c := range h.Connectors {
+		choices = append(choices, choice{Name: c.DisplayName(), URL: h.path("/apps/login?" + url.Values{"idp": {c.ID()}}.Encode())})
+	}
+	h.render(w, r, http.StatusOK, "signin", "Not signed in", struct {
+		Message string
+		Choices []choice
+	}{"You are not signed in. Sign in to see the applications you have allowed to use your account, and to revoke them.", choices})
+}
+
+// appsLogin serves GET /apps/login?idp=ID: a sign-in no client asked for,
+// which returns to /apps. It is a pending request without client, bound to
+// this browser by its cookie like any other (so a callback URL sent to
+// someone else signs nobody in); the callback sees no client and sends the
+// browser back here instead of to a consent page.
+func (h *Handler) appsLogin(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	conn := h.connector(r.URL.Query().Get("idp"))
+	if conn == nil && len(h.Connectors) == 1 {
+		conn = h.Connectors[0]
+	}
+	if conn == nil {
+		redirect(w, r, h.path("/apps")) // the page lists the choices
+		return nil
+	}
+	now := h.now()
+	rid := oauth.NewToken(oauth.PrefixRequest)
+	p := store.AuthRequest{CreatedAt: now, ExpiresAt: now.Add(h.requestLifetime())}
+	u, err := h.prepareUpstream(ctx, &p, rid, conn)
+	if err != nil {
+		return errUpstreamUnavailable(err)
+	}
+	if err := h.storeRequest(ctx, w, rid, p); err != nil {
+		return err
+	}
+	redirect(w, r, u)
+	return nil
 }
 
 // sessionForm reads a POSTed form of the signed-in user and checks its

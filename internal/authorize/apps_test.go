@@ -3,6 +3,7 @@ package authorize
 import (
 	"context"
 	"errors"
+	"html"
 	"net/http"
 	"net/url"
 	"strings"
@@ -210,5 +211,53 @@ func TestAppsLastUsedAfterTheGrantEnded(t *testing.T) {
 	e.expectPage(t, page, http.StatusOK, "Ended Agent")
 	if want := used.UTC().Format("2006-01-02 15:04 UTC"); !strings.Contains(page.body, "<dd>"+want+"</dd>") {
 		t.Errorf("/apps shows no last use %s for an app whose grant ended:\n%s", want, page.body)
+	}
+}
+
+// TestAppsSignInWhenSignedOut: /apps signed out offers a sign-in at each
+// upstream; it goes through the upstream and returns to /apps signed in,
+// with no client involved. The sign-in is bound to the browser that
+// started it: its callback URL signs nobody else in.
+func TestAppsSignInWhenSignedOut(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, []string{"github", "oidc"})
+	client := e.addClient(store.Client{})
+	b := e.browser(t)
+	page := b.get("/apps")
+	e.expectPage(t, page, http.StatusOK, "You are not signed in")
+	var link string
+	for _, m := range anyHref.FindAllStringSubmatch(page.body, -1) {
+		if l := html.UnescapeString(m[1]); strings.HasPrefix(l, "/apps/login?") && strings.Contains(l, "idp=github") {
+			link = l
+		}
+	}
+	if link == "" || !strings.Contains(page.body, "Sign in with GitHub") || !strings.Contains(page.body, "Sign in with Company SSO") {
+		t.Fatalf("signed-out /apps offers no sign-in:\n%s", excerpt(page.body))
+	}
+
+	// Someone else's browser gets the callback URL: nobody is signed in.
+	thief := e.browser(t)
+	thief.stopAtCallback = true
+	cb := thief.get(link)
+	if loc := cb.location(); loc == nil || !strings.Contains(loc.Path, "/callback/github") {
+		t.Fatalf("the sign-in did not go through the upstream: %d %v", cb.status, cb.location())
+	}
+	victim := e.browser(t)
+	e.expectPage(t, victim.get(cb.location().String()), http.StatusBadRequest, "different browser")
+	e.expectPage(t, victim.get("/apps"), http.StatusOK, "You are not signed in")
+
+	back := b.get(link)
+	if back.url.Path != "/apps" {
+		t.Fatalf("the sign-in ended at %s, not /apps", back.url)
+	}
+	e.expectPage(t, back, http.StatusOK, "You have not approved any application.")
+	if !strings.Contains(back.body, "Signed in as <strong>alice</strong>") {
+		t.Fatalf("/apps after its sign-in:\n%s", excerpt(back.body))
+	}
+
+	// The session is an ordinary one: an authorization skips the sign-in.
+	a := newAuthz(client.ID, appURI)
+	if consent := b.get(a.url(e)); !isConsentPage(consent) {
+		t.Fatalf("after signing in on /apps, /authorize asked to sign in again:\n%s", excerpt(consent.body))
 	}
 }

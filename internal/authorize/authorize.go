@@ -297,9 +297,10 @@ func (h *Handler) validate(q url.Values, c store.Client) (store.AuthRequest, *oa
 	}
 	if len(resources) == 0 {
 		// Older MCP clients send no resource. Bind the code to the default
-		// audience now (the rule /token applies too), so the user consents
-		// to the audience the token will really have.
-		if resources, oerr = h.Policy.DefaultAudience(); oerr != nil {
+		// audience now (policy.DefaultAudienceFor, the rule client_credentials
+		// applies too), so the user consents to the audience the token will
+		// really have.
+		if resources, oerr = h.Policy.DefaultAudienceFor(c.AllowedResources); oerr != nil {
 			return p, oerr
 		}
 	}

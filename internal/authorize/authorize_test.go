@@ -305,11 +305,25 @@ func TestOmittedResource(t *testing.T) {
 	e.expectRedirectError(t, e.browser(t).get(a.url(e)), appURI, "invalid_target", a.state)
 	e.expectNoWrites(t)
 
+	// A client allowed one resource is bound to it (policy.DefaultAudienceFor,
+	// as at client_credentials); one allowed two is refused as above.
+	one := e.addClient(store.Client{SkipConsent: true, AllowedResources: []string{resOther}})
+	a = newAuthz(one.ID, appURI)
+	a.resources = nil
+	_, c := e.expectCode(t, e.browser(t).get(a.url(e)), a)
+	if !equalStrings(c.Resources, []string{resOther}) {
+		t.Fatalf("code of a client allowed only %s bound to %v", resOther, c.Resources)
+	}
+	two := e.addClient(store.Client{SkipConsent: true, AllowedResources: []string{resMCP, resOther}})
+	a = newAuthz(two.ID, appURI)
+	a.resources = nil
+	e.expectRedirectError(t, e.browser(t).get(a.url(e)), appURI, "invalid_target", a.state)
+
 	e = newEnv(t, []string{"github"}, func(h *Handler) { h.Policy.DefaultResource = resOther })
 	client = e.addClient(store.Client{SkipConsent: true})
 	a = newAuthz(client.ID, appURI)
 	a.resources = nil
-	_, c := e.expectCode(t, e.browser(t).get(a.url(e)), a)
+	_, c = e.expectCode(t, e.browser(t).get(a.url(e)), a)
 	if !equalStrings(c.Resources, []string{resOther}) || !equalStrings(c.Scopes, []string{"read"}) {
 		t.Fatalf("code bound to %v %v, want the default resource", c.Resources, c.Scopes)
 	}

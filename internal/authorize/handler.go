@@ -142,6 +142,9 @@ type Handler struct {
 	// DevMode marks every page as a development server and mounts the
 	// development login form (upstream.DevLoginPath) for dev connectors.
 	DevMode bool
+	// Pages are the templates, style and CSP of the pages (NewPages, with
+	// the operator's branding); nil: authd's own, unbranded.
+	Pages *Pages
 	// OnEvent, if set, is told about outcomes (for metrics): see the event
 	// constants. upstream is the configured upstream id for login events
 	// ("unknown" for a callback to no configured upstream), else empty.
@@ -181,11 +184,12 @@ func (h *Handler) Routes(r chi.Router) {
 	r.Get("/consent", h.serve(h.consentPage))
 	r.With(cop.Handler).Post("/consent", h.serve(h.consentSubmit))
 	r.Get("/apps", h.serve(h.apps))
+	r.Get("/apps/login", h.serve(h.appsLogin))
 	r.With(cop.Handler).Post("/apps/revoke", h.serve(h.revokeApp))
 	r.With(cop.Handler).Post("/apps/disconnect", h.serve(h.disconnectUpstream))
 	r.With(cop.Handler).Post("/logout", h.serve(h.logout))
 	if h.DevMode {
-		r.Handle(upstream.DevLoginPath, upstream.DevLoginHandler(h.Connectors, h.log()))
+		r.Handle(upstream.DevLoginPath, upstream.DevLoginHandler(h.Connectors, h.log(), h.pages().devBrand()))
 	}
 }
 

@@ -229,6 +229,9 @@ func (h *Handler) upstreamFailed(r *http.Request, provider string, req store.Aut
 		// redirect URI were confirmed at /authorize, so tell the
 		// client, as RFC 6749 §4.1.2.1 does for a declined request.
 		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", "declined")
+		if req.ClientID == "" { // the sign-in offered on /apps: no client to tell
+			return pageError(http.StatusForbidden, "Sign-in cancelled", "You declined to sign in.").withCause(err)
+		}
 		// The client as it is now: it may have withdrawn the
 		// redirect URI, or gone, while the user was away.
 		client, cerr := h.Store.GetClient(ctx, req.ClientID, h.now())
@@ -356,6 +359,11 @@ func (h *Handler) denied(ctx context.Context, conn upstream.Connector, u store.U
 // stored again (with its user) for the consent page.
 func (h *Handler) afterLogin(w http.ResponseWriter, r *http.Request, req store.AuthRequest, requestCookie string) error {
 	ctx := r.Context()
+	if req.ClientID == "" { // the sign-in offered on /apps (appsLogin)
+		h.clearCookie(w, requestCookie)
+		redirect(w, r, h.path("/apps"))
+		return nil
+	}
 	client, err := h.Store.GetClient(ctx, req.ClientID, h.now())
 	if err != nil {
 		h.clearCookie(w, requestCookie)

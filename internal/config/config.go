@@ -12,11 +12,13 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/authd/authd/internal/allowlist"
+	"github.com/authd/authd/internal/authorize"
 	"github.com/authd/authd/internal/cimd"
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/idclaims"
@@ -103,6 +105,18 @@ type Config struct {
 	// ClientMetadataDocuments configures URL client_ids (client ID
 	// metadata documents): fetching, caching, and which hosts to accept.
 	ClientMetadataDocuments cimd.Config `mapstructure:"client_metadata_documents"`
+	// Pages brands the sign-in, consent and connected-apps pages.
+	Pages PagesConfig `mapstructure:"pages"`
+}
+
+// PagesConfig is the operator's branding of the pages (authorize.Branding).
+type PagesConfig struct {
+	ProductName string `mapstructure:"product_name"` // default "authd"
+	LogoURL     string `mapstructure:"logo_url"`     // https; the CSP admits its origin
+	AccentColor string `mapstructure:"accent_color"` // CSS hex colour
+	// TemplateDir holds templates replacing the embedded ones (a theme);
+	// the consent page's facts stay authd's (authorize.NewPages).
+	TemplateDir string `mapstructure:"template_dir"`
 }
 
 type LogConfig struct {
@@ -589,6 +603,24 @@ func (c *Config) Validate() error {
 	}
 	for _, err := range c.ClientMetadataDocuments.Validate() {
 		add("client_metadata_documents.%v", err)
+	}
+	if c.Pages.ProductName != "" {
+		if msg := authorize.CheckProductName(c.Pages.ProductName); msg != "" {
+			add("pages.product_name: %s", msg)
+		}
+	}
+	if c.Pages.LogoURL != "" {
+		if _, err := authorize.LogoOrigin(c.Pages.LogoURL); err != nil {
+			add("pages.logo_url: %v", err)
+		}
+	}
+	if msg := authorize.CheckAccentColor(c.Pages.AccentColor); msg != "" {
+		add("pages.accent_color: %s", msg)
+	}
+	if d := c.Pages.TemplateDir; d != "" {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			add("pages.template_dir: %q is not a readable directory; name a directory of templates such as /etc/authd/theme (see Branding the pages in the README)", d)
+		}
 	}
 	for i, t := range c.Introspection.BearerTokens {
 		if len(t) < 32 {

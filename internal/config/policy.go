@@ -27,6 +27,7 @@ func (c *Config) Policy() *policy.Policy {
 			URI: r.URI, Name: r.Name, Documentation: r.Documentation,
 			Scopes: slices.Clone(r.Scopes), RequiredScopes: slices.Clone(r.RequiredScopes),
 			TokenFormat: r.TokenFormat, Claims: ids,
+			ForwardUpstreamToken: r.ForwardUpstreamToken,
 		}
 		for _, rs := range r.RouteScopes {
 			res.RouteScopes = append(res.RouteScopes, policy.RouteScope{Method: rs.Method, Path: rs.Path, Scopes: slices.Clone(rs.Scopes)})

@@ -23,7 +23,8 @@ func TestPolicy(t *testing.T) {
 		URI: "https://a.example.com/mcp", Name: "A", Documentation: "https://a.example.com/docs",
 		Scopes: []string{"mcp:tools", "mcp:admin"}, RequiredScopes: []string{"mcp:tools"},
 		TokenFormat: policy.FormatJWT, Claims: []string{"email", "groups"},
-		RouteScopes: []RouteScopeConfig{{Method: "POST", Path: "/admin*", Scopes: []string{"mcp:admin"}}},
+		RouteScopes:          []RouteScopeConfig{{Method: "POST", Path: "/admin*", Scopes: []string{"mcp:admin"}}},
+		ForwardUpstreamToken: "github",
 	}, {URI: "https://b.example.com/mcp"}}
 	want := &policy.Policy{
 		Resources: []policy.Resource{{
@@ -31,6 +32,7 @@ func TestPolicy(t *testing.T) {
 			Scopes: []string{"mcp:tools", "mcp:admin"}, RequiredScopes: []string{"mcp:tools"},
 			RouteScopes: []policy.RouteScope{{Method: "POST", Path: "/admin*", Scopes: []string{"mcp:admin"}}},
 			TokenFormat: policy.FormatJWT, Claims: idclaims.Set{Email: true, Groups: true},
+			ForwardUpstreamToken: "github",
 		}, {URI: "https://b.example.com/mcp"}},
 		AllowAnyResource:    true,
 		DefaultResource:     "https://a.example.com/mcp",

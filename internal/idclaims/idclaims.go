@@ -69,10 +69,11 @@ func (s Set) Union(o Set) Set {
 	}
 }
 
-// ForAudience is the set for a token bound to audience: the intersection
+// forAudience is the set for a token bound to audience: the intersection
 // of the resources' sets (lookup reports a resource's set, and false for an
 // unconfigured resource, which gets nothing). An empty audience gets nothing.
-func ForAudience(audience []string, lookup func(uri string) (Set, bool)) Set {
+// Unexported so that ForToken stays the one rule callers apply.
+func forAudience(audience []string, lookup func(uri string) (Set, bool)) Set {
 	var out Set
 	for i, uri := range audience {
 		s, ok := lookup(uri)
@@ -95,11 +96,13 @@ var Basic = Set{Login: true, Email: true}
 
 // ForToken is the one rule for what a user token bound to audience says
 // about its user, in the JWT itself and in introspection answers about
-// it: what every one of its resources is configured for (ForAudience:
+// it: what every one of its resources is configured for (forAudience:
 // each can read the token), plus Basic when basic (tokens.identity_claims)
-// is on.
+// is on. /token (token.Handler.identityClaims) and /introspect
+// (introspect.Handler.identityClaims) both call it, with their own lookup
+// of the configured resources.
 func ForToken(audience []string, lookup func(uri string) (Set, bool), basic bool) Set {
-	s := ForAudience(audience, lookup)
+	s := forAudience(audience, lookup)
 	if basic {
 		s = s.Union(Basic)
 	}

@@ -26,7 +26,7 @@ func TestVerifyForwardsUpstreamToken(t *testing.T) {
 	fromProxy.Store(true)
 	e := newEnv(t, func(h *introspect.Handler) {
 		h.FromTrustedProxy = func(*http.Request) bool { return fromProxy.Load() }
-		h.Resources[0].ForwardUpstreamToken = "github" // resRoot
+		h.Policy.Resources[0].ForwardUpstreamToken = "github" // resRoot
 		h.UpstreamTokens = func(_ context.Context, userID, upstream string) (string, error) {
 			mu.Lock()
 			defer mu.Unlock()

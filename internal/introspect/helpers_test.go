@@ -128,37 +128,36 @@ func newEnvWith(t testing.TB, st store.Store, opts ...option) *env {
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// One client cache, as in production: /token and /introspect share it.
 	clients := &clientauth.Authenticator{Clients: clientauth.NewCachedClients(e.st, cacheTTL, e.clock.Now), Now: e.clock.Now}
-	tok := &token.Handler{
-		Store:   e.st,
-		Clients: clients,
-		Keys:    km,
-		Issuer:  issuer,
-		Policy: &policy.Policy{
-			Resources: []policy.Resource{
-				{URI: resRoot, Scopes: []string{"read", "write"}},
-				{URI: resAdmin, Scopes: []string{"read", "admin"}},
-				{URI: resOpaque, Scopes: []string{"read"}, TokenFormat: token.FormatOpaque},
-				{URI: resMCP, Scopes: []string{"mcp:tools", "mcp:resources"}},
-			},
-			DefaultResource: resRoot,
-			Scopes:          []policy.Scope{{Name: "read"}, {Name: "write"}, {Name: "admin"}, {Name: "mcp:tools"}, {Name: "mcp:resources"}},
-			DefaultScopes:   []string{"read"},
+	// One policy, as in production: /token issues by the resources /verify
+	// guards and /introspect describes (options may change it in place).
+	// resRoot comes first (forward_test.go changes Resources[0]).
+	pol := &policy.Policy{
+		Resources: []policy.Resource{
+			{URI: resRoot, Scopes: []string{"read", "write"}, RequiredScopes: []string{"read"}},
+			{URI: resAdmin, Scopes: []string{"read", "admin"}, RequiredScopes: []string{"admin"}},
+			{URI: resOpaque, Scopes: []string{"read"}, TokenFormat: token.FormatOpaque},
 		},
+		DefaultResource: resRoot,
+		Scopes:          []policy.Scope{{Name: "read"}, {Name: "write"}, {Name: "admin"}, {Name: "mcp:tools"}, {Name: "mcp:resources"}},
+		DefaultScopes:   []string{"read"},
+	}
+	tok := &token.Handler{
+		Store:          e.st,
+		Clients:        clients,
+		Keys:           km,
+		Issuer:         issuer,
+		Policy:         pol,
 		IdentityClaims: true,
 		Now:            e.clock.Now,
 		Log:            log,
 	}
 	e.h = &introspect.Handler{
-		Store:        e.st,
-		Clients:      clients,
-		Keys:         km,
-		Issuer:       issuer,
-		BearerTokens: []string{"another-configured-token-0123456789abcdef", staticToken},
-		Resources: []introspect.Resource{
-			{URI: resRoot, RequiredScopes: []string{"read"}},
-			{URI: resAdmin, RequiredScopes: []string{"admin"}},
-			{URI: resOpaque},
-		},
+		Store:          e.st,
+		Clients:        clients,
+		Keys:           km,
+		Issuer:         issuer,
+		BearerTokens:   []string{"another-configured-token-0123456789abcdef", staticToken},
+		Policy:         pol,
 		IdentityClaims: true,
 		Now:            e.clock.Now,
 		Log:            log,

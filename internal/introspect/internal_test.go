@@ -6,6 +6,8 @@ import (
 	"path"
 	"strings"
 	"testing"
+
+	"github.com/authd/authd/internal/policy"
 )
 
 func TestMetadataURL(t *testing.T) {
@@ -51,7 +53,7 @@ func TestCleanPath(t *testing.T) {
 }
 
 func TestCovers(t *testing.T) {
-	m, err := newResourceMatcher(Resource{URI: "https://mcp.example.com/mcp"})
+	m, err := newResourceMatcher(policy.Resource{URI: "https://mcp.example.com/mcp"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +62,7 @@ func TestCovers(t *testing.T) {
 			t.Errorf("covers(%q) = %v", p, !want)
 		}
 	}
-	if _, err := newResourceMatcher(Resource{URI: "https://MCP.example.com/"}); err == nil {
+	if _, err := newResourceMatcher(policy.Resource{URI: "https://MCP.example.com/"}); err == nil {
 		t.Error("a non-canonical resource URI was accepted: tokens (canonical aud) could never match it")
 	}
 }
@@ -76,7 +78,7 @@ func TestTokenShapes(t *testing.T) {
 }
 
 func TestChallengeQuoting(t *testing.T) {
-	m := resourceMatcher{Resource: Resource{RequiredScopes: []string{"a", "b"}}, metadataURL: `https://h/.well-known/oauth-protected-resource?q="x"\`}
+	m := resourceMatcher{Resource: policy.Resource{RequiredScopes: []string{"a", "b"}}, metadataURL: `https://h/.well-known/oauth-protected-resource?q="x"\`}
 	want := `Bearer error="invalid_token", scope="a b", resource_metadata="https://h/.well-known/oauth-protected-resource?q=\"x\"\\"`
 	if got := m.challenge("invalid_token", m.RequiredScopes); got != want {
 		t.Errorf("challenge = %s, want %s", got, want)
@@ -92,7 +94,7 @@ func FuzzResourceOf(f *testing.F) {
 	}
 	f.Add("http", "MCP.example.com:80", "/")
 	f.Add("https", "[::1]:443", "/mcp")
-	h := &Handler{Resources: []Resource{{URI: "https://mcp.example.com"}, {URI: "https://mcp.example.com/mcp"}}}
+	h := &Handler{Policy: &policy.Policy{Resources: []policy.Resource{{URI: "https://mcp.example.com"}, {URI: "https://mcp.example.com/mcp"}}}}
 	h.prepare()
 	f.Fuzz(func(t *testing.T, proto, host, uri string) {
 		r := httptest.NewRequest(http.MethodGet, "/verify", nil)

@@ -32,6 +32,7 @@ import (
 	"github.com/authd/authd/internal/clientauth"
 	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 	"github.com/authd/authd/internal/ratelimit"
 	"github.com/authd/authd/internal/reqlog"
 	"github.com/authd/authd/internal/store"
@@ -45,38 +46,6 @@ type Store = tokens.Store
 
 // Keys verifies JWT access tokens; *keys.Manager implements it.
 type Keys = tokens.Keys
-
-// Resource is a protected resource /verify guards, as the operator
-// configured it.
-type Resource struct {
-	URI string // canonical (oauth.CanonicalResource)
-	// RequiredScopes must all be granted to the token (else 403
-	// insufficient_scope); empty means any token for the resource will do.
-	RequiredScopes []string
-	// RouteScopes add scopes that requests with a given method or path
-	// need (step-up for servers behind /verify).
-	RouteScopes []RouteScope
-	// Claims are the identity claims introspection answers about tokens
-	// for this resource, and /verify's headers for it, carry.
-	Claims idclaims.Set
-	// ForwardUpstreamToken, when set, is the upstream id whose access
-	// token for the user /verify adds as HeaderForwardedAccessToken, for
-	// an unmodified server that calls that upstream as the user
-	// (oauth2-proxy's convention). Off by default: it hands the upstream
-	// token to the server and everything between the proxy and it.
-	ForwardUpstreamToken string
-}
-
-// RouteScope says that requests matching Method and Path need Scopes.
-type RouteScope struct {
-	// Method matches the request method (X-Forwarded-Method from a trusted
-	// proxy, else the method /verify was called with); empty matches any.
-	Method string
-	// Path matches the request path (decoded, dot segments resolved): equal
-	// to it, or a prefix of it when Path ends in "*"; empty matches any.
-	Path   string
-	Scopes []string
-}
 
 // Handler serves POST /introspect and GET /verify.
 type Handler struct {
@@ -92,8 +61,12 @@ type Handler struct {
 	// client credentials (simple deployments). Callers authenticated so see
 	// tokens for every resource.
 	BearerTokens []string
-	// Resources are the resources /verify protects.
-	Resources []Resource
+	// Policy is the server's resource policy, the value /authorize and
+	// /token are given: its Resources are the resources /verify protects
+	// (required and per-route scopes, forward_upstream_token), and their
+	// identity claims are what answers about a token may say of its user,
+	// the same data /token issued the token by.
+	Policy *policy.Policy
 	// UserCheck re-applies the current sign-in policy (the allowlist, from
 	// the configuration: no upstream call) to the user of every user token
 	// judged, at /introspect and /verify; an error wrapping
@@ -101,7 +74,7 @@ type Handler struct {
 	// outage (503). Nil allows everyone.
 	UserCheck func(ctx context.Context, u store.User) error
 	// UpstreamTokens returns the user's current access token at an
-	// upstream, for resources with ForwardUpstreamToken; nil when no
+	// upstream, for resources with policy.Resource.ForwardUpstreamToken; nil when no
 	// upstream tokens are kept (ErrUpstreamTokenGone: none usable).
 	UpstreamTokens func(ctx context.Context, userID, upstream string) (string, error)
 	// FromTrustedProxy reports whether a /verify request came straight
@@ -112,7 +85,7 @@ type Handler struct {
 	// upstream token. Nil: never forwarded.
 	FromTrustedProxy func(r *http.Request) bool
 	// AnyResource lets /verify?resource=<URI> protect a URI that is not
-	// among Resources (no required scopes; the token's audience must still
+	// among Policy.Resources (no required scopes; the token's audience must still
 	// name it). Development mode only: in production an unlisted resource
 	// is a deployment error that /verify refuses (fail closed).
 	AnyResource bool
@@ -142,7 +115,7 @@ type Handler struct {
 
 	once      sync.Once
 	bearers   [][sha256.Size]byte // digests of BearerTokens
-	resources []resourceMatcher   // Resources, parsed for matching
+	resources []resourceMatcher   // Policy.Resources, parsed for matching
 	// tokens judges tokens; its caches (verified JWTs, users) serve both
 	// endpoints.
 	tokens *tokens.Service
@@ -314,12 +287,8 @@ func (h *Handler) describe(t *tokens.Info) *response {
 // about its user: idclaims.ForToken, the rule the token was issued by.
 func (h *Handler) identityClaims(audience []string) idclaims.Set {
 	return idclaims.ForToken(audience, func(uri string) (idclaims.Set, bool) {
-		for _, r := range h.Resources {
-			if r.URI == uri {
-				return r.Claims, true
-			}
-		}
-		return idclaims.Set{}, false
+		r, ok := h.Policy.Resource(uri)
+		return r.Claims, ok
 	}, h.IdentityClaims)
 }
 
@@ -422,7 +391,11 @@ func (h *Handler) prepare() {
 				h.bearers = append(h.bearers, sha256.Sum256([]byte(t)))
 			}
 		}
-		for _, res := range h.Resources {
+		var resources []policy.Resource
+		if h.Policy != nil {
+			resources = h.Policy.Resources
+		}
+		for _, res := range resources {
 			m, err := newResourceMatcher(res)
 			if err != nil {
 				// Config validation makes this unreachable; never match

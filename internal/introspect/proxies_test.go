@@ -33,6 +33,7 @@ import (
 
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/introspect"
+	"github.com/authd/authd/internal/policy"
 )
 
 // identityHeaders are what /verify vouches for; every proxy example must
@@ -50,7 +51,8 @@ func TestNginxExample(t *testing.T) {
 	t.Parallel()
 	bin := nginxBinary(t)
 	e := newEnv(t, func(h *introspect.Handler) {
-		h.Resources = []introspect.Resource{{URI: resMCP, RequiredScopes: []string{"mcp:tools"}}}
+		// The proxy examples' one resource, for /token and /verify alike.
+		h.Policy.Resources = []policy.Resource{{URI: resMCP, Scopes: []string{"mcp:tools", "mcp:resources"}, RequiredScopes: []string{"mcp:tools"}}}
 	})
 
 	// authd as nginx reaches it: /verify, and a stand-in for the

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/policy"
 )
 
 // metadataPath is the RFC 9728 well-known path of protected-resource
@@ -19,13 +20,13 @@ const metadataPath = "/.well-known/oauth-protected-resource"
 // resourceMatcher is a configured resource, parsed for matching request
 // URLs against it.
 type resourceMatcher struct {
-	Resource
+	policy.Resource
 	origin      string // scheme://host[:port], canonical
 	path        string // decoded, without trailing "/"; "" covers the whole origin
 	metadataURL string
 }
 
-func newResourceMatcher(r Resource) (resourceMatcher, error) {
+func newResourceMatcher(r policy.Resource) (resourceMatcher, error) {
 	canon, oerr := oauth.CanonicalResource(r.URI)
 	if oerr != nil {
 		return resourceMatcher{}, oerr
@@ -104,7 +105,7 @@ func (h *Handler) resourceOf(r *http.Request) (*resourceMatcher, error) {
 			}
 		}
 		if h.AnyResource {
-			m, err := newResourceMatcher(Resource{URI: canon})
+			m, err := newResourceMatcher(policy.Resource{URI: canon})
 			if err != nil {
 				return nil, oauth.InvalidRequest("the resource parameter is not a valid resource URI")
 			}
@@ -225,7 +226,7 @@ func (m *resourceMatcher) scopesFor(r *http.Request) ([]string, error) {
 		if rule.Method != "" && !strings.EqualFold(rule.Method, method) {
 			continue
 		}
-		if known && !rule.matchesPath(p) {
+		if known && !routeMatchesPath(rule, p) {
 			continue
 		}
 		for _, s := range rule.Scopes {
@@ -237,9 +238,10 @@ func (m *resourceMatcher) scopesFor(r *http.Request) ([]string, error) {
 	return need, nil
 }
 
-// matchesPath: an empty Path matches any, one ending in "*" every path it
-// prefixes, any other only itself.
-func (rs RouteScope) matchesPath(p string) bool {
+// routeMatchesPath reports whether rule rs applies to the request path p
+// (decoded, dot segments resolved): an empty Path matches any, one ending
+// in "*" every path it prefixes, any other only itself.
+func routeMatchesPath(rs policy.RouteScope, p string) bool {
 	if prefix, ok := strings.CutSuffix(rs.Path, "*"); ok {
 		return strings.HasPrefix(p, prefix)
 	}

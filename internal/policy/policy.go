@@ -56,6 +56,12 @@ type Resource struct {
 	// Claims are the identity claims tokens and introspection answers for
 	// this resource carry.
 	Claims idclaims.Set
+	// ForwardUpstreamToken, when set, is the upstream id whose access
+	// token for the user /verify adds as X-Forwarded-Access-Token, for an
+	// unmodified server that calls that upstream as the user
+	// (oauth2-proxy's convention). Off by default: it hands the upstream
+	// token to the server and everything between the proxy and it.
+	ForwardUpstreamToken string
 }
 
 // Policy is the resource and scope policy. Its fields are set once, at
@@ -67,7 +73,7 @@ type Policy struct {
 	// Resources (development): such a resource offers every known scope.
 	AllowAnyResource bool
 	// DefaultResource is the audience of a request naming no resource;
-	// see DefaultAudience.
+	// see DefaultAudienceFor.
 	DefaultResource string
 	// Scopes are the scopes the server knows; empty: every well-formed
 	// scope is known.
@@ -104,14 +110,31 @@ func (p *Policy) Serves(uri string) bool {
 }
 
 // DefaultAudience is the audience of a request, and of a grant, that names
-// no resource (clients before RFC 8707): DefaultResource, else the only
-// configured resource. With neither the request fails with invalid_target:
-// a token bound to no resource would be accepted by any resource server
-// that does not check the audience (a confused deputy). /authorize binds
-// the code to it, so the user consents to the audience the token will
-// really have; /token applies it to grants stored without resources.
+// no resource (clients before RFC 8707), for a client without a resource
+// restriction: DefaultAudienceFor(nil).
 func (p *Policy) DefaultAudience() ([]string, *oauth.Error) {
+	return p.DefaultAudienceFor(nil)
+}
+
+// DefaultAudienceFor is the one default-audience rule: the audience of a
+// request that names no resource (clients before RFC 8707) from a client
+// allowed the resources allowed (store.Client.AllowedResources; nil: any).
+// A client allowed exactly one resource gets that one: it can have a token
+// for nothing else, so the audience is not in doubt. Otherwise it is
+// DefaultResource, else the only configured resource. With none of these
+// the request fails with invalid_target: a token bound to no resource
+// would be accepted by any resource server that does not check the
+// audience (a confused deputy). The caller still checks the result
+// against what the client is allowed, as for a named resource.
+//
+// /authorize binds the code to it, so the user consents to the audience
+// the token will really have; client_credentials applies it to its
+// request; /token's code and refresh grants apply DefaultAudience to
+// grants stored without resources.
+func (p *Policy) DefaultAudienceFor(allowed []string) ([]string, *oauth.Error) {
 	switch {
+	case len(allowed) == 1:
+		return []string{allowed[0]}, nil
 	case p != nil && p.DefaultResource != "":
 		return []string{p.DefaultResource}, nil
 	case p != nil && len(p.Resources) == 1:
@@ -214,7 +237,7 @@ func (p *Policy) Offered(uri string) []string {
 // permission in the token is one each of its audiences defines. A client
 // that needs B's own scopes asks for a token for B alone (or narrows the
 // audience at /token with the resource parameter, RFC 8707 §2.2). The
-// identity claims of such a token follow the same rule (Claims).
+// identity claims of such a token follow the same rule (idclaims.ForToken).
 //
 // What a caller does with a refused scope: one the client named is
 // refused with invalid_scope (/authorize, client_credentials); one it did
@@ -276,14 +299,4 @@ func (p *Policy) Format(resources []string) string {
 		}
 	}
 	return FormatJWT
-}
-
-// Claims is what identity claims a token for resources may carry: what
-// every one of them is configured for, since each can read the token
-// (idclaims.ForAudience).
-func (p *Policy) Claims(resources []string) idclaims.Set {
-	return idclaims.ForAudience(resources, func(uri string) (idclaims.Set, bool) {
-		r, ok := p.Resource(uri)
-		return r.Claims, ok
-	})
 }

@@ -76,6 +76,43 @@ func TestDefaultAudience(t *testing.T) {
 	}
 }
 
+// TestDefaultAudienceFor: a client allowed exactly one resource gets it,
+// whatever the server's default; any other client gets DefaultAudience.
+func TestDefaultAudienceFor(t *testing.T) {
+	t.Parallel()
+	two := &policy.Policy{Resources: []policy.Resource{{URI: wide}, {URI: narrow}}}
+	withDefault := &policy.Policy{Resources: []policy.Resource{{URI: wide}, {URI: narrow}}, DefaultResource: wide}
+	for _, tc := range []struct {
+		name    string
+		p       *policy.Policy
+		allowed []string
+		want    []string
+	}{
+		{"one allowed, no default", two, []string{narrow}, []string{narrow}},
+		{"one allowed, another default", withDefault, []string{narrow}, []string{narrow}},
+		{"one allowed, nil policy", nil, []string{narrow}, []string{narrow}},
+		{"two allowed: the default", withDefault, []string{wide, narrow}, []string{wide}},
+		{"two allowed, no default", two, []string{wide, narrow}, nil},
+		{"unrestricted: the default", withDefault, nil, []string{wide}},
+		{"unrestricted, no default", two, nil, nil},
+		{"none allowed: the default, for the caller to refuse", withDefault, []string{}, []string{wide}},
+	} {
+		got, oerr := tc.p.DefaultAudienceFor(tc.allowed)
+		switch {
+		case tc.want == nil && (oerr == nil || oerr.Code != oauth.CodeInvalidTarget):
+			t.Errorf("%s: %v %v, want invalid_target", tc.name, got, oerr)
+		case tc.want != nil && (oerr != nil || !slices.Equal(got, tc.want)):
+			t.Errorf("%s: %v %v, want %v", tc.name, got, oerr, tc.want)
+		}
+		if len(tc.allowed) == 1 && oerr == nil {
+			got[0] = "changed"
+			if tc.allowed[0] == "changed" {
+				t.Errorf("%s: the result aliases the client's allowed resources", tc.name)
+			}
+		}
+	}
+}
+
 // TestScopeAllowedSeveralResources: a scope is allowed for a set of
 // resources only when every one of them offers it (the intersection).
 func TestScopeAllowedSeveralResources(t *testing.T) {
@@ -161,9 +198,8 @@ func TestScopeVocabulary(t *testing.T) {
 	}
 }
 
-// TestFormatAndClaims: opaque when any resource of the audience wants
-// opaque; identity claims only what every resource gets.
-func TestFormatAndClaims(t *testing.T) {
+// TestFormat: opaque when any resource of the audience wants opaque.
+func TestFormat(t *testing.T) {
 	t.Parallel()
 	p := testPolicy()
 	for _, tc := range []struct {
@@ -182,12 +218,6 @@ func TestFormatAndClaims(t *testing.T) {
 		if got := p.Format(tc.resources); got != tc.want {
 			t.Errorf("Format(%v) with server default %q = %s, want %s", tc.resources, tc.server, got, tc.want)
 		}
-	}
-	if got := p.Claims([]string{wide, narrow}); got != (idclaims.Set{Email: true}) {
-		t.Errorf("Claims for both = %+v, want email only", got)
-	}
-	if got := p.Claims([]string{wide}); got != (idclaims.Set{Email: true, Login: true}) {
-		t.Errorf("Claims for wide = %+v", got)
 	}
 }
 

@@ -7,8 +7,9 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// authRequestColumns: the nullable key columns read back as "" when absent.
-const authRequestColumns = `id_digest, client_id, redirect_uri, redirect_uri_provided, state,
+// authRequestColumns: the nullable key columns read back as "" when absent
+// (client_id is NULL for the sign-in offered on /apps).
+const authRequestColumns = `id_digest, coalesce(client_id, '') AS client_id, redirect_uri, redirect_uri_provided, state,
 	scopes, resources, code_challenge, code_challenge_method, nonce, prompt, max_age, login_hint,
 	upstream, coalesce(upstream_state_digest, '') AS upstream_state_digest,
 	coalesce(user_id, '') AS user_id, auth_time, created_at, expires_at`
@@ -19,7 +20,7 @@ func (p *Postgres) CreateAuthRequest(ctx context.Context, r AuthRequest) error {
 			scopes, resources, code_challenge, code_challenge_method, nonce, prompt, max_age, login_hint,
 			upstream, upstream_state_digest, user_id, auth_time, created_at, expires_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
-		r.IDDigest, r.ClientID, r.RedirectURI, r.RedirectURIProvided, r.State,
+		r.IDDigest, nullString(r.ClientID), r.RedirectURI, r.RedirectURIProvided, r.State,
 		r.Scopes, r.Resources, r.CodeChallenge, r.CodeChallengeMethod, r.Nonce, r.Prompt, r.MaxAge, r.LoginHint,
 		r.Upstream, nullString(r.UpstreamStateDigest), nullString(r.UserID), r.AuthTime, r.CreatedAt, r.ExpiresAt)
 	return mapErr(err)

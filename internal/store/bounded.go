@@ -223,6 +223,14 @@ func (b *Bounded) DisableUser(ctx context.Context, id string, now time.Time) (Us
 	return run1(b, ctx, func(ctx context.Context) (UserRevocation, error) { return b.s.DisableUser(ctx, id, now) })
 }
 
+func (b *Bounded) LogoutUser(ctx context.Context, id string, now time.Time, revokeGrants bool) (UserLogout, error) {
+	return run1(b, ctx, func(ctx context.Context) (UserLogout, error) { return b.s.LogoutUser(ctx, id, now, revokeGrants) })
+}
+
+func (b *Bounded) UseLogoutToken(ctx context.Context, upstream, jti string, exp time.Time) error {
+	return b.run(ctx, func(ctx context.Context) error { return b.s.UseLogoutToken(ctx, upstream, jti, exp) })
+}
+
 func (b *Bounded) CreateAuthRequest(ctx context.Context, r AuthRequest) error {
 	return b.run(ctx, func(ctx context.Context) error { return b.s.CreateAuthRequest(ctx, r) })
 }

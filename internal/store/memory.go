@@ -39,6 +39,7 @@ type Memory struct {
 	refreshTokens map[string]RefreshToken
 	accessTokens  map[string]AccessToken
 	revokedJTIs   map[string]time.Time // jti → token exp
+	logoutTokens  map[string]time.Time // upstream NUL jti → logout token exp
 	signingKeys   map[string]SigningKey
 	metadataDocs  map[string]MetadataDocument
 	upstream      upstreamTokens
@@ -64,6 +65,7 @@ func NewMemory() *Memory {
 		refreshTokens: map[string]RefreshToken{},
 		accessTokens:  map[string]AccessToken{},
 		revokedJTIs:   map[string]time.Time{},
+		logoutTokens:  map[string]time.Time{},
 		signingKeys:   map[string]SigningKey{},
 		metadataDocs:  map[string]MetadataDocument{},
 	}
@@ -398,6 +400,38 @@ func (m *Memory) DisableUser(_ context.Context, id string, now time.Time) (UserR
 	}
 	u.Disabled = true
 	m.users[id] = u
+	r := m.revokeUserGrants(id, now)
+	m.deleteUserUpstreamTokens(id)
+	return r, nil
+}
+
+func (m *Memory) LogoutUser(_ context.Context, id string, now time.Time, revokeGrants bool) (UserLogout, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.users[id]; !ok {
+		return UserLogout{}, ErrNotFound
+	}
+	var l UserLogout
+	for k, s := range m.sessions {
+		if s.UserID == id {
+			delete(m.sessions, k)
+			l.Sessions++
+		}
+	}
+	for k, r := range m.authRequests {
+		if r.UserID == id {
+			delete(m.authRequests, k)
+		}
+	}
+	if revokeGrants {
+		l.UserRevocation = m.revokeUserGrants(id, now)
+		m.deleteUserUpstreamTokens(id)
+	}
+	return l, nil
+}
+
+// revokeUserGrants is DisableUser's revocation; m.mu is held.
+func (m *Memory) revokeUserGrants(id string, now time.Time) UserRevocation {
 	var r UserRevocation
 	at := trunc(now)
 	revoked := map[string]bool{}
@@ -426,8 +460,18 @@ func (m *Memory) DisableUser(_ context.Context, id string, now time.Time) (UserR
 			r.AccessTokens++
 		}
 	}
-	m.deleteUserUpstreamTokens(id)
-	return r, nil
+	return r
+}
+
+func (m *Memory) UseLogoutToken(_ context.Context, upstream, jti string, exp time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := upstream + "\x00" + jti
+	if _, ok := m.logoutTokens[k]; ok {
+		return fmt.Errorf("%w: logout token replayed", ErrConflict)
+	}
+	m.logoutTokens[k] = trunc(exp)
+	return nil
 }
 
 // Pending authorization requests.
@@ -455,8 +499,10 @@ func (m *Memory) CreateAuthRequest(_ context.Context, r AuthRequest) error {
 	if m.upstreamStateTaken(r.UpstreamStateDigest, r.IDDigest) {
 		return fmt.Errorf("%w: upstream state in use", ErrConflict)
 	}
-	if err := m.needClient(r.ClientID); err != nil {
-		return err
+	if r.ClientID != "" { // "": the sign-in offered on /apps
+		if err := m.needClient(r.ClientID); err != nil {
+			return err
+		}
 	}
 	if err := m.needOptionalUser(r.UserID); err != nil {
 		return err
@@ -1106,6 +1152,7 @@ func (m *Memory) Purge(_ context.Context, now time.Time) (PurgeResult, error) {
 	res["refresh_tokens"] = purge(m.refreshTokens, func(t RefreshToken) bool { return expired(t.ExpiresAt, now) }, nil)
 	res["access_tokens"] = purge(m.accessTokens, func(t AccessToken) bool { return expired(t.ExpiresAt, now) }, nil)
 	res["revoked_jtis"] = purge(m.revokedJTIs, func(exp time.Time) bool { return expired(exp, now) }, nil)
+	res["upstream_logout_tokens"] = purge(m.logoutTokens, func(exp time.Time) bool { return expired(exp, now) }, nil)
 	res["signing_keys"] = purge(m.signingKeys, func(k SigningKey) bool {
 		return k.State == KeyRetired && k.ExpiresAt != nil && expired(*k.ExpiresAt, now)
 	}, nil)

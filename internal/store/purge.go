@@ -30,6 +30,7 @@ var purgeTargets = []struct {
 	{"auth_requests", `expires_at <= $1`, purgeBatch},
 	{"sessions", `expires_at <= $1`, purgeBatch},
 	{"revoked_jtis", `expires_at <= $1`, purgeBatch},
+	{"upstream_logout_tokens", `expires_at <= $1`, purgeBatch},
 	{"signing_keys", `state = 'retired' AND expires_at <= $1`, purgeBatch},
 	{"metadata_documents", `expires_at <= $1`, purgeBatch},
 	// Upstream grants that can no longer be used: refused by the upstream,

@@ -117,6 +117,12 @@ type UserFilter struct {
 }
 
 // UserRevocation is what DisableUser revoked.
+// UserLogout is what LogoutUser ended.
+type UserLogout struct {
+	Sessions int64 // browser sessions deleted
+	UserRevocation
+}
+
 type UserRevocation struct {
 	Grants        []Grant // the grants revoked now, as stored afterwards, oldest first
 	RefreshTokens int64   // unused refresh tokens marked used
@@ -147,7 +153,7 @@ type User struct {
 // state sent to the upstream provider.
 type AuthRequest struct {
 	IDDigest            string
-	ClientID            string
+	ClientID            string // "" for the sign-in offered on /apps (no client asks)
 	RedirectURI         string
 	RedirectURIProvided bool // redirect_uri was present at /authorize (RFC 6749 §4.1.3)
 	State               string
@@ -197,7 +203,7 @@ type Consent struct {
 // carried.
 type AuthCode struct {
 	Digest              string
-	ClientID            string
+	ClientID            string // "" for the sign-in offered on /apps (no client asks)
 	UserID              string
 	RedirectURI         string
 	RedirectURIProvided bool
@@ -419,6 +425,18 @@ type Store interface {
 	// not an error: it revokes whatever is live (say, a grant redeemed
 	// meanwhile). It returns what it revoked.
 	DisableUser(ctx context.Context, id string, now time.Time) (UserRevocation, error)
+	// LogoutUser ends the user's sign-in at authd, as an upstream's
+	// back-channel logout asks: it deletes their browser sessions and
+	// their pending authorization requests that carry a sign-in (UserID
+	// set), and with revokeGrants also revokes what DisableUser revokes
+	// and deletes their kept upstream tokens, in one transaction, without
+	// disabling the user. ErrNotFound if the
+	// user is unknown.
+	LogoutUser(ctx context.Context, id string, now time.Time, revokeGrants bool) (UserLogout, error)
+	// UseLogoutToken records the jti of an upstream's logout token until
+	// exp; ErrConflict if that upstream's jti was recorded before (a
+	// replay), on any replica.
+	UseLogoutToken(ctx context.Context, upstream, jti string, exp time.Time) error
 
 	// Pending authorization requests. ErrConflict on a duplicate IDDigest or
 	// a duplicate non-empty UpstreamStateDigest; GetAuthRequestByUpstreamState

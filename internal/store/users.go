@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -100,41 +101,9 @@ func (p *Postgres) DisableUser(ctx context.Context, id string, now time.Time) (U
 		if tag.RowsAffected() == 0 {
 			return ErrNotFound
 		}
-		rows, err := tx.Query(ctx, `
-			SELECT id FROM grants WHERE user_id = $1 AND revoked_at IS NULL
-			ORDER BY id FOR NO KEY UPDATE`, id)
-		if err != nil {
-			return mapErr(err)
+		if r, err = revokeUserGrants(ctx, tx, id, now); err != nil {
+			return err
 		}
-		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return mapErr(err)
-		}
-		rows, err = tx.Query(ctx, `
-			WITH revoked AS (
-				UPDATE grants SET revoked_at = $2 WHERE id = ANY($1) RETURNING *
-			)
-			SELECT `+grantColumns+` FROM revoked ORDER BY created_at, id`, ids, now)
-		if err != nil {
-			return mapErr(err)
-		}
-		if r.Grants, err = pgx.CollectRows(rows, pgx.RowToStructByName[Grant]); err != nil {
-			return mapErr(err)
-		}
-		tag, err = tx.Exec(ctx, `
-			UPDATE refresh_tokens SET used_at = $2
-			WHERE grant_id = ANY($1) AND used_at IS NULL`, ids, now)
-		if err != nil {
-			return mapErr(err)
-		}
-		r.RefreshTokens = tag.RowsAffected()
-		tag, err = tx.Exec(ctx, `
-			UPDATE access_tokens SET revoked_at = $2
-			WHERE (grant_id = ANY($1) OR user_id = $3) AND revoked_at IS NULL`, ids, now, id)
-		if err != nil {
-			return mapErr(err)
-		}
-		r.AccessTokens = tag.RowsAffected()
 		// The user's upstream grants go too: nothing may act upstream
 		// for a disabled user, and enabling them again needs a sign-in.
 		if _, err := tx.Exec(ctx, `DELETE FROM upstream_tokens WHERE user_id = $1`, id); err != nil {
@@ -146,4 +115,99 @@ func (p *Postgres) DisableUser(ctx context.Context, id string, now time.Time) (U
 		return UserRevocation{}, err
 	}
 	return r, nil
+}
+
+// LogoutUser: see Store. The user row is locked first (FOR NO KEY UPDATE,
+// as DisableUser's update locks it), then the grants as DisableUser does.
+func (p *Postgres) LogoutUser(ctx context.Context, id string, now time.Time, revokeGrants bool) (UserLogout, error) {
+	var l UserLogout
+	err := p.withTx(ctx, func(tx pgx.Tx) error {
+		var one int
+		if err := tx.QueryRow(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, id).Scan(&one); err != nil {
+			return mapErr(err)
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM sessions WHERE user_id = $1`, id)
+		if err != nil {
+			return mapErr(err)
+		}
+		l.Sessions = tag.RowsAffected()
+		if _, err := tx.Exec(ctx, `DELETE FROM auth_requests WHERE user_id = $1`, id); err != nil {
+			return mapErr(err)
+		}
+		if !revokeGrants {
+			return nil
+		}
+		if l.UserRevocation, err = revokeUserGrants(ctx, tx, id, now); err != nil {
+			return err
+		}
+		// Signed out upstream: nothing may act there for them any more.
+		if _, err := tx.Exec(ctx, `DELETE FROM upstream_tokens WHERE user_id = $1`, id); err != nil {
+			return mapErr(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return UserLogout{}, err
+	}
+	return l, nil
+}
+
+// revokeUserGrants revokes the user's live grants, their refresh tokens
+// and the user's opaque access tokens. It locks the grants in id order
+// before their tokens, as DeleteConsent, revokeGrant and
+// RotateRefreshToken do, so that none of them deadlock with it; a token
+// rotated or created concurrently is either refused or revoked here.
+func revokeUserGrants(ctx context.Context, tx pgx.Tx, id string, now time.Time) (UserRevocation, error) {
+	var r UserRevocation
+	rows, err := tx.Query(ctx, `
+		SELECT id FROM grants WHERE user_id = $1 AND revoked_at IS NULL
+		ORDER BY id FOR NO KEY UPDATE`, id)
+	if err != nil {
+		return r, mapErr(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return r, mapErr(err)
+	}
+	rows, err = tx.Query(ctx, `
+		WITH revoked AS (
+			UPDATE grants SET revoked_at = $2 WHERE id = ANY($1) RETURNING *
+		)
+		SELECT `+grantColumns+` FROM revoked ORDER BY created_at, id`, ids, now)
+	if err != nil {
+		return r, mapErr(err)
+	}
+	if r.Grants, err = pgx.CollectRows(rows, pgx.RowToStructByName[Grant]); err != nil {
+		return r, mapErr(err)
+	}
+	tag, err := tx.Exec(ctx, `
+		UPDATE refresh_tokens SET used_at = $2
+		WHERE grant_id = ANY($1) AND used_at IS NULL`, ids, now)
+	if err != nil {
+		return r, mapErr(err)
+	}
+	r.RefreshTokens = tag.RowsAffected()
+	tag, err = tx.Exec(ctx, `
+		UPDATE access_tokens SET revoked_at = $2
+		WHERE (grant_id = ANY($1) OR user_id = $3) AND revoked_at IS NULL`, ids, now, id)
+	if err != nil {
+		return r, mapErr(err)
+	}
+	r.AccessTokens = tag.RowsAffected()
+	return r, nil
+}
+
+// UseLogoutToken: see Store. The primary key makes a second insert of the
+// same (upstream, jti) do nothing, on whichever replica it comes.
+func (p *Postgres) UseLogoutToken(ctx context.Context, upstream, jti string, exp time.Time) error {
+	tag, err := p.pool.Exec(ctx, `
+		INSERT INTO upstream_logout_tokens (upstream, jti, expires_at) VALUES ($1, $2, $3)
+		ON CONFLICT (upstream, jti) DO NOTHING`, upstream, jti, exp)
+	if err != nil {
+		return mapErr(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: logout token replayed", ErrConflict)
+	}
+	return nil
 }

@@ -19,13 +19,9 @@ func (h *Handler) clientCredentials(ctx context.Context, req *request) (*respons
 
 	aud := req.resources
 	if len(aud) == 0 {
-		if len(c.AllowedResources) == 1 {
-			aud = c.AllowedResources
-		} else {
-			var oerr *oauth.Error
-			if aud, oerr = h.Policy.DefaultAudience(); oerr != nil {
-				return nil, oerr
-			}
+		var oerr *oauth.Error
+		if aud, oerr = h.Policy.DefaultAudienceFor(c.AllowedResources); oerr != nil {
+			return nil, oerr
 		}
 	}
 	for _, r := range aud {

@@ -202,6 +202,29 @@ func (c *countingStore) ActivateSigningKey(ctx context.Context, kid string, now,
 	return c.Store.ActivateSigningKey(ctx, kid, now, retire)
 }
 
+// A client allowed one resource that names none gets a token for that
+// resource, not for the server's default, resA (policy.DefaultAudienceFor).
+func testClientCredentialsSingleAllowedResource(t *testing.T, e *env) {
+	const onlyB = "only-b"
+	if err := e.st.CreateClient(e.ctx, store.Client{
+		ID: onlyB, SecretHash: oauth.HashSecret(secret), Source: store.SourceConfig,
+		Metadata:         store.ClientMetadata{GrantTypes: []string{token.GrantClientCredentials}, RedirectURIs: []string{redirect}},
+		AllowedResources: []string{resB},
+		CreatedAt:        start, UpdatedAt: start, LastUsedAt: start,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.post("/token", url.Values{"grant_type": {"client_credentials"}}, basicAuth(onlyB, secret))
+	if r.status != http.StatusOK {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	// resB has opaque tokens: the stored token names its audience.
+	at, err := e.st.GetAccessToken(e.ctx, oauth.Digest(r.str("access_token")))
+	if err != nil || len(at.Resources) != 1 || at.Resources[0] != resB {
+		t.Fatalf("token for %+v (%v), want resource %s", at.Resources, err, resB)
+	}
+}
+
 // Issuing a JWT to a machine client needs no database at all once its
 // client record is cached: no write, and not even a read.
 func TestClientCredentialsNoDatabase(t *testing.T) {

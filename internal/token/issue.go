@@ -21,10 +21,13 @@ func (h *Handler) issue(ctx context.Context, now time.Time, req tokens.Request) 
 	return t.Value, t.ExpiresIn, nil
 }
 
-// tokens is the token core configured from the handler: it issues, and at
-// /revoke revokes. It keeps no state worth sharing between requests here
-// (its caches serve /introspect), so a Handler stays a plain value.
-func (h *Handler) tokens() *tokens.Service {
+// tokens is the token core that issues, and at /revoke revokes: one
+// Service for the handler, built by Routes, so that its verified-token
+// cache outlives the request.
+func (h *Handler) tokens() *tokens.Service { return h.core }
+
+// newCore configures the token core from the handler's fields.
+func (h *Handler) newCore() *tokens.Service {
 	s := &tokens.Service{
 		Store:     h.Store,
 		Keys:      h.Keys,

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/token"
 	"github.com/authd/authd/internal/tokens"
 )
 
@@ -230,5 +232,42 @@ func testNoSecretsInLogs(t *testing.T, e *env) {
 		if strings.Contains(logs, s) {
 			t.Errorf("the log contains the %s", name)
 		}
+	}
+}
+
+// parseCountingKeys counts full JWT verifications: jwt.ParseWithClaims
+// asks for the valid algorithms, a hit in the token core's verified-token
+// cache does not.
+type parseCountingKeys struct {
+	token.Keys
+	parses atomic.Int64
+}
+
+func (k *parseCountingKeys) Algorithms() []string {
+	k.parses.Add(1)
+	return k.Keys.Algorithms()
+}
+
+// TestRevokeKeepsTokenCore: /revoke runs on one token core for the
+// handler's life, so a JWT it verified once is not parsed again: the
+// second revocation of the same token hits the cache.
+func TestRevokeKeepsTokenCore(t *testing.T) {
+	t.Parallel()
+	var keys *parseCountingKeys
+	e := newEnv(t, func(h *token.Handler) {
+		keys = &parseCountingKeys{Keys: h.Keys}
+		h.Keys = keys
+	})
+	tok := e.login(confClient)
+	before := keys.parses.Load()
+	for range 2 {
+		wantRevokeOK(t, e.revoke(tok.AccessToken, basicAuth(confClient, secret)))
+	}
+	jti, _ := e.jti(tok.AccessToken)
+	if !e.jtiRevoked(jti) {
+		t.Fatal("JWT access token not recorded as revoked")
+	}
+	if n := keys.parses.Load() - before; n != 1 {
+		t.Fatalf("two revocations of one JWT parsed it %d times, want 1 (the token core's cache did not outlive the request)", n)
 	}
 }

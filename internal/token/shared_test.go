@@ -12,6 +12,7 @@ func TestShared(t *testing.T) {
 	for name, test := range map[string]func(*testing.T, *env){
 		"ClientCredentials":                testClientCredentials,
 		"ClientCredentialsRejections":      testClientCredentialsRejections,
+		"ClientCredentialsSingleResource":  testClientCredentialsSingleAllowedResource,
 		"AuthorizationCode":                testAuthorizationCode,
 		"AuthorizationCodeResponseHeaders": testAuthorizationCodeResponseHeaders,
 		"Preflight":                        testPreflight,

@@ -133,12 +133,17 @@ type Handler struct {
 
 	Now func() time.Time
 	Log *slog.Logger
+
+	// core is the token core, built from the fields above by Routes.
+	core *tokens.Service
 }
 
 // Routes mounts POST /token and POST /revoke, with CORS for browser-based
 // clients (any origin, never credentials: these endpoints authenticate by
-// what the request carries, not by cookies).
+// what the request carries, not by cookies). It builds the handler's token
+// core from its fields, which must not change afterwards.
 func (h *Handler) Routes(r chi.Router) {
+	h.core = h.newCore()
 	r.With(allowAnyOrigin, ratelimit.Middleware(h.TokenLimit, ratelimit.RemoteIPKey)).Post("/token", h.serveToken)
 	r.Options("/token", preflight)
 	r.With(allowAnyOrigin, ratelimit.Middleware(h.RevokeLimit, ratelimit.RemoteIPKey)).Post("/revoke", h.serveRevoke)

@@ -65,7 +65,10 @@ func (c *userCache) put(u store.User, now time.Time, ttl time.Duration) {
 	c.m[u.ID] = cachedUser{u: u, fetched: now}
 }
 
-// maxCachedJWTs bounds the verified-token cache (a few hundred bytes each).
+// maxCachedJWTs bounds the verified-token cache. An entry holds the
+// registered claims (issuer, subject, audience, client, scope, jti, grant,
+// times, cnf, act) and the key's kid and alg — a few hundred bytes — and
+// never the identity claims, which verifyJWT drops.
 const maxCachedJWTs = 10000
 
 // jwtCache remembers verified JWT access tokens until they expire.

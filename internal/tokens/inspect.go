@@ -11,6 +11,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/authd/authd/internal/idclaims"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
 )
@@ -172,7 +173,7 @@ func (c *Claims) info() *Info {
 }
 
 // verifyJWT checks raw's signature and claims, and returns a copy of the
-// claims the caller may keep. A resource server presents the same token on
+// claims the caller may keep, without the identity claims. A resource server presents the same token on
 // every request it serves, so a token that verified once is remembered (by
 // the SHA-256 of its exact bytes, until it expires) and later presentations
 // skip the signature check and claim parsing, which were most of
@@ -213,6 +214,12 @@ func (s *Service) verifyJWT(raw string, now time.Time) (*Claims, error) {
 	case c.ID == "" || c.ClientID == "" || c.Subject == "" || c.IssuedAt == nil || len(c.Audience) == 0:
 		return nil, InactiveError("required claim missing")
 	}
+	// The identity claims (email, name, groups, upstream ids) are for the
+	// resource that reads the token; nothing here uses them (answers take
+	// the user's current row). Dropped before caching, so the cache holds
+	// no personal data for the token's lifetime, and a hit and a miss
+	// return the same claims.
+	c.Identity = idclaims.Identity{}
 	s.jwts.put(sum, jwtEntry{
 		claims: c.copy(),
 		header: map[string]any{"kid": tok.Header["kid"], "alg": tok.Header["alg"]},
@@ -221,11 +228,11 @@ func (s *Service) verifyJWT(raw string, now time.Time) (*Claims, error) {
 	return &c, nil
 }
 
-// copy is c with its own audience, groups and act chain.
+// copy is c with its own audience, act chain and confirmation (verified
+// claims carry no identity claims to copy).
 func (c *Claims) copy() Claims {
 	cp := *c
 	cp.Audience = slices.Clone(c.Audience)
-	cp.Groups = slices.Clone(c.Groups)
 	cp.Actor = c.Actor.clone()
 	cp.Confirmation = c.Confirmation.clone()
 	return cp

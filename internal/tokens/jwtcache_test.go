@@ -7,11 +7,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/authd/authd/internal/idclaims"
 )
 
 // fakeKeys verifies with one ES256 key that a test can withdraw, and
@@ -117,5 +120,50 @@ func TestJWTCacheBounded(t *testing.T) {
 	}
 	if n := len(c.m); n > maxCachedJWTs {
 		t.Fatalf("cache holds %d tokens, bound is %d", n, maxCachedJWTs)
+	}
+}
+
+// TestJWTCacheHoldsNoIdentity: a token carrying every identity claim is
+// cached without any of them (personal data the cache never uses), and a
+// hit and a miss return the same claims.
+func TestJWTCacheHoldsNoIdentity(t *testing.T) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Service{Keys: &fakeKeys{pub: &priv.PublicKey}, Issuer: "https://auth.example.com"}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{
+		"iss": s.Issuer, "sub": "alice", "aud": "https://mcp.example.com", "client_id": "c1",
+		"jti": "j1", "iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+		"email": "alice@example.com", "name": "Alice", "preferred_username": "alice",
+		"groups": []string{"acme", "acme/writers"}, "upstream_provider": "github",
+		"upstream_id": "1001", "upstream_login": "alice",
+	})
+	tok.Header["kid"], tok.Header["typ"] = "k1", "at+jwt"
+	raw, err := tok.SignedString(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	miss, err := s.verifyJWT(raw, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := s.jwts.m[sha256.Sum256([]byte(raw))]
+	if !ok {
+		t.Fatal("verified token not cached")
+	}
+	if !reflect.DeepEqual(e.claims.Identity, idclaims.Identity{}) {
+		t.Errorf("cached entry holds identity claims: %+v", e.claims.Identity)
+	}
+	if e.claims.Subject != "alice" || e.claims.ClientID != "c1" || e.claims.ID != "j1" {
+		t.Errorf("cached entry lost registered claims: %+v", e.claims)
+	}
+	hit, err := s.verifyJWT(raw, now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(miss.Identity, idclaims.Identity{}) || !reflect.DeepEqual(hit.Identity, idclaims.Identity{}) {
+		t.Errorf("verifyJWT returned identity claims: miss %+v, hit %+v", miss.Identity, hit.Identity)
 	}
 }

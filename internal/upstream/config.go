@@ -123,7 +123,20 @@ type OIDCConfig struct {
 	// Workspace domain, and rejects ID tokens whose hd claim differs: the
 	// request parameter alone is only a hint the user can strip.
 	HostedDomain string `mapstructure:"hosted_domain"`
+	// BackChannelLogout (type oidc) accepts OpenID Connect Back-Channel
+	// Logout 1.0 logout tokens at /upstream/{id}/backchannel-logout:
+	// "sessions" ends the user's sign-in at authd (browser sessions and
+	// pending sign-ins), "grants" also revokes the user's grants and
+	// tokens; "" or "off": the endpoint refuses every token.
+	BackChannelLogout string `mapstructure:"backchannel_logout"`
 }
+
+// Values of oidc.backchannel_logout.
+const (
+	BackChannelLogoutOff      = "off"
+	BackChannelLogoutSessions = "sessions"
+	BackChannelLogoutGrants   = "grants"
+)
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
 
@@ -215,7 +228,15 @@ func (c Config) Validate() []error {
 		if oc.HostedDomain != "" {
 			add("oidc.hosted_domain", "applies only to type google")
 		}
+		switch oc.BackChannelLogout {
+		case "", BackChannelLogoutOff, BackChannelLogoutSessions, BackChannelLogoutGrants:
+		default:
+			add("oidc.backchannel_logout", "%q is not off, sessions or grants (e.g. sessions: a logout at the provider ends the user's sign-in at authd)", oc.BackChannelLogout)
+		}
 	case TypeGoogle:
+		if oc.BackChannelLogout != "" && oc.BackChannelLogout != BackChannelLogoutOff {
+			add("oidc.backchannel_logout", "applies only to type oidc (Google sends no logout tokens)")
+		}
 		if oc.Issuer != "" {
 			if err := checkEndpointURL(oc.Issuer); err != nil {
 				add("oidc.issuer", "%v", err)

@@ -175,7 +175,7 @@ func checkDevUser(name, email string) string {
 // http.CrossOriginProtection; beyond that, a forged POST gains nothing
 // because the callback accepts the code only with the state and PKCE
 // verifier of the pending request bound to the browser's own cookie.
-func DevLoginHandler(conns []Connector, log *slog.Logger) http.Handler {
+func DevLoginHandler(conns []Connector, log *slog.Logger, brand DevBrand) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -188,16 +188,34 @@ func DevLoginHandler(conns []Connector, log *slog.Logger) http.Handler {
 	if len(devs) == 0 {
 		return http.NotFoundHandler()
 	}
-	h := &devLogin{devs: devs, log: log}
+	if brand.ProductName == "" {
+		brand.ProductName = "authd"
+	}
+	h := &devLogin{devs: devs, log: log, brand: brand}
 	return http.NewCrossOriginProtection().Handler(h)
 }
 
 type devLogin struct {
-	devs map[string]*devConnector
-	log  *slog.Logger
+	devs  map[string]*devConnector
+	log   *slog.Logger
+	brand DevBrand
+}
+
+// DevBrand is the operator's branding of the other pages (config pages.*,
+// checked there), shown in the development login's header so that it
+// matches them.
+type DevBrand struct {
+	ProductName string
+	LogoURL     string
+	// LogoOrigin is the CSP img-src source of LogoURL.
+	LogoOrigin string
+	// AccentCSS is the style rules of the accent colour, built by the
+	// pages from a checked colour (never operator text as such).
+	AccentCSS template.CSS
 }
 
 type devForm struct {
+	Brand                      DevBrand
 	Upstream, State, Challenge string
 	// ClientName is the application asking (display only: it comes from
 	// the link, like everything on this development page).
@@ -265,11 +283,16 @@ func (h *devLogin) parse(w http.ResponseWriter, f devForm) (*devConnector, bool)
 func (h *devLogin) render(w http.ResponseWriter, status int, f devForm) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/html; charset=utf-8")
-	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	csp := "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+	if h.brand.LogoURL != "" && h.brand.LogoOrigin != "" {
+		csp += "; img-src " + h.brand.LogoOrigin
+	}
+	hdr.Set("Content-Security-Policy", csp)
 	hdr.Set("X-Frame-Options", "DENY")
 	hdr.Set("Referrer-Policy", "no-referrer")
 	hdr.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
+	f.Brand = h.brand
 	if err := devPage.Execute(w, f); err != nil {
 		h.log.Error("dev login page", "err", err)
 	}
@@ -281,20 +304,24 @@ var devPage = template.Must(template.New("dev").Parse(`<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
-<title>Development login · authd</title>
+<title>Development login · {{.Brand.ProductName}}</title>
 <style>
 body{font:16px/1.5 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1b1f24}
 main{max-width:36rem;margin:2rem auto;padding:1.5rem 2rem;background:#fff;border:1px solid #d0d7de;border-radius:8px}
 h1{font-size:1.4rem;margin-top:0}
+.brand{display:flex;align-items:center;gap:.6rem;max-width:36rem;margin:1.5rem auto 0;padding:0 2rem;font-weight:600;color:#57606a}
+.brand img{max-height:32px;max-width:160px}
 .dev{background:#ffebe9;color:#82071e;padding:.3rem .6rem;border-radius:6px}
 .problem{color:#82071e}
 label{display:block;margin-top:1rem;font-weight:600}
 input{font:inherit;width:100%;padding:.4rem;box-sizing:border-box;border:1px solid #8c959f;border-radius:6px}
 button{display:inline-block;font:inherit;padding:.5rem 1rem;margin:1rem 0 0;border:1px solid #1a7f37;border-radius:6px;background:#1f883d;color:#fff;cursor:pointer}
 button:focus,input:focus{outline:3px solid #0969da;outline-offset:2px}
+{{.Brand.AccentCSS}}
 </style>
 </head>
 <body>
+<header class="brand">{{if .Brand.LogoOrigin}}{{with .Brand.LogoURL}}<img src="{{.}}" alt="">{{end}}{{end}}<span>{{.Brand.ProductName}}</span></header>
 <main>
 <p class="dev" role="alert">Development server: anyone can sign in as anyone. Never expose it to real users.</p>
 <h1>Development login</h1>
@@ -309,7 +336,7 @@ button:focus,input:focus{outline:3px solid #0969da;outline-offset:2px}
 <input id="name" name="name" value="{{.Name}}" required autofocus autocomplete="username" maxlength="64">
 <label for="email">Email (optional; default name@dev.local)</label>
 <input id="email" name="email" type="email" value="{{.Email}}" autocomplete="email" maxlength="254">
-<button type="submit">Sign in</button>
+<button type="submit" class="primary">Sign in</button>
 </form>
 </main>
 </body>

@@ -21,7 +21,7 @@ func newDev(t *testing.T) (upstream.Connector, *httptest.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(upstream.DevLoginHandler([]upstream.Connector{conn}, nil))
+	srv := httptest.NewServer(upstream.DevLoginHandler([]upstream.Connector{conn}, nil, upstream.DevBrand{}))
 	t.Cleanup(srv.Close)
 	return conn, srv
 }
@@ -216,7 +216,7 @@ func TestDevLoginHandlerWithoutDevConnector(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
-	upstream.DevLoginHandler([]upstream.Connector{conn}, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, upstream.DevLoginPath+"?upstream=github&state=s", nil))
+	upstream.DevLoginHandler([]upstream.Connector{conn}, nil, upstream.DevBrand{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, upstream.DevLoginPath+"?upstream=github&state=s", nil))
 	if rec.Code != http.StatusNotFound {
 		t.Errorf("status %d, want 404", rec.Code)
 	}
@@ -245,8 +245,37 @@ func TestDevLoginUnderIssuerPath(t *testing.T) {
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodPost, "/tenant"+upstream.DevLoginPath, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	upstream.DevLoginHandler([]upstream.Connector{conn}, nil).ServeHTTP(rec, req)
+	upstream.DevLoginHandler([]upstream.Connector{conn}, nil, upstream.DevBrand{}).ServeHTTP(rec, req)
 	if loc := rec.Header().Get("Location"); rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, issuer+"/callback/dev?") {
 		t.Fatalf("POST: %d Location %q", rec.Code, loc)
+	}
+}
+
+// The development login carries the other pages' branding: the product
+// name, and the logo, which its CSP admits from the logo's origin only;
+// unbranded, it loads no image.
+func TestDevLoginBranded(t *testing.T) {
+	conn, err := upstream.New(t.Context(), upstream.Config{ID: "dev", Type: upstream.TypeDev, RedirectURL: issuer + "/callback/dev"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFlow()
+	u, _ := url.Parse(conn.AuthCodeURL(f.state, f.options("")))
+	get := func(b upstream.DevBrand) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		upstream.DevLoginHandler([]upstream.Connector{conn}, nil, b).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, upstream.DevLoginPath+"?"+u.RawQuery, nil))
+		return rec
+	}
+	rec := get(upstream.DevBrand{ProductName: "Acme <Sign-in>", LogoURL: "https://cdn.example.com/logo.svg", LogoOrigin: "https://cdn.example.com"})
+	body := rec.Body.String()
+	if rec.Code != http.StatusOK || !strings.Contains(body, "<span>Acme &lt;Sign-in&gt;</span>") || !strings.Contains(body, `<img src="https://cdn.example.com/logo.svg"`) {
+		t.Fatalf("branded dev login %d:\n%s", rec.Code, body)
+	}
+	if csp := rec.Header().Get("Content-Security-Policy"); !strings.HasSuffix(csp, "; img-src https://cdn.example.com") {
+		t.Fatalf("CSP %q", csp)
+	}
+	rec = get(upstream.DevBrand{})
+	if csp := rec.Header().Get("Content-Security-Policy"); strings.Contains(csp, "img-src") || strings.Contains(rec.Body.String(), "<img") || !strings.Contains(rec.Body.String(), "<span>authd</span>") {
+		t.Fatalf("unbranded dev login: CSP %q\n%s", csp, rec.Body.String())
 	}
 }

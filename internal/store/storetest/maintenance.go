@@ -88,6 +88,9 @@ func testPurge(t *testing.T, s store.Store) {
 	dLive := store.MetadataDocument{URL: "https://b.example/client.json", Document: []byte(`{}`), FetchedAt: t0, ExpiresAt: P.Add(time.Minute)}
 	must(t, s.PutMetadataDocument(ctx, dExp), "PutMetadataDocument")
 	must(t, s.PutMetadataDocument(ctx, dLive), "PutMetadataDocument")
+	lExp, lLive := uuid.NewString(), uuid.NewString()
+	must(t, s.UseLogoutToken(ctx, "sso", lExp, P), "UseLogoutToken")
+	must(t, s.UseLogoutToken(ctx, "sso", lLive, P.Add(time.Minute)), "UseLogoutToken")
 
 	// signing_keys: k1 retired until P (purged), k2 retired until after P,
 	// k3 active, k4 next (no ExpiresAt: kept).
@@ -104,16 +107,17 @@ func testPurge(t *testing.T, s store.Store) {
 	res, err := s.Purge(ctx, P)
 	must(t, err, "Purge")
 	want := store.PurgeResult{
-		"clients":            1,
-		"grants":             1,
-		"auth_codes":         2,
-		"refresh_tokens":     2,
-		"access_tokens":      2,
-		"auth_requests":      1,
-		"sessions":           1,
-		"revoked_jtis":       1,
-		"signing_keys":       1,
-		"metadata_documents": 1,
+		"clients":                1,
+		"grants":                 1,
+		"auth_codes":             2,
+		"refresh_tokens":         2,
+		"access_tokens":          2,
+		"auth_requests":          1,
+		"sessions":               1,
+		"revoked_jtis":           1,
+		"signing_keys":           1,
+		"metadata_documents":     1,
+		"upstream_logout_tokens": 1,
 	}
 	for _, table := range slices.Sorted(maps.Keys(want)) {
 		if res[table] != want[table] {
@@ -149,6 +153,11 @@ func testPurge(t *testing.T, s store.Store) {
 	if r, err := s.IsJTIRevoked(ctx, jExp, t0); err != nil || r {
 		t.Errorf("IsJTIRevoked of a purged jti at a time it was live = %v, %v; want false (deleted)", r, err)
 	}
+
+	// A purged logout jti may be recorded again (its token has expired,
+	// so it is refused anyway); a live one is still a replay.
+	must(t, s.UseLogoutToken(ctx, "sso", lExp, P.Add(time.Hour)), "UseLogoutToken of a purged jti")
+	wantErr(t, s.UseLogoutToken(ctx, "sso", lLive, P.Add(time.Hour)), store.ErrConflict, "UseLogoutToken of a kept jti")
 
 	// What is live stays.
 	kept := map[string]error{}

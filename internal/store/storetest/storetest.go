@@ -52,10 +52,13 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "FindUser", fn: testFindUser},
 		{name: "ListUsers", fn: testListUsers, own: own},
 		{name: "DisableUser", fn: testDisableUser},
+		{name: "LogoutUser", fn: testLogoutUser},
+		{name: "UseLogoutToken", fn: testUseLogoutToken},
 
 		// The authorization flow.
 		{name: "AuthRequestCRUD", fn: testAuthRequestCRUD},
 		{name: "AuthRequestExpiry", fn: testAuthRequestExpiry},
+		{name: "AuthRequestWithoutClient", fn: testAuthRequestWithoutClient},
 		{name: "Sessions", fn: testSessions},
 		{name: "Consents", fn: testConsents},
 		{name: "DeleteConsentRevokesGrants", fn: testDeleteConsentRevokesGrants},

@@ -224,7 +224,80 @@ func (o *OIDC) discovery(w http.ResponseWriter, _ *http.Request) {
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
 		"code_challenge_methods_supported":      []string{"S256"},
 		"claims_supported":                      []string{"sub", "iss", "aud", "exp", "iat", "nonce", "auth_time", "email", "email_verified", "name", "preferred_username", "groups", "hd"},
+		"backchannel_logout_supported":          true,
+		"backchannel_logout_session_supported":  true,
 	})
+}
+
+// LogoutToken is what LogoutToken signs: a logout token of OpenID Connect
+// Back-Channel Logout 1.0 §2.4 (typ logout+jwt) for Subject and/or SID,
+// with a fresh jti, iat now and exp two minutes later, addressed to the
+// fake's ClientID. Claims overrides members (nil deletes one: "events",
+// "jti"…); BadSignature signs with a key not in the JWKS (same kid); Type
+// replaces the JOSE typ.
+type LogoutToken struct {
+	Subject, SID string
+	Claims       map[string]any
+	BadSignature bool
+	Type         string
+}
+
+// SignLogoutToken returns the compact JWS of l, as the provider would POST
+// it to a relying party's back-channel logout URI.
+func (o *OIDC) SignLogoutToken(t testing.TB, l LogoutToken) string {
+	t.Helper()
+	now := o.now()
+	claims := map[string]any{
+		"iss":    o.Issuer(),
+		"aud":    o.ClientID,
+		"iat":    now.Unix(),
+		"exp":    now.Add(2 * time.Minute).Unix(),
+		"jti":    randomHex(16),
+		"events": map[string]any{upstream.LogoutEvent: map[string]any{}},
+	}
+	if l.Subject != "" {
+		claims["sub"] = l.Subject
+	}
+	if l.SID != "" {
+		claims["sid"] = l.SID
+	}
+	for k, v := range l.Claims {
+		if v == nil {
+			delete(claims, k)
+		} else {
+			claims[k] = v
+		}
+	}
+	key := o.key
+	if l.BadSignature {
+		other, err := foreignKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		key = other
+	}
+	typ := jose.ContentType("logout+jwt")
+	if l.Type != "" {
+		typ = jose.ContentType(l.Type)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
+		(&jose.SignerOptions{}).WithType(typ).WithHeader(jose.HeaderKey("kid"), o.kid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, err := signer.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func (o *OIDC) jwks(w http.ResponseWriter, _ *http.Request) {

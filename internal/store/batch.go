@@ -51,6 +51,14 @@ type batchCall[T any] struct {
 // is to be inserted alone.
 var errInsertAlone = errors.New("store: insert the row alone")
 
+// partialInsert is what insertMany returns when its statement committed
+// every row but those at failed (rows it leaves out rather than fail the
+// statement for, such as a token of a client that is gone): those are
+// inserted alone, each to get its own error.
+type partialInsert struct{ failed []int }
+
+func (*partialInsert) Error() string { return "store: rows of a batch were left out" }
+
 // do inserts row, possibly together with other callers' rows, and returns
 // once it is committed (or failed). If ctx ends first, do returns its error;
 // the row may still be written, as with a statement cancelled in flight.
@@ -137,6 +145,7 @@ func (b *batcher[T]) write(batch []*batchCall[T]) {
 	}
 
 	var err error
+	var partial *partialInsert
 	if len(batch) == 1 {
 		err = b.insert(ctx, batch[0].row)
 	} else {
@@ -147,7 +156,9 @@ func (b *batcher[T]) write(batch []*batchCall[T]) {
 		err = b.insertMany(ctx, rows)
 		b.flushed.Add(1)
 		b.flushedRows.Add(int64(len(rows)))
-		if err != nil && !errors.Is(err, ErrUnavailable) {
+		if errors.As(err, &partial) {
+			err = nil
+		} else if err != nil && !errors.Is(err, ErrUnavailable) {
 			// Which row failed, and why, is for each caller's own insert
 			// to find out. (An unreachable database fails them all alike.)
 			err = errInsertAlone
@@ -155,6 +166,13 @@ func (b *batcher[T]) write(batch []*batchCall[T]) {
 	}
 	for _, c := range batch {
 		c.err = err
+	}
+	if partial != nil {
+		for _, i := range partial.failed {
+			batch[i].err = errInsertAlone
+		}
+	}
+	for _, c := range batch {
 		close(c.done)
 	}
 }

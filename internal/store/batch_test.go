@@ -24,6 +24,9 @@ type fakeInserts struct {
 	// failSingle and failMany make statements fail.
 	failSingle map[int]error
 	failMany   error
+	// leaveOut are rows a multi-row statement leaves out (and reports in
+	// a *partialInsert) while writing the others.
+	leaveOut map[int]bool
 }
 
 func (f *fakeInserts) wait(ctx context.Context) error {
@@ -69,7 +72,19 @@ func (f *fakeInserts) insertMany(ctx context.Context, rows []int) error {
 	if f.failMany != nil {
 		return f.failMany
 	}
-	f.batches = append(f.batches, slices.Clone(rows))
+	var written []int
+	partial := &partialInsert{}
+	for i, r := range rows {
+		if f.leaveOut[r] {
+			partial.failed = append(partial.failed, i)
+		} else {
+			written = append(written, r)
+		}
+	}
+	f.batches = append(f.batches, written)
+	if len(partial.failed) > 0 {
+		return partial
+	}
 	return nil
 }
 
@@ -188,6 +203,38 @@ func TestBatcherFailedBatchInsertsRowsAlone(t *testing.T) {
 	slices.Sort(singles)
 	if !slices.Equal(singles, []int{0, 1, 2, 4}) {
 		t.Errorf("rows written = %v, want every row but the bad one", singles)
+	}
+}
+
+// Rows a statement leaves out are inserted alone, each getting its own
+// outcome; the rows it wrote are done, not written again.
+func TestBatcherPartialBatch(t *testing.T) {
+	t.Parallel()
+	gone := errors.New("parent gone")
+	f := &fakeInserts{hold: make(chan struct{}), leaveOut: map[int]bool{2: true, 4: true}, failSingle: map[int]error{2: gone}}
+	b := newFakeBatcher(f)
+	results := fill(t, b, f, 5)
+	close(f.hold)
+	for i, r := range results {
+		err := <-r
+		switch {
+		case i == 2 && !errors.Is(err, gone):
+			t.Errorf("row 2, left out and refused alone: %v, want its own error", err)
+		case i != 2 && err != nil:
+			t.Errorf("row %d: %v", i, err)
+		}
+	}
+	singles, batches := f.written()
+	slices.Sort(singles)
+	var batched []int
+	for _, b := range batches {
+		batched = append(batched, b...)
+	}
+	slices.Sort(batched)
+	// Rows 0 and 1 went out alone (nothing in flight); 2, 3 and 4 queued
+	// and went out together, which wrote 3 and left out 2 and 4.
+	if !slices.Equal(singles, []int{0, 1, 4}) || !slices.Equal(batched, []int{3}) {
+		t.Errorf("written alone %v and in batches %v; want [0 1 4] and [3]", singles, batched)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"time"
 	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // The multi-row statements behind the batchers (see batcher): the rows go
@@ -146,7 +148,10 @@ func tokenBatchable(t AccessToken) bool {
 	return t.GrantID == "" && jsonSafe([]string{t.Digest, t.ClientID, t.UserID}, t.Scopes, t.Resources)
 }
 
-// insertAccessTokens inserts tokens without a grant in one statement.
+// insertAccessTokens inserts tokens without a grant in one statement. It
+// locks each of their clients once (FOR KEY SHARE, as insertAccessToken
+// does for its one row; see there): a token of a client that is gone (or
+// being deleted) is left out, and a *partialInsert says which.
 func (p *Postgres) insertAccessTokens(ctx context.Context, ts []AccessToken) error {
 	rows := make([]accessTokenRow, len(ts))
 	for i, t := range ts {
@@ -160,12 +165,38 @@ func (p *Postgres) insertAccessTokens(ctx context.Context, ts []AccessToken) err
 	if err != nil {
 		return err
 	}
-	_, err = p.pool.Exec(ctx, `
+	rs, err := p.pool.Query(ctx, `
+		WITH r AS (
+			SELECT * FROM json_to_recordset($1::json) AS r(digest text, client_id text, user_id text,
+				scopes text[], resources text[], auth_time timestamptz, created_at timestamptz,
+				expires_at timestamptz, revoked_at timestamptz)
+		), c AS (
+			SELECT id FROM clients WHERE id IN (SELECT client_id FROM r) FOR KEY SHARE
+		)
 		INSERT INTO access_tokens (digest, client_id, user_id, scopes, resources,
 			auth_time, created_at, expires_at, revoked_at)
 		SELECT digest, client_id, user_id, scopes, resources, auth_time, created_at, expires_at, revoked_at
-		FROM json_to_recordset($1::json) AS r(digest text, client_id text, user_id text, scopes text[],
-			resources text[], auth_time timestamptz, created_at timestamptz, expires_at timestamptz,
-			revoked_at timestamptz)`, string(batch))
-	return mapErr(err)
+		FROM r WHERE client_id IN (SELECT id FROM c)
+		RETURNING digest`, string(batch))
+	if err != nil {
+		return mapErr(err)
+	}
+	inserted, err := pgx.CollectRows(rs, pgx.RowTo[string])
+	if err != nil {
+		return mapErr(err)
+	}
+	if len(inserted) == len(ts) {
+		return nil
+	}
+	stored := make(map[string]bool, len(inserted))
+	for _, d := range inserted {
+		stored[d] = true
+	}
+	partial := &partialInsert{}
+	for i, t := range ts {
+		if !stored[t.Digest] {
+			partial.failed = append(partial.failed, i)
+		}
+	}
+	return partial
 }

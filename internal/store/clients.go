@@ -142,9 +142,11 @@ func (p *Postgres) UpsertClient(ctx context.Context, c Client) error {
 	return mapErr(err)
 }
 
-// DeleteClient removes the client; the foreign keys cascade to everything
-// issued to it (codes, grants, refresh and access tokens, consents, pending
-// requests).
+// DeleteClient removes the client and everything issued to it: its access
+// tokens explicitly (no foreign key links them to it, see
+// CreateAccessToken), the rest by the foreign keys' cascades (codes, grants
+// and with them refresh tokens and the grants' access tokens, consents,
+// pending requests).
 //
 // The client's grants are locked first, in id order, as every other writer
 // of a grant's family (rotation, revocation, disabling a user) locks the
@@ -160,6 +162,15 @@ func (p *Postgres) DeleteClient(ctx context.Context, id string) error {
 		// Likewise its codes: a redemption claims the code, then inserts
 		// rows whose foreign keys share-lock the client.
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM auth_codes WHERE client_id = $1 ORDER BY digest FOR UPDATE`, id); err != nil {
+			return mapErr(err)
+		}
+		// The client row next: once locked, no token of it can be
+		// inserted (each takes a key-share lock on it), and the DELETE
+		// below, a statement of its own, sees every one that was.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM clients WHERE id = $1 FOR UPDATE`, id); err != nil {
+			return mapErr(err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM access_tokens WHERE client_id = $1`, id); err != nil {
 			return mapErr(err)
 		}
 		tag, err := tx.Exec(ctx, `DELETE FROM clients WHERE id = $1`, id)

@@ -754,6 +754,15 @@ func (m *Memory) RedeemAuthCode(_ context.Context, digest string, now time.Time,
 		if err := m.needClient(rt.ClientID); err != nil {
 			return AuthCode{}, err
 		}
+		// A refresh token is of its grant's client (deleting the client
+		// deletes it through the grant).
+		owner := g.ClientID
+		if rt.GrantID != g.ID {
+			owner = m.grants[rt.GrantID].ClientID
+		}
+		if rt.ClientID != owner {
+			return AuthCode{}, fmt.Errorf("%w: grant %q is not of client %q", ErrNotFound, rt.GrantID, rt.ClientID)
+		}
 	}
 	used := trunc(now)
 	c.UsedAt = &used
@@ -873,11 +882,15 @@ func (m *Memory) CreateRefreshToken(_ context.Context, rt RefreshToken) error {
 	if _, ok := m.refreshTokens[rt.Digest]; ok {
 		return fmt.Errorf("%w: refresh token exists", ErrConflict)
 	}
-	if _, ok := m.grants[rt.GrantID]; !ok {
+	g, ok := m.grants[rt.GrantID]
+	if !ok {
 		return fmt.Errorf("store: grant %q does not exist", rt.GrantID)
 	}
 	if err := m.needClient(rt.ClientID); err != nil {
 		return err
+	}
+	if g.ClientID != rt.ClientID {
+		return fmt.Errorf("%w: grant %q is not of client %q", ErrNotFound, rt.GrantID, rt.ClientID)
 	}
 	m.refreshTokens[rt.Digest] = cloneRefreshToken(rt)
 	return nil

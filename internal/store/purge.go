@@ -3,6 +3,9 @@ package store
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // purgeBatch bounds how many rows one DELETE removes, so that purging never
@@ -10,8 +13,9 @@ import (
 const purgeBatch = 5000
 
 // purgeTargets lists what Purge deletes, in order. Clients go first: their
-// deletion cascades to what was issued to them. Deleting a grant cascades to
-// its refresh and access tokens.
+// deletion cascades to what was issued to them (their access tokens are
+// deleted explicitly, see purgeClients). Deleting a grant cascades to its
+// refresh and access tokens.
 var purgeTargets = []struct {
 	table string
 	where string // $1 is now
@@ -49,17 +53,52 @@ func (p *Postgres) Purge(ctx context.Context, now time.Time) (PurgeResult, error
 			SELECT ctid FROM ` + t.table + ` WHERE ` + t.where + `
 			LIMIT $2 FOR UPDATE SKIP LOCKED))`
 		for {
-			tag, err := p.pool.Exec(ctx, q, now, t.batch)
+			var n int64
+			var err error
+			if t.table == "clients" {
+				n, err = p.purgeClients(ctx, q, now, t.batch)
+			} else {
+				var tag pgconn.CommandTag
+				tag, err = p.pool.Exec(ctx, q, now, t.batch)
+				n = tag.RowsAffected()
+			}
 			if err != nil {
 				return res, mapErr(err)
 			}
-			res[t.table] += tag.RowsAffected()
-			if tag.RowsAffected() < int64(t.batch) {
+			res[t.table] += n
+			if n < int64(t.batch) {
 				break
 			}
 		}
 	}
 	return res, nil
+}
+
+// purgeClients runs q, the DELETE of a batch of expired clients, and
+// deletes their access tokens in the same transaction (see DeleteClient),
+// in a statement of its own: it sees every token committed before the
+// DELETE locked the clients, and no token can be inserted for them since.
+// Clients whose rows a token insert holds are skipped (SKIP LOCKED): they
+// are in use, and a later purge takes them.
+func (p *Postgres) purgeClients(ctx context.Context, q string, now time.Time, batch int) (int64, error) {
+	var n int64
+	err := p.withTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, q+` RETURNING id`, now, batch)
+		if err != nil {
+			return mapErr(err)
+		}
+		ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return mapErr(err)
+		}
+		n = int64(len(ids))
+		if len(ids) == 0 {
+			return nil
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM access_tokens WHERE client_id = ANY($1)`, ids)
+		return mapErr(err)
+	})
+	return n, err
 }
 
 // Stats counts what `authd stats` prints.

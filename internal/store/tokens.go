@@ -220,12 +220,22 @@ func mayRetry(ctx context.Context, tx pgx.Tx, cur RefreshToken, now time.Time, c
 	return now.Before(usedAt.Add(window)) && successors > 0 && usedSuccessors == 0, nil
 }
 
+// insertRefreshToken inserts rt only into a grant of rt's client;
+// ErrNotFound otherwise. No foreign key checks the client (migration
+// 00007): deleting a client deletes its grants, and they their refresh
+// tokens, so a refresh token must be of its grant's client.
 func insertRefreshToken(ctx context.Context, q querier, rt RefreshToken) error {
-	_, err := q.Exec(ctx, `
+	tag, err := q.Exec(ctx, `
 		INSERT INTO refresh_tokens (`+refreshTokenColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		SELECT $1, id, client_id, $4, $5, $6, $7 FROM grants WHERE id = $2 AND client_id = $3`,
 		rt.Digest, rt.GrantID, rt.ClientID, rt.Parent, rt.CreatedAt, rt.ExpiresAt, rt.UsedAt)
-	return mapErr(err)
+	if err != nil {
+		return mapErr(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
 }
 
 const accessTokenColumns = `digest, coalesce(grant_id, '') AS grant_id, client_id,
@@ -238,6 +248,14 @@ const accessTokenColumns = `digest, coalesce(grant_id, '') AS grant_id, client_i
 // token with the others, or this insert waits for it and then sees the
 // grant revoked. Without the lock, a token issued during a concurrent
 // revocation (reuse detection, code replay, /revoke) could outlive it.
+//
+// Every token is inserted only while its client exists, checked under a
+// key-share lock on the client row, taken after the grant's (the order
+// DeleteClient locks in). No foreign key does it (migration 00007): the
+// check ran once per row, where a batch of tokens now locks its client
+// once. DeleteClient (and Purge) lock the client row before they delete
+// its tokens, so a token is either inserted before and deleted with the
+// client, or finds the client gone and is not inserted (ErrNotFound).
 //
 // Tokens without a grant (client_credentials) issued together share one
 // statement (batch.go).
@@ -253,8 +271,9 @@ func (p *Postgres) insertAccessToken(ctx context.Context, t AccessToken) error {
 		INSERT INTO access_tokens (digest, grant_id, client_id, user_id, scopes, resources,
 			auth_time, created_at, expires_at, revoked_at)
 		SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
-		WHERE $2::text IS NULL OR EXISTS (
-			SELECT 1 FROM grants WHERE id = $2 AND revoked_at IS NULL FOR SHARE)`,
+		WHERE CASE WHEN $2::text IS NULL OR EXISTS (
+				SELECT 1 FROM grants WHERE id = $2 AND revoked_at IS NULL FOR SHARE)
+			THEN EXISTS (SELECT 1 FROM clients WHERE id = $3 FOR KEY SHARE) END`,
 		t.Digest, nullString(t.GrantID), t.ClientID, nullString(t.UserID), t.Scopes, t.Resources,
 		t.AuthTime, t.CreatedAt, t.ExpiresAt, t.RevokedAt)
 	if err != nil {

@@ -482,6 +482,41 @@ func testConcurrentRedeemAndDeleteClient(t *testing.T, s store.Store) {
 	}
 }
 
+// Deleting a client while tokens of it are created (client_credentials
+// tokens, which a store may write together, and a token of its grant)
+// neither fails nor deadlocks, and no token of it survives the delete:
+// each is either refused with ErrNotFound or deleted with the client.
+func testConcurrentCreateAccessTokenAndDeleteClient(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	for round := range 8 {
+		c := client(t, s)
+		g, _ := grant(t, s, c, u)
+		tokens := make([]store.AccessToken, racers)
+		for i := range tokens {
+			tokens[i] = clientCredentialsToken(c)
+		}
+		tokens[0] = newAccessToken(g)
+		errs := make([]error, racers)
+		var delErr error
+		race(racers+1, func(i int) {
+			if i == racers {
+				delErr = s.DeleteClient(ctx, c.ID)
+				return
+			}
+			errs[i] = s.CreateAccessToken(ctx, tokens[i])
+		})
+		must(t, delErr, fmt.Sprintf("round %d: DeleteClient racing CreateAccessToken", round))
+		for i, err := range errs {
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("round %d: CreateAccessToken %d racing DeleteClient: %v, want success or ErrNotFound", round, i, err)
+			}
+			_, err := s.GetAccessToken(ctx, tokens[i].Digest)
+			wantErr(t, err, store.ErrNotFound, fmt.Sprintf("round %d: access token %d of the deleted client", round, i))
+		}
+	}
+}
+
 // rotateRacing rotates rt to next while other runs, both released by one
 // barrier, and returns both errors.
 func rotateRacing(s store.Store, rt store.RefreshToken, now time.Time, next store.RefreshToken, other func() error) (rotErr, otherErr error) {

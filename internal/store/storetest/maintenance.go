@@ -1,6 +1,8 @@
 package storetest
 
 import (
+	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"testing"
@@ -241,4 +243,70 @@ func testStats(t *testing.T, s store.Store) {
 	got, err := s.Stats(ctx, now)
 	must(t, err, "Stats")
 	equal(t, "Stats", got, store.Stats{Clients: 2, Users: 2, ActiveGrants: 1, RefreshTokens: 4})
+}
+
+// Purging an expired client deletes what was issued to it and is still
+// live: its client_credentials tokens (which hang off no grant), its grants
+// and their tokens; another client's stay.
+func testPurgeClientTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	P := t0.Add(2 * day)
+	u := user(t, s)
+	cExp := newClient()
+	cExp.ExpiresAt = ptr(P)
+	createClient(t, s, cExp)
+	cLive := client(t, s)
+
+	type issued struct {
+		cc []store.AccessToken
+		g  store.Grant
+		rt store.RefreshToken
+		at store.AccessToken
+	}
+	issue := func(c store.Client) issued {
+		var x issued
+		// Created together, so that a store that writes concurrent
+		// tokens in one statement does so here.
+		x.cc = make([]store.AccessToken, racers)
+		race(racers, func(i int) {
+			x.cc[i] = clientCredentialsToken(c)
+			x.cc[i].ExpiresAt = P.Add(time.Hour)
+		})
+		errs := make([]error, racers)
+		race(racers, func(i int) { errs[i] = s.CreateAccessToken(ctx, x.cc[i]) })
+		for _, err := range errs {
+			must(t, err, "CreateAccessToken (client_credentials)")
+		}
+		x.g, x.rt = grant(t, s, c, u)
+		x.at = newAccessToken(x.g)
+		x.at.ExpiresAt = P.Add(time.Hour)
+		createAccessToken(t, s, x.at)
+		return x
+	}
+	doomed, kept := issue(cExp), issue(cLive)
+
+	_, err := s.Purge(ctx, P)
+	must(t, err, "Purge")
+	check := func(x issued, gone bool, whose string) {
+		t.Helper()
+		errs := map[string]error{}
+		for i, cc := range x.cc {
+			_, errs[fmt.Sprintf("GetAccessToken (client_credentials %d)", i)] = s.GetAccessToken(ctx, cc.Digest)
+		}
+		_, errs["GetGrant"] = s.GetGrant(ctx, x.g.ID)
+		_, errs["GetRefreshToken"] = s.GetRefreshToken(ctx, x.rt.Digest)
+		_, errs["GetAccessToken (of the grant)"] = s.GetAccessToken(ctx, x.at.Digest)
+		for _, name := range slices.Sorted(maps.Keys(errs)) {
+			switch err := errs[name]; {
+			case gone && err == nil:
+				t.Errorf("%s of %s: still there after Purge", name, whose)
+			case gone && !errors.Is(err, store.ErrNotFound):
+				t.Errorf("%s of %s: %v, want ErrNotFound", name, whose, err)
+			case !gone && err != nil:
+				t.Errorf("%s of %s after Purge: %v", name, whose, err)
+			}
+		}
+	}
+	check(doomed, true, "the purged client")
+	check(kept, false, "a live client")
 }

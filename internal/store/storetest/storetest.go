@@ -91,6 +91,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "SigningKeys", fn: testSigningKeys, own: own},
 		{name: "MetadataDocuments", fn: testMetadataDocuments},
 		{name: "Purge", fn: testPurge, own: own},
+		{name: "PurgeClientTokens", fn: testPurgeClientTokens, own: own},
 		{name: "Stats", fn: testStats, own: own},
 
 		// Races, each started from a barrier.
@@ -104,6 +105,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ConcurrentCreateAccessTokenAndRevokeGrant", fn: testConcurrentCreateAccessTokenAndRevokeGrant},
 		{name: "ConcurrentRotateAndDeleteClient", fn: testConcurrentRotateAndDeleteClient},
 		{name: "ConcurrentRedeemAndDeleteClient", fn: testConcurrentRedeemAndDeleteClient},
+		{name: "ConcurrentCreateAccessTokenAndDeleteClient", fn: testConcurrentCreateAccessTokenAndDeleteClient},
 		{name: "ConcurrentAddConsent", fn: testConcurrentAddConsent},
 		{name: "ConcurrentUpsertUser", fn: testConcurrentUpsertUser},
 		{name: "ConcurrentDisableUser", fn: testConcurrentDisableUser},

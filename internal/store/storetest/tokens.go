@@ -47,6 +47,28 @@ func testGrantsAndRefreshTokens(t *testing.T, s store.Store) {
 	equal(t, "refresh token after the conflicting create", gotRT, rt)
 	_, err = s.GetRefreshToken(ctx, digest())
 	wantErr(t, err, store.ErrNotFound, "GetRefreshToken of an unknown digest")
+
+	// A refresh token is of its grant's client: deleting a client deletes
+	// its refresh tokens through its grants (no other link is kept).
+	otherClient := client(t, s)
+	stray := newRefreshToken(g1)
+	stray.ClientID = otherClient.ID
+	wantErr(t, s.CreateRefreshToken(ctx, stray), store.ErrNotFound, "CreateRefreshToken of another client than the grant's")
+	_, err = s.GetRefreshToken(ctx, stray.Digest)
+	wantErr(t, err, store.ErrNotFound, "GetRefreshToken after the refused create")
+	code := createCode(t, s, c, u)
+	g3 := newGrant(code)
+	rt3 := newRefreshToken(g3)
+	rt3.ClientID = otherClient.ID
+	_, err = s.RedeemAuthCode(ctx, code.Digest, t0, g3, &rt3)
+	wantErr(t, err, store.ErrNotFound, "RedeemAuthCode with a refresh token of another client than the grant's")
+	_, err = s.GetRefreshToken(ctx, rt3.Digest)
+	wantErr(t, err, store.ErrNotFound, "GetRefreshToken after the refused redemption")
+	_, err = s.GetGrant(ctx, g3.ID)
+	wantErr(t, err, store.ErrNotFound, "GetGrant after the refused redemption")
+	if got, err := s.GetAuthCode(ctx, code.Digest, t0); err != nil || got.UsedAt != nil {
+		t.Fatalf("the code after the refused redemption: %v, %v; want it unused", show(got), err)
+	}
 }
 
 // Each rotation uses up the presented token, adds its successor and bumps

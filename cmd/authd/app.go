@@ -33,6 +33,7 @@ import (
 	"github.com/authd/authd/internal/server"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/token"
+	"github.com/authd/authd/internal/tokens"
 	"github.com/authd/authd/internal/tracing"
 	"github.com/authd/authd/internal/upstream"
 	"github.com/authd/authd/internal/upstreamtokens"
@@ -285,9 +286,12 @@ func upstreams(ctx context.Context, d deps) ([]upstream.Connector, func(context.
 	allow := cfg.Allowlist
 	userCheck := func(_ context.Context, u store.User) error {
 		if u.Disabled {
-			return errors.New("user disabled")
+			return fmt.Errorf("%w: user disabled", tokens.ErrUserNotAllowed)
 		}
-		return allow.Check(providerTypes[u.Provider], u)
+		if err := allow.Check(providerTypes[u.Provider], u); err != nil {
+			return fmt.Errorf("%w: %w", tokens.ErrUserNotAllowed, err)
+		}
+		return nil
 	}
 	return connectors, userCheck, nil
 }
@@ -492,6 +496,7 @@ func (w *wiring) mountIntrospect(r chi.Router, clientAuth *clientauth.Authentica
 	}
 	warnForwardUpstreamTokens(w.policy, w.log)
 	intro.UpstreamTokens = forwardedUpstreamTokens(w.broker)
+	intro.FromTrustedProxy = server.FromTrustedProxy
 	intro.Routes(r)
 }
 

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/authd/authd/internal/config"
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/tokens"
 	"github.com/authd/authd/internal/upstream"
 	"github.com/authd/authd/internal/upstreamtokens"
 )
@@ -71,7 +74,12 @@ func grantCheck(check func(context.Context, store.User) error, b *upstreamtokens
 		if err := check(ctx, u); err != nil {
 			return err
 		}
-		return b.RecheckMemberships(ctx, u)
+		err := b.RecheckMemberships(ctx, u)
+		if errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+			return fmt.Errorf("%w: %w", tokens.ErrUserNotAllowed, err)
+		}
+		// Anything else is an outage: 503, the grant kept.
+		return err
 	}
 }
 

@@ -169,7 +169,33 @@ func (x *exchangeEnv) exchange(t *testing.T, client, secret, subject string, ext
 	return x.post(t, "/token", form, client, secret)
 }
 
-// wantRefused checks an RFC 8693 §2.2.2 error answer that issued nothing.
+// rowCounts is secEnv's row counts plus a digest of the content of the
+// tables a refused exchange must leave alone: a refusal that updated a
+// grant, a token or the kept upstream token (say, refreshed or revoked
+// it) adds no row, and would pass a count alone.
+func (x *exchangeEnv) rowCounts(t *testing.T) map[string]int {
+	t.Helper()
+	out := x.secEnv.rowCounts(t)
+	for _, tbl := range []string{"grants", "refresh_tokens", "access_tokens", "revoked_jtis", "upstream_tokens"} {
+		out[tbl+" (content digest)"] = x.count(t, "SELECT coalesce(hashtext(string_agg(r::text, ',' ORDER BY r::text)), 0) FROM "+tbl+" r")
+	}
+	return out
+}
+
+// assertUnchanged fails when a table's row count, or the content of one
+// rowCounts digests, differs from before.
+func (x *exchangeEnv) assertUnchanged(t *testing.T, before map[string]int, what string) {
+	t.Helper()
+	after := x.rowCounts(t)
+	for k, n := range before {
+		if after[k] != n {
+			t.Errorf("%s: %s went from %d to %d", what, k, n, after[k])
+		}
+	}
+}
+
+// wantRefused checks an RFC 8693 §2.2.2 error answer that issued nothing:
+// no token in the body (wantOAuthError), no row added, none changed.
 func (x *exchangeEnv) wantRefused(t *testing.T, what string, before map[string]int, r oauthResp, status int, code string) {
 	t.Helper()
 	wantOAuthError(t, what, r, status, code)
@@ -194,9 +220,17 @@ func TestTokenExchangeRefusals(t *testing.T) {
 	delegate := url.Values{"resource": {otherResource}}
 
 	t.Run("public client", func(t *testing.T) {
+		// A dynamic public client cannot register for the grant, so /token
+		// stops it at the first layer ("not registered for the grant");
+		// the grant registry's and exchange.go's own refusals of public
+		// and dynamic clients: TestTokenExchangeClientLayers.
 		pub := x.publicClient(t, "http://127.0.0.1:9/pub")
 		before := x.rowCounts(t)
-		x.wantRefused(t, "public client", before, x.exchange(t, pub, "", subject, upstream), http.StatusBadRequest, "unauthorized_client")
+		r := x.exchange(t, pub, "", subject, upstream)
+		x.wantRefused(t, "public client", before, r, http.StatusBadRequest, "unauthorized_client")
+		if d, _ := r.body["error_description"].(string); !strings.Contains(d, "not registered for") {
+			t.Errorf("public client refused by %q, want the grant-types check", d)
+		}
 	})
 	t.Run("client not allowed to exchange", func(t *testing.T) {
 		before := x.rowCounts(t)
@@ -246,7 +280,9 @@ func TestTokenExchangeRefusals(t *testing.T) {
 	t.Run("malformed requests", func(t *testing.T) {
 		before := x.rowCounts(t)
 		x.wantRefused(t, "no subject token", before, x.exchange(t, "gh-mcp", ghMCPSecret, "", upstream), http.StatusBadRequest, "invalid_request")
-		x.wantRefused(t, "id token as subject", before,
+		// authd issues no ID tokens: this is the user's access token sent
+		// with the wrong subject_token_type, which alone is refused.
+		x.wantRefused(t, "access token labelled as an id_token", before,
 			x.exchange(t, "gh-mcp", ghMCPSecret, subject, url.Values{"audience": {"github"}, "subject_token_type": {"urn:ietf:params:oauth:token-type:id_token"}}), http.StatusBadRequest, "invalid_request")
 		x.wantRefused(t, "refresh token requested", before,
 			x.exchange(t, "gh-mcp", ghMCPSecret, subject, url.Values{"audience": {"github"}, "requested_token_type": {"urn:ietf:params:oauth:token-type:refresh_token"}}), http.StatusBadRequest, "invalid_request")
@@ -497,6 +533,19 @@ func TestTokenExchangeUpstreamGitHub(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Forwarded-Access-Token") != signInToken {
 		t.Errorf("/verify: %d, X-Forwarded-Access-Token is not the user's GitHub token", resp.StatusCode)
 	}
+	// The client holding the user's token calls /verify itself, naming
+	// the resource with ?resource= and no forwarded headers (issue 18
+	// review): it must not get the GitHub token.
+	req, _ := http.NewRequest(http.MethodGet, x.inst.URL+"/verify?resource="+url.QueryEscape(mcpResource), nil)
+	req.Header.Set("Authorization", "Bearer "+userTok)
+	direct, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct.Body.Close()
+	if got := direct.Header.Get("X-Forwarded-Access-Token"); got != "" {
+		t.Errorf("/verify?resource= called by the client: %d, X-Forwarded-Access-Token is set (the GitHub token: %v)", direct.StatusCode, got == signInToken)
+	}
 
 	// The GitHub token expires (the authd token does not yet): the next
 	// exchange refreshes it, and GitHub takes the new one.
@@ -514,12 +563,22 @@ func TestTokenExchangeUpstreamGitHub(t *testing.T) {
 	}
 
 	// The user revokes authd's app at GitHub; once the token expires the
-	// refresh is refused: invalid_grant, nothing issued.
+	// refresh is refused. The membership re-check (due: more than
+	// membership_check_interval since sign-in) that judging the subject
+	// token runs then finds the kept grant dead, and the allowlist
+	// (github_orgs) depends on memberships: alice's grant ends, so the
+	// subject token is no longer active (RFC 8693 §2.2.2:
+	// invalid_request), nothing issued.
 	x.github.RevokeGrant("alice")
 	x.clock.Advance(life + time.Minute)
-	before := x.rowCounts(t)
+	// Row counts only: ending the grants and deleting the kept token is
+	// what this refusal must do.
+	before := x.secEnv.rowCounts(t)
 	x.wantRefused(t, "upstream grant revoked", before,
-		x.exchange(t, "gh-mcp", ghMCPSecret, userTok, url.Values{"audience": {"github"}}), http.StatusBadRequest, "invalid_grant")
+		x.exchange(t, "gh-mcp", ghMCPSecret, userTok, url.Values{"audience": {"github"}}), http.StatusBadRequest, "invalid_request")
+	if !strings.Contains(x.inst.Logs.String(), `"event":"upstream_grant_revoked"`) {
+		t.Errorf("no upstream_grant_revoked audit line")
+	}
 
 	logs := x.inst.Logs.String()
 	if !strings.Contains(logs, `"event":"token_exchange","outcome":"issued","client_id":"gh-mcp","kind":"upstream","upstream":"github"`) {
@@ -533,7 +592,7 @@ func TestTokenExchangeUpstreamGitHub(t *testing.T) {
 	_, metricsText := get(t, x.metricsURL, nil)
 	for _, want := range []string{
 		`authd_token_exchanges_total{kind="upstream",outcome="issued"} 2`,
-		`authd_token_exchanges_total{kind="upstream",outcome="invalid_grant"} 1`,
+		`authd_token_exchanges_total{kind="upstream",outcome="invalid_request"} 1`,
 	} {
 		if !strings.Contains(metricsText, want) {
 			t.Errorf("metrics lack %s", want)

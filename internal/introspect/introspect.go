@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -68,13 +69,21 @@ type Handler struct {
 	Policy *policy.Policy
 	// UserCheck re-applies the current sign-in policy (the allowlist, from
 	// the configuration: no upstream call) to the user of every user token
-	// judged, at /introspect and /verify; an error makes the token
-	// inactive. Nil allows everyone.
+	// judged, at /introspect and /verify; an error wrapping
+	// tokens.ErrUserNotAllowed makes the token inactive, any other is an
+	// outage (503). Nil allows everyone.
 	UserCheck func(ctx context.Context, u store.User) error
 	// UpstreamTokens returns the user's current access token at an
 	// upstream, for resources with policy.Resource.ForwardUpstreamToken; nil when no
 	// upstream tokens are kept (ErrUpstreamTokenGone: none usable).
 	UpstreamTokens func(ctx context.Context, userID, upstream string) (string, error)
+	// FromTrustedProxy reports whether a /verify request came straight
+	// from a peer in trusted_proxies (server.FromTrustedProxy). Only such
+	// a request, and only one that names the resource by its forwarded
+	// headers, gets the upstream token: /verify is open to anyone holding
+	// an access token, and the token's client must never see the user's
+	// upstream token. Nil: never forwarded.
+	FromTrustedProxy func(r *http.Request) bool
 	// AnyResource lets /verify?resource=<URI> protect a URI that is not
 	// among Policy.Resources (no required scopes; the token's audience must still
 	// name it). Development mode only: in production an unlisted resource
@@ -110,6 +119,9 @@ type Handler struct {
 	// tokens judges tokens; its caches (verified JWTs, users) serve both
 	// endpoints.
 	tokens *tokens.Service
+	// forwardRefusedWarned: the upstream token was withheld from a
+	// request not from the proxy, and the operator was told (once).
+	forwardRefusedWarned atomic.Bool
 }
 
 // Routes mounts POST /introspect and /verify. /verify answers every method:

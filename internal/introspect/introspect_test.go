@@ -9,7 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -22,6 +22,7 @@ import (
 	"github.com/authd/authd/internal/introspect"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/tokens"
 )
 
 // TestIntrospect runs the cases that can share one database: none of them
@@ -652,7 +653,7 @@ func TestIntrospectAndVerifyRecheckAllowlist(t *testing.T) {
 	e := newEnv(t, func(h *introspect.Handler) {
 		h.UserCheck = func(_ context.Context, u store.User) error {
 			if _, ok := denied.Load(u.ID); ok {
-				return errors.New("not on the allowlist")
+				return fmt.Errorf("%w: not on the allowlist", tokens.ErrUserNotAllowed)
 			}
 			return nil
 		}

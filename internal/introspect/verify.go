@@ -107,6 +107,20 @@ func (h *Handler) forwardedUpstreamToken(r *http.Request, t *tokens.Info, res *r
 	if res.ForwardUpstreamToken == "" || t.User == nil {
 		return "", nil
 	}
+	if _, named := r.URL.Query()["resource"]; named || h.FromTrustedProxy == nil || !h.FromTrustedProxy(r) {
+		// Anyone may call /verify with the token of a client of theirs
+		// (?resource= needs no proxy): handing the upstream token to such
+		// a caller would give every client the user's upstream grant.
+		// Only the ForwardAuth proxy, which copies the header onto the
+		// request it passes on, never back to the client, gets it. Logged
+		// once: any client can cause this.
+		if h.forwardRefusedWarned.CompareAndSwap(false, true) {
+			h.log().WarnContext(r.Context(), "/verify does not forward the upstream token: the request is not from a trusted proxy "+
+				"or names the resource with ?resource=; call /verify from a proxy in trusted_proxies with X-Forwarded-Proto, -Host and -Uri",
+				"resource", res.URI)
+		}
+		return "", nil
+	}
 	if h.UpstreamTokens == nil {
 		return "", errors.New("/verify: forward_upstream_token is set but no upstream tokens are kept")
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -56,6 +57,7 @@ func trustProxies(trusted []netip.Prefix, log *slog.Logger) func(http.Handler) h
 				next.ServeHTTP(w, r)
 				return
 			}
+			r = r.WithContext(context.WithValue(r.Context(), trustedPeerKey{}, true))
 			client := peer
 			hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 			for i := len(hops) - 1; i >= 0; i-- {
@@ -75,6 +77,19 @@ func trustProxies(trusted []netip.Prefix, log *slog.Logger) func(http.Handler) h
 			next.ServeHTTP(w, r)
 		})
 	}
+}
+
+// trustedPeerKey marks, in a request's context, that its direct peer is a
+// trusted proxy (r.RemoteAddr names the client behind it by then).
+type trustedPeerKey struct{}
+
+// FromTrustedProxy reports whether r reached authd directly from a peer in
+// trusted_proxies, which is what a handler handing out something only the
+// proxy may see (/verify's X-Forwarded-Access-Token) must know: the
+// rewritten r.RemoteAddr no longer says.
+func FromTrustedProxy(r *http.Request) bool {
+	v, _ := r.Context().Value(trustedPeerKey{}).(bool)
+	return v
 }
 
 // trustedFunc reports whether an address is one of the trusted proxies.

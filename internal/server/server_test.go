@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -162,6 +163,7 @@ func TestTrustedProxies(t *testing.T) {
 			"remote": hostOf(r.RemoteAddr),
 			"host":   r.Host,
 			"xfh":    r.Header.Get("X-Forwarded-Host"),
+			"proxy":  fmt.Sprint(FromTrustedProxy(r)),
 		})
 	})
 	for _, tc := range []struct {
@@ -189,8 +191,10 @@ func TestTrustedProxies(t *testing.T) {
 			if err := json.NewDecoder(rec.Body).Decode(&got); err != nil {
 				t.Fatal(err)
 			}
-			if got["remote"] != tc.wantRemote || got["host"] != tc.wantHost || got["xfh"] != tc.wXfh {
-				t.Fatalf("got %v, want remote=%s host=%s xfh=%q", got, tc.wantRemote, tc.wantHost, tc.wXfh)
+			// FromTrustedProxy follows the direct peer, not X-Forwarded-For.
+			wantProxy := fmt.Sprint(tc.peer != "203.0.113.9:1234")
+			if got["remote"] != tc.wantRemote || got["host"] != tc.wantHost || got["xfh"] != tc.wXfh || got["proxy"] != wantProxy {
+				t.Fatalf("got %v, want remote=%s host=%s xfh=%q proxy=%s", got, tc.wantRemote, tc.wantHost, tc.wXfh, wantProxy)
 			}
 		})
 	}

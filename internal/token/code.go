@@ -188,6 +188,11 @@ func (h *Handler) allowUser(ctx context.Context, u store.User) error {
 	}
 	if h.UserCheck != nil {
 		if err := h.UserCheck(ctx, u); err != nil {
+			if !errors.Is(err, tokens.ErrUserNotAllowed) {
+				// The check could not be made: retry later, and keep
+				// the grant (refresh revokes it on invalid_grant).
+				return oauth.TemporarilyUnavailable(fmt.Errorf("user check: %w", err))
+			}
 			return oauth.InvalidGrant("the user is no longer allowed to sign in").WithCause(err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -28,6 +29,7 @@ import (
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/store/pgtest"
 	"github.com/authd/authd/internal/token"
+	"github.com/authd/authd/internal/tokens"
 )
 
 const (
@@ -86,6 +88,9 @@ type env struct {
 type denyList struct {
 	mu  sync.Mutex
 	ids map[string]bool
+	// down makes UserCheck fail as when the database behind it (the
+	// membership re-check's) cannot be reached.
+	down bool
 }
 
 // sub returns e for use by subtest t (so that failures are reported by,
@@ -135,8 +140,11 @@ func newEnv(t *testing.T, configure ...func(*token.Handler)) *env {
 		UserCheck: func(_ context.Context, u store.User) error {
 			e.denied.mu.Lock()
 			defer e.denied.mu.Unlock()
+			if e.denied.down {
+				return errors.New("claim membership check: connection reset by peer")
+			}
 			if e.denied.ids[u.ID] {
-				return errors.New("not on the allowlist")
+				return fmt.Errorf("%w: not on the allowlist", tokens.ErrUserNotAllowed)
 			}
 			return nil
 		},

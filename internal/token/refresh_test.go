@@ -171,6 +171,36 @@ func testRefreshRejections(t *testing.T, e *env) {
 	}
 }
 
+// TestRefreshUserCheckOutage: when the user check cannot be made (the
+// database behind the membership re-check is down), refresh and code
+// redemption answer 503 temporarily_unavailable and the grant is kept: it
+// works again once the outage is over (security review: an outage used to
+// read as "no longer allowed" and revoke the grant for good).
+func TestRefreshUserCheckOutage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	tok := e.login(publicClient)
+	code, verifier := e.code(publicClient)
+
+	e.denied.mu.Lock()
+	e.denied.down = true
+	e.denied.mu.Unlock()
+	_, err := e.refresh(publicClient, tok.RefreshToken)
+	wantRetrieveError(t, err, http.StatusServiceUnavailable, oauth.CodeTemporarilyUnavailable)
+	if g := e.grantOf(tok.RefreshToken); g.RevokedAt != nil {
+		t.Fatal("an outage of the user check revoked the grant")
+	}
+	_, err = e.exchange(publicClient, code, verifier)
+	wantRetrieveError(t, err, http.StatusServiceUnavailable, oauth.CodeTemporarilyUnavailable)
+
+	e.denied.mu.Lock()
+	e.denied.down = false
+	e.denied.mu.Unlock()
+	if _, err := e.refresh(publicClient, tok.RefreshToken); err != nil {
+		t.Fatalf("refresh after the outage: %v", err)
+	}
+}
+
 // A user removed from the allowlist, disabled or deleted loses access at
 // the next refresh, and the grant ends.
 func TestRefreshRechecksUser(t *testing.T) {

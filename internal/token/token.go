@@ -114,8 +114,9 @@ type Handler struct {
 	Exchange *Exchange
 
 	// UserCheck re-applies the current sign-in policy (the allowlist) to
-	// the user at every code redemption and refresh; an error ends the
-	// grant. Nil allows everyone.
+	// the user at every code redemption and refresh; an error wrapping
+	// tokens.ErrUserNotAllowed ends the grant, any other (an outage)
+	// answers 503 and keeps it. Nil allows everyone.
 	UserCheck func(ctx context.Context, u store.User) error
 	// Observe, when set, is told the outcome of every token request: the
 	// grant type ("unknown" for unsupported ones) and "issued", the OAuth

@@ -27,6 +27,14 @@ type InactiveError string
 
 func (e InactiveError) Error() string { return "token not active: " + string(e) }
 
+// ErrUserNotAllowed is what a UserCheck error wraps when the user may no
+// longer use their grants (disabled, off the allowlist, no longer a
+// member at the upstream): only such an error ends a token or a grant. Any
+// other UserCheck error means the check could not be made (a database or
+// upstream outage) and answers 503 temporarily_unavailable: a passing
+// outage must never revoke a grant for good.
+var ErrUserNotAllowed = errors.New("the user is no longer allowed to sign in")
+
 // Info is what an active token stands for.
 type Info struct {
 	Kind     Kind
@@ -72,6 +80,9 @@ func (s *Service) Inspect(ctx context.Context, raw string, now time.Time) (*Info
 	// configuration and the user row the token already brought.
 	if t.User != nil && s.UserCheck != nil {
 		if err := s.UserCheck(ctx, *t.User); err != nil {
+			if !errors.Is(err, ErrUserNotAllowed) {
+				return nil, oauth.TemporarilyUnavailable(fmt.Errorf("user check: %w", err))
+			}
 			return nil, InactiveError("user no longer allowed: " + err.Error())
 		}
 	}

@@ -89,7 +89,8 @@ type Service struct {
 	Lifetime time.Duration
 	// UserCheck re-applies the current sign-in policy (the allowlist, from
 	// the configuration: no upstream call) to the user of every user token
-	// inspected; an error makes the token inactive. Nil allows everyone.
+	// inspected; an error wrapping ErrUserNotAllowed makes the token
+	// inactive, any other is an outage (503). Nil allows everyone.
 	UserCheck func(ctx context.Context, u store.User) error
 	// UserCacheTTL, when positive, keeps user rows this long, saving one
 	// database round trip per opaque user token inspected (JWTs and

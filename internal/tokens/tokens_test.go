@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -397,7 +399,7 @@ func (f *fixture) denied(v string) string {
 	f.active(v, start)
 	f.svc.UserCheck = func(_ context.Context, u store.User) error {
 		if u.ID == f.user.ID {
-			return errors.New("not on the allowlist")
+			return fmt.Errorf("%w: not on the allowlist", tokens.ErrUserNotAllowed)
 		}
 		return nil
 	}
@@ -460,6 +462,25 @@ func TestInspectOutageIsNotInactive(t *testing.T) {
 		var why tokens.InactiveError
 		if !errors.Is(err, errOutage) || errors.As(err, &why) {
 			t.Fatalf("Inspect during an outage = %+v, %v; want the outage", info, err)
+		}
+	}
+}
+
+// TestInspectUserCheckOutage: a UserCheck that could not be made (its
+// error does not wrap ErrUserNotAllowed: the membership re-check's
+// database is down) is an outage, 503, never "inactive": token exchange
+// would otherwise answer invalid_request and /introspect "inactive" for a
+// user still allowed.
+func TestInspectUserCheckOutage(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	jwtAT, opaqueAT := f.userToken(resJWT).Value, f.userToken(resOpaque).Value
+	f.svc.UserCheck = func(context.Context, store.User) error { return errOutage }
+	for _, v := range []string{jwtAT, opaqueAT} {
+		info, err := f.svc.Inspect(f.ctx, v, start)
+		var why tokens.InactiveError
+		if !errors.Is(err, errOutage) || errors.As(err, &why) || oauth.AsError(err).Status != http.StatusServiceUnavailable {
+			t.Fatalf("Inspect when the user check fails = %+v, %v; want a 503 outage", info, err)
 		}
 	}
 }

@@ -249,6 +249,9 @@ func (c *githubConnector) Memberships(ctx context.Context, at string) (Membershi
 	defer cancel()
 	var u githubUser
 	if _, err := c.get(ctx, "/user", at, &u); err != nil {
+		if se, ok := errors.AsType[*statusError](err); ok && se.Status == http.StatusUnauthorized {
+			return Memberships{}, fmt.Errorf("%w: GET /user: HTTP 401", ErrTokenRejected)
+		}
 		return Memberships{}, apiError(c.cfg.Name, err)
 	}
 	if u.ID <= 0 {

@@ -111,6 +111,11 @@ type Memberships struct {
 	Domain  string   // Google Workspace hd
 }
 
+// ErrTokenRejected: the provider answered 401 to a kept access token
+// that has not expired: the user (or an admin) revoked the grant there.
+// GitHub OAuth App tokens never expire, so no refresh would notice.
+var ErrTokenRejected = errors.New("upstream: the provider rejected the access token (grant revoked)")
+
 // MembershipReader is implemented by connectors that can re-read a
 // user's memberships with their access token (deprovisioning).
 type MembershipReader interface {

@@ -21,13 +21,22 @@ var ErrNoLongerAllowed = errors.New("upstreamtokens: the user no longer matches 
 // membership_check_interval old; replicas share the time of the last
 // check (store.ClaimMembershipCheck), so that one of them does it. A user
 // who no longer matches loses every grant at authd at once (with their
-// tokens), with an audit record saying why, and the error wraps
-// ErrNoLongerAllowed.
+// tokens and the kept upstream token), with an audit record saying why,
+// and the error wraps ErrNoLongerAllowed.
 //
-// It returns nil when no check is due, when u's upstream keeps no tokens,
-// and when the check cannot be made (no kept grant, the upstream
-// unreachable): then the memberships of the last sign-in keep applying,
-// as without store_tokens, and a warning is logged.
+// When u passes the allowlist only through memberships, the check fails
+// closed whenever it can never be made again: no kept grant (the user
+// disconnected the upstream on /apps, or signed in before store_tokens),
+// a dead one (the upstream refused its refresh), or a 401 on the read
+// (the user revoked authd at the upstream; that marks the kept grant dead
+// as a refused refresh does). Otherwise the user could stop the checks
+// themselves.
+//
+// It returns nil when no check is due and when the check cannot be made
+// for now (the upstream unreachable): then the memberships of the last
+// sign-in keep applying and a warning is logged; the check is tried again
+// after inconclusiveRetry rather than a whole interval. Other errors are
+// the database's (the caller answers 503 and keeps the grant).
 func (b *Broker) RecheckMemberships(ctx context.Context, u store.User) error {
 	if b == nil {
 		return nil
@@ -42,18 +51,50 @@ func (b *Broker) RecheckMemberships(ctx context.Context, u store.User) error {
 		interval = upstream.DefaultMembershipCheckInterval
 	}
 	due, err := b.Store.ClaimMembershipCheck(ctx, u.ID, up.ID, now, interval)
-	if err != nil || !due {
+	if err != nil {
 		return err
+	}
+	if !due {
+		// Not due, or no live kept grant to claim the check on: only
+		// the latter matters, and only to a user whom memberships let in.
+		if !b.needsMemberships(up, u) {
+			return nil
+		}
+		row, err := b.Store.GetUpstreamToken(ctx, u.ID, up.ID)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return b.deprovision(ctx, up, u, now, fmt.Sprintf("no %s grant is kept to re-check the memberships the allowlist needs", up.ID))
+		case err != nil:
+			return err
+		case row.DeadAt != nil:
+			return b.deprovision(ctx, up, u, now, fmt.Sprintf("the kept %s grant is dead: the memberships the allowlist needs cannot be re-checked", up.ID))
+		}
+		return nil
 	}
 	inconclusive := func(err error) error {
 		b.log().WarnContext(ctx, "membership re-check not possible; the memberships of the last sign-in apply", "upstream", up.ID, "user_id", u.ID, "err", err)
+		b.retrySoon(ctx, up, u.ID, now, interval)
 		return nil
 	}
 	tok, err := b.Token(ctx, u.ID, up.ID)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNotStored), errors.Is(err, ErrGrantDead):
+		if b.needsMemberships(up, u) {
+			return b.deprovision(ctx, up, u, now, fmt.Sprintf("the kept %s grant is gone or dead: the memberships the allowlist needs cannot be re-checked", up.ID))
+		}
+		return nil
+	case err != nil:
 		return inconclusive(err)
 	}
 	m, err := up.Memberships.Memberships(ctx, tok.AccessToken)
+	if errors.Is(err, upstream.ErrTokenRejected) {
+		// The user revoked authd at the upstream: as a refused refresh.
+		b.markDead(ctx, up, u.ID, now, err)
+		if b.needsMemberships(up, u) {
+			return b.deprovision(ctx, up, u, now, fmt.Sprintf("%s rejected the kept token: the memberships the allowlist needs cannot be re-checked", up.ID))
+		}
+		return nil
+	}
 	if err != nil {
 		return inconclusive(err)
 	}
@@ -76,11 +117,67 @@ func (b *Broker) RecheckMemberships(ctx context.Context, u store.User) error {
 	return nil
 }
 
+// inconclusiveRetry is how soon a check that could not be made (the
+// upstream unreachable) is tried again: not a whole interval later.
+const inconclusiveRetry = time.Minute
+
+// needsMemberships reports whether u passes the allowlist only through
+// what a membership check re-reads (orgs, teams, groups, hd): without
+// them u would be refused.
+func (b *Broker) needsMemberships(up Upstream, u store.User) bool {
+	bare := u
+	bare.Groups, bare.Domain = nil, ""
+	return b.Allowed(up.Type, bare) != nil
+}
+
+// retrySoon moves the time of the last check back so that the next one
+// is due inconclusiveRetry from now. Failing only delays the retry.
+func (b *Broker) retrySoon(ctx context.Context, up Upstream, userID string, now time.Time, interval time.Duration) {
+	if interval <= inconclusiveRetry {
+		return
+	}
+	at := now.Add(inconclusiveRetry - interval)
+	_, err := b.Store.UpdateUpstreamToken(ctx, userID, up.ID, func(cur store.UpstreamToken) (*store.UpstreamToken, error) {
+		if cur.MembershipCheckedAt != nil && cur.MembershipCheckedAt.After(now) {
+			return nil, nil // another replica checked since
+		}
+		next := cur
+		next.MembershipCheckedAt = &at
+		return &next, nil
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		b.log().WarnContext(ctx, "membership re-check: cannot schedule the retry", "upstream", up.ID, "user_id", userID, "err", err)
+	}
+}
+
+// markDead marks the kept grant dead after the upstream rejected its
+// access token, as Token does after a refused refresh, and follows
+// revoke_on_upstream_revocation.
+func (b *Broker) markDead(ctx context.Context, up Upstream, userID string, now time.Time, cause error) {
+	_, err := b.Store.UpdateUpstreamToken(ctx, userID, up.ID, func(cur store.UpstreamToken) (*store.UpstreamToken, error) {
+		if cur.DeadAt != nil {
+			return nil, nil
+		}
+		dead := cur
+		dead.DeadAt, dead.UpdatedAt = &now, now
+		return &dead, nil
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		b.log().ErrorContext(ctx, "marking a rejected upstream grant dead", "upstream", up.ID, "user_id", userID, "err", err)
+	}
+	b.upstreamRevoked(ctx, up, userID, now, cause)
+}
+
 // deprovision revokes u's grants because of what the upstream now says.
 func (b *Broker) deprovision(ctx context.Context, up Upstream, u store.User, now time.Time, why string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
 	defer cancel()
 	n, err := b.revokeGrants(ctx, u.ID, now)
+	// The kept upstream token goes with the grants it served; a new
+	// sign-in keeps a fresh one.
+	if derr := b.Store.DeleteUpstreamToken(ctx, u.ID, up.ID); derr != nil && !errors.Is(derr, store.ErrNotFound) {
+		err = errors.Join(err, derr)
+	}
 	b.log().InfoContext(ctx, "audit", "event", "membership_revoked", "upstream", up.ID, "user_id", u.ID,
 		"subject", u.Subject, "login", u.Login, "reason", why, "grants", n)
 	if err != nil {

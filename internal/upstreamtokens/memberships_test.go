@@ -2,6 +2,7 @@ package upstreamtokens_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -72,33 +73,177 @@ func TestRemovedFromOrgLosesGrants(t *testing.T) {
 	}
 }
 
-// Without a kept grant (store_tokens off, or never signed in since) and
-// when the upstream cannot be reached, the check is inconclusive: nothing
-// is revoked, the memberships of the last sign-in apply.
+// When the upstream cannot be reached the check is inconclusive: nothing
+// is revoked, the memberships of the last sign-in apply, and the check is
+// tried again a minute later, not a whole interval (a kept grant that is
+// missing or dead: TestRecheckWithoutKeptGrantFails).
 func TestRecheckInconclusive(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, store.NewMemory(), 8*time.Hour)
+	for name, newStore := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, newStore(t), 8*time.Hour)
+			policy := allowlist.Policy{GitHubOrgs: []string{"acme"}}
+			b := f.broker(t, nil)
+			b.Allowed = policy.Check
+			ctx := t.Context()
+			g := authdGrant(t, f.st, f.user)
+			f.gh.SetMemberships("octo", nil, nil)
+			if err := b.Keep(ctx, f.user.ID, "github", f.ident.Grant); err != nil {
+				t.Fatal(err)
+			}
+			f.gh.FailAPI("/user/orgs", 503)
+			f.advance(time.Hour)
+			if err := b.RecheckMemberships(ctx, f.user); err != nil {
+				t.Fatalf("upstream unavailable: %v", err)
+			}
+			if got, _ := f.st.GetGrant(ctx, g.ID); got.RevokedAt != nil {
+				t.Fatal("an inconclusive check revoked the grant")
+			}
+			if !strings.Contains(f.logBuf.String(), "membership re-check not possible") {
+				t.Fatal("an inconclusive check logged no warning")
+			}
+			// GitHub is back; two minutes later (well within the interval) the
+			// check is made, and the user, no longer in the org, loses the grant.
+			f.gh.FailAPI("/user/orgs", 0)
+			f.advance(2 * time.Minute)
+			if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+				t.Fatalf("RecheckMemberships once GitHub is back: %v, want ErrNoLongerAllowed", err)
+			}
+		})
+	}
+}
+
+// recheckFixture is a broker over f whose allowlist needs the Acme org
+// (it depends on memberships), checking every 15 minutes, with the
+// fixture user's grant kept, and one authd grant of theirs.
+func recheckFixture(t *testing.T, f *fixture, revokeOnUpstream bool) (*upstreamtokens.Broker, store.Grant) {
+	t.Helper()
 	policy := allowlist.Policy{GitHubOrgs: []string{"acme"}}
 	b := f.broker(t, nil)
 	b.Allowed = policy.Check
-	ctx := t.Context()
-	g := authdGrant(t, f.st, f.user)
-	f.gh.SetMemberships("octo", nil, nil)
-	if err := b.RecheckMemberships(ctx, f.user); err != nil {
-		t.Fatalf("without a kept grant: %v", err)
-	}
-	if err := b.Keep(ctx, f.user.ID, "github", f.ident.Grant); err != nil {
+	up := b.Upstreams["github"]
+	up.MembershipCheckInterval = 15 * time.Minute
+	up.RevokeOnUpstreamRevocation = revokeOnUpstream
+	b.Upstreams["github"] = up
+	if err := b.Keep(t.Context(), f.user.ID, "github", f.ident.Grant); err != nil {
 		t.Fatal(err)
 	}
-	f.gh.FailAPI("/user/orgs", 503)
-	f.advance(time.Hour)
-	if err := b.RecheckMemberships(ctx, f.user); err != nil {
-		t.Fatalf("upstream unavailable: %v", err)
+	return b, authdGrant(t, f.st, f.user)
+}
+
+// TestRecheckUpstreamRevoked: the user revokes authd at GitHub (OAuth App
+// tokens never expire, so no refresh notices): the membership read gets
+// 401, which is the upstream grant's end, not an inconclusive check: the
+// kept grant is dead, the check fails, and the user's grants end (with
+// revoke_on_upstream_revocation, and also without it: a check that can
+// never be made again must not pass for good).
+func TestRecheckUpstreamRevoked(t *testing.T) {
+	t.Parallel()
+	for _, revoke := range []bool{true, false} {
+		t.Run(fmt.Sprintf("revoke_on_upstream_revocation=%v", revoke), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, store.NewMemory(), 0) // 0: GitHub OAuth App tokens, no expiry
+			b, g := recheckFixture(t, f, revoke)
+			ctx := t.Context()
+			f.gh.RevokeGrant("octo")
+			f.advance(16 * time.Minute)
+			if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+				t.Fatalf("RecheckMemberships after the user revoked authd at GitHub: %v, want ErrNoLongerAllowed", err)
+			}
+			if got, _ := f.st.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+				t.Fatal("the authd grant outlived the upstream grant")
+			}
+			if _, err := b.Token(ctx, f.user.ID, "github"); !errors.Is(err, upstreamtokens.ErrGrantDead) && !errors.Is(err, upstreamtokens.ErrNotStored) {
+				t.Fatalf("Token after the upstream revoked the grant: %v, want it dead or gone", err)
+			}
+			if !strings.Contains(f.logBuf.String(), `"event":"upstream_grant_revoked"`) {
+				t.Fatal("no upstream_grant_revoked audit record")
+			}
+		})
 	}
-	if got, _ := f.st.GetGrant(ctx, g.ID); got.RevokedAt != nil {
-		t.Fatal("an inconclusive check revoked the grant")
+}
+
+// TestRecheckWithoutKeptGrantFails: for an allowlist that depends on
+// memberships, a due check without a kept grant fails closed: the user
+// disconnected the upstream on /apps (row gone), or the kept grant is dead
+// and revoke_on_upstream_revocation is off. Otherwise the user could stop
+// every future check themselves.
+func TestRecheckWithoutKeptGrantFails(t *testing.T) {
+	t.Parallel()
+	t.Run("disconnected", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, store.NewMemory(), 8*time.Hour)
+		b, g := recheckFixture(t, f, true)
+		ctx := t.Context()
+		if err := b.Disconnect(ctx, f.user.ID, "github"); err != nil {
+			t.Fatal(err)
+		}
+		f.gh.SetMemberships("octo", nil, nil) // what the user wants to hide
+		f.advance(16 * time.Minute)
+		if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+			t.Fatalf("RecheckMemberships after disconnect: %v, want ErrNoLongerAllowed", err)
+		}
+		if got, _ := f.st.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+			t.Fatal("the grant outlived a check that could not be made")
+		}
+	})
+	t.Run("dead, no revocation", func(t *testing.T) {
+		t.Parallel()
+		f := newFixture(t, store.NewMemory(), 10*time.Minute)
+		b, g := recheckFixture(t, f, false)
+		ctx := t.Context()
+		f.gh.RevokeGrant("octo")
+		f.advance(11 * time.Minute)
+		if _, err := b.Token(ctx, f.user.ID, "github"); !errors.Is(err, upstreamtokens.ErrGrantDead) {
+			t.Fatalf("Token after the refresh was refused: %v, want ErrGrantDead", err)
+		}
+		if got, _ := f.st.GetGrant(ctx, g.ID); got.RevokedAt != nil {
+			t.Fatal("revoke_on_upstream_revocation: false, yet the refusal revoked the grant")
+		}
+		f.advance(16 * time.Minute)
+		if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+			t.Fatalf("RecheckMemberships with a dead kept grant: %v, want ErrNoLongerAllowed", err)
+		}
+		if got, _ := f.st.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+			t.Fatal("the grant outlived a check that could not be made")
+		}
+	})
+	t.Run("allowlist without memberships", func(t *testing.T) {
+		t.Parallel()
+		// The user is allowed by login: memberships do not matter, and
+		// a missing kept grant changes nothing.
+		f := newFixture(t, store.NewMemory(), 8*time.Hour)
+		b, g := recheckFixture(t, f, true)
+		policy := allowlist.Policy{GitHubOrgs: []string{"acme"}, GitHubUsers: []string{"octo"}}
+		b.Allowed = policy.Check
+		ctx := t.Context()
+		if err := b.Disconnect(ctx, f.user.ID, "github"); err != nil {
+			t.Fatal(err)
+		}
+		f.advance(16 * time.Minute)
+		if err := b.RecheckMemberships(ctx, f.user); err != nil {
+			t.Fatalf("RecheckMemberships for a user allowed by login: %v", err)
+		}
+		if got, _ := f.st.GetGrant(ctx, g.ID); got.RevokedAt != nil {
+			t.Fatal("a user allowed by login lost their grant")
+		}
+	})
+}
+
+// TestMembershipRevokedDeletesKeptToken: membership_revoked ends the
+// user's grants and deletes the kept upstream token with them.
+func TestMembershipRevokedDeletesKeptToken(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, store.NewMemory(), 8*time.Hour)
+	b, _ := recheckFixture(t, f, true)
+	ctx := t.Context()
+	f.gh.SetMemberships("octo", nil, nil)
+	f.advance(16 * time.Minute)
+	if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+		t.Fatalf("RecheckMemberships after removal from the org: %v", err)
 	}
-	if !strings.Contains(f.logBuf.String(), "membership re-check not possible") {
-		t.Fatal("an inconclusive check logged no warning")
+	if _, err := f.st.GetUpstreamToken(ctx, f.user.ID, "github"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("kept token after membership_revoked: %v, want it deleted", err)
 	}
 }

@@ -90,8 +90,17 @@ func TestOIDCRefreshAndGroups(t *testing.T) {
 		t.Fatal("the grant survived the user's removal from the group")
 	}
 
-	// The provider ends the grant: the next refresh is refused, the kept
-	// grant dies.
+	// The kept token went with the grants.
+	if _, err := b.Token(ctx, u.ID, "corp"); !errors.Is(err, upstreamtokens.ErrNotStored) {
+		t.Fatalf("Token after membership_revoked: got %v, want ErrNotStored", err)
+	}
+
+	// Back in the group, the user signs in again; then the provider ends
+	// the grant: the next refresh is refused, the kept grant dies.
+	op.SetGroups("sub-1", []string{"admins"})
+	if err := b.Keep(ctx, u.ID, "corp", signIn(t, op.Client(), conn).Grant); err != nil {
+		t.Fatal(err)
+	}
 	op.RevokeGrant("sub-1")
 	skew += 2 * time.Hour
 	if _, err := b.Token(ctx, u.ID, "corp"); !errors.Is(err, upstreamtokens.ErrGrantDead) {

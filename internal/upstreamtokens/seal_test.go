@@ -2,6 +2,7 @@ package upstreamtokens
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"errors"
 	"testing"
 )
@@ -59,6 +60,16 @@ func TestKeyringRotationAndBinding(t *testing.T) {
 		if _, err := rotated.open(c.kid, c.user, c.upstream, sealed); !errors.Is(err, ErrDecrypt) {
 			t.Errorf("%s: got %v, want ErrDecrypt", name, err)
 		}
+	}
+	// The same key under another key id: only the additional data differs,
+	// so this fails only because the key id is bound into it (the
+	// "another key id" case above also differs in the key).
+	alias := &Keyring{current: kid, keys: map[string]cipher.AEAD{kid: old.keys[kid], "alias-" + kid: old.keys[kid]}}
+	if _, err := alias.open(kid, "user-1", "github", sealed); err != nil {
+		t.Fatalf("the aliased keyring does not open the row under its own key id: %v", err)
+	}
+	if _, err := alias.open("alias-"+kid, "user-1", "github", sealed); !errors.Is(err, ErrDecrypt) {
+		t.Errorf("same key, another key id: got %v, want ErrDecrypt (the key id is not bound to the ciphertext)", err)
 	}
 	tampered := bytes.Clone(sealed)
 	tampered[len(tampered)-1] ^= 1

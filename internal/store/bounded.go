@@ -431,6 +431,12 @@ func (b *Bounded) ClaimMembershipCheck(ctx context.Context, userID, upstream str
 	})
 }
 
+func (b *Bounded) DeferMembershipCheck(ctx context.Context, userID, upstream string, now, at time.Time) (bool, error) {
+	return run1(b, ctx, func(ctx context.Context) (bool, error) {
+		return b.s.DeferMembershipCheck(ctx, userID, upstream, now, at)
+	})
+}
+
 func (b *Bounded) Purge(ctx context.Context, now time.Time) (PurgeResult, error) {
 	return run1(b, ctx, func(ctx context.Context) (PurgeResult, error) { return b.s.Purge(ctx, now) })
 }

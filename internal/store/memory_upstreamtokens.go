@@ -221,6 +221,23 @@ func (m *Memory) ClaimMembershipCheck(_ context.Context, userID, upstream string
 	return true, nil
 }
 
+func (m *Memory) DeferMembershipCheck(_ context.Context, userID, upstream string, now, at time.Time) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tab := m.upstreamTable()
+	k := upstreamKey{userID, upstream}
+	t, ok := tab.rows[k]
+	if !ok {
+		return false, nil
+	}
+	if c := t.MembershipCheckedAt; c != nil && c.After(trunc(now)) {
+		return false, nil
+	}
+	t.MembershipCheckedAt = truncPtr(&at)
+	tab.rows[k] = t
+	return true, nil
+}
+
 func (m *Memory) purgeUpstreamTokens(now time.Time) int64 {
 	return purge(m.upstreamTable().rows, func(t UpstreamToken) bool {
 		return t.DeadAt != nil || (!t.Refreshable && t.ExpiresAt != nil && expired(*t.ExpiresAt, now))

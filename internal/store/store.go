@@ -611,6 +611,14 @@ type Store interface {
 	// atomically: of several replicas asking at once, one claims the check.
 	// False (no error) when not due or absent.
 	ClaimMembershipCheck(ctx context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error)
+	// DeferMembershipCheck sets MembershipCheckedAt = at, and nothing
+	// else, if it is unset or at most now (no replica checked since the
+	// claim at now): a check that could not be made is retried sooner.
+	// Unlike UpdateUpstreamToken it leaves the refresh lease and
+	// RefreshUnsettled alone, so that a refresh lost during the check is
+	// still known to be unsettled. False (no error) when absent or
+	// checked since.
+	DeferMembershipCheck(ctx context.Context, userID, upstream string, now, at time.Time) (bool, error)
 	// DeleteUpstreamTokensExcept deletes every user's upstream tokens of
 	// the upstreams not in keep (no longer configured, or store_tokens
 	// turned off) and returns how many.

@@ -198,3 +198,17 @@ func (p *Postgres) ClaimMembershipCheck(ctx context.Context, userID, upstream st
 	}
 	return tag.RowsAffected() == 1, nil
 }
+
+// DeferMembershipCheck writes membership_checked_at alone: the refresh
+// lease columns are not touched.
+func (p *Postgres) DeferMembershipCheck(ctx context.Context, userID, upstream string, now, at time.Time) (bool, error) {
+	tag, err := p.pool.Exec(ctx, `
+		UPDATE upstream_tokens SET membership_checked_at = $4
+		WHERE user_id = $1 AND upstream = $2
+			AND (membership_checked_at IS NULL OR membership_checked_at <= $3)`,
+		userID, upstream, now, at)
+	if err != nil {
+		return false, mapErr(err)
+	}
+	return tag.RowsAffected() == 1, nil
+}

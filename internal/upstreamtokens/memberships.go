@@ -137,15 +137,10 @@ func (b *Broker) retrySoon(ctx context.Context, up Upstream, userID string, now 
 		return
 	}
 	at := now.Add(inconclusiveRetry - interval)
-	_, err := b.Store.UpdateUpstreamToken(ctx, userID, up.ID, func(cur store.UpstreamToken) (*store.UpstreamToken, error) {
-		if cur.MembershipCheckedAt != nil && cur.MembershipCheckedAt.After(now) {
-			return nil, nil // another replica checked since
-		}
-		next := cur
-		next.MembershipCheckedAt = &at
-		return &next, nil
-	})
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	// Only the time of the check: a refresh that failed during the check
+	// left its lease and unsettled mark, which the next refresh needs.
+	_, err := b.Store.DeferMembershipCheck(ctx, userID, up.ID, now, at)
+	if err != nil {
 		b.log().WarnContext(ctx, "membership re-check: cannot schedule the retry", "upstream", up.ID, "user_id", userID, "err", err)
 	}
 }

@@ -247,3 +247,56 @@ func TestMembershipRevokedDeletesKeptToken(t *testing.T) {
 		t.Fatalf("kept token after membership_revoked: %v, want it deleted", err)
 	}
 }
+
+// A due membership check whose refresh is cut off after the upstream
+// spent the single-use refresh token is inconclusive; scheduling its retry
+// must not wipe the refresh lease and its unsettled mark, or the next
+// refresh takes the upstream's refusal for a revocation and ends the
+// user's grants at authd (as TestRefusalAfterLostRefreshKeepsGrants, by
+// way of the membership check).
+func TestRecheckLostRefreshKeepsGrants(t *testing.T) {
+	t.Parallel()
+	for name, newStore := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, newStore(t), time.Hour)
+			b, g := recheckFixture(t, f, true)
+			b.RefreshTimeout = 100 * time.Millisecond
+			ctx := t.Context()
+			f.advance(2 * time.Hour) // the check is due and the token expired
+			f.gh.SetRefreshDelay(400 * time.Millisecond)
+			if err := b.RecheckMemberships(ctx, f.user); err != nil {
+				t.Fatalf("RecheckMemberships with the refresh cut off: %v, want nil (inconclusive)", err)
+			}
+			if !strings.Contains(f.logBuf.String(), "membership re-check not possible") {
+				t.Fatal("the cut-off refresh did not make the check inconclusive")
+			}
+			row, err := f.st.GetUpstreamToken(ctx, f.user.ID, "github")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if row.RefreshLeaseUntil == nil {
+				t.Fatal("scheduling the retry of the check cleared the refresh lease of the lost refresh")
+			}
+			f.gh.SetRefreshDelay(0)
+			time.Sleep(500 * time.Millisecond) // the fake has spent the refresh token
+			f.advance(time.Minute)             // past the back-off
+			if _, err := b.Token(ctx, f.user.ID, "github"); !errors.Is(err, upstreamtokens.ErrGrantDead) {
+				t.Fatalf("Token after the lost refresh: %v, want ErrGrantDead", err)
+			}
+			if _, refused := f.gh.Refreshes(); refused != 1 {
+				t.Fatalf("the upstream refused %d refreshes, want 1", refused)
+			}
+			got, err := f.st.GetGrant(ctx, g.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.RevokedAt != nil {
+				t.Fatal("a refusal after a refresh lost during a membership check revoked the user's grants at authd")
+			}
+			if !strings.Contains(f.logBuf.String(), "upstream_grant_uncertain") {
+				t.Fatalf("no upstream_grant_uncertain audit record; log: %s", f.logBuf.String())
+			}
+		})
+	}
+}

@@ -82,6 +82,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "UpstreamTokenCRUD", fn: testUpstreamTokenCRUD},
 		{name: "UpdateUpstreamToken", fn: testUpdateUpstreamToken},
 		{name: "ClaimMembershipCheck", fn: testClaimMembershipCheck},
+		{name: "DeferMembershipCheck", fn: testDeferMembershipCheck},
 		{name: "DisableUserDeletesUpstreamTokens", fn: testDisableUserDeletesUpstreamTokens},
 		{name: "PurgeUpstreamTokens", fn: testPurgeUpstreamTokens, own: own},
 		{name: "DeleteUpstreamTokensExcept", fn: testDeleteUpstreamTokensExcept, own: own},

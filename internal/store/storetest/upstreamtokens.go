@@ -250,6 +250,69 @@ func testClaimMembershipCheck(t *testing.T, s store.Store) {
 	}
 }
 
+// DeferMembershipCheck moves the time of the last check and nothing else:
+// the refresh lease and RefreshUnsettled of a refresh lost meanwhile stay
+// (UpdateUpstreamToken would clear them). Not when checked since, nor for
+// an absent row.
+func testDeferMembershipCheck(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	const every = 15 * time.Minute
+	ok, err := s.DeferMembershipCheck(ctx, u.ID, "github", t0, t0)
+	must(t, err, "DeferMembershipCheck of an absent row")
+	if ok {
+		t.Fatal("deferred the check of an absent row")
+	}
+	putUpstreamToken(t, s, newUpstreamToken(u, "github")) // checked at t0
+	_, claimed, err := s.ClaimUpstreamRefresh(ctx, u.ID, "github", t0, t0.Add(9*time.Hour), t0.Add(time.Minute))
+	must(t, err, "ClaimUpstreamRefresh")
+	if !claimed {
+		t.Fatal("first ClaimUpstreamRefresh did not claim")
+	}
+	// The lease ran out without a result: the next claim is unsettled.
+	lease := t0.Add(3 * time.Minute)
+	_, claimed, err = s.ClaimUpstreamRefresh(ctx, u.ID, "github", t0.Add(2*time.Minute), t0.Add(9*time.Hour), lease)
+	must(t, err, "ClaimUpstreamRefresh after the lease ran out")
+	if !claimed {
+		t.Fatal("ClaimUpstreamRefresh after the lease ran out did not claim")
+	}
+	now := t0.Add(time.Hour)
+	ok, err = s.ClaimMembershipCheck(ctx, u.ID, "github", now, every)
+	must(t, err, "ClaimMembershipCheck")
+	if !ok {
+		t.Fatal("ClaimMembershipCheck of a due check did not claim")
+	}
+	at := now.Add(time.Minute - every)
+	ok, err = s.DeferMembershipCheck(ctx, u.ID, "github", now, at)
+	must(t, err, "DeferMembershipCheck")
+	if !ok {
+		t.Fatal("DeferMembershipCheck of the check just claimed did nothing")
+	}
+	got, err := s.GetUpstreamToken(ctx, u.ID, "github")
+	must(t, err, "GetUpstreamToken")
+	timeEqual(t, "MembershipCheckedAt after a deferral", got.MembershipCheckedAt, at)
+	timeEqual(t, "RefreshLeaseUntil after a deferral", got.RefreshLeaseUntil, lease)
+	if !got.RefreshUnsettled {
+		t.Fatal("DeferMembershipCheck cleared RefreshUnsettled")
+	}
+
+	// Another replica checked after the claim at now: its time stays.
+	later := now.Add(time.Hour)
+	ok, err = s.ClaimMembershipCheck(ctx, u.ID, "github", later, every)
+	must(t, err, "ClaimMembershipCheck")
+	if !ok {
+		t.Fatal("ClaimMembershipCheck of a due check did not claim")
+	}
+	ok, err = s.DeferMembershipCheck(ctx, u.ID, "github", now, at)
+	must(t, err, "DeferMembershipCheck after a later check")
+	if ok {
+		t.Fatal("DeferMembershipCheck moved back the time of a later check")
+	}
+	got, err = s.GetUpstreamToken(ctx, u.ID, "github")
+	must(t, err, "GetUpstreamToken")
+	timeEqual(t, "MembershipCheckedAt after a refused deferral", got.MembershipCheckedAt, later)
+}
+
 // DisableUser deletes the user's upstream tokens (and nobody else's).
 func testDisableUserDeletesUpstreamTokens(t *testing.T, s store.Store) {
 	ctx := t.Context()

@@ -439,7 +439,14 @@ func (b *Broker) refreshLeased(ctx context.Context, up Upstream, userID string, 
 	if errors.Is(err, upstream.ErrGrantRevoked) {
 		dead := cur
 		dead.DeadAt, dead.UpdatedAt = &now, now
-		b.release(ctx, up, userID, lease, &dead)
+		if !b.release(ctx, up, userID, lease, &dead) {
+			// The lease was lost (a sign-in replaced the row meanwhile,
+			// or another replica took over) or the write failed: the
+			// refused token may no longer be the kept one, so the grants
+			// at authd, perhaps just made, stay.
+			b.log().WarnContext(ctx, "the upstream refused a refresh token no longer kept, or its end could not be written; grants at authd kept", "upstream", up.ID, "user_id", userID)
+			return Token{}, ErrGrantDead
+		}
 		if cur.RefreshUnsettled {
 			// The previous attempt may have spent the refresh token and
 			// lost the answer: the refusal may be our own doing, not the

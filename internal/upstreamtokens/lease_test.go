@@ -199,3 +199,66 @@ func TestRefusalAfterLostRefreshKeepsGrants(t *testing.T) {
 		})
 	}
 }
+
+// hookRefresher runs during before answering with err, as an upstream
+// whose answer arrives after something else happened.
+type hookRefresher struct {
+	during func()
+	err    error
+}
+
+func (h *hookRefresher) Refresh(context.Context, string) (*upstream.Grant, error) {
+	h.during()
+	return nil, h.err
+}
+
+// A sign-in that replaces the kept grant while a refresh of the old one is
+// under way wins: the upstream's refusal of the old refresh token neither
+// marks the new grant dead nor revokes the grant the user just made at
+// authd.
+func TestRefusalAfterSignInKeepsNewGrant(t *testing.T) {
+	t.Parallel()
+	for name, newStore := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, newStore(t), time.Hour)
+			b := f.broker(t, nil)
+			ctx := t.Context()
+			if err := b.Keep(ctx, f.user.ID, "github", f.ident.Grant); err != nil {
+				t.Fatalf("Keep: %v", err)
+			}
+			var fresh store.Grant
+			up := b.Upstreams["github"]
+			up.RevokeOnUpstreamRevocation = true
+			up.Refresher = &hookRefresher{err: upstream.ErrGrantRevoked, during: func() {
+				// The user signs in again meanwhile and consents anew.
+				if err := b.Keep(ctx, f.user.ID, "github", f.ident.Grant); err != nil {
+					t.Errorf("Keep during the refresh: %v", err)
+				}
+				fresh = authdGrant(t, f.st, f.user)
+			}}
+			b.Upstreams["github"] = up
+			f.advance(2 * time.Hour)
+			if _, err := b.Token(ctx, f.user.ID, "github"); !errors.Is(err, upstreamtokens.ErrGrantDead) {
+				t.Fatalf("Token refused by the upstream: %v, want ErrGrantDead", err)
+			}
+			got, err := f.st.GetGrant(ctx, fresh.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.RevokedAt != nil {
+				t.Fatal("the refusal of the replaced refresh token revoked the grant made after the new sign-in")
+			}
+			row, err := f.st.GetUpstreamToken(ctx, f.user.ID, "github")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if row.DeadAt != nil {
+				t.Fatal("the refusal of the replaced refresh token marked the new kept grant dead")
+			}
+			if strings.Contains(f.logBuf.String(), "upstream_grant_revoked") {
+				t.Fatal("an upstream_grant_revoked audit record for a grant that was replaced")
+			}
+		})
+	}
+}

@@ -492,11 +492,29 @@ func (b *Broker) release(ctx context.Context, up Upstream, userID string, lease 
 	ctx, cancel := context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), writeTimeout), writeTimeout)
 	defer cancel()
 	ok, err := b.Store.FinishUpstreamRefresh(ctx, userID, up.ID, lease, next, b.now().Add(b.backoff()))
+	// A store at its in-flight limit refuses at once; this write cannot
+	// wait for the user to retry (the upstream may have spent the
+	// single-use refresh token), so it tries again within its budget.
+	for wait := 10 * time.Millisecond; errors.Is(err, store.ErrOverloaded) && sleep(ctx, wait); wait = min(2*wait, 200*time.Millisecond) {
+		ok, err = b.Store.FinishUpstreamRefresh(ctx, userID, up.ID, lease, next, b.now().Add(b.backoff()))
+	}
 	if err != nil {
 		b.log().ErrorContext(ctx, "writing an upstream refresh's result", "upstream", up.ID, "user_id", userID, "err", err)
 		return false
 	}
 	return ok
+}
+
+// sleep waits d, or less if ctx ends first (then false).
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // upstreamRevoked handles the upstream's refusal of a kept refresh token:

@@ -200,15 +200,20 @@ func TestRefusalAfterLostRefreshKeepsGrants(t *testing.T) {
 	}
 }
 
-// hookRefresher runs during before answering with err, as an upstream
-// whose answer arrives after something else happened.
+// hookRefresher runs during before answering with err, or with next's
+// answer when next is set: an upstream whose answer arrives after
+// something else happened.
 type hookRefresher struct {
 	during func()
+	next   upstream.Refresher
 	err    error
 }
 
-func (h *hookRefresher) Refresh(context.Context, string) (*upstream.Grant, error) {
+func (h *hookRefresher) Refresh(ctx context.Context, rt string) (*upstream.Grant, error) {
 	h.during()
+	if h.next != nil {
+		return h.next.Refresh(ctx, rt)
+	}
 	return nil, h.err
 }
 
@@ -260,5 +265,58 @@ func TestRefusalAfterSignInKeepsNewGrant(t *testing.T) {
 				t.Fatal("an upstream_grant_revoked audit record for a grant that was replaced")
 			}
 		})
+	}
+}
+
+// The write of a refresh's result is not refused for good by a store at
+// its in-flight limit: the upstream has spent the single-use refresh
+// token, so the rotated one must be kept. Bounded with one slot, held by
+// another operation when the answer arrives.
+func TestRefreshResultKeptUnderLoad(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, store.NewBounded(store.NewMemory(), time.Minute, 1), time.Hour)
+	b := f.broker(t, nil)
+	ctx := t.Context()
+	if err := b.Keep(ctx, f.user.ID, "github", f.ident.Grant); err != nil {
+		t.Fatalf("Keep: %v", err)
+	}
+	before, err := f.st.GetUpstreamToken(ctx, f.user.ID, "github")
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy := make(chan struct{})
+	up := b.Upstreams["github"]
+	up.Refresher = &hookRefresher{next: f.conn.(upstream.Refresher), during: func() {
+		entered := make(chan struct{})
+		go func() {
+			defer close(busy)
+			// Holds the one slot for a while.
+			_, _ = f.st.UpdateUpstreamToken(context.Background(), f.user.ID, "github", func(store.UpstreamToken) (*store.UpstreamToken, error) {
+				close(entered)
+				time.Sleep(300 * time.Millisecond)
+				return nil, nil
+			})
+		}()
+		<-entered
+	}}
+	b.Upstreams["github"] = up
+	f.advance(2 * time.Hour)
+	tok, err := b.Token(ctx, f.user.ID, "github")
+	if err != nil {
+		t.Fatalf("Token: %v", err)
+	}
+	<-busy
+	row, err := f.st.GetUpstreamToken(ctx, f.user.ID, "github")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if row.RefreshLeaseUntil != nil || string(row.Sealed) == string(before.Sealed) {
+		t.Fatal("the refreshed token was not kept: the write of the result was refused while the store was busy")
+	}
+	if tok2, err := b.Token(ctx, f.user.ID, "github"); err != nil || tok2.AccessToken != tok.AccessToken {
+		t.Fatalf("Token after the refresh: %v; want the refreshed token again", err)
+	}
+	if n, _ := f.gh.Refreshes(); n != 1 {
+		t.Fatalf("the upstream was asked for %d refreshes, want 1", n)
 	}
 }

@@ -390,7 +390,7 @@ func (b *Broker) refreshShared(ctx context.Context, up Upstream, userID string) 
 	for {
 		now := b.now()
 		lease := now.Add(call + writeTimeout).Truncate(time.Microsecond)
-		row, claimed, err := b.Store.ClaimUpstreamRefresh(ctx, userID, up.ID, now, now.Add(b.leeway()), lease)
+		row, claimed, err := b.claim(ctx, up, userID, now, lease)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			return Token{}, ErrNotStored
@@ -421,6 +421,16 @@ func (b *Broker) refreshShared(ctx context.Context, up Upstream, userID string) 
 			return Token{}, ctx.Err()
 		}
 	}
+}
+
+// claim is one claim or poll of the lease, with a budget of its own: ctx
+// is the detached context of whichever caller started the shared refresh,
+// whose request's database time (store.WithBudget) must not pay for, nor
+// cut short, a refresh that others wait for too.
+func (b *Broker) claim(ctx context.Context, up Upstream, userID string, now, lease time.Time) (store.UpstreamToken, bool, error) {
+	ctx, cancel := context.WithTimeout(store.WithBudget(ctx, writeTimeout), writeTimeout)
+	defer cancel()
+	return b.Store.ClaimUpstreamRefresh(ctx, userID, up.ID, now, now.Add(b.leeway()), lease)
 }
 
 // refreshLeased calls the upstream holding the lease ending at lease. The
@@ -521,7 +531,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // an audit record and, when configured, the end of the user's grants at
 // authd, which were given on the strength of that upstream grant.
 func (b *Broker) upstreamRevoked(ctx context.Context, up Upstream, userID string, now time.Time, cause error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
+	ctx, cancel := context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), revokeTimeout), revokeTimeout)
 	defer cancel()
 	b.log().InfoContext(ctx, "audit", "event", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID, "reason", cause.Error())
 	if !up.RevokeOnUpstreamRevocation {

@@ -320,3 +320,58 @@ func TestRefreshResultKeptUnderLoad(t *testing.T) {
 		t.Fatalf("the upstream was asked for %d refreshes, want 1", n)
 	}
 }
+
+// The refresh one process shares runs on the database time of its own,
+// not of the request that happened to start it: a caller joining the
+// refresh gets the token the other replica refreshed even though the
+// first caller's request spent its whole budget meanwhile.
+func TestSharedRefreshHasItsOwnBudget(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, store.NewBounded(store.NewMemory(), time.Minute, 0), time.Hour)
+	slow := &slowRefresher{next: f.conn.(upstream.Refresher), delay: 900 * time.Millisecond}
+	var replicas []*upstreamtokens.Broker
+	for range 2 {
+		b := f.broker(t, nil)
+		up := b.Upstreams["github"]
+		up.Refresher = slow
+		b.Upstreams["github"] = up
+		replicas = append(replicas, b)
+	}
+	ctx := t.Context()
+	if err := replicas[0].Keep(ctx, f.user.ID, "github", f.ident.Grant); err != nil {
+		t.Fatalf("Keep: %v", err)
+	}
+	f.advance(2 * time.Hour)
+	var wg sync.WaitGroup
+	wg.Go(func() { _, _ = replicas[1].Token(ctx, f.user.ID, "github") }) // holds the lease
+	for slow.calls.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The first caller on replica 0 starts the shared refresh, which polls
+	// while replica 1 refreshes; it hangs up soon.
+	budget := store.WithBudget(ctx, 300*time.Millisecond)
+	wg.Go(func() {
+		first, cancel := context.WithTimeout(budget, 150*time.Millisecond)
+		defer cancel()
+		_, _ = replicas[0].Token(first, f.user.ID, "github")
+	})
+	time.Sleep(50 * time.Millisecond)
+	var tok upstreamtokens.Token
+	var err error
+	wg.Go(func() { tok, err = replicas[0].Token(ctx, f.user.ID, "github") })
+	// The first request spends its database time elsewhere.
+	_, _ = f.st.UpdateUpstreamToken(budget, f.user.ID, "github", func(store.UpstreamToken) (*store.UpstreamToken, error) {
+		time.Sleep(400 * time.Millisecond)
+		return nil, nil
+	})
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("a caller joining a shared refresh failed with the budget of the request that started it: %v", err)
+	}
+	if login, _ := f.githubLogin(t, tok.AccessToken); login != "octo" {
+		t.Fatal("the token from the shared refresh does not work")
+	}
+	if n := slow.calls.Load(); n != 1 {
+		t.Fatalf("the upstream was called %d times, want 1", n)
+	}
+}

@@ -582,8 +582,10 @@ type Store interface {
 	// UpdateUpstreamToken calls update with the row while holding it
 	// exclusively against every other UpdateUpstreamToken of that row, on
 	// any replica, and stores what update returns (nil: nothing changes;
-	// CreatedAt is kept). It returns the row as stored afterwards.
-	// ErrNotFound if absent; an error from update is returned as is and
+	// CreatedAt is kept; a write also clears the refresh lease and
+	// RefreshUnsettled, as for a new sign-in: to move only the time of a
+	// membership check use DeferMembershipCheck). It returns the row as
+	// stored afterwards. ErrNotFound if absent; an error from update is returned as is and
 	// nothing is written. This is how exactly one of several callers
 	// refreshes a single-use upstream refresh token: the later ones see
 	// the earlier one's result.

@@ -497,6 +497,7 @@ func (w *wiring) mountIntrospect(r chi.Router, clientAuth *clientauth.Authentica
 	warnForwardUpstreamTokens(w.policy, w.log)
 	intro.UpstreamTokens = forwardedUpstreamTokens(w.broker)
 	intro.FromTrustedProxy = server.FromTrustedProxy
+	intro.ForwardAuthSecret = cfg.Introspection.ForwardAuthSecret
 	intro.Routes(r)
 }
 

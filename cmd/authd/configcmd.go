@@ -20,6 +20,7 @@ var secretKeys = map[string]bool{
 	"secret":               true,
 	"initial_access_token": true,
 	"bearer_tokens":        true,
+	"forward_auth_secret":  true,
 }
 
 const masked = "********"

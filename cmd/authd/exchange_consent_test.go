@@ -36,6 +36,7 @@ func TestTokenExchangeUpstreamNeedsDeclaredScopes(t *testing.T) {
 		`clients[0].token_exchange.upstreams: resources["https://mcp.example.com/mcp"].upstream_scopes.github`,
 		`resources[1].forward_upstream_token: resources[1].upstream_scopes.github`,
 		`resources[2].forward_upstream_token: resources[2].upstream_scopes.github`,
+		`resources[2].forward_upstream_token: introspection.forward_auth_secret is not set`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
@@ -47,8 +48,15 @@ func TestTokenExchangeUpstreamNeedsDeclaredScopes(t *testing.T) {
   - uri: https://files.example.com
     forward_upstream_token: github
     upstream_scopes: {github: [read:user]}
+introspection:
+  forward_auth_secret: nginx-auth-request-secret-0123456789abcdef
 ` + client
 	if _, err := loadConfig(flagsFor(t, "--config", writeFile(t, good)), envOf(nil)); err != nil {
 		t.Fatalf("declared upstream hand-out refused: %v", err)
+	}
+	short := strings.Replace(good, "nginx-auth-request-secret-0123456789abcdef", "too-short", 1)
+	if _, err := loadConfig(flagsFor(t, "--config", writeFile(t, short)), envOf(nil)); err == nil ||
+		!strings.Contains(err.Error(), "resources[1].forward_upstream_token: introspection.forward_auth_secret is shorter than 32 characters") {
+		t.Errorf("short forward_auth_secret: %v", err)
 	}
 }

@@ -103,6 +103,7 @@ func newExchangeEnvWith(t *testing.T, extra map[string]string, setup func(*flowE
 	// server at mcpResource.
 	cfg = strings.Replace(cfg, "      load_teams: true\n", "      load_teams: true\n    store_tokens: true\n", 1)
 	cfg = strings.Replace(cfg, "    required_scopes: [mcp:tools]\n", "    required_scopes: [mcp:tools]\n    forward_upstream_token: github\n    upstream_scopes: {github: [read:user]}\n", 1)
+	cfg = strings.Replace(cfg, "introspection:\n", "introspection:\n  forward_auth_secret: "+forwardAuthSecret+"\n", 1)
 	if err := os.WriteFile(f.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +127,31 @@ func newExchangeEnvWith(t *testing.T, extra map[string]string, setup func(*flowE
 	t.Cleanup(pool.Close)
 	s.db = pool
 	return &exchangeEnv{secEnv: s, clock: clk}
+}
+
+// forwardAuthSecret is the exchange tests' introspection.forward_auth_secret.
+const forwardAuthSecret = "nginx-auth-request-secret-0123456789abcdef"
+
+// verifyAsProxy calls /verify with the forwarded headers of a request to
+// mcpResource and, unless empty, the forward-auth secret header (what the
+// proxy's auth subrequest sends; the test runs on the trusted 127.0.0.1).
+func verifyAsProxy(t *testing.T, issuer, tok, secret string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, issuer+"/verify", nil)
+	req.Header.Set("X-Forwarded-Proto", "https")
+	req.Header.Set("X-Forwarded-Host", "mcp.example.com")
+	req.Header.Set("X-Forwarded-Uri", "/mcp")
+	req.Header.Set("Authorization", "Bearer "+tok)
+	if secret != "" {
+		req.Header.Set("X-Authd-Forward-Secret", secret)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
 }
 
 // userToken runs a code flow for a new public client, for resource, and
@@ -528,10 +554,22 @@ func TestTokenExchangeUpstreamGitHub(t *testing.T) {
 		t.Errorf("the upstream refresh token was handed out")
 	}
 
-	// /verify hands the same token to the unmodified server behind the proxy.
-	resp := verify(t, x.inst.URL, "Bearer "+userTok)
+	// /verify hands the same token to the unmodified server behind the
+	// proxy: to the proxy's auth subrequest, which carries the secret.
+	resp := verifyAsProxy(t, x.inst.URL, userTok, forwardAuthSecret)
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Forwarded-Access-Token") != signInToken {
 		t.Errorf("/verify: %d, X-Forwarded-Access-Token is not the user's GitHub token", resp.StatusCode)
+	}
+	// The client calls https://auth.example/verify through the same
+	// trusted proxy that fronts authd, with X-Forwarded-Host/-Uri it
+	// forged (a proxy passes them on unless told otherwise) and the
+	// user's token: without the secret, or with a wrong one, it must not
+	// get the GitHub token.
+	for _, secret := range []string{"", forwardAuthSecret + "x", strings.ToUpper(forwardAuthSecret)} {
+		resp := verifyAsProxy(t, x.inst.URL, userTok, secret)
+		if got := resp.Header.Get("X-Forwarded-Access-Token"); resp.StatusCode != http.StatusOK || got != "" {
+			t.Errorf("/verify through the proxy with forged forwarded headers, secret %q: %d, X-Forwarded-Access-Token is set (the GitHub token: %v)", secret, resp.StatusCode, got == signInToken)
+		}
 	}
 	// The client holding the user's token calls /verify itself, naming
 	// the resource with ?resource= and no forwarded headers (issue 18
@@ -656,6 +694,7 @@ clients:
 		`client "empty": token_exchange: list upstreams or resources`,
 		`client "listed": grant type urn:ietf:params:oauth:grant-type:token-exchange needs token_exchange`,
 		`resources[2].forward_upstream_token: upstream "github" needs store_tokens: true`,
+		`resources[2].forward_upstream_token: introspection.forward_auth_secret is not set`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)

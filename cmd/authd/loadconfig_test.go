@@ -218,12 +218,13 @@ func TestConfigCommandMasksSecrets(t *testing.T) {
 	t.Parallel()
 	path := writeFile(t, validYAML)
 	var out, errOut bytes.Buffer
-	err := run(context.Background(), []string{"config", "--config", path}, envOf(nil), &out, &errOut)
+	env := envOf(map[string]string{"AUTHD_INTROSPECTION_FORWARD_AUTH_SECRET": "proxy-forward-auth-secret-0123456789"})
+	err := run(context.Background(), []string{"config", "--config", path}, env, &out, &errOut)
 	if err != nil {
 		t.Fatalf("%v: %s", err, errOut.String())
 	}
 	s := out.String()
-	for _, secret := range []string{"gh-secret", "0123456789abcdef0123456789abcdef", ":pw@"} {
+	for _, secret := range []string{"gh-secret", "0123456789abcdef0123456789abcdef", ":pw@", "proxy-forward-auth-secret"} {
 		if strings.Contains(s, secret) {
 			t.Errorf("secret %q printed:\n%s", secret, s)
 		}

@@ -250,6 +250,12 @@ type IntrospectionConfig struct {
 	BearerTokens []string `mapstructure:"bearer_tokens"`
 	// RateLimit bounds /introspect per caller (client id or static token).
 	RateLimit ratelimit.Config `mapstructure:"rate_limit"`
+	// ForwardAuthSecret is what the reverse proxy adds, as the
+	// X-Authd-Forward-Secret header, to its /verify auth subrequest; only
+	// such a request gets resources[].forward_upstream_token's upstream
+	// token (clients reach /verify through the same trusted proxy).
+	// Required with forward_upstream_token.
+	ForwardAuthSecret string `mapstructure:"forward_auth_secret"`
 }
 
 // Defaults returns the value of every key before file, env and flags.

@@ -51,6 +51,15 @@ func (c *Config) validateForwardUpstreamTokens() []error {
 			} else if len(r.UpstreamScopes[id]) == 0 {
 				errs = append(errs, fmt.Errorf("resources[%d].forward_upstream_token: resources[%d].upstream_scopes.%s must list the %s scopes the server uses (the consent page shows them)", i, i, id, id))
 			}
+			// Without the secret /verify cannot tell the proxy's auth
+			// subrequest from a client calling it through the same proxy.
+			if n := len(c.Introspection.ForwardAuthSecret); n < 32 {
+				what := "is not set"
+				if n > 0 {
+					what = "is shorter than 32 characters"
+				}
+				errs = append(errs, fmt.Errorf("resources[%d].forward_upstream_token: introspection.forward_auth_secret %s; set a random secret of at least 32 characters and have the proxy send it as X-Authd-Forward-Secret on its /verify subrequest (see Calling upstream APIs in the README)", i, what))
+			}
 		}
 	}
 	return errs

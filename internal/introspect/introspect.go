@@ -84,6 +84,12 @@ type Handler struct {
 	// an access token, and the token's client must never see the user's
 	// upstream token. Nil: never forwarded.
 	FromTrustedProxy func(r *http.Request) bool
+	// ForwardAuthSecret (introspection.forward_auth_secret) is what the
+	// proxy's auth subrequest carries in HeaderForwardAuthSecret. Being a
+	// trusted peer is not enough: clients usually reach /verify through
+	// the same proxy, with X-Forwarded-* headers it may pass on. Empty:
+	// the upstream token is never forwarded.
+	ForwardAuthSecret string
 	// AnyResource lets /verify?resource=<URI> protect a URI that is not
 	// among Policy.Resources (no required scopes; the token's audience must still
 	// name it). Development mode only: in production an unlisted resource

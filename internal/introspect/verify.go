@@ -1,6 +1,8 @@
 package introspect
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"net/http"
 	"slices"
@@ -37,6 +39,12 @@ const (
 	HeaderForwardedAccessToken = "X-Forwarded-Access-Token"
 )
 
+// HeaderForwardAuthSecret carries introspection.forward_auth_secret on
+// the proxy's auth subrequest (nginx: proxy_set_header in the
+// auth_request location), the proof that the request is that subrequest
+// and not a client calling /verify through the proxy.
+const HeaderForwardAuthSecret = "X-Authd-Forward-Secret"
+
 // serveVerify is the ForwardAuth check a reverse proxy makes before
 // passing a request on to a protected resource:
 //
@@ -55,10 +63,13 @@ const (
 // query string (RFC 9700 §4.3.2 and MCP forbid tokens in URLs).
 func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 	oauth.NoStore(w)
+	// Read once and dropped, so that nothing downstream can log it.
+	subrequest := h.isForwardAuth(r.Header.Get(HeaderForwardAuthSecret))
+	r.Header.Del(HeaderForwardAuthSecret)
 	t, res, err := h.verify(r)
 	var upstreamToken string
 	if err == nil {
-		upstreamToken, err = h.forwardedUpstreamToken(r, t, res)
+		upstreamToken, err = h.forwardedUpstreamToken(r, subrequest, t, res)
 	}
 	var missing missingToken
 	switch {
@@ -101,22 +112,37 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request) {
 // client's new sign-in stores a fresh one.
 var ErrUpstreamTokenGone = errors.New("no usable upstream token for the user")
 
+// isForwardAuth reports, in constant time, whether secret is
+// ForwardAuthSecret. Both are hashed first so that neither the length nor
+// the content leaks through timing.
+func (h *Handler) isForwardAuth(secret string) bool {
+	if h.ForwardAuthSecret == "" || secret == "" {
+		return false
+	}
+	got, want := sha256.Sum256([]byte(secret)), sha256.Sum256([]byte(h.ForwardAuthSecret))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+}
+
 // forwardedUpstreamToken is the user's upstream access token when the
-// resource is configured to receive it, else "".
-func (h *Handler) forwardedUpstreamToken(r *http.Request, t *tokens.Info, res *resourceMatcher) (string, error) {
+// resource is configured to receive it and the request is the proxy's
+// auth subrequest (it carried the forward-auth secret), else "".
+func (h *Handler) forwardedUpstreamToken(r *http.Request, subrequest bool, t *tokens.Info, res *resourceMatcher) (string, error) {
 	if res.ForwardUpstreamToken == "" || t.User == nil {
 		return "", nil
 	}
-	if _, named := r.URL.Query()["resource"]; named || h.FromTrustedProxy == nil || !h.FromTrustedProxy(r) {
+	if _, named := r.URL.Query()["resource"]; named || !subrequest || h.FromTrustedProxy == nil || !h.FromTrustedProxy(r) {
 		// Anyone may call /verify with the token of a client of theirs
-		// (?resource= needs no proxy): handing the upstream token to such
-		// a caller would give every client the user's upstream grant.
-		// Only the ForwardAuth proxy, which copies the header onto the
-		// request it passes on, never back to the client, gets it. Logged
-		// once: any client can cause this.
+		// (?resource= needs no proxy; and the proxy fronting authd passes
+		// a client's own X-Forwarded-* headers on unless told otherwise):
+		// handing the upstream token to such a caller would give every
+		// client the user's upstream grant. Only the ForwardAuth proxy's
+		// subrequest, which alone carries the secret and copies the
+		// header onto the request it passes on, never back to the client,
+		// gets it. Logged once: any client can cause this.
 		if h.forwardRefusedWarned.CompareAndSwap(false, true) {
-			h.log().WarnContext(r.Context(), "/verify does not forward the upstream token: the request is not from a trusted proxy "+
-				"or names the resource with ?resource=; call /verify from a proxy in trusted_proxies with X-Forwarded-Proto, -Host and -Uri",
+			h.log().WarnContext(r.Context(), "/verify does not forward the upstream token: the request lacks the right "+HeaderForwardAuthSecret+
+				" header, is not from a trusted proxy or names the resource with ?resource=; call /verify from a proxy in trusted_proxies "+
+				"with X-Forwarded-Proto, -Host, -Uri and "+HeaderForwardAuthSecret+": <introspection.forward_auth_secret>",
 				"resource", res.URI)
 		}
 		return "", nil

@@ -422,14 +422,6 @@ func (w *wiring) mountAuthorize(r chi.Router) {
 	if w.broker != nil {
 		authz.UpstreamGrants = w.broker
 	}
-	for _, res := range cfg.Resources {
-		if len(res.UpstreamScopes) > 0 {
-			if authz.UpstreamScopes == nil {
-				authz.UpstreamScopes = map[string]map[string][]string{}
-			}
-			authz.UpstreamScopes[res.URI] = res.UpstreamScopes
-		}
-	}
 	authz.Routes(r)
 }
 

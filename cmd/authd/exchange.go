@@ -37,14 +37,6 @@ func tokenExchange(cfg *config.Config, broker *upstreamtokens.Broker, m *metrics
 			return token.UpstreamToken{AccessToken: t.AccessToken, TokenType: t.TokenType, Expiry: t.Expiry, Scopes: t.Scopes}, nil
 		}
 	}
-	for _, r := range cfg.Resources {
-		if len(r.UpstreamScopes) > 0 {
-			if x.UpstreamScopes == nil {
-				x.UpstreamScopes = map[string]map[string][]string{}
-			}
-			x.UpstreamScopes[r.URI] = r.UpstreamScopes
-		}
-	}
 	for _, c := range cfg.Clients {
 		if te := c.TokenExchange; te != nil {
 			x.Clients[c.ID] = token.ExchangePolicy{ResourceServer: te.ResourceServer, Upstreams: te.Upstreams, Resources: te.Resources}

@@ -128,10 +128,6 @@ type Handler struct {
 	// UpstreamGrants, if set, is the broker: it is handed each sign-in's
 	// upstream grant, and /apps lists and disconnects kept grants.
 	UpstreamGrants UpstreamGrants
-	// UpstreamScopes are, per resource URI and upstream id, the scopes
-	// the resource's server needs at the upstream
-	// (resources[].upstream_scopes): sign-in asks for them.
-	UpstreamScopes map[string]map[string][]string
 	// Policy is the resource and scope policy (required): which resources
 	// a request may name, the default audience of one that names none
 	// (the same rule /token applies), which scopes the server knows,
@@ -277,7 +273,8 @@ func (h *Handler) resource(uri string) (policy.Resource, bool) { return h.Policy
 func (h *Handler) upstreamScopes(id string, resources []string) []string {
 	var out []string
 	for _, uri := range resources {
-		for _, s := range h.UpstreamScopes[uri][id] {
+		res, _ := h.Policy.Resource(uri)
+		for _, s := range res.UpstreamScopes[id] {
 			if !slices.Contains(out, s) {
 				out = append(out, s)
 			}

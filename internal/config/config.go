@@ -746,12 +746,3 @@ func (c *Config) TrustedProxyPrefixes() ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
-
-// ScopeNames returns the declared scope names.
-func (c *Config) ScopeNames() []string {
-	out := make([]string, len(c.Scopes))
-	for i, s := range c.Scopes {
-		out[i] = s.Name
-	}
-	return out
-}

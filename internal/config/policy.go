@@ -29,6 +29,12 @@ func (c *Config) Policy() *policy.Policy {
 			TokenFormat: r.TokenFormat, Claims: ids,
 			ForwardUpstreamToken: r.ForwardUpstreamToken,
 		}
+		for id, scopes := range r.UpstreamScopes {
+			if res.UpstreamScopes == nil {
+				res.UpstreamScopes = map[string][]string{}
+			}
+			res.UpstreamScopes[id] = slices.Clone(scopes)
+		}
 		for _, rs := range r.RouteScopes {
 			res.RouteScopes = append(res.RouteScopes, policy.RouteScope{Method: rs.Method, Path: rs.Path, Scopes: slices.Clone(rs.Scopes)})
 		}

@@ -62,6 +62,11 @@ type Resource struct {
 	// (oauth2-proxy's convention). Off by default: it hands the upstream
 	// token to the server and everything between the proxy and it.
 	ForwardUpstreamToken string
+	// UpstreamScopes are, per upstream id, the upstream scopes this
+	// resource needs (resources[].upstream_scopes): asked for at sign-in,
+	// shown on the consent page, and required before token exchange hands
+	// out that upstream's token.
+	UpstreamScopes map[string][]string
 }
 
 // Policy is the resource and scope policy. Its fields are set once, at

@@ -33,11 +33,6 @@ type Exchange struct {
 	// Upstreams returns a user's current upstream access token, refreshed
 	// if need be; nil when no upstream tokens are kept.
 	Upstreams UpstreamTokens
-	// UpstreamScopes are, per resource URI and upstream id, the upstream
-	// scopes the resource declares (resources[].upstream_scopes): what the
-	// consent page showed. An upstream token goes only to a subject token
-	// for a resource that declared that upstream.
-	UpstreamScopes map[string]map[string][]string
 	// Observe, when set, is told the outcome of every exchange: the kind
 	// ("upstream", "delegation", or "unknown" before the target is known)
 	// and "issued" or the OAuth error code (metrics).
@@ -194,7 +189,10 @@ func (h *Handler) upstreamToken(ctx context.Context, req *request, sub *tokens.I
 	// showed it: for the resources of the subject token that declared
 	// this upstream's scopes. Config validation requires it of the
 	// client's resource_server; this holds it per token as well.
-	if !slices.ContainsFunc(sub.Audience, func(r string) bool { return len(h.Exchange.UpstreamScopes[r][upstream]) > 0 }) {
+	if !slices.ContainsFunc(sub.Audience, func(uri string) bool {
+		r, _ := h.Policy.Resource(uri)
+		return len(r.UpstreamScopes[upstream]) > 0
+	}) {
 		return nil, oauth.InvalidTarget("the subject token is for no resource that declares %s access (resources[].upstream_scopes): the user never agreed to it", upstream)
 	}
 	ut, err := h.Exchange.Upstreams(ctx, sub.User.ID, upstream)

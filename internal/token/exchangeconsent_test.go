@@ -30,11 +30,12 @@ func TestExchangeUpstreamNeedsConsentedResource(t *testing.T) {
 					handedOut.Add(1)
 					return token.UpstreamToken{AccessToken: "gho_upstream", Scopes: []string{"repo"}}, nil
 				},
-				// resB declares GitHub access; resA only when declared.
-				UpstreamScopes: map[string]map[string][]string{resB: {"github": {"repo"}}},
 			}
-			if declared {
-				h.Exchange.UpstreamScopes[resA] = map[string][]string{"github": {"repo"}}
+			// resB declares GitHub access; resA only when declared.
+			for i, r := range h.Policy.Resources {
+				if r.URI == resB || r.URI == resA && declared {
+					h.Policy.Resources[i].UpstreamScopes = map[string][]string{"github": {"repo"}}
+				}
 			}
 		})
 		if err := e.st.CreateClient(e.ctx, store.Client{ID: rs, SecretHash: oauth.HashSecret(secret), Source: store.SourceConfig,

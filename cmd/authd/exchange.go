@@ -27,7 +27,9 @@ func tokenExchange(cfg *config.Config, broker *upstreamtokens.Broker, m *metrics
 		x.Upstreams = func(ctx context.Context, userID, upstream string) (token.UpstreamToken, error) {
 			t, err := broker.Token(ctx, userID, upstream)
 			switch {
-			case errors.Is(err, upstreamtokens.ErrNotStored):
+			case errors.Is(err, upstreamtokens.ErrNotStored), errors.Is(err, upstreamtokens.ErrDecrypt):
+				// ErrDecrypt: sealed under a secret no longer configured;
+				// a new sign-in replaces it.
 				return token.UpstreamToken{}, errors.Join(token.ErrUpstreamNotStored, err)
 			case errors.Is(err, upstreamtokens.ErrGrantDead):
 				return token.UpstreamToken{}, errors.Join(token.ErrUpstreamGrantDead, err)
@@ -53,7 +55,7 @@ func forwardedUpstreamTokens(broker *upstreamtokens.Broker) func(ctx context.Con
 	}
 	return func(ctx context.Context, userID, upstream string) (string, error) {
 		t, err := broker.Token(ctx, userID, upstream)
-		if errors.Is(err, upstreamtokens.ErrNotStored) || errors.Is(err, upstreamtokens.ErrGrantDead) {
+		if errors.Is(err, upstreamtokens.ErrNotStored) || errors.Is(err, upstreamtokens.ErrGrantDead) || errors.Is(err, upstreamtokens.ErrDecrypt) {
 			return "", errors.Join(introspect.ErrUpstreamTokenGone, err)
 		}
 		return t.AccessToken, err

@@ -2,6 +2,7 @@ package introspect_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"sync"
@@ -26,11 +27,15 @@ func TestVerifyForwardsUpstreamToken(t *testing.T) {
 	tokens := map[string]string{} // user id → upstream token
 	var fromProxy atomic.Bool     // what the server middleware would say
 	fromProxy.Store(true)
+	var upstreamDown atomic.Bool
 	e := newEnv(t, func(h *introspect.Handler) {
 		h.FromTrustedProxy = func(*http.Request) bool { return fromProxy.Load() }
 		h.ForwardAuthSecret = forwardSecret
 		h.Policy.Resources[0].ForwardUpstreamToken = "github" // resRoot
 		h.UpstreamTokens = func(_ context.Context, userID, upstream string) (string, error) {
+			if upstreamDown.Load() {
+				return "", errors.New("github: token endpoint unreachable")
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if tok, ok := tokens[userID]; ok && upstream == "github" {
@@ -100,6 +105,14 @@ func TestVerifyForwardsUpstreamToken(t *testing.T) {
 	wantChallenge(t, r, http.StatusUnauthorized, `Bearer error="invalid_token", resource_metadata="`+rootMetadata+`"`)
 	if r.header.Get(header) != "" {
 		t.Errorf("refusal carries %s", header)
+	}
+
+	// The upstream is down: 503 with Retry-After (the proxy retries), not
+	// a 500, and no token.
+	upstreamDown.Store(true)
+	r = e.verifyWithSecret(alice, forwardSecret, fwd(resRoot, "/mcp"))
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" || r.header.Get(header) != "" {
+		t.Errorf("upstream down: %d, Retry-After %q, %s %q; want 503 with Retry-After and no token", r.status, r.header.Get("Retry-After"), header, r.header.Get(header))
 	}
 }
 

@@ -155,7 +155,11 @@ func (h *Handler) forwardedUpstreamToken(r *http.Request, subrequest bool, t *to
 		return "", oauth.InvalidToken("sign in again: authd holds no usable %s token for the user", res.ForwardUpstreamToken).
 			WithHeader("WWW-Authenticate", res.challenge(oauth.CodeInvalidToken, nil)).WithCause(err)
 	}
-	return tok, err
+	if err != nil {
+		// The upstream is down or being refreshed elsewhere: retry later.
+		return "", oauth.TemporarilyUnavailable(err)
+	}
+	return tok, nil
 }
 
 // missingToken is the answer to a request without a bearer token: the

@@ -119,11 +119,8 @@ func (h *Handler) exchange(ctx context.Context, req *request, ex *exchange) (*re
 	if !ok || c.Source != store.SourceConfig {
 		return nil, oauth.UnauthorizedClient("the client may not exchange tokens")
 	}
-	for _, p := range []string{"subject_token", "subject_token_type", "requested_token_type", "actor_token", "scope"} {
-		if err := clientauth.CheckSingle(req.form, p); err != nil {
-			return nil, err
-		}
-	}
+	// parse has refused every repeated parameter but resource (RFC 8707),
+	// and a second target is refused below as invalid_target.
 	f := req.form
 	switch {
 	case f.Get("subject_token") == "":
@@ -202,7 +199,9 @@ func (h *Handler) upstreamToken(ctx context.Context, req *request, sub *tokens.I
 	case errors.Is(err, ErrUpstreamGrantDead):
 		return nil, oauth.InvalidGrant("the user's %s authorization was revoked or expired: the user must sign in through %s again", upstream, upstream).WithCause(err)
 	case err != nil:
-		return nil, err
+		// The upstream is down, slow, or being refreshed by another
+		// replica: the client may retry, it did nothing wrong.
+		return nil, oauth.TemporarilyUnavailable(err)
 	}
 	resp := &response{
 		AccessToken:     ut.AccessToken,

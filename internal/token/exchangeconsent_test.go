@@ -2,6 +2,7 @@ package token_test
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"sync/atomic"
 	"testing"
@@ -64,5 +65,47 @@ func TestExchangeUpstreamNeedsConsentedResource(t *testing.T) {
 		if r.status != 200 || r.str("access_token") != "gho_upstream" {
 			t.Fatalf("declared upstream: %d %v, want the upstream token", r.status, r.json)
 		}
+	}
+}
+
+// An upstream that is down (or being refreshed by another replica) is the
+// client's reason to retry, not a server error: 503 temporarily_unavailable
+// with Retry-After, never a 500.
+func TestExchangeUpstreamOutageIs503(t *testing.T) {
+	t.Parallel()
+	const rs = "exchanging-rs"
+	e := newEnv(t, func(h *token.Handler) {
+		h.Grants = grants.Default().With(grants.Grant{Type: grants.TokenExchange, Confidential: true})
+		h.Exchange = &token.Exchange{
+			Clients: map[string]token.ExchangePolicy{rs: {ResourceServer: resA, Upstreams: []string{"github"}}},
+			Upstreams: func(context.Context, string, string) (token.UpstreamToken, error) {
+				return token.UpstreamToken{}, errors.New("github: 502 from the token endpoint")
+			},
+		}
+		for i, r := range h.Policy.Resources {
+			if r.URI == resA {
+				h.Policy.Resources[i].UpstreamScopes = map[string][]string{"github": {"repo"}}
+			}
+		}
+	})
+	if err := e.st.CreateClient(e.ctx, store.Client{ID: rs, SecretHash: oauth.HashSecret(secret), Source: store.SourceConfig,
+		Metadata: store.ClientMetadata{RedirectURIs: []string{redirect},
+			GrantTypes: []string{token.GrantAuthorizationCode, token.GrantTokenExchange}},
+		CreatedAt: start, UpdatedAt: start, LastUsedAt: start}); err != nil {
+		t.Fatal(err)
+	}
+	code, verifier := e.code(publicClient)
+	tok, err := e.exchange(publicClient, code, verifier)
+	if err != nil {
+		t.Fatalf("code exchange: %v", err)
+	}
+	r := e.post("/token", url.Values{
+		"grant_type":         {token.GrantTokenExchange},
+		"subject_token":      {tok.AccessToken},
+		"subject_token_type": {token.TokenTypeAccessToken},
+		"audience":           {"github"},
+	}, basicAuth(rs, secret))
+	if r.status != 503 || r.str("error") != "temporarily_unavailable" || r.header.Get("Retry-After") == "" || r.str("access_token") != "" {
+		t.Fatalf("upstream down: %d %v, want 503 temporarily_unavailable with Retry-After", r.status, r.json)
 	}
 }

@@ -264,7 +264,9 @@ func (h *Handler) upstreamFailed(r *http.Request, provider string, req store.Aut
 func (h *Handler) signIn(w http.ResponseWriter, r *http.Request, conn upstream.Connector, ident upstream.Identity, now time.Time) (string, time.Time, error) {
 	ctx := r.Context()
 	if ident.Subject == "" {
-		return "", time.Time{}, errors.New("upstream identity without subject")
+		// The provider's fault, not authd's: a 502 page, not a 500.
+		return "", time.Time{}, pageError(http.StatusBadGateway, "Sign-in failed",
+			"The identity provider did not say who you are. Return to the application and start again.")
 	}
 	u := store.User{
 		Provider:      conn.ID(),

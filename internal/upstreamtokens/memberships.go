@@ -165,7 +165,9 @@ func (b *Broker) markDead(ctx context.Context, up Upstream, userID string, now t
 
 // deprovision revokes u's grants because of what the upstream now says.
 func (b *Broker) deprovision(ctx context.Context, up Upstream, u store.User, now time.Time, why string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeTimeout)
+	// Its own database budget: the request's may be spent already, and a
+	// revocation cut short would leave some grants alive.
+	ctx, cancel := context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), revokeTimeout), revokeTimeout)
 	defer cancel()
 	n, err := b.revokeGrants(ctx, u.ID, now)
 	// The kept upstream token goes with the grants it served; a new

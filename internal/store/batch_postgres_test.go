@@ -36,9 +36,12 @@ func lockedBatch(t *testing.T, s *store.Postgres, conn *pgx.Conn, kind string, f
 	}
 	const n = store.BatchMaxFlushes
 	errs := make([]error, n+len(calls))
+	done := make([]chan struct{}, n+len(calls))
 	var wg sync.WaitGroup
 	for i := range n + len(calls) {
+		done[i] = make(chan struct{})
 		wg.Go(func() {
+			defer close(done[i])
 			if i < n {
 				errs[i] = filler(i)
 			} else {
@@ -46,6 +49,15 @@ func lockedBatch(t *testing.T, s *store.Postgres, conn *pgx.Conn, kind string, f
 			}
 		})
 		waitUntil(t, fmt.Sprintf("call %d to be taken or queued", i), func() bool {
+			// A call that returned while the table is locked did not
+			// wait for the lock: say why, rather than time out.
+			for j := range i + 1 {
+				select {
+				case <-done[j]:
+					t.Fatalf("call %d returned while the table was locked: %v", j, errs[j])
+				default:
+				}
+			}
 			queued, inFlight, _, _ := store.BatchState(s, kind)
 			if i < n {
 				return inFlight == i+1 && queued == 0
@@ -82,7 +94,9 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // fails its own caller only: the statement writes nothing, and every row
 // is then inserted alone.
 func TestPostgresBatchedClients(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it holds table locks and counts the batcher's flushes,
+	// which a full package run under load was seen to upset (call 1 never
+	// in flight within 20 s).
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
 	s, err := store.OpenPostgres(ctx, dsn)
@@ -185,7 +199,9 @@ func TestPostgresBatchedClients(t *testing.T) {
 // same guarantees as registrations; a token of an unknown client is
 // ErrNotFound, as alone.
 func TestPostgresBatchedAccessTokens(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it holds table locks and counts the batcher's flushes,
+	// which a full package run under load was seen to upset (call 1 never
+	// in flight within 20 s).
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
 	s, err := store.OpenPostgres(ctx, dsn)
@@ -283,7 +299,9 @@ func TestPostgresBatchedAccessTokens(t *testing.T) {
 // requests, and a row inserted alone under its own, as before batching:
 // the statement's context keeps the caller's values, not its cancellation.
 func TestPostgresBatchedInsertsAreTraced(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it holds table locks and counts the batcher's flushes,
+	// which a full package run under load was seen to upset (call 1 never
+	// in flight within 20 s).
 	ctx := context.Background()
 	dsn := pgtest.DSN(t)
 	rec := tracetest.NewSpanRecorder()

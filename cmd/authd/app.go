@@ -264,7 +264,8 @@ func signingKeys(ctx context.Context, d deps) (*keys.Manager, error) {
 }
 
 // upstreams builds a connector per configured upstream, and the check the
-// token endpoints re-apply to a user (still enabled, still allowed).
+// token endpoints re-apply to a user (still enabled, their upstream still
+// configured, still allowed).
 func upstreams(ctx context.Context, d deps) ([]upstream.Connector, func(context.Context, store.User) error, error) {
 	cfg := d.cfg
 	client := d.upstreamClient
@@ -288,7 +289,15 @@ func upstreams(ctx context.Context, d deps) ([]upstream.Connector, func(context.
 		if u.Disabled {
 			return fmt.Errorf("%w: user disabled", tokens.ErrUserNotAllowed)
 		}
-		if err := allow.Check(providerTypes[u.Provider], u); err != nil {
+		// Users come only from sign-ins at configured upstreams (the
+		// --dev login is one, id "dev"). One whose upstream the operator
+		// removed can no longer sign in, so what they were granted ends
+		// too, whatever the allowlist says.
+		providerType, ok := providerTypes[u.Provider]
+		if !ok {
+			return fmt.Errorf("%w: the user's upstream %q is no longer configured", tokens.ErrUserNotAllowed, u.Provider)
+		}
+		if err := allow.Check(providerType, u); err != nil {
 			return fmt.Errorf("%w: %w", tokens.ErrUserNotAllowed, err)
 		}
 		return nil

@@ -227,6 +227,14 @@ func (b *Bounded) LogoutUser(ctx context.Context, id string, now time.Time, revo
 	return run1(b, ctx, func(ctx context.Context) (UserLogout, error) { return b.s.LogoutUser(ctx, id, now, revokeGrants) })
 }
 
+func (b *Bounded) LogoutUpstreamUser(ctx context.Context, l UpstreamLogout, now time.Time) (UserLogout, error) {
+	return run1(b, ctx, func(ctx context.Context) (UserLogout, error) { return b.s.LogoutUpstreamUser(ctx, l, now) })
+}
+
+func (b *Bounded) RevokeUserAccess(ctx context.Context, id string, now time.Time) (UserLogout, error) {
+	return run1(b, ctx, func(ctx context.Context) (UserLogout, error) { return b.s.RevokeUserAccess(ctx, id, now) })
+}
+
 func (b *Bounded) UseLogoutToken(ctx context.Context, upstream, jti string, exp time.Time) error {
 	return b.run(ctx, func(ctx context.Context) error { return b.s.UseLogoutToken(ctx, upstream, jti, exp) })
 }

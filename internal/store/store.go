@@ -119,8 +119,22 @@ type UserFilter struct {
 // UserRevocation is what DisableUser revoked.
 // UserLogout is what LogoutUser ended.
 type UserLogout struct {
+	// UserID is the user logged out; "" when LogoutUpstreamUser found no
+	// such user (there was nothing to end).
+	UserID   string
 	Sessions int64 // browser sessions deleted
 	UserRevocation
+}
+
+// UpstreamLogout is a verified logout token of an upstream (OpenID Connect
+// Back-Channel Logout 1.0), as LogoutUpstreamUser acts on it.
+type UpstreamLogout struct {
+	Upstream string    // the upstream's id: the Provider of its users
+	Subject  string    // the user's subject at the upstream
+	JTI      string    // the token's jti, recorded until Expiry
+	Expiry   time.Time // the token's exp
+	// RevokeGrants also revokes what LogoutUser's revokeGrants does.
+	RevokeGrants bool
 }
 
 type UserRevocation struct {
@@ -445,6 +459,23 @@ type Store interface {
 	// exp; ErrConflict if that upstream's jti was recorded before (a
 	// replay), on any replica.
 	UseLogoutToken(ctx context.Context, upstream, jti string, exp time.Time) error
+	// LogoutUpstreamUser acts on an upstream's logout token in one
+	// transaction: it records the jti as UseLogoutToken does (ErrConflict
+	// on a replay, and nothing else happens), finds the user by
+	// (l.Upstream, l.Subject) and logs them out as LogoutUser does with
+	// l.RevokeGrants. A user nobody knows is no error: the jti is recorded
+	// all the same and the result's UserID is "". Any error leaves nothing
+	// recorded, so that the provider's retry of the same token (OpenID
+	// Connect Back-Channel Logout 1.0 §2.8) is acted on, not refused as a
+	// replay.
+	LogoutUpstreamUser(ctx context.Context, l UpstreamLogout, now time.Time) (UserLogout, error)
+	// RevokeUserAccess ends everything the user holds at authd without
+	// disabling them, in one transaction: what LogoutUser with
+	// revokeGrants ends, except their kept upstream tokens, which stay
+	// (the broker keeps a refused upstream grant, marked dead, so that the
+	// user is told to sign in there again). ErrNotFound if the user is
+	// unknown.
+	RevokeUserAccess(ctx context.Context, id string, now time.Time) (UserLogout, error)
 
 	// Pending authorization requests. ErrConflict on a duplicate IDDigest or
 	// a duplicate non-empty UpstreamStateDigest; GetAuthRequestByUpstreamState

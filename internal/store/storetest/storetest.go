@@ -54,6 +54,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "DisableUser", fn: testDisableUser},
 		{name: "LogoutUser", fn: testLogoutUser},
 		{name: "UseLogoutToken", fn: testUseLogoutToken},
+		{name: "LogoutUpstreamUser", fn: testLogoutUpstreamUser},
+		{name: "RevokeUserAccess", fn: testRevokeUserAccess},
 
 		// The authorization flow.
 		{name: "AuthRequestCRUD", fn: testAuthRequestCRUD},

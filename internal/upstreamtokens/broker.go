@@ -36,7 +36,8 @@
 // get budgets of their own, detached from the caller: an answer for which
 // the upstream spent the single-use refresh token must reach the
 // database. An upstream refusal (invalid_grant) marks the grant dead and,
-// unless configured otherwise, revokes the user's grants at authd; but if
+// unless configured otherwise, revokes the user's grants and ends their
+// sessions at authd (one transaction); but if
 // the previous attempt ended without a written result (cut off, lost
 // write), the refusal may be caused by that attempt having spent the
 // token: the kept grant is marked dead, the user's grants at authd stay,

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -254,4 +255,38 @@ func testRevokeUserAccess(t *testing.T, s store.Store) {
 	}
 	_, err = s.RevokeUserAccess(ctx, uuid.NewString(), now)
 	wantErr(t, err, store.ErrNotFound, "RevokeUserAccess of an unknown user")
+}
+
+// testConcurrentLogoutUpstreamUser: one logout token delivered to several
+// replicas at once is acted on by exactly one; the others get ErrConflict.
+func testConcurrentLogoutUpstreamUser(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	c := client(t, s)
+	grant(t, s, c, u)
+	must(t, s.CreateSession(ctx, newSession(u)), "CreateSession")
+	l := store.UpstreamLogout{Upstream: u.Provider, Subject: u.Subject, JTI: uuid.NewString(), Expiry: t0.Add(2 * time.Minute), RevokeGrants: true}
+	results := make([]store.UserLogout, racers)
+	errs := make([]error, racers)
+	race(racers, func(i int) {
+		results[i], errs[i] = s.LogoutUpstreamUser(ctx, l, t0.Add(time.Hour))
+	})
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("LogoutUpstreamUser acted twice on one token (racers %d and %d)", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, store.ErrConflict):
+			t.Fatalf("racer %d: got %v, want ErrConflict", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no racer acted on the token")
+	}
+	if r := results[winner]; r.UserID != u.ID || r.Sessions != 1 || len(r.Grants) != 1 {
+		t.Fatalf("the winner reports %+v, want the user's session and grant", r)
+	}
 }

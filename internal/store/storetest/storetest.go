@@ -112,6 +112,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ConcurrentAddConsent", fn: testConcurrentAddConsent},
 		{name: "ConcurrentUpsertUser", fn: testConcurrentUpsertUser},
 		{name: "ConcurrentDisableUser", fn: testConcurrentDisableUser},
+		{name: "ConcurrentLogoutUpstreamUser", fn: testConcurrentLogoutUpstreamUser},
 		{name: "ConcurrentCreates", fn: testConcurrentCreates},
 		{name: "ConcurrentUpdateUpstreamToken", fn: testConcurrentUpdateUpstreamToken},
 		{name: "UpstreamRefreshLease", fn: testUpstreamRefreshLease},

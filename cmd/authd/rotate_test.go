@@ -13,6 +13,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/store/pgtest"
 	"github.com/authd/authd/internal/upstream/upstreamtest"
 	"github.com/authd/authd/internal/upstreamtokens"
 )
@@ -255,5 +256,42 @@ func TestPreviousEncryptionSecretsConfig(t *testing.T) {
 	_, err = loadConfig(flagsFor(t, "--config", writeFile(t, noCurrent)), envOf(map[string]string{"AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS": p1}))
 	if err == nil || !strings.Contains(err.Error(), "keys.previous_encryption_secrets[0]: needs keys.encryption_secret") {
 		t.Errorf("previous secrets without a current one: %v", err)
+	}
+}
+
+// `authd keys reencrypt` run without the secret a stored key needs: exit
+// status 1 naming the key and the setting, nothing rewritten; with it, the
+// key moves and the command says the previous secret can go.
+func TestReencryptCommandRefusesWhatItCannotDecrypt(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	underA := map[string]string{"AUTHD_DATABASE_URL": dsn, "AUTHD_KEYS_ENCRYPTION_SECRET": rotateSecretA}
+	out, logs, err := cliResult(underA, "keys", "list", "-o", "json") // creates the first key, under A
+	if err != nil {
+		t.Fatalf("keys list: %v\n%s", err, logs)
+	}
+	var listed []struct {
+		ID string `json:"kid"`
+	}
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed) != 1 {
+		t.Fatalf("keys list -o json: %v\n%s", err, out)
+	}
+	out, _, err = cliResult(map[string]string{"AUTHD_DATABASE_URL": dsn, "AUTHD_KEYS_ENCRYPTION_SECRET": rotateSecretB}, "keys", "reencrypt")
+	if err == nil || !strings.Contains(err.Error(), listed[0].ID) || !strings.Contains(err.Error(), "keys.previous_encryption_secrets") {
+		t.Fatalf("keys reencrypt without the old secret: %v, want an error naming key %s and keys.previous_encryption_secrets", err, listed[0].ID)
+	}
+	if !strings.Contains(out, "signing keys: 0 re-encrypted, 0 already under the current secret, 0 changed meanwhile, 1 undecryptable") {
+		t.Fatalf("keys reencrypt without the old secret printed:\n%s", out)
+	}
+	if _, logs, err := cliResult(underA, "keys", "list"); err != nil {
+		t.Fatalf("the key no longer decrypts under its secret after a refused reencrypt: %v\n%s", err, logs)
+	}
+	out, logs, err = cliResult(map[string]string{"AUTHD_DATABASE_URL": dsn, "AUTHD_KEYS_ENCRYPTION_SECRET": rotateSecretB,
+		"AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS": rotateSecretA}, "keys", "reencrypt")
+	if err != nil || !strings.Contains(out, "signing keys: 1 re-encrypted") || !strings.Contains(logs, "can be removed") {
+		t.Fatalf("keys reencrypt with the old secret as a previous one: %v\n%s%s", err, out, logs)
+	}
+	if _, logs, err := cliResult(map[string]string{"AUTHD_DATABASE_URL": dsn, "AUTHD_KEYS_ENCRYPTION_SECRET": rotateSecretB}, "keys", "list"); err != nil {
+		t.Fatalf("keys list with only the new secret after reencrypt: %v\n%s", err, logs)
 	}
 }

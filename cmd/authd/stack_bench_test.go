@@ -136,8 +136,12 @@ func benchmarkIntrospectStack(b *testing.B, resource string) {
 	}
 }
 
-func BenchmarkIntrospectStackJWT(b *testing.B)    { benchmarkIntrospectStack(b, "https://mcp.example.com/mcp") }
-func BenchmarkIntrospectStackOpaque(b *testing.B) { benchmarkIntrospectStack(b, "https://mcp.example.com/opaque") }
+func BenchmarkIntrospectStackJWT(b *testing.B) {
+	benchmarkIntrospectStack(b, "https://mcp.example.com/mcp")
+}
+func BenchmarkIntrospectStackOpaque(b *testing.B) {
+	benchmarkIntrospectStack(b, "https://mcp.example.com/opaque")
+}
 
 func BenchmarkClientCredentialsStack(b *testing.B) {
 	h := stackHandler(b)

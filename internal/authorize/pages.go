@@ -131,9 +131,9 @@ type Pages struct {
 	// one checked (checkConsentFacts) before it is served. authd's own
 	// consent page escapes what it shows and is checked at start-up.
 	themedConsent bool
-	css       string
-	imgSrc    string // "" or "; img-src <origin>"
-	cssHash   string
+	css           string
+	imgSrc        string // "" or "; img-src <origin>"
+	cssHash       string
 }
 
 // NewPages parses the embedded templates and, with a TemplateDir, the

@@ -68,7 +68,20 @@ func keyOptions(cfg *config.Config, now func() time.Time, log *slog.Logger) keys
 		RefreshInterval: cfg.Keys.RefreshInterval,
 		Now:             now,
 		Log:             log,
+
+		// Secrets rotated away from: stored keys they encrypted still
+		// decrypt until `authd keys reencrypt` has moved them.
+		PreviousEncryptionKeys: previousKEKs(cfg),
 	}
+}
+
+// previousKEKs derives the keys of keys.previous_encryption_secrets.
+func previousKEKs(cfg *config.Config) [][]byte {
+	var out [][]byte
+	for _, s := range cfg.Keys.PreviousEncryptionSecrets {
+		out = append(out, keys.DeriveKEK(s))
+	}
+	return out
 }
 
 func readPEMFiles(paths []string) ([][]byte, error) {

@@ -452,3 +452,17 @@ func (b *Bounded) Purge(ctx context.Context, now time.Time) (PurgeResult, error)
 func (b *Bounded) Stats(ctx context.Context, now time.Time) (Stats, error) {
 	return run1(b, ctx, func(ctx context.Context) (Stats, error) { return b.s.Stats(ctx, now) })
 }
+
+func (b *Bounded) ListUpstreamTokensAfter(ctx context.Context, afterUser, afterUpstream string, limit int) ([]UpstreamToken, error) {
+	return run1(b, ctx, func(ctx context.Context) ([]UpstreamToken, error) {
+		return b.s.ListUpstreamTokensAfter(ctx, afterUser, afterUpstream, limit)
+	})
+}
+
+func (b *Bounded) ResealUpstreamTokens(ctx context.Context, rs []UpstreamTokenReseal) (int, error) {
+	return run1(b, ctx, func(ctx context.Context) (int, error) { return b.s.ResealUpstreamTokens(ctx, rs) })
+}
+
+func (b *Bounded) ResealSigningKeys(ctx context.Context, rs []SigningKeyReseal) (int, error) {
+	return run1(b, ctx, func(ctx context.Context) (int, error) { return b.s.ResealSigningKeys(ctx, rs) })
+}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -1100,6 +1101,27 @@ func (m *Memory) ListSigningKeys(context.Context) ([]SigningKey, error) {
 		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
 	})
 	return out, nil
+}
+
+func (m *Memory) ResealSigningKeys(_ context.Context, rs []SigningKeyReseal) (int, error) {
+	for _, r := range rs {
+		if err := checkSigningKeyReseal(r); err != nil {
+			return 0, err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, r := range rs {
+		k, ok := m.signingKeys[r.ID]
+		if !ok || !bytes.Equal(k.EncryptedPrivateKey, r.Old) {
+			continue
+		}
+		k.EncryptedPrivateKey = bytes.Clone(r.New)
+		m.signingKeys[r.ID] = k
+		n++
+	}
+	return n, nil
 }
 
 func (m *Memory) CreateSigningKey(_ context.Context, k SigningKey) error {

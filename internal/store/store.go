@@ -329,6 +329,25 @@ type SigningKey struct {
 	ExpiresAt           *time.Time // stop publishing after this (retired keys)
 }
 
+// UpstreamTokenReseal replaces the ciphertext of one kept upstream token
+// with the same tokens sealed under another key (`authd keys reencrypt`),
+// provided the row still holds OldKeyID and OldSealed.
+type UpstreamTokenReseal struct {
+	UserID, Upstream string
+	OldKeyID         string
+	OldSealed        []byte
+	KeyID            string
+	Sealed           []byte
+}
+
+// SigningKeyReseal replaces the encrypted private key of signing key ID
+// with the same key encrypted under another secret, provided the row still
+// holds Old.
+type SigningKeyReseal struct {
+	ID       string
+	Old, New []byte
+}
+
 // MetadataDocument is a fetched client ID metadata document.
 type MetadataDocument struct {
 	URL       string
@@ -656,6 +675,20 @@ type Store interface {
 	// the upstreams not in keep (no longer configured, or store_tokens
 	// turned off) and returns how many.
 	DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error)
+	// ListUpstreamTokensAfter pages through every user's rows: up to
+	// limit rows ordered by (UserID, Upstream) in the store's own order,
+	// starting after the row (afterUser, afterUpstream); "", "" starts at
+	// the first. Each row appears on exactly one page, however the pages
+	// are cut. For re-encrypting them all (`authd keys reencrypt`).
+	ListUpstreamTokensAfter(ctx context.Context, afterUser, afterUpstream string, limit int) ([]UpstreamToken, error)
+	// ResealUpstreamTokens writes each reseal's KeyID and Sealed, all in
+	// one transaction, to the rows that still hold its OldKeyID and
+	// OldSealed (compare-and-set: a refresh or sign-in that rewrote a row
+	// meanwhile sealed it anew, and wins). Nothing else changes: not
+	// UpdatedAt, not the refresh lease, so a refresh under way finishes
+	// as if nothing happened. It returns how many rows were written;
+	// absent rows are skipped.
+	ResealUpstreamTokens(ctx context.Context, rs []UpstreamTokenReseal) (int, error)
 
 	// Signing keys.
 	ListSigningKeys(ctx context.Context) ([]SigningKey, error)
@@ -669,6 +702,11 @@ type Store interface {
 	// again is a no-op (racing replicas); an unknown kid is ErrNotFound and a
 	// retired one ErrConflict (verifiers may have dropped it already).
 	ActivateSigningKey(ctx context.Context, kid string, now, retireExpiry time.Time) error
+	// ResealSigningKeys writes each reseal's New as the encrypted private
+	// key of key ID, all in one transaction, where the row still holds Old
+	// (compare-and-set); nothing else of the row changes. It returns how
+	// many rows were written; absent keys are skipped.
+	ResealSigningKeys(ctx context.Context, rs []SigningKeyReseal) (int, error)
 
 	// Client ID metadata documents. Get returns expired documents too (their
 	// ETag allows a conditional refetch), ErrNotFound if absent; Put creates

@@ -88,10 +88,13 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "DisableUserDeletesUpstreamTokens", fn: testDisableUserDeletesUpstreamTokens},
 		{name: "PurgeUpstreamTokens", fn: testPurgeUpstreamTokens, own: own},
 		{name: "DeleteUpstreamTokensExcept", fn: testDeleteUpstreamTokensExcept, own: own},
+		{name: "ListUpstreamTokensAfter", fn: testListUpstreamTokensAfter, own: own},
+		{name: "ResealUpstreamTokens", fn: testResealUpstreamTokens},
 
 		// Keys, metadata documents, maintenance.
 		{name: "ValuesAreCopies", fn: testValuesAreCopies},
 		{name: "SigningKeys", fn: testSigningKeys, own: own},
+		{name: "ResealSigningKeys", fn: testResealSigningKeys, own: own},
 		{name: "MetadataDocuments", fn: testMetadataDocuments},
 		{name: "Purge", fn: testPurge, own: own},
 		{name: "PurgeClientTokens", fn: testPurgeClientTokens, own: own},
@@ -116,6 +119,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ConcurrentCreates", fn: testConcurrentCreates},
 		{name: "ConcurrentUpdateUpstreamToken", fn: testConcurrentUpdateUpstreamToken},
 		{name: "UpstreamRefreshLease", fn: testUpstreamRefreshLease},
+		{name: "ConcurrentResealAndUpdateUpstreamToken", fn: testConcurrentResealAndUpdateUpstreamToken},
 	}
 	shared := newStore(t)
 	for _, c := range cases {

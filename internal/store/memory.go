@@ -44,6 +44,8 @@ type Memory struct {
 	signingKeys   map[string]SigningKey
 	metadataDocs  map[string]MetadataDocument
 	upstream      upstreamTokens
+	// encryptionSecrets is made on first use.
+	encryptionSecrets map[string]EncryptionSecret
 }
 
 type userKey struct{ provider, subject string }

@@ -654,7 +654,11 @@ type Store interface {
 	// with next, it writes next's token fields (KeyID, Sealed, ExpiresAt,
 	// Refreshable, Scopes, DeadAt, UpdatedAt) and clears the lease and
 	// RefreshUnsettled; with nil, it moves the lease to retryAt (a failed
-	// refresh backs off). Only if the row still holds that lease: false
+	// refresh backs off). A next with DeadAt set (the upstream refused
+	// the refresh token) leaves KeyID and Sealed as the row holds them:
+	// the tokens are never used again, and a reseal (`authd keys
+	// reencrypt`) done while the lease was held must not be undone by the
+	// claim-time ciphertext. Only if the row still holds that lease: false
 	// when it was lost (expired and claimed by another, or the row was
 	// replaced by a sign-in or deleted).
 	FinishUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time, next *UpstreamToken, retryAt time.Time) (bool, error)
@@ -689,6 +693,19 @@ type Store interface {
 	// as if nothing happened. It returns how many rows were written;
 	// absent rows are skipped.
 	ResealUpstreamTokens(ctx context.Context, rs []UpstreamTokenReseal) (int, error)
+	// CountUpstreamTokensByKey returns how many kept upstream tokens are
+	// sealed under each key id (dead rows included), reading no
+	// ciphertext: `authd keys reencrypt` checks that every key id is
+	// configured before it rewrites anything.
+	CountUpstreamTokensByKey(ctx context.Context) (map[string]int, error)
+
+	// Encryption secrets replicas started with, by fingerprint (never the
+	// secret). RecordEncryptionSecret notes a start at now: a new
+	// fingerprint gets FirstSeenAt = LastSeenAt = now, a known one's
+	// LastSeenAt moves to now if later. ListEncryptionSecrets returns
+	// every record, latest LastSeenAt first.
+	RecordEncryptionSecret(ctx context.Context, fingerprint string, now time.Time) error
+	ListEncryptionSecrets(ctx context.Context) ([]EncryptionSecret, error)
 
 	// Signing keys.
 	ListSigningKeys(ctx context.Context) ([]SigningKey, error)

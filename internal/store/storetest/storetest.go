@@ -90,6 +90,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "DeleteUpstreamTokensExcept", fn: testDeleteUpstreamTokensExcept, own: own},
 		{name: "ListUpstreamTokensAfter", fn: testListUpstreamTokensAfter, own: own},
 		{name: "ResealUpstreamTokens", fn: testResealUpstreamTokens},
+		{name: "FinishDeadKeepsReseal", fn: testFinishDeadKeepsReseal},
+		{name: "CountUpstreamTokensByKey", fn: testCountUpstreamTokensByKey, own: own},
+		{name: "EncryptionSecrets", fn: testEncryptionSecrets, own: own},
 
 		// Keys, metadata documents, maintenance.
 		{name: "ValuesAreCopies", fn: testValuesAreCopies},

@@ -160,13 +160,16 @@ func TestRotateEncryptionSecretEndToEnd(t *testing.T) {
 		ut.Resealed != 1 || ut.Current != 1 || ut.Undecryptable != 0 {
 		t.Fatalf("keys reencrypt: %s; want the first key and alice's grant re-encrypted, the rotated-in key and bob's refreshed grant current", stdout)
 	}
-	if !strings.Contains(stderr, "keys.previous_encryption_secrets can be removed") {
-		t.Fatalf("keys reencrypt does not say the previous secret can go:\n%s", stderr)
+	if !strings.Contains(stderr, "run again to confirm") || strings.Contains(stderr, "can be removed") {
+		t.Fatalf("keys reencrypt that re-encrypted rows does not ask for a confirming run:\n%s", stderr)
 	}
-	stdout, _, err = cliResult(cli, "keys", "reencrypt")
+	stdout, stderr, err = cliResult(cli, "keys", "reencrypt")
 	if err != nil || !strings.Contains(stdout, "signing keys: 0 re-encrypted, 2 already under the current secret") ||
 		!strings.Contains(stdout, "kept upstream tokens: 0 re-encrypted, 2 already under the current secret") {
 		t.Fatalf("second keys reencrypt: %v\n%s", err, stdout)
+	}
+	if !strings.Contains(stderr, "keys.previous_encryption_secrets can be removed") {
+		t.Fatalf("the confirming keys reencrypt does not say the previous secret can go:\n%s", stderr)
 	}
 	// The replica that served through it still signs and hands out grants.
 	if tokBob, err = refresh(onReplica(rBA), tokBob); err != nil || kidOf(t, tokBob.AccessToken) != kid {
@@ -286,10 +289,15 @@ func TestReencryptCommandRefusesWhatItCannotDecrypt(t *testing.T) {
 	if _, logs, err := cliResult(underA, "keys", "list"); err != nil {
 		t.Fatalf("the key no longer decrypts under its secret after a refused reencrypt: %v\n%s", err, logs)
 	}
-	out, logs, err = cliResult(map[string]string{"AUTHD_DATABASE_URL": dsn, "AUTHD_KEYS_ENCRYPTION_SECRET": rotateSecretB,
-		"AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS": rotateSecretA}, "keys", "reencrypt")
-	if err != nil || !strings.Contains(out, "signing keys: 1 re-encrypted") || !strings.Contains(logs, "can be removed") {
+	// (--force: no replica has started with B on this database.)
+	withA := map[string]string{"AUTHD_DATABASE_URL": dsn, "AUTHD_KEYS_ENCRYPTION_SECRET": rotateSecretB,
+		"AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS": rotateSecretA}
+	out, logs, err = cliResult(withA, "keys", "reencrypt", "--force")
+	if err != nil || !strings.Contains(out, "signing keys: 1 re-encrypted") || !strings.Contains(logs, "run again to confirm") {
 		t.Fatalf("keys reencrypt with the old secret as a previous one: %v\n%s%s", err, out, logs)
+	}
+	if out, logs, err = cliResult(withA, "keys", "reencrypt"); err != nil || !strings.Contains(logs, "can be removed") {
+		t.Fatalf("the confirming keys reencrypt: %v\n%s%s", err, out, logs)
 	}
 	if _, logs, err := cliResult(map[string]string{"AUTHD_DATABASE_URL": dsn, "AUTHD_KEYS_ENCRYPTION_SECRET": rotateSecretB}, "keys", "list"); err != nil {
 		t.Fatalf("keys list with only the new secret after reencrypt: %v\n%s", err, logs)

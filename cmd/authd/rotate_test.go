@@ -138,6 +138,11 @@ func TestRotateEncryptionSecretEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The replica logged its secret's fingerprint at start-up (and
+	// recorded it, so that reencrypt below goes ahead without --force).
+	if !strings.Contains(rBA.logs.String(), `"msg":"encryption secret in use","fingerprint":"`+current.KeyID()+`"`) {
+		t.Fatalf("the replica did not log its encryption secret's fingerprint %s at start-up:\n%s", current.KeyID(), rBA.logs.String())
+	}
 	if row, err := rBA.store.GetUpstreamToken(ctx, bob.ID, "github"); err != nil || row.KeyID != current.KeyID() {
 		t.Fatalf("the refreshed grant is sealed under key %q (%v), want the new secret's %q", row.KeyID, err, current.KeyID())
 	}
@@ -155,6 +160,9 @@ func TestRotateEncryptionSecretEndToEnd(t *testing.T) {
 	var res reencryptResult
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
 		t.Fatalf("keys reencrypt -o json: %v\n%s", err, stdout)
+	}
+	if res.Fingerprint != current.KeyID() {
+		t.Fatalf("keys reencrypt -o json: fingerprint %q, want the one the replica logged, %q", res.Fingerprint, current.KeyID())
 	}
 	if sk, ut := res.SigningKeys, res.UpstreamTokens; sk.Reencrypted != 1 || sk.Current != 1 || len(sk.Undecryptable) != 0 ||
 		ut.Resealed != 1 || ut.Current != 1 || ut.Undecryptable != 0 {
@@ -238,6 +246,8 @@ func TestPreviousEncryptionSecretsConfig(t *testing.T) {
 		{"short", p1 + ",short-previous-secret", []string{"keys.previous_encryption_secrets[1]", "at least 32 characters"}},
 		{"the current one", current, []string{"keys.previous_encryption_secrets[0]", "keys.encryption_secret itself"}},
 		{"twice", p1 + "," + p2 + "," + p1, []string{"keys.previous_encryption_secrets[2]", "listed twice"}},
+		{"a space after the comma", p1 + ", " + p2, []string{"keys.previous_encryption_secrets[1]", "whitespace"}},
+		{"a trailing newline", p1 + "\n", []string{"keys.previous_encryption_secrets[0]", "whitespace"}},
 	} {
 		_, err := loadConfig(flagsFor(t, "--config", path), envOf(map[string]string{"AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS": tc.value}))
 		if err == nil {

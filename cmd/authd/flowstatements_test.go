@@ -14,11 +14,11 @@ import (
 )
 
 // TestCodeFlowStatements counts, through the binary on Postgres, the
-// statements the browser part of a code flow sends (the store's spans
-// under each request's span), for what issue 22 cut: the callback
-// claims the pending request with one conditional write (no consume
-// and store-again), and the session check of the consent page and its
-// submission reads the session and its user in one statement.
+// statements a code flow sends (the store's spans under each request's
+// span), for what issue 22 cut: the callback claims the pending request
+// with one conditional write (no consume and store-again), the session
+// check of the consent page and its submission reads the session and its
+// user in one statement, and /token reads the code with its user.
 func TestCodeFlowStatements(t *testing.T) {
 	t.Parallel()
 	rec := tracetest.NewSpanRecorder()
@@ -108,6 +108,9 @@ func TestCodeFlowStatements(t *testing.T) {
 			t.Errorf("%s: session statements %q, want one SELECT of the session joined with its user and no read of users alone\nall: %q",
 				r, sess, statements[r])
 		}
+	}
+	if count("POST /token", "SELECT users") != 0 || count("POST /token", "SELECT auth_codes,users") != 1 {
+		t.Errorf("/token: %q, want the code read together with its user (one SELECT) and no read of users alone", statements["POST /token"])
 	}
 	if got := count("GET /authorize", "INSERT auth_requests") + count(cb, "UPDATE auth_requests") + count("POST /consent", "DELETE auth_requests"); got != 3 {
 		t.Errorf("writes of the pending request: %d, want 3 (stored, signed in, consumed)\n%q", got, statements)

@@ -303,6 +303,10 @@ func (b *Bounded) GetAuthCode(ctx context.Context, digest string, now time.Time)
 	return run1(b, ctx, func(ctx context.Context) (AuthCode, error) { return b.s.GetAuthCode(ctx, digest, now) })
 }
 
+func (b *Bounded) GetAuthCodeUser(ctx context.Context, digest string, now time.Time) (AuthCode, User, error) {
+	return run2(b, ctx, func(ctx context.Context) (AuthCode, User, error) { return b.s.GetAuthCodeUser(ctx, digest, now) })
+}
+
 func (b *Bounded) RedeemAuthCode(ctx context.Context, digest string, now time.Time, g Grant, rt *RefreshToken) (AuthCode, error) {
 	return run1(b, ctx, func(ctx context.Context) (AuthCode, error) { return b.s.RedeemAuthCode(ctx, digest, now, g, rt) })
 }

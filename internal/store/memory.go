@@ -767,6 +767,20 @@ func (m *Memory) GetAuthCode(_ context.Context, digest string, now time.Time) (A
 	return cloneAuthCode(c), nil
 }
 
+func (m *Memory) GetAuthCodeUser(_ context.Context, digest string, now time.Time) (AuthCode, User, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.codes[digest]
+	if !ok || (c.UsedAt == nil && expired(c.ExpiresAt, now)) {
+		return AuthCode{}, User{}, ErrNotFound
+	}
+	u, ok := m.users[c.UserID]
+	if !ok {
+		return AuthCode{}, User{}, ErrNotFound
+	}
+	return cloneAuthCode(c), cloneUser(u), nil
+}
+
 func (m *Memory) RedeemAuthCode(_ context.Context, digest string, now time.Time, g Grant, rt *RefreshToken) (AuthCode, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

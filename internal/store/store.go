@@ -516,6 +516,9 @@ type Store interface {
 	// detected, also after the code's expiry), ErrNotFound if unknown, or
 	// unused and expired. Purge keeps a used code while its grant is live.
 	GetAuthCode(ctx context.Context, digest string, now time.Time) (AuthCode, error)
+	// GetAuthCodeUser is GetAuthCode and the code's user in one read;
+	// ErrNotFound if either is unknown.
+	GetAuthCodeUser(ctx context.Context, digest string, now time.Time) (AuthCode, User, error)
 	// RedeemAuthCode atomically marks the code used and, in the same
 	// transaction, creates grant g and (if rt != nil) refresh token rt, and
 	// records g.ID on the code. If the code was already used it returns the

@@ -476,6 +476,19 @@ func testAuthCodeCRUD(t *testing.T, s store.Store) {
 	wantErr(t, err, store.ErrNotFound, "GetAuthCode at ExpiresAt")
 	_, err = s.GetAuthCode(ctx, digest(), t0)
 	wantErr(t, err, store.ErrNotFound, "GetAuthCode of an unknown digest")
+
+	// GetAuthCodeUser: the code and its user as the two reads give them,
+	// under the same expiry.
+	gotC, gotU, err := s.GetAuthCodeUser(ctx, code.Digest, code.ExpiresAt.Add(-us))
+	must(t, err, "GetAuthCodeUser")
+	equal(t, "GetAuthCodeUser's code", gotC, code)
+	wantU, err := s.GetUser(ctx, u.ID)
+	must(t, err, "GetUser")
+	equal(t, "GetAuthCodeUser's user", gotU, wantU)
+	_, _, err = s.GetAuthCodeUser(ctx, code.Digest, code.ExpiresAt)
+	wantErr(t, err, store.ErrNotFound, "GetAuthCodeUser at ExpiresAt")
+	_, _, err = s.GetAuthCodeUser(ctx, digest(), t0)
+	wantErr(t, err, store.ErrNotFound, "GetAuthCodeUser of an unknown digest")
 }
 
 // Redemption creates the grant and refresh token and records the grant on
@@ -498,6 +511,9 @@ func testRedeemAuthCode(t *testing.T, s store.Store) {
 	got, err := s.GetAuthCode(ctx, code.Digest, now)
 	must(t, err, "GetAuthCode")
 	equal(t, "GetAuthCode after redemption (used codes stay readable)", got, want)
+	got, _, err = s.GetAuthCodeUser(ctx, code.Digest, code.ExpiresAt.Add(time.Hour))
+	must(t, err, "GetAuthCodeUser after redemption and expiry")
+	equal(t, "GetAuthCodeUser after redemption and expiry (replays are still recognised)", got, want)
 	gotG, err := s.GetGrant(ctx, g.ID)
 	must(t, err, "GetGrant")
 	equal(t, "grant created by RedeemAuthCode", gotG, g)

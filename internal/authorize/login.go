@@ -148,8 +148,10 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 // this very answer, so of two callbacks for one request (a reload, the back
 // button, a double submit) exactly one signs in, a callback whose upstream
 // sign-in a newer one replaced signs nobody in, and a replayed callback
-// finds nothing. Failures create nothing and are pages, except the user's
-// decline at the provider, which the client is told (upstreamFailed).
+// finds nothing. A callback that loses the claim has at most refreshed its
+// user's profile (the upsert): no session, no kept upstream grant, no
+// code. Failures are pages, except the user's decline at the provider,
+// which the client is told (upstreamFailed).
 func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	now := h.now()
@@ -187,15 +189,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 		return failed("The answer came from a different identity provider than the one you chose. Return to the application and start again.")
 	}
 	handleCookie := h.requestCookieName(requestHandle(req.IDDigest))
-	// notWaiting answers a claim that found the request no longer waiting
-	// for this answer: gone (expired, completed, its client deleted),
-	// signed in by another callback, or waiting for a newer sign-in.
-	notWaiting := func(cur store.AuthRequest, err error) error {
-		if errors.Is(err, store.ErrConflict) && cur.UserID == "" {
-			return failed("This sign-in was replaced by a newer one. Finish the newest sign-in window, or return to the application and start again.")
-		}
-		return failed("This sign-in has expired or was already completed. Return to the application and start again.")
-	}
+	notWaiting := func(cur store.AuthRequest, err error) error { return h.notWaiting(ctx, logProvider, cur, err) }
 
 	ident, err := conn.HandleCallback(ctx, r, loginOptions(rid, state, req))
 	if err != nil {
@@ -258,6 +252,20 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 	return h.afterLogin(w, r, client, req, consent, handleCookie)
 }
 
+// notWaiting answers a callback whose claim (ClaimAuthRequest, err
+// ErrNotFound or ErrConflict with the request as it is, cur) found the
+// request no longer waiting for its answer: gone (expired, completed, its
+// client deleted), signed in by another callback, or waiting for a newer
+// upstream sign-in.
+func (h *Handler) notWaiting(ctx context.Context, provider string, cur store.AuthRequest, err error) error {
+	msg := "This sign-in has expired or was already completed. Return to the application and start again."
+	if errors.Is(err, store.ErrConflict) && cur.UserID == "" {
+		msg = "This sign-in was replaced by a newer one. Finish the newest sign-in window, or return to the application and start again."
+	}
+	h.event(ctx, EventLoginFailed, "upstream", provider, "reason", msg)
+	return pageError(http.StatusBadRequest, "Sign-in failed", msg)
+}
+
 // endRequest ends a pending request whose upstream answer failed, as a
 // failed sign-in always has: only while it still waits for that answer
 // (ClaimAuthRequest without a sign-in), so that it never ends a request
@@ -289,11 +297,9 @@ func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, provide
 		// redirect URI were confirmed at /authorize, so tell the
 		// client, as RFC 6749 §4.1.2.1 does for a declined request,
 		// once: only the callback that ended the request tells it.
-		if _, endErr := h.endRequest(ctx, w, req.IDDigest, stateDigest); endErr != nil {
+		if cur, endErr := h.endRequest(ctx, w, req.IDDigest, stateDigest); endErr != nil {
 			if errors.Is(endErr, store.ErrNotFound) || errors.Is(endErr, store.ErrConflict) {
-				h.event(ctx, EventLoginFailed, "upstream", provider, "reason", "declined, request no longer waiting")
-				return pageError(http.StatusBadRequest, "Sign-in failed",
-					"This sign-in has expired or was already completed. Return to the application and start again.").withCause(err)
+				return h.notWaiting(ctx, provider, cur, endErr)
 			}
 			return endErr
 		}

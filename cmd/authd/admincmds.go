@@ -2,22 +2,27 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/authd/authd/internal/keys"
+	"github.com/authd/authd/internal/upstreamtokens"
 )
 
 func newKeysCmd(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "keys rotate|list", Short: "Manage JWT signing keys",
+	cmd := &cobra.Command{Use: "keys rotate|list|reencrypt", Short: "Manage JWT signing keys and the encryption secret",
 		Long: "Manage JWT signing keys. Needs the database and keys.encryption_secret (or keys.pem_files),\n" +
 			"nothing else of the server's configuration.",
 		Example: "  authd keys list -o json\n  authd keys rotate          # publish a new key now, sign with it after keys.prepublish\n" +
-			"  authd keys rotate --now    # after a suspected compromise"}
+			"  authd keys rotate --now    # after a suspected compromise\n" +
+			"  authd keys reencrypt       # after changing keys.encryption_secret"}
 	addDatabaseFlag(cmd.PersistentFlags())
 	var now bool
 	rotate := &cobra.Command{
@@ -90,8 +95,95 @@ func newKeysCmd(e *env) *cobra.Command {
 		},
 	}
 	list.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	cmd.AddCommand(rotate, list)
+	cmd.AddCommand(rotate, list, newReencryptCmd(e))
 	return cmd
+}
+
+// reencryptResult is what `authd keys reencrypt -o json` prints.
+type reencryptResult struct {
+	SigningKeys    keys.ReencryptResult        `json:"signing_keys"`
+	UpstreamTokens upstreamtokens.ResealResult `json:"upstream_tokens"`
+}
+
+func newReencryptCmd(e *env) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "reencrypt",
+		Short: "Re-encrypt the stored signing keys and kept upstream tokens under the current keys.encryption_secret",
+		Long: "Re-encrypt every stored signing key and kept upstream token that is encrypted with one of\n" +
+			"keys.previous_encryption_secrets under keys.encryption_secret, a bounded batch per statement.\n" +
+			"Run it once every replica runs with the new keys.encryption_secret (and the old one among the\n" +
+			"previous ones); replicas keep serving meanwhile. It is idempotent: a second run re-encrypts\n" +
+			"nothing. Once it reports nothing left under a previous secret, the previous secrets can be removed.",
+		Example: "  AUTHD_KEYS_ENCRYPTION_SECRET=$NEW AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS=$OLD authd keys reencrypt",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			cfg, err := loadConfigFor(cmd.Flags(), e.getenv, keysSettings...)
+			if err != nil {
+				return err
+			}
+			if cfg.Keys.EncryptionSecret == "" {
+				return errors.New("keys.encryption_secret is required: it is the secret everything is re-encrypted under")
+			}
+			kr, err := upstreamtokens.NewKeyring(cfg.Keys.EncryptionSecret, cfg.Keys.PreviousEncryptionSecrets...)
+			if err != nil {
+				return err
+			}
+			st, err := storeOpener(e, cmd.Flags())(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			var res reencryptResult
+			if res.SigningKeys, err = keys.Reencrypt(cmd.Context(), st, keys.DeriveKEK(cfg.Keys.EncryptionSecret), previousKEKs(cfg)); err != nil {
+				return err
+			}
+			if res.UpstreamTokens, err = kr.Reseal(cmd.Context(), st, 0); err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if output == "json" {
+				if err := writeJSON(w, res); err != nil {
+					return err
+				}
+			} else {
+				sk, ut := res.SigningKeys, res.UpstreamTokens
+				fmt.Fprintf(w, "signing keys: %d re-encrypted, %d already under the current secret, %d changed meanwhile, %d undecryptable\n",
+					sk.Reencrypted, sk.Current, sk.Changed, len(sk.Undecryptable))
+				fmt.Fprintf(w, "kept upstream tokens: %d re-encrypted, %d already under the current secret, %d changed meanwhile, %d undecryptable\n",
+					ut.Resealed, ut.Current, ut.Changed, ut.Undecryptable)
+			}
+			return reencryptVerdict(res, len(cfg.Keys.PreviousEncryptionSecrets), cmd.ErrOrStderr())
+		},
+	}
+	addOutputFlag(cmd.Flags(), &output) // --database-url is the keys command's
+	return cmd
+}
+
+// reencryptVerdict tells the operator whether the previous secrets can go:
+// an error (exit status 1) while anything is left that only a secret not
+// configured could decrypt. Rows that changed meanwhile were rewritten by a
+// replica (under the current secret, once every replica runs with it) or
+// deleted; a second run looks at them again.
+func reencryptVerdict(res reencryptResult, previous int, w io.Writer) error {
+	sk, ut := res.SigningKeys, res.UpstreamTokens
+	if len(sk.Undecryptable) > 0 || ut.Undecryptable > 0 {
+		msg := fmt.Sprintf("%d signing keys and %d kept upstream tokens are encrypted with a secret that is neither keys.encryption_secret nor one of keys.previous_encryption_secrets (or are damaged); they were left as they are", len(sk.Undecryptable), ut.Undecryptable)
+		if len(sk.Undecryptable) > 0 {
+			msg += fmt.Sprintf(" (signing keys: %s)", strings.Join(sk.Undecryptable, ", "))
+		}
+		return errors.New(msg + ". Add the secret they need to keys.previous_encryption_secrets and run again; kept upstream tokens that stay undecryptable only make their users sign in at the upstream again")
+	}
+	switch {
+	case sk.Changed > 0 || ut.Changed > 0:
+		fmt.Fprintf(w, "%d signing keys and %d kept upstream tokens changed while being re-encrypted (a refresh or sign-in rewrote them, or they were deleted); run again to check them before removing keys.previous_encryption_secrets\n", sk.Changed, ut.Changed)
+	case previous > 0:
+		fmt.Fprintln(w, "everything stored is encrypted with keys.encryption_secret: keys.previous_encryption_secrets can be removed (if a replica still ran with an old current secret meanwhile, run this again first)")
+	}
+	return nil
 }
 
 // keysSettings are the settings the keys commands use (besides the

@@ -68,7 +68,20 @@ func keyOptions(cfg *config.Config, now func() time.Time, log *slog.Logger) keys
 		RefreshInterval: cfg.Keys.RefreshInterval,
 		Now:             now,
 		Log:             log,
+
+		// Secrets rotated away from: stored keys they encrypted still
+		// decrypt until `authd keys reencrypt` has moved them.
+		PreviousEncryptionKeys: previousKEKs(cfg),
 	}
+}
+
+// previousKEKs derives the keys of keys.previous_encryption_secrets.
+func previousKEKs(cfg *config.Config) [][]byte {
+	var out [][]byte
+	for _, s := range cfg.Keys.PreviousEncryptionSecrets {
+		out = append(out, keys.DeriveKEK(s))
+	}
+	return out
 }
 
 func readPEMFiles(paths []string) ([][]byte, error) {
@@ -264,7 +277,8 @@ func signingKeys(ctx context.Context, d deps) (*keys.Manager, error) {
 }
 
 // upstreams builds a connector per configured upstream, and the check the
-// token endpoints re-apply to a user (still enabled, still allowed).
+// token endpoints re-apply to a user (still enabled, their upstream still
+// configured, still allowed).
 func upstreams(ctx context.Context, d deps) ([]upstream.Connector, func(context.Context, store.User) error, error) {
 	cfg := d.cfg
 	client := d.upstreamClient
@@ -288,7 +302,15 @@ func upstreams(ctx context.Context, d deps) ([]upstream.Connector, func(context.
 		if u.Disabled {
 			return fmt.Errorf("%w: user disabled", tokens.ErrUserNotAllowed)
 		}
-		if err := allow.Check(providerTypes[u.Provider], u); err != nil {
+		// Users come only from sign-ins at configured upstreams (the
+		// --dev login is one, id "dev"). One whose upstream the operator
+		// removed can no longer sign in, so what they were granted ends
+		// too, whatever the allowlist says.
+		providerType, ok := providerTypes[u.Provider]
+		if !ok {
+			return fmt.Errorf("%w: the user's upstream %q is no longer configured", tokens.ErrUserNotAllowed, u.Provider)
+		}
+		if err := allow.Check(providerType, u); err != nil {
 			return fmt.Errorf("%w: %w", tokens.ErrUserNotAllowed, err)
 		}
 		return nil

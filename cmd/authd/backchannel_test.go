@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/authd/authd/internal/store/pgtest"
 	"github.com/authd/authd/internal/upstream/upstreamtest"
 )
 
@@ -21,10 +22,13 @@ import (
 // reusing authd's session. With oidc.backchannel_logout: grants the user's
 // refresh token stops working too; with sessions it keeps working. The
 // same token sent again is refused (400 invalid_request), on Postgres.
+// In "grants-retried" the database fails during the first delivery (503):
+// the provider's retry of the same token must still sign the user out.
 func TestBackChannelLogoutThroughTheBinary(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []string{"grants", "sessions"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, name := range []string{"grants", "sessions", "grants-retried"} {
+		mode, retried := strings.CutSuffix(name, "-retried")
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			idp := upstreamtest.NewOIDC(t)
 			idp.AddUser(upstreamtest.OIDCUser{Subject: "sub-dora", Email: "dora@corp.example", EmailVerified: true, Name: "Dora"})
@@ -65,6 +69,14 @@ func TestBackChannelLogoutThroughTheBinary(t *testing.T) {
 
 			logout := idp.SignLogoutToken(t, upstreamtest.LogoutToken{Subject: "sub-dora", SID: "op-session-1"})
 			endpoint := inst.URL + "/upstream/sso/backchannel-logout"
+			if retried {
+				// The database fails while the grant is being revoked.
+				fired := pgtest.FailOnce(t, dsn, "grants", "UPDATE", "NEW.revoked_at IS NOT NULL AND OLD.revoked_at IS NULL")
+				resp, body := postLogoutToken(t, endpoint, logout)
+				if resp.StatusCode != http.StatusServiceUnavailable || !fired() {
+					t.Fatalf("logout with the database failing: %d %s (failure injected: %v), want 503", resp.StatusCode, body, fired())
+				}
+			}
 			resp, body := postLogoutToken(t, endpoint, logout)
 			if resp.StatusCode != http.StatusOK || resp.Header.Get("Cache-Control") != "no-store" {
 				t.Fatalf("logout: %d %q %s", resp.StatusCode, resp.Header.Get("Cache-Control"), body)

@@ -47,7 +47,9 @@ func newBroker(cfg *config.Config, st store.Store, connectors []upstream.Connect
 	if secret == "" && cfg.Dev {
 		secret = devUpstreamSecret
 	}
-	kr, err := upstreamtokens.NewKeyring(secret)
+	// Rows sealed under a secret rotated away from still open; new rows
+	// are sealed under the current one.
+	kr, err := upstreamtokens.NewKeyring(secret, cfg.Keys.PreviousEncryptionSecrets...)
 	if err != nil {
 		return nil, err
 	}

@@ -47,6 +47,7 @@ func TestAdminCommandsAskOnlyForWhatTheyUse(t *testing.T) {
 		{"stats", "-o", "json"},
 		{"purge", "-o", "json"},
 		{"keys", "list", "-o", "json"},
+		{"keys", "reencrypt", "-o", "json"},
 		{"clients", "list", "-o", "json"},
 		{"users", "list", "-o", "json"},
 	} {

@@ -21,6 +21,8 @@ var secretKeys = map[string]bool{
 	"initial_access_token": true,
 	"bearer_tokens":        true,
 	"forward_auth_secret":  true,
+
+	"previous_encryption_secrets": true,
 }
 
 const masked = "********"

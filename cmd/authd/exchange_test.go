@@ -610,10 +610,15 @@ func TestTokenExchangeUpstreamGitHub(t *testing.T) {
 	x.github.RevokeGrant("alice")
 	x.clock.Advance(life + time.Minute)
 	// Row counts only: ending the grants and deleting the kept token is
-	// what this refusal must do.
+	// what this refusal must do, and ending alice's sessions, so that her
+	// next authorization signs in at GitHub again.
 	before := x.secEnv.rowCounts(t)
+	delete(before, "sessions")
 	x.wantRefused(t, "upstream grant revoked", before,
 		x.exchange(t, "gh-mcp", ghMCPSecret, userTok, url.Values{"audience": {"github"}}), http.StatusBadRequest, "invalid_request")
+	if n := x.count(t, "SELECT count(*) FROM sessions"); n != 0 {
+		t.Errorf("upstream grant revoked: %d sessions left, want alice's ended", n)
+	}
 	if !strings.Contains(x.inst.Logs.String(), `"event":"upstream_grant_revoked"`) {
 		t.Errorf("no upstream_grant_revoked audit line")
 	}

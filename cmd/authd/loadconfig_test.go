@@ -218,13 +218,14 @@ func TestConfigCommandMasksSecrets(t *testing.T) {
 	t.Parallel()
 	path := writeFile(t, validYAML)
 	var out, errOut bytes.Buffer
-	env := envOf(map[string]string{"AUTHD_INTROSPECTION_FORWARD_AUTH_SECRET": "proxy-forward-auth-secret-0123456789"})
+	env := envOf(map[string]string{"AUTHD_INTROSPECTION_FORWARD_AUTH_SECRET": "proxy-forward-auth-secret-0123456789",
+		"AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS": "previous-secret-one-0123456789abcdef,previous-secret-two-0123456789abcdef"})
 	err := run(context.Background(), []string{"config", "--config", path}, env, &out, &errOut)
 	if err != nil {
 		t.Fatalf("%v: %s", err, errOut.String())
 	}
 	s := out.String()
-	for _, secret := range []string{"gh-secret", "0123456789abcdef0123456789abcdef", ":pw@", "proxy-forward-auth-secret"} {
+	for _, secret := range []string{"gh-secret", "0123456789abcdef0123456789abcdef", ":pw@", "proxy-forward-auth-secret", "previous-secret-one", "previous-secret-two"} {
 		if strings.Contains(s, secret) {
 			t.Errorf("secret %q printed:\n%s", secret, s)
 		}

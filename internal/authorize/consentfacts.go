@@ -15,8 +15,10 @@ import (
 // which resources and scopes it gets, and the Approve and Deny buttons.
 // They are rendered from the embedded consent_facts.html only; a theme
 // places them ({{.Facts}}) but cannot change, hide or imitate them:
-// checkConsentFacts runs on every consent page, and NewPages probes a
-// theme with every kind of client before authd starts.
+// checkConsentFacts runs on every consent page a theme renders, and
+// NewPages probes the consent page with every kind of client before authd
+// starts (authd's own templates escape what they show, so the probe
+// covers them).
 const consentFactsID = "authd-consent-facts"
 
 // factsAncestors are the elements the facts may sit in: plain containers.

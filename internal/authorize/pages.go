@@ -125,9 +125,15 @@ type Pages struct {
 	brand     Branding
 	templates map[string]*template.Template
 	facts     *template.Template // never from the theme
-	css       string
-	imgSrc    string // "" or "; img-src <origin>"
-	cssHash   string
+	// themedConsent is set when the theme replaces the consent page or the
+	// layout around it: only then can a rendered consent page differ from
+	// what authd's own templates make of the data, so only then is each
+	// one checked (checkConsentFacts) before it is served. authd's own
+	// consent page escapes what it shows and is checked at start-up.
+	themedConsent bool
+	css           string
+	imgSrc        string // "" or "; img-src <origin>"
+	cssHash       string
 }
 
 // NewPages parses the embedded templates and, with a TemplateDir, the
@@ -164,6 +170,9 @@ func NewPages(b Branding) (*Pages, error) {
 	if err != nil {
 		return nil, fmt.Errorf("template_dir: %v", err)
 	}
+	_, themedLayout := theme["layout.html"]
+	_, themedPage := theme["consent.html"]
+	p.themedConsent = themedLayout || themedPage
 	for _, name := range pageNames {
 		t := template.Must(template.New(name).Funcs(funcs).ParseFS(templateFS,
 			"templates/layout.html", "templates/"+name+".html"))
@@ -347,7 +356,7 @@ func (p *Pages) execute(name, title string, devMode bool, data any) ([]byte, err
 	if err != nil {
 		return nil, err
 	}
-	if facts != "" {
+	if facts != "" && p.themedConsent {
 		if err := checkConsentFacts(buf.Bytes(), false); err != nil {
 			return nil, err
 		}

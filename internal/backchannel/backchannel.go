@@ -31,9 +31,7 @@ const Path = "/upstream/{id}/backchannel-logout"
 
 // Store is the part of store.Store the receiver uses.
 type Store interface {
-	FindUser(ctx context.Context, provider, subject string) (store.User, error)
-	UseLogoutToken(ctx context.Context, upstream, jti string, exp time.Time) error
-	LogoutUser(ctx context.Context, id string, now time.Time, revokeGrants bool) (store.UserLogout, error)
+	LogoutUpstreamUser(ctx context.Context, l store.UpstreamLogout, now time.Time) (store.UserLogout, error)
 }
 
 // Handler serves Path for the connectors with back-channel logout on.
@@ -103,36 +101,26 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A token is acted on once (on any replica): a replay must not sign
-	// the user out again after they signed back in.
-	if err := h.Store.UseLogoutToken(ctx, id, l.JTI, l.Expiry); errors.Is(err, store.ErrConflict) {
+	// the user out again after they signed back in. Recording the jti and
+	// the logout are one transaction: a failure records nothing, so the
+	// provider's retry of this token (§2.8) is acted on, not refused.
+	res, err := h.Store.LogoutUpstreamUser(ctx, store.UpstreamLogout{
+		Upstream: id, Subject: l.Subject, JTI: l.JTI, Expiry: l.Expiry,
+		RevokeGrants: conn.BackChannelLogout() == upstream.BackChannelLogoutGrants,
+	}, h.now())
+	switch {
+	case errors.Is(err, store.ErrConflict):
 		h.refuse(w, r, id, oauth.InvalidRequest("this logout token was already used (jti replayed)"))
 		return
-	} else if err != nil {
+	case err != nil:
 		h.refuse(w, r, id, oauth.AsError(err))
 		return
-	}
-	user, err := h.Store.FindUser(ctx, id, l.Subject)
-	if errors.Is(err, store.ErrNotFound) {
+	case res.UserID == "":
 		h.audit(ctx, "logout_unknown_user", id)
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	if err != nil {
-		h.refuse(w, r, id, oauth.AsError(err))
-		return
-	}
-	revokeGrants := conn.BackChannelLogout() == upstream.BackChannelLogoutGrants
-	res, err := h.Store.LogoutUser(ctx, user.ID, h.now(), revokeGrants)
-	if errors.Is(err, store.ErrNotFound) { // deleted meanwhile
-		h.audit(ctx, "logout_unknown_user", id)
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	if err != nil {
-		h.refuse(w, r, id, oauth.AsError(err))
-		return
-	}
-	h.audit(ctx, "logout", id, "user_id", user.ID, "sessions", res.Sessions, "grants_revoked", len(res.Grants),
+	h.audit(ctx, "logout", id, "user_id", res.UserID, "sessions", res.Sessions, "grants_revoked", len(res.Grants),
 		"refresh_tokens_revoked", res.RefreshTokens, "access_tokens_revoked", res.AccessTokens)
 	w.WriteHeader(http.StatusOK)
 }

@@ -3,6 +3,7 @@ package backchannel
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -25,6 +26,7 @@ import (
 
 type env struct {
 	idp *upstreamtest.OIDC
+	dsn string // st's database
 	st  *store.Postgres
 	srv *httptest.Server
 
@@ -37,7 +39,12 @@ type env struct {
 // logout off).
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{idp: upstreamtest.NewOIDC(t), st: pgtest.New(t)}
+	e := &env{idp: upstreamtest.NewOIDC(t), dsn: pgtest.DSN(t)}
+	var err error
+	if e.st, err = store.OpenPostgres(context.Background(), e.dsn); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.st.Close)
 	var conns []upstream.Connector
 	for id, mode := range map[string]string{"sso": upstream.BackChannelLogoutGrants, "quiet": ""} {
 		cfg := e.idp.Config(id, upstream.TypeOIDC)
@@ -209,4 +216,70 @@ func TestLogoutTokenReplayAndUnknownUser(t *testing.T) {
 	if want := []string{"upstream_logout sso", "upstream_logout_refused sso", "upstream_logout_unknown_user sso"}; !slices.Equal(e.events, want) {
 		t.Fatalf("events %q, want %q", e.events, want)
 	}
+}
+
+// TestLogoutRetriedAfterDatabaseFailure: the database fails while the
+// user is being logged out (after the jti could have been recorded): 503,
+// and nothing is recorded, so the provider's retry of the same token
+// (§2.8) signs the user out, sessions and grant, instead of being refused
+// as a replay. A replay after that success is refused.
+func TestLogoutRetriedAfterDatabaseFailure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	u, sess := e.signedIn(t, "sso", "sub-gus")
+	g, rt := e.grant(t, u)
+	fired := pgtest.FailOnce(t, e.dsn, "sessions", "DELETE", fmt.Sprintf("OLD.user_id = '%s'", u.ID))
+	tok := e.idp.SignLogoutToken(t, upstreamtest.LogoutToken{Subject: "sub-gus"})
+
+	status, hdr, body := e.send(t, "sso", tok)
+	if status != http.StatusServiceUnavailable || body["error"] != "temporarily_unavailable" || hdr.Get("Cache-Control") != "no-store" || !fired() {
+		t.Fatalf("logout with the database failing: %d %v (failure injected: %v), want 503 temporarily_unavailable", status, body, fired())
+	}
+	if _, err := e.st.GetSession(t.Context(), sess.IDDigest, time.Now()); err != nil {
+		t.Fatalf("the failed logout ended the session anyway: %v", err)
+	}
+
+	if status, _, body := e.send(t, "sso", tok); status != http.StatusOK {
+		t.Fatalf("the provider's retry of the same token: %d %v, want 200", status, body)
+	}
+	if _, err := e.st.GetSession(t.Context(), sess.IDDigest, time.Now()); err == nil {
+		t.Fatal("the retried logout left the session")
+	}
+	if got, err := e.st.GetGrant(t.Context(), g.ID); err != nil || got.RevokedAt == nil {
+		t.Fatalf("the retried logout left the grant live (err %v)", err)
+	}
+	if got, err := e.st.GetRefreshToken(t.Context(), rt); err != nil || got.UsedAt == nil {
+		t.Fatalf("the retried logout left the refresh token usable (err %v)", err)
+	}
+
+	if status, _, body := e.send(t, "sso", tok); status != http.StatusBadRequest || !strings.Contains(fmt.Sprint(body["error_description"]), "already used") {
+		t.Fatalf("a replay after the logout: %d %v, want 400 already used", status, body)
+	}
+}
+
+// grant gives u a grant with a refresh token (a redeemed code) and returns
+// it with the refresh token's digest.
+func (e *env) grant(t *testing.T, u store.User) (store.Grant, string) {
+	t.Helper()
+	ctx := t.Context()
+	now := time.Now()
+	c := store.Client{ID: "client-" + oauth.RandomString(8), Source: store.SourceConfig,
+		Metadata:  store.ClientMetadata{RedirectURIs: []string{"https://app.example/cb"}, ClientName: "App"},
+		CreatedAt: now, UpdatedAt: now, LastUsedAt: now}
+	if err := e.st.CreateClient(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	code := store.AuthCode{Digest: oauth.Digest(oauth.NewToken("c_")), ClientID: c.ID, UserID: u.ID,
+		RedirectURI: "https://app.example/cb", CodeChallenge: "x", CodeChallengeMethod: "S256",
+		AuthTime: now, CreatedAt: now, ExpiresAt: now.Add(time.Minute)}
+	if err := e.st.CreateAuthCode(ctx, code); err != nil {
+		t.Fatal(err)
+	}
+	g := store.Grant{ID: "g-" + oauth.RandomString(12), ClientID: c.ID, UserID: u.ID, AuthTime: now,
+		CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(24 * time.Hour)}
+	rt := store.RefreshToken{Digest: oauth.Digest(oauth.NewToken("r_")), GrantID: g.ID, ClientID: c.ID, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if _, err := e.st.RedeemAuthCode(ctx, code.Digest, now, g, &rt); err != nil {
+		t.Fatal(err)
+	}
+	return g, rt.Digest
 }

@@ -167,6 +167,10 @@ type KeysConfig struct {
 	// EncryptionSecret encrypts signing keys and kept upstream tokens
 	// (upstreams[].store_tokens) at rest (AES-256-GCM).
 	EncryptionSecret string `mapstructure:"encryption_secret"`
+	// PreviousEncryptionSecrets are secrets EncryptionSecret replaced:
+	// what they encrypted still decrypts, nothing new is encrypted with
+	// them. Keep them until `authd keys reencrypt` has run.
+	PreviousEncryptionSecrets []string `mapstructure:"previous_encryption_secrets"`
 	// PEMFiles, when set, are the signing keys (not stored in the database).
 	PEMFiles []string `mapstructure:"pem_files"`
 	// Prepublish is how long a new key is published before it signs.
@@ -441,6 +445,18 @@ func (c *Config) Validate() error {
 	}
 	if !c.Dev && len(c.Keys.PEMFiles) == 0 && len(c.Keys.EncryptionSecret) < 32 {
 		add("keys.encryption_secret: required, at least 32 characters (e.g. `openssl rand -base64 48`); set AUTHD_KEYS_ENCRYPTION_SECRET")
+	}
+	for i, p := range c.Keys.PreviousEncryptionSecrets {
+		switch {
+		case len(p) < 32:
+			add("keys.previous_encryption_secrets[%d]: at least 32 characters, as keys.encryption_secret was (is a comma in AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS splitting one secret?)", i)
+		case c.Keys.EncryptionSecret == "":
+			add("keys.previous_encryption_secrets[%d]: needs keys.encryption_secret, the current secret, which encrypts from now on", i)
+		case p == c.Keys.EncryptionSecret:
+			add("keys.previous_encryption_secrets[%d]: is keys.encryption_secret itself; list only the secrets it replaced", i)
+		case slices.Contains(c.Keys.PreviousEncryptionSecrets[:i], p):
+			add("keys.previous_encryption_secrets[%d]: listed twice", i)
+		}
 	}
 
 	scopeNames := map[string]bool{}

@@ -37,10 +37,10 @@ func DeriveKEK(secret string) []byte {
 	return k
 }
 
-// ErrDecrypt means a stored private key could not be decrypted: the
-// configured encryption secret differs from the one that encrypted it, or the
-// stored bytes were altered.
-var ErrDecrypt = errors.New("keys: cannot decrypt the stored signing key: keys.encryption_secret differs from the one it was encrypted with, or the stored key is corrupt")
+// ErrDecrypt means a stored private key could not be decrypted: neither the
+// configured encryption secret nor any previous one is the one that
+// encrypted it, or the stored bytes were altered.
+var ErrDecrypt = errors.New("keys: cannot decrypt the stored signing key: it was encrypted with a secret that is neither keys.encryption_secret nor one of keys.previous_encryption_secrets (after changing the secret, keep the old one there until `authd keys reencrypt` has run), or the stored key is corrupt")
 
 // seal encrypts the PKCS #8 DER of priv with AES-256-GCM under kek. The kid
 // is the additional data, so a ciphertext moved to another key's row fails to
@@ -86,6 +86,29 @@ func open(kek []byte, kid string, sealed []byte) (crypto.Signer, error) {
 		return nil, fmt.Errorf("keys: decrypted key %s has unsupported type %T", kid, k)
 	}
 	return s, nil
+}
+
+// openAny opens sealed with the first of keks that can, trying them in
+// order, and returns that key's index. A stored key carries no id of the
+// key that encrypted it (nor does its row), so this is trial decryption,
+// which AES-GCM makes safe: under a wrong key the tag check fails (a
+// false match has probability 2^-128), and a failed attempt costs about a
+// microsecond. It happens once per key a process decrypts: the current
+// secret comes first, so after `authd keys reencrypt` there are no failed
+// attempts at all. The error is ErrDecrypt unless one key opened the
+// ciphertext and the result was no usable key.
+func openAny(keks [][]byte, kid string, sealed []byte) (crypto.Signer, int, error) {
+	for i, kek := range keks {
+		priv, err := open(kek, kid, sealed)
+		if errors.Is(err, ErrDecrypt) {
+			continue
+		}
+		if err != nil {
+			return nil, i, err
+		}
+		return priv, i, nil
+	}
+	return nil, -1, ErrDecrypt
 }
 
 func newAEAD(kek []byte) (cipher.AEAD, error) {

@@ -96,6 +96,12 @@ type Options struct {
 	// EncryptionKey is the 32-byte AES-256-GCM key that encrypts private
 	// keys at rest; derive it with DeriveKEK. Not needed with PEMKeys.
 	EncryptionKey []byte
+	// PreviousEncryptionKeys are keys of secrets the operator rotated away
+	// from (keys.previous_encryption_secrets): stored keys they encrypted
+	// still decrypt, tried in order after EncryptionKey; nothing is
+	// encrypted with them. `authd keys reencrypt` (Reencrypt) moves the
+	// stored keys to EncryptionKey, after which they can go.
+	PreviousEncryptionKeys [][]byte
 	// PEMKeys, when set, are the private keys (EC P-256 or RSA of at least
 	// 2048 bits, one per entry, unencrypted PEM). They are never stored; the
 	// first signs, all are published. The store is not used.
@@ -120,6 +126,7 @@ type Manager struct {
 	store       Store // nil with PEM keys
 	alg         string
 	kek         []byte
+	keks        [][]byte // kek, then the previous keys: what decrypts
 	prepublish  time.Duration
 	interval    time.Duration
 	retireAfter time.Duration
@@ -210,6 +217,13 @@ func New(ctx context.Context, st Store, opts Options) (*Manager, error) {
 	}
 	if len(m.kek) != 32 {
 		return nil, errors.New("keys: an encryption key is required to store signing keys (set keys.encryption_secret, or provide keys.pem_files)")
+	}
+	m.keks = [][]byte{m.kek}
+	for i, k := range opts.PreviousEncryptionKeys {
+		if len(k) != 32 {
+			return nil, fmt.Errorf("keys: previous encryption key %d must be 32 bytes, got %d (derive it with keys.DeriveKEK)", i+1, len(k))
+		}
+		m.keks = append(m.keks, k)
 	}
 	if m.prepublish < JWKSMaxAge+m.interval {
 		m.log.Warn("keys.prepublish is shorter than the JWKS cache lifetime plus the reload interval: verifiers may see tokens from a new key before they see the key",
@@ -563,7 +577,7 @@ func (m *Manager) load(ctx context.Context) error {
 func (m *Manager) activate(ctx context.Context, row store.SigningKey, now time.Time) error {
 	// Never switch to a key this replica cannot sign with (an encryption
 	// secret differing between replicas): leave it to a replica that can.
-	if _, err := open(m.kek, row.ID, row.EncryptedPrivateKey); err != nil {
+	if _, _, err := openAny(m.keks, row.ID, row.EncryptedPrivateKey); err != nil {
 		return fmt.Errorf("keys: not activating key %s: %w", row.ID, err)
 	}
 	err := m.store.ActivateSigningKey(ctx, row.ID, now, now.Add(m.retireAfter))
@@ -698,9 +712,13 @@ func (m *Manager) parseRow(r store.SigningKey, prev *key) (*key, error) {
 		jwk: canonical, rawJWK: r.PublicJWK, row: r, expiresAt: rowExpiry(r),
 	}
 	if needPrivate {
-		priv, err := open(m.kek, r.ID, r.EncryptedPrivateKey)
+		priv, which, err := openAny(m.keks, r.ID, r.EncryptedPrivateKey)
 		if err != nil {
 			return nil, fmt.Errorf("keys: active key %s: %w", r.ID, err)
+		}
+		if which > 0 {
+			m.log.Info("the active signing key is encrypted with a previous encryption secret; run `authd keys reencrypt` before removing it from keys.previous_encryption_secrets",
+				"kid", r.ID, "previous_secret", which)
 		}
 		if !samePublicKey(priv.Public(), pub) {
 			return nil, fmt.Errorf("keys: active key %s: the stored public key does not match the private key", r.ID)

@@ -44,10 +44,14 @@ func trustProxies(trusted []netip.Prefix, log *slog.Logger) func(http.Handler) h
 			if !ok || !isTrusted(peer) {
 				forwarded := ""
 				for _, h := range forwardedHeaders {
-					if forwarded == "" && r.Header.Get(h) != "" {
-						forwarded = h
+					// The names are canonical, as net/http stores them:
+					// no Get/Del canonicalising each on every request.
+					if v, ok := r.Header[h]; ok {
+						if forwarded == "" && len(v) > 0 && v[0] != "" {
+							forwarded = h
+						}
+						delete(r.Header, h)
 					}
-					r.Header.Del(h)
 				}
 				if forwarded != "" && log != nil && warned.CompareAndSwap(false, true) {
 					log.WarnContext(r.Context(), "forwarded headers from a peer that is not a trusted proxy are ignored; "+
@@ -227,6 +231,13 @@ func accessLog(log *slog.Logger, observe RouteObserver) func(http.Handler) http.
 			if observe != nil {
 				observe(route, r.Method, status, d)
 			}
+			level := slog.LevelInfo
+			if status >= 500 {
+				level = slog.LevelError
+			}
+			if !log.Enabled(r.Context(), level) {
+				return
+			}
 			attrs := []slog.Attr{
 				slog.String("method", r.Method),
 				slog.String("route", route),
@@ -241,10 +252,6 @@ func accessLog(log *slog.Logger, observe RouteObserver) func(http.Handler) http.
 				attrs = append(attrs, slog.Int("handler_status", handlerStatus))
 			}
 			attrs = append(attrs, reqlog.Attrs(r.Context())...)
-			level := slog.LevelInfo
-			if status >= 500 {
-				level = slog.LevelError
-			}
 			log.LogAttrs(r.Context(), level, "request", attrs...)
 		})
 	}

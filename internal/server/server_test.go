@@ -435,3 +435,41 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestForwardedHeadersDroppedFromUntrustedPeer: every forwarding header a
+// peer that is not a trusted proxy sends (in any letter case, as clients
+// write them) is gone before a handler runs. trustProxies looks them up by
+// their canonical names, so each name in forwardedHeaders must be one.
+func TestForwardedHeadersDroppedFromUntrustedPeer(t *testing.T) {
+	t.Parallel()
+	for _, h := range forwardedHeaders {
+		if c := http.CanonicalHeaderKey(h); c != h {
+			t.Errorf("forwardedHeaders has %q; net/http stores it as %q", h, c)
+		}
+	}
+	r := newTestRouter(t, &bytes.Buffer{}, Options{})
+	var seen http.Header
+	r.Get("/echo", func(w http.ResponseWriter, r *http.Request) { seen = r.Header.Clone() })
+	srv := httptest.NewServer(r)
+	t.Cleanup(srv.Close)
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/echo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range forwardedHeaders {
+		req.Header[strings.ToLower(h)] = []string{"203.0.113.9"} // sent as written, lower case
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if seen == nil {
+		t.Fatal("the handler did not run")
+	}
+	for _, h := range forwardedHeaders {
+		if v := seen.Values(h); len(v) != 0 {
+			t.Errorf("%s reached the handler from an untrusted peer: %q", h, v)
+		}
+	}
+}

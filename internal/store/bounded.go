@@ -227,6 +227,14 @@ func (b *Bounded) LogoutUser(ctx context.Context, id string, now time.Time, revo
 	return run1(b, ctx, func(ctx context.Context) (UserLogout, error) { return b.s.LogoutUser(ctx, id, now, revokeGrants) })
 }
 
+func (b *Bounded) LogoutUpstreamUser(ctx context.Context, l UpstreamLogout, now time.Time) (UserLogout, error) {
+	return run1(b, ctx, func(ctx context.Context) (UserLogout, error) { return b.s.LogoutUpstreamUser(ctx, l, now) })
+}
+
+func (b *Bounded) RevokeUserAccess(ctx context.Context, id string, now time.Time) (UserLogout, error) {
+	return run1(b, ctx, func(ctx context.Context) (UserLogout, error) { return b.s.RevokeUserAccess(ctx, id, now) })
+}
+
 func (b *Bounded) UseLogoutToken(ctx context.Context, upstream, jti string, exp time.Time) error {
 	return b.run(ctx, func(ctx context.Context) error { return b.s.UseLogoutToken(ctx, upstream, jti, exp) })
 }
@@ -457,4 +465,18 @@ func (b *Bounded) Purge(ctx context.Context, now time.Time) (PurgeResult, error)
 
 func (b *Bounded) Stats(ctx context.Context, now time.Time) (Stats, error) {
 	return run1(b, ctx, func(ctx context.Context) (Stats, error) { return b.s.Stats(ctx, now) })
+}
+
+func (b *Bounded) ListUpstreamTokensAfter(ctx context.Context, afterUser, afterUpstream string, limit int) ([]UpstreamToken, error) {
+	return run1(b, ctx, func(ctx context.Context) ([]UpstreamToken, error) {
+		return b.s.ListUpstreamTokensAfter(ctx, afterUser, afterUpstream, limit)
+	})
+}
+
+func (b *Bounded) ResealUpstreamTokens(ctx context.Context, rs []UpstreamTokenReseal) (int, error) {
+	return run1(b, ctx, func(ctx context.Context) (int, error) { return b.s.ResealUpstreamTokens(ctx, rs) })
+}
+
+func (b *Bounded) ResealSigningKeys(ctx context.Context, rs []SigningKeyReseal) (int, error) {
+	return run1(b, ctx, func(ctx context.Context) (int, error) { return b.s.ResealSigningKeys(ctx, rs) })
 }

@@ -65,3 +65,35 @@ func (p *Postgres) ActivateSigningKey(ctx context.Context, kid string, now, reti
 		return mapErr(err)
 	})
 }
+
+// ResealSigningKeys: one UPDATE joined to the reseals (a statement is a
+// transaction of its own); the old ciphertext in the join makes each row's
+// write a compare-and-set.
+func (p *Postgres) ResealSigningKeys(ctx context.Context, rs []SigningKeyReseal) (int, error) {
+	if len(rs) == 0 {
+		return 0, nil
+	}
+	ids := make([]string, len(rs))
+	olds, news := make([][]byte, len(rs)), make([][]byte, len(rs))
+	for i, r := range rs {
+		if err := checkSigningKeyReseal(r); err != nil {
+			return 0, err
+		}
+		ids[i], olds[i], news[i] = r.ID, r.Old, r.New
+	}
+	tag, err := p.pool.Exec(ctx, `
+		UPDATE signing_keys k SET encrypted_private_key = r.new
+		FROM unnest($1::text[], $2::bytea[], $3::bytea[]) AS r(id, old, new)
+		WHERE k.id = r.id AND k.encrypted_private_key = r.old`, ids, olds, news)
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+func checkSigningKeyReseal(r SigningKeyReseal) error {
+	if r.ID == "" || len(r.Old) == 0 || len(r.New) == 0 {
+		return fmt.Errorf("store: a signing key reseal needs ID, Old and New")
+	}
+	return nil
+}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -408,10 +409,34 @@ func (m *Memory) DisableUser(_ context.Context, id string, now time.Time) (UserR
 func (m *Memory) LogoutUser(_ context.Context, id string, now time.Time, revokeGrants bool) (UserLogout, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.logoutUser(id, now, revokeGrants, revokeGrants)
+}
+
+func (m *Memory) RevokeUserAccess(_ context.Context, id string, now time.Time) (UserLogout, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.logoutUser(id, now, true, false)
+}
+
+func (m *Memory) LogoutUpstreamUser(_ context.Context, l UpstreamLogout, now time.Time) (UserLogout, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.useLogoutToken(l.Upstream, l.JTI, l.Expiry); err != nil {
+		return UserLogout{}, err
+	}
+	id, ok := m.userIDs[userKey{l.Upstream, l.Subject}]
+	if !ok {
+		return UserLogout{}, nil // nobody to sign out; the jti stays recorded
+	}
+	return m.logoutUser(id, now, l.RevokeGrants, l.RevokeGrants)
+}
+
+// logoutUser is LogoutUser; m.mu is held.
+func (m *Memory) logoutUser(id string, now time.Time, revokeGrants, dropUpstreamTokens bool) (UserLogout, error) {
 	if _, ok := m.users[id]; !ok {
 		return UserLogout{}, ErrNotFound
 	}
-	var l UserLogout
+	l := UserLogout{UserID: id}
 	for k, s := range m.sessions {
 		if s.UserID == id {
 			delete(m.sessions, k)
@@ -425,6 +450,8 @@ func (m *Memory) LogoutUser(_ context.Context, id string, now time.Time, revokeG
 	}
 	if revokeGrants {
 		l.UserRevocation = m.revokeUserGrants(id, now)
+	}
+	if dropUpstreamTokens {
 		m.deleteUserUpstreamTokens(id)
 	}
 	return l, nil
@@ -466,6 +493,11 @@ func (m *Memory) revokeUserGrants(id string, now time.Time) UserRevocation {
 func (m *Memory) UseLogoutToken(_ context.Context, upstream, jti string, exp time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.useLogoutToken(upstream, jti, exp)
+}
+
+// useLogoutToken is UseLogoutToken; m.mu is held.
+func (m *Memory) useLogoutToken(upstream, jti string, exp time.Time) error {
 	k := upstream + "\x00" + jti
 	if _, ok := m.logoutTokens[k]; ok {
 		return fmt.Errorf("%w: logout token replayed", ErrConflict)
@@ -1120,6 +1152,27 @@ func (m *Memory) ListSigningKeys(context.Context) ([]SigningKey, error) {
 		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
 	})
 	return out, nil
+}
+
+func (m *Memory) ResealSigningKeys(_ context.Context, rs []SigningKeyReseal) (int, error) {
+	for _, r := range rs {
+		if err := checkSigningKeyReseal(r); err != nil {
+			return 0, err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, r := range rs {
+		k, ok := m.signingKeys[r.ID]
+		if !ok || !bytes.Equal(k.EncryptedPrivateKey, r.Old) {
+			continue
+		}
+		k.EncryptedPrivateKey = bytes.Clone(r.New)
+		m.signingKeys[r.ID] = k
+		n++
+	}
+	return n, nil
 }
 
 func (m *Memory) CreateSigningKey(_ context.Context, k SigningKey) error {

@@ -243,3 +243,50 @@ func (m *Memory) purgeUpstreamTokens(now time.Time) int64 {
 		return t.DeadAt != nil || (!t.Refreshable && t.ExpiresAt != nil && expired(*t.ExpiresAt, now))
 	}, nil)
 }
+
+func (m *Memory) ListUpstreamTokensAfter(_ context.Context, afterUser, afterUpstream string, limit int) ([]UpstreamToken, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("store: ListUpstreamTokensAfter needs a positive limit, got %d", limit)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	after := upstreamKey{afterUser, afterUpstream}
+	byKey := func(a, b upstreamKey) int {
+		return cmp.Or(cmp.Compare(a.userID, b.userID), cmp.Compare(a.upstream, b.upstream))
+	}
+	var keys []upstreamKey
+	for k := range m.upstreamTable().rows {
+		if byKey(k, after) > 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, byKey)
+	out := make([]UpstreamToken, 0, min(limit, len(keys)))
+	for _, k := range keys[:min(limit, len(keys))] {
+		out = append(out, cloneUpstreamToken(m.upstream.rows[k]))
+	}
+	return out, nil
+}
+
+func (m *Memory) ResealUpstreamTokens(_ context.Context, rs []UpstreamTokenReseal) (int, error) {
+	for _, r := range rs {
+		if err := checkUpstreamTokenReseal(r); err != nil {
+			return 0, err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tab := m.upstreamTable()
+	n := 0
+	for _, r := range rs {
+		k := upstreamKey{r.UserID, r.Upstream}
+		cur, ok := tab.rows[k]
+		if !ok || cur.KeyID != r.OldKeyID || !bytes.Equal(cur.Sealed, r.OldSealed) {
+			continue
+		}
+		cur.KeyID, cur.Sealed = r.KeyID, bytes.Clone(r.Sealed)
+		tab.rows[k] = cur
+		n++
+	}
+	return n, nil
+}

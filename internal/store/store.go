@@ -119,8 +119,22 @@ type UserFilter struct {
 // UserRevocation is what DisableUser revoked.
 // UserLogout is what LogoutUser ended.
 type UserLogout struct {
+	// UserID is the user logged out; "" when LogoutUpstreamUser found no
+	// such user (there was nothing to end).
+	UserID   string
 	Sessions int64 // browser sessions deleted
 	UserRevocation
+}
+
+// UpstreamLogout is a verified logout token of an upstream (OpenID Connect
+// Back-Channel Logout 1.0), as LogoutUpstreamUser acts on it.
+type UpstreamLogout struct {
+	Upstream string    // the upstream's id: the Provider of its users
+	Subject  string    // the user's subject at the upstream
+	JTI      string    // the token's jti, recorded until Expiry
+	Expiry   time.Time // the token's exp
+	// RevokeGrants also revokes what LogoutUser's revokeGrants does.
+	RevokeGrants bool
 }
 
 type UserRevocation struct {
@@ -322,6 +336,25 @@ type SigningKey struct {
 	ExpiresAt           *time.Time // stop publishing after this (retired keys)
 }
 
+// UpstreamTokenReseal replaces the ciphertext of one kept upstream token
+// with the same tokens sealed under another key (`authd keys reencrypt`),
+// provided the row still holds OldKeyID and OldSealed.
+type UpstreamTokenReseal struct {
+	UserID, Upstream string
+	OldKeyID         string
+	OldSealed        []byte
+	KeyID            string
+	Sealed           []byte
+}
+
+// SigningKeyReseal replaces the encrypted private key of signing key ID
+// with the same key encrypted under another secret, provided the row still
+// holds Old.
+type SigningKeyReseal struct {
+	ID       string
+	Old, New []byte
+}
+
 // MetadataDocument is a fetched client ID metadata document.
 type MetadataDocument struct {
 	URL       string
@@ -452,6 +485,23 @@ type Store interface {
 	// exp; ErrConflict if that upstream's jti was recorded before (a
 	// replay), on any replica.
 	UseLogoutToken(ctx context.Context, upstream, jti string, exp time.Time) error
+	// LogoutUpstreamUser acts on an upstream's logout token in one
+	// transaction: it records the jti as UseLogoutToken does (ErrConflict
+	// on a replay, and nothing else happens), finds the user by
+	// (l.Upstream, l.Subject) and logs them out as LogoutUser does with
+	// l.RevokeGrants. A user nobody knows is no error: the jti is recorded
+	// all the same and the result's UserID is "". Any error leaves nothing
+	// recorded, so that the provider's retry of the same token (OpenID
+	// Connect Back-Channel Logout 1.0 §2.8) is acted on, not refused as a
+	// replay.
+	LogoutUpstreamUser(ctx context.Context, l UpstreamLogout, now time.Time) (UserLogout, error)
+	// RevokeUserAccess ends everything the user holds at authd without
+	// disabling them, in one transaction: what LogoutUser with
+	// revokeGrants ends, except their kept upstream tokens, which stay
+	// (the broker keeps a refused upstream grant, marked dead, so that the
+	// user is told to sign in there again). ErrNotFound if the user is
+	// unknown.
+	RevokeUserAccess(ctx context.Context, id string, now time.Time) (UserLogout, error)
 
 	// Pending authorization requests. ErrConflict on a duplicate IDDigest or
 	// a duplicate non-empty UpstreamStateDigest; GetAuthRequestByUpstreamState
@@ -651,6 +701,20 @@ type Store interface {
 	// the upstreams not in keep (no longer configured, or store_tokens
 	// turned off) and returns how many.
 	DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error)
+	// ListUpstreamTokensAfter pages through every user's rows: up to
+	// limit rows ordered by (UserID, Upstream) in the store's own order,
+	// starting after the row (afterUser, afterUpstream); "", "" starts at
+	// the first. Each row appears on exactly one page, however the pages
+	// are cut. For re-encrypting them all (`authd keys reencrypt`).
+	ListUpstreamTokensAfter(ctx context.Context, afterUser, afterUpstream string, limit int) ([]UpstreamToken, error)
+	// ResealUpstreamTokens writes each reseal's KeyID and Sealed, all in
+	// one transaction, to the rows that still hold its OldKeyID and
+	// OldSealed (compare-and-set: a refresh or sign-in that rewrote a row
+	// meanwhile sealed it anew, and wins). Nothing else changes: not
+	// UpdatedAt, not the refresh lease, so a refresh under way finishes
+	// as if nothing happened. It returns how many rows were written;
+	// absent rows are skipped.
+	ResealUpstreamTokens(ctx context.Context, rs []UpstreamTokenReseal) (int, error)
 
 	// Signing keys.
 	ListSigningKeys(ctx context.Context) ([]SigningKey, error)
@@ -664,6 +728,11 @@ type Store interface {
 	// again is a no-op (racing replicas); an unknown kid is ErrNotFound and a
 	// retired one ErrConflict (verifiers may have dropped it already).
 	ActivateSigningKey(ctx context.Context, kid string, now, retireExpiry time.Time) error
+	// ResealSigningKeys writes each reseal's New as the encrypted private
+	// key of key ID, all in one transaction, where the row still holds Old
+	// (compare-and-set); nothing else of the row changes. It returns how
+	// many rows were written; absent keys are skipped.
+	ResealSigningKeys(ctx context.Context, rs []SigningKeyReseal) (int, error)
 
 	// Client ID metadata documents. Get returns expired documents too (their
 	// ETag allows a conditional refetch), ErrNotFound if absent; Put creates

@@ -212,3 +212,56 @@ func (p *Postgres) DeferMembershipCheck(ctx context.Context, userID, upstream st
 	}
 	return tag.RowsAffected() == 1, nil
 }
+
+// ListUpstreamTokensAfter walks the primary key (user_id, upstream): each
+// page is an index range scan, whatever the table's size.
+func (p *Postgres) ListUpstreamTokensAfter(ctx context.Context, afterUser, afterUpstream string, limit int) ([]UpstreamToken, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("store: ListUpstreamTokensAfter needs a positive limit, got %d", limit)
+	}
+	rows, err := p.pool.Query(ctx, `SELECT `+upstreamTokenColumns+` FROM upstream_tokens
+		WHERE (user_id, upstream) > ($1, $2)
+		ORDER BY user_id, upstream LIMIT $3`, afterUser, afterUpstream, limit)
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	ts, err := pgx.CollectRows(rows, pgx.RowToStructByName[UpstreamToken])
+	return ts, mapErr(err)
+}
+
+// ResealUpstreamTokens: one UPDATE joined to the reseals (a statement is
+// a transaction of its own). A row that an UpdateUpstreamToken holds is
+// waited for and then compared as it is after that commit, so a sign-in's
+// or refresh's new ciphertext is never overwritten with the old tokens.
+func (p *Postgres) ResealUpstreamTokens(ctx context.Context, rs []UpstreamTokenReseal) (int, error) {
+	if len(rs) == 0 {
+		return 0, nil
+	}
+	users, ups := make([]string, len(rs)), make([]string, len(rs))
+	oldKIDs, kids := make([]string, len(rs)), make([]string, len(rs))
+	olds, news := make([][]byte, len(rs)), make([][]byte, len(rs))
+	for i, r := range rs {
+		if err := checkUpstreamTokenReseal(r); err != nil {
+			return 0, err
+		}
+		users[i], ups[i], oldKIDs[i], olds[i], kids[i], news[i] = r.UserID, r.Upstream, r.OldKeyID, r.OldSealed, r.KeyID, r.Sealed
+	}
+	tag, err := p.pool.Exec(ctx, `
+		UPDATE upstream_tokens t SET key_id = r.key_id, sealed = r.sealed
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::bytea[])
+			AS r(user_id, upstream, old_key_id, old_sealed, key_id, sealed)
+		WHERE t.user_id = r.user_id AND t.upstream = r.upstream
+			AND t.key_id = r.old_key_id AND t.sealed = r.old_sealed`,
+		users, ups, oldKIDs, olds, kids, news)
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+func checkUpstreamTokenReseal(r UpstreamTokenReseal) error {
+	if r.UserID == "" || r.Upstream == "" || r.OldKeyID == "" || len(r.OldSealed) == 0 || r.KeyID == "" || len(r.Sealed) == 0 {
+		return fmt.Errorf("store: an upstream token reseal needs UserID, Upstream, OldKeyID, OldSealed, KeyID and Sealed")
+	}
+	return nil
+}

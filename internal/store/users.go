@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -117,37 +118,89 @@ func (p *Postgres) DisableUser(ctx context.Context, id string, now time.Time) (U
 	return r, nil
 }
 
-// LogoutUser: see Store. The user row is locked first (FOR NO KEY UPDATE,
-// as DisableUser's update locks it), then the grants as DisableUser does.
+// LogoutUser: see Store.
 func (p *Postgres) LogoutUser(ctx context.Context, id string, now time.Time, revokeGrants bool) (UserLogout, error) {
 	var l UserLogout
-	err := p.withTx(ctx, func(tx pgx.Tx) error {
-		var one int
-		if err := tx.QueryRow(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, id).Scan(&one); err != nil {
-			return mapErr(err)
-		}
-		tag, err := tx.Exec(ctx, `DELETE FROM sessions WHERE user_id = $1`, id)
-		if err != nil {
-			return mapErr(err)
-		}
-		l.Sessions = tag.RowsAffected()
-		if _, err := tx.Exec(ctx, `DELETE FROM auth_requests WHERE user_id = $1`, id); err != nil {
-			return mapErr(err)
-		}
-		if !revokeGrants {
-			return nil
-		}
-		if l.UserRevocation, err = revokeUserGrants(ctx, tx, id, now); err != nil {
-			return err
-		}
-		// Signed out upstream: nothing may act there for them any more.
-		if _, err := tx.Exec(ctx, `DELETE FROM upstream_tokens WHERE user_id = $1`, id); err != nil {
-			return mapErr(err)
-		}
-		return nil
+	err := p.withTx(ctx, func(tx pgx.Tx) (err error) {
+		l, err = logoutUser(ctx, tx, id, now, revokeGrants, revokeGrants)
+		return err
 	})
 	if err != nil {
 		return UserLogout{}, err
+	}
+	return l, nil
+}
+
+// RevokeUserAccess: see Store.
+func (p *Postgres) RevokeUserAccess(ctx context.Context, id string, now time.Time) (UserLogout, error) {
+	var l UserLogout
+	err := p.withTx(ctx, func(tx pgx.Tx) (err error) {
+		l, err = logoutUser(ctx, tx, id, now, true, false)
+		return err
+	})
+	if err != nil {
+		return UserLogout{}, err
+	}
+	return l, nil
+}
+
+// LogoutUpstreamUser: see Store. The jti's insert comes first: a
+// concurrent delivery of the same token waits on it and then finds it
+// recorded (or, if this transaction fails, records it itself).
+func (p *Postgres) LogoutUpstreamUser(ctx context.Context, l UpstreamLogout, now time.Time) (UserLogout, error) {
+	var out UserLogout
+	err := p.withTx(ctx, func(tx pgx.Tx) error {
+		if err := useLogoutToken(ctx, tx, l.Upstream, l.JTI, l.Expiry); err != nil {
+			return err
+		}
+		var id string
+		err := tx.QueryRow(ctx, `SELECT id FROM users WHERE provider = $1 AND subject = $2`, l.Upstream, l.Subject).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // nobody to sign out; the jti stays recorded
+		}
+		if err != nil {
+			return mapErr(err)
+		}
+		out, err = logoutUser(ctx, tx, id, now, l.RevokeGrants, l.RevokeGrants)
+		if errors.Is(err, ErrNotFound) { // deleted since it was read
+			out, err = UserLogout{}, nil
+		}
+		return err
+	})
+	if err != nil {
+		return UserLogout{}, err
+	}
+	return out, nil
+}
+
+// logoutUser runs LogoutUser in tx; dropUpstreamTokens deletes the user's
+// kept upstream tokens too. The user row is locked first (FOR NO KEY
+// UPDATE, as DisableUser's update locks it), then the grants as
+// DisableUser does.
+func logoutUser(ctx context.Context, tx pgx.Tx, id string, now time.Time, revokeGrants, dropUpstreamTokens bool) (UserLogout, error) {
+	l := UserLogout{UserID: id}
+	var one int
+	if err := tx.QueryRow(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, id).Scan(&one); err != nil {
+		return UserLogout{}, mapErr(err)
+	}
+	tag, err := tx.Exec(ctx, `DELETE FROM sessions WHERE user_id = $1`, id)
+	if err != nil {
+		return UserLogout{}, mapErr(err)
+	}
+	l.Sessions = tag.RowsAffected()
+	if _, err := tx.Exec(ctx, `DELETE FROM auth_requests WHERE user_id = $1`, id); err != nil {
+		return UserLogout{}, mapErr(err)
+	}
+	if revokeGrants {
+		if l.UserRevocation, err = revokeUserGrants(ctx, tx, id, now); err != nil {
+			return UserLogout{}, err
+		}
+	}
+	if dropUpstreamTokens {
+		// Signed out upstream: nothing may act there for them any more.
+		if _, err := tx.Exec(ctx, `DELETE FROM upstream_tokens WHERE user_id = $1`, id); err != nil {
+			return UserLogout{}, mapErr(err)
+		}
 	}
 	return l, nil
 }
@@ -200,7 +253,11 @@ func revokeUserGrants(ctx context.Context, tx pgx.Tx, id string, now time.Time) 
 // UseLogoutToken: see Store. The primary key makes a second insert of the
 // same (upstream, jti) do nothing, on whichever replica it comes.
 func (p *Postgres) UseLogoutToken(ctx context.Context, upstream, jti string, exp time.Time) error {
-	tag, err := p.pool.Exec(ctx, `
+	return useLogoutToken(ctx, p.pool, upstream, jti, exp)
+}
+
+func useLogoutToken(ctx context.Context, q querier, upstream, jti string, exp time.Time) error {
+	tag, err := q.Exec(ctx, `
 		INSERT INTO upstream_logout_tokens (upstream, jti, expires_at) VALUES ($1, $2, $3)
 		ON CONFLICT (upstream, jti) DO NOTHING`, upstream, jti, exp)
 	if err != nil {

@@ -187,7 +187,7 @@ func (s *Service) verifyJWT(raw string, now time.Time) (*Claims, error) {
 		if _, err := s.Keys.Keyfunc(&jwt.Token{Header: e.header, Method: e.method}); err != nil {
 			return nil, InactiveError("signing key no longer published")
 		}
-		if err := s.validator(now).Validate(&e.claims); err != nil || !now.Before(e.claims.ExpiresAt.Time) {
+		if !cachedClaimsValid(&e.claims, now) {
 			return nil, InactiveError("invalid JWT")
 		}
 		c := e.claims.copy() // the cached entry stays as verified
@@ -238,16 +238,22 @@ func (c *Claims) copy() Claims {
 	return cp
 }
 
-// validator checks the claims of a remembered token as ParseWithClaims
-// did when it was first verified.
-func (s *Service) validator(now time.Time) *jwt.Validator {
-	return jwt.NewValidator(
-		jwt.WithIssuer(s.Issuer),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(clockSkew),
-		jwt.WithTimeFunc(func() time.Time { return now }),
-	)
+// cachedClaimsValid repeats, for a remembered token, the checks of
+// ParseWithClaims that depend on the time: it is not yet expired (no
+// leeway), and neither issued nor valid only in the future (beyond
+// clockSkew). The issuer, the required claims and the signature were
+// checked when it was first verified and cannot have changed since.
+func cachedClaimsValid(c *Claims, now time.Time) bool {
+	latest := now.Add(clockSkew)
+	switch {
+	case c.ExpiresAt == nil || !now.Before(c.ExpiresAt.Time):
+		return false
+	case c.IssuedAt == nil || c.IssuedAt.After(latest):
+		return false
+	case c.NotBefore != nil && c.NotBefore.After(latest):
+		return false
+	}
+	return true
 }
 
 // inspectOpaque looks an opaque access token up by its digest.

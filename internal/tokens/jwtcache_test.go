@@ -167,3 +167,32 @@ func TestJWTCacheHoldsNoIdentity(t *testing.T) {
 		t.Errorf("verifyJWT returned identity claims: miss %+v, hit %+v", miss.Identity, hit.Identity)
 	}
 }
+
+// TestCachedClaimsValid: a remembered token is refused, as ParseWithClaims
+// would refuse it, once expired (no leeway) or when issued or valid only
+// beyond clockSkew in the future (a clock that went back), and accepted
+// within the skew.
+func TestCachedClaimsValid(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	date := func(d time.Duration) *jwt.NumericDate { return jwt.NewNumericDate(now.Add(d)) }
+	for _, tc := range []struct {
+		name string
+		c    Claims
+		want bool
+	}{
+		{"valid", Claims{IssuedAt: date(-time.Minute), ExpiresAt: date(time.Hour)}, true},
+		{"issued within the skew", Claims{IssuedAt: date(clockSkew - time.Second), ExpiresAt: date(time.Hour)}, true},
+		{"not before within the skew", Claims{IssuedAt: date(0), NotBefore: date(clockSkew - time.Second), ExpiresAt: date(time.Hour)}, true},
+		{"expires now", Claims{IssuedAt: date(-time.Hour), ExpiresAt: date(0)}, false},
+		{"expired", Claims{IssuedAt: date(-time.Hour), ExpiresAt: date(-time.Second)}, false},
+		{"no expiry", Claims{IssuedAt: date(-time.Minute)}, false},
+		{"no iat", Claims{ExpiresAt: date(time.Hour)}, false},
+		{"issued in the future", Claims{IssuedAt: date(clockSkew + time.Second), ExpiresAt: date(time.Hour)}, false},
+		{"not yet valid", Claims{IssuedAt: date(0), NotBefore: date(clockSkew + time.Second), ExpiresAt: date(time.Hour)}, false},
+	} {
+		if got := cachedClaimsValid(&tc.c, now); got != tc.want {
+			t.Errorf("%s: cachedClaimsValid = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

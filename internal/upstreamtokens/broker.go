@@ -36,7 +36,8 @@
 // get budgets of their own, detached from the caller: an answer for which
 // the upstream spent the single-use refresh token must reach the
 // database. An upstream refusal (invalid_grant) marks the grant dead and,
-// unless configured otherwise, revokes the user's grants at authd; but if
+// unless configured otherwise, revokes the user's grants and ends their
+// sessions at authd (one transaction); but if
 // the previous attempt ended without a written result (cut off, lost
 // write), the refusal may be caused by that attempt having spent the
 // token: the kept grant is marked dead, the user's grants at authd stay,
@@ -99,8 +100,8 @@ type Store interface {
 	FinishUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time, next *store.UpstreamToken, retryAt time.Time) (bool, error)
 	ClaimMembershipCheck(ctx context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error)
 	DeferMembershipCheck(ctx context.Context, userID, upstream string, now, at time.Time) (bool, error)
-	ListGrants(ctx context.Context, userID string) ([]store.Grant, error)
-	RevokeGrant(ctx context.Context, id string, now time.Time) error
+	LogoutUser(ctx context.Context, id string, now time.Time, revokeGrants bool) (store.UserLogout, error)
+	RevokeUserAccess(ctx context.Context, id string, now time.Time) (store.UserLogout, error)
 }
 
 // Upstream is one upstream that keeps tokens (store_tokens: true).
@@ -529,7 +530,10 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // upstreamRevoked handles the upstream's refusal of a kept refresh token:
 // an audit record and, when configured, the end of the user's grants at
-// authd, which were given on the strength of that upstream grant.
+// authd, which were given on the strength of that upstream grant, and of
+// their sign-in at authd, so that the next authorization goes to the
+// upstream. The kept grant stays, marked dead: the user is told to sign in
+// there again.
 func (b *Broker) upstreamRevoked(ctx context.Context, up Upstream, userID string, now time.Time, cause error) {
 	ctx, cancel := context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), revokeTimeout), revokeTimeout)
 	defer cancel()
@@ -537,30 +541,18 @@ func (b *Broker) upstreamRevoked(ctx context.Context, up Upstream, userID string
 	if !up.RevokeOnUpstreamRevocation {
 		return
 	}
-	n, err := b.revokeGrants(ctx, userID, now)
+	// One transaction: all of the user's grants and sessions end, or
+	// none does (and the error is logged).
+	l, err := b.Store.RevokeUserAccess(ctx, userID, now)
+	if errors.Is(err, store.ErrNotFound) { // the user was deleted: nothing left
+		err = nil
+	}
 	if err != nil {
 		b.log().ErrorContext(ctx, "revoking the grants of a user whose upstream grant was revoked", "upstream", up.ID, "user_id", userID, "err", err)
+		return
 	}
-	b.log().InfoContext(ctx, "audit", "event", "grants_revoked", "reason", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID, "grants", n)
-}
-
-// revokeGrants revokes every live grant of userID (with its tokens).
-func (b *Broker) revokeGrants(ctx context.Context, userID string, now time.Time) (int, error) {
-	gs, err := b.Store.ListGrants(ctx, userID)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, g := range gs {
-		if g.RevokedAt != nil {
-			continue
-		}
-		if err := b.Store.RevokeGrant(ctx, g.ID, now); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return n, err
-		}
-		n++
-	}
-	return n, nil
+	b.log().InfoContext(ctx, "audit", "event", "grants_revoked", "reason", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID,
+		"grants", len(l.Grants), "sessions", l.Sessions)
 }
 
 // Covers reports whether a grant usable now (unexpired, or refreshable)

@@ -163,22 +163,43 @@ func (b *Broker) markDead(ctx context.Context, up Upstream, userID string, now t
 	b.upstreamRevoked(ctx, up, userID, now, cause)
 }
 
-// deprovision revokes u's grants because of what the upstream now says.
+// deprovision revokes u's grants because of what the upstream now says,
+// and ends their sign-in at authd: a user the allowlist no longer lets in
+// must sign in at the upstream again (where it is applied) instead of
+// getting a new grant through authd's session. The grants with their
+// tokens, the sessions and the kept upstream token go in one transaction
+// (store.LogoutUser): all of them or, if it fails, none, and then the next
+// use of a grant checks again rather than an interval later.
 func (b *Broker) deprovision(ctx context.Context, up Upstream, u store.User, now time.Time, why string) error {
 	// Its own database budget: the request's may be spent already, and a
-	// revocation cut short would leave some grants alive.
+	// revocation cut short would leave the user signed in.
 	ctx, cancel := context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), revokeTimeout), revokeTimeout)
 	defer cancel()
-	n, err := b.revokeGrants(ctx, u.ID, now)
-	// The kept upstream token goes with the grants it served; a new
-	// sign-in keeps a fresh one.
-	if derr := b.Store.DeleteUpstreamToken(ctx, u.ID, up.ID); derr != nil && !errors.Is(derr, store.ErrNotFound) {
-		err = errors.Join(err, derr)
+	l, err := b.Store.LogoutUser(ctx, u.ID, now, true)
+	if errors.Is(err, store.ErrNotFound) { // the user was deleted: nothing left
+		err = nil
 	}
-	b.log().InfoContext(ctx, "audit", "event", "membership_revoked", "upstream", up.ID, "user_id", u.ID,
-		"subject", u.Subject, "login", u.Login, "reason", why, "grants", n)
 	if err != nil {
+		b.log().ErrorContext(ctx, "revoking the grants of a user the allowlist no longer lets in; the next use checks again",
+			"upstream", up.ID, "user_id", u.ID, "err", err)
+		b.checkAgain(ctx, up, u.ID, now)
 		return fmt.Errorf("%w (%s); revoking their grants: %w", ErrNoLongerAllowed, why, err)
 	}
+	b.log().InfoContext(ctx, "audit", "event", "membership_revoked", "upstream", up.ID, "user_id", u.ID,
+		"subject", u.Subject, "login", u.Login, "reason", why, "grants", len(l.Grants), "sessions", l.Sessions)
 	return fmt.Errorf("%w: %s", ErrNoLongerAllowed, why)
+}
+
+// checkAgain makes the next membership check of userID due at once, after
+// a revocation that failed: the check claimed at now would otherwise let
+// the kept grant pass for a whole interval. Failing (the database is
+// likely down too) only leaves the claim as it is.
+func (b *Broker) checkAgain(ctx context.Context, up Upstream, userID string, now time.Time) {
+	interval := up.MembershipCheckInterval
+	if interval <= 0 {
+		interval = upstream.DefaultMembershipCheckInterval
+	}
+	if _, err := b.Store.DeferMembershipCheck(ctx, userID, up.ID, now, now.Add(-interval)); err != nil {
+		b.log().WarnContext(ctx, "membership re-check: cannot schedule the retry of a failed revocation", "upstream", up.ID, "user_id", userID, "err", err)
+	}
 }

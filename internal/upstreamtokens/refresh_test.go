@@ -112,9 +112,9 @@ func TestConcurrentRefreshAcrossReplicas(t *testing.T) {
 }
 
 // The upstream refuses the kept refresh token (the user revoked the app):
-// the kept grant is dead, and the user's grants at authd end with it
-// (revoke_on_upstream_revocation, default on), with an audit record. With
-// the option off, they stay.
+// the kept grant is dead, and the user's grants and sessions at authd end
+// with it (revoke_on_upstream_revocation, default on), with an audit
+// record. With the option off, they stay.
 func TestUpstreamRevocationEndsGrants(t *testing.T) {
 	t.Parallel()
 	for name, newStore := range stores(t) {
@@ -131,6 +131,7 @@ func TestUpstreamRevocationEndsGrants(t *testing.T) {
 					t.Fatalf("Keep: %v", err)
 				}
 				g := authdGrant(t, f.st, f.user)
+				sess := session(t, f.st, f.user)
 
 				f.gh.RevokeGrant("octo")
 				f.advance(2 * time.Hour)
@@ -161,6 +162,15 @@ func TestUpstreamRevocationEndsGrants(t *testing.T) {
 				}
 				if !revoke && got.RevokedAt != nil {
 					t.Fatal("revoke_on_upstream_revocation: false, yet the authd grant was revoked")
+				}
+				// With the grants, the sign-in at authd ends: the next
+				// authorization goes to the upstream.
+				_, err = f.st.GetSession(ctx, sess.IDDigest, time.Now())
+				if revoke && !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("the user's authd session outlived the upstream's revocation: %v", err)
+				}
+				if !revoke && err != nil {
+					t.Fatalf("revoke_on_upstream_revocation: false, yet the session ended: %v", err)
 				}
 				logs := f.logBuf.String()
 				if !strings.Contains(logs, `"event":"upstream_grant_revoked"`) {

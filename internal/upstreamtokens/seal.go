@@ -30,9 +30,10 @@ type Keyring struct {
 }
 
 // ErrDecrypt: a stored row cannot be opened. Its key is not in the keyring
-// (keys.encryption_secret changed and the old one is not kept), or the row
+// (keys.encryption_secret changed and the old one is not kept among
+// keys.previous_encryption_secrets), or the row
 // was altered or moved to another user or upstream.
-var ErrDecrypt = errors.New("upstreamtokens: cannot decrypt the stored upstream token: keys.encryption_secret differs from the one it was sealed with, or the row was altered")
+var ErrDecrypt = errors.New("upstreamtokens: cannot decrypt the stored upstream token: it was sealed under a secret that is neither keys.encryption_secret nor one of keys.previous_encryption_secrets, or the row was altered")
 
 // NewKeyring derives the keys from secret (used to seal) and previous
 // (still accepted to open, for rotating the secret). Secrets must be

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -108,5 +109,184 @@ func testAuthRequestWithoutClient(t *testing.T, s store.Store) {
 	must(t, err, "ConsumeAuthRequest")
 	if got.ClientID != "" || got.UserID != u.ID {
 		t.Fatalf("consumed %+v", got)
+	}
+}
+
+// testLogoutUpstreamUser: a logout token is acted on once: the user of
+// (upstream, subject) is logged out as LogoutUser does, with or without
+// their grants; the same jti again is ErrConflict and ends nothing (not
+// the session the user signed in with since); a token for a user nobody
+// knows (or one of another upstream) records its jti and ends nothing.
+func testLogoutUpstreamUser(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u, stranger := user(t, s), user(t, s)
+	c := client(t, s)
+	now := t0.Add(time.Hour)
+	sess, sOther := newSession(u), newSession(stranger)
+	for _, x := range []store.Session{sess, sOther} {
+		must(t, s.CreateSession(ctx, x), "CreateSession")
+	}
+	signedIn := newAuthRequest(c)
+	signedIn.UserID, signedIn.AuthTime = u.ID, ptr(t0)
+	must(t, s.CreateAuthRequest(ctx, signedIn), "CreateAuthRequest")
+	g, rt := grant(t, s, c, u)
+	at := createAccessToken(t, s, newAccessToken(g))
+	putUpstreamToken(t, s, newUpstreamToken(u, u.Provider))
+
+	// Sessions only.
+	first := store.UpstreamLogout{Upstream: u.Provider, Subject: u.Subject, JTI: uuid.NewString(), Expiry: t0.Add(2 * time.Minute)}
+	l, err := s.LogoutUpstreamUser(ctx, first, now)
+	must(t, err, "LogoutUpstreamUser")
+	if l.UserID != u.ID || l.Sessions != 1 || len(l.Grants) != 0 || l.RefreshTokens != 0 || l.AccessTokens != 0 {
+		t.Fatalf("LogoutUpstreamUser without grants reports %+v, want user %s, 1 session only", l, u.ID)
+	}
+	_, err = s.GetSession(ctx, sess.IDDigest, t0)
+	wantErr(t, err, store.ErrNotFound, "GetSession after LogoutUpstreamUser")
+	_, err = s.GetAuthRequest(ctx, signedIn.IDDigest, t0)
+	wantErr(t, err, store.ErrNotFound, "GetAuthRequest of a signed-in request after LogoutUpstreamUser")
+	_, err = s.GetSession(ctx, sOther.IDDigest, t0)
+	must(t, err, "GetSession of another user")
+	if got, err := s.GetGrant(ctx, g.ID); err != nil || got.RevokedAt != nil {
+		t.Fatalf("LogoutUpstreamUser without RevokeGrants: grant %+v, err %v; want live", got, err)
+	}
+	_, err = s.GetUpstreamToken(ctx, u.ID, u.Provider)
+	must(t, err, "GetUpstreamToken after LogoutUpstreamUser without grants")
+
+	// A replay, even one asking for more, ends nothing.
+	again := newSession(u)
+	must(t, s.CreateSession(ctx, again), "CreateSession (signed in again)")
+	replay := first
+	replay.RevokeGrants = true
+	_, err = s.LogoutUpstreamUser(ctx, replay, now)
+	wantErr(t, err, store.ErrConflict, "LogoutUpstreamUser replayed")
+	_, err = s.GetSession(ctx, again.IDDigest, t0)
+	must(t, err, "GetSession after a replayed logout token")
+	if got, _ := s.GetGrant(ctx, g.ID); got.RevokedAt != nil {
+		t.Fatal("a replayed logout token revoked the grant")
+	}
+	wantErr(t, s.UseLogoutToken(ctx, first.Upstream, first.JTI, first.Expiry), store.ErrConflict, "UseLogoutToken of a jti LogoutUpstreamUser recorded")
+
+	// With grants.
+	withGrants := store.UpstreamLogout{Upstream: u.Provider, Subject: u.Subject, JTI: uuid.NewString(), Expiry: t0.Add(2 * time.Minute), RevokeGrants: true}
+	l, err = s.LogoutUpstreamUser(ctx, withGrants, now)
+	must(t, err, "LogoutUpstreamUser with grants")
+	if l.UserID != u.ID || l.Sessions != 1 || len(l.Grants) != 1 || l.Grants[0].ID != g.ID || l.RefreshTokens != 1 || l.AccessTokens != 1 {
+		t.Fatalf("LogoutUpstreamUser with grants reports %+v, want 1 session, the grant, 1 refresh and 1 access token", l)
+	}
+	gotRT, err := s.GetRefreshToken(ctx, rt.Digest)
+	must(t, err, "GetRefreshToken")
+	timeEqual(t, "UsedAt of the logged-out user's refresh token", gotRT.UsedAt, now)
+	gotAT, err := s.GetAccessToken(ctx, at.Digest)
+	must(t, err, "GetAccessToken")
+	timeEqual(t, "RevokedAt of the logged-out user's access token", gotAT.RevokedAt, now)
+	_, err = s.GetUpstreamToken(ctx, u.ID, u.Provider)
+	wantErr(t, err, store.ErrNotFound, "GetUpstreamToken after LogoutUpstreamUser with grants")
+	if gotU, err := s.GetUser(ctx, u.ID); err != nil || gotU.Disabled {
+		t.Fatalf("LogoutUpstreamUser disabled the user (or lost them: %v)", err)
+	}
+
+	// Nobody: the user's subject at another upstream, and an unknown subject.
+	for _, nobody := range []store.UpstreamLogout{
+		{Upstream: "other-" + u.Provider, Subject: stranger.Subject, JTI: uuid.NewString(), Expiry: t0.Add(2 * time.Minute), RevokeGrants: true},
+		{Upstream: u.Provider, Subject: "nobody-" + uuid.NewString(), JTI: uuid.NewString(), Expiry: t0.Add(2 * time.Minute)},
+	} {
+		l, err = s.LogoutUpstreamUser(ctx, nobody, now)
+		must(t, err, "LogoutUpstreamUser of an unknown user")
+		if l.UserID != "" || l.Sessions != 0 || len(l.Grants) != 0 {
+			t.Fatalf("LogoutUpstreamUser of an unknown user reports %+v, want nothing", l)
+		}
+		_, err = s.LogoutUpstreamUser(ctx, nobody, now)
+		wantErr(t, err, store.ErrConflict, "LogoutUpstreamUser of an unknown user, replayed")
+	}
+	_, err = s.GetSession(ctx, sOther.IDDigest, t0)
+	must(t, err, "GetSession of the user with that subject at another upstream")
+}
+
+// testRevokeUserAccess: the user's sessions, signed-in pending requests,
+// grants and tokens end in one call, their kept upstream tokens stay, the
+// user stays enabled, and another user keeps everything.
+func testRevokeUserAccess(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u, stranger := user(t, s), user(t, s)
+	c := client(t, s)
+	now := t0.Add(time.Hour)
+	sess, sOther := newSession(u), newSession(stranger)
+	for _, x := range []store.Session{sess, sOther} {
+		must(t, s.CreateSession(ctx, x), "CreateSession")
+	}
+	signedIn := newAuthRequest(c)
+	signedIn.UserID, signedIn.AuthTime = u.ID, ptr(t0)
+	must(t, s.CreateAuthRequest(ctx, signedIn), "CreateAuthRequest")
+	g1, rt1 := grant(t, s, c, u)
+	g2, _ := grant(t, s, c, u)
+	gOther, _ := grant(t, s, c, stranger)
+	at := createAccessToken(t, s, newAccessToken(g1))
+	putUpstreamToken(t, s, newUpstreamToken(u, u.Provider))
+
+	l, err := s.RevokeUserAccess(ctx, u.ID, now)
+	must(t, err, "RevokeUserAccess")
+	if l.UserID != u.ID || l.Sessions != 1 || len(l.Grants) != 2 || l.RefreshTokens != 2 || l.AccessTokens != 1 {
+		t.Fatalf("RevokeUserAccess reports %+v, want 1 session, 2 grants, 2 refresh and 1 access token", l)
+	}
+	for _, id := range []string{g1.ID, g2.ID} {
+		got, err := s.GetGrant(ctx, id)
+		must(t, err, "GetGrant")
+		timeEqual(t, "RevokedAt of the user's grant", got.RevokedAt, now)
+	}
+	gotRT, err := s.GetRefreshToken(ctx, rt1.Digest)
+	must(t, err, "GetRefreshToken")
+	timeEqual(t, "UsedAt of the user's refresh token", gotRT.UsedAt, now)
+	gotAT, err := s.GetAccessToken(ctx, at.Digest)
+	must(t, err, "GetAccessToken")
+	timeEqual(t, "RevokedAt of the user's access token", gotAT.RevokedAt, now)
+	_, err = s.GetSession(ctx, sess.IDDigest, t0)
+	wantErr(t, err, store.ErrNotFound, "GetSession after RevokeUserAccess")
+	_, err = s.GetAuthRequest(ctx, signedIn.IDDigest, t0)
+	wantErr(t, err, store.ErrNotFound, "GetAuthRequest of a signed-in request after RevokeUserAccess")
+	_, err = s.GetUpstreamToken(ctx, u.ID, u.Provider)
+	must(t, err, "GetUpstreamToken after RevokeUserAccess (it stays)")
+	if gotU, err := s.GetUser(ctx, u.ID); err != nil || gotU.Disabled {
+		t.Fatalf("RevokeUserAccess disabled the user (or lost them: %v)", err)
+	}
+	_, err = s.GetSession(ctx, sOther.IDDigest, t0)
+	must(t, err, "GetSession of another user")
+	if got, err := s.GetGrant(ctx, gOther.ID); err != nil || got.RevokedAt != nil {
+		t.Fatalf("RevokeUserAccess touched another user's grant: %+v, %v", got, err)
+	}
+	_, err = s.RevokeUserAccess(ctx, uuid.NewString(), now)
+	wantErr(t, err, store.ErrNotFound, "RevokeUserAccess of an unknown user")
+}
+
+// testConcurrentLogoutUpstreamUser: one logout token delivered to several
+// replicas at once is acted on by exactly one; the others get ErrConflict.
+func testConcurrentLogoutUpstreamUser(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	c := client(t, s)
+	grant(t, s, c, u)
+	must(t, s.CreateSession(ctx, newSession(u)), "CreateSession")
+	l := store.UpstreamLogout{Upstream: u.Provider, Subject: u.Subject, JTI: uuid.NewString(), Expiry: t0.Add(2 * time.Minute), RevokeGrants: true}
+	results := make([]store.UserLogout, racers)
+	errs := make([]error, racers)
+	race(racers, func(i int) {
+		results[i], errs[i] = s.LogoutUpstreamUser(ctx, l, t0.Add(time.Hour))
+	})
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Fatalf("LogoutUpstreamUser acted twice on one token (racers %d and %d)", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, store.ErrConflict):
+			t.Fatalf("racer %d: got %v, want ErrConflict", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no racer acted on the token")
+	}
+	if r := results[winner]; r.UserID != u.ID || r.Sessions != 1 || len(r.Grants) != 1 {
+		t.Fatalf("the winner reports %+v, want the user's session and grant", r)
 	}
 }

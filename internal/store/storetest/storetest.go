@@ -54,6 +54,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "DisableUser", fn: testDisableUser},
 		{name: "LogoutUser", fn: testLogoutUser},
 		{name: "UseLogoutToken", fn: testUseLogoutToken},
+		{name: "LogoutUpstreamUser", fn: testLogoutUpstreamUser},
+		{name: "RevokeUserAccess", fn: testRevokeUserAccess},
 
 		// The authorization flow.
 		{name: "AuthRequestCRUD", fn: testAuthRequestCRUD},
@@ -87,10 +89,13 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "DisableUserDeletesUpstreamTokens", fn: testDisableUserDeletesUpstreamTokens},
 		{name: "PurgeUpstreamTokens", fn: testPurgeUpstreamTokens, own: own},
 		{name: "DeleteUpstreamTokensExcept", fn: testDeleteUpstreamTokensExcept, own: own},
+		{name: "ListUpstreamTokensAfter", fn: testListUpstreamTokensAfter, own: own},
+		{name: "ResealUpstreamTokens", fn: testResealUpstreamTokens},
 
 		// Keys, metadata documents, maintenance.
 		{name: "ValuesAreCopies", fn: testValuesAreCopies},
 		{name: "SigningKeys", fn: testSigningKeys, own: own},
+		{name: "ResealSigningKeys", fn: testResealSigningKeys, own: own},
 		{name: "MetadataDocuments", fn: testMetadataDocuments},
 		{name: "Purge", fn: testPurge, own: own},
 		{name: "PurgeClientTokens", fn: testPurgeClientTokens, own: own},
@@ -112,9 +117,11 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ConcurrentAddConsent", fn: testConcurrentAddConsent},
 		{name: "ConcurrentUpsertUser", fn: testConcurrentUpsertUser},
 		{name: "ConcurrentDisableUser", fn: testConcurrentDisableUser},
+		{name: "ConcurrentLogoutUpstreamUser", fn: testConcurrentLogoutUpstreamUser},
 		{name: "ConcurrentCreates", fn: testConcurrentCreates},
 		{name: "ConcurrentUpdateUpstreamToken", fn: testConcurrentUpdateUpstreamToken},
 		{name: "UpstreamRefreshLease", fn: testUpstreamRefreshLease},
+		{name: "ConcurrentResealAndUpdateUpstreamToken", fn: testConcurrentResealAndUpdateUpstreamToken},
 	}
 	shared := newStore(t)
 	for _, c := range cases {

@@ -1,0 +1,167 @@
+package upstreamtokens_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authd/authd/internal/oauth"
+	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/store/pgtest"
+	"github.com/authd/authd/internal/upstreamtokens"
+)
+
+// revocationRecorder is a store that records the calls that revoke a
+// user's grants or end their sign-in.
+type revocationRecorder struct {
+	store.Store
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *revocationRecorder) record(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, name)
+}
+
+func (r *revocationRecorder) recorded() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.calls)
+}
+
+func (r *revocationRecorder) ListGrants(ctx context.Context, userID string) ([]store.Grant, error) {
+	r.record("ListGrants")
+	return r.Store.ListGrants(ctx, userID)
+}
+
+func (r *revocationRecorder) RevokeGrant(ctx context.Context, id string, now time.Time) error {
+	r.record("RevokeGrant")
+	return r.Store.RevokeGrant(ctx, id, now)
+}
+
+func (r *revocationRecorder) DeleteUpstreamToken(ctx context.Context, userID, upstream string) error {
+	r.record("DeleteUpstreamToken")
+	return r.Store.DeleteUpstreamToken(ctx, userID, upstream)
+}
+
+func (r *revocationRecorder) LogoutUser(ctx context.Context, id string, now time.Time, revokeGrants bool) (store.UserLogout, error) {
+	r.record(fmt.Sprintf("LogoutUser(revokeGrants=%v)", revokeGrants))
+	return r.Store.LogoutUser(ctx, id, now, revokeGrants)
+}
+
+func (r *revocationRecorder) RevokeUserAccess(ctx context.Context, id string, now time.Time) (store.UserLogout, error) {
+	r.record("RevokeUserAccess")
+	return r.Store.RevokeUserAccess(ctx, id, now)
+}
+
+// session gives u a browser session at authd.
+func session(t *testing.T, st store.Store, u store.User) store.Session {
+	t.Helper()
+	now := time.Now()
+	s := store.Session{IDDigest: oauth.Digest(oauth.NewToken(oauth.PrefixSession)), UserID: u.ID, AuthTime: now, CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour)}
+	if err := st.CreateSession(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestDeprovisionEndsSignIn: a user removed from the org loses, in one
+// store call, every grant (with its tokens), the kept upstream grant, and
+// their sessions at authd: they must sign in at the upstream again, where
+// the allowlist applies, instead of walking through /authorize on the old
+// session cookie.
+func TestDeprovisionEndsSignIn(t *testing.T) {
+	t.Parallel()
+	for name, newStore := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, newStore(t), 8*time.Hour)
+			b, g1 := recheckFixture(t, f, true)
+			g2 := authdGrant(t, f.st, f.user)
+			sess := session(t, f.st, f.user)
+			rec := &revocationRecorder{Store: f.st}
+			b.Store = rec
+			ctx := t.Context()
+
+			f.gh.SetMemberships("octo", nil, nil)
+			f.advance(16 * time.Minute)
+			if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+				t.Fatalf("RecheckMemberships after removal from the org: %v, want ErrNoLongerAllowed", err)
+			}
+			for _, g := range []store.Grant{g1, g2} {
+				if got, err := f.st.GetGrant(ctx, g.ID); err != nil || got.RevokedAt == nil {
+					t.Fatalf("grant %s after removal from the org: err %v, RevokedAt %v; want revoked", g.ID, err, got.RevokedAt)
+				}
+			}
+			if _, err := f.st.GetSession(ctx, sess.IDDigest, time.Now()); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("the user's authd session after removal from the org: %v, want it ended", err)
+			}
+			if _, err := f.st.GetUpstreamToken(ctx, f.user.ID, "github"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("the kept upstream grant after removal from the org: %v, want it deleted", err)
+			}
+			if got, want := rec.recorded(), []string{"LogoutUser(revokeGrants=true)"}; !slices.Equal(got, want) {
+				t.Fatalf("revoking store calls %q, want %q (one transaction)", got, want)
+			}
+		})
+	}
+}
+
+// TestDeprovisionAllOrNothing: the database fails while the second of
+// three grants is being revoked. Nothing is revoked then (not the first
+// grant alone, nor the session): the caller is refused, and the next use
+// checks again at once, instead of a whole membership_check_interval
+// later, and revokes everything.
+func TestDeprovisionAllOrNothing(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	st, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	f := newFixture(t, st, 8*time.Hour)
+	b, g1 := recheckFixture(t, f, true)
+	g2 := authdGrant(t, f.st, f.user)
+	g3 := authdGrant(t, f.st, f.user)
+	sess := session(t, f.st, f.user)
+	ctx := t.Context()
+	fired := pgtest.FailOnce(t, dsn, "grants", "UPDATE", fmt.Sprintf("NEW.id = '%s' AND NEW.revoked_at IS NOT NULL", g2.ID))
+
+	f.gh.SetMemberships("octo", nil, nil)
+	f.advance(16 * time.Minute)
+	if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) || !fired() {
+		t.Fatalf("RecheckMemberships with the database failing midway: %v (failure injected: %v), want ErrNoLongerAllowed", err, fired())
+	}
+	var revoked []string
+	for _, g := range []store.Grant{g1, g2, g3} {
+		if got, _ := f.st.GetGrant(ctx, g.ID); got.RevokedAt != nil {
+			revoked = append(revoked, g.ID)
+		}
+	}
+	if len(revoked) != 0 {
+		t.Fatalf("a revocation that failed midway revoked %q of %q, %q, %q: want all or nothing", revoked, g1.ID, g2.ID, g3.ID)
+	}
+	if _, err := f.st.GetSession(ctx, sess.IDDigest, time.Now()); err != nil {
+		t.Fatalf("a revocation that failed ended the session anyway: %v", err)
+	}
+
+	// The next use, a minute later, well within the interval.
+	f.advance(time.Minute)
+	if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+		t.Fatalf("RecheckMemberships after a failed revocation: %v, want ErrNoLongerAllowed", err)
+	}
+	for _, g := range []store.Grant{g1, g2, g3} {
+		if got, _ := f.st.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+			t.Fatalf("grant %s outlived the second check", g.ID)
+		}
+	}
+	if _, err := f.st.GetSession(ctx, sess.IDDigest, time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the session outlived the second check: %v", err)
+	}
+}

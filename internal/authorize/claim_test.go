@@ -2,6 +2,7 @@ package authorize
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
+	"github.com/authd/authd/internal/upstream"
+	"github.com/authd/authd/internal/upstreamtokens"
 )
 
 // hookStore runs a hook before UpsertUser, which the callback calls
@@ -213,4 +216,81 @@ func TestCallbackReplacedMidway(t *testing.T) {
 	}
 	b.stopAtCallback = false
 	e.expectCode(t, b.get(second.String()), a)
+}
+
+// failingKeep is an upstream-token broker that cannot keep a grant.
+type failingKeep struct{}
+
+func (failingKeep) Keep(context.Context, string, string, *upstream.Grant) error {
+	return errors.New("keeping the upstream grant failed")
+}
+func (failingKeep) Covers(context.Context, string, string, []string) (bool, error) { return true, nil }
+func (failingKeep) Connections(context.Context, string) ([]upstreamtokens.Connection, error) {
+	return nil, nil
+}
+func (failingKeep) Disconnect(context.Context, string, string) error { return nil }
+
+// capture starts an authorization in b and stops before authd's callback,
+// returning the callback URL and the pending request it answers.
+func capture(t *testing.T, e *env, b *browser, a *authz) (*url.URL, store.AuthRequest) {
+	t.Helper()
+	b.stopAtCallback = true
+	defer func() { b.stopAtCallback = false }()
+	cb := b.get(a.url(e)).location()
+	if cb == nil || !strings.HasPrefix(cb.Path, "/callback/") {
+		t.Fatalf("no callback captured: %v", cb)
+	}
+	req, err := e.st.GetAuthRequestByUpstreamState(context.Background(), oauth.Digest(cb.Query().Get("state")), e.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cb, req
+}
+
+// TestCallbackFailureAfterClaimEndsRequest: a sign-in that fails after the
+// callback claimed the request for the consent page (here the upstream
+// grant cannot be kept) leaves nothing half done: no session, and the
+// request, signed in by the claim, is ended with its cookie, so the
+// consent page cannot be reached with it.
+func TestCallbackFailureAfterClaimEndsRequest(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, []string{"github"}, func(h *Handler) { h.UpstreamGrants = failingKeep{} })
+	client := e.addClient(store.Client{})
+	b := e.browser(t)
+	cb, req := capture(t, e, b, newAuthz(client.ID, appURI))
+	e.st.Writes()
+	if r := b.get(cb.String()); r.status != http.StatusInternalServerError || r.location() != nil {
+		t.Fatalf("callback: %d %v, want the internal error page", r.status, r.location())
+	}
+	if w := e.st.Writes(); w["ClaimAuthRequest"] != 1 || w["CreateSession"] != 0 || w["CreateAuthCode"] != 0 {
+		t.Fatalf("writes %v, want the claim and nothing after it", w)
+	}
+	if _, err := e.st.GetAuthRequest(context.Background(), req.IDDigest, e.clock.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the claimed request outlived the failed sign-in: %v", err)
+	}
+	e.expectPage(t, b.get("/consent?req="+requestHandle(req.IDDigest)), http.StatusBadRequest, "expired")
+}
+
+// TestUnusableAnswerLeavesRequestWaiting: an upstream answer that cannot
+// be used (here a code the provider does not know, as a reload gets once
+// its twin has spent the code) ends nothing, so the answer that can be
+// used still signs in: ending the request there would leave a double
+// submit with no sign-in at all.
+func TestUnusableAnswerLeavesRequestWaiting(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, []string{"github"})
+	client := e.addClient(store.Client{SkipConsent: true})
+	b := e.browser(t)
+	a := newAuthz(client.ID, appURI)
+	cb, _ := capture(t, e, b, a)
+	bad := *cb
+	q := bad.Query()
+	q.Set("code", "spent-or-unknown")
+	bad.RawQuery = q.Encode()
+	e.st.Writes()
+	if r := b.get(bad.String()); r.status != http.StatusBadGateway || r.location() != nil {
+		t.Fatalf("unusable answer: %d %v, want the 502 page", r.status, r.location())
+	}
+	e.expectNoWrites(t)
+	e.expectCode(t, b.get(cb.String()), a)
 }

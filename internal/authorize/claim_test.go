@@ -294,3 +294,38 @@ func TestUnusableAnswerLeavesRequestWaiting(t *testing.T) {
 	e.expectNoWrites(t)
 	e.expectCode(t, b.get(cb.String()), a)
 }
+
+// TestSignInAgainFromConsentPage: on the consent page the user notices
+// the wrong account and starts the upstream sign-in again for the same
+// request (back to /login); the new answer replaces the sign-in, and the
+// code is for the account chosen last.
+func TestSignInAgainFromConsentPage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, []string{"dev"}, func(h *Handler) { h.DevMode = true })
+	client := e.addClient(store.Client{})
+	b := e.browser(t)
+	a := newAuthz(client.ID, appURI)
+	devLogin := func(form resp, name string) resp {
+		t.Helper()
+		if form.status != http.StatusOK || form.url.Path != "/dev/login" {
+			t.Fatalf("want the dev login form, got %d %s", form.status, form.url)
+		}
+		q := form.url.Query()
+		return b.post("/dev/login", url.Values{
+			"upstream": {q.Get("upstream")}, "state": {q.Get("state")}, "code_challenge": {q.Get("code_challenge")},
+			"name": {name},
+		})
+	}
+	first := devLogin(b.get(a.url(e)), "dave")
+	if !isConsentPage(first) || !strings.Contains(first.body, "dave") {
+		t.Fatalf("want the consent page for dave, got %d\n%s", first.status, excerpt(first.body))
+	}
+	second := devLogin(b.get("/login?req="+consentForm(t, first).Get("req")), "erin")
+	if !isConsentPage(second) || !strings.Contains(second.body, "erin") {
+		t.Fatalf("want the consent page for erin, got %d\n%s", second.status, excerpt(second.body))
+	}
+	_, code := e.expectCode(t, b.decide(second, "approve"), a)
+	if u, err := e.st.GetUser(context.Background(), code.UserID); err != nil || u.Login != "erin" {
+		t.Fatalf("code for %+v (%v), want erin", u, err)
+	}
+}

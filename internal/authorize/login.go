@@ -259,7 +259,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 // upstream sign-in.
 func (h *Handler) notWaiting(ctx context.Context, provider string, cur store.AuthRequest, err error) error {
 	msg := "This sign-in has expired or was already completed. Return to the application and start again."
-	if errors.Is(err, store.ErrConflict) && cur.UserID == "" {
+	if errors.Is(err, store.ErrConflict) && cur.UpstreamStateDigest != "" {
 		msg = "This sign-in was replaced by a newer one. Finish the newest sign-in window, or return to the application and start again."
 	}
 	h.event(ctx, EventLoginFailed, "upstream", provider, "reason", msg)

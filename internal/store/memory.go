@@ -608,7 +608,7 @@ func (m *Memory) ClaimAuthRequest(_ context.Context, idDigest, stateDigest strin
 	if !ok || expired(r.ExpiresAt, now) {
 		return AuthRequest{}, ErrNotFound
 	}
-	if stateDigest == "" || r.UpstreamStateDigest != stateDigest || r.UserID != "" {
+	if stateDigest == "" || r.UpstreamStateDigest != stateDigest {
 		return cloneAuthRequest(r), fmt.Errorf("%w: the auth request does not wait for this upstream answer", ErrConflict)
 	}
 	if signIn == nil {

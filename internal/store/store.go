@@ -519,17 +519,18 @@ type Store interface {
 	// Expired: ErrNotFound.
 	ConsumeAuthRequest(ctx context.Context, idDigest string, now time.Time) (AuthRequest, error)
 	// ClaimAuthRequest ends the upstream sign-in of a pending request in
-	// one write: only while the request idDigest is unexpired, has no
-	// UserID and still waits for the upstream answer stateDigest (its
-	// UpstreamStateDigest; "" never matches), atomically, it records the
-	// sign-in (signIn != nil: UserID and AuthTime set, UpstreamStateDigest
-	// cleared so that the same answer cannot be used again) or deletes the
-	// request (signIn == nil), and returns the request as claimed. Of
-	// concurrent claims exactly one succeeds. ErrNotFound if the request is
-	// unknown or expired; ErrConflict, with the request as it is stored, if
-	// it waits for another answer (a newer upstream sign-in replaced this
-	// one) or was signed in already. A sign-in for an unknown user fails
-	// and changes nothing.
+	// one write: only while the request idDigest is unexpired and still
+	// waits for the upstream answer stateDigest (its UpstreamStateDigest;
+	// "" never matches), atomically, it records the sign-in (signIn !=
+	// nil: UserID and AuthTime set, replacing an earlier sign-in the user
+	// started again; UpstreamStateDigest cleared, so that the same answer
+	// cannot be used again) or deletes the request (signIn == nil), and
+	// returns the request as claimed. Of concurrent claims exactly one
+	// succeeds. ErrNotFound if the request is unknown or expired;
+	// ErrConflict, with the request as it is stored, if it waits for
+	// another answer (a newer upstream sign-in replaced this one) or for
+	// none (signed in already). A sign-in for an unknown user fails and
+	// changes nothing.
 	ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *SignIn) (AuthRequest, error)
 
 	// Browser sessions. ErrConflict on a duplicate IDDigest. DeleteSession

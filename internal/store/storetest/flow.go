@@ -116,10 +116,11 @@ func testAuthRequestExpiry(t *testing.T, s store.Store) {
 }
 
 // ClaimAuthRequest matches only a request that still waits for the given
-// upstream answer and has no user: it signs it in (state cleared, so the
-// answer cannot claim it again) or deletes it; a request waiting for
-// another answer, signed in already, expired or unknown is refused and
-// left as it is.
+// upstream answer: it signs it in (state cleared, so the answer cannot
+// claim it again) or deletes it; a request waiting for another answer or
+// for none (signed in already), expired or unknown is refused and left as
+// it is. A sign-in started again from a signed-in request (the login
+// handler points it at a new answer, keeping its user) is replaced.
 func testClaimAuthRequest(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	c, u := client(t, s), user(t, s)
@@ -160,6 +161,19 @@ func testClaimAuthRequest(t *testing.T, s store.Store) {
 	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, nil)
 	wantErr(t, err, store.ErrConflict, "a delete claim after the sign-in")
 	unchanged("after refused claims", want)
+
+	// Signed in again: the user started another upstream sign-in for the
+	// signed-in request (UpdateAuthRequest keeps its user meanwhile); its
+	// answer replaces the sign-in.
+	again := want
+	again.UpstreamStateDigest = digest()
+	must(t, s.UpdateAuthRequest(ctx, again), "UpdateAuthRequest")
+	later := t0.Add(time.Minute)
+	got, err = s.ClaimAuthRequest(ctx, r.IDDigest, again.UpstreamStateDigest, later, &store.SignIn{UserID: other.ID, AuthTime: later})
+	must(t, err, "ClaimAuthRequest of a sign-in started again")
+	want.UserID, want.AuthTime = other.ID, &later
+	equal(t, "the request signed in again", got, want)
+	unchanged("after the sign-in started again", want)
 
 	// Replaced by a newer upstream sign-in: the older answer is refused,
 	// the request reported waiting (no user), unchanged.

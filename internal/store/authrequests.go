@@ -76,8 +76,8 @@ func (p *Postgres) ConsumeAuthRequest(ctx context.Context, idDigest string, now 
 // for this upstream answer. Of concurrent claims, the first takes the row
 // lock and clears upstream_state_digest or removes the row; the others
 // wait for that lock, re-check the condition on the row as it is now
-// (PostgreSQL's READ COMMITTED re-evaluation) and match nothing. Only a claim that matched
-// nothing pays a second statement, to tell why.
+// (PostgreSQL's READ COMMITTED re-evaluation) and match nothing. Only a
+// claim that matched nothing pays a second statement, to tell why.
 func (p *Postgres) ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
 	const waiting = `
 		WHERE id_digest = $1 AND upstream_state_digest = $2 AND expires_at > $3

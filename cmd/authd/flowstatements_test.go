@@ -2,6 +2,7 @@ package main
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,7 +17,9 @@ import (
 // TestCodeFlowStatements counts, through the binary on Postgres, the
 // statements a code flow sends (the store's spans under each request's
 // span), for what issue 22 cut: the callback claims the pending request
-// with one conditional write (no consume and store-again), the session
+// with one conditional write before it asks the upstream (so that the
+// upstream's code is presented once) and settles it with one more after
+// (no consume and store-again), the session
 // check of the consent page and its submission reads the session and its
 // user in one statement, and /token reads the code with its user.
 func TestCodeFlowStatements(t *testing.T) {
@@ -93,9 +96,13 @@ func TestCodeFlowStatements(t *testing.T) {
 			pending = append(pending, s)
 		}
 	}
-	if len(pending) != 2 || !strings.HasPrefix(pending[0], "SELECT ") || !strings.HasPrefix(pending[1], "UPDATE ") {
-		t.Errorf("the callback's statements on the pending request: %q, want its read by state and one conditional UPDATE\nall: %q",
+	if len(pending) != 3 || !strings.HasPrefix(pending[0], "SELECT ") || !strings.HasPrefix(pending[1], "UPDATE ") || !strings.HasPrefix(pending[2], "UPDATE ") {
+		t.Errorf("the callback's statements on the pending request: %q, want its read by state, the claim's conditional UPDATE and the sign-in's\nall: %q",
 			pending, statements[cb])
+	}
+	upsert := slices.IndexFunc(statements[cb], func(s string) bool { return strings.HasPrefix(s, "INSERT users") })
+	if claim := slices.Index(statements[cb], pending[1]); claim < 0 || upsert < 0 || claim > upsert {
+		t.Errorf("the callback's claim does not come before the user is stored (after the upstream answered): %q", statements[cb])
 	}
 	for _, r := range []string{"GET /consent", "POST /consent"} {
 		var sess []string
@@ -112,8 +119,8 @@ func TestCodeFlowStatements(t *testing.T) {
 	if count("POST /token", "SELECT users") != 0 || count("POST /token", "SELECT auth_codes,users") != 1 {
 		t.Errorf("/token: %q, want the code read together with its user (one SELECT) and no read of users alone", statements["POST /token"])
 	}
-	if got := count("GET /authorize", "INSERT auth_requests") + count(cb, "UPDATE auth_requests") + count("POST /consent", "DELETE auth_requests"); got != 3 {
-		t.Errorf("writes of the pending request: %d, want 3 (stored, signed in, consumed)\n%q", got, statements)
+	if got := count("GET /authorize", "INSERT auth_requests") + count(cb, "UPDATE auth_requests") + count("POST /consent", "DELETE auth_requests"); got != 4 {
+		t.Errorf("writes of the pending request: %d, want 4 (stored, claimed, signed in, consumed)\n%q", got, statements)
 	}
 	for _, r := range []string{"GET /authorize", cb, "GET /consent", "POST /consent", "POST /token"} {
 		t.Logf("%s: %d statements %q", r, len(statements[r]), statements[r])

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +17,7 @@ import (
 )
 
 // hookStore runs a hook before UpsertUser, which the callback calls
-// between reading the pending request and claiming it.
+// after claiming the pending request and before settling it.
 type hookStore struct {
 	testStore
 	mu           sync.Mutex
@@ -132,7 +133,7 @@ func TestConcurrentCallbacksSignInOnce(t *testing.T) {
 		if winner == "" {
 			t.Fatal("no callback signed in")
 		}
-		if w := e.st.Writes(); w["CreateSession"] != 1 || w["ClaimAuthRequest"] != 1 || w["CreateAuthRequest"] != 0 {
+		if w := e.st.Writes(); w["CreateSession"] != 1 || w["SettleAuthRequest"] != 1 || w["CreateAuthRequest"] != 0 {
 			t.Fatalf("writes %v, want one session and one claim", w)
 		}
 		page := b.get(a.url(e)) // a fresh request: single sign-on as the winner
@@ -211,7 +212,7 @@ func TestCallbackReplacedMidway(t *testing.T) {
 	if second == nil || second.Path != "/callback/github" || second.Query().Get("state") == first.Query().Get("state") {
 		t.Fatalf("the second sign-in did not reach the callback with a new state: %v", second)
 	}
-	if w := e.st.Writes(); w["CreateSession"] != 0 || w["ClaimAuthRequest"] != 0 || w["CreateAuthCode"] != 0 {
+	if w := e.st.Writes(); w["CreateSession"] != 0 || w["SettleAuthRequest"] != 0 || w["CreateAuthCode"] != 0 {
 		t.Fatalf("the replaced answer wrote %v", w)
 	}
 	b.stopAtCallback = false
@@ -262,7 +263,7 @@ func TestCallbackFailureAfterClaimEndsRequest(t *testing.T) {
 	if r := b.get(cb.String()); r.status != http.StatusInternalServerError || r.location() != nil {
 		t.Fatalf("callback: %d %v, want the internal error page", r.status, r.location())
 	}
-	if w := e.st.Writes(); w["ClaimAuthRequest"] != 1 || w["CreateSession"] != 0 || w["CreateAuthCode"] != 0 {
+	if w := e.st.Writes(); w["SettleAuthRequest"] != 1 || w["CreateSession"] != 0 || w["CreateAuthCode"] != 0 {
 		t.Fatalf("writes %v, want the claim and nothing after it", w)
 	}
 	if _, err := e.st.GetAuthRequest(context.Background(), req.IDDigest, e.clock.Now()); !errors.Is(err, store.ErrNotFound) {
@@ -271,18 +272,28 @@ func TestCallbackFailureAfterClaimEndsRequest(t *testing.T) {
 	e.expectPage(t, b.get("/consent?req="+requestHandle(req.IDDigest)), http.StatusBadRequest, "expired")
 }
 
-// TestUnusableAnswerLeavesRequestWaiting: an upstream answer that cannot
-// be used (here a code the provider does not know, as a reload gets once
-// its twin has spent the code) ends nothing, so the answer that can be
-// used still signs in: ending the request there would leave a double
-// submit with no sign-in at all.
-func TestUnusableAnswerLeavesRequestWaiting(t *testing.T) {
+// expectEnded fails unless the pending request is gone, as every failed
+// sign-in leaves it.
+func expectEnded(t *testing.T, e *env, req store.AuthRequest) {
+	t.Helper()
+	if _, err := e.st.GetAuthRequest(context.Background(), req.IDDigest, e.clock.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the pending request outlived the failed sign-in: %v", err)
+	}
+}
+
+// TestUnusableAnswerEndsRequest: an upstream answer that cannot be used
+// (here a code the provider does not know) ends the request, as every
+// failure after the callback's claim does: the answer's code was presented
+// to the upstream, and the callback URL sent again (the real code this
+// time) finds nothing to sign in with, so the upstream never sees a
+// second exchange for the request.
+func TestUnusableAnswerEndsRequest(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, []string{"github"})
 	client := e.addClient(store.Client{SkipConsent: true})
 	b := e.browser(t)
 	a := newAuthz(client.ID, appURI)
-	cb, _ := capture(t, e, b, a)
+	cb, req := capture(t, e, b, a)
 	bad := *cb
 	q := bad.Query()
 	q.Set("code", "spent-or-unknown")
@@ -291,8 +302,99 @@ func TestUnusableAnswerLeavesRequestWaiting(t *testing.T) {
 	if r := b.get(bad.String()); r.status != http.StatusBadGateway || r.location() != nil {
 		t.Fatalf("unusable answer: %d %v, want the 502 page", r.status, r.location())
 	}
-	e.expectNoWrites(t)
-	e.expectCode(t, b.get(cb.String()), a)
+	if w := e.st.Writes(); w["UpsertUser"] != 0 || w["CreateSession"] != 0 || w["CreateAuthCode"] != 0 || w["SettleAuthRequest"] != 0 {
+		t.Fatalf("the unusable answer wrote %v", w)
+	}
+	expectEnded(t, e, req)
+	e.expectPage(t, b.get(cb.String()), http.StatusBadRequest, "expired or was already completed")
+	if n := e.gh.Exchanges(cb.Query().Get("code")); n != 0 {
+		t.Fatalf("the real code was presented %d times after the request ended", n)
+	}
+}
+
+// plainErrorConnector answers every callback, after the real connector
+// handled it (the code exchanged), with an error that is not an
+// *upstream.Error: an answer authd cannot use for a reason of its own.
+type plainErrorConnector struct{ upstream.Connector }
+
+func (c plainErrorConnector) HandleCallback(ctx context.Context, r *http.Request, o upstream.LoginOptions) (upstream.Identity, error) {
+	if _, err := c.Connector.HandleCallback(ctx, r, o); err != nil {
+		return upstream.Identity{}, err
+	}
+	return upstream.Identity{}, errors.New("the identity could not be used")
+}
+
+// TestUnusableIdentityEndsRequest: a callback failing after the upstream
+// answered with an error that is not the upstream's (the 502 page) ends
+// the request too, and the callback sent again exchanges nothing.
+func TestUnusableIdentityEndsRequest(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, []string{"github"}, func(h *Handler) { h.Connectors[0] = plainErrorConnector{h.Connectors[0]} })
+	client := e.addClient(store.Client{SkipConsent: true})
+	b := e.browser(t)
+	cb, req := capture(t, e, b, newAuthz(client.ID, appURI))
+	e.expectPage(t, b.get(cb.String()), http.StatusBadGateway, "could not be used")
+	expectEnded(t, e, req)
+	e.expectPage(t, b.get(cb.String()), http.StatusBadRequest, "expired or was already completed")
+	if n := e.gh.Exchanges(cb.Query().Get("code")); n != 1 {
+		t.Fatalf("the upstream code was presented %d times, want 1", n)
+	}
+}
+
+// TestUpstreamCodePresentedOnce: authd presents each upstream
+// authorization code to the upstream's token endpoint once, whatever the
+// browser does: a provider may revoke every token issued from a code used
+// twice (RFC 6749 §4.1.2), which would end the winning callback's
+// upstream grant, and a second exchange looks like a code-replay attack.
+// Callbacks racing for one answer (a reload, a double submit) and the
+// callback URL sent again after an answer that could not be used (here
+// GitHub's /user refusing after the exchange).
+func TestUpstreamCodePresentedOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, []string{"github"})
+	const racers, rounds = 4, 3
+	for _, consent := range []bool{false, true} {
+		name := "racing callbacks, code follows at once"
+		if consent {
+			name = "racing callbacks, consent follows"
+		}
+		t.Run(name, func(t *testing.T) {
+			client := e.addClient(store.Client{SkipConsent: !consent})
+			for round := range rounds {
+				b := e.browser(t)
+				cb, _ := capture(t, e, b, newAuthz(client.ID, appURI))
+				signedIn := 0
+				for _, res := range raceCallbacks(t, b, slices.Repeat([]string{cb.String()}, racers)) {
+					if res.StatusCode == http.StatusFound || res.StatusCode == http.StatusSeeOther {
+						signedIn++
+					}
+				}
+				if n := e.gh.Exchanges(cb.Query().Get("code")); n != 1 || signedIn != 1 {
+					t.Fatalf("round %d: the upstream code was presented %d times and %d of %d callbacks signed in, want 1 and 1",
+						round, n, signedIn, racers)
+				}
+			}
+		})
+	}
+	t.Run("replayed after an unusable answer", func(t *testing.T) {
+		client := e.addClient(store.Client{SkipConsent: true})
+		b := e.browser(t)
+		cb, req := capture(t, e, b, newAuthz(client.ID, appURI))
+		e.gh.FailAPI("/user", http.StatusForbidden)
+		r := b.get(cb.String())
+		e.gh.FailAPI("/user", 0)
+		if r.status != http.StatusBadGateway || r.location() != nil {
+			t.Fatalf("unusable answer: %d %v, want the 502 page", r.status, r.location())
+		}
+		replays := []resp{b.get(cb.String()), b.get(cb.String())}
+		if n := e.gh.Exchanges(cb.Query().Get("code")); n != 1 {
+			t.Fatalf("the upstream code was presented %d times, want 1", n)
+		}
+		for _, r := range replays {
+			e.expectPage(t, r, http.StatusBadRequest, "expired or was already completed")
+		}
+		expectEnded(t, e, req)
+	})
 }
 
 // TestSignInAgainFromConsentPage: on the consent page the user notices

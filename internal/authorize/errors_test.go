@@ -207,6 +207,13 @@ func TestClientChangedMidFlow(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	expire := func(t *testing.T, c store.Client) {
+		at := e.clock.Now()
+		c.ExpiresAt = &at
+		if err := e.st.UpdateClient(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
 	remove := func(t *testing.T, c store.Client) {
 		if err := e.st.DeleteClient(ctx, c.ID); err != nil {
 			t.Fatal(err)
@@ -226,15 +233,11 @@ func TestClientChangedMidFlow(t *testing.T) {
 		t.Cleanup(func() { e.gh.SetDecline(false) })
 		client := e.addClient(store.Client{SkipConsent: true})
 		b := e.browser(t)
-		b.stopAtCallback = true
-		loc := b.get(newAuthz(client.ID, appURI).url(e)).location()
-		if loc == nil || !strings.HasPrefix(loc.Path, "/callback/") {
-			t.Fatalf("stopped at %v, want the callback", loc)
-		}
-		b.stopAtCallback = false
+		loc, req := capture(t, e, b, newAuthz(client.ID, appURI))
 		change(t, client)
 		e.st.Writes()
 		expectPageNoCode(t, b.get(loc.String()), says)
+		expectEnded(t, e, req)
 	}
 	t.Run("upstream declines, redirect URI withdrawn meanwhile", func(t *testing.T) {
 		atUpstream(t, true, withdraw, "no longer lists")
@@ -247,6 +250,11 @@ func TestClientChangedMidFlow(t *testing.T) {
 	})
 	t.Run("upstream signs in, redirect URI withdrawn meanwhile", func(t *testing.T) {
 		atUpstream(t, false, withdraw, "no longer lists")
+	})
+	t.Run("upstream signs in, client expired meanwhile", func(t *testing.T) {
+		// The client's row stays (unlike a deletion), so the callback's
+		// failed client lookup must end the request itself.
+		atUpstream(t, false, expire, "no longer registered")
 	})
 	t.Run("upstream signs in, client deleted meanwhile", func(t *testing.T) {
 		// Deleting the client deletes its pending requests too.

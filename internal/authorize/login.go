@@ -141,20 +141,24 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 
 // callback serves GET /callback/{provider}: the upstream's answer. The
 // state finds the pending request, which must belong to this browser and
-// be waiting for this provider. Once the upstream's answer is checked and
-// the user admitted, one conditional write claims the request
-// (ClaimAuthRequest: signed in for the consent page, or deleted when the
-// code follows at once). It matches only while the request still waits for
-// this very answer, so of two callbacks for one request (a reload, the back
-// button, a double submit) exactly one signs in, a callback whose upstream
-// sign-in a newer one replaced signs nobody in, and a replayed callback
-// finds nothing. A callback that loses the claim has at most refreshed its
-// user's profile (the upsert): no session, no kept upstream grant, no
-// code. Failures are pages, except the user's decline at the provider,
-// which the client is told (upstreamFailed).
+// be waiting for this provider. Before the upstream is asked anything (its
+// one-time code exchanged), one conditional write claims the request for
+// this answer (ClaimAuthRequest): it matches only while the request still
+// waits for this very answer, and makes it wait for none. So of two
+// callbacks for one request (a reload, the back button, a double submit)
+// exactly one presents the upstream's code and signs in, and a replayed
+// callback finds nothing: the upstream sees each code once (RFC 6749
+// §4.1.2 lets it revoke what a reused code issued). Once the upstream
+// answered and the user is admitted, a second conditional write settles
+// the claimed request (SettleAuthRequest): signed in for the consent page,
+// or deleted when the code follows at once; it matches only while the
+// request is as the claim left it, so a callback whose request the user
+// sent to a newer upstream sign-in meanwhile signs nobody in. Every
+// failure after the claim ends the request. Failures are pages, except the
+// user's decline at the provider, which the client is told once
+// (upstreamFailed).
 func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	now := h.now()
 	provider := chi.URLParam(r, "provider")
 	logProvider := provider // the path is the caller's: log only known ids
 	if h.connector(provider) == nil {
@@ -170,7 +174,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 		return failed("The identity provider's answer is incomplete. Return to the application and start again.")
 	}
 	stateDigest := oauth.Digest(state)
-	req, err := h.Store.GetAuthRequestByUpstreamState(ctx, stateDigest, now)
+	req, err := h.Store.GetAuthRequestByUpstreamState(ctx, stateDigest, h.now())
 	if errors.Is(err, store.ErrNotFound) {
 		return failed("This sign-in has expired or was already completed. Return to the application and start again.")
 	}
@@ -191,19 +195,27 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 	handleCookie := h.requestCookieName(requestHandle(req.IDDigest))
 	notWaiting := func(cur store.AuthRequest, err error) error { return h.notWaiting(ctx, logProvider, cur, err) }
 
+	// The claim, before the upstream sees the answer's code: from here the
+	// answer is this callback's alone, and every failure ends the request.
+	if cur, err := h.Store.ClaimAuthRequest(ctx, req.IDDigest, stateDigest, h.now()); errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
+		return notWaiting(cur, err)
+	} else if err != nil {
+		return err
+	}
 	ident, err := conn.HandleCallback(ctx, r, loginOptions(rid, state, req))
 	if err != nil {
-		return h.upstreamFailed(w, r, provider, req, stateDigest, err)
+		return h.upstreamFailed(w, r, provider, req, err)
 	}
+	now := h.now() // the upstream took its time
 	user, err := h.admit(ctx, conn, ident, now)
 	if err != nil {
-		_, _ = h.endRequest(ctx, w, req.IDDigest, stateDigest) // the refusal is the answer
+		_, _ = h.endClaimed(ctx, w, req.IDDigest) // the refusal is the answer
 		return err
 	}
 	authTime := authTimeOf(ident, now)
 
 	// Whether the consent page follows decides how the request is
-	// claimed: kept with its user for that page, or deleted now.
+	// settled: kept with its user for that page, or deleted now.
 	var client store.Client
 	consent := false
 	if req.ClientID != "" { // "": the sign-in offered on /apps (appsLogin)
@@ -214,7 +226,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 			consent, err = h.needsConsent(ctx, client, signedIn)
 		}
 		if err != nil {
-			cur, endErr := h.endRequest(ctx, w, req.IDDigest, stateDigest)
+			cur, endErr := h.endClaimed(ctx, w, req.IDDigest)
 			if errors.Is(endErr, store.ErrNotFound) || errors.Is(endErr, store.ErrConflict) {
 				return notWaiting(cur, endErr) // e.g. the client's deletion took its requests along
 			}
@@ -225,24 +237,25 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 	if consent {
 		signIn = &store.SignIn{UserID: user.ID, AuthTime: authTime}
 	}
-	claimed, err := h.Store.ClaimAuthRequest(ctx, req.IDDigest, stateDigest, now, signIn)
+	settled, err := h.Store.SettleAuthRequest(ctx, req.IDDigest, h.now(), signIn)
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
-		return notWaiting(claimed, err)
+		return notWaiting(settled, err) // expired, or a newer upstream sign-in took it over
 	}
 	if err != nil {
+		_, _ = h.endClaimed(ctx, w, req.IDDigest)
 		return err
 	}
-	req = claimed
+	req = settled
 	req.UserID, req.AuthTime = user.ID, &authTime
 
-	// From here the request is this callback's: every failure ends it,
-	// and its cookie with it.
-	if err := h.startSignedIn(ctx, w, r, conn, user.ID, ident.Grant, authTime, now); err != nil {
+	// The request is settled: a failure now ends it, signed in or not
+	// (the code path deleted it already), and its cookie with it.
+	if err := h.startSignedIn(ctx, w, r, conn, user.ID, ident.Grant, authTime, h.now()); err != nil {
 		h.clearCookie(w, handleCookie)
 		if consent {
 			// Not after the request's budget or cancellation: a request
 			// left signed in without its session must not wait for expiry.
-			if _, err := h.Store.ConsumeAuthRequest(context.WithoutCancel(ctx), req.IDDigest, now); err != nil && !errors.Is(err, store.ErrNotFound) {
+			if _, err := h.Store.ConsumeAuthRequest(context.WithoutCancel(ctx), req.IDDigest, h.now()); err != nil && !errors.Is(err, store.ErrNotFound) {
 				h.log().WarnContext(ctx, "could not end a signed-in request after a failed sign-in", "error", err.Error())
 			}
 		}
@@ -252,11 +265,11 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 	return h.afterLogin(w, r, client, req, consent, handleCookie)
 }
 
-// notWaiting answers a callback whose claim (ClaimAuthRequest, err
-// ErrNotFound or ErrConflict with the request as it is, cur) found the
-// request no longer waiting for its answer: gone (expired, completed, its
-// client deleted), signed in by another callback, or waiting for a newer
-// upstream sign-in.
+// notWaiting answers a callback whose claim or settle (ClaimAuthRequest,
+// SettleAuthRequest: err ErrNotFound or ErrConflict with the request as it
+// is, cur) found the request no longer waiting for its answer: gone
+// (expired, completed, its client deleted), claimed by another callback,
+// or waiting for a newer upstream sign-in.
 func (h *Handler) notWaiting(ctx context.Context, provider string, cur store.AuthRequest, err error) error {
 	msg := "This sign-in has expired or was already completed. Return to the application and start again."
 	if errors.Is(err, store.ErrConflict) && cur.UpstreamStateDigest != "" {
@@ -266,14 +279,15 @@ func (h *Handler) notWaiting(ctx context.Context, provider string, cur store.Aut
 	return pageError(http.StatusBadRequest, "Sign-in failed", msg)
 }
 
-// endRequest ends a pending request whose upstream answer failed, as a
-// failed sign-in always has: only while it still waits for that answer
-// (ClaimAuthRequest without a sign-in), so that it never ends a request
-// another callback signed in meanwhile or that a newer upstream sign-in
-// took over. The request's cookie goes with it, unless such a one still
-// needs it. It returns the claim's result.
-func (h *Handler) endRequest(ctx context.Context, w http.ResponseWriter, idDigest, stateDigest string) (store.AuthRequest, error) {
-	cur, err := h.Store.ClaimAuthRequest(ctx, idDigest, stateDigest, h.now(), nil)
+// endClaimed ends a pending request this callback claimed, as a failed
+// sign-in always does: only while it is as the claim left it
+// (SettleAuthRequest without a sign-in), so that it never ends a newer
+// upstream sign-in the user started meanwhile. Not after the request's
+// budget or cancellation: a claimed request waits for nothing and would
+// only expire. The request's cookie goes with it, unless the newer sign-in
+// still needs it. It returns the settle's result.
+func (h *Handler) endClaimed(ctx context.Context, w http.ResponseWriter, idDigest string) (store.AuthRequest, error) {
+	cur, err := h.Store.SettleAuthRequest(context.WithoutCancel(ctx), idDigest, h.now(), nil)
 	if err == nil || errors.Is(err, store.ErrNotFound) {
 		h.clearCookie(w, h.requestCookieName(requestHandle(idDigest)))
 	}
@@ -281,14 +295,11 @@ func (h *Handler) endRequest(ctx context.Context, w http.ResponseWriter, idDiges
 }
 
 // upstreamFailed is the answer to the upstream's refusal or failure (err
-// from HandleCallback) for the pending request req, which waits for the
-// answer stateDigest. A refusal or an unreachable upstream ends the
-// request; an answer that could not be used (CodeUpstreamError, or not an
-// *upstream.Error) leaves it waiting, because that is also what a reload
-// or double submit of the callback gets once its twin has spent the
-// upstream's one-time code: ending the request there would leave the twin
-// that is signing in with nothing to claim.
-func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, provider string, req store.AuthRequest, stateDigest string, err error) error {
+// from HandleCallback) for the pending request req, which this callback
+// claimed. Every failure ends the request: the answer's code may have been
+// presented to the upstream, which must not see it again, and no other
+// callback can use the answer (the claim was this one's).
+func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, provider string, req store.AuthRequest, err error) error {
 	ctx := r.Context()
 	var ue *upstream.Error
 	switch {
@@ -296,8 +307,9 @@ func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, provide
 		// The user declined at the provider: the client and its
 		// redirect URI were confirmed at /authorize, so tell the
 		// client, as RFC 6749 §4.1.2.1 does for a declined request,
-		// once: only the callback that ended the request tells it.
-		if cur, endErr := h.endRequest(ctx, w, req.IDDigest, stateDigest); endErr != nil {
+		// once: only the callback that claimed and ended the request
+		// tells it (a reloaded decline finds nothing to claim).
+		if cur, endErr := h.endClaimed(ctx, w, req.IDDigest); endErr != nil {
 			if errors.Is(endErr, store.ErrNotFound) || errors.Is(endErr, store.ErrConflict) {
 				return h.notWaiting(ctx, provider, cur, endErr)
 			}
@@ -317,18 +329,20 @@ func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, provide
 	case errors.As(err, &ue) && ue.Code == upstream.CodeAccessDenied:
 		// The connector refused the account (e.g. another Workspace
 		// domain): the user must learn why.
-		_, _ = h.endRequest(ctx, w, req.IDDigest, stateDigest) // the refusal is the answer
+		_, _ = h.endClaimed(ctx, w, req.IDDigest) // the refusal is the answer
 		h.event(ctx, EventLoginDenied, "upstream", provider, "reason", ue.Code)
 		return pageError(http.StatusForbidden, "Access denied", ue.Message).withCause(err)
 	case errors.As(err, &ue) && ue.Code == upstream.CodeUnavailable:
-		_, _ = h.endRequest(ctx, w, req.IDDigest, stateDigest) // the outage is the answer
+		_, _ = h.endClaimed(ctx, w, req.IDDigest) // the outage is the answer
 		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", ue.Code)
 		return errUpstreamUnavailable(err)
 	case errors.As(err, &ue):
+		_, _ = h.endClaimed(ctx, w, req.IDDigest) // the answer is spent
 		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", ue.Code)
 		return pageError(http.StatusBadGateway, "Sign-in failed",
 			ue.Message+" Return to the application and start again.").withCause(err)
 	default:
+		_, _ = h.endClaimed(ctx, w, req.IDDigest) // the answer is spent
 		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", "error")
 		return pageError(http.StatusBadGateway, "Sign-in failed",
 			"The identity provider's answer could not be used. Return to the application and start again.").withCause(err)
@@ -434,10 +448,10 @@ func (h *Handler) denied(ctx context.Context, conn upstream.Connector, u store.U
 	return pageError(http.StatusForbidden, "Access denied", msg).withHint(reason)
 }
 
-// afterLogin continues a request the callback claimed, now signed in:
-// straight to the code when no consent is needed (the claim deleted it),
-// else to the consent page (the claim kept it with its user). client is
-// the request's, read before the claim.
+// afterLogin continues a request the callback settled, now signed in:
+// straight to the code when no consent is needed (the settle deleted it),
+// else to the consent page (the settle kept it with its user). client is
+// the request's, read before the settle.
 func (h *Handler) afterLogin(w http.ResponseWriter, r *http.Request, client store.Client, req store.AuthRequest, consent bool, requestCookie string) error {
 	if req.ClientID == "" { // the sign-in offered on /apps (appsLogin)
 		h.clearCookie(w, requestCookie)

@@ -45,10 +45,13 @@ func testConnectorRefusesAccount(t *testing.T, e *env) {
 	client := e.addClient(store.Client{})
 	a := newAuthz(client.ID, appURI)
 	a.extra = map[string]string{"idp_hint": "google"}
-	e.expectPage(t, e.browser(t).get(a.url(e)), http.StatusForbidden, "Please sign in with your example.com Google account.")
+	b := e.browser(t)
+	cb, req := capture(t, e, b, a)
+	e.expectPage(t, b.get(cb.String()), http.StatusForbidden, "Please sign in with your example.com Google account.")
 	if w := e.st.Writes(); w["UpsertUser"] != 0 || w["CreateSession"] != 0 || w["CreateAuthCode"] != 0 {
 		t.Fatalf("writes %v", w)
 	}
+	expectEnded(t, e, req)
 }
 
 func testWrongProviderPath(t *testing.T, e *env) {
@@ -169,10 +172,12 @@ func testSessionRespectsCurrentPolicy(t *testing.T, e *env) {
 	}
 	e.expectRedirectError(t, b.get(a2.url(e)), appURI, "login_required", a2.state)
 	e.st.Writes()
-	e.expectPage(t, b.get(newAuthz(client.ID, appURI).url(e)), http.StatusForbidden, "disabled")
+	cb, req := capture(t, e, b, newAuthz(client.ID, appURI))
+	e.expectPage(t, b.get(cb.String()), http.StatusForbidden, "disabled")
 	if w := e.st.Writes(); w["CreateSession"] != 0 || w["CreateAuthCode"] != 0 {
 		t.Fatalf("disabled login wrote %v", w)
 	}
+	expectEnded(t, e, req)
 }
 
 func testAllowlistDenied(t *testing.T, e *env) {
@@ -187,11 +192,13 @@ func testAllowlistDenied(t *testing.T, e *env) {
 	b := e.browser(t)
 	a := newAuthz(client.ID, appURI)
 	a.extra = map[string]string{"idp_hint": "oidc"}
-	r := b.get(a.url(e))
+	cb, req := capture(t, e, b, a)
+	r := b.get(cb.String())
 	e.expectPage(t, r, http.StatusForbidden, "You signed in as carol with Company SSO, but you are not allowed to use this server.")
 	if w := e.st.Writes(); w["UpsertUser"] != 0 || w["CreateSession"] != 0 || w["CreateAuthCode"] != 0 || w["AddConsent"] != 0 {
 		t.Fatalf("denied login wrote %v", w)
 	}
+	expectEnded(t, e, req)
 	if strings.Contains(r.body, "not on the list") {
 		// Only *allowlist.Denied reasons are shown; other errors are not.
 		t.Fatal("internal error text shown")
@@ -204,11 +211,14 @@ func testUpstreamDeclined(t *testing.T, e *env) {
 	client := e.addClient(store.Client{})
 	b := e.browser(t)
 	a := newAuthz(client.ID, appURI)
-	r := b.get(a.url(e))
-	e.expectRedirectError(t, r, appURI, "access_denied", a.state)
+	cb, req := capture(t, e, b, a)
+	e.expectRedirectError(t, b.get(cb.String()), appURI, "access_denied", a.state)
 	if w := e.st.Writes(); w["UpsertUser"] != 0 || w["CreateSession"] != 0 || w["CreateAuthCode"] != 0 {
 		t.Fatalf("writes %v", w)
 	}
+	expectEnded(t, e, req)
+	// A reloaded decline tells the client nothing again.
+	e.expectPage(t, b.get(cb.String()), http.StatusBadRequest, "expired or was already completed")
 }
 
 func testUpstreamFailureShowsPage(t *testing.T, e *env) {
@@ -216,7 +226,8 @@ func testUpstreamFailureShowsPage(t *testing.T, e *env) {
 	t.Cleanup(func() { e.gh.FailAPI("/user", 0) })
 	client := e.addClient(store.Client{})
 	b := e.browser(t)
-	r := b.get(newAuthz(client.ID, appURI).url(e))
+	cb, req := capture(t, e, b, newAuthz(client.ID, appURI))
+	r := b.get(cb.String())
 	if r.status < 500 || r.location() != nil {
 		t.Fatalf("status %d location %v", r.status, r.location())
 	}
@@ -224,6 +235,7 @@ func testUpstreamFailureShowsPage(t *testing.T, e *env) {
 	if w := e.st.Writes(); w["UpsertUser"] != 0 || w["CreateSession"] != 0 || w["CreateAuthCode"] != 0 {
 		t.Fatalf("writes %v", w)
 	}
+	expectEnded(t, e, req) // the outage is the answer
 }
 
 func testChooser(t *testing.T, e *env) {

@@ -71,32 +71,50 @@ func (p *Postgres) ConsumeAuthRequest(ctx context.Context, idDigest string, now 
 		RETURNING `+authRequestColumns, idDigest, now))
 }
 
-// ClaimAuthRequest is the upstream callback's one write: a conditional
-// UPDATE (or DELETE) … RETURNING that matches only a request still waiting
-// for this upstream answer. Of concurrent claims, the first takes the row
-// lock and clears upstream_state_digest or removes the row; the others
-// wait for that lock, re-check the condition on the row as it is now
-// (PostgreSQL's READ COMMITTED re-evaluation) and match nothing. Only a
-// claim that matched nothing pays a second statement, to tell why.
-func (p *Postgres) ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
-	const waiting = `
+// ClaimAuthRequest is the upstream callback's first write, before it calls
+// the upstream: a conditional UPDATE … RETURNING that matches only a
+// request still waiting for this upstream answer and makes it wait for
+// none (state, user and auth_time cleared). Of concurrent claims, the
+// first takes the row lock; the others wait for that lock, re-check the
+// condition on the row as it is now (PostgreSQL's READ COMMITTED
+// re-evaluation) and match nothing. Only a claim that matched nothing pays
+// a second statement, to tell why.
+func (p *Postgres) ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time) (AuthRequest, error) {
+	rows, err := p.pool.Query(ctx, `
+		UPDATE auth_requests SET upstream_state_digest = NULL, user_id = NULL, auth_time = NULL
 		WHERE id_digest = $1 AND upstream_state_digest = $2 AND expires_at > $3
+		RETURNING `+authRequestColumns, idDigest, stateDigest, now)
+	return p.matchedOrWhy(ctx, rows, err, idDigest, now)
+}
+
+// SettleAuthRequest is the callback's write after the upstream answered:
+// on a request its claim left waiting for nothing (no upstream state, no
+// user), it records the sign-in (UPDATE) or deletes the request (DELETE).
+func (p *Postgres) SettleAuthRequest(ctx context.Context, idDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
+	const claimed = `
+		WHERE id_digest = $1 AND upstream_state_digest IS NULL AND user_id IS NULL AND expires_at > $2
 		RETURNING ` + authRequestColumns
 	var rows pgx.Rows
 	var err error
 	if signIn == nil {
-		rows, err = p.pool.Query(ctx, `DELETE FROM auth_requests`+waiting, idDigest, stateDigest, now)
+		rows, err = p.pool.Query(ctx, `DELETE FROM auth_requests`+claimed, idDigest, now)
 	} else {
-		rows, err = p.pool.Query(ctx, `
-			UPDATE auth_requests SET user_id = $4, auth_time = $5, upstream_state_digest = NULL`+waiting,
-			idDigest, stateDigest, now, signIn.UserID, signIn.AuthTime)
+		rows, err = p.pool.Query(ctx, `UPDATE auth_requests SET user_id = $3, auth_time = $4`+claimed,
+			idDigest, now, signIn.UserID, signIn.AuthTime)
 	}
+	return p.matchedOrWhy(ctx, rows, err, idDigest, now)
+}
+
+// matchedOrWhy returns the row a conditional write matched, or, when it
+// matched none, the request as it is with ErrConflict (ErrNotFound if it
+// is gone).
+func (p *Postgres) matchedOrWhy(ctx context.Context, rows pgx.Rows, err error, idDigest string, now time.Time) (AuthRequest, error) {
 	if err != nil {
 		return AuthRequest{}, mapErr(err)
 	}
 	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[AuthRequest])
 	if !errors.Is(err, pgx.ErrNoRows) {
-		return r, mapErr(err) // claimed, or failed (a missing user: ErrNotFound wrapped)
+		return r, mapErr(err) // matched, or failed (a missing user: ErrNotFound wrapped)
 	}
 	cur, err := p.GetAuthRequest(ctx, idDigest, now)
 	if err != nil {

@@ -261,9 +261,15 @@ func (b *Bounded) ConsumeAuthRequest(ctx context.Context, idDigest string, now t
 	return run1(b, ctx, func(ctx context.Context) (AuthRequest, error) { return b.s.ConsumeAuthRequest(ctx, idDigest, now) })
 }
 
-func (b *Bounded) ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
+func (b *Bounded) ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time) (AuthRequest, error) {
 	return run1(b, ctx, func(ctx context.Context) (AuthRequest, error) {
-		return b.s.ClaimAuthRequest(ctx, idDigest, stateDigest, now, signIn)
+		return b.s.ClaimAuthRequest(ctx, idDigest, stateDigest, now)
+	})
+}
+
+func (b *Bounded) SettleAuthRequest(ctx context.Context, idDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
+	return run1(b, ctx, func(ctx context.Context) (AuthRequest, error) {
+		return b.s.SettleAuthRequest(ctx, idDigest, now, signIn)
 	})
 }
 

@@ -188,7 +188,7 @@ type AuthRequest struct {
 }
 
 // SignIn is who signed a pending request in, and when they authenticated
-// (ClaimAuthRequest).
+// (SettleAuthRequest).
 type SignIn struct {
 	UserID   string
 	AuthTime time.Time
@@ -518,20 +518,27 @@ type Store interface {
 	// several concurrent callers succeeds, the others get ErrNotFound.
 	// Expired: ErrNotFound.
 	ConsumeAuthRequest(ctx context.Context, idDigest string, now time.Time) (AuthRequest, error)
-	// ClaimAuthRequest ends the upstream sign-in of a pending request in
-	// one write: only while the request idDigest is unexpired and still
-	// waits for the upstream answer stateDigest (its UpstreamStateDigest;
-	// "" never matches), atomically, it records the sign-in (signIn !=
-	// nil: UserID and AuthTime set, replacing an earlier sign-in the user
-	// started again; UpstreamStateDigest cleared, so that the same answer
-	// cannot be used again) or deletes the request (signIn == nil), and
-	// returns the request as claimed. Of concurrent claims exactly one
-	// succeeds. ErrNotFound if the request is unknown or expired;
-	// ErrConflict, with the request as it is stored, if it waits for
-	// another answer (a newer upstream sign-in replaced this one) or for
-	// none (signed in already). A sign-in for an unknown user fails and
-	// changes nothing.
-	ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *SignIn) (AuthRequest, error)
+	// ClaimAuthRequest takes a pending request for one upstream answer,
+	// before the upstream is asked about it: only while the request
+	// idDigest is unexpired and still waits for the answer stateDigest
+	// (its UpstreamStateDigest; "" never matches), atomically, it makes
+	// it wait for none (UpstreamStateDigest, UserID and AuthTime cleared,
+	// an earlier sign-in included: the user is signing in again) and
+	// returns it as claimed. Of concurrent claims exactly one succeeds, so
+	// one upstream answer is used once. ErrNotFound if the request is
+	// unknown or expired; ErrConflict, with the request as it is stored,
+	// if it waits for another answer (a newer upstream sign-in replaced
+	// this one) or for none (claimed or signed in already).
+	ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time) (AuthRequest, error)
+	// SettleAuthRequest ends a claim once the upstream answered: only
+	// while the request idDigest is unexpired and as a claim leaves it
+	// (no UpstreamStateDigest, no UserID), atomically, it records the
+	// sign-in (signIn != nil: UserID and AuthTime set) or deletes the
+	// request (signIn == nil), and returns it. ErrNotFound if unknown or
+	// expired; ErrConflict, with the request as it is stored, if a newer
+	// upstream sign-in started meanwhile or it is signed in. A sign-in for
+	// an unknown user fails and changes nothing.
+	SettleAuthRequest(ctx context.Context, idDigest string, now time.Time, signIn *SignIn) (AuthRequest, error)
 
 	// Browser sessions. ErrConflict on a duplicate IDDigest. DeleteSession
 	// is idempotent (nil when absent) so that signing out never fails.

@@ -162,9 +162,11 @@ func testConcurrentConsumeAuthRequest(t *testing.T, s store.Store) {
 }
 
 // Of N concurrent claims of one upstream answer (callbacks of a reload or a
-// double submit, some signing different users in, some ending the request)
-// exactly one succeeds; the others are refused (ErrConflict, or
-// ErrNotFound once a delete won), and the request is as the winner left it.
+// double submit) exactly one succeeds; the others are refused
+// (ErrConflict), and the request waits for no answer. Then, of N
+// concurrent settles of the claimed request (some signing different users
+// in, some ending it), exactly one succeeds and the request is as the
+// winner left it.
 func testConcurrentClaimAuthRequest(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	c := client(t, s)
@@ -172,23 +174,41 @@ func testConcurrentClaimAuthRequest(t *testing.T, s store.Store) {
 		r := newAuthRequest(c)
 		r.Upstream, r.UpstreamStateDigest = "github", digest()
 		must(t, s.CreateAuthRequest(ctx, r), "CreateAuthRequest")
-		claims := make([]*store.SignIn, racers)
-		for i := range claims {
+		errs := make([]error, racers)
+		race(racers, func(i int) {
+			_, errs[i] = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0)
+		})
+		claims := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				claims++
+			case !errors.Is(err, store.ErrConflict):
+				t.Fatalf("round %d: claim %d: got %v, want ErrConflict", round, i, err)
+			}
+		}
+		if claims != 1 {
+			t.Fatalf("round %d: %d of %d concurrent claims succeeded, want 1", round, claims, racers)
+		}
+		claimed := r
+		claimed.UpstreamStateDigest = ""
+
+		settles := make([]*store.SignIn, racers)
+		for i := range settles {
 			if (i+round)%4 != 0 { // a quarter of the racers delete
-				claims[i] = &store.SignIn{UserID: user(t, s).ID, AuthTime: t0.Add(time.Duration(i) * time.Second)}
+				settles[i] = &store.SignIn{UserID: user(t, s).ID, AuthTime: t0.Add(time.Duration(i) * time.Second)}
 			}
 		}
 		results := make([]store.AuthRequest, racers)
-		errs := make([]error, racers)
 		race(racers, func(i int) {
-			results[i], errs[i] = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, claims[i])
+			results[i], errs[i] = s.SettleAuthRequest(ctx, r.IDDigest, t0, settles[i])
 		})
 		winner := -1
 		for i, err := range errs {
 			switch {
 			case err == nil:
 				if winner >= 0 {
-					t.Fatalf("round %d: ClaimAuthRequest succeeded twice (racers %d and %d)", round, winner, i)
+					t.Fatalf("round %d: SettleAuthRequest succeeded twice (racers %d and %d)", round, winner, i)
 				}
 				winner = i
 			case !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound):
@@ -196,17 +216,17 @@ func testConcurrentClaimAuthRequest(t *testing.T, s store.Store) {
 			}
 		}
 		if winner < 0 {
-			t.Fatalf("round %d: no racer claimed the request", round)
+			t.Fatalf("round %d: no racer settled the request", round)
 		}
 		got, err := s.GetAuthRequest(ctx, r.IDDigest, t0)
-		if w := claims[winner]; w == nil {
+		if w := settles[winner]; w == nil {
 			wantErr(t, err, store.ErrNotFound, "GetAuthRequest after a delete won")
-			equal(t, "the deleted request", results[winner], r)
+			equal(t, "the deleted request", results[winner], claimed)
 			continue
 		}
 		must(t, err, "GetAuthRequest")
-		want := r
-		want.UserID, want.AuthTime, want.UpstreamStateDigest = claims[winner].UserID, &claims[winner].AuthTime, ""
+		want := claimed
+		want.UserID, want.AuthTime = settles[winner].UserID, &settles[winner].AuthTime
 		equal(t, "the request after the race", got, want)
 		equal(t, "the winner's result", results[winner], want)
 	}

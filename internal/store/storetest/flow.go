@@ -116,11 +116,12 @@ func testAuthRequestExpiry(t *testing.T, s store.Store) {
 }
 
 // ClaimAuthRequest matches only a request that still waits for the given
-// upstream answer: it signs it in (state cleared, so the answer cannot
-// claim it again) or deletes it; a request waiting for another answer or
-// for none (signed in already), expired or unknown is refused and left as
-// it is. A sign-in started again from a signed-in request (the login
-// handler points it at a new answer, keeping its user) is replaced.
+// upstream answer and makes it wait for none (state, user and auth time
+// cleared, an earlier sign-in included); a request waiting for another
+// answer or for none (claimed or signed in already), expired or unknown
+// is refused and left as it is. SettleAuthRequest then matches only a
+// request as a claim left it: it signs it in or deletes it; refused for a
+// request a newer upstream sign-in took over or that is signed in.
 func testClaimAuthRequest(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	c, u := client(t, s), user(t, s)
@@ -140,88 +141,133 @@ func testClaimAuthRequest(t *testing.T, s store.Store) {
 	authTime := t0.Add(-time.Minute)
 	in := &store.SignIn{UserID: u.ID, AuthTime: authTime}
 
-	// Signed in: returned and stored with its user, no longer found by
-	// its upstream state.
+	// Claimed: returned and stored waiting for no answer, no longer
+	// found by its upstream state; then signed in.
 	r := waiting()
-	got, err := s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, in)
+	got, err := s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0)
 	must(t, err, "ClaimAuthRequest")
-	want := r
-	want.UserID, want.AuthTime, want.UpstreamStateDigest = u.ID, &authTime, ""
-	equal(t, "ClaimAuthRequest's result", got, want)
-	unchanged("after the sign-in", want)
+	claimed := r
+	claimed.UpstreamStateDigest = ""
+	equal(t, "ClaimAuthRequest's result", got, claimed)
+	unchanged("after the claim", claimed)
 	_, err = s.GetAuthRequestByUpstreamState(ctx, r.UpstreamStateDigest, t0)
-	wantErr(t, err, store.ErrNotFound, "GetAuthRequestByUpstreamState of a signed-in request")
+	wantErr(t, err, store.ErrNotFound, "GetAuthRequestByUpstreamState of a claimed request")
 
-	// A second claim of the same answer, signing in or deleting: refused
-	// with the request as it is (signed in), which stays.
+	// A second claim of the same answer: refused with the request as it
+	// is (claimed), which stays.
+	cur, err := s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0)
+	wantErr(t, err, store.ErrConflict, "a second claim")
+	equal(t, "the request a second claim reports", cur, claimed)
+	unchanged("after a refused claim", claimed)
+
+	got, err = s.SettleAuthRequest(ctx, r.IDDigest, t0, in)
+	must(t, err, "SettleAuthRequest")
+	want := claimed
+	want.UserID, want.AuthTime = u.ID, &authTime
+	equal(t, "SettleAuthRequest's result", got, want)
+	unchanged("after the sign-in", want)
+
+	// A second settle, signing in or deleting, and a claim of the spent
+	// answer: refused with the request as it is (signed in), which stays.
 	other := user(t, s)
-	cur, err := s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, &store.SignIn{UserID: other.ID, AuthTime: t0})
-	wantErr(t, err, store.ErrConflict, "a second sign-in claim")
-	equal(t, "the request a second claim reports", cur, want)
-	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, nil)
-	wantErr(t, err, store.ErrConflict, "a delete claim after the sign-in")
-	unchanged("after refused claims", want)
+	cur, err = s.SettleAuthRequest(ctx, r.IDDigest, t0, &store.SignIn{UserID: other.ID, AuthTime: t0})
+	wantErr(t, err, store.ErrConflict, "a second sign-in settle")
+	equal(t, "the request a second settle reports", cur, want)
+	_, err = s.SettleAuthRequest(ctx, r.IDDigest, t0, nil)
+	wantErr(t, err, store.ErrConflict, "a delete settle after the sign-in")
+	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0)
+	wantErr(t, err, store.ErrConflict, "a claim after the sign-in")
+	unchanged("after refused settles", want)
 
 	// Signed in again: the user started another upstream sign-in for the
 	// signed-in request (UpdateAuthRequest keeps its user meanwhile); its
-	// answer replaces the sign-in.
+	// claim clears the earlier sign-in, and its settle records the new one.
 	again := want
 	again.UpstreamStateDigest = digest()
 	must(t, s.UpdateAuthRequest(ctx, again), "UpdateAuthRequest")
 	later := t0.Add(time.Minute)
-	got, err = s.ClaimAuthRequest(ctx, r.IDDigest, again.UpstreamStateDigest, later, &store.SignIn{UserID: other.ID, AuthTime: later})
+	got, err = s.ClaimAuthRequest(ctx, r.IDDigest, again.UpstreamStateDigest, later)
 	must(t, err, "ClaimAuthRequest of a sign-in started again")
+	equal(t, "the request claimed again", got, claimed)
+	got, err = s.SettleAuthRequest(ctx, r.IDDigest, later, &store.SignIn{UserID: other.ID, AuthTime: later})
+	must(t, err, "SettleAuthRequest of a sign-in started again")
 	want.UserID, want.AuthTime = other.ID, &later
 	equal(t, "the request signed in again", got, want)
 	unchanged("after the sign-in started again", want)
 
-	// Replaced by a newer upstream sign-in: the older answer is refused,
-	// the request reported waiting (no user), unchanged.
+	// Replaced by a newer upstream sign-in before the claim: the older
+	// answer is refused, the request reported waiting (no user),
+	// unchanged.
 	r = waiting()
 	newer := r
 	newer.UpstreamStateDigest = digest()
 	must(t, s.UpdateAuthRequest(ctx, newer), "UpdateAuthRequest")
-	for _, claim := range []*store.SignIn{in, nil} {
-		cur, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, claim)
-		wantErr(t, err, store.ErrConflict, "a claim of a replaced answer")
-		equal(t, "the request a claim of a replaced answer reports", cur, newer)
+	cur, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0)
+	wantErr(t, err, store.ErrConflict, "a claim of a replaced answer")
+	equal(t, "the request a claim of a replaced answer reports", cur, newer)
+	unchanged("after a claim of a replaced answer", newer)
+
+	// Replaced after the claim: the settle is refused, whatever it does,
+	// with the request as the newer sign-in left it.
+	r = waiting()
+	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0)
+	must(t, err, "ClaimAuthRequest")
+	newer = r
+	newer.UpstreamStateDigest = digest()
+	must(t, s.UpdateAuthRequest(ctx, newer), "UpdateAuthRequest")
+	for _, settle := range []*store.SignIn{in, nil} {
+		cur, err = s.SettleAuthRequest(ctx, r.IDDigest, t0, settle)
+		wantErr(t, err, store.ErrConflict, "a settle of a request replaced after its claim")
+		equal(t, "the request a refused settle reports", cur, newer)
 	}
-	unchanged("after claims of a replaced answer", newer)
+	unchanged("after settles of a replaced request", newer)
 
 	// The empty state matches nothing, not even a request without one.
 	plain := newAuthRequest(c)
 	must(t, s.CreateAuthRequest(ctx, plain), "CreateAuthRequest")
-	_, err = s.ClaimAuthRequest(ctx, plain.IDDigest, "", t0, in)
+	_, err = s.ClaimAuthRequest(ctx, plain.IDDigest, "", t0)
 	wantErr(t, err, store.ErrConflict, "a claim with the empty state")
 	unchanged("after a claim with the empty state", plain)
 
 	// A sign-in for an unknown user fails and changes nothing.
 	r = waiting()
-	if _, err := s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, &store.SignIn{UserID: uuid.NewString(), AuthTime: t0}); err == nil {
-		t.Fatal("ClaimAuthRequest signed a request in for an unknown user")
+	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0)
+	must(t, err, "ClaimAuthRequest")
+	claimed = r
+	claimed.UpstreamStateDigest = ""
+	if _, err := s.SettleAuthRequest(ctx, r.IDDigest, t0, &store.SignIn{UserID: uuid.NewString(), AuthTime: t0}); err == nil {
+		t.Fatal("SettleAuthRequest signed a request in for an unknown user")
 	}
-	unchanged("after a sign-in for an unknown user", r)
+	unchanged("after a sign-in for an unknown user", claimed)
 
 	// Deleted: returned as it was, gone afterwards.
-	got, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, nil)
-	must(t, err, "ClaimAuthRequest (delete)")
-	equal(t, "the deleted request", got, r)
+	got, err = s.SettleAuthRequest(ctx, r.IDDigest, t0, nil)
+	must(t, err, "SettleAuthRequest (delete)")
+	equal(t, "the deleted request", got, claimed)
 	_, err = s.GetAuthRequest(ctx, r.IDDigest, t0)
-	wantErr(t, err, store.ErrNotFound, "GetAuthRequest after a delete claim")
-	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, in)
+	wantErr(t, err, store.ErrNotFound, "GetAuthRequest after a delete settle")
+	_, err = s.SettleAuthRequest(ctx, r.IDDigest, t0, in)
+	wantErr(t, err, store.ErrNotFound, "a settle of a deleted request")
+	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0)
 	wantErr(t, err, store.ErrNotFound, "a claim of a deleted request")
 
-	// Expired at ExpiresAt, whatever the claim; live 1µs before.
+	// Expired at ExpiresAt, claim and settle; live 1µs before.
 	r = waiting()
-	for _, claim := range []*store.SignIn{in, nil} {
-		_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, r.ExpiresAt, claim)
-		wantErr(t, err, store.ErrNotFound, "a claim at ExpiresAt")
-	}
-	unchanged("after claims at ExpiresAt", r)
-	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, r.ExpiresAt.Add(-us), nil)
+	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, r.ExpiresAt)
+	wantErr(t, err, store.ErrNotFound, "a claim at ExpiresAt")
+	unchanged("after a claim at ExpiresAt", r)
+	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, r.ExpiresAt.Add(-us))
 	must(t, err, "a claim 1µs before expiry")
-	_, err = s.ClaimAuthRequest(ctx, digest(), digest(), t0, in)
+	for _, settle := range []*store.SignIn{in, nil} {
+		_, err = s.SettleAuthRequest(ctx, r.IDDigest, r.ExpiresAt, settle)
+		wantErr(t, err, store.ErrNotFound, "a settle at ExpiresAt")
+	}
+	_, err = s.SettleAuthRequest(ctx, r.IDDigest, r.ExpiresAt.Add(-us), nil)
+	must(t, err, "a settle 1µs before expiry")
+	_, err = s.ClaimAuthRequest(ctx, digest(), digest(), t0)
 	wantErr(t, err, store.ErrNotFound, "a claim of an unknown request")
+	_, err = s.SettleAuthRequest(ctx, digest(), t0, in)
+	wantErr(t, err, store.ErrNotFound, "a settle of an unknown request")
 }
 
 func testSessions(t *testing.T, s store.Store) {

@@ -63,6 +63,7 @@ type GitHub struct {
 	perPage   int
 	apiStatus map[string]int
 	codes     map[string]ghGrant
+	spent     map[string]int // times each code was presented (Exchanges)
 	tokens    map[string]ghToken
 	authReqs  []url.Values
 	// GitHub App user tokens that expire, refresh, revocation and
@@ -298,6 +299,10 @@ func (g *GitHub) accessToken(w http.ResponseWriter, r *http.Request) {
 	}
 	grant, ok := g.codes[f.Get("code")]
 	delete(g.codes, f.Get("code")) // single use, whatever happens next
+	if g.spent == nil {
+		g.spent = map[string]int{}
+	}
+	g.spent[f.Get("code")]++
 	if !ok {
 		fail("bad_verification_code", "The code passed is incorrect or expired.")
 		return
@@ -471,4 +476,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Exchanges returns how often code was presented at the token endpoint,
+// whether it was valid then or not: a client presents each authorization
+// code once, since a provider may revoke every token a reused code issued
+// (RFC 6749 §4.1.2).
+func (g *GitHub) Exchanges(code string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.spent[code]
 }

@@ -142,8 +142,12 @@ type Broker struct {
 	// Leeway: an access token expiring within it is refreshed first, so
 	// that the caller gets one it can still use; default 1m.
 	Leeway time.Duration
-	Now    func() time.Time
-	Log    *slog.Logger
+	// RevokeTimeout bounds ending a user's access at authd (a failed
+	// membership check, an upstream's refusal), detached from the
+	// caller's request; default 10s.
+	RevokeTimeout time.Duration
+	Now           func() time.Time
+	Log           *slog.Logger
 
 	flight singleflight.Group // one refresh per (user, upstream) in this process
 	mu     sync.Mutex
@@ -161,10 +165,36 @@ const (
 	pollInterval  = 100 * time.Millisecond
 	pollSlack     = time.Second
 	defaultLeeway = time.Minute
-	// revokeTimeout bounds revoking a user's grants after the upstream
-	// revoked theirs; it runs even if the caller's request was cancelled.
-	revokeTimeout = 10 * time.Second
+	// defaultRevokeTimeout bounds revoking a user's grants after the
+	// upstream revoked theirs; it runs even if the caller's request was
+	// cancelled.
+	defaultRevokeTimeout = 10 * time.Second
 )
+
+func (b *Broker) revokeTimeout() time.Duration {
+	if b.RevokeTimeout > 0 {
+		return b.RevokeTimeout
+	}
+	return defaultRevokeTimeout
+}
+
+// detached is ctx without its cancellation and with a database budget
+// and deadline of d of its own: for writes that must happen whatever
+// became of the caller's request or of an earlier write's budget.
+func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), d), d)
+}
+
+// retryOverloaded runs op, and again while the store refuses it for being
+// at its in-flight limit (which it does at once) and ctx allows: for
+// writes that cannot wait for the user to retry.
+func retryOverloaded[T any](ctx context.Context, op func() (T, error)) (T, error) {
+	v, err := op()
+	for wait := 10 * time.Millisecond; errors.Is(err, store.ErrOverloaded) && sleep(ctx, wait); wait = min(2*wait, 200*time.Millisecond) {
+		v, err = op()
+	}
+	return v, err
+}
 
 func (b *Broker) now() time.Time {
 	if b.Now != nil {
@@ -322,9 +352,9 @@ func (b *Broker) refresh(ctx context.Context, up Upstream, userID string) (Token
 	if err := b.backedOff(key); err != nil {
 		return Token{}, err
 	}
-	detached := context.WithoutCancel(ctx)
+	bg := context.WithoutCancel(ctx)
 	ch := b.flight.DoChan(key, func() (any, error) {
-		t, err := b.refreshShared(detached, up, userID)
+		t, err := b.refreshShared(bg, up, userID)
 		if err != nil && !errors.Is(err, ErrGrantDead) && !errors.Is(err, ErrNotStored) {
 			b.backOff(key, err)
 		}
@@ -500,15 +530,14 @@ func (b *Broker) refreshLeased(ctx context.Context, up Upstream, userID string, 
 // release ends the lease: writes next, or (nil) backs the next attempt
 // off. It runs whatever happened to the caller, with a budget of its own.
 func (b *Broker) release(ctx context.Context, up Upstream, userID string, lease time.Time, next *store.UpstreamToken) bool {
-	ctx, cancel := context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), writeTimeout), writeTimeout)
+	ctx, cancel := detached(ctx, writeTimeout)
 	defer cancel()
-	ok, err := b.Store.FinishUpstreamRefresh(ctx, userID, up.ID, lease, next, b.now().Add(b.backoff()))
-	// A store at its in-flight limit refuses at once; this write cannot
-	// wait for the user to retry (the upstream may have spent the
-	// single-use refresh token), so it tries again within its budget.
-	for wait := 10 * time.Millisecond; errors.Is(err, store.ErrOverloaded) && sleep(ctx, wait); wait = min(2*wait, 200*time.Millisecond) {
-		ok, err = b.Store.FinishUpstreamRefresh(ctx, userID, up.ID, lease, next, b.now().Add(b.backoff()))
-	}
+	// This write cannot wait for the user to retry (the upstream may have
+	// spent the single-use refresh token): an overloaded store is asked
+	// again within the budget.
+	ok, err := retryOverloaded(ctx, func() (bool, error) {
+		return b.Store.FinishUpstreamRefresh(ctx, userID, up.ID, lease, next, b.now().Add(b.backoff()))
+	})
 	if err != nil {
 		b.log().ErrorContext(ctx, "writing an upstream refresh's result", "upstream", up.ID, "user_id", userID, "err", err)
 		return false
@@ -535,7 +564,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // upstream. The kept grant stays, marked dead: the user is told to sign in
 // there again.
 func (b *Broker) upstreamRevoked(ctx context.Context, up Upstream, userID string, now time.Time, cause error) {
-	ctx, cancel := context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), revokeTimeout), revokeTimeout)
+	ctx, cancel := detached(ctx, b.revokeTimeout())
 	defer cancel()
 	b.log().InfoContext(ctx, "audit", "event", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID, "reason", cause.Error())
 	if !up.RevokeOnUpstreamRevocation {

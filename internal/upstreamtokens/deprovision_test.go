@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/store/pgtest"
@@ -163,5 +165,59 @@ func TestDeprovisionAllOrNothing(t *testing.T) {
 	}
 	if _, err := f.st.GetSession(ctx, sess.IDDigest, time.Now()); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the session outlived the second check: %v", err)
+	}
+}
+
+// TestDeprovisionTimeoutChecksAgain: the revocation fails because it
+// waited out its deadline and budget for a lock (another transaction
+// holds the user's row), the way a slow or overloaded database fails it.
+// Making the next check due at once must not depend on what that wait
+// left of the budget: once the lock is gone, the next use, well within
+// membership_check_interval, revokes.
+func TestDeprovisionTimeoutChecksAgain(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	pg, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	f := newFixture(t, pg, 8*time.Hour)
+	b, g := recheckFixture(t, f, true)
+	b.Store = store.NewBounded(pg, 200*time.Millisecond, 0)
+	b.RevokeTimeout = 300 * time.Millisecond
+	ctx := t.Context()
+
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, f.user.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	f.gh.SetMemberships("octo", nil, nil)
+	f.advance(16 * time.Minute)
+	if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+		t.Fatalf("RecheckMemberships while the user's row is locked: %v, want ErrNoLongerAllowed", err)
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt != nil {
+		t.Fatal("the revocation that timed out revoked the grant anyway")
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	f.advance(time.Minute)
+	if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+		t.Fatalf("RecheckMemberships a minute after a revocation that timed out: %v, want ErrNoLongerAllowed", err)
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+		t.Fatal("the grant outlived the check after a revocation that timed out")
 	}
 }

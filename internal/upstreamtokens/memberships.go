@@ -173,7 +173,7 @@ func (b *Broker) markDead(ctx context.Context, up Upstream, userID string, now t
 func (b *Broker) deprovision(ctx context.Context, up Upstream, u store.User, now time.Time, why string) error {
 	// Its own database budget: the request's may be spent already, and a
 	// revocation cut short would leave the user signed in.
-	ctx, cancel := context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), revokeTimeout), revokeTimeout)
+	ctx, cancel := detached(ctx, b.revokeTimeout())
 	defer cancel()
 	l, err := b.Store.LogoutUser(ctx, u.ID, now, true)
 	if errors.Is(err, store.ErrNotFound) { // the user was deleted: nothing left
@@ -192,14 +192,21 @@ func (b *Broker) deprovision(ctx context.Context, up Upstream, u store.User, now
 
 // checkAgain makes the next membership check of userID due at once, after
 // a revocation that failed: the check claimed at now would otherwise let
-// the kept grant pass for a whole interval. Failing (the database is
+// the kept grant pass for a whole interval. It gets a budget of its own
+// (the revocation may have failed by spending its own, waiting for a
+// lock) and asks an overloaded store again. Failing (the database is
 // likely down too) only leaves the claim as it is.
 func (b *Broker) checkAgain(ctx context.Context, up Upstream, userID string, now time.Time) {
 	interval := up.MembershipCheckInterval
 	if interval <= 0 {
 		interval = upstream.DefaultMembershipCheckInterval
 	}
-	if _, err := b.Store.DeferMembershipCheck(ctx, userID, up.ID, now, now.Add(-interval)); err != nil {
+	ctx, cancel := detached(ctx, writeTimeout)
+	defer cancel()
+	_, err := retryOverloaded(ctx, func() (bool, error) {
+		return b.Store.DeferMembershipCheck(ctx, userID, up.ID, now, now.Add(-interval))
+	})
+	if err != nil {
 		b.log().WarnContext(ctx, "membership re-check: cannot schedule the retry of a failed revocation", "upstream", up.ID, "user_id", userID, "err", err)
 	}
 }

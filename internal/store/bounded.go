@@ -429,6 +429,12 @@ func (b *Bounded) FinishUpstreamRefresh(ctx context.Context, userID, upstream st
 	})
 }
 
+func (b *Bounded) FinishUpstreamRefreshRevoked(ctx context.Context, userID, upstream string, lease, now time.Time) (bool, UserLogout, error) {
+	return run2(b, ctx, func(ctx context.Context) (bool, UserLogout, error) {
+		return b.s.FinishUpstreamRefreshRevoked(ctx, userID, upstream, lease, now)
+	})
+}
+
 func (b *Bounded) DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error) {
 	return run1(b, ctx, func(ctx context.Context) (int64, error) { return b.s.DeleteUpstreamTokensExcept(ctx, keep) })
 }

@@ -198,6 +198,26 @@ func (m *Memory) FinishUpstreamRefresh(_ context.Context, userID, upstream strin
 	return true, nil
 }
 
+func (m *Memory) FinishUpstreamRefreshRevoked(_ context.Context, userID, upstream string, lease, now time.Time) (bool, UserLogout, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tab := m.upstreamTable()
+	k := upstreamKey{userID, upstream}
+	cur, ok := tab.rows[k]
+	if _, known := m.users[userID]; !known || !ok || cur.RefreshLeaseUntil == nil || !cur.RefreshLeaseUntil.Equal(trunc(lease)) {
+		return false, UserLogout{}, nil
+	}
+	l, err := m.logoutUser(userID, now, true, false)
+	if err != nil {
+		return false, UserLogout{}, err
+	}
+	at := trunc(now)
+	cur.DeadAt, cur.UpdatedAt = &at, at
+	cur.RefreshLeaseUntil, cur.RefreshUnsettled = nil, false
+	tab.rows[k] = cur
+	return true, l, nil
+}
+
 func (m *Memory) DeleteUpstreamTokensExcept(_ context.Context, keep []string) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -658,6 +658,17 @@ type Store interface {
 	// when it was lost (expired and claimed by another, or the row was
 	// replaced by a sign-in or deleted).
 	FinishUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time, next *UpstreamToken, retryAt time.Time) (bool, error)
+	// FinishUpstreamRefreshRevoked ends the lease `lease` of (userID,
+	// upstream) after the upstream refused the refresh token, and with it
+	// what the user holds at authd, in one transaction: the row is marked
+	// dead at now (DeadAt, UpdatedAt; the lease and RefreshUnsettled
+	// cleared, nothing else changed) and everything RevokeUserAccess ends
+	// ends. All of it or, on error, none: the row then still holds the
+	// lease. Only if the row still holds that lease: false, having changed
+	// nothing, when it was lost (a sign-in replaced the row, so the refused
+	// token is no longer the kept one; another replica took over; the row
+	// or the user was deleted).
+	FinishUpstreamRefreshRevoked(ctx context.Context, userID, upstream string, lease, now time.Time) (bool, UserLogout, error)
 	// ClaimMembershipCheck sets MembershipCheckedAt = now and returns true
 	// if it was unset or at most now-interval and the row is not dead,
 	// atomically: of several replicas asking at once, one claims the check.

@@ -37,7 +37,10 @@
 // the upstream spent the single-use refresh token must reach the
 // database. An upstream refusal (invalid_grant) marks the grant dead and,
 // unless configured otherwise, revokes the user's grants and ends their
-// sessions at authd (one transaction); but if
+// sessions at authd, all in one transaction
+// (store.FinishUpstreamRefreshRevoked): if it fails, nothing of it is
+// written, the kept grant's lease ends as a settled attempt, and the next
+// use asks the upstream again and, refused again, tries again. But if
 // the previous attempt ended without a written result (cut off, lost
 // write), the refusal may be caused by that attempt having spent the
 // token: the kept grant is marked dead, the user's grants at authd stay,
@@ -98,6 +101,7 @@ type Store interface {
 	UpdateUpstreamToken(ctx context.Context, userID, upstream string, update func(store.UpstreamToken) (*store.UpstreamToken, error)) (store.UpstreamToken, error)
 	ClaimUpstreamRefresh(ctx context.Context, userID, upstream string, now, expiresBefore, until time.Time) (store.UpstreamToken, bool, error)
 	FinishUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time, next *store.UpstreamToken, retryAt time.Time) (bool, error)
+	FinishUpstreamRefreshRevoked(ctx context.Context, userID, upstream string, lease, now time.Time) (bool, store.UserLogout, error)
 	ClaimMembershipCheck(ctx context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error)
 	DeferMembershipCheck(ctx context.Context, userID, upstream string, now, at time.Time) (bool, error)
 	LogoutUser(ctx context.Context, id string, now time.Time, revokeGrants bool) (store.UserLogout, error)
@@ -478,6 +482,9 @@ func (b *Broker) refreshLeased(ctx context.Context, up Upstream, userID string, 
 	cancel()
 	now := b.now()
 	if errors.Is(err, upstream.ErrGrantRevoked) {
+		if up.RevokeOnUpstreamRevocation && !cur.RefreshUnsettled {
+			return Token{}, b.refused(ctx, up, userID, cur, lease, now, err)
+		}
 		dead := cur
 		dead.DeadAt, dead.UpdatedAt = &now, now
 		if !b.release(ctx, up, userID, lease, &dead) {
@@ -543,6 +550,46 @@ func (b *Broker) release(ctx context.Context, up Upstream, userID string, lease 
 		return false
 	}
 	return ok
+}
+
+// refused handles the upstream's settled refusal of the kept refresh
+// token under revoke_on_upstream_revocation: the kept grant is marked
+// dead and the user's grants and sessions at authd end, in one
+// transaction (store.FinishUpstreamRefreshRevoked), so that a failure
+// cannot leave the kept grant dead (and so never refreshed again) with
+// the grants it stood for alive. If that transaction fails, the row is
+// written back as it was with its lease ended, settled: the next use
+// refreshes again at once (after the in-process back-off), is refused
+// again, and tries again; an error other than ErrGrantDead tells the
+// caller to retry.
+func (b *Broker) refused(ctx context.Context, up Upstream, userID string, cur store.UpstreamToken, lease, now time.Time, cause error) error {
+	rctx, cancel := detached(ctx, b.revokeTimeout())
+	defer cancel()
+	var l store.UserLogout
+	done, err := retryOverloaded(rctx, func() (ok bool, err error) {
+		ok, l, err = b.Store.FinishUpstreamRefreshRevoked(rctx, userID, up.ID, lease, now)
+		return ok, err
+	})
+	if err != nil {
+		b.log().ErrorContext(ctx, "the upstream refused the refresh token; revoking the user's grants failed, the next use tries again",
+			"upstream", up.ID, "user_id", userID, "err", err)
+		if !b.release(ctx, up, userID, lease, &cur) {
+			b.log().ErrorContext(ctx, "the upstream refused the refresh token; neither its end nor the lease's could be written", "upstream", up.ID, "user_id", userID)
+		}
+		return fmt.Errorf("upstreamtokens: the %s grant was revoked upstream; revoking the user's grants: %w", up.ID, err)
+	}
+	if !done {
+		// The lease was lost (a sign-in replaced the row meanwhile, or
+		// another replica took over): the refused token may no longer
+		// be the kept one, so the grants at authd, perhaps just made,
+		// stay.
+		b.log().WarnContext(ctx, "the upstream refused a refresh token no longer kept; grants at authd kept", "upstream", up.ID, "user_id", userID)
+		return ErrGrantDead
+	}
+	b.log().InfoContext(ctx, "audit", "event", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID, "reason", cause.Error())
+	b.log().InfoContext(ctx, "audit", "event", "grants_revoked", "reason", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID,
+		"grants", len(l.Grants), "sessions", l.Sessions)
+	return ErrGrantDead
 }
 
 // sleep waits d, or less if ctx ends first (then false).

@@ -221,3 +221,54 @@ func TestDeprovisionTimeoutChecksAgain(t *testing.T) {
 		t.Fatal("the grant outlived the check after a revocation that timed out")
 	}
 }
+
+// TestUpstreamRevocationRevokeRetried: the upstream refuses the kept
+// refresh token, and the database fails while the user's grants at authd
+// are being revoked for it (revoke_on_upstream_revocation). The refusal
+// must not be lost with the failed transaction: the kept grant is not
+// left dead with the user's grants alive, and the next use (after the
+// back-off) asks the upstream again and, refused again, revokes them.
+func TestUpstreamRevocationRevokeRetried(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	pg, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	f := newFixture(t, pg, time.Hour)
+	b := f.broker(t, nil) // revoke_on_upstream_revocation
+	ctx := t.Context()
+	if err := b.Keep(ctx, f.user.ID, "github", f.ident.Grant); err != nil {
+		t.Fatal(err)
+	}
+	g := authdGrant(t, pg, f.user)
+	sess := session(t, pg, f.user)
+	fired := pgtest.FailOnce(t, dsn, "grants", "UPDATE", fmt.Sprintf("NEW.id = '%s' AND NEW.revoked_at IS NOT NULL", g.ID))
+
+	f.gh.RevokeGrant("octo")
+	f.advance(2 * time.Hour)
+	if _, err := b.Token(ctx, f.user.ID, "github"); err == nil || !fired() {
+		t.Fatalf("Token with the revocation failing: %v (failure injected: %v), want an error", err, fired())
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt != nil {
+		t.Fatal("the failed revocation revoked the grant anyway")
+	}
+	if row, err := pg.GetUpstreamToken(ctx, f.user.ID, "github"); err != nil || row.DeadAt != nil || row.RefreshLeaseUntil != nil || row.RefreshUnsettled {
+		t.Fatalf("kept grant after the failed revocation: %+v, %v; want live, its lease ended, settled", row, err)
+	}
+
+	f.advance(time.Minute) // past the back-off
+	if _, err := b.Token(ctx, f.user.ID, "github"); !errors.Is(err, upstreamtokens.ErrGrantDead) {
+		t.Fatalf("Token after a failed revocation: %v, want ErrGrantDead", err)
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+		t.Fatal("the user's grant outlived the upstream's refusal: the revocation that failed was never retried")
+	}
+	if _, err := pg.GetSession(ctx, sess.IDDigest, time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the user's session outlived the upstream's refusal: %v", err)
+	}
+	if row, err := pg.GetUpstreamToken(ctx, f.user.ID, "github"); err != nil || row.DeadAt == nil {
+		t.Fatalf("kept grant after the refusal: err %v, DeadAt %v; want marked dead", err, row.DeadAt)
+	}
+}

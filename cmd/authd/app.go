@@ -303,12 +303,14 @@ func upstreams(ctx context.Context, d deps) ([]upstream.Connector, func(context.
 			return fmt.Errorf("%w: user disabled", tokens.ErrUserNotAllowed)
 		}
 		// Users come only from sign-ins at configured upstreams (the
-		// --dev login is one, id "dev"). One whose upstream the operator
-		// removed can no longer sign in, so what they were granted ends
-		// too, whatever the allowlist says.
+		// --dev login is one, id "dev"). One whose upstream is not
+		// configured here cannot sign in here, so their tokens are
+		// refused too, whatever the allowlist says; but their grants are
+		// kept (tokens.ErrGrantKept): the upstream's absence may be a
+		// typo, a rename, or a replica a rolling deploy has not reached.
 		providerType, ok := providerTypes[u.Provider]
 		if !ok {
-			return fmt.Errorf("%w: the user's upstream %q is no longer configured", tokens.ErrUserNotAllowed, u.Provider)
+			return fmt.Errorf("%w: %w: the user's upstream %q is not configured", tokens.ErrUserNotAllowed, tokens.ErrGrantKept, u.Provider)
 		}
 		if err := allow.Check(providerType, u); err != nil {
 			return fmt.Errorf("%w: %w", tokens.ErrUserNotAllowed, err)

@@ -552,6 +552,10 @@ func (b *Broker) release(ctx context.Context, up Upstream, userID string, lease 
 	return ok
 }
 
+// errRevokeFailed: the upstream refused the kept refresh token, and
+// ending the user's access for it failed (a database error, wrapped too).
+var errRevokeFailed = errors.New("revoking the user's grants failed")
+
 // refused handles the upstream's settled refusal of the kept refresh
 // token under revoke_on_upstream_revocation: the kept grant is marked
 // dead and the user's grants and sessions at authd end, in one
@@ -576,7 +580,7 @@ func (b *Broker) refused(ctx context.Context, up Upstream, userID string, cur st
 		if !b.release(ctx, up, userID, lease, &cur) {
 			b.log().ErrorContext(ctx, "the upstream refused the refresh token; neither its end nor the lease's could be written", "upstream", up.ID, "user_id", userID)
 		}
-		return fmt.Errorf("upstreamtokens: the %s grant was revoked upstream; revoking the user's grants: %w", up.ID, err)
+		return fmt.Errorf("upstreamtokens: the %s grant was revoked upstream; %w: %w", up.ID, errRevokeFailed, err)
 	}
 	if !done {
 		// The lease was lost (a sign-in replaced the row meanwhile, or

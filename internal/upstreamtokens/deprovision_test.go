@@ -272,3 +272,40 @@ func TestUpstreamRevocationRevokeRetried(t *testing.T) {
 		t.Fatalf("kept grant after the refusal: err %v, DeadAt %v; want marked dead", err, row.DeadAt)
 	}
 }
+
+// TestRecheckRefusalRevokeFails: a due membership check refreshes the
+// expired kept token, the upstream refuses it, and revoking the user's
+// grants for that fails. The check is not inconclusive (the upstream
+// answered): it fails with the database's error (503, the grant kept),
+// and the next use checks again at once and revokes.
+func TestRecheckRefusalRevokeFails(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	pg, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	f := newFixture(t, pg, time.Hour)
+	b, g := recheckFixture(t, f, true)
+	ctx := t.Context()
+	fired := pgtest.FailOnce(t, dsn, "grants", "UPDATE", fmt.Sprintf("NEW.id = '%s' AND NEW.revoked_at IS NOT NULL", g.ID))
+
+	f.gh.RevokeGrant("octo")
+	f.advance(2 * time.Hour) // the check is due and the token expired
+	err = b.RecheckMemberships(ctx, f.user)
+	if err == nil || errors.Is(err, upstreamtokens.ErrNoLongerAllowed) || !fired() {
+		t.Fatalf("RecheckMemberships with the revocation failing: %v (failure injected: %v), want the database's error", err, fired())
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt != nil {
+		t.Fatal("the failed revocation revoked the grant anyway")
+	}
+
+	f.advance(time.Minute) // past the back-off, well within the interval
+	if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+		t.Fatalf("RecheckMemberships after a failed revocation: %v, want ErrNoLongerAllowed", err)
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+		t.Fatal("the grant outlived the upstream's refusal")
+	}
+}

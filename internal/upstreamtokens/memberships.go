@@ -83,6 +83,12 @@ func (b *Broker) RecheckMemberships(ctx context.Context, u store.User) error {
 			return b.deprovision(ctx, up, u, now, fmt.Sprintf("the kept %s grant is gone or dead: the memberships the allowlist needs cannot be re-checked", up.ID))
 		}
 		return nil
+	case errors.Is(err, errRevokeFailed):
+		// The upstream answered (it refused the kept grant), but ending
+		// the user's access failed: not inconclusive. As a failed
+		// deprovisioning: refused for now, and checked again at once.
+		b.checkAgain(ctx, up, u.ID, now)
+		return err
 	case err != nil:
 		return inconclusive(err)
 	}

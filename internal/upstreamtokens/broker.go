@@ -504,7 +504,8 @@ func (b *Broker) refreshLeased(ctx context.Context, up Upstream, userID string, 
 				"reason", "the upstream refused the refresh token after an earlier refresh ended without a result; grants at authd kept")
 			return Token{}, ErrGrantDead
 		}
-		b.upstreamRevoked(ctx, up, userID, now, err)
+		// revoke_on_upstream_revocation is off: an audit record only.
+		b.log().InfoContext(ctx, "audit", "event", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID, "reason", err.Error())
 		return Token{}, ErrGrantDead
 	}
 	if err != nil {
@@ -608,31 +609,26 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// upstreamRevoked handles the upstream's refusal of a kept refresh token:
-// an audit record and, when configured, the end of the user's grants at
-// authd, which were given on the strength of that upstream grant, and of
-// their sign-in at authd, so that the next authorization goes to the
-// upstream. The kept grant stays, marked dead: the user is told to sign in
-// there again.
-func (b *Broker) upstreamRevoked(ctx context.Context, up Upstream, userID string, now time.Time, cause error) {
+// revokeAccess ends the user's grants and sessions at authd after the
+// upstream revoked their grant there (revoke_on_upstream_revocation): they
+// were given on the strength of that upstream grant, and the next
+// authorization must go to the upstream. One transaction
+// (store.RevokeUserAccess): all of it or none, and then an error wrapping
+// errRevokeFailed. A deleted user has nothing left to revoke.
+func (b *Broker) revokeAccess(ctx context.Context, up Upstream, userID string, now time.Time) error {
 	ctx, cancel := detached(ctx, b.revokeTimeout())
 	defer cancel()
-	b.log().InfoContext(ctx, "audit", "event", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID, "reason", cause.Error())
-	if !up.RevokeOnUpstreamRevocation {
-		return
-	}
-	// One transaction: all of the user's grants and sessions end, or
-	// none does (and the error is logged).
-	l, err := b.Store.RevokeUserAccess(ctx, userID, now)
-	if errors.Is(err, store.ErrNotFound) { // the user was deleted: nothing left
-		err = nil
+	l, err := retryOverloaded(ctx, func() (store.UserLogout, error) { return b.Store.RevokeUserAccess(ctx, userID, now) })
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
 	}
 	if err != nil {
-		b.log().ErrorContext(ctx, "revoking the grants of a user whose upstream grant was revoked", "upstream", up.ID, "user_id", userID, "err", err)
-		return
+		b.log().ErrorContext(ctx, "revoking the grants of a user whose upstream grant was revoked; the next use tries again", "upstream", up.ID, "user_id", userID, "err", err)
+		return fmt.Errorf("upstreamtokens: the %s grant was revoked upstream; %w: %w", up.ID, errRevokeFailed, err)
 	}
 	b.log().InfoContext(ctx, "audit", "event", "grants_revoked", "reason", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID,
 		"grants", len(l.Grants), "sessions", l.Sessions)
+	return nil
 }
 
 // Covers reports whether a grant usable now (unexpired, or refreshable)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/authd/authd/internal/allowlist"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/store/pgtest"
@@ -307,5 +308,44 @@ func TestRecheckRefusalRevokeFails(t *testing.T) {
 	}
 	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt == nil {
 		t.Fatal("the grant outlived the upstream's refusal")
+	}
+}
+
+// TestRecheckRejectedRevokeRetried: the user revoked authd at GitHub (a
+// 401 on the membership read) and is allowlisted by login, so no
+// deprovisioning follows: revoke_on_upstream_revocation alone ends their
+// grants. When that revocation fails, the kept grant must not be left
+// dead with the grants alive: the check fails with the database's error
+// and the next use checks again and revokes.
+func TestRecheckRejectedRevokeRetried(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	pg, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	f := newFixture(t, pg, 0) // GitHub OAuth App tokens: no expiry, no refresh
+	b, g := recheckFixture(t, f, true)
+	b.Allowed = allowlist.Policy{GitHubUsers: []string{"octo"}}.Check
+	ctx := t.Context()
+	fired := pgtest.FailOnce(t, dsn, "grants", "UPDATE", fmt.Sprintf("NEW.id = '%s' AND NEW.revoked_at IS NOT NULL", g.ID))
+
+	f.gh.RevokeGrant("octo")
+	f.advance(16 * time.Minute)
+	if err := b.RecheckMemberships(ctx, f.user); err == nil || !fired() {
+		t.Fatalf("RecheckMemberships with the revocation failing: %v (failure injected: %v), want the database's error", err, fired())
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt != nil {
+		t.Fatal("the failed revocation revoked the grant anyway")
+	}
+
+	f.advance(time.Minute) // well within the interval
+	_ = b.RecheckMemberships(ctx, f.user)
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+		t.Fatal("the grant outlived the upstream's rejection of the kept token: the failed revocation was never retried")
+	}
+	if _, err := b.Token(ctx, f.user.ID, "github"); !errors.Is(err, upstreamtokens.ErrGrantDead) {
+		t.Fatalf("Token after the upstream rejected the kept token: %v, want ErrGrantDead", err)
 	}
 }

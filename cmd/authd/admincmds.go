@@ -101,22 +101,32 @@ func newKeysCmd(e *env) *cobra.Command {
 
 // reencryptResult is what `authd keys reencrypt -o json` prints.
 type reencryptResult struct {
+	// Fingerprint is keys.encryption_secret's (upstreamtokens.Fingerprint).
+	Fingerprint    string                      `json:"fingerprint"`
+	DryRun         bool                        `json:"dry_run,omitempty"`
 	SigningKeys    keys.ReencryptResult        `json:"signing_keys"`
 	UpstreamTokens upstreamtokens.ResealResult `json:"upstream_tokens"`
 }
 
 func newReencryptCmd(e *env) *cobra.Command {
-	var output string
+	var (
+		output        string
+		dryRun, force bool
+	)
 	cmd := &cobra.Command{
 		Use:   "reencrypt",
 		Short: "Re-encrypt the stored signing keys and kept upstream tokens under the current keys.encryption_secret",
 		Long: "Re-encrypt every stored signing key and kept upstream token that is encrypted with one of\n" +
 			"keys.previous_encryption_secrets under keys.encryption_secret, a bounded batch per statement.\n" +
 			"Run it once every replica runs with the new keys.encryption_secret (and the old one among the\n" +
-			"previous ones); replicas keep serving meanwhile. It is idempotent: a second run re-encrypts\n" +
-			"nothing. Once it reports nothing left under a previous secret, the previous secrets can be removed.",
-		Example: "  AUTHD_KEYS_ENCRYPTION_SECRET=$NEW AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS=$OLD authd keys reencrypt",
-		Args:    cobra.NoArgs,
+			"previous ones); replicas keep serving meanwhile. It first looks at everything without writing:\n" +
+			"if anything is encrypted with a secret that is not configured, or no replica has started with\n" +
+			"keys.encryption_secret (its fingerprint, printed here, is what replicas log at start-up), it\n" +
+			"writes nothing. It is idempotent: once a run re-encrypts nothing and sees nothing change, the\n" +
+			"previous secrets can be removed.",
+		Example: "  AUTHD_KEYS_ENCRYPTION_SECRET=$NEW AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS=$OLD authd keys reencrypt --dry-run\n" +
+			"  AUTHD_KEYS_ENCRYPTION_SECRET=$NEW AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS=$OLD authd keys reencrypt",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
@@ -137,12 +147,36 @@ func newReencryptCmd(e *env) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			var res reencryptResult
-			if res.SigningKeys, err = keys.Reencrypt(cmd.Context(), st, keys.DeriveKEK(cfg.Keys.EncryptionSecret), previousKEKs(cfg)); err != nil {
+			ctx := cmd.Context()
+			current, previous := keys.DeriveKEK(cfg.Keys.EncryptionSecret), previousKEKs(cfg)
+			res := reencryptResult{Fingerprint: kr.KeyID(), DryRun: dryRun}
+			// Look at everything before writing anything: one secret
+			// missing (or a mistyped current one) must not leave some rows
+			// moved and the rest stranded.
+			if res.SigningKeys, err = keys.PlanReencrypt(ctx, st, current, previous); err != nil {
 				return err
 			}
-			if res.UpstreamTokens, err = kr.Reseal(cmd.Context(), st, 0); err != nil {
+			if res.UpstreamTokens, err = kr.PlanReseal(ctx, st); err != nil {
 				return err
+			}
+			undecryptable := len(res.SigningKeys.Undecryptable) > 0 || res.UpstreamTokens.Undecryptable > 0
+			var refused error
+			if !dryRun && res.SigningKeys.Pending+res.UpstreamTokens.Pending > 0 && (!undecryptable || force) {
+				if !force {
+					recorded, err := st.ListEncryptionSecrets(ctx)
+					if err != nil {
+						return err
+					}
+					refused = checkFingerprintRecorded(res.Fingerprint, recorded)
+				}
+				if refused == nil {
+					if res.SigningKeys, err = keys.Reencrypt(ctx, st, current, previous, force); err != nil {
+						return err
+					}
+					if res.UpstreamTokens, err = kr.Reseal(ctx, st, 0, force); err != nil {
+						return err
+					}
+				}
 			}
 			w := cmd.OutOrStdout()
 			if output == "json" {
@@ -151,37 +185,63 @@ func newReencryptCmd(e *env) *cobra.Command {
 				}
 			} else {
 				sk, ut := res.SigningKeys, res.UpstreamTokens
-				fmt.Fprintf(w, "signing keys: %d re-encrypted, %d already under the current secret, %d changed meanwhile, %d undecryptable\n",
-					sk.Reencrypted, sk.Current, sk.Changed, len(sk.Undecryptable))
-				fmt.Fprintf(w, "kept upstream tokens: %d re-encrypted, %d already under the current secret, %d changed meanwhile, %d undecryptable\n",
-					ut.Resealed, ut.Current, ut.Changed, ut.Undecryptable)
+				fmt.Fprintf(w, "keys.encryption_secret fingerprint: %s\n", res.Fingerprint)
+				fmt.Fprintf(w, "signing keys: %d re-encrypted, %d already under the current secret, %d changed meanwhile, %d undecryptable, %d still under a previous secret\n",
+					sk.Reencrypted, sk.Current, sk.Changed, len(sk.Undecryptable), sk.Pending)
+				fmt.Fprintf(w, "kept upstream tokens: %d re-encrypted, %d already under the current secret, %d changed meanwhile, %d undecryptable, %d still under a previous secret\n",
+					ut.Resealed, ut.Current, ut.Changed, ut.Undecryptable, ut.Pending)
+			}
+			if refused != nil {
+				return refused
 			}
 			return reencryptVerdict(res, len(cfg.Keys.PreviousEncryptionSecrets), cmd.ErrOrStderr())
 		},
 	}
 	addOutputFlag(cmd.Flags(), &output) // --database-url is the keys command's
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "count what would be re-encrypted and what cannot be decrypted; write nothing")
+	cmd.Flags().BoolVar(&force, "force", false, "re-encrypt even under a secret no replica has started with, and even while something is undecryptable (that is left as it is): only when you know the secret is right, or the missing one lost")
 	return cmd
 }
 
 // reencryptVerdict tells the operator whether the previous secrets can go:
 // an error (exit status 1) while anything is left that only a secret not
-// configured could decrypt. Rows that changed meanwhile were rewritten by a
-// replica (under the current secret, once every replica runs with it) or
-// deleted; a second run looks at them again.
+// configured could decrypt. Only a run that re-encrypted nothing and saw
+// nothing change confirms that nothing is left under a previous secret: a
+// run that re-encrypted rows may have raced a replica still sealing under
+// an old current secret, and rows that changed meanwhile were rewritten
+// by a replica or deleted.
 func reencryptVerdict(res reencryptResult, previous int, w io.Writer) error {
 	sk, ut := res.SigningKeys, res.UpstreamTokens
 	if len(sk.Undecryptable) > 0 || ut.Undecryptable > 0 {
-		msg := fmt.Sprintf("%d signing keys and %d kept upstream tokens are encrypted with a secret that is neither keys.encryption_secret nor one of keys.previous_encryption_secrets (or are damaged); they were left as they are", len(sk.Undecryptable), ut.Undecryptable)
+		msg := fmt.Sprintf("%d signing keys and %d kept upstream tokens are encrypted with a secret that is neither keys.encryption_secret nor one of keys.previous_encryption_secrets (or are damaged)", len(sk.Undecryptable), ut.Undecryptable)
 		if len(sk.Undecryptable) > 0 {
 			msg += fmt.Sprintf(" (signing keys: %s)", strings.Join(sk.Undecryptable, ", "))
 		}
-		return errors.New(msg + ". Add the secret they need to keys.previous_encryption_secrets and run again; kept upstream tokens that stay undecryptable only make their users sign in at the upstream again")
+		if len(ut.UnknownKeys) > 0 {
+			var l []string
+			for kid, n := range ut.UnknownKeys {
+				l = append(l, fmt.Sprintf("%s: %d", kid, n))
+			}
+			sort.Strings(l)
+			msg += fmt.Sprintf(" (kept upstream tokens by the fingerprint of the secret they need: %s)", strings.Join(l, ", "))
+		}
+		if sk.Reencrypted+ut.Resealed > 0 || res.DryRun {
+			msg += "; they were left as they are"
+		} else {
+			msg += "; nothing was re-encrypted"
+		}
+		return errors.New(msg + ". Add the secret they need to keys.previous_encryption_secrets and run again (check keys.encryption_secret too). " +
+			"If that secret is lost, --force re-encrypts the rest and leaves them: kept upstream tokens under it only make their users sign in at the upstream again")
 	}
 	switch {
+	case res.DryRun:
+		fmt.Fprintf(w, "dry run, nothing written: %d signing keys and %d kept upstream tokens would be re-encrypted\n", sk.Pending, ut.Pending)
 	case sk.Changed > 0 || ut.Changed > 0:
 		fmt.Fprintf(w, "%d signing keys and %d kept upstream tokens changed while being re-encrypted (a refresh or sign-in rewrote them, or they were deleted); run again to check them before removing keys.previous_encryption_secrets\n", sk.Changed, ut.Changed)
+	case sk.Reencrypted > 0 || ut.Resealed > 0:
+		fmt.Fprintf(w, "%d signing keys and %d kept upstream tokens re-encrypted; run again to confirm before removing keys.previous_encryption_secrets (a run that re-encrypts nothing and sees nothing change confirms it)\n", sk.Reencrypted, ut.Resealed)
 	case previous > 0:
-		fmt.Fprintln(w, "everything stored is encrypted with keys.encryption_secret: keys.previous_encryption_secrets can be removed (if a replica still ran with an old current secret meanwhile, run this again first)")
+		fmt.Fprintln(w, "everything stored is encrypted with keys.encryption_secret: keys.previous_encryption_secrets can be removed")
 	}
 	return nil
 }

@@ -273,6 +273,9 @@ func signingKeys(ctx context.Context, d deps) (*keys.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing keys: %w", err)
 	}
+	if err := recordEncryptionSecret(ctx, d); err != nil {
+		return nil, err
+	}
 	return km, nil
 }
 

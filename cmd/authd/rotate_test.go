@@ -138,6 +138,11 @@ func TestRotateEncryptionSecretEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The replica logged its secret's fingerprint at start-up (and
+	// recorded it, so that reencrypt below goes ahead without --force).
+	if !strings.Contains(rBA.logs.String(), `"msg":"encryption secret in use","fingerprint":"`+current.KeyID()+`"`) {
+		t.Fatalf("the replica did not log its encryption secret's fingerprint %s at start-up:\n%s", current.KeyID(), rBA.logs.String())
+	}
 	if row, err := rBA.store.GetUpstreamToken(ctx, bob.ID, "github"); err != nil || row.KeyID != current.KeyID() {
 		t.Fatalf("the refreshed grant is sealed under key %q (%v), want the new secret's %q", row.KeyID, err, current.KeyID())
 	}
@@ -156,17 +161,23 @@ func TestRotateEncryptionSecretEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
 		t.Fatalf("keys reencrypt -o json: %v\n%s", err, stdout)
 	}
+	if res.Fingerprint != current.KeyID() {
+		t.Fatalf("keys reencrypt -o json: fingerprint %q, want the one the replica logged, %q", res.Fingerprint, current.KeyID())
+	}
 	if sk, ut := res.SigningKeys, res.UpstreamTokens; sk.Reencrypted != 1 || sk.Current != 1 || len(sk.Undecryptable) != 0 ||
 		ut.Resealed != 1 || ut.Current != 1 || ut.Undecryptable != 0 {
 		t.Fatalf("keys reencrypt: %s; want the first key and alice's grant re-encrypted, the rotated-in key and bob's refreshed grant current", stdout)
 	}
-	if !strings.Contains(stderr, "keys.previous_encryption_secrets can be removed") {
-		t.Fatalf("keys reencrypt does not say the previous secret can go:\n%s", stderr)
+	if !strings.Contains(stderr, "run again to confirm") || strings.Contains(stderr, "can be removed") {
+		t.Fatalf("keys reencrypt that re-encrypted rows does not ask for a confirming run:\n%s", stderr)
 	}
-	stdout, _, err = cliResult(cli, "keys", "reencrypt")
+	stdout, stderr, err = cliResult(cli, "keys", "reencrypt")
 	if err != nil || !strings.Contains(stdout, "signing keys: 0 re-encrypted, 2 already under the current secret") ||
 		!strings.Contains(stdout, "kept upstream tokens: 0 re-encrypted, 2 already under the current secret") {
 		t.Fatalf("second keys reencrypt: %v\n%s", err, stdout)
+	}
+	if !strings.Contains(stderr, "keys.previous_encryption_secrets can be removed") {
+		t.Fatalf("the confirming keys reencrypt does not say the previous secret can go:\n%s", stderr)
 	}
 	// The replica that served through it still signs and hands out grants.
 	if tokBob, err = refresh(onReplica(rBA), tokBob); err != nil || kidOf(t, tokBob.AccessToken) != kid {
@@ -235,6 +246,8 @@ func TestPreviousEncryptionSecretsConfig(t *testing.T) {
 		{"short", p1 + ",short-previous-secret", []string{"keys.previous_encryption_secrets[1]", "at least 32 characters"}},
 		{"the current one", current, []string{"keys.previous_encryption_secrets[0]", "keys.encryption_secret itself"}},
 		{"twice", p1 + "," + p2 + "," + p1, []string{"keys.previous_encryption_secrets[2]", "listed twice"}},
+		{"a space after the comma", p1 + ", " + p2, []string{"keys.previous_encryption_secrets[1]", "whitespace"}},
+		{"a trailing newline", p1 + "\n", []string{"keys.previous_encryption_secrets[0]", "whitespace"}},
 	} {
 		_, err := loadConfig(flagsFor(t, "--config", path), envOf(map[string]string{"AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS": tc.value}))
 		if err == nil {
@@ -286,10 +299,15 @@ func TestReencryptCommandRefusesWhatItCannotDecrypt(t *testing.T) {
 	if _, logs, err := cliResult(underA, "keys", "list"); err != nil {
 		t.Fatalf("the key no longer decrypts under its secret after a refused reencrypt: %v\n%s", err, logs)
 	}
-	out, logs, err = cliResult(map[string]string{"AUTHD_DATABASE_URL": dsn, "AUTHD_KEYS_ENCRYPTION_SECRET": rotateSecretB,
-		"AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS": rotateSecretA}, "keys", "reencrypt")
-	if err != nil || !strings.Contains(out, "signing keys: 1 re-encrypted") || !strings.Contains(logs, "can be removed") {
+	// (--force: no replica has started with B on this database.)
+	withA := map[string]string{"AUTHD_DATABASE_URL": dsn, "AUTHD_KEYS_ENCRYPTION_SECRET": rotateSecretB,
+		"AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS": rotateSecretA}
+	out, logs, err = cliResult(withA, "keys", "reencrypt", "--force")
+	if err != nil || !strings.Contains(out, "signing keys: 1 re-encrypted") || !strings.Contains(logs, "run again to confirm") {
 		t.Fatalf("keys reencrypt with the old secret as a previous one: %v\n%s%s", err, out, logs)
+	}
+	if out, logs, err = cliResult(withA, "keys", "reencrypt"); err != nil || !strings.Contains(logs, "can be removed") {
+		t.Fatalf("the confirming keys reencrypt: %v\n%s%s", err, out, logs)
 	}
 	if _, logs, err := cliResult(map[string]string{"AUTHD_DATABASE_URL": dsn, "AUTHD_KEYS_ENCRYPTION_SECRET": rotateSecretB}, "keys", "list"); err != nil {
 		t.Fatalf("keys list with only the new secret after reencrypt: %v\n%s", err, logs)

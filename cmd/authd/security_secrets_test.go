@@ -79,7 +79,10 @@ func (w *wire) RoundTrip(r *http.Request) (*http.Response, error) {
 // encrypted (neither its PKCS #8 DER, PEM nor private scalar appear).
 func TestSecurityNoSecretInLogsMetricsErrorsRedirectsOrDatabase(t *testing.T) {
 	t.Parallel()
-	s := newSecEnv(t, nil)
+	// A previous encryption secret is configured too: it is a secret like
+	// the current one (SECURITY.md: never printed).
+	const previousSecret = "test-previous-encryption-secret-canary-0123456789"
+	s := newSecEnv(t, map[string]string{"AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS": previousSecret})
 	ctx := context.Background()
 	rec := &wire{next: s.github.Client().Transport, issuer: s.inst.URL}
 	hc := &http.Client{Transport: rec}
@@ -93,7 +96,7 @@ func TestSecurityNoSecretInLogsMetricsErrorsRedirectsOrDatabase(t *testing.T) {
 			secrets = append(secrets, x)
 		}
 	}
-	keep(testEncryptionSecret, introspectionToken, s.github.ClientSecret)
+	keep(testEncryptionSecret, previousSecret, introspectionToken, s.github.ClientSecret)
 
 	// Registration with a secret, and RFC 7592 management.
 	const redirect = "http://127.0.0.1:7401/cb"

@@ -59,16 +59,16 @@ type Store interface {
 	GetClient(ctx context.Context, id string, now time.Time) (store.Client, error)
 
 	UpsertUser(ctx context.Context, u store.User) (store.User, error)
-	GetUser(ctx context.Context, id string) (store.User, error)
 
 	CreateAuthRequest(ctx context.Context, r store.AuthRequest) error
 	GetAuthRequest(ctx context.Context, idDigest string, now time.Time) (store.AuthRequest, error)
 	GetAuthRequestByUpstreamState(ctx context.Context, stateDigest string, now time.Time) (store.AuthRequest, error)
 	UpdateAuthRequest(ctx context.Context, r store.AuthRequest) error
 	ConsumeAuthRequest(ctx context.Context, idDigest string, now time.Time) (store.AuthRequest, error)
+	ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *store.SignIn) (store.AuthRequest, error)
 
 	CreateSession(ctx context.Context, s store.Session) error
-	GetSession(ctx context.Context, idDigest string, now time.Time) (store.Session, error)
+	GetSessionUser(ctx context.Context, idDigest string, now time.Time) (store.Session, store.User, error)
 	DeleteSession(ctx context.Context, idDigest string) error
 
 	GetConsent(ctx context.Context, userID, clientID string) (store.Consent, error)

@@ -40,6 +40,8 @@ type testStore interface {
 	GetAuthCode(ctx context.Context, digest string, now time.Time) (store.AuthCode, error)
 	RedeemAuthCode(ctx context.Context, digest string, now time.Time, g store.Grant, rt *store.RefreshToken) (store.AuthCode, error)
 	GetGrant(ctx context.Context, id string) (store.Grant, error)
+	GetUser(ctx context.Context, id string) (store.User, error)
+	GetSession(ctx context.Context, idDigest string, now time.Time) (store.Session, error)
 }
 
 // newTestStore returns the store the tests run against: a fresh Postgres
@@ -76,6 +78,15 @@ func (s *recStore) CreateAuthRequest(ctx context.Context, r store.AuthRequest) e
 func (s *recStore) UpdateAuthRequest(ctx context.Context, r store.AuthRequest) error {
 	s.count("UpdateAuthRequest")
 	return s.testStore.UpdateAuthRequest(ctx, r)
+}
+func (s *recStore) ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *store.SignIn) (store.AuthRequest, error) {
+	r, err := s.testStore.ClaimAuthRequest(ctx, idDigest, stateDigest, now, signIn)
+	// Counted when it wrote a sign-in: a refused claim writes nothing, and
+	// one without a sign-in deletes, as ConsumeAuthRequest does.
+	if err == nil && signIn != nil {
+		s.count("ClaimAuthRequest")
+	}
+	return r, err
 }
 func (s *recStore) UpsertUser(ctx context.Context, u store.User) (store.User, error) {
 	s.count("UpsertUser")

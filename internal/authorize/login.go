@@ -141,10 +141,17 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 
 // callback serves GET /callback/{provider}: the upstream's answer. The
 // state finds the pending request, which must belong to this browser and
-// be waiting for this provider; it is consumed before the code exchange so
-// that a replayed callback finds nothing. Failures create nothing and are
-// pages, except the user's decline at the provider, which the client is
-// told (upstreamFailed).
+// be waiting for this provider. Once the upstream's answer is checked and
+// the user admitted, one conditional write claims the request
+// (ClaimAuthRequest: signed in for the consent page, or deleted when the
+// code follows at once). It matches only while the request still waits for
+// this very answer, so of two callbacks for one request (a reload, the back
+// button, a double submit) exactly one signs in, a callback whose upstream
+// sign-in a newer one replaced signs nobody in, and a replayed callback
+// finds nothing. A callback that loses the claim has at most refreshed its
+// user's profile (the upsert): no session, no kept upstream grant, no
+// code. Failures are pages, except the user's decline at the provider,
+// which the client is told (upstreamFailed).
 func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
 	now := h.now()
@@ -181,53 +188,121 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 	if conn == nil || req.Upstream != provider {
 		return failed("The answer came from a different identity provider than the one you chose. Return to the application and start again.")
 	}
-	req, err = h.Store.ConsumeAuthRequest(ctx, req.IDDigest, now)
-	if errors.Is(err, store.ErrNotFound) {
-		return failed("This sign-in was already completed. Return to the application and start again.")
-	}
-	if err != nil {
-		return err
-	}
 	handleCookie := h.requestCookieName(requestHandle(req.IDDigest))
-	if !oauth.ConstantTimeEqual(req.UpstreamStateDigest, stateDigest) {
-		// The user started another upstream sign-in for this request
-		// (back button) between our read and the consume: put it back
-		// for the newer one.
-		if err := h.Store.CreateAuthRequest(ctx, req); err != nil {
-			return err
-		}
-		return failed("This sign-in was replaced by a newer one. Finish the newest sign-in window, or return to the application and start again.")
-	}
-	req.UpstreamStateDigest = ""
+	notWaiting := func(cur store.AuthRequest, err error) error { return h.notWaiting(ctx, logProvider, cur, err) }
 
-	// From here the request is consumed: every failure ends it, and its
-	// cookie with it.
 	ident, err := conn.HandleCallback(ctx, r, loginOptions(rid, state, req))
 	if err != nil {
-		h.clearCookie(w, handleCookie)
-		return h.upstreamFailed(r, provider, req, err)
+		return h.upstreamFailed(w, r, provider, req, stateDigest, err)
 	}
-	userID, authTime, err := h.signIn(w, r, conn, ident, now)
+	user, err := h.admit(ctx, conn, ident, now)
 	if err != nil {
-		h.clearCookie(w, handleCookie)
+		_, _ = h.endRequest(ctx, w, req.IDDigest, stateDigest) // the refusal is the answer
 		return err
 	}
-	req.UserID = userID
-	req.AuthTime = &authTime
-	h.event(ctx, EventLogin, "upstream", conn.ID(), "user_id", userID, "client_id", req.ClientID)
-	return h.afterLogin(w, r, req, handleCookie)
+	authTime := authTimeOf(ident, now)
+
+	// Whether the consent page follows decides how the request is
+	// claimed: kept with its user for that page, or deleted now.
+	var client store.Client
+	consent := false
+	if req.ClientID != "" { // "": the sign-in offered on /apps (appsLogin)
+		client, err = h.Store.GetClient(ctx, req.ClientID, now)
+		if err == nil {
+			signedIn := req
+			signedIn.UserID = user.ID
+			consent, err = h.needsConsent(ctx, client, signedIn)
+		}
+		if err != nil {
+			cur, endErr := h.endRequest(ctx, w, req.IDDigest, stateDigest)
+			if errors.Is(endErr, store.ErrNotFound) || errors.Is(endErr, store.ErrConflict) {
+				return notWaiting(cur, endErr) // e.g. the client's deletion took its requests along
+			}
+			return clientGone(err)
+		}
+	}
+	var signIn *store.SignIn
+	if consent {
+		signIn = &store.SignIn{UserID: user.ID, AuthTime: authTime}
+	}
+	claimed, err := h.Store.ClaimAuthRequest(ctx, req.IDDigest, stateDigest, now, signIn)
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
+		return notWaiting(claimed, err)
+	}
+	if err != nil {
+		return err
+	}
+	req = claimed
+	req.UserID, req.AuthTime = user.ID, &authTime
+
+	// From here the request is this callback's: every failure ends it,
+	// and its cookie with it.
+	if err := h.startSignedIn(ctx, w, r, conn, user.ID, ident.Grant, authTime, now); err != nil {
+		h.clearCookie(w, handleCookie)
+		if consent {
+			// Not after the request's budget or cancellation: a request
+			// left signed in without its session must not wait for expiry.
+			if _, err := h.Store.ConsumeAuthRequest(context.WithoutCancel(ctx), req.IDDigest, now); err != nil && !errors.Is(err, store.ErrNotFound) {
+				h.log().WarnContext(ctx, "could not end a signed-in request after a failed sign-in", "error", err.Error())
+			}
+		}
+		return err
+	}
+	h.event(ctx, EventLogin, "upstream", conn.ID(), "user_id", user.ID, "client_id", req.ClientID)
+	return h.afterLogin(w, r, client, req, consent, handleCookie)
+}
+
+// notWaiting answers a callback whose claim (ClaimAuthRequest, err
+// ErrNotFound or ErrConflict with the request as it is, cur) found the
+// request no longer waiting for its answer: gone (expired, completed, its
+// client deleted), signed in by another callback, or waiting for a newer
+// upstream sign-in.
+func (h *Handler) notWaiting(ctx context.Context, provider string, cur store.AuthRequest, err error) error {
+	msg := "This sign-in has expired or was already completed. Return to the application and start again."
+	if errors.Is(err, store.ErrConflict) && cur.UpstreamStateDigest != "" {
+		msg = "This sign-in was replaced by a newer one. Finish the newest sign-in window, or return to the application and start again."
+	}
+	h.event(ctx, EventLoginFailed, "upstream", provider, "reason", msg)
+	return pageError(http.StatusBadRequest, "Sign-in failed", msg)
+}
+
+// endRequest ends a pending request whose upstream answer failed, as a
+// failed sign-in always has: only while it still waits for that answer
+// (ClaimAuthRequest without a sign-in), so that it never ends a request
+// another callback signed in meanwhile or that a newer upstream sign-in
+// took over. The request's cookie goes with it, unless such a one still
+// needs it. It returns the claim's result.
+func (h *Handler) endRequest(ctx context.Context, w http.ResponseWriter, idDigest, stateDigest string) (store.AuthRequest, error) {
+	cur, err := h.Store.ClaimAuthRequest(ctx, idDigest, stateDigest, h.now(), nil)
+	if err == nil || errors.Is(err, store.ErrNotFound) {
+		h.clearCookie(w, h.requestCookieName(requestHandle(idDigest)))
+	}
+	return cur, err
 }
 
 // upstreamFailed is the answer to the upstream's refusal or failure (err
-// from HandleCallback) for the consumed request req.
-func (h *Handler) upstreamFailed(r *http.Request, provider string, req store.AuthRequest, err error) error {
+// from HandleCallback) for the pending request req, which waits for the
+// answer stateDigest. A refusal or an unreachable upstream ends the
+// request; an answer that could not be used (CodeUpstreamError, or not an
+// *upstream.Error) leaves it waiting, because that is also what a reload
+// or double submit of the callback gets once its twin has spent the
+// upstream's one-time code: ending the request there would leave the twin
+// that is signing in with nothing to claim.
+func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, provider string, req store.AuthRequest, stateDigest string, err error) error {
 	ctx := r.Context()
 	var ue *upstream.Error
 	switch {
 	case errors.As(err, &ue) && ue.Code == upstream.CodeAccessDenied && r.URL.Query().Get("error") == upstream.CodeAccessDenied:
 		// The user declined at the provider: the client and its
 		// redirect URI were confirmed at /authorize, so tell the
-		// client, as RFC 6749 §4.1.2.1 does for a declined request.
+		// client, as RFC 6749 §4.1.2.1 does for a declined request,
+		// once: only the callback that ended the request tells it.
+		if cur, endErr := h.endRequest(ctx, w, req.IDDigest, stateDigest); endErr != nil {
+			if errors.Is(endErr, store.ErrNotFound) || errors.Is(endErr, store.ErrConflict) {
+				return h.notWaiting(ctx, provider, cur, endErr)
+			}
+			return endErr
+		}
 		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", "declined")
 		if req.ClientID == "" { // the sign-in offered on /apps: no client to tell
 			return pageError(http.StatusForbidden, "Sign-in cancelled", "You declined to sign in.").withCause(err)
@@ -242,9 +317,11 @@ func (h *Handler) upstreamFailed(r *http.Request, provider string, req store.Aut
 	case errors.As(err, &ue) && ue.Code == upstream.CodeAccessDenied:
 		// The connector refused the account (e.g. another Workspace
 		// domain): the user must learn why.
+		_, _ = h.endRequest(ctx, w, req.IDDigest, stateDigest) // the refusal is the answer
 		h.event(ctx, EventLoginDenied, "upstream", provider, "reason", ue.Code)
 		return pageError(http.StatusForbidden, "Access denied", ue.Message).withCause(err)
 	case errors.As(err, &ue) && ue.Code == upstream.CodeUnavailable:
+		_, _ = h.endRequest(ctx, w, req.IDDigest, stateDigest) // the outage is the answer
 		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", ue.Code)
 		return errUpstreamUnavailable(err)
 	case errors.As(err, &ue):
@@ -258,14 +335,12 @@ func (h *Handler) upstreamFailed(r *http.Request, provider string, req store.Aut
 	}
 }
 
-// signIn turns the upstream's identity into a user of authd, if the
-// allowlist admits it, and starts the browser's session. It returns the
-// user's id and when they authenticated.
-func (h *Handler) signIn(w http.ResponseWriter, r *http.Request, conn upstream.Connector, ident upstream.Identity, now time.Time) (string, time.Time, error) {
-	ctx := r.Context()
+// admit turns the upstream's identity into a user of authd, if the
+// allowlist admits it and the operator has not disabled them.
+func (h *Handler) admit(ctx context.Context, conn upstream.Connector, ident upstream.Identity, now time.Time) (store.User, error) {
 	if ident.Subject == "" {
 		// The provider's fault, not authd's: a 502 page, not a 500.
-		return "", time.Time{}, pageError(http.StatusBadGateway, "Sign-in failed",
+		return store.User{}, pageError(http.StatusBadGateway, "Sign-in failed",
 			"The identity provider did not say who you are. Return to the application and start again.")
 	}
 	u := store.User{
@@ -283,38 +358,41 @@ func (h *Handler) signIn(w http.ResponseWriter, r *http.Request, conn upstream.C
 	}
 	// The allowlist decides before anything is stored about the user.
 	if reason, allowed := h.allowed(conn.Type(), u); !allowed {
-		return "", time.Time{}, h.denied(ctx, conn, u, reason)
+		return store.User{}, h.denied(ctx, conn, u, reason)
 	}
 	user, err := h.Store.UpsertUser(ctx, u)
 	if err != nil {
-		return "", time.Time{}, err
+		return store.User{}, err
 	}
 	reqlog.Set(ctx, "user_id", user.ID)
 	if user.Disabled {
-		return "", time.Time{}, h.denied(ctx, conn, user, "Your account has been disabled by the operator of this server.")
+		return store.User{}, h.denied(ctx, conn, user, "Your account has been disabled by the operator of this server.")
 	}
+	return user, nil
+}
 
-	// store_tokens: keep the upstream grant before the session exists,
-	// so that no sign-in completes whose grant the MCP servers it was
-	// for cannot get.
+// authTimeOf is when the user authenticated: when the upstream says (OIDC
+// auth_time), which is earlier than now when it signed them in from its
+// own session. GitHub does not say, and a time ahead of our clock is not
+// believed: then now.
+func authTimeOf(ident upstream.Identity, now time.Time) time.Time {
+	if at := ident.AuthTime; !at.IsZero() && !at.After(now) {
+		return at
+	}
+	return now
+}
+
+// startSignedIn signs the browser in as userID, who just authenticated at
+// conn: the upstream grant is kept (store_tokens) before the session
+// exists, so that no sign-in completes whose grant the MCP servers it was
+// for cannot get.
+func (h *Handler) startSignedIn(ctx context.Context, w http.ResponseWriter, r *http.Request, conn upstream.Connector, userID string, grant *upstream.Grant, authTime, now time.Time) error {
 	if h.UpstreamGrants != nil {
-		if err := h.UpstreamGrants.Keep(ctx, user.ID, conn.ID(), ident.Grant); err != nil {
-			return "", time.Time{}, err
+		if err := h.UpstreamGrants.Keep(ctx, userID, conn.ID(), grant); err != nil {
+			return err
 		}
 	}
-
-	// The user authenticated when the upstream says (OIDC auth_time),
-	// which is earlier than now when it signed them in from its own
-	// session. GitHub does not say, and a time ahead of our clock is not
-	// believed: then now.
-	authTime := now
-	if at := ident.AuthTime; !at.IsZero() && !at.After(now) {
-		authTime = at
-	}
-	if err := h.startSession(ctx, w, r, user.ID, authTime, now); err != nil {
-		return "", time.Time{}, err
-	}
-	return user.ID, authTime, nil
+	return h.startSession(ctx, w, r, userID, authTime, now)
 }
 
 // allowed asks the allowlist; without one nobody may sign in (deny by
@@ -356,33 +434,19 @@ func (h *Handler) denied(ctx context.Context, conn upstream.Connector, u store.U
 	return pageError(http.StatusForbidden, "Access denied", msg).withHint(reason)
 }
 
-// afterLogin continues a request the callback consumed, now signed in:
-// straight to the code when no consent is needed, else the request is
-// stored again (with its user) for the consent page.
-func (h *Handler) afterLogin(w http.ResponseWriter, r *http.Request, req store.AuthRequest, requestCookie string) error {
-	ctx := r.Context()
+// afterLogin continues a request the callback claimed, now signed in:
+// straight to the code when no consent is needed (the claim deleted it),
+// else to the consent page (the claim kept it with its user). client is
+// the request's, read before the claim.
+func (h *Handler) afterLogin(w http.ResponseWriter, r *http.Request, client store.Client, req store.AuthRequest, consent bool, requestCookie string) error {
 	if req.ClientID == "" { // the sign-in offered on /apps (appsLogin)
 		h.clearCookie(w, requestCookie)
 		redirect(w, r, h.path("/apps"))
 		return nil
 	}
-	client, err := h.Store.GetClient(ctx, req.ClientID, h.now())
-	if err != nil {
-		h.clearCookie(w, requestCookie)
-		return clientGone(err)
-	}
-	need, err := h.needsConsent(ctx, client, req)
-	if err != nil {
-		h.clearCookie(w, requestCookie)
-		return err
-	}
-	if !need {
+	if !consent {
 		h.clearCookie(w, requestCookie)
 		return h.complete(w, r, client, req)
-	}
-	if err := h.Store.CreateAuthRequest(ctx, req); err != nil {
-		h.clearCookie(w, requestCookie)
-		return err
 	}
 	redirect(w, r, h.path("/consent?req="+requestHandle(req.IDDigest)))
 	return nil

@@ -52,14 +52,8 @@ func (h *Handler) currentSession(ctx context.Context, r *http.Request, now time.
 	if sid == "" {
 		return nil, "", nil
 	}
-	s, err := h.Store.GetSession(ctx, oauth.Digest(sid), now)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, "", nil
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	u, err := h.Store.GetUser(ctx, s.UserID)
+	// One read for both (every authorization and consent step checks it).
+	s, u, err := h.Store.GetSessionUser(ctx, oauth.Digest(sid), now)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, "", nil
 	}

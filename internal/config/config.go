@@ -448,6 +448,9 @@ func (c *Config) Validate() error {
 	}
 	for i, p := range c.Keys.PreviousEncryptionSecrets {
 		switch {
+		case strings.TrimSpace(p) != p:
+			// Rejected rather than trimmed: a secret is used byte for byte.
+			add("keys.previous_encryption_secrets[%d]: begins or ends with whitespace (a space after a comma in AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS?); separate secrets with a bare comma, and give a secret that contains a comma in the file, as a YAML list", i)
 		case len(p) < 32:
 			add("keys.previous_encryption_secrets[%d]: at least 32 characters, as keys.encryption_secret was (is a comma in AUTHD_KEYS_PREVIOUS_ENCRYPTION_SECRETS splitting one secret?)", i)
 		case c.Keys.EncryptionSecret == "":

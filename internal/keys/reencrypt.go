@@ -19,6 +19,9 @@ type ReencryptResult struct {
 	// Reencrypted were encrypted with a previous secret and now are with
 	// the current one.
 	Reencrypted int `json:"reencrypted"`
+	// Pending are encrypted with a previous secret and were left so: a
+	// dry run (PlanReencrypt), or a run that found a key undecryptable.
+	Pending int `json:"pending"`
 	// Current were encrypted with the current secret already.
 	Current int `json:"current"`
 	// Changed were rewritten or deleted (purged) by someone else between
@@ -33,46 +36,67 @@ type ReencryptResult struct {
 // reencryptBatch is how many keys one statement rewrites.
 const reencryptBatch = 100
 
+// PlanReencrypt classifies every stored signing key, writing nothing:
+// Pending are the keys Reencrypt would move to current.
+func PlanReencrypt(ctx context.Context, st ReencryptStore, current []byte, previous [][]byte) (ReencryptResult, error) {
+	res, reseals, err := classify(ctx, st, current, previous)
+	res.Pending = len(reseals)
+	return res, err
+}
+
 // Reencrypt encrypts every stored signing key that is encrypted with one
 // of previous under current, so that the previous secrets can be removed
-// from the configuration (`authd keys reencrypt`). Keys are rewritten in
-// statements of at most reencryptBatch keys, each a compare-and-set on the
-// old ciphertext; nothing else of a key changes (its id, state and public
-// half stay, so tokens it signed keep verifying). It is idempotent, and
-// safe while replicas serve: they decrypt with the current secret or any
-// previous one, and have the private key they sign with in memory.
-//
-// Keys no configured secret decrypts are listed in the result and left
-// as they are; err is nil unless the store fails.
-func Reencrypt(ctx context.Context, st ReencryptStore, current []byte, previous [][]byte) (ReencryptResult, error) {
+// from the configuration (`authd keys reencrypt`). Every key is decrypted
+// before anything is written, and while any key is undecryptable nothing
+// is written (they are listed, the others counted as Pending), unless
+// skipUndecryptable: a secret left out of previous, or a mistyped
+// current one, must not move some keys and strand the rest. Keys are
+// rewritten in statements of at most reencryptBatch keys, each a
+// compare-and-set on the old ciphertext; nothing else of a key changes
+// (its id, state and public half stay, so tokens it signed keep
+// verifying). It is idempotent, and safe while replicas serve: they
+// decrypt with the current secret or any previous one, and have the
+// private key they sign with in memory. err is nil unless the store fails.
+func Reencrypt(ctx context.Context, st ReencryptStore, current []byte, previous [][]byte, skipUndecryptable bool) (ReencryptResult, error) {
+	res, reseals, err := classify(ctx, st, current, previous)
+	if err != nil {
+		return res, err
+	}
+	if len(res.Undecryptable) > 0 && !skipUndecryptable {
+		res.Pending = len(reseals)
+		return res, nil
+	}
+	for len(reseals) > 0 {
+		batch := reseals[:min(reencryptBatch, len(reseals))]
+		reseals = reseals[len(batch):]
+		n, err := st.ResealSigningKeys(ctx, batch)
+		if err != nil {
+			return res, fmt.Errorf("keys: re-encrypting signing keys: %w", err)
+		}
+		res.Reencrypted += n
+		res.Changed += len(batch) - n
+	}
+	return res, nil
+}
+
+// classify decrypts every stored key and encrypts under current those
+// that are under a previous secret.
+func classify(ctx context.Context, st ReencryptStore, current []byte, previous [][]byte) (ReencryptResult, []store.SigningKeyReseal, error) {
 	var res ReencryptResult
 	if len(current) != 32 {
-		return res, errors.New("keys: the current encryption key must be 32 bytes (set keys.encryption_secret)")
+		return res, nil, errors.New("keys: the current encryption key must be 32 bytes (set keys.encryption_secret)")
 	}
 	for i, k := range previous {
 		if len(k) != 32 {
-			return res, fmt.Errorf("keys: previous encryption key %d must be 32 bytes, got %d", i+1, len(k))
+			return res, nil, fmt.Errorf("keys: previous encryption key %d must be 32 bytes, got %d", i+1, len(k))
 		}
 	}
 	keks := append([][]byte{current}, previous...)
 	rows, err := st.ListSigningKeys(ctx)
 	if err != nil {
-		return res, fmt.Errorf("keys: listing signing keys: %w", err)
+		return res, nil, fmt.Errorf("keys: listing signing keys: %w", err)
 	}
-	var batch []store.SigningKeyReseal
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		n, err := st.ResealSigningKeys(ctx, batch)
-		if err != nil {
-			return fmt.Errorf("keys: re-encrypting signing keys: %w", err)
-		}
-		res.Reencrypted += n
-		res.Changed += len(batch) - n
-		batch = batch[:0]
-		return nil
-	}
+	var reseals []store.SigningKeyReseal
 	for _, r := range rows {
 		priv, which, err := openAny(keks, r.ID, r.EncryptedPrivateKey)
 		switch {
@@ -85,14 +109,9 @@ func Reencrypt(ctx context.Context, st ReencryptStore, current []byte, previous 
 		}
 		sealed, err := seal(current, r.ID, priv)
 		if err != nil {
-			return res, err
+			return res, nil, err
 		}
-		batch = append(batch, store.SigningKeyReseal{ID: r.ID, Old: r.EncryptedPrivateKey, New: sealed})
-		if len(batch) == reencryptBatch {
-			if err := flush(); err != nil {
-				return res, err
-			}
-		}
+		reseals = append(reseals, store.SigningKeyReseal{ID: r.ID, Old: r.EncryptedPrivateKey, New: sealed})
 	}
-	return res, flush()
+	return res, reseals, nil
 }

@@ -83,7 +83,7 @@ func TestRotateEncryptionSecret(t *testing.T) {
 			}
 
 			rst := st.(keys.ReencryptStore)
-			res, err := keys.Reencrypt(ctx, rst, kekB, [][]byte{kekA})
+			res, err := keys.Reencrypt(ctx, rst, kekB, [][]byte{kekA}, false)
 			if err != nil {
 				t.Fatalf("Reencrypt: %v", err)
 			}
@@ -100,7 +100,7 @@ func TestRotateEncryptionSecret(t *testing.T) {
 					t.Fatalf("key %s: Reencrypt must change the ciphertext and nothing else", kid)
 				}
 			}
-			res, err = keys.Reencrypt(ctx, rst, kekB, [][]byte{kekA})
+			res, err = keys.Reencrypt(ctx, rst, kekB, [][]byte{kekA}, false)
 			if err != nil || res.Reencrypted != 0 || res.Current != 3 {
 				t.Fatalf("second Reencrypt: %+v, %v; want nothing to do", res, err)
 			}
@@ -141,7 +141,7 @@ func TestReencryptUndecryptable(t *testing.T) {
 	kid := headerKid(t, sign(t, m, c.Now()))
 	before := storedKeys(t, st)
 
-	res, err := keys.Reencrypt(ctx, st, kekB, [][]byte{kekA})
+	res, err := keys.Reencrypt(ctx, st, kekB, [][]byte{kekA}, false)
 	if err != nil {
 		t.Fatalf("Reencrypt: %v", err)
 	}
@@ -152,11 +152,54 @@ func TestReencryptUndecryptable(t *testing.T) {
 		t.Fatal("Reencrypt changed a key it cannot decrypt")
 	}
 
-	if _, err := keys.Reencrypt(ctx, st, kekB, [][]byte{[]byte("short")}); err == nil {
+	if _, err := keys.Reencrypt(ctx, st, kekB, [][]byte{[]byte("short")}, false); err == nil {
 		t.Fatal("Reencrypt accepted a previous key that is not 32 bytes")
 	}
 	o.EncryptionKey, o.PreviousEncryptionKeys = kekB, [][]byte{kekA[:16]}
 	if _, err := keys.New(ctx, store.NewMemory(), o); err == nil || !strings.Contains(err.Error(), "previous encryption key 1") {
 		t.Fatalf("New with a short previous key: %v", err)
+	}
+}
+
+// A mixed set, one key under a previous secret and one under a secret
+// that is not configured: Reencrypt rewrites nothing, the key it could
+// decrypt included.
+func TestReencryptMixedWritesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newClock()
+	st := pgtest.New(t)
+	o := options(t, c, "ES256")
+	o.EncryptionKey = kekA
+	underA := headerKid(t, sign(t, newManager(t, st, o), c.Now()))
+	o.EncryptionKey, o.PreviousEncryptionKeys = kekC, [][]byte{kekA}
+	underC, err := newManager(t, st, o).Rotate(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := storedKeys(t, st)
+
+	res, err := keys.Reencrypt(ctx, st, kekB, [][]byte{kekA}, false)
+	if err != nil {
+		t.Fatalf("Reencrypt: %v", err)
+	}
+	if !reflect.DeepEqual(storedKeys(t, st), before) {
+		t.Fatalf("Reencrypt rewrote key %s while key %s was undecryptable", underA, underC)
+	}
+	want := keys.ReencryptResult{Pending: 1, Undecryptable: []string{underC}}
+	if !reflect.DeepEqual(res, want) {
+		t.Fatalf("Reencrypt: %+v, want %+v (%s pending)", res, want, underA)
+	}
+	if plan, err := keys.PlanReencrypt(ctx, st, kekB, [][]byte{kekA}); err != nil || !reflect.DeepEqual(plan, want) {
+		t.Fatalf("PlanReencrypt: %+v, %v; want %+v", plan, err, want)
+	}
+	if !reflect.DeepEqual(storedKeys(t, st), before) {
+		t.Fatal("PlanReencrypt wrote")
+	}
+	// Told to skip what it cannot decrypt (the secret is known to be
+	// lost), it moves the rest.
+	res, err = keys.Reencrypt(ctx, st, kekB, [][]byte{kekA}, true)
+	if want := (keys.ReencryptResult{Reencrypted: 1, Undecryptable: []string{underC}}); err != nil || !reflect.DeepEqual(res, want) {
+		t.Fatalf("Reencrypt skipping the undecryptable: %+v, %v; want %+v", res, err, want)
 	}
 }

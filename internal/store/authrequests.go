@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -68,6 +69,40 @@ func (p *Postgres) ConsumeAuthRequest(ctx context.Context, idDigest string, now 
 		DELETE FROM auth_requests
 		WHERE id_digest = $1 AND expires_at > $2
 		RETURNING `+authRequestColumns, idDigest, now))
+}
+
+// ClaimAuthRequest is the upstream callback's one write: a conditional
+// UPDATE (or DELETE) … RETURNING that matches only a request still waiting
+// for this upstream answer. Of concurrent claims, the first takes the row
+// lock and clears upstream_state_digest or removes the row; the others
+// wait for that lock, re-check the condition on the row as it is now
+// (PostgreSQL's READ COMMITTED re-evaluation) and match nothing. Only a
+// claim that matched nothing pays a second statement, to tell why.
+func (p *Postgres) ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
+	const waiting = `
+		WHERE id_digest = $1 AND upstream_state_digest = $2 AND expires_at > $3
+		RETURNING ` + authRequestColumns
+	var rows pgx.Rows
+	var err error
+	if signIn == nil {
+		rows, err = p.pool.Query(ctx, `DELETE FROM auth_requests`+waiting, idDigest, stateDigest, now)
+	} else {
+		rows, err = p.pool.Query(ctx, `
+			UPDATE auth_requests SET user_id = $4, auth_time = $5, upstream_state_digest = NULL`+waiting,
+			idDigest, stateDigest, now, signIn.UserID, signIn.AuthTime)
+	}
+	if err != nil {
+		return AuthRequest{}, mapErr(err)
+	}
+	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[AuthRequest])
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return r, mapErr(err) // claimed, or failed (a missing user: ErrNotFound wrapped)
+	}
+	cur, err := p.GetAuthRequest(ctx, idDigest, now)
+	if err != nil {
+		return AuthRequest{}, err
+	}
+	return cur, ErrConflict
 }
 
 func collectAuthRequest(rows pgx.Rows, err error) (AuthRequest, error) {

@@ -261,12 +261,22 @@ func (b *Bounded) ConsumeAuthRequest(ctx context.Context, idDigest string, now t
 	return run1(b, ctx, func(ctx context.Context) (AuthRequest, error) { return b.s.ConsumeAuthRequest(ctx, idDigest, now) })
 }
 
+func (b *Bounded) ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
+	return run1(b, ctx, func(ctx context.Context) (AuthRequest, error) {
+		return b.s.ClaimAuthRequest(ctx, idDigest, stateDigest, now, signIn)
+	})
+}
+
 func (b *Bounded) CreateSession(ctx context.Context, s Session) error {
 	return b.run(ctx, func(ctx context.Context) error { return b.s.CreateSession(ctx, s) })
 }
 
 func (b *Bounded) GetSession(ctx context.Context, idDigest string, now time.Time) (Session, error) {
 	return run1(b, ctx, func(ctx context.Context) (Session, error) { return b.s.GetSession(ctx, idDigest, now) })
+}
+
+func (b *Bounded) GetSessionUser(ctx context.Context, idDigest string, now time.Time) (Session, User, error) {
+	return run2(b, ctx, func(ctx context.Context) (Session, User, error) { return b.s.GetSessionUser(ctx, idDigest, now) })
 }
 
 func (b *Bounded) DeleteSession(ctx context.Context, idDigest string) error {
@@ -299,6 +309,10 @@ func (b *Bounded) CreateAuthCode(ctx context.Context, c AuthCode) error {
 
 func (b *Bounded) GetAuthCode(ctx context.Context, digest string, now time.Time) (AuthCode, error) {
 	return run1(b, ctx, func(ctx context.Context) (AuthCode, error) { return b.s.GetAuthCode(ctx, digest, now) })
+}
+
+func (b *Bounded) GetAuthCodeUser(ctx context.Context, digest string, now time.Time) (AuthCode, User, error) {
+	return run2(b, ctx, func(ctx context.Context) (AuthCode, User, error) { return b.s.GetAuthCodeUser(ctx, digest, now) })
 }
 
 func (b *Bounded) RedeemAuthCode(ctx context.Context, digest string, now time.Time, g Grant, rt *RefreshToken) (AuthCode, error) {

@@ -132,6 +132,31 @@ func (p *Postgres) redeemTx(ctx context.Context, digest string, now time.Time, g
 	return code, err
 }
 
+// GetAuthCodeUser reads the code and its user in one round trip: /token
+// checks the user before it redeems the code.
+func (p *Postgres) GetAuthCodeUser(ctx context.Context, digest string, now time.Time) (AuthCode, User, error) {
+	var c AuthCode
+	var u User
+	err := p.pool.QueryRow(ctx, `
+		SELECT c.digest, c.client_id, c.redirect_uri, c.redirect_uri_provided, c.scopes, c.resources,
+			c.code_challenge, c.code_challenge_method, c.nonce, c.auth_time, c.created_at, c.expires_at, c.used_at,
+			coalesce(c.grant_id, ''),
+			u.id, u.provider, u.subject, u.login, u.email, u.email_verified, u.name, u.groups, u.domain,
+			u.disabled, u.created_at, u.updated_at, u.last_login_at
+		FROM auth_codes c JOIN users u ON u.id = c.user_id
+		WHERE c.digest = $1 AND (c.expires_at > $2 OR c.used_at IS NOT NULL)`, digest, now).Scan(
+		&c.Digest, &c.ClientID, &c.RedirectURI, &c.RedirectURIProvided, &c.Scopes, &c.Resources,
+		&c.CodeChallenge, &c.CodeChallengeMethod, &c.Nonce, &c.AuthTime, &c.CreatedAt, &c.ExpiresAt, &c.UsedAt,
+		&c.GrantID,
+		&u.ID, &u.Provider, &u.Subject, &u.Login, &u.Email, &u.EmailVerified, &u.Name, &u.Groups, &u.Domain,
+		&u.Disabled, &u.CreatedAt, &u.UpdatedAt, &u.LastLoginAt)
+	if err != nil {
+		return AuthCode{}, User{}, mapErr(err)
+	}
+	c.UserID = u.ID
+	return c, u, nil
+}
+
 func getAuthCode(ctx context.Context, q querier, digest string, now time.Time) (AuthCode, error) {
 	rows, err := q.Query(ctx, `
 		SELECT `+codeColumns+` FROM auth_codes

@@ -44,6 +44,8 @@ type Memory struct {
 	signingKeys   map[string]SigningKey
 	metadataDocs  map[string]MetadataDocument
 	upstream      upstreamTokens
+	// encryptionSecrets is made on first use.
+	encryptionSecrets map[string]EncryptionSecret
 }
 
 type userKey struct{ provider, subject string }
@@ -601,6 +603,29 @@ func (m *Memory) ConsumeAuthRequest(_ context.Context, idDigest string, now time
 	return r, nil // the map no longer holds it: no copy needed
 }
 
+func (m *Memory) ClaimAuthRequest(_ context.Context, idDigest, stateDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.authRequests[idDigest]
+	if !ok || expired(r.ExpiresAt, now) {
+		return AuthRequest{}, ErrNotFound
+	}
+	if stateDigest == "" || r.UpstreamStateDigest != stateDigest {
+		return cloneAuthRequest(r), fmt.Errorf("%w: the auth request does not wait for this upstream answer", ErrConflict)
+	}
+	if signIn == nil {
+		delete(m.authRequests, idDigest)
+		return r, nil // the map no longer holds it: no copy needed
+	}
+	if err := m.needUser(signIn.UserID); err != nil {
+		return AuthRequest{}, err
+	}
+	at := signIn.AuthTime
+	r.UserID, r.AuthTime, r.UpstreamStateDigest = signIn.UserID, &at, ""
+	m.authRequests[idDigest] = cloneAuthRequest(r)
+	return cloneAuthRequest(r), nil
+}
+
 // Browser sessions.
 
 func (m *Memory) CreateSession(_ context.Context, s Session) error {
@@ -624,6 +649,20 @@ func (m *Memory) GetSession(_ context.Context, idDigest string, now time.Time) (
 		return Session{}, ErrNotFound
 	}
 	return s, nil
+}
+
+func (m *Memory) GetSessionUser(_ context.Context, idDigest string, now time.Time) (Session, User, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sessions[idDigest]
+	if !ok || expired(s.ExpiresAt, now) {
+		return Session{}, User{}, ErrNotFound
+	}
+	u, ok := m.users[s.UserID]
+	if !ok {
+		return Session{}, User{}, ErrNotFound
+	}
+	return s, cloneUser(u), nil
 }
 
 func (m *Memory) DeleteSession(_ context.Context, idDigest string) error {
@@ -760,6 +799,20 @@ func (m *Memory) GetAuthCode(_ context.Context, digest string, now time.Time) (A
 		return AuthCode{}, ErrNotFound
 	}
 	return cloneAuthCode(c), nil
+}
+
+func (m *Memory) GetAuthCodeUser(_ context.Context, digest string, now time.Time) (AuthCode, User, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.codes[digest]
+	if !ok || (c.UsedAt == nil && expired(c.ExpiresAt, now)) {
+		return AuthCode{}, User{}, ErrNotFound
+	}
+	u, ok := m.users[c.UserID]
+	if !ok {
+		return AuthCode{}, User{}, ErrNotFound
+	}
+	return cloneAuthCode(c), cloneUser(u), nil
 }
 
 func (m *Memory) RedeemAuthCode(_ context.Context, digest string, now time.Time, g Grant, rt *RefreshToken) (AuthCode, error) {

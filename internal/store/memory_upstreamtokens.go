@@ -191,7 +191,10 @@ func (m *Memory) FinishUpstreamRefresh(_ context.Context, userID, upstream strin
 		return true, nil
 	}
 	n := cloneUpstreamToken(*next)
-	cur.KeyID, cur.Sealed, cur.ExpiresAt, cur.Refreshable = n.KeyID, n.Sealed, n.ExpiresAt, n.Refreshable
+	if n.DeadAt == nil { // a dead row keeps its ciphertext
+		cur.KeyID, cur.Sealed = n.KeyID, n.Sealed
+	}
+	cur.ExpiresAt, cur.Refreshable = n.ExpiresAt, n.Refreshable
 	cur.Scopes, cur.DeadAt, cur.UpdatedAt = n.Scopes, n.DeadAt, n.UpdatedAt
 	cur.RefreshLeaseUntil, cur.RefreshUnsettled = nil, false
 	tab.rows[k] = cur

@@ -187,6 +187,13 @@ type AuthRequest struct {
 	ExpiresAt           time.Time
 }
 
+// SignIn is who signed a pending request in, and when they authenticated
+// (ClaimAuthRequest).
+type SignIn struct {
+	UserID   string
+	AuthTime time.Time
+}
+
 // Session is a browser's signed-in state at authd (single sign-on).
 type Session struct {
 	IDDigest  string
@@ -511,11 +518,28 @@ type Store interface {
 	// several concurrent callers succeeds, the others get ErrNotFound.
 	// Expired: ErrNotFound.
 	ConsumeAuthRequest(ctx context.Context, idDigest string, now time.Time) (AuthRequest, error)
+	// ClaimAuthRequest ends the upstream sign-in of a pending request in
+	// one write: only while the request idDigest is unexpired and still
+	// waits for the upstream answer stateDigest (its UpstreamStateDigest;
+	// "" never matches), atomically, it records the sign-in (signIn !=
+	// nil: UserID and AuthTime set, replacing an earlier sign-in the user
+	// started again; UpstreamStateDigest cleared, so that the same answer
+	// cannot be used again) or deletes the request (signIn == nil), and
+	// returns the request as claimed. Of concurrent claims exactly one
+	// succeeds. ErrNotFound if the request is unknown or expired;
+	// ErrConflict, with the request as it is stored, if it waits for
+	// another answer (a newer upstream sign-in replaced this one) or for
+	// none (signed in already). A sign-in for an unknown user fails and
+	// changes nothing.
+	ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *SignIn) (AuthRequest, error)
 
 	// Browser sessions. ErrConflict on a duplicate IDDigest. DeleteSession
 	// is idempotent (nil when absent) so that signing out never fails.
 	CreateSession(ctx context.Context, s Session) error
 	GetSession(ctx context.Context, idDigest string, now time.Time) (Session, error)
+	// GetSessionUser returns the unexpired session and its user in one
+	// read; ErrNotFound if either is unknown or the session expired.
+	GetSessionUser(ctx context.Context, idDigest string, now time.Time) (Session, User, error)
 	DeleteSession(ctx context.Context, idDigest string) error
 
 	// Consents.
@@ -543,6 +567,9 @@ type Store interface {
 	// detected, also after the code's expiry), ErrNotFound if unknown, or
 	// unused and expired. Purge keeps a used code while its grant is live.
 	GetAuthCode(ctx context.Context, digest string, now time.Time) (AuthCode, error)
+	// GetAuthCodeUser is GetAuthCode and the code's user in one read;
+	// ErrNotFound if either is unknown.
+	GetAuthCodeUser(ctx context.Context, digest string, now time.Time) (AuthCode, User, error)
 	// RedeemAuthCode atomically marks the code used and, in the same
 	// transaction, creates grant g and (if rt != nil) refresh token rt, and
 	// records g.ID on the code. If the code was already used it returns the
@@ -654,7 +681,11 @@ type Store interface {
 	// with next, it writes next's token fields (KeyID, Sealed, ExpiresAt,
 	// Refreshable, Scopes, DeadAt, UpdatedAt) and clears the lease and
 	// RefreshUnsettled; with nil, it moves the lease to retryAt (a failed
-	// refresh backs off). Only if the row still holds that lease: false
+	// refresh backs off). A next with DeadAt set (the upstream refused
+	// the refresh token) leaves KeyID and Sealed as the row holds them:
+	// the tokens are never used again, and a reseal (`authd keys
+	// reencrypt`) done while the lease was held must not be undone by the
+	// claim-time ciphertext. Only if the row still holds that lease: false
 	// when it was lost (expired and claimed by another, or the row was
 	// replaced by a sign-in or deleted).
 	FinishUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time, next *UpstreamToken, retryAt time.Time) (bool, error)
@@ -700,6 +731,19 @@ type Store interface {
 	// as if nothing happened. It returns how many rows were written;
 	// absent rows are skipped.
 	ResealUpstreamTokens(ctx context.Context, rs []UpstreamTokenReseal) (int, error)
+	// CountUpstreamTokensByKey returns how many kept upstream tokens are
+	// sealed under each key id (dead rows included), reading no
+	// ciphertext: `authd keys reencrypt` checks that every key id is
+	// configured before it rewrites anything.
+	CountUpstreamTokensByKey(ctx context.Context) (map[string]int, error)
+
+	// Encryption secrets replicas started with, by fingerprint (never the
+	// secret). RecordEncryptionSecret notes a start at now: a new
+	// fingerprint gets FirstSeenAt = LastSeenAt = now, a known one's
+	// LastSeenAt moves to now if later. ListEncryptionSecrets returns
+	// every record, latest LastSeenAt first.
+	RecordEncryptionSecret(ctx context.Context, fingerprint string, now time.Time) error
+	ListEncryptionSecrets(ctx context.Context) ([]EncryptionSecret, error)
 
 	// Signing keys.
 	ListSigningKeys(ctx context.Context) ([]SigningKey, error)

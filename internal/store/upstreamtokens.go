@@ -160,8 +160,13 @@ func (p *Postgres) FinishUpstreamRefresh(ctx context.Context, userID, upstream s
 		return false, err
 	}
 	n := next
+	// A dead row keeps its ciphertext (see the Store contract): $9 is
+	// DeadAt.
 	tag, err := p.pool.Exec(ctx, `
-		UPDATE upstream_tokens SET key_id = $4, sealed = $5, expires_at = $6, refreshable = $7,
+		UPDATE upstream_tokens SET
+			key_id = CASE WHEN $9::timestamptz IS NULL THEN $4 ELSE key_id END,
+			sealed = CASE WHEN $9::timestamptz IS NULL THEN $5::bytea ELSE sealed END,
+			expires_at = $6, refreshable = $7,
 			scopes = $8, dead_at = $9, updated_at = $10,
 			refresh_lease_until = NULL, refresh_unsettled = false
 		WHERE user_id = $1 AND upstream = $2 AND refresh_lease_until = $3`,

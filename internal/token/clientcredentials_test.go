@@ -145,6 +145,10 @@ func (c *countingStore) GetAuthCode(ctx context.Context, d string, now time.Time
 	c.calls.Add(1)
 	return c.Store.GetAuthCode(ctx, d, now)
 }
+func (c *countingStore) GetAuthCodeUser(ctx context.Context, d string, now time.Time) (store.AuthCode, store.User, error) {
+	c.calls.Add(1)
+	return c.Store.GetAuthCodeUser(ctx, d, now)
+}
 func (c *countingStore) RedeemAuthCode(ctx context.Context, d string, now time.Time, g store.Grant, rt *store.RefreshToken) (store.AuthCode, error) {
 	c.calls.Add(1)
 	return c.Store.RedeemAuthCode(ctx, d, now, g, rt)

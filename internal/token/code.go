@@ -34,7 +34,9 @@ func (h *Handler) authorizationCode(ctx context.Context, req *request) (*respons
 	}
 
 	digest := oauth.Digest(code)
-	ac, err := h.Store.GetAuthCode(ctx, digest, req.now)
+	// The code and its user in one read: the user is checked before the
+	// code is redeemed.
+	ac, user, err := h.Store.GetAuthCodeUser(ctx, digest, req.now)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, oauth.InvalidGrant(invalidCode).WithCause(errors.New("unknown or expired code"))
 	}
@@ -68,8 +70,7 @@ func (h *Handler) authorizationCode(ctx context.Context, req *request) (*respons
 	if ac.UsedAt != nil {
 		return nil, h.codeReplayed(ctx, req, ac.UserID, ac.GrantID)
 	}
-	user, err := h.checkUser(ctx, ac.UserID)
-	if err != nil {
+	if err := h.allowUser(ctx, user); err != nil {
 		return nil, err
 	}
 
@@ -162,22 +163,6 @@ func (h *Handler) newRefreshToken(req *request, g store.Grant) (string, *store.R
 // timeout, but never past the grant's absolute lifetime.
 func (h *Handler) refreshExpiry(now time.Time, g store.Grant) time.Time {
 	return minTime(now.Add(orDefault(h.RefreshTokenLifetime, DefaultRefreshTokenLifetime)), g.ExpiresAt)
-}
-
-// checkUser loads the user a grant is for and checks that they may still
-// use it: they exist, are not disabled, and pass the current sign-in policy.
-func (h *Handler) checkUser(ctx context.Context, id string) (store.User, error) {
-	u, err := h.Store.GetUser(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return store.User{}, oauth.InvalidGrant("the user of this grant no longer exists").WithCause(err)
-	}
-	if err != nil {
-		return store.User{}, err
-	}
-	if err := h.allowUser(ctx, u); err != nil {
-		return store.User{}, err
-	}
-	return u, nil
 }
 
 // allowUser checks that u may still use a grant: not disabled, and passing

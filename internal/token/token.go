@@ -59,7 +59,7 @@ const (
 // implement it.
 type Store interface {
 	tokens.Store
-	GetAuthCode(ctx context.Context, digest string, now time.Time) (store.AuthCode, error)
+	GetAuthCodeUser(ctx context.Context, digest string, now time.Time) (store.AuthCode, store.User, error)
 	RedeemAuthCode(ctx context.Context, digest string, now time.Time, g store.Grant, rt *store.RefreshToken) (store.AuthCode, error)
 	GetRefreshTokenGrant(ctx context.Context, digest string) (store.RefreshToken, store.Grant, store.User, error)
 	RotateRefreshToken(ctx context.Context, old string, now time.Time, next store.RefreshToken, retryWindow time.Duration) (store.Grant, error)

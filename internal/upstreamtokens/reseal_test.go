@@ -3,6 +3,7 @@ package upstreamtokens_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -92,18 +93,25 @@ func TestResealUnderCurrentSecret(t *testing.T) {
 				t.Fatalf("the refreshed row is sealed under key %q (%v), want the current %q", row.KeyID, err, krB.KeyID())
 			}
 
-			res, err := krBA.Reseal(ctx, f.st, 1) // a page per row
+			// The row under C stops Reseal (TestResealMixedWritesNothing)
+			// until it is told to skip such rows (C is known to be lost).
+			unknown := map[string]int{keyring(t, secretC).KeyID(): 1}
+			res, err := krBA.Reseal(ctx, f.st, 1, false)
+			if want := (upstreamtokens.ResealResult{Pending: 1, Current: 1, Undecryptable: 1, UnknownKeys: unknown}); err != nil || !reflect.DeepEqual(res, want) {
+				t.Fatalf("Reseal: %+v, %v; want %+v", res, err, want)
+			}
+			res, err = krBA.Reseal(ctx, f.st, 1, true) // a page per row
 			if err != nil {
 				t.Fatalf("Reseal: %v", err)
 			}
-			if want := (upstreamtokens.ResealResult{Resealed: 1, Current: 1, Undecryptable: 1}); res != want {
+			if want := (upstreamtokens.ResealResult{Resealed: 1, Current: 1, Undecryptable: 1, UnknownKeys: unknown}); !reflect.DeepEqual(res, want) {
 				t.Fatalf("Reseal: %+v, want %+v", res, want)
 			}
 			if got, _ := f.st.GetUpstreamToken(ctx, lost.ID, "github"); got.KeyID != lostRow.KeyID || !slices.Equal(got.Sealed, lostRow.Sealed) {
 				t.Fatal("Reseal changed a row it cannot open")
 			}
-			res, err = krBA.Reseal(ctx, f.st, 0)
-			if want := (upstreamtokens.ResealResult{Current: 2, Undecryptable: 1}); err != nil || res != want {
+			res, err = krBA.Reseal(ctx, f.st, 0, true)
+			if want := (upstreamtokens.ResealResult{Current: 2, Undecryptable: 1, UnknownKeys: unknown}); err != nil || !reflect.DeepEqual(res, want) {
 				t.Fatalf("second Reseal: %+v, %v; want %+v", res, err, want)
 			}
 
@@ -163,16 +171,65 @@ func TestResealRowChangedMeanwhile(t *testing.T) {
 				t.Fatal(err)
 			}
 			kr := keyring(t, secretB, secretA)
-			res, err := kr.Reseal(ctx, changingStore{Store: f.st, kr: kr}, 0)
+			res, err := kr.Reseal(ctx, changingStore{Store: f.st, kr: kr}, 0, false)
 			if err != nil {
 				t.Fatalf("Reseal: %v", err)
 			}
-			if want := (upstreamtokens.ResealResult{Changed: 1}); res != want {
+			if want := (upstreamtokens.ResealResult{Changed: 1}); !reflect.DeepEqual(res, want) {
 				t.Fatalf("Reseal: %+v, want %+v", res, want)
 			}
 			row, err := f.st.GetUpstreamToken(ctx, f.user.ID, "github")
 			if err != nil || string(row.Sealed) != "sealed by a sign-in" {
 				t.Fatalf("the row rewritten meanwhile was overwritten by Reseal (%v)", err)
+			}
+		})
+	}
+}
+
+// A mixed set, one row under a previous secret and one under a secret
+// that is not configured (the operator left it out, or mistyped the
+// current one): Reseal rewrites nothing, the row it could open included,
+// and says how many rows need which unknown key id.
+func TestResealMixedWritesNothing(t *testing.T) {
+	t.Parallel()
+	for name, newStore := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, newStore(t), 8*time.Hour)
+			ctx := t.Context()
+			if err := f.broker(t, keyring(t, secretA)).Keep(ctx, f.user.ID, "github", f.ident.Grant); err != nil {
+				t.Fatal(err)
+			}
+			lost, err := f.st.UpsertUser(ctx, store.User{Provider: "github", Subject: "lost", CreatedAt: time.Now(), UpdatedAt: time.Now(), LastLoginAt: time.Now()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			krC := keyring(t, secretC)
+			if err := f.broker(t, krC).Keep(ctx, lost.ID, "github", signIn(t, f.gh.Client(), f.conn).Grant); err != nil {
+				t.Fatal(err)
+			}
+			before := map[string]store.UpstreamToken{}
+			for _, u := range []string{f.user.ID, lost.ID} {
+				if before[u], err = f.st.GetUpstreamToken(ctx, u, "github"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			krBA := keyring(t, secretB, secretA)
+			res, err := krBA.Reseal(ctx, f.st, 0, false)
+			if err != nil {
+				t.Fatalf("Reseal: %v", err)
+			}
+			for u, b := range before {
+				if got, err := f.st.GetUpstreamToken(ctx, u, "github"); err != nil || got.KeyID != b.KeyID || !slices.Equal(got.Sealed, b.Sealed) {
+					t.Fatalf("Reseal rewrote a row while another was undecryptable (%v)", err)
+				}
+			}
+			want := upstreamtokens.ResealResult{Pending: 1, Undecryptable: 1, UnknownKeys: map[string]int{krC.KeyID(): 1}}
+			if !reflect.DeepEqual(res, want) {
+				t.Fatalf("Reseal: %+v, want %+v", res, want)
+			}
+			if plan, err := krBA.PlanReseal(ctx, f.st); err != nil || !reflect.DeepEqual(plan, want) {
+				t.Fatalf("PlanReseal: %+v, %v; want %+v", plan, err, want)
 			}
 		})
 	}

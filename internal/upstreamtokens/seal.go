@@ -82,6 +82,22 @@ func derive(secret string) (string, cipher.AEAD, error) {
 	return hex.EncodeToString(idb), aead, nil
 }
 
+// Fingerprint is the key id of secret: what the rows it seals name, what
+// each replica logs and records at start-up (store.RecordEncryptionSecret)
+// and `authd keys reencrypt` checks, so that a mistyped or regenerated
+// secret is told apart from the one replicas use. Being an HKDF output
+// under a label of its own, it reveals nothing of the secret.
+func Fingerprint(secret string) (string, error) {
+	if secret == "" {
+		return "", errors.New("upstreamtokens: no encryption secret to fingerprint")
+	}
+	idb, err := hkdf.Key(sha256.New, []byte(secret), nil, keyIDInfo, 8)
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(idb), nil
+}
+
 // Knows reports whether rows sealed under key id can be opened.
 func (kr *Keyring) Knows(keyID string) bool {
 	_, ok := kr.keys[keyID]

@@ -161,6 +161,57 @@ func testConcurrentConsumeAuthRequest(t *testing.T, s store.Store) {
 	equal(t, "the consumed request", results[winner], r)
 }
 
+// Of N concurrent claims of one upstream answer (callbacks of a reload or a
+// double submit, some signing different users in, some ending the request)
+// exactly one succeeds; the others are refused (ErrConflict, or
+// ErrNotFound once a delete won), and the request is as the winner left it.
+func testConcurrentClaimAuthRequest(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	c := client(t, s)
+	for round := range 4 {
+		r := newAuthRequest(c)
+		r.Upstream, r.UpstreamStateDigest = "github", digest()
+		must(t, s.CreateAuthRequest(ctx, r), "CreateAuthRequest")
+		claims := make([]*store.SignIn, racers)
+		for i := range claims {
+			if (i+round)%4 != 0 { // a quarter of the racers delete
+				claims[i] = &store.SignIn{UserID: user(t, s).ID, AuthTime: t0.Add(time.Duration(i) * time.Second)}
+			}
+		}
+		results := make([]store.AuthRequest, racers)
+		errs := make([]error, racers)
+		race(racers, func(i int) {
+			results[i], errs[i] = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, claims[i])
+		})
+		winner := -1
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				if winner >= 0 {
+					t.Fatalf("round %d: ClaimAuthRequest succeeded twice (racers %d and %d)", round, winner, i)
+				}
+				winner = i
+			case !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound):
+				t.Fatalf("round %d: racer %d: got %v, want ErrConflict or ErrNotFound", round, i, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("round %d: no racer claimed the request", round)
+		}
+		got, err := s.GetAuthRequest(ctx, r.IDDigest, t0)
+		if w := claims[winner]; w == nil {
+			wantErr(t, err, store.ErrNotFound, "GetAuthRequest after a delete won")
+			equal(t, "the deleted request", results[winner], r)
+			continue
+		}
+		must(t, err, "GetAuthRequest")
+		want := r
+		want.UserID, want.AuthTime, want.UpstreamStateDigest = claims[winner].UserID, &claims[winner].AuthTime, ""
+		equal(t, "the request after the race", got, want)
+		equal(t, "the winner's result", results[winner], want)
+	}
+}
+
 // Replicas starting together each try to create the first active key:
 // exactly one succeeds, the rest get ErrConflict and write nothing.
 func testConcurrentCreateActiveSigningKey(t *testing.T, s store.Store) {

@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/authd/authd/internal/store"
 )
 
@@ -113,6 +115,115 @@ func testAuthRequestExpiry(t *testing.T, s store.Store) {
 	wantErr(t, err, store.ErrNotFound, "ConsumeAuthRequest at ExpiresAt")
 }
 
+// ClaimAuthRequest matches only a request that still waits for the given
+// upstream answer: it signs it in (state cleared, so the answer cannot
+// claim it again) or deletes it; a request waiting for another answer or
+// for none (signed in already), expired or unknown is refused and left as
+// it is. A sign-in started again from a signed-in request (the login
+// handler points it at a new answer, keeping its user) is replaced.
+func testClaimAuthRequest(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	c, u := client(t, s), user(t, s)
+	waiting := func() store.AuthRequest {
+		t.Helper()
+		r := newAuthRequest(c)
+		r.Upstream, r.UpstreamStateDigest = "github", digest()
+		must(t, s.CreateAuthRequest(ctx, r), "CreateAuthRequest")
+		return r
+	}
+	unchanged := func(what string, r store.AuthRequest) {
+		t.Helper()
+		got, err := s.GetAuthRequest(ctx, r.IDDigest, t0)
+		must(t, err, what+": GetAuthRequest")
+		equal(t, what+": the request", got, r)
+	}
+	authTime := t0.Add(-time.Minute)
+	in := &store.SignIn{UserID: u.ID, AuthTime: authTime}
+
+	// Signed in: returned and stored with its user, no longer found by
+	// its upstream state.
+	r := waiting()
+	got, err := s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, in)
+	must(t, err, "ClaimAuthRequest")
+	want := r
+	want.UserID, want.AuthTime, want.UpstreamStateDigest = u.ID, &authTime, ""
+	equal(t, "ClaimAuthRequest's result", got, want)
+	unchanged("after the sign-in", want)
+	_, err = s.GetAuthRequestByUpstreamState(ctx, r.UpstreamStateDigest, t0)
+	wantErr(t, err, store.ErrNotFound, "GetAuthRequestByUpstreamState of a signed-in request")
+
+	// A second claim of the same answer, signing in or deleting: refused
+	// with the request as it is (signed in), which stays.
+	other := user(t, s)
+	cur, err := s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, &store.SignIn{UserID: other.ID, AuthTime: t0})
+	wantErr(t, err, store.ErrConflict, "a second sign-in claim")
+	equal(t, "the request a second claim reports", cur, want)
+	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, nil)
+	wantErr(t, err, store.ErrConflict, "a delete claim after the sign-in")
+	unchanged("after refused claims", want)
+
+	// Signed in again: the user started another upstream sign-in for the
+	// signed-in request (UpdateAuthRequest keeps its user meanwhile); its
+	// answer replaces the sign-in.
+	again := want
+	again.UpstreamStateDigest = digest()
+	must(t, s.UpdateAuthRequest(ctx, again), "UpdateAuthRequest")
+	later := t0.Add(time.Minute)
+	got, err = s.ClaimAuthRequest(ctx, r.IDDigest, again.UpstreamStateDigest, later, &store.SignIn{UserID: other.ID, AuthTime: later})
+	must(t, err, "ClaimAuthRequest of a sign-in started again")
+	want.UserID, want.AuthTime = other.ID, &later
+	equal(t, "the request signed in again", got, want)
+	unchanged("after the sign-in started again", want)
+
+	// Replaced by a newer upstream sign-in: the older answer is refused,
+	// the request reported waiting (no user), unchanged.
+	r = waiting()
+	newer := r
+	newer.UpstreamStateDigest = digest()
+	must(t, s.UpdateAuthRequest(ctx, newer), "UpdateAuthRequest")
+	for _, claim := range []*store.SignIn{in, nil} {
+		cur, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, claim)
+		wantErr(t, err, store.ErrConflict, "a claim of a replaced answer")
+		equal(t, "the request a claim of a replaced answer reports", cur, newer)
+	}
+	unchanged("after claims of a replaced answer", newer)
+
+	// The empty state matches nothing, not even a request without one.
+	plain := newAuthRequest(c)
+	must(t, s.CreateAuthRequest(ctx, plain), "CreateAuthRequest")
+	_, err = s.ClaimAuthRequest(ctx, plain.IDDigest, "", t0, in)
+	wantErr(t, err, store.ErrConflict, "a claim with the empty state")
+	unchanged("after a claim with the empty state", plain)
+
+	// A sign-in for an unknown user fails and changes nothing.
+	r = waiting()
+	if _, err := s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, &store.SignIn{UserID: uuid.NewString(), AuthTime: t0}); err == nil {
+		t.Fatal("ClaimAuthRequest signed a request in for an unknown user")
+	}
+	unchanged("after a sign-in for an unknown user", r)
+
+	// Deleted: returned as it was, gone afterwards.
+	got, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, nil)
+	must(t, err, "ClaimAuthRequest (delete)")
+	equal(t, "the deleted request", got, r)
+	_, err = s.GetAuthRequest(ctx, r.IDDigest, t0)
+	wantErr(t, err, store.ErrNotFound, "GetAuthRequest after a delete claim")
+	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, in)
+	wantErr(t, err, store.ErrNotFound, "a claim of a deleted request")
+
+	// Expired at ExpiresAt, whatever the claim; live 1µs before.
+	r = waiting()
+	for _, claim := range []*store.SignIn{in, nil} {
+		_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, r.ExpiresAt, claim)
+		wantErr(t, err, store.ErrNotFound, "a claim at ExpiresAt")
+	}
+	unchanged("after claims at ExpiresAt", r)
+	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, r.ExpiresAt.Add(-us), nil)
+	must(t, err, "a claim 1µs before expiry")
+	_, err = s.ClaimAuthRequest(ctx, digest(), digest(), t0, in)
+	wantErr(t, err, store.ErrNotFound, "a claim of an unknown request")
+}
+
 func testSessions(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	u := user(t, s)
@@ -134,6 +245,19 @@ func testSessions(t *testing.T, s store.Store) {
 	}
 	_, err = s.GetSession(ctx, sess.IDDigest, sess.ExpiresAt)
 	wantErr(t, err, store.ErrNotFound, "GetSession at ExpiresAt")
+
+	// GetSessionUser: the session and its user as the two reads give them,
+	// under the same expiry.
+	gotS, gotU, err := s.GetSessionUser(ctx, sess.IDDigest, sess.ExpiresAt.Add(-us))
+	must(t, err, "GetSessionUser")
+	equal(t, "GetSessionUser's session", gotS, sess)
+	wantU, err := s.GetUser(ctx, u.ID)
+	must(t, err, "GetUser")
+	equal(t, "GetSessionUser's user", gotU, wantU)
+	_, _, err = s.GetSessionUser(ctx, sess.IDDigest, sess.ExpiresAt)
+	wantErr(t, err, store.ErrNotFound, "GetSessionUser at ExpiresAt")
+	_, _, err = s.GetSessionUser(ctx, digest(), t0)
+	wantErr(t, err, store.ErrNotFound, "GetSessionUser of an unknown id")
 
 	other := newSession(u)
 	must(t, s.CreateSession(ctx, other), "CreateSession")
@@ -366,6 +490,19 @@ func testAuthCodeCRUD(t *testing.T, s store.Store) {
 	wantErr(t, err, store.ErrNotFound, "GetAuthCode at ExpiresAt")
 	_, err = s.GetAuthCode(ctx, digest(), t0)
 	wantErr(t, err, store.ErrNotFound, "GetAuthCode of an unknown digest")
+
+	// GetAuthCodeUser: the code and its user as the two reads give them,
+	// under the same expiry.
+	gotC, gotU, err := s.GetAuthCodeUser(ctx, code.Digest, code.ExpiresAt.Add(-us))
+	must(t, err, "GetAuthCodeUser")
+	equal(t, "GetAuthCodeUser's code", gotC, code)
+	wantU, err := s.GetUser(ctx, u.ID)
+	must(t, err, "GetUser")
+	equal(t, "GetAuthCodeUser's user", gotU, wantU)
+	_, _, err = s.GetAuthCodeUser(ctx, code.Digest, code.ExpiresAt)
+	wantErr(t, err, store.ErrNotFound, "GetAuthCodeUser at ExpiresAt")
+	_, _, err = s.GetAuthCodeUser(ctx, digest(), t0)
+	wantErr(t, err, store.ErrNotFound, "GetAuthCodeUser of an unknown digest")
 }
 
 // Redemption creates the grant and refresh token and records the grant on
@@ -388,6 +525,9 @@ func testRedeemAuthCode(t *testing.T, s store.Store) {
 	got, err := s.GetAuthCode(ctx, code.Digest, now)
 	must(t, err, "GetAuthCode")
 	equal(t, "GetAuthCode after redemption (used codes stay readable)", got, want)
+	got, _, err = s.GetAuthCodeUser(ctx, code.Digest, code.ExpiresAt.Add(time.Hour))
+	must(t, err, "GetAuthCodeUser after redemption and expiry")
+	equal(t, "GetAuthCodeUser after redemption and expiry (replays are still recognised)", got, want)
 	gotG, err := s.GetGrant(ctx, g.ID)
 	must(t, err, "GetGrant")
 	equal(t, "grant created by RedeemAuthCode", gotG, g)

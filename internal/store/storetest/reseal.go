@@ -229,3 +229,84 @@ func testResealSigningKeys(t *testing.T, s store.Store) {
 		t.Fatalf("ResealSigningKeys(nil): %d, %v", n, err)
 	}
 }
+
+// A refresh that ends the grant (the upstream refused its refresh token)
+// marks the row dead and leaves its ciphertext alone: a reseal done while
+// the refresh held the lease stays, so the row is not put back under the
+// secret it was claimed under (which the operator may be about to drop).
+func testFinishDeadKeepsReseal(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	old := putUpstreamToken(t, s, newUpstreamToken(u, "github"))
+	lease := t0.Add(time.Minute)
+	claimedRow, claimed, err := s.ClaimUpstreamRefresh(ctx, u.ID, "github", t0, t0.Add(9*time.Hour), lease)
+	must(t, err, "ClaimUpstreamRefresh")
+	if !claimed {
+		t.Fatal("ClaimUpstreamRefresh did not claim")
+	}
+	n, err := s.ResealUpstreamTokens(ctx, []store.UpstreamTokenReseal{{UserID: u.ID, Upstream: "github",
+		OldKeyID: old.KeyID, OldSealed: old.Sealed, KeyID: "k2", Sealed: []byte("resealed under k2")}})
+	must(t, err, "ResealUpstreamTokens")
+	if n != 1 {
+		t.Fatalf("ResealUpstreamTokens of a leased row wrote %d rows, want 1", n)
+	}
+	dead := claimedRow // as the broker has it: the claim-time key id and ciphertext
+	deadAt := t0.Add(2 * time.Minute)
+	dead.DeadAt, dead.UpdatedAt = &deadAt, deadAt
+	ok, err := s.FinishUpstreamRefresh(ctx, u.ID, "github", lease, &dead, time.Time{})
+	must(t, err, "FinishUpstreamRefresh (dead)")
+	if !ok {
+		t.Fatal("FinishUpstreamRefresh (dead) lost a lease it holds")
+	}
+	got, err := s.GetUpstreamToken(ctx, u.ID, "github")
+	must(t, err, "GetUpstreamToken")
+	want := old
+	want.KeyID, want.Sealed = "k2", []byte("resealed under k2")
+	want.DeadAt, want.UpdatedAt = ptr(deadAt), deadAt
+	equal(t, "row marked dead after a reseal under its lease", got, want)
+}
+
+// CountUpstreamTokensByKey counts every row, dead ones too, by the key id
+// it is sealed under.
+func testCountUpstreamTokensByKey(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	got, err := s.CountUpstreamTokensByKey(ctx)
+	must(t, err, "CountUpstreamTokensByKey of an empty store")
+	if len(got) != 0 {
+		t.Fatalf("CountUpstreamTokensByKey of an empty store: %v", got)
+	}
+	u, v := user(t, s), user(t, s)
+	putUpstreamToken(t, s, newUpstreamToken(u, "github")) // k1
+	putUpstreamToken(t, s, newUpstreamToken(v, "github")) // k1
+	r := newUpstreamToken(v, "corp")
+	r.KeyID, r.DeadAt = "k2", ptr(t0)
+	putUpstreamToken(t, s, r)
+	got, err = s.CountUpstreamTokensByKey(ctx)
+	must(t, err, "CountUpstreamTokensByKey")
+	equal(t, "CountUpstreamTokensByKey", got, map[string]int{"k1": 2, "k2": 1})
+}
+
+// RecordEncryptionSecret keeps the first start of each fingerprint and
+// moves the latest one on, never back; ListEncryptionSecrets lists the
+// latest first.
+func testEncryptionSecrets(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	got, err := s.ListEncryptionSecrets(ctx)
+	must(t, err, "ListEncryptionSecrets of an empty store")
+	if len(got) != 0 {
+		t.Fatalf("ListEncryptionSecrets of an empty store: %s", show(got))
+	}
+	if err := s.RecordEncryptionSecret(ctx, "", t0); err == nil {
+		t.Fatal("RecordEncryptionSecret with an empty fingerprint: no error")
+	}
+	must(t, s.RecordEncryptionSecret(ctx, "aaaa", t0), "RecordEncryptionSecret")
+	must(t, s.RecordEncryptionSecret(ctx, "bbbb", t0.Add(time.Hour)), "RecordEncryptionSecret")
+	must(t, s.RecordEncryptionSecret(ctx, "aaaa", t0.Add(2*time.Hour)), "RecordEncryptionSecret again")
+	must(t, s.RecordEncryptionSecret(ctx, "aaaa", t0.Add(time.Minute)), "RecordEncryptionSecret earlier")
+	got, err = s.ListEncryptionSecrets(ctx)
+	must(t, err, "ListEncryptionSecrets")
+	equal(t, "ListEncryptionSecrets", got, []store.EncryptionSecret{
+		{Fingerprint: "aaaa", FirstSeenAt: t0, LastSeenAt: t0.Add(2 * time.Hour)},
+		{Fingerprint: "bbbb", FirstSeenAt: t0.Add(time.Hour), LastSeenAt: t0.Add(time.Hour)},
+	})
+}

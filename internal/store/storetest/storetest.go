@@ -62,6 +62,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "AuthRequestCRUD", fn: testAuthRequestCRUD},
 		{name: "AuthRequestExpiry", fn: testAuthRequestExpiry},
 		{name: "AuthRequestWithoutClient", fn: testAuthRequestWithoutClient},
+		{name: "ClaimAuthRequest", fn: testClaimAuthRequest},
 		{name: "Sessions", fn: testSessions},
 		{name: "Consents", fn: testConsents},
 		{name: "DeleteConsentRevokesGrants", fn: testDeleteConsentRevokesGrants},
@@ -91,6 +92,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "DeleteUpstreamTokensExcept", fn: testDeleteUpstreamTokensExcept, own: own},
 		{name: "ListUpstreamTokensAfter", fn: testListUpstreamTokensAfter, own: own},
 		{name: "ResealUpstreamTokens", fn: testResealUpstreamTokens},
+		{name: "FinishDeadKeepsReseal", fn: testFinishDeadKeepsReseal},
+		{name: "CountUpstreamTokensByKey", fn: testCountUpstreamTokensByKey, own: own},
+		{name: "EncryptionSecrets", fn: testEncryptionSecrets, own: own},
 
 		// Keys, metadata documents, maintenance.
 		{name: "ValuesAreCopies", fn: testValuesAreCopies},
@@ -107,6 +111,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "ConcurrentRotateRefreshTokenRetry", fn: testConcurrentRotateRefreshTokenRetry},
 		{name: "ConcurrentRetryAndRotate", fn: testConcurrentRetryAndRotate},
 		{name: "ConcurrentConsumeAuthRequest", fn: testConcurrentConsumeAuthRequest},
+		{name: "ConcurrentClaimAuthRequest", fn: testConcurrentClaimAuthRequest},
 		{name: "ConcurrentCreateActiveSigningKey", fn: testConcurrentCreateActiveSigningKey, own: own},
 		{name: "ConcurrentRefreshAndRevokeGrant", fn: testConcurrentRefreshAndRevokeGrant},
 		{name: "ConcurrentCreateAccessTokenAndRevokeGrant", fn: testConcurrentCreateAccessTokenAndRevokeGrant},

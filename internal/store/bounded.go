@@ -449,6 +449,12 @@ func (b *Bounded) FinishUpstreamRefreshRevoked(ctx context.Context, userID, upst
 	})
 }
 
+func (b *Bounded) SettleUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time) (bool, error) {
+	return run1(b, ctx, func(ctx context.Context) (bool, error) {
+		return b.s.SettleUpstreamRefresh(ctx, userID, upstream, lease)
+	})
+}
+
 func (b *Bounded) DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error) {
 	return run1(b, ctx, func(ctx context.Context) (int64, error) { return b.s.DeleteUpstreamTokensExcept(ctx, keep) })
 }

@@ -221,6 +221,20 @@ func (m *Memory) FinishUpstreamRefreshRevoked(_ context.Context, userID, upstrea
 	return true, l, nil
 }
 
+func (m *Memory) SettleUpstreamRefresh(_ context.Context, userID, upstream string, lease time.Time) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tab := m.upstreamTable()
+	k := upstreamKey{userID, upstream}
+	cur, ok := tab.rows[k]
+	if !ok || cur.RefreshLeaseUntil == nil || !cur.RefreshLeaseUntil.Equal(trunc(lease)) {
+		return false, nil
+	}
+	cur.RefreshLeaseUntil, cur.RefreshUnsettled = nil, false
+	tab.rows[k] = cur
+	return true, nil
+}
+
 func (m *Memory) DeleteUpstreamTokensExcept(_ context.Context, keep []string) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -700,6 +700,14 @@ type Store interface {
 	// token is no longer the kept one; another replica took over; the row
 	// or the user was deleted).
 	FinishUpstreamRefreshRevoked(ctx context.Context, userID, upstream string, lease, now time.Time) (bool, UserLogout, error)
+	// SettleUpstreamRefresh ends the lease `lease` of (userID, upstream)
+	// with nothing else written: the lease and RefreshUnsettled are
+	// cleared, the token fields stay as the row holds them. The next
+	// refresh may be made at once and counts as settled: the upstream
+	// answered this attempt (it refused the refresh token), and only
+	// acting on the answer failed (FinishUpstreamRefreshRevoked). Only if
+	// the row still holds that lease: false otherwise.
+	SettleUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time) (bool, error)
 	// ClaimMembershipCheck sets MembershipCheckedAt = now and returns true
 	// if it was unset or at most now-interval and the row is not dead,
 	// atomically: of several replicas asking at once, one claims the check.

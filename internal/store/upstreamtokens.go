@@ -219,6 +219,18 @@ func (p *Postgres) FinishUpstreamRefreshRevoked(ctx context.Context, userID, ups
 	return done, l, nil
 }
 
+// SettleUpstreamRefresh: see Store. One compare-and-set statement.
+func (p *Postgres) SettleUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time) (bool, error) {
+	tag, err := p.pool.Exec(ctx, `
+		UPDATE upstream_tokens SET refresh_lease_until = NULL, refresh_unsettled = false
+		WHERE user_id = $1 AND upstream = $2 AND refresh_lease_until = $3`,
+		userID, upstream, lease.Truncate(time.Microsecond))
+	if err != nil {
+		return false, mapErr(err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
 // DeleteUpstreamTokensExcept deletes the rows of upstreams not in keep.
 func (p *Postgres) DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error) {
 	if keep == nil {

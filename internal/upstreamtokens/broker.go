@@ -102,6 +102,7 @@ type Store interface {
 	ClaimUpstreamRefresh(ctx context.Context, userID, upstream string, now, expiresBefore, until time.Time) (store.UpstreamToken, bool, error)
 	FinishUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time, next *store.UpstreamToken, retryAt time.Time) (bool, error)
 	FinishUpstreamRefreshRevoked(ctx context.Context, userID, upstream string, lease, now time.Time) (bool, store.UserLogout, error)
+	SettleUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time) (bool, error)
 	ClaimMembershipCheck(ctx context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error)
 	DeferMembershipCheck(ctx context.Context, userID, upstream string, now, at time.Time) (bool, error)
 	LogoutUser(ctx context.Context, id string, now time.Time, revokeGrants bool) (store.UserLogout, error)
@@ -483,7 +484,7 @@ func (b *Broker) refreshLeased(ctx context.Context, up Upstream, userID string, 
 	now := b.now()
 	if errors.Is(err, upstream.ErrGrantRevoked) {
 		if up.RevokeOnUpstreamRevocation && !cur.RefreshUnsettled {
-			return Token{}, b.refused(ctx, up, userID, cur, lease, now, err)
+			return Token{}, b.refused(ctx, up, userID, lease, now, err)
 		}
 		dead := cur
 		dead.DeadAt, dead.UpdatedAt = &now, now
@@ -562,12 +563,13 @@ var errRevokeFailed = errors.New("revoking the user's grants failed")
 // dead and the user's grants and sessions at authd end, in one
 // transaction (store.FinishUpstreamRefreshRevoked), so that a failure
 // cannot leave the kept grant dead (and so never refreshed again) with
-// the grants it stood for alive. If that transaction fails, the row is
-// written back as it was with its lease ended, settled: the next use
+// the grants it stood for alive. If that transaction fails, the row's
+// lease ends settled and nothing else of it changes
+// (store.SettleUpstreamRefresh): the next use
 // refreshes again at once (after the in-process back-off), is refused
 // again, and tries again; an error other than ErrGrantDead tells the
 // caller to retry.
-func (b *Broker) refused(ctx context.Context, up Upstream, userID string, cur store.UpstreamToken, lease, now time.Time, cause error) error {
+func (b *Broker) refused(ctx context.Context, up Upstream, userID string, lease, now time.Time, cause error) error {
 	rctx, cancel := detached(ctx, b.revokeTimeout())
 	defer cancel()
 	var l store.UserLogout
@@ -578,8 +580,11 @@ func (b *Broker) refused(ctx context.Context, up Upstream, userID string, cur st
 	if err != nil {
 		b.log().ErrorContext(ctx, "the upstream refused the refresh token; revoking the user's grants failed, the next use tries again",
 			"upstream", up.ID, "user_id", userID, "err", err)
-		if !b.release(ctx, up, userID, lease, &cur) {
-			b.log().ErrorContext(ctx, "the upstream refused the refresh token; neither its end nor the lease's could be written", "upstream", up.ID, "user_id", userID)
+		wctx, cancel := detached(ctx, writeTimeout)
+		defer cancel()
+		settled, serr := retryOverloaded(wctx, func() (bool, error) { return b.Store.SettleUpstreamRefresh(wctx, userID, up.ID, lease) })
+		if serr != nil || !settled {
+			b.log().ErrorContext(ctx, "the upstream refused the refresh token; neither its end nor the lease's could be written", "upstream", up.ID, "user_id", userID, "err", serr)
 		}
 		return fmt.Errorf("upstreamtokens: the %s grant was revoked upstream; %w: %w", up.ID, errRevokeFailed, err)
 	}

@@ -57,6 +57,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "LogoutUpstreamUser", fn: testLogoutUpstreamUser},
 		{name: "RevokeUserAccess", fn: testRevokeUserAccess},
 		{name: "FinishUpstreamRefreshRevoked", fn: testFinishUpstreamRefreshRevoked},
+		{name: "SettleUpstreamRefresh", fn: testSettleUpstreamRefresh},
 
 		// The authorization flow.
 		{name: "AuthRequestCRUD", fn: testAuthRequestCRUD},

@@ -490,3 +490,53 @@ func testUpstreamRefreshLease(t *testing.T, s store.Store) {
 		t.Fatal("claimed the refresh of a dead grant")
 	}
 }
+
+// testSettleUpstreamRefresh: the lease holder ends its lease with nothing
+// else written: with another lease nothing changes; with its own the
+// lease and RefreshUnsettled are cleared, the ciphertext as the row holds
+// it (a reseal done meanwhile stays), and the next claim is settled.
+func testSettleUpstreamRefresh(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	row := putUpstreamToken(t, s, newUpstreamToken(u, "github")) // expires at t0+8h
+	now := t0.Add(9 * time.Hour)
+	lease := now.Add(15 * time.Second)
+	// A claim after a lost attempt: unsettled, which settling clears.
+	if _, claimed, err := s.ClaimUpstreamRefresh(ctx, u.ID, "github", now, now.Add(time.Minute), now.Add(time.Second)); err != nil || !claimed {
+		t.Fatalf("ClaimUpstreamRefresh = %v, %v; want claimed", claimed, err)
+	}
+	got, claimed, err := s.ClaimUpstreamRefresh(ctx, u.ID, "github", now.Add(2*time.Second), now.Add(time.Minute), lease)
+	if err != nil || !claimed || !got.RefreshUnsettled {
+		t.Fatalf("ClaimUpstreamRefresh after a lost attempt = %+v, %v, %v; want claimed, unsettled", got, claimed, err)
+	}
+	n, err := s.ResealUpstreamTokens(ctx, []store.UpstreamTokenReseal{{UserID: u.ID, Upstream: "github",
+		OldKeyID: row.KeyID, OldSealed: row.Sealed, KeyID: "k-new", Sealed: []byte("resealed")}})
+	if err != nil || n != 1 {
+		t.Fatalf("ResealUpstreamTokens during the lease = %d, %v", n, err)
+	}
+	ok, err := s.SettleUpstreamRefresh(ctx, u.ID, "github", lease.Add(time.Second))
+	must(t, err, "SettleUpstreamRefresh with another lease")
+	if ok {
+		t.Fatal("SettleUpstreamRefresh succeeded with a lease the row does not hold")
+	}
+	ok, err = s.SettleUpstreamRefresh(ctx, u.ID, "github", lease)
+	must(t, err, "SettleUpstreamRefresh")
+	if !ok {
+		t.Fatal("the lease holder could not settle its lease")
+	}
+	got, err = s.GetUpstreamToken(ctx, u.ID, "github")
+	must(t, err, "GetUpstreamToken")
+	if got.RefreshLeaseUntil != nil || got.RefreshUnsettled || got.DeadAt != nil || got.KeyID != "k-new" || string(got.Sealed) != "resealed" ||
+		!got.UpdatedAt.Equal(row.UpdatedAt) || got.ExpiresAt == nil || !got.ExpiresAt.Equal(*row.ExpiresAt) {
+		t.Fatalf("after SettleUpstreamRefresh: %+v; want the lease ended, settled, the resealed row otherwise unchanged", got)
+	}
+	got, claimed, err = s.ClaimUpstreamRefresh(ctx, u.ID, "github", now.Add(3*time.Second), now.Add(time.Minute), lease.Add(time.Minute))
+	if err != nil || !claimed || got.RefreshUnsettled {
+		t.Fatalf("ClaimUpstreamRefresh after settling = %v unsettled %v, %v; want claimed at once, settled", claimed, got.RefreshUnsettled, err)
+	}
+	ok, err = s.SettleUpstreamRefresh(ctx, u.ID, "google", lease)
+	must(t, err, "SettleUpstreamRefresh of an absent row")
+	if ok {
+		t.Fatal("SettleUpstreamRefresh of an absent row reported success")
+	}
+}

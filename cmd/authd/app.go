@@ -656,28 +656,36 @@ func (a *app) startBackground(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				res, err := a.store.Purge(ctx, a.now())
-				if err != nil {
-					a.log.Warn("purge failed", "error", err.Error())
-					continue
-				}
-				// Kept tokens of upstreams that no longer keep them
-				// (removed, or store_tokens off) will never be used.
-				if n, err := a.store.DeleteUpstreamTokensExcept(ctx, keptUpstreams(a.cfg)); err != nil {
-					a.log.Warn("purge failed", "error", err.Error())
-				} else {
-					res["upstream_tokens"] += n
-				}
-				var total int64
-				for _, n := range res {
-					total += n
-				}
-				if total > 0 {
-					a.log.Info("purged expired rows", "event", "purge", "deleted", total)
-				}
+				a.purgeOnce(ctx)
 			}
 		}
 	})
+}
+
+// purgeOnce is one pass of the background purge.
+func (a *app) purgeOnce(ctx context.Context) {
+	now := a.now()
+	res, err := a.store.Purge(ctx, now)
+	if err != nil {
+		a.log.Warn("purge failed", "error", err.Error())
+		return
+	}
+	// Kept tokens of upstreams that no longer keep them (removed, or
+	// store_tokens off) will never be used, but only once no replica has
+	// written them for keptTokensGrace: another replica may keep that
+	// upstream (a rolling deploy adding it, or this replica misconfigured).
+	if n, err := a.store.DeleteUpstreamTokensExcept(ctx, keptUpstreams(a.cfg), now.Add(-keptTokensGrace)); err != nil {
+		a.log.Warn("purge failed", "error", err.Error())
+	} else {
+		res["upstream_tokens"] += n
+	}
+	var total int64
+	for _, n := range res {
+		total += n
+	}
+	if total > 0 {
+		a.log.Info("purged expired rows", "event", "purge", "deleted", total)
+	}
 }
 
 // close stops the background work and waits for it, so that the store

@@ -455,8 +455,10 @@ func (b *Bounded) SettleUpstreamRefresh(ctx context.Context, userID, upstream st
 	})
 }
 
-func (b *Bounded) DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error) {
-	return run1(b, ctx, func(ctx context.Context) (int64, error) { return b.s.DeleteUpstreamTokensExcept(ctx, keep) })
+func (b *Bounded) DeleteUpstreamTokensExcept(ctx context.Context, keep []string, writtenBefore time.Time) (int64, error) {
+	return run1(b, ctx, func(ctx context.Context) (int64, error) {
+		return b.s.DeleteUpstreamTokensExcept(ctx, keep, writtenBefore)
+	})
 }
 
 func (b *Bounded) ClaimMembershipCheck(ctx context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error) {

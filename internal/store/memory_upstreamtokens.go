@@ -235,10 +235,17 @@ func (m *Memory) SettleUpstreamRefresh(_ context.Context, userID, upstream strin
 	return true, nil
 }
 
-func (m *Memory) DeleteUpstreamTokensExcept(_ context.Context, keep []string) (int64, error) {
+func (m *Memory) DeleteUpstreamTokensExcept(_ context.Context, keep []string, writtenBefore time.Time) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return purge(m.upstreamTable().rows, func(t UpstreamToken) bool { return !slices.Contains(keep, t.Upstream) }, nil), nil
+	before := trunc(writtenBefore)
+	return purge(m.upstreamTable().rows, func(t UpstreamToken) bool {
+		last := t.UpdatedAt
+		if c := t.MembershipCheckedAt; c != nil && c.After(last) {
+			last = *c
+		}
+		return !slices.Contains(keep, t.Upstream) && last.Before(before)
+	}, nil), nil
 }
 
 func (m *Memory) ClaimMembershipCheck(_ context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error) {

@@ -723,8 +723,13 @@ type Store interface {
 	DeferMembershipCheck(ctx context.Context, userID, upstream string, now, at time.Time) (bool, error)
 	// DeleteUpstreamTokensExcept deletes every user's upstream tokens of
 	// the upstreams not in keep (no longer configured, or store_tokens
-	// turned off) and returns how many.
-	DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error)
+	// turned off) last written before writtenBefore, and returns how
+	// many. A row's last write is the later of UpdatedAt and
+	// MembershipCheckedAt (a membership check claims the row on use), so
+	// rows another replica (one that keeps that upstream, during a
+	// rolling deploy or a misconfiguration of this one) still writes
+	// stay.
+	DeleteUpstreamTokensExcept(ctx context.Context, keep []string, writtenBefore time.Time) (int64, error)
 	// ListUpstreamTokensAfter pages through every user's rows: up to
 	// limit rows ordered by (UserID, Upstream) in the store's own order,
 	// starting after the row (afterUser, afterUpstream); "", "" starts at

@@ -231,12 +231,17 @@ func (p *Postgres) SettleUpstreamRefresh(ctx context.Context, userID, upstream s
 	return tag.RowsAffected() == 1, nil
 }
 
-// DeleteUpstreamTokensExcept deletes the rows of upstreams not in keep.
-func (p *Postgres) DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error) {
+// DeleteUpstreamTokensExcept deletes the rows of upstreams not in keep
+// last written before writtenBefore.
+func (p *Postgres) DeleteUpstreamTokensExcept(ctx context.Context, keep []string, writtenBefore time.Time) (int64, error) {
 	if keep == nil {
 		keep = []string{}
 	}
-	tag, err := p.pool.Exec(ctx, `DELETE FROM upstream_tokens WHERE NOT (upstream = ANY($1))`, keep)
+	// GREATEST ignores NULL: a row never checked is judged by updated_at.
+	tag, err := p.pool.Exec(ctx, `
+		DELETE FROM upstream_tokens
+		WHERE NOT (upstream = ANY($1)) AND GREATEST(updated_at, membership_checked_at) < $2`,
+		keep, writtenBefore)
 	if err != nil {
 		return 0, mapErr(err)
 	}

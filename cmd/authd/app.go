@@ -306,12 +306,14 @@ func upstreams(ctx context.Context, d deps) ([]upstream.Connector, func(context.
 			return fmt.Errorf("%w: user disabled", tokens.ErrUserNotAllowed)
 		}
 		// Users come only from sign-ins at configured upstreams (the
-		// --dev login is one, id "dev"). One whose upstream the operator
-		// removed can no longer sign in, so what they were granted ends
-		// too, whatever the allowlist says.
+		// --dev login is one, id "dev"). One whose upstream is not
+		// configured here cannot sign in here, so their tokens are
+		// refused too, whatever the allowlist says; but their grants are
+		// kept (tokens.ErrGrantKept): the upstream's absence may be a
+		// typo, a rename, or a replica a rolling deploy has not reached.
 		providerType, ok := providerTypes[u.Provider]
 		if !ok {
-			return fmt.Errorf("%w: the user's upstream %q is no longer configured", tokens.ErrUserNotAllowed, u.Provider)
+			return fmt.Errorf("%w: %w: the user's upstream %q is not configured", tokens.ErrUserNotAllowed, tokens.ErrGrantKept, u.Provider)
 		}
 		if err := allow.Check(providerType, u); err != nil {
 			return fmt.Errorf("%w: %w", tokens.ErrUserNotAllowed, err)
@@ -654,28 +656,36 @@ func (a *app) startBackground(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				res, err := a.store.Purge(ctx, a.now())
-				if err != nil {
-					a.log.Warn("purge failed", "error", err.Error())
-					continue
-				}
-				// Kept tokens of upstreams that no longer keep them
-				// (removed, or store_tokens off) will never be used.
-				if n, err := a.store.DeleteUpstreamTokensExcept(ctx, keptUpstreams(a.cfg)); err != nil {
-					a.log.Warn("purge failed", "error", err.Error())
-				} else {
-					res["upstream_tokens"] += n
-				}
-				var total int64
-				for _, n := range res {
-					total += n
-				}
-				if total > 0 {
-					a.log.Info("purged expired rows", "event", "purge", "deleted", total)
-				}
+				a.purgeOnce(ctx)
 			}
 		}
 	})
+}
+
+// purgeOnce is one pass of the background purge.
+func (a *app) purgeOnce(ctx context.Context) {
+	now := a.now()
+	res, err := a.store.Purge(ctx, now)
+	if err != nil {
+		a.log.Warn("purge failed", "error", err.Error())
+		return
+	}
+	// Kept tokens of upstreams that no longer keep them (removed, or
+	// store_tokens off) will never be used, but only once no replica has
+	// written them for keptTokensGrace: another replica may keep that
+	// upstream (a rolling deploy adding it, or this replica misconfigured).
+	if n, err := a.store.DeleteUpstreamTokensExcept(ctx, keptUpstreams(a.cfg), now.Add(-keptTokensGrace)); err != nil {
+		a.log.Warn("purge failed", "error", err.Error())
+	} else {
+		res["upstream_tokens"] += n
+	}
+	var total int64
+	for _, n := range res {
+		total += n
+	}
+	if total > 0 {
+		a.log.Info("purged expired rows", "event", "purge", "deleted", total)
+	}
 }
 
 // close stops the background work and waits for it, so that the store

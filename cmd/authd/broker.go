@@ -85,6 +85,15 @@ func grantCheck(check func(context.Context, store.User) error, b *upstreamtokens
 	}
 }
 
+// keptTokensGrace is how long the background purge leaves the kept tokens
+// of an upstream this replica does not keep (removed, store_tokens off)
+// after their last write. Replicas need not agree on the upstreams: during
+// a rolling deploy that adds an upstream or turns store_tokens on, or with
+// one replica misconfigured, the others still write those rows (sign-ins,
+// refreshes, membership checks) and they stay; an upstream really removed
+// everywhere loses them a week later.
+const keptTokensGrace = 7 * 24 * time.Hour
+
 // keptUpstreams lists the ids of the upstreams with store_tokens.
 func keptUpstreams(cfg *config.Config) []string {
 	ids := []string{}

@@ -104,13 +104,15 @@ func TestRemovedFromOrgRevocationFails(t *testing.T) {
 	}
 }
 
-// TestRemovedUpstreamEndsGrants: a user signed in through upstream
-// "github"; the operator restarts authd without it (another upstream
-// only), with an allowlist that does not depend on the upstream's type.
-// The user can no longer sign in, so their tokens end too: refresh is
-// invalid_grant and introspection says inactive (before the restart,
-// active).
-func TestRemovedUpstreamEndsGrants(t *testing.T) {
+// TestRemovedUpstreamRefusedGrantKept: a user signed in through upstream
+// "github"; a replica runs without it (another upstream only: a rename,
+// a typo, a rolling deploy), with an allowlist that does not depend on
+// the upstream's type. There the user can no longer sign in, so their
+// tokens are refused too: refresh is invalid_grant and introspection
+// says inactive (before, active). But the grant is not ended for a
+// configuration that may be put right: the same refresh token works on
+// a replica that has the upstream.
+func TestRemovedUpstreamRefusedGrantKept(t *testing.T) {
 	t.Parallel()
 	gh := upstreamtest.NewGitHub(t)
 	gh.AddUser(upstreamtest.GitHubUser{ID: 3003, Login: "cleo", Name: "Cleo",
@@ -171,6 +173,16 @@ allowlist:
 	conf.Endpoint.TokenURL = after.URL + "/token"
 	if _, err := refresh(conf, tok); !isOAuthError(err, "invalid_grant") {
 		t.Fatalf("refresh by a user whose upstream is no longer configured: %v, want invalid_grant", err)
+	}
+
+	// Back on a replica that has the upstream: the grant is still there.
+	conf.Endpoint.TokenURL = before.URL + "/token"
+	next, err := refresh(conf, tok)
+	if err != nil {
+		t.Fatalf("the same refresh token on a replica with the upstream: %v, want new tokens", err)
+	}
+	if !introspectActive(t, before.URL, next.AccessToken) {
+		t.Fatal("the access token refreshed on a replica with the upstream is not active")
 	}
 }
 

@@ -418,7 +418,9 @@ func TestUpstreamScopesPerResource(t *testing.T) {
 }
 
 // When an upstream stops keeping tokens (store_tokens turned off, or the
-// upstream removed), the background purge deletes what was kept for it.
+// upstream removed), the background purge deletes what was kept for it,
+// once it has not been written for keptTokensGrace: not while a replica
+// that still keeps it (a rolling deploy) may be writing it.
 func TestPurgeDropsTokensOfUpstreamsNoLongerKeeping(t *testing.T) {
 	t.Parallel()
 	e := newBrokerEnv(t)
@@ -444,6 +446,11 @@ func TestPurgeDropsTokensOfUpstreamsNoLongerKeeping(t *testing.T) {
 	if r2.app.upstreamTokens != nil {
 		t.Fatal("store_tokens is off, yet the app has a broker")
 	}
+	r2.app.purgeOnce(ctx)
+	if _, err := r.store.GetUpstreamToken(ctx, u.ID, "github"); err != nil {
+		t.Fatalf("the purge deleted the tokens just kept by a replica with store_tokens: %v", err)
+	}
+	e.clock.Advance(keptTokensGrace + time.Minute)
 	r2.app.startBackground(ctx)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -455,5 +462,58 @@ func TestPurgeDropsTokensOfUpstreamsNoLongerKeeping(t *testing.T) {
 			t.Fatalf("the purge left the tokens of an upstream without store_tokens: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A rolling deploy (or a typo) leaves a replica without an upstream the
+// others keep tokens for: its purge leaves the rows they just wrote, and
+// their kept grant keeps working. Rows of the upstream still go once no
+// replica has written them for keptTokensGrace.
+func TestPurgeKeepsFreshTokensOfAnotherReplicasUpstream(t *testing.T) {
+	t.Parallel()
+	e := newBrokerEnv(t)
+	with := e.start(t)
+	e.signIn(t, with)
+	ctx := context.Background()
+	u, err := with.store.FindUser(ctx, "github", "2002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := with.store.GetUpstreamToken(ctx, u.ID, "github"); err != nil {
+		t.Fatalf("nothing kept: %v", err)
+	}
+
+	// The other replica calls the upstream "github-enterprise".
+	raw, err := os.ReadFile(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	renamed := strings.Replace(string(raw), "  - id: github\n", "  - id: github-enterprise\n", 1)
+	if renamed == string(raw) {
+		t.Fatal("the test configuration has no upstream github to rename")
+	}
+	if err := os.WriteFile(e.cfg, []byte(renamed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	without := e.start(t)
+	if got := keptUpstreams(without.app.cfg); !slices.Equal(got, []string{"github-enterprise"}) {
+		t.Fatalf("the replica without the upstream keeps %q", got)
+	}
+	without.app.purgeOnce(ctx)
+
+	kept, err := with.app.upstreamTokens.Token(ctx, u.ID, "github")
+	if err != nil {
+		t.Fatalf("the kept grant after the other replica's purge: %v", err)
+	}
+	if e.githubLogin(t, kept.AccessToken) != "bob" {
+		t.Fatal("the kept token does not work at GitHub after the other replica's purge")
+	}
+
+	// The upstream gone from every replica: nothing writes the row, and a
+	// purge past the grace period deletes it.
+	e.clock.Advance(keptTokensGrace + time.Minute)
+	without.app.purgeOnce(ctx)
+	if _, err := with.store.GetUpstreamToken(ctx, u.ID, "github"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the kept tokens of an upstream no replica wrote for %s: %v, want deleted", keptTokensGrace, err)
 	}
 }

@@ -449,8 +449,22 @@ func (b *Bounded) FinishUpstreamRefresh(ctx context.Context, userID, upstream st
 	})
 }
 
-func (b *Bounded) DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error) {
-	return run1(b, ctx, func(ctx context.Context) (int64, error) { return b.s.DeleteUpstreamTokensExcept(ctx, keep) })
+func (b *Bounded) FinishUpstreamRefreshRevoked(ctx context.Context, userID, upstream string, lease, now time.Time) (bool, UserLogout, error) {
+	return run2(b, ctx, func(ctx context.Context) (bool, UserLogout, error) {
+		return b.s.FinishUpstreamRefreshRevoked(ctx, userID, upstream, lease, now)
+	})
+}
+
+func (b *Bounded) SettleUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time) (bool, error) {
+	return run1(b, ctx, func(ctx context.Context) (bool, error) {
+		return b.s.SettleUpstreamRefresh(ctx, userID, upstream, lease)
+	})
+}
+
+func (b *Bounded) DeleteUpstreamTokensExcept(ctx context.Context, keep []string, writtenBefore time.Time) (int64, error) {
+	return run1(b, ctx, func(ctx context.Context) (int64, error) {
+		return b.s.DeleteUpstreamTokensExcept(ctx, keep, writtenBefore)
+	})
 }
 
 func (b *Bounded) ClaimMembershipCheck(ctx context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error) {

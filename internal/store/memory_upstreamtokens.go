@@ -201,10 +201,51 @@ func (m *Memory) FinishUpstreamRefresh(_ context.Context, userID, upstream strin
 	return true, nil
 }
 
-func (m *Memory) DeleteUpstreamTokensExcept(_ context.Context, keep []string) (int64, error) {
+func (m *Memory) FinishUpstreamRefreshRevoked(_ context.Context, userID, upstream string, lease, now time.Time) (bool, UserLogout, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return purge(m.upstreamTable().rows, func(t UpstreamToken) bool { return !slices.Contains(keep, t.Upstream) }, nil), nil
+	tab := m.upstreamTable()
+	k := upstreamKey{userID, upstream}
+	cur, ok := tab.rows[k]
+	if _, known := m.users[userID]; !known || !ok || cur.RefreshLeaseUntil == nil || !cur.RefreshLeaseUntil.Equal(trunc(lease)) {
+		return false, UserLogout{}, nil
+	}
+	l, err := m.logoutUser(userID, now, true, false)
+	if err != nil {
+		return false, UserLogout{}, err
+	}
+	at := trunc(now)
+	cur.DeadAt, cur.UpdatedAt = &at, at
+	cur.RefreshLeaseUntil, cur.RefreshUnsettled = nil, false
+	tab.rows[k] = cur
+	return true, l, nil
+}
+
+func (m *Memory) SettleUpstreamRefresh(_ context.Context, userID, upstream string, lease time.Time) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tab := m.upstreamTable()
+	k := upstreamKey{userID, upstream}
+	cur, ok := tab.rows[k]
+	if !ok || cur.RefreshLeaseUntil == nil || !cur.RefreshLeaseUntil.Equal(trunc(lease)) {
+		return false, nil
+	}
+	cur.RefreshLeaseUntil, cur.RefreshUnsettled = nil, false
+	tab.rows[k] = cur
+	return true, nil
+}
+
+func (m *Memory) DeleteUpstreamTokensExcept(_ context.Context, keep []string, writtenBefore time.Time) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	before := trunc(writtenBefore)
+	return purge(m.upstreamTable().rows, func(t UpstreamToken) bool {
+		last := t.UpdatedAt
+		if c := t.MembershipCheckedAt; c != nil && c.After(last) {
+			last = *c
+		}
+		return !slices.Contains(keep, t.Upstream) && last.Before(before)
+	}, nil), nil
 }
 
 func (m *Memory) ClaimMembershipCheck(_ context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error) {

@@ -696,6 +696,25 @@ type Store interface {
 	// when it was lost (expired and claimed by another, or the row was
 	// replaced by a sign-in or deleted).
 	FinishUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time, next *UpstreamToken, retryAt time.Time) (bool, error)
+	// FinishUpstreamRefreshRevoked ends the lease `lease` of (userID,
+	// upstream) after the upstream refused the refresh token, and with it
+	// what the user holds at authd, in one transaction: the row is marked
+	// dead at now (DeadAt, UpdatedAt; the lease and RefreshUnsettled
+	// cleared, nothing else changed) and everything RevokeUserAccess ends
+	// ends. All of it or, on error, none: the row then still holds the
+	// lease. Only if the row still holds that lease: false, having changed
+	// nothing, when it was lost (a sign-in replaced the row, so the refused
+	// token is no longer the kept one; another replica took over; the row
+	// or the user was deleted).
+	FinishUpstreamRefreshRevoked(ctx context.Context, userID, upstream string, lease, now time.Time) (bool, UserLogout, error)
+	// SettleUpstreamRefresh ends the lease `lease` of (userID, upstream)
+	// with nothing else written: the lease and RefreshUnsettled are
+	// cleared, the token fields stay as the row holds them. The next
+	// refresh may be made at once and counts as settled: the upstream
+	// answered this attempt (it refused the refresh token), and only
+	// acting on the answer failed (FinishUpstreamRefreshRevoked). Only if
+	// the row still holds that lease: false otherwise.
+	SettleUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time) (bool, error)
 	// ClaimMembershipCheck sets MembershipCheckedAt = now and returns true
 	// if it was unset or at most now-interval and the row is not dead,
 	// atomically: of several replicas asking at once, one claims the check.
@@ -711,8 +730,13 @@ type Store interface {
 	DeferMembershipCheck(ctx context.Context, userID, upstream string, now, at time.Time) (bool, error)
 	// DeleteUpstreamTokensExcept deletes every user's upstream tokens of
 	// the upstreams not in keep (no longer configured, or store_tokens
-	// turned off) and returns how many.
-	DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error)
+	// turned off) last written before writtenBefore, and returns how
+	// many. A row's last write is the later of UpdatedAt and
+	// MembershipCheckedAt (a membership check claims the row on use), so
+	// rows another replica (one that keeps that upstream, during a
+	// rolling deploy or a misconfiguration of this one) still writes
+	// stay.
+	DeleteUpstreamTokensExcept(ctx context.Context, keep []string, writtenBefore time.Time) (int64, error)
 	// ListUpstreamTokensAfter pages through every user's rows: up to
 	// limit rows ordered by (UserID, Upstream) in the store's own order,
 	// starting after the row (afterUser, afterUpstream); "", "" starts at

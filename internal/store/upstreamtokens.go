@@ -177,12 +177,71 @@ func (p *Postgres) FinishUpstreamRefresh(ctx context.Context, userID, upstream s
 	return tag.RowsAffected() == 1, nil
 }
 
-// DeleteUpstreamTokensExcept deletes the rows of upstreams not in keep.
-func (p *Postgres) DeleteUpstreamTokensExcept(ctx context.Context, keep []string) (int64, error) {
+// FinishUpstreamRefreshRevoked: see Store. The user row is locked first,
+// as logoutUser and DisableUser lock it before the grants and the
+// upstream tokens, so that none of them waits for another in the
+// opposite order; a sign-in's UpdateUpstreamToken of the row either
+// commits first (the lease is gone: nothing is done) or waits for this
+// transaction and then replaces the dead row.
+func (p *Postgres) FinishUpstreamRefreshRevoked(ctx context.Context, userID, upstream string, lease, now time.Time) (bool, UserLogout, error) {
+	var (
+		done bool
+		l    UserLogout
+	)
+	err := p.withTx(ctx, func(tx pgx.Tx) error {
+		done, l = false, UserLogout{}
+		var one int
+		err := tx.QueryRow(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, userID).Scan(&one)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // deleted, and their upstream tokens with them
+		}
+		if err != nil {
+			return mapErr(err)
+		}
+		tag, err := tx.Exec(ctx, `
+			UPDATE upstream_tokens SET dead_at = $4, updated_at = $4,
+				refresh_lease_until = NULL, refresh_unsettled = false
+			WHERE user_id = $1 AND upstream = $2 AND refresh_lease_until = $3`,
+			userID, upstream, lease.Truncate(time.Microsecond), now)
+		if err != nil {
+			return mapErr(err)
+		}
+		if tag.RowsAffected() == 0 {
+			return nil
+		}
+		done = true
+		l, err = logoutUser(ctx, tx, userID, now, true, false)
+		return err
+	})
+	if err != nil {
+		return false, UserLogout{}, err
+	}
+	return done, l, nil
+}
+
+// SettleUpstreamRefresh: see Store. One compare-and-set statement.
+func (p *Postgres) SettleUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time) (bool, error) {
+	tag, err := p.pool.Exec(ctx, `
+		UPDATE upstream_tokens SET refresh_lease_until = NULL, refresh_unsettled = false
+		WHERE user_id = $1 AND upstream = $2 AND refresh_lease_until = $3`,
+		userID, upstream, lease.Truncate(time.Microsecond))
+	if err != nil {
+		return false, mapErr(err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// DeleteUpstreamTokensExcept deletes the rows of upstreams not in keep
+// last written before writtenBefore.
+func (p *Postgres) DeleteUpstreamTokensExcept(ctx context.Context, keep []string, writtenBefore time.Time) (int64, error) {
 	if keep == nil {
 		keep = []string{}
 	}
-	tag, err := p.pool.Exec(ctx, `DELETE FROM upstream_tokens WHERE NOT (upstream = ANY($1))`, keep)
+	// GREATEST ignores NULL: a row never checked is judged by updated_at.
+	tag, err := p.pool.Exec(ctx, `
+		DELETE FROM upstream_tokens
+		WHERE NOT (upstream = ANY($1)) AND GREATEST(updated_at, membership_checked_at) < $2`,
+		keep, writtenBefore)
 	if err != nil {
 		return 0, mapErr(err)
 	}

@@ -97,7 +97,9 @@ func (h *Handler) refreshToken(ctx context.Context, req *request) (*response, er
 
 	if err := h.allowUser(ctx, user); err != nil {
 		var oe *oauth.Error
-		if errors.As(err, &oe) && oe.Code == oauth.CodeInvalidGrant {
+		// A refusal for what this server's configuration lacks keeps
+		// the grant: putting the configuration right restores it.
+		if errors.As(err, &oe) && oe.Code == oauth.CodeInvalidGrant && !errors.Is(err, tokens.ErrGrantKept) {
 			if rerr := h.Store.RevokeGrant(ctx, g.ID, req.now); rerr != nil {
 				return nil, fmt.Errorf("revoke grant of a user no longer allowed: %w", rerr)
 			}

@@ -35,6 +35,14 @@ func (e InactiveError) Error() string { return "token not active: " + string(e) 
 // outage must never revoke a grant for good.
 var ErrUserNotAllowed = errors.New("the user is no longer allowed to sign in")
 
+// ErrGrantKept marks a UserCheck refusal (it wraps ErrUserNotAllowed too)
+// that must not end the grant: the user is refused because of what this
+// server's configuration lacks (their upstream), which the operator may
+// put right or another replica of a rolling deploy may already have. The
+// token is refused all the same (inactive, invalid_grant); a refresh does
+// not revoke the grant.
+var ErrGrantKept = errors.New("refused by this server's configuration, the grant kept")
+
 // Info is what an active token stands for.
 type Info struct {
 	Kind     Kind

@@ -37,7 +37,10 @@
 // the upstream spent the single-use refresh token must reach the
 // database. An upstream refusal (invalid_grant) marks the grant dead and,
 // unless configured otherwise, revokes the user's grants and ends their
-// sessions at authd (one transaction); but if
+// sessions at authd, all in one transaction
+// (store.FinishUpstreamRefreshRevoked): if it fails, nothing of it is
+// written, the kept grant's lease ends as a settled attempt, and the next
+// use asks the upstream again and, refused again, tries again. But if
 // the previous attempt ended without a written result (cut off, lost
 // write), the refusal may be caused by that attempt having spent the
 // token: the kept grant is marked dead, the user's grants at authd stay,
@@ -98,6 +101,8 @@ type Store interface {
 	UpdateUpstreamToken(ctx context.Context, userID, upstream string, update func(store.UpstreamToken) (*store.UpstreamToken, error)) (store.UpstreamToken, error)
 	ClaimUpstreamRefresh(ctx context.Context, userID, upstream string, now, expiresBefore, until time.Time) (store.UpstreamToken, bool, error)
 	FinishUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time, next *store.UpstreamToken, retryAt time.Time) (bool, error)
+	FinishUpstreamRefreshRevoked(ctx context.Context, userID, upstream string, lease, now time.Time) (bool, store.UserLogout, error)
+	SettleUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time) (bool, error)
 	ClaimMembershipCheck(ctx context.Context, userID, upstream string, now time.Time, interval time.Duration) (bool, error)
 	DeferMembershipCheck(ctx context.Context, userID, upstream string, now, at time.Time) (bool, error)
 	LogoutUser(ctx context.Context, id string, now time.Time, revokeGrants bool) (store.UserLogout, error)
@@ -142,8 +147,12 @@ type Broker struct {
 	// Leeway: an access token expiring within it is refreshed first, so
 	// that the caller gets one it can still use; default 1m.
 	Leeway time.Duration
-	Now    func() time.Time
-	Log    *slog.Logger
+	// RevokeTimeout bounds ending a user's access at authd (a failed
+	// membership check, an upstream's refusal), detached from the
+	// caller's request; default 10s.
+	RevokeTimeout time.Duration
+	Now           func() time.Time
+	Log           *slog.Logger
 
 	flight singleflight.Group // one refresh per (user, upstream) in this process
 	mu     sync.Mutex
@@ -161,10 +170,36 @@ const (
 	pollInterval  = 100 * time.Millisecond
 	pollSlack     = time.Second
 	defaultLeeway = time.Minute
-	// revokeTimeout bounds revoking a user's grants after the upstream
-	// revoked theirs; it runs even if the caller's request was cancelled.
-	revokeTimeout = 10 * time.Second
+	// defaultRevokeTimeout bounds revoking a user's grants after the
+	// upstream revoked theirs; it runs even if the caller's request was
+	// cancelled.
+	defaultRevokeTimeout = 10 * time.Second
 )
+
+func (b *Broker) revokeTimeout() time.Duration {
+	if b.RevokeTimeout > 0 {
+		return b.RevokeTimeout
+	}
+	return defaultRevokeTimeout
+}
+
+// detached is ctx without its cancellation and with a database budget
+// and deadline of d of its own: for writes that must happen whatever
+// became of the caller's request or of an earlier write's budget.
+func detached(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), d), d)
+}
+
+// retryOverloaded runs op, and again while the store refuses it for being
+// at its in-flight limit (which it does at once) and ctx allows: for
+// writes that cannot wait for the user to retry.
+func retryOverloaded[T any](ctx context.Context, op func() (T, error)) (T, error) {
+	v, err := op()
+	for wait := 10 * time.Millisecond; errors.Is(err, store.ErrOverloaded) && sleep(ctx, wait); wait = min(2*wait, 200*time.Millisecond) {
+		v, err = op()
+	}
+	return v, err
+}
 
 func (b *Broker) now() time.Time {
 	if b.Now != nil {
@@ -322,9 +357,9 @@ func (b *Broker) refresh(ctx context.Context, up Upstream, userID string) (Token
 	if err := b.backedOff(key); err != nil {
 		return Token{}, err
 	}
-	detached := context.WithoutCancel(ctx)
+	bg := context.WithoutCancel(ctx)
 	ch := b.flight.DoChan(key, func() (any, error) {
-		t, err := b.refreshShared(detached, up, userID)
+		t, err := b.refreshShared(bg, up, userID)
 		if err != nil && !errors.Is(err, ErrGrantDead) && !errors.Is(err, ErrNotStored) {
 			b.backOff(key, err)
 		}
@@ -448,6 +483,9 @@ func (b *Broker) refreshLeased(ctx context.Context, up Upstream, userID string, 
 	cancel()
 	now := b.now()
 	if errors.Is(err, upstream.ErrGrantRevoked) {
+		if up.RevokeOnUpstreamRevocation && !cur.RefreshUnsettled {
+			return Token{}, b.refused(ctx, up, userID, lease, now, err)
+		}
 		dead := cur
 		dead.DeadAt, dead.UpdatedAt = &now, now
 		if !b.release(ctx, up, userID, lease, &dead) {
@@ -467,7 +505,8 @@ func (b *Broker) refreshLeased(ctx context.Context, up Upstream, userID string, 
 				"reason", "the upstream refused the refresh token after an earlier refresh ended without a result; grants at authd kept")
 			return Token{}, ErrGrantDead
 		}
-		b.upstreamRevoked(ctx, up, userID, now, err)
+		// revoke_on_upstream_revocation is off: an audit record only.
+		b.log().InfoContext(ctx, "audit", "event", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID, "reason", err.Error())
 		return Token{}, ErrGrantDead
 	}
 	if err != nil {
@@ -500,20 +539,67 @@ func (b *Broker) refreshLeased(ctx context.Context, up Upstream, userID string, 
 // release ends the lease: writes next, or (nil) backs the next attempt
 // off. It runs whatever happened to the caller, with a budget of its own.
 func (b *Broker) release(ctx context.Context, up Upstream, userID string, lease time.Time, next *store.UpstreamToken) bool {
-	ctx, cancel := context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), writeTimeout), writeTimeout)
+	ctx, cancel := detached(ctx, writeTimeout)
 	defer cancel()
-	ok, err := b.Store.FinishUpstreamRefresh(ctx, userID, up.ID, lease, next, b.now().Add(b.backoff()))
-	// A store at its in-flight limit refuses at once; this write cannot
-	// wait for the user to retry (the upstream may have spent the
-	// single-use refresh token), so it tries again within its budget.
-	for wait := 10 * time.Millisecond; errors.Is(err, store.ErrOverloaded) && sleep(ctx, wait); wait = min(2*wait, 200*time.Millisecond) {
-		ok, err = b.Store.FinishUpstreamRefresh(ctx, userID, up.ID, lease, next, b.now().Add(b.backoff()))
-	}
+	// This write cannot wait for the user to retry (the upstream may have
+	// spent the single-use refresh token): an overloaded store is asked
+	// again within the budget.
+	ok, err := retryOverloaded(ctx, func() (bool, error) {
+		return b.Store.FinishUpstreamRefresh(ctx, userID, up.ID, lease, next, b.now().Add(b.backoff()))
+	})
 	if err != nil {
 		b.log().ErrorContext(ctx, "writing an upstream refresh's result", "upstream", up.ID, "user_id", userID, "err", err)
 		return false
 	}
 	return ok
+}
+
+// errRevokeFailed: the upstream refused the kept refresh token, and
+// ending the user's access for it failed (a database error, wrapped too).
+var errRevokeFailed = errors.New("revoking the user's grants failed")
+
+// refused handles the upstream's settled refusal of the kept refresh
+// token under revoke_on_upstream_revocation: the kept grant is marked
+// dead and the user's grants and sessions at authd end, in one
+// transaction (store.FinishUpstreamRefreshRevoked), so that a failure
+// cannot leave the kept grant dead (and so never refreshed again) with
+// the grants it stood for alive. If that transaction fails, the row's
+// lease ends settled and nothing else of it changes
+// (store.SettleUpstreamRefresh): the next use
+// refreshes again at once (after the in-process back-off), is refused
+// again, and tries again; an error other than ErrGrantDead tells the
+// caller to retry.
+func (b *Broker) refused(ctx context.Context, up Upstream, userID string, lease, now time.Time, cause error) error {
+	rctx, cancel := detached(ctx, b.revokeTimeout())
+	defer cancel()
+	var l store.UserLogout
+	done, err := retryOverloaded(rctx, func() (ok bool, err error) {
+		ok, l, err = b.Store.FinishUpstreamRefreshRevoked(rctx, userID, up.ID, lease, now)
+		return ok, err
+	})
+	if err != nil {
+		b.log().ErrorContext(ctx, "the upstream refused the refresh token; revoking the user's grants failed, the next use tries again",
+			"upstream", up.ID, "user_id", userID, "err", err)
+		wctx, cancel := detached(ctx, writeTimeout)
+		defer cancel()
+		settled, serr := retryOverloaded(wctx, func() (bool, error) { return b.Store.SettleUpstreamRefresh(wctx, userID, up.ID, lease) })
+		if serr != nil || !settled {
+			b.log().ErrorContext(ctx, "the upstream refused the refresh token; neither its end nor the lease's could be written", "upstream", up.ID, "user_id", userID, "err", serr)
+		}
+		return fmt.Errorf("upstreamtokens: the %s grant was revoked upstream; %w: %w", up.ID, errRevokeFailed, err)
+	}
+	if !done {
+		// The lease was lost (a sign-in replaced the row meanwhile, or
+		// another replica took over): the refused token may no longer
+		// be the kept one, so the grants at authd, perhaps just made,
+		// stay.
+		b.log().WarnContext(ctx, "the upstream refused a refresh token no longer kept; grants at authd kept", "upstream", up.ID, "user_id", userID)
+		return ErrGrantDead
+	}
+	b.log().InfoContext(ctx, "audit", "event", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID, "reason", cause.Error())
+	b.log().InfoContext(ctx, "audit", "event", "grants_revoked", "reason", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID,
+		"grants", len(l.Grants), "sessions", l.Sessions)
+	return ErrGrantDead
 }
 
 // sleep waits d, or less if ctx ends first (then false).
@@ -528,31 +614,26 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// upstreamRevoked handles the upstream's refusal of a kept refresh token:
-// an audit record and, when configured, the end of the user's grants at
-// authd, which were given on the strength of that upstream grant, and of
-// their sign-in at authd, so that the next authorization goes to the
-// upstream. The kept grant stays, marked dead: the user is told to sign in
-// there again.
-func (b *Broker) upstreamRevoked(ctx context.Context, up Upstream, userID string, now time.Time, cause error) {
-	ctx, cancel := context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), revokeTimeout), revokeTimeout)
+// revokeAccess ends the user's grants and sessions at authd after the
+// upstream revoked their grant there (revoke_on_upstream_revocation): they
+// were given on the strength of that upstream grant, and the next
+// authorization must go to the upstream. One transaction
+// (store.RevokeUserAccess): all of it or none, and then an error wrapping
+// errRevokeFailed. A deleted user has nothing left to revoke.
+func (b *Broker) revokeAccess(ctx context.Context, up Upstream, userID string, now time.Time) error {
+	ctx, cancel := detached(ctx, b.revokeTimeout())
 	defer cancel()
-	b.log().InfoContext(ctx, "audit", "event", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID, "reason", cause.Error())
-	if !up.RevokeOnUpstreamRevocation {
-		return
-	}
-	// One transaction: all of the user's grants and sessions end, or
-	// none does (and the error is logged).
-	l, err := b.Store.RevokeUserAccess(ctx, userID, now)
-	if errors.Is(err, store.ErrNotFound) { // the user was deleted: nothing left
-		err = nil
+	l, err := retryOverloaded(ctx, func() (store.UserLogout, error) { return b.Store.RevokeUserAccess(ctx, userID, now) })
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
 	}
 	if err != nil {
-		b.log().ErrorContext(ctx, "revoking the grants of a user whose upstream grant was revoked", "upstream", up.ID, "user_id", userID, "err", err)
-		return
+		b.log().ErrorContext(ctx, "revoking the grants of a user whose upstream grant was revoked; the next use tries again", "upstream", up.ID, "user_id", userID, "err", err)
+		return fmt.Errorf("upstreamtokens: the %s grant was revoked upstream; %w: %w", up.ID, errRevokeFailed, err)
 	}
 	b.log().InfoContext(ctx, "audit", "event", "grants_revoked", "reason", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID,
 		"grants", len(l.Grants), "sessions", l.Sessions)
+	return nil
 }
 
 // Covers reports whether a grant usable now (unexpired, or refreshable)

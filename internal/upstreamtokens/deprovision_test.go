@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/authd/authd/internal/allowlist"
 	"github.com/authd/authd/internal/oauth"
 	"github.com/authd/authd/internal/store"
 	"github.com/authd/authd/internal/store/pgtest"
@@ -163,5 +166,186 @@ func TestDeprovisionAllOrNothing(t *testing.T) {
 	}
 	if _, err := f.st.GetSession(ctx, sess.IDDigest, time.Now()); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the session outlived the second check: %v", err)
+	}
+}
+
+// TestDeprovisionTimeoutChecksAgain: the revocation fails because it
+// waited out its deadline and budget for a lock (another transaction
+// holds the user's row), the way a slow or overloaded database fails it.
+// Making the next check due at once must not depend on what that wait
+// left of the budget: once the lock is gone, the next use, well within
+// membership_check_interval, revokes.
+func TestDeprovisionTimeoutChecksAgain(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	pg, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	f := newFixture(t, pg, 8*time.Hour)
+	b, g := recheckFixture(t, f, true)
+	b.Store = store.NewBounded(pg, 200*time.Millisecond, 0)
+	b.RevokeTimeout = 300 * time.Millisecond
+	ctx := t.Context()
+
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, f.user.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	f.gh.SetMemberships("octo", nil, nil)
+	f.advance(16 * time.Minute)
+	if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+		t.Fatalf("RecheckMemberships while the user's row is locked: %v, want ErrNoLongerAllowed", err)
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt != nil {
+		t.Fatal("the revocation that timed out revoked the grant anyway")
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	f.advance(time.Minute)
+	if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+		t.Fatalf("RecheckMemberships a minute after a revocation that timed out: %v, want ErrNoLongerAllowed", err)
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+		t.Fatal("the grant outlived the check after a revocation that timed out")
+	}
+}
+
+// TestUpstreamRevocationRevokeRetried: the upstream refuses the kept
+// refresh token, and the database fails while the user's grants at authd
+// are being revoked for it (revoke_on_upstream_revocation). The refusal
+// must not be lost with the failed transaction: the kept grant is not
+// left dead with the user's grants alive, and the next use (after the
+// back-off) asks the upstream again and, refused again, revokes them.
+func TestUpstreamRevocationRevokeRetried(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	pg, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	f := newFixture(t, pg, time.Hour)
+	b := f.broker(t, nil) // revoke_on_upstream_revocation
+	ctx := t.Context()
+	if err := b.Keep(ctx, f.user.ID, "github", f.ident.Grant); err != nil {
+		t.Fatal(err)
+	}
+	g := authdGrant(t, pg, f.user)
+	sess := session(t, pg, f.user)
+	fired := pgtest.FailOnce(t, dsn, "grants", "UPDATE", fmt.Sprintf("NEW.id = '%s' AND NEW.revoked_at IS NOT NULL", g.ID))
+
+	f.gh.RevokeGrant("octo")
+	f.advance(2 * time.Hour)
+	if _, err := b.Token(ctx, f.user.ID, "github"); err == nil || !fired() {
+		t.Fatalf("Token with the revocation failing: %v (failure injected: %v), want an error", err, fired())
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt != nil {
+		t.Fatal("the failed revocation revoked the grant anyway")
+	}
+	if row, err := pg.GetUpstreamToken(ctx, f.user.ID, "github"); err != nil || row.DeadAt != nil || row.RefreshLeaseUntil != nil || row.RefreshUnsettled {
+		t.Fatalf("kept grant after the failed revocation: %+v, %v; want live, its lease ended, settled", row, err)
+	}
+
+	f.advance(time.Minute) // past the back-off
+	if _, err := b.Token(ctx, f.user.ID, "github"); !errors.Is(err, upstreamtokens.ErrGrantDead) {
+		t.Fatalf("Token after a failed revocation: %v, want ErrGrantDead", err)
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+		t.Fatal("the user's grant outlived the upstream's refusal: the revocation that failed was never retried")
+	}
+	if _, err := pg.GetSession(ctx, sess.IDDigest, time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the user's session outlived the upstream's refusal: %v", err)
+	}
+	if row, err := pg.GetUpstreamToken(ctx, f.user.ID, "github"); err != nil || row.DeadAt == nil {
+		t.Fatalf("kept grant after the refusal: err %v, DeadAt %v; want marked dead", err, row.DeadAt)
+	}
+}
+
+// TestRecheckRefusalRevokeFails: a due membership check refreshes the
+// expired kept token, the upstream refuses it, and revoking the user's
+// grants for that fails. The check is not inconclusive (the upstream
+// answered): it fails with the database's error (503, the grant kept),
+// and the next use checks again at once and revokes.
+func TestRecheckRefusalRevokeFails(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	pg, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	f := newFixture(t, pg, time.Hour)
+	b, g := recheckFixture(t, f, true)
+	ctx := t.Context()
+	fired := pgtest.FailOnce(t, dsn, "grants", "UPDATE", fmt.Sprintf("NEW.id = '%s' AND NEW.revoked_at IS NOT NULL", g.ID))
+
+	f.gh.RevokeGrant("octo")
+	f.advance(2 * time.Hour) // the check is due and the token expired
+	err = b.RecheckMemberships(ctx, f.user)
+	if err == nil || errors.Is(err, upstreamtokens.ErrNoLongerAllowed) || !fired() {
+		t.Fatalf("RecheckMemberships with the revocation failing: %v (failure injected: %v), want the database's error", err, fired())
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt != nil {
+		t.Fatal("the failed revocation revoked the grant anyway")
+	}
+
+	f.advance(time.Minute) // past the back-off, well within the interval
+	if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+		t.Fatalf("RecheckMemberships after a failed revocation: %v, want ErrNoLongerAllowed", err)
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+		t.Fatal("the grant outlived the upstream's refusal")
+	}
+}
+
+// TestRecheckRejectedRevokeRetried: the user revoked authd at GitHub (a
+// 401 on the membership read) and is allowlisted by login, so no
+// deprovisioning follows: revoke_on_upstream_revocation alone ends their
+// grants. When that revocation fails, the kept grant must not be left
+// dead with the grants alive: the check fails with the database's error
+// and the next use checks again and revokes.
+func TestRecheckRejectedRevokeRetried(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.DSN(t)
+	pg, err := store.OpenPostgres(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	f := newFixture(t, pg, 0) // GitHub OAuth App tokens: no expiry, no refresh
+	b, g := recheckFixture(t, f, true)
+	b.Allowed = allowlist.Policy{GitHubUsers: []string{"octo"}}.Check
+	ctx := t.Context()
+	fired := pgtest.FailOnce(t, dsn, "grants", "UPDATE", fmt.Sprintf("NEW.id = '%s' AND NEW.revoked_at IS NOT NULL", g.ID))
+
+	f.gh.RevokeGrant("octo")
+	f.advance(16 * time.Minute)
+	if err := b.RecheckMemberships(ctx, f.user); err == nil || !fired() {
+		t.Fatalf("RecheckMemberships with the revocation failing: %v (failure injected: %v), want the database's error", err, fired())
+	}
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt != nil {
+		t.Fatal("the failed revocation revoked the grant anyway")
+	}
+
+	f.advance(time.Minute) // well within the interval
+	_ = b.RecheckMemberships(ctx, f.user)
+	if got, _ := pg.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+		t.Fatal("the grant outlived the upstream's rejection of the kept token: the failed revocation was never retried")
+	}
+	if _, err := b.Token(ctx, f.user.ID, "github"); !errors.Is(err, upstreamtokens.ErrGrantDead) {
+		t.Fatalf("Token after the upstream rejected the kept token: %v, want ErrGrantDead", err)
 	}
 }

@@ -83,13 +83,24 @@ func (b *Broker) RecheckMemberships(ctx context.Context, u store.User) error {
 			return b.deprovision(ctx, up, u, now, fmt.Sprintf("the kept %s grant is gone or dead: the memberships the allowlist needs cannot be re-checked", up.ID))
 		}
 		return nil
+	case errors.Is(err, errRevokeFailed):
+		// The upstream answered (it refused the kept grant), but ending
+		// the user's access failed: not inconclusive. As a failed
+		// deprovisioning: refused for now, and checked again at once.
+		b.checkAgain(ctx, up, u.ID, now)
+		return err
 	case err != nil:
 		return inconclusive(err)
 	}
 	m, err := up.Memberships.Memberships(ctx, tok.AccessToken)
 	if errors.Is(err, upstream.ErrTokenRejected) {
 		// The user revoked authd at the upstream: as a refused refresh.
-		b.markDead(ctx, up, u.ID, now, err)
+		if rerr := b.markDead(ctx, up, u.ID, tok.AccessToken, now, err); rerr != nil && !b.needsMemberships(up, u) {
+			// Not marked dead, nothing revoked: refused for now, and
+			// checked again at once.
+			b.checkAgain(ctx, up, u.ID, now)
+			return rerr
+		}
 		if b.needsMemberships(up, u) {
 			return b.deprovision(ctx, up, u, now, fmt.Sprintf("%s rejected the kept token: the memberships the allowlist needs cannot be re-checked", up.ID))
 		}
@@ -146,12 +157,28 @@ func (b *Broker) retrySoon(ctx context.Context, up Upstream, userID string, now 
 }
 
 // markDead marks the kept grant dead after the upstream rejected its
-// access token, as Token does after a refused refresh, and follows
-// revoke_on_upstream_revocation.
-func (b *Broker) markDead(ctx context.Context, up Upstream, userID string, now time.Time, cause error) {
+// access token `rejected`, as a refused refresh does, and follows
+// revoke_on_upstream_revocation. The user's access at authd ends first,
+// and only then is the grant marked dead: a revocation that fails leaves
+// the grant live (a dead one is never checked again) and returns its
+// error, so that the next check reads the 401 again and retries. The mark
+// applies only to the rejected token: a sign-in that replaced it
+// meanwhile keeps its own.
+func (b *Broker) markDead(ctx context.Context, up Upstream, userID, rejected string, now time.Time, cause error) error {
+	b.log().InfoContext(ctx, "audit", "event", "upstream_grant_revoked", "upstream", up.ID, "user_id", userID, "reason", cause.Error())
+	if up.RevokeOnUpstreamRevocation {
+		if err := b.revokeAccess(ctx, up, userID, now); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := detached(ctx, writeTimeout)
+	defer cancel()
 	_, err := b.Store.UpdateUpstreamToken(ctx, userID, up.ID, func(cur store.UpstreamToken) (*store.UpstreamToken, error) {
 		if cur.DeadAt != nil {
 			return nil, nil
+		}
+		if s, err := b.Keys.open(cur.KeyID, userID, up.ID, cur.Sealed); err == nil && s.AccessToken != rejected {
+			return nil, nil // replaced by a sign-in since
 		}
 		dead := cur
 		dead.DeadAt, dead.UpdatedAt = &now, now
@@ -160,7 +187,7 @@ func (b *Broker) markDead(ctx context.Context, up Upstream, userID string, now t
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		b.log().ErrorContext(ctx, "marking a rejected upstream grant dead", "upstream", up.ID, "user_id", userID, "err", err)
 	}
-	b.upstreamRevoked(ctx, up, userID, now, cause)
+	return nil
 }
 
 // deprovision revokes u's grants because of what the upstream now says,
@@ -173,7 +200,7 @@ func (b *Broker) markDead(ctx context.Context, up Upstream, userID string, now t
 func (b *Broker) deprovision(ctx context.Context, up Upstream, u store.User, now time.Time, why string) error {
 	// Its own database budget: the request's may be spent already, and a
 	// revocation cut short would leave the user signed in.
-	ctx, cancel := context.WithTimeout(store.WithBudget(context.WithoutCancel(ctx), revokeTimeout), revokeTimeout)
+	ctx, cancel := detached(ctx, b.revokeTimeout())
 	defer cancel()
 	l, err := b.Store.LogoutUser(ctx, u.ID, now, true)
 	if errors.Is(err, store.ErrNotFound) { // the user was deleted: nothing left
@@ -192,14 +219,21 @@ func (b *Broker) deprovision(ctx context.Context, up Upstream, u store.User, now
 
 // checkAgain makes the next membership check of userID due at once, after
 // a revocation that failed: the check claimed at now would otherwise let
-// the kept grant pass for a whole interval. Failing (the database is
+// the kept grant pass for a whole interval. It gets a budget of its own
+// (the revocation may have failed by spending its own, waiting for a
+// lock) and asks an overloaded store again. Failing (the database is
 // likely down too) only leaves the claim as it is.
 func (b *Broker) checkAgain(ctx context.Context, up Upstream, userID string, now time.Time) {
 	interval := up.MembershipCheckInterval
 	if interval <= 0 {
 		interval = upstream.DefaultMembershipCheckInterval
 	}
-	if _, err := b.Store.DeferMembershipCheck(ctx, userID, up.ID, now, now.Add(-interval)); err != nil {
+	ctx, cancel := detached(ctx, writeTimeout)
+	defer cancel()
+	_, err := retryOverloaded(ctx, func() (bool, error) {
+		return b.Store.DeferMembershipCheck(ctx, userID, up.ID, now, now.Add(-interval))
+	})
+	if err != nil {
 		b.log().WarnContext(ctx, "membership re-check: cannot schedule the retry of a failed revocation", "upstream", up.ID, "user_id", userID, "err", err)
 	}
 }

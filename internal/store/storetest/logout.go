@@ -290,3 +290,84 @@ func testConcurrentLogoutUpstreamUser(t *testing.T, s store.Store) {
 		t.Fatalf("the winner reports %+v, want the user's session and grant", r)
 	}
 }
+
+// testFinishUpstreamRefreshRevoked: the upstream refused the refresh
+// token of a leased row: with another lease nothing changes; with the
+// row's lease the row is marked dead (lease cleared, token fields kept)
+// and the user's sessions, signed-in pending requests, grants and tokens
+// end, as RevokeUserAccess ends them; another user keeps everything.
+func testFinishUpstreamRefreshRevoked(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u, stranger := user(t, s), user(t, s)
+	c := client(t, s)
+	sess, sOther := newSession(u), newSession(stranger)
+	for _, x := range []store.Session{sess, sOther} {
+		must(t, s.CreateSession(ctx, x), "CreateSession")
+	}
+	signedIn := newAuthRequest(c)
+	signedIn.UserID, signedIn.AuthTime = u.ID, ptr(t0)
+	must(t, s.CreateAuthRequest(ctx, signedIn), "CreateAuthRequest")
+	g1, rt1 := grant(t, s, c, u)
+	gOther, _ := grant(t, s, c, stranger)
+	at := createAccessToken(t, s, newAccessToken(g1))
+	row := putUpstreamToken(t, s, newUpstreamToken(u, u.Provider)) // expires at t0+8h
+	now := t0.Add(9 * time.Hour)
+	lease := now.Add(15 * time.Second)
+	if _, claimed, err := s.ClaimUpstreamRefresh(ctx, u.ID, u.Provider, now, now.Add(time.Minute), lease); err != nil || !claimed {
+		t.Fatalf("ClaimUpstreamRefresh = %v, %v; want claimed", claimed, err)
+	}
+
+	ok, l, err := s.FinishUpstreamRefreshRevoked(ctx, u.ID, u.Provider, lease.Add(time.Second), now)
+	must(t, err, "FinishUpstreamRefreshRevoked with another lease")
+	if ok || l.UserID != "" || len(l.Grants) != 0 {
+		t.Fatalf("FinishUpstreamRefreshRevoked with a lease the row does not hold = %v, %+v; want nothing done", ok, l)
+	}
+	if got, err := s.GetGrant(ctx, g1.ID); err != nil || got.RevokedAt != nil {
+		t.Fatalf("FinishUpstreamRefreshRevoked with another lease revoked the grant: %+v, %v", got, err)
+	}
+	_, err = s.GetSession(ctx, sess.IDDigest, t0)
+	must(t, err, "GetSession after FinishUpstreamRefreshRevoked with another lease")
+	if got, err := s.GetUpstreamToken(ctx, u.ID, u.Provider); err != nil || got.DeadAt != nil || got.RefreshLeaseUntil == nil {
+		t.Fatalf("row after FinishUpstreamRefreshRevoked with another lease: %+v, %v; want live and leased", got, err)
+	}
+
+	ok, l, err = s.FinishUpstreamRefreshRevoked(ctx, u.ID, u.Provider, lease, now)
+	must(t, err, "FinishUpstreamRefreshRevoked")
+	if !ok || l.UserID != u.ID || l.Sessions != 1 || len(l.Grants) != 1 || l.RefreshTokens != 1 || l.AccessTokens != 1 {
+		t.Fatalf("FinishUpstreamRefreshRevoked = %v, %+v; want done, 1 session, 1 grant, 1 refresh and 1 access token", ok, l)
+	}
+	got, err := s.GetUpstreamToken(ctx, u.ID, u.Provider)
+	must(t, err, "GetUpstreamToken after FinishUpstreamRefreshRevoked (it stays, dead)")
+	timeEqual(t, "DeadAt of the refused row", got.DeadAt, now)
+	if got.RefreshLeaseUntil != nil || got.RefreshUnsettled || got.KeyID != row.KeyID || string(got.Sealed) != string(row.Sealed) || !got.UpdatedAt.Equal(now) {
+		t.Fatalf("row after FinishUpstreamRefreshRevoked: %+v; want dead, lease cleared, token fields kept", got)
+	}
+	gotG, err := s.GetGrant(ctx, g1.ID)
+	must(t, err, "GetGrant")
+	timeEqual(t, "RevokedAt of the user's grant", gotG.RevokedAt, now)
+	gotRT, err := s.GetRefreshToken(ctx, rt1.Digest)
+	must(t, err, "GetRefreshToken")
+	timeEqual(t, "UsedAt of the user's refresh token", gotRT.UsedAt, now)
+	gotAT, err := s.GetAccessToken(ctx, at.Digest)
+	must(t, err, "GetAccessToken")
+	timeEqual(t, "RevokedAt of the user's access token", gotAT.RevokedAt, now)
+	_, err = s.GetSession(ctx, sess.IDDigest, t0)
+	wantErr(t, err, store.ErrNotFound, "GetSession after FinishUpstreamRefreshRevoked")
+	_, err = s.GetAuthRequest(ctx, signedIn.IDDigest, t0)
+	wantErr(t, err, store.ErrNotFound, "GetAuthRequest of a signed-in request after FinishUpstreamRefreshRevoked")
+	if gotU, err := s.GetUser(ctx, u.ID); err != nil || gotU.Disabled {
+		t.Fatalf("FinishUpstreamRefreshRevoked disabled the user (or lost them: %v)", err)
+	}
+	_, err = s.GetSession(ctx, sOther.IDDigest, t0)
+	must(t, err, "GetSession of another user")
+	if got, err := s.GetGrant(ctx, gOther.ID); err != nil || got.RevokedAt != nil {
+		t.Fatalf("FinishUpstreamRefreshRevoked touched another user's grant: %+v, %v", got, err)
+	}
+	// Done once: the lease is gone.
+	if ok, _, err := s.FinishUpstreamRefreshRevoked(ctx, u.ID, u.Provider, lease, now); err != nil || ok {
+		t.Fatalf("FinishUpstreamRefreshRevoked again = %v, %v; want false", ok, err)
+	}
+	if ok, _, err := s.FinishUpstreamRefreshRevoked(ctx, uuid.NewString(), u.Provider, lease, now); err != nil || ok {
+		t.Fatalf("FinishUpstreamRefreshRevoked of an unknown user = %v, %v; want false", ok, err)
+	}
+}

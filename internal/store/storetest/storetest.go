@@ -56,6 +56,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{name: "UseLogoutToken", fn: testUseLogoutToken},
 		{name: "LogoutUpstreamUser", fn: testLogoutUpstreamUser},
 		{name: "RevokeUserAccess", fn: testRevokeUserAccess},
+		{name: "FinishUpstreamRefreshRevoked", fn: testFinishUpstreamRefreshRevoked},
+		{name: "SettleUpstreamRefresh", fn: testSettleUpstreamRefresh},
 
 		// The authorization flow.
 		{name: "AuthRequestCRUD", fn: testAuthRequestCRUD},

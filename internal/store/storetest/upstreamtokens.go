@@ -331,32 +331,62 @@ func testDisableUserDeletesUpstreamTokens(t *testing.T, s store.Store) {
 	must(t, err, "GetUpstreamToken of another user after DisableUser")
 }
 
-// DeleteUpstreamTokensExcept deletes the rows of the upstreams not kept,
-// for every user, and only those.
+// DeleteUpstreamTokensExcept deletes, for every user, the rows of the
+// upstreams not kept whose last write (UpdatedAt, or MembershipCheckedAt
+// when later) is before the cutoff, and only those: a fresh row of an
+// upstream another replica keeps survives, a kept upstream's rows always.
 func testDeleteUpstreamTokensExcept(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	u, v := user(t, s), user(t, s)
-	for _, r := range []store.UpstreamToken{newUpstreamToken(u, "github"), newUpstreamToken(u, "old"), newUpstreamToken(v, "old"), newUpstreamToken(v, "corp")} {
-		putUpstreamToken(t, s, r)
+	u, v, w := user(t, s), user(t, s), user(t, s)
+	cutoff := t0.Add(7 * day)
+	written := func(r store.UpstreamToken, updated time.Time, checked *time.Time) store.UpstreamToken {
+		r.UpdatedAt, r.MembershipCheckedAt = updated, checked
+		return r
 	}
-	n, err := s.DeleteUpstreamTokensExcept(ctx, []string{"github", "corp"})
+	rows := []struct {
+		row  store.UpstreamToken
+		kept bool
+	}{
+		{written(newUpstreamToken(u, "github"), t0, nil), true},                           // kept upstream, old
+		{written(newUpstreamToken(v, "corp"), t0, ptr(t0)), true},                         // kept upstream, old
+		{written(newUpstreamToken(u, "old"), t0, ptr(t0)), false},                         // old
+		{written(newUpstreamToken(w, "gone"), cutoff.Add(-time.Microsecond), nil), false}, // just old enough
+		{written(newUpstreamToken(v, "old"), cutoff, nil), true},                          // written at the cutoff
+		{written(newUpstreamToken(w, "old"), t0, ptr(cutoff.Add(time.Hour))), true},       // checked since
+		{written(newUpstreamToken(u, "new"), cutoff.Add(time.Minute), ptr(t0)), true},     // written since
+	}
+	for _, r := range rows {
+		putUpstreamToken(t, s, r.row)
+	}
+	n, err := s.DeleteUpstreamTokensExcept(ctx, []string{"github", "corp"}, cutoff)
 	must(t, err, "DeleteUpstreamTokensExcept")
 	if n != 2 {
-		t.Fatalf("deleted %d rows, want the 2 of upstream old", n)
+		t.Fatalf("deleted %d rows, want the 2 not kept and last written before the cutoff", n)
 	}
-	for _, c := range []struct {
-		user     store.User
-		upstream string
-		kept     bool
-	}{{u, "github", true}, {u, "old", false}, {v, "old", false}, {v, "corp", true}} {
-		_, err := s.GetUpstreamToken(ctx, c.user.ID, c.upstream)
-		if c.kept {
-			must(t, err, "kept row "+c.upstream)
+	for _, r := range rows {
+		_, err := s.GetUpstreamToken(ctx, r.row.UserID, r.row.Upstream)
+		what := fmt.Sprintf("row %s (updated %s, checked %v)", r.row.Upstream, r.row.UpdatedAt, r.row.MembershipCheckedAt)
+		if r.kept {
+			must(t, err, "left "+what)
 		} else {
-			wantErr(t, err, store.ErrNotFound, "deleted row "+c.upstream)
+			wantErr(t, err, store.ErrNotFound, "deleted "+what)
 		}
 	}
-	n, err = s.DeleteUpstreamTokensExcept(ctx, nil)
+	// The same upstreams kept, a cutoff after every write: the 3 rows not
+	// kept go, the kept upstreams' rows never do.
+	n, err = s.DeleteUpstreamTokensExcept(ctx, []string{"github", "corp"}, cutoff.Add(day))
+	must(t, err, "DeleteUpstreamTokensExcept(later)")
+	if n != 3 {
+		t.Fatalf("a later cutoff deleted %d rows, want the 3 left not kept", n)
+	}
+	for _, id := range []string{u.ID, v.ID} {
+		list, err := s.ListUpstreamTokens(ctx, id)
+		must(t, err, "ListUpstreamTokens")
+		if len(list) != 1 {
+			t.Fatalf("user %s has %d rows left, want the kept upstream's 1", id, len(list))
+		}
+	}
+	n, err = s.DeleteUpstreamTokensExcept(ctx, nil, cutoff.Add(day))
 	must(t, err, "DeleteUpstreamTokensExcept(nil)")
 	if n != 2 {
 		t.Fatalf("keeping nothing deleted %d rows, want the 2 left", n)
@@ -488,5 +518,55 @@ func testUpstreamRefreshLease(t *testing.T, s store.Store) {
 	putUpstreamToken(t, s, dead)
 	if _, claimed, _ := s.ClaimUpstreamRefresh(ctx, u.ID, "github", later, later.Add(time.Minute), later.Add(time.Minute)); claimed {
 		t.Fatal("claimed the refresh of a dead grant")
+	}
+}
+
+// testSettleUpstreamRefresh: the lease holder ends its lease with nothing
+// else written: with another lease nothing changes; with its own the
+// lease and RefreshUnsettled are cleared, the ciphertext as the row holds
+// it (a reseal done meanwhile stays), and the next claim is settled.
+func testSettleUpstreamRefresh(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	u := user(t, s)
+	row := putUpstreamToken(t, s, newUpstreamToken(u, "github")) // expires at t0+8h
+	now := t0.Add(9 * time.Hour)
+	lease := now.Add(15 * time.Second)
+	// A claim after a lost attempt: unsettled, which settling clears.
+	if _, claimed, err := s.ClaimUpstreamRefresh(ctx, u.ID, "github", now, now.Add(time.Minute), now.Add(time.Second)); err != nil || !claimed {
+		t.Fatalf("ClaimUpstreamRefresh = %v, %v; want claimed", claimed, err)
+	}
+	got, claimed, err := s.ClaimUpstreamRefresh(ctx, u.ID, "github", now.Add(2*time.Second), now.Add(time.Minute), lease)
+	if err != nil || !claimed || !got.RefreshUnsettled {
+		t.Fatalf("ClaimUpstreamRefresh after a lost attempt = %+v, %v, %v; want claimed, unsettled", got, claimed, err)
+	}
+	n, err := s.ResealUpstreamTokens(ctx, []store.UpstreamTokenReseal{{UserID: u.ID, Upstream: "github",
+		OldKeyID: row.KeyID, OldSealed: row.Sealed, KeyID: "k-new", Sealed: []byte("resealed")}})
+	if err != nil || n != 1 {
+		t.Fatalf("ResealUpstreamTokens during the lease = %d, %v", n, err)
+	}
+	ok, err := s.SettleUpstreamRefresh(ctx, u.ID, "github", lease.Add(time.Second))
+	must(t, err, "SettleUpstreamRefresh with another lease")
+	if ok {
+		t.Fatal("SettleUpstreamRefresh succeeded with a lease the row does not hold")
+	}
+	ok, err = s.SettleUpstreamRefresh(ctx, u.ID, "github", lease)
+	must(t, err, "SettleUpstreamRefresh")
+	if !ok {
+		t.Fatal("the lease holder could not settle its lease")
+	}
+	got, err = s.GetUpstreamToken(ctx, u.ID, "github")
+	must(t, err, "GetUpstreamToken")
+	if got.RefreshLeaseUntil != nil || got.RefreshUnsettled || got.DeadAt != nil || got.KeyID != "k-new" || string(got.Sealed) != "resealed" ||
+		!got.UpdatedAt.Equal(row.UpdatedAt) || got.ExpiresAt == nil || !got.ExpiresAt.Equal(*row.ExpiresAt) {
+		t.Fatalf("after SettleUpstreamRefresh: %+v; want the lease ended, settled, the resealed row otherwise unchanged", got)
+	}
+	got, claimed, err = s.ClaimUpstreamRefresh(ctx, u.ID, "github", now.Add(3*time.Second), now.Add(time.Minute), lease.Add(time.Minute))
+	if err != nil || !claimed || got.RefreshUnsettled {
+		t.Fatalf("ClaimUpstreamRefresh after settling = %v unsettled %v, %v; want claimed at once, settled", claimed, got.RefreshUnsettled, err)
+	}
+	ok, err = s.SettleUpstreamRefresh(ctx, u.ID, "google", lease)
+	must(t, err, "SettleUpstreamRefresh of an absent row")
+	if ok {
+		t.Fatal("SettleUpstreamRefresh of an absent row reported success")
 	}
 }

@@ -66,7 +66,7 @@ type Store interface {
 	UpdateAuthRequest(ctx context.Context, r store.AuthRequest) error
 	ConsumeAuthRequest(ctx context.Context, idDigest string, now time.Time) (store.AuthRequest, error)
 	ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time) (store.AuthRequest, error)
-	SettleAuthRequest(ctx context.Context, idDigest string, now time.Time, signIn *store.SignIn) (store.AuthRequest, error)
+	SettleAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *store.SignIn) (store.AuthRequest, error)
 
 	CreateSession(ctx context.Context, s store.Session) error
 	GetSessionUser(ctx context.Context, idDigest string, now time.Time) (store.Session, store.User, error)

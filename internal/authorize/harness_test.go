@@ -82,8 +82,8 @@ func (s *recStore) UpdateAuthRequest(ctx context.Context, r store.AuthRequest) e
 
 // The claim is not counted: it only makes the request wait for no answer,
 // creating nothing, and a settle or the request's end follows it.
-func (s *recStore) SettleAuthRequest(ctx context.Context, idDigest string, now time.Time, signIn *store.SignIn) (store.AuthRequest, error) {
-	r, err := s.testStore.SettleAuthRequest(ctx, idDigest, now, signIn)
+func (s *recStore) SettleAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *store.SignIn) (store.AuthRequest, error) {
+	r, err := s.testStore.SettleAuthRequest(ctx, idDigest, stateDigest, now, signIn)
 	// Counted when it wrote a sign-in: a refused settle writes nothing, and
 	// one without a sign-in deletes, as ConsumeAuthRequest does.
 	if err == nil && signIn != nil {

@@ -152,8 +152,10 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) error {
 // answered and the user is admitted, a second conditional write settles
 // the claimed request (SettleAuthRequest): signed in for the consent page,
 // or deleted when the code follows at once; it matches only while the
-// request is as the claim left it, so a callback whose request the user
-// sent to a newer upstream sign-in meanwhile signs nobody in. Every
+// request is as this callback's claim left it (store.ClaimedState of its
+// state), so a callback whose request the user sent to a newer upstream
+// sign-in meanwhile, claimed by that sign-in's callback or not, signs
+// nobody in and ends nothing. Every
 // failure after the claim ends the request. Failures are pages, except the
 // user's decline at the provider, which the client is told once
 // (upstreamFailed).
@@ -193,7 +195,9 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 		return failed("The answer came from a different identity provider than the one you chose. Return to the application and start again.")
 	}
 	handleCookie := h.requestCookieName(requestHandle(req.IDDigest))
-	notWaiting := func(cur store.AuthRequest, err error) error { return h.notWaiting(ctx, logProvider, cur, err) }
+	notWaiting := func(cur store.AuthRequest, err error) error {
+		return h.notWaiting(ctx, logProvider, stateDigest, cur, err)
+	}
 
 	// The claim, before the upstream sees the answer's code: from here the
 	// answer is this callback's alone, and every failure ends the request.
@@ -204,12 +208,12 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 	}
 	ident, err := conn.HandleCallback(ctx, r, loginOptions(rid, state, req))
 	if err != nil {
-		return h.upstreamFailed(w, r, provider, req, err)
+		return h.upstreamFailed(w, r, provider, stateDigest, req, err)
 	}
 	now := h.now() // the upstream took its time
 	user, err := h.admit(ctx, conn, ident, now)
 	if err != nil {
-		_, _ = h.endClaimed(ctx, w, req.IDDigest) // the refusal is the answer
+		_, _ = h.endClaimed(ctx, w, req.IDDigest, stateDigest) // the refusal is the answer
 		return err
 	}
 	authTime := authTimeOf(ident, now)
@@ -226,7 +230,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 			consent, err = h.needsConsent(ctx, client, signedIn)
 		}
 		if err != nil {
-			cur, endErr := h.endClaimed(ctx, w, req.IDDigest)
+			cur, endErr := h.endClaimed(ctx, w, req.IDDigest, stateDigest)
 			if errors.Is(endErr, store.ErrNotFound) || errors.Is(endErr, store.ErrConflict) {
 				return notWaiting(cur, endErr) // e.g. the client's deletion took its requests along
 			}
@@ -237,12 +241,12 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 	if consent {
 		signIn = &store.SignIn{UserID: user.ID, AuthTime: authTime}
 	}
-	settled, err := h.Store.SettleAuthRequest(ctx, req.IDDigest, h.now(), signIn)
+	settled, err := h.Store.SettleAuthRequest(ctx, req.IDDigest, stateDigest, h.now(), signIn)
 	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {
 		return notWaiting(settled, err) // expired, or a newer upstream sign-in took it over
 	}
 	if err != nil {
-		_, _ = h.endClaimed(ctx, w, req.IDDigest)
+		_, _ = h.endClaimed(ctx, w, req.IDDigest, stateDigest)
 		return err
 	}
 	req = settled
@@ -270,9 +274,11 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) error {
 // is, cur) found the request no longer waiting for its answer: gone
 // (expired, completed, its client deleted), claimed by another callback,
 // or waiting for a newer upstream sign-in.
-func (h *Handler) notWaiting(ctx context.Context, provider string, cur store.AuthRequest, err error) error {
+func (h *Handler) notWaiting(ctx context.Context, provider, stateDigest string, cur store.AuthRequest, err error) error {
 	msg := "This sign-in has expired or was already completed. Return to the application and start again."
-	if errors.Is(err, store.ErrConflict) && cur.UpstreamStateDigest != "" {
+	// Waiting for, or claimed by, another answer than this one (a claim
+	// of this answer is a twin of this callback: a reload, a double submit).
+	if errors.Is(err, store.ErrConflict) && cur.UpstreamStateDigest != "" && cur.UpstreamStateDigest != store.ClaimedState(stateDigest) {
 		msg = "This sign-in was replaced by a newer one. Finish the newest sign-in window, or return to the application and start again."
 	}
 	h.event(ctx, EventLoginFailed, "upstream", provider, "reason", msg)
@@ -286,8 +292,8 @@ func (h *Handler) notWaiting(ctx context.Context, provider string, cur store.Aut
 // budget or cancellation: a claimed request waits for nothing and would
 // only expire. The request's cookie goes with it, unless the newer sign-in
 // still needs it. It returns the settle's result.
-func (h *Handler) endClaimed(ctx context.Context, w http.ResponseWriter, idDigest string) (store.AuthRequest, error) {
-	cur, err := h.Store.SettleAuthRequest(context.WithoutCancel(ctx), idDigest, h.now(), nil)
+func (h *Handler) endClaimed(ctx context.Context, w http.ResponseWriter, idDigest, stateDigest string) (store.AuthRequest, error) {
+	cur, err := h.Store.SettleAuthRequest(context.WithoutCancel(ctx), idDigest, stateDigest, h.now(), nil)
 	if err == nil || errors.Is(err, store.ErrNotFound) {
 		h.clearCookie(w, h.requestCookieName(requestHandle(idDigest)))
 	}
@@ -299,7 +305,7 @@ func (h *Handler) endClaimed(ctx context.Context, w http.ResponseWriter, idDiges
 // claimed. Every failure ends the request: the answer's code may have been
 // presented to the upstream, which must not see it again, and no other
 // callback can use the answer (the claim was this one's).
-func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, provider string, req store.AuthRequest, err error) error {
+func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, provider, stateDigest string, req store.AuthRequest, err error) error {
 	ctx := r.Context()
 	var ue *upstream.Error
 	switch {
@@ -309,9 +315,9 @@ func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, provide
 		// client, as RFC 6749 §4.1.2.1 does for a declined request,
 		// once: only the callback that claimed and ended the request
 		// tells it (a reloaded decline finds nothing to claim).
-		if cur, endErr := h.endClaimed(ctx, w, req.IDDigest); endErr != nil {
+		if cur, endErr := h.endClaimed(ctx, w, req.IDDigest, stateDigest); endErr != nil {
 			if errors.Is(endErr, store.ErrNotFound) || errors.Is(endErr, store.ErrConflict) {
-				return h.notWaiting(ctx, provider, cur, endErr)
+				return h.notWaiting(ctx, provider, stateDigest, cur, endErr)
 			}
 			return endErr
 		}
@@ -329,20 +335,20 @@ func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, provide
 	case errors.As(err, &ue) && ue.Code == upstream.CodeAccessDenied:
 		// The connector refused the account (e.g. another Workspace
 		// domain): the user must learn why.
-		_, _ = h.endClaimed(ctx, w, req.IDDigest) // the refusal is the answer
+		_, _ = h.endClaimed(ctx, w, req.IDDigest, stateDigest) // the refusal is the answer
 		h.event(ctx, EventLoginDenied, "upstream", provider, "reason", ue.Code)
 		return pageError(http.StatusForbidden, "Access denied", ue.Message).withCause(err)
 	case errors.As(err, &ue) && ue.Code == upstream.CodeUnavailable:
-		_, _ = h.endClaimed(ctx, w, req.IDDigest) // the outage is the answer
+		_, _ = h.endClaimed(ctx, w, req.IDDigest, stateDigest) // the outage is the answer
 		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", ue.Code)
 		return errUpstreamUnavailable(err)
 	case errors.As(err, &ue):
-		_, _ = h.endClaimed(ctx, w, req.IDDigest) // the answer is spent
+		_, _ = h.endClaimed(ctx, w, req.IDDigest, stateDigest) // the answer is spent
 		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", ue.Code)
 		return pageError(http.StatusBadGateway, "Sign-in failed",
 			ue.Message+" Return to the application and start again.").withCause(err)
 	default:
-		_, _ = h.endClaimed(ctx, w, req.IDDigest) // the answer is spent
+		_, _ = h.endClaimed(ctx, w, req.IDDigest, stateDigest) // the answer is spent
 		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", "error")
 		return pageError(http.StatusBadGateway, "Sign-in failed",
 			"The identity provider's answer could not be used. Return to the application and start again.").withCause(err)

@@ -81,26 +81,26 @@ func (p *Postgres) ConsumeAuthRequest(ctx context.Context, idDigest string, now 
 // a second statement, to tell why.
 func (p *Postgres) ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time) (AuthRequest, error) {
 	rows, err := p.pool.Query(ctx, `
-		UPDATE auth_requests SET upstream_state_digest = NULL, user_id = NULL, auth_time = NULL
+		UPDATE auth_requests SET upstream_state_digest = $4, user_id = NULL, auth_time = NULL
 		WHERE id_digest = $1 AND upstream_state_digest = $2 AND expires_at > $3
-		RETURNING `+authRequestColumns, idDigest, stateDigest, now)
+		RETURNING `+authRequestColumns, idDigest, stateDigest, now, ClaimedState(stateDigest))
 	return p.matchedOrWhy(ctx, rows, err, idDigest, now)
 }
 
 // SettleAuthRequest is the callback's write after the upstream answered:
 // on a request its claim left waiting for nothing (no upstream state, no
 // user), it records the sign-in (UPDATE) or deletes the request (DELETE).
-func (p *Postgres) SettleAuthRequest(ctx context.Context, idDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
+func (p *Postgres) SettleAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
 	const claimed = `
-		WHERE id_digest = $1 AND upstream_state_digest IS NULL AND user_id IS NULL AND expires_at > $2
+		WHERE id_digest = $1 AND upstream_state_digest = $2 AND user_id IS NULL AND expires_at > $3
 		RETURNING ` + authRequestColumns
 	var rows pgx.Rows
 	var err error
 	if signIn == nil {
-		rows, err = p.pool.Query(ctx, `DELETE FROM auth_requests`+claimed, idDigest, now)
+		rows, err = p.pool.Query(ctx, `DELETE FROM auth_requests`+claimed, idDigest, ClaimedState(stateDigest), now)
 	} else {
-		rows, err = p.pool.Query(ctx, `UPDATE auth_requests SET user_id = $3, auth_time = $4`+claimed,
-			idDigest, now, signIn.UserID, signIn.AuthTime)
+		rows, err = p.pool.Query(ctx, `UPDATE auth_requests SET upstream_state_digest = NULL, user_id = $4, auth_time = $5`+claimed,
+			idDigest, ClaimedState(stateDigest), now, signIn.UserID, signIn.AuthTime)
 	}
 	return p.matchedOrWhy(ctx, rows, err, idDigest, now)
 }

@@ -267,9 +267,9 @@ func (b *Bounded) ClaimAuthRequest(ctx context.Context, idDigest, stateDigest st
 	})
 }
 
-func (b *Bounded) SettleAuthRequest(ctx context.Context, idDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
+func (b *Bounded) SettleAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
 	return run1(b, ctx, func(ctx context.Context) (AuthRequest, error) {
-		return b.s.SettleAuthRequest(ctx, idDigest, now, signIn)
+		return b.s.SettleAuthRequest(ctx, idDigest, stateDigest, now, signIn)
 	})
 }
 

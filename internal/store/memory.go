@@ -613,20 +613,20 @@ func (m *Memory) ClaimAuthRequest(_ context.Context, idDigest, stateDigest strin
 	if stateDigest == "" || r.UpstreamStateDigest != stateDigest {
 		return cloneAuthRequest(r), fmt.Errorf("%w: the auth request does not wait for this upstream answer", ErrConflict)
 	}
-	r.UpstreamStateDigest, r.UserID, r.AuthTime = "", "", nil
+	r.UpstreamStateDigest, r.UserID, r.AuthTime = ClaimedState(stateDigest), "", nil
 	m.authRequests[idDigest] = cloneAuthRequest(r)
 	return cloneAuthRequest(r), nil
 }
 
-func (m *Memory) SettleAuthRequest(_ context.Context, idDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
+func (m *Memory) SettleAuthRequest(_ context.Context, idDigest, stateDigest string, now time.Time, signIn *SignIn) (AuthRequest, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r, ok := m.authRequests[idDigest]
 	if !ok || expired(r.ExpiresAt, now) {
 		return AuthRequest{}, ErrNotFound
 	}
-	if r.UpstreamStateDigest != "" || r.UserID != "" {
-		return cloneAuthRequest(r), fmt.Errorf("%w: the auth request is not claimed", ErrConflict)
+	if stateDigest == "" || r.UpstreamStateDigest != ClaimedState(stateDigest) || r.UserID != "" {
+		return cloneAuthRequest(r), fmt.Errorf("%w: the auth request is not claimed for this answer", ErrConflict)
 	}
 	if signIn == nil {
 		delete(m.authRequests, idDigest)
@@ -636,7 +636,7 @@ func (m *Memory) SettleAuthRequest(_ context.Context, idDigest string, now time.
 		return AuthRequest{}, err
 	}
 	at := signIn.AuthTime
-	r.UserID, r.AuthTime = signIn.UserID, &at
+	r.UpstreamStateDigest, r.UserID, r.AuthTime = "", signIn.UserID, &at
 	m.authRequests[idDigest] = cloneAuthRequest(r)
 	return cloneAuthRequest(r), nil
 }

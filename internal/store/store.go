@@ -522,23 +522,25 @@ type Store interface {
 	// before the upstream is asked about it: only while the request
 	// idDigest is unexpired and still waits for the answer stateDigest
 	// (its UpstreamStateDigest; "" never matches), atomically, it makes
-	// it wait for none (UpstreamStateDigest, UserID and AuthTime cleared,
-	// an earlier sign-in included: the user is signing in again) and
-	// returns it as claimed. Of concurrent claims exactly one succeeds, so
+	// it wait for none (UpstreamStateDigest becomes ClaimedState(stateDigest),
+	// which no upstream state matches; UserID and AuthTime cleared, an
+	// earlier sign-in included: the user is signing in again) and returns
+	// it as claimed. Of concurrent claims exactly one succeeds, so
 	// one upstream answer is used once. ErrNotFound if the request is
 	// unknown or expired; ErrConflict, with the request as it is stored,
 	// if it waits for another answer (a newer upstream sign-in replaced
 	// this one) or for none (claimed or signed in already).
 	ClaimAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time) (AuthRequest, error)
-	// SettleAuthRequest ends a claim once the upstream answered: only
-	// while the request idDigest is unexpired and as a claim leaves it
-	// (no UpstreamStateDigest, no UserID), atomically, it records the
-	// sign-in (signIn != nil: UserID and AuthTime set) or deletes the
+	// SettleAuthRequest ends the claim of the answer stateDigest once the
+	// upstream answered: only while the request idDigest is unexpired and
+	// as that claim left it (UpstreamStateDigest ClaimedState(stateDigest),
+	// no UserID), atomically, it records the sign-in (signIn != nil:
+	// UserID and AuthTime set, UpstreamStateDigest cleared) or deletes the
 	// request (signIn == nil), and returns it. ErrNotFound if unknown or
 	// expired; ErrConflict, with the request as it is stored, if a newer
-	// upstream sign-in started meanwhile or it is signed in. A sign-in for
-	// an unknown user fails and changes nothing.
-	SettleAuthRequest(ctx context.Context, idDigest string, now time.Time, signIn *SignIn) (AuthRequest, error)
+	// upstream sign-in started meanwhile (claimed or not) or it is signed
+	// in. A sign-in for an unknown user fails and changes nothing.
+	SettleAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *SignIn) (AuthRequest, error)
 
 	// Browser sessions. ErrConflict on a duplicate IDDigest. DeleteSession
 	// is idempotent (nil when absent) so that signing out never fails.
@@ -801,3 +803,10 @@ type Store interface {
 	Purge(ctx context.Context, now time.Time) (PurgeResult, error)
 	Stats(ctx context.Context, now time.Time) (Stats, error)
 }
+
+// ClaimedState is what a claim (ClaimAuthRequest) of the upstream answer
+// stateDigest leaves in a request's UpstreamStateDigest: no upstream state
+// (a digest has no colon) is ever equal to it, so the claimed answer is
+// not found again, and SettleAuthRequest can tell this claim from a newer
+// sign-in's.
+func ClaimedState(stateDigest string) string { return "claimed:" + stateDigest }

@@ -191,7 +191,7 @@ func testConcurrentClaimAuthRequest(t *testing.T, s store.Store) {
 			t.Fatalf("round %d: %d of %d concurrent claims succeeded, want 1", round, claims, racers)
 		}
 		claimed := r
-		claimed.UpstreamStateDigest = ""
+		claimed.UpstreamStateDigest = store.ClaimedState(r.UpstreamStateDigest)
 
 		settles := make([]*store.SignIn, racers)
 		for i := range settles {
@@ -201,7 +201,7 @@ func testConcurrentClaimAuthRequest(t *testing.T, s store.Store) {
 		}
 		results := make([]store.AuthRequest, racers)
 		race(racers, func(i int) {
-			results[i], errs[i] = s.SettleAuthRequest(ctx, r.IDDigest, t0, settles[i])
+			results[i], errs[i] = s.SettleAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, settles[i])
 		})
 		winner := -1
 		for i, err := range errs {
@@ -226,7 +226,7 @@ func testConcurrentClaimAuthRequest(t *testing.T, s store.Store) {
 		}
 		must(t, err, "GetAuthRequest")
 		want := claimed
-		want.UserID, want.AuthTime = settles[winner].UserID, &settles[winner].AuthTime
+		want.UpstreamStateDigest, want.UserID, want.AuthTime = "", settles[winner].UserID, &settles[winner].AuthTime
 		equal(t, "the request after the race", got, want)
 		equal(t, "the winner's result", results[winner], want)
 	}

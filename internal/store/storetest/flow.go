@@ -147,7 +147,7 @@ func testClaimAuthRequest(t *testing.T, s store.Store) {
 	got, err := s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0)
 	must(t, err, "ClaimAuthRequest")
 	claimed := r
-	claimed.UpstreamStateDigest = ""
+	claimed.UpstreamStateDigest = store.ClaimedState(r.UpstreamStateDigest)
 	equal(t, "ClaimAuthRequest's result", got, claimed)
 	unchanged("after the claim", claimed)
 	_, err = s.GetAuthRequestByUpstreamState(ctx, r.UpstreamStateDigest, t0)
@@ -160,20 +160,20 @@ func testClaimAuthRequest(t *testing.T, s store.Store) {
 	equal(t, "the request a second claim reports", cur, claimed)
 	unchanged("after a refused claim", claimed)
 
-	got, err = s.SettleAuthRequest(ctx, r.IDDigest, t0, in)
+	got, err = s.SettleAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, in)
 	must(t, err, "SettleAuthRequest")
 	want := claimed
-	want.UserID, want.AuthTime = u.ID, &authTime
+	want.UpstreamStateDigest, want.UserID, want.AuthTime = "", u.ID, &authTime
 	equal(t, "SettleAuthRequest's result", got, want)
 	unchanged("after the sign-in", want)
 
 	// A second settle, signing in or deleting, and a claim of the spent
 	// answer: refused with the request as it is (signed in), which stays.
 	other := user(t, s)
-	cur, err = s.SettleAuthRequest(ctx, r.IDDigest, t0, &store.SignIn{UserID: other.ID, AuthTime: t0})
+	cur, err = s.SettleAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, &store.SignIn{UserID: other.ID, AuthTime: t0})
 	wantErr(t, err, store.ErrConflict, "a second sign-in settle")
 	equal(t, "the request a second settle reports", cur, want)
-	_, err = s.SettleAuthRequest(ctx, r.IDDigest, t0, nil)
+	_, err = s.SettleAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, nil)
 	wantErr(t, err, store.ErrConflict, "a delete settle after the sign-in")
 	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0)
 	wantErr(t, err, store.ErrConflict, "a claim after the sign-in")
@@ -188,8 +188,10 @@ func testClaimAuthRequest(t *testing.T, s store.Store) {
 	later := t0.Add(time.Minute)
 	got, err = s.ClaimAuthRequest(ctx, r.IDDigest, again.UpstreamStateDigest, later)
 	must(t, err, "ClaimAuthRequest of a sign-in started again")
-	equal(t, "the request claimed again", got, claimed)
-	got, err = s.SettleAuthRequest(ctx, r.IDDigest, later, &store.SignIn{UserID: other.ID, AuthTime: later})
+	claimedAgain := claimed
+	claimedAgain.UpstreamStateDigest = store.ClaimedState(again.UpstreamStateDigest)
+	equal(t, "the request claimed again", got, claimedAgain)
+	got, err = s.SettleAuthRequest(ctx, r.IDDigest, again.UpstreamStateDigest, later, &store.SignIn{UserID: other.ID, AuthTime: later})
 	must(t, err, "SettleAuthRequest of a sign-in started again")
 	want.UserID, want.AuthTime = other.ID, &later
 	equal(t, "the request signed in again", got, want)
@@ -216,11 +218,32 @@ func testClaimAuthRequest(t *testing.T, s store.Store) {
 	newer.UpstreamStateDigest = digest()
 	must(t, s.UpdateAuthRequest(ctx, newer), "UpdateAuthRequest")
 	for _, settle := range []*store.SignIn{in, nil} {
-		cur, err = s.SettleAuthRequest(ctx, r.IDDigest, t0, settle)
+		cur, err = s.SettleAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, settle)
 		wantErr(t, err, store.ErrConflict, "a settle of a request replaced after its claim")
 		equal(t, "the request a refused settle reports", cur, newer)
 	}
 	unchanged("after settles of a replaced request", newer)
+
+	// Replaced after the claim, and the newer answer claimed too: only
+	// the newer claim's settle matches; the older callback's settle,
+	// signing in or ending the request, is refused and changes nothing.
+	newerClaimed := newer
+	newerClaimed.UpstreamStateDigest = store.ClaimedState(newer.UpstreamStateDigest)
+	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, newer.UpstreamStateDigest, t0)
+	must(t, err, "ClaimAuthRequest of the newer answer")
+	for _, settle := range []*store.SignIn{in, nil} {
+		cur, err = s.SettleAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, settle)
+		wantErr(t, err, store.ErrConflict, "the older claim's settle after a newer claim")
+		equal(t, "the request the older claim's settle reports", cur, newerClaimed)
+	}
+	unchanged("after the older claim's settles", newerClaimed)
+	_, err = s.SettleAuthRequest(ctx, r.IDDigest, "", t0, nil)
+	wantErr(t, err, store.ErrConflict, "a settle with the empty state")
+	got, err = s.SettleAuthRequest(ctx, r.IDDigest, newer.UpstreamStateDigest, t0, in)
+	must(t, err, "the newer claim's settle")
+	want = newerClaimed
+	want.UpstreamStateDigest, want.UserID, want.AuthTime = "", u.ID, &authTime
+	equal(t, "the request the newer claim signed in", got, want)
 
 	// The empty state matches nothing, not even a request without one.
 	plain := newAuthRequest(c)
@@ -234,19 +257,19 @@ func testClaimAuthRequest(t *testing.T, s store.Store) {
 	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0)
 	must(t, err, "ClaimAuthRequest")
 	claimed = r
-	claimed.UpstreamStateDigest = ""
-	if _, err := s.SettleAuthRequest(ctx, r.IDDigest, t0, &store.SignIn{UserID: uuid.NewString(), AuthTime: t0}); err == nil {
+	claimed.UpstreamStateDigest = store.ClaimedState(r.UpstreamStateDigest)
+	if _, err := s.SettleAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, &store.SignIn{UserID: uuid.NewString(), AuthTime: t0}); err == nil {
 		t.Fatal("SettleAuthRequest signed a request in for an unknown user")
 	}
 	unchanged("after a sign-in for an unknown user", claimed)
 
 	// Deleted: returned as it was, gone afterwards.
-	got, err = s.SettleAuthRequest(ctx, r.IDDigest, t0, nil)
+	got, err = s.SettleAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, nil)
 	must(t, err, "SettleAuthRequest (delete)")
 	equal(t, "the deleted request", got, claimed)
 	_, err = s.GetAuthRequest(ctx, r.IDDigest, t0)
 	wantErr(t, err, store.ErrNotFound, "GetAuthRequest after a delete settle")
-	_, err = s.SettleAuthRequest(ctx, r.IDDigest, t0, in)
+	_, err = s.SettleAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0, in)
 	wantErr(t, err, store.ErrNotFound, "a settle of a deleted request")
 	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, t0)
 	wantErr(t, err, store.ErrNotFound, "a claim of a deleted request")
@@ -259,14 +282,14 @@ func testClaimAuthRequest(t *testing.T, s store.Store) {
 	_, err = s.ClaimAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, r.ExpiresAt.Add(-us))
 	must(t, err, "a claim 1µs before expiry")
 	for _, settle := range []*store.SignIn{in, nil} {
-		_, err = s.SettleAuthRequest(ctx, r.IDDigest, r.ExpiresAt, settle)
+		_, err = s.SettleAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, r.ExpiresAt, settle)
 		wantErr(t, err, store.ErrNotFound, "a settle at ExpiresAt")
 	}
-	_, err = s.SettleAuthRequest(ctx, r.IDDigest, r.ExpiresAt.Add(-us), nil)
+	_, err = s.SettleAuthRequest(ctx, r.IDDigest, r.UpstreamStateDigest, r.ExpiresAt.Add(-us), nil)
 	must(t, err, "a settle 1µs before expiry")
 	_, err = s.ClaimAuthRequest(ctx, digest(), digest(), t0)
 	wantErr(t, err, store.ErrNotFound, "a claim of an unknown request")
-	_, err = s.SettleAuthRequest(ctx, digest(), t0, in)
+	_, err = s.SettleAuthRequest(ctx, digest(), digest(), t0, in)
 	wantErr(t, err, store.ErrNotFound, "a settle of an unknown request")
 }
 

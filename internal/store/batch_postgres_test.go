@@ -27,6 +27,14 @@ import (
 func lockedBatch(t *testing.T, s *store.Postgres, conn *pgx.Conn, kind string, filler func(i int) error, calls []func() error) []error {
 	t.Helper()
 	ctx := context.Background()
+	// A statement of the caller's earlier inserts may still count as in
+	// flight (its callers return before its flusher looks at the queue
+	// again): such a flusher could take call 0, and a call 0 counted by it
+	// could then share a statement with call 1, which never gets its own.
+	waitUntil(t, "the batcher to be idle", func() bool {
+		queued, inFlight, _, _ := store.BatchState(s, kind)
+		return queued == 0 && inFlight == 0
+	})
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)

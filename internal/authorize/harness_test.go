@@ -54,6 +54,19 @@ type recStore struct {
 	testStore
 	mu     sync.Mutex
 	writes map[string]int
+	// failEnd names requests (by id digest) whose end (a settle without
+	// a sign-in) fails as a database outage would, writing nothing.
+	failEnd map[string]bool
+}
+
+// FailEnd makes the end of the request idDigest fail from now on.
+func (s *recStore) FailEnd(idDigest string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failEnd == nil {
+		s.failEnd = map[string]bool{}
+	}
+	s.failEnd[idDigest] = true
 }
 
 func (s *recStore) count(m string) {
@@ -83,6 +96,12 @@ func (s *recStore) UpdateAuthRequest(ctx context.Context, r store.AuthRequest) e
 // The claim is not counted: it only makes the request wait for no answer,
 // creating nothing, and a settle or the request's end follows it.
 func (s *recStore) SettleAuthRequest(ctx context.Context, idDigest, stateDigest string, now time.Time, signIn *store.SignIn) (store.AuthRequest, error) {
+	s.mu.Lock()
+	fail := signIn == nil && s.failEnd[idDigest]
+	s.mu.Unlock()
+	if fail {
+		return store.AuthRequest{}, store.Unavailable(errors.New("test: the database is down"))
+	}
 	r, err := s.testStore.SettleAuthRequest(ctx, idDigest, stateDigest, now, signIn)
 	// Counted when it wrote a sign-in: a refused settle writes nothing, and
 	// one without a sign-in deletes, as ConsumeAuthRequest does.

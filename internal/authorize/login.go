@@ -58,7 +58,7 @@ func (h *Handler) prepareUpstream(ctx context.Context, p *store.AuthRequest, rid
 	state := oauth.NewToken(oauth.PrefixState)
 	opts := loginOptions(rid, state, *p)
 	opts.Scopes = h.upstreamScopes(conn.ID(), p.Resources)
-	if conn.Type() == upstream.TypeDev {
+	if conn.Type() == upstream.TypeDev && p.ClientID != "" { // "": the sign-in offered on /apps
 		// The development login names the application asking, as the
 		// chooser and consent pages do (display only).
 		if c, err := h.Store.GetClient(ctx, p.ClientID, h.now()); err == nil {
@@ -315,11 +315,12 @@ func (h *Handler) upstreamFailed(w http.ResponseWriter, r *http.Request, provide
 		// client, as RFC 6749 §4.1.2.1 does for a declined request,
 		// once: only the callback that claimed and ended the request
 		// tells it (a reloaded decline finds nothing to claim).
-		if cur, endErr := h.endClaimed(ctx, w, req.IDDigest, stateDigest); endErr != nil {
-			if errors.Is(endErr, store.ErrNotFound) || errors.Is(endErr, store.ErrConflict) {
-				return h.notWaiting(ctx, provider, stateDigest, cur, endErr)
-			}
-			return endErr
+		if cur, endErr := h.endClaimed(ctx, w, req.IDDigest, stateDigest); errors.Is(endErr, store.ErrNotFound) || errors.Is(endErr, store.ErrConflict) {
+			return h.notWaiting(ctx, provider, stateDigest, cur, endErr)
+		} else if endErr != nil {
+			// The claim already made the request unusable (it expires
+			// unanswered): the client is still told of the decline.
+			h.log().WarnContext(ctx, "could not end a declined sign-in's request", "error", endErr.Error())
 		}
 		h.event(ctx, EventLoginFailed, "upstream", provider, "reason", "declined")
 		if req.ClientID == "" { // the sign-in offered on /apps: no client to tell

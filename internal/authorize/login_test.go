@@ -219,6 +219,15 @@ func testUpstreamDeclined(t *testing.T, e *env) {
 	expectEnded(t, e, req)
 	// A reloaded decline tells the client nothing again.
 	e.expectPage(t, b.get(cb.String()), http.StatusBadRequest, "expired or was already completed")
+
+	// The database fails to end the claimed request: the client is told
+	// of the decline all the same (the claim already made the request
+	// unusable), not left with a 500 page.
+	b = e.browser(t)
+	a = newAuthz(client.ID, appURI)
+	cb, req = capture(t, e, b, a)
+	e.st.FailEnd(req.IDDigest)
+	e.expectRedirectError(t, b.get(cb.String()), appURI, "access_denied", a.state)
 }
 
 func testUpstreamFailureShowsPage(t *testing.T, e *env) {

@@ -292,10 +292,7 @@ func (h *Handler) describe(t *tokens.Info) *response {
 // identityClaims is what an answer about a token for audience may say
 // about its user: idclaims.ForToken, the rule the token was issued by.
 func (h *Handler) identityClaims(audience []string) idclaims.Set {
-	return idclaims.ForToken(audience, func(uri string) (idclaims.Set, bool) {
-		r, ok := h.Policy.Resource(uri)
-		return r.Claims, ok
-	}, h.IdentityClaims)
+	return h.Policy.IdentityClaims(audience, h.IdentityClaims)
 }
 
 // authenticate identifies the caller of /introspect (RFC 7662 §2.1): a

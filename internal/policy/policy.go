@@ -305,3 +305,14 @@ func (p *Policy) Format(resources []string) string {
 	}
 	return FormatJWT
 }
+
+// IdentityClaims is what a token for audience may say about its user, by
+// each resource's claims setting (idclaims.ForToken; basic is
+// tokens.identity_claims): the one rule tokens are issued by and
+// /introspect answers by.
+func (p *Policy) IdentityClaims(audience []string, basic bool) idclaims.Set {
+	return idclaims.ForToken(audience, func(uri string) (idclaims.Set, bool) {
+		r, ok := p.Resource(uri)
+		return r.Claims, ok
+	}, basic)
+}

@@ -431,16 +431,9 @@ func (b *Bounded) UpdateUpstreamToken(ctx context.Context, userID, upstream stri
 }
 
 func (b *Bounded) ClaimUpstreamRefresh(ctx context.Context, userID, upstream string, now, expiresBefore, until time.Time) (UpstreamToken, bool, error) {
-	var (
-		row     UpstreamToken
-		claimed bool
-	)
-	err := b.run(ctx, func(ctx context.Context) error {
-		var err error
-		row, claimed, err = b.s.ClaimUpstreamRefresh(ctx, userID, upstream, now, expiresBefore, until)
-		return err
+	return run2(b, ctx, func(ctx context.Context) (UpstreamToken, bool, error) {
+		return b.s.ClaimUpstreamRefresh(ctx, userID, upstream, now, expiresBefore, until)
 	})
-	return row, claimed, err
 }
 
 func (b *Bounded) FinishUpstreamRefresh(ctx context.Context, userID, upstream string, lease time.Time, next *UpstreamToken, retryAt time.Time) (bool, error) {

@@ -66,9 +66,6 @@ func (m *Memory) RecordEncryptionSecret(_ context.Context, fingerprint string, n
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.encryptionSecrets == nil {
-		m.encryptionSecrets = map[string]EncryptionSecret{}
-	}
 	now = trunc(now)
 	r, ok := m.encryptionSecrets[fingerprint]
 	if !ok {

@@ -29,22 +29,21 @@ import (
 type Memory struct {
 	mu sync.Mutex
 
-	clients       map[string]Client
-	users         map[string]User
-	userIDs       map[userKey]string // (provider, subject) → user id
-	authRequests  map[string]AuthRequest
-	sessions      map[string]Session
-	consents      map[consentKey]Consent
-	codes         map[string]AuthCode
-	grants        map[string]Grant
-	refreshTokens map[string]RefreshToken
-	accessTokens  map[string]AccessToken
-	revokedJTIs   map[string]time.Time // jti → token exp
-	logoutTokens  map[string]time.Time // upstream NUL jti → logout token exp
-	signingKeys   map[string]SigningKey
-	metadataDocs  map[string]MetadataDocument
-	upstream      upstreamTokens
-	// encryptionSecrets is made on first use.
+	clients           map[string]Client
+	users             map[string]User
+	userIDs           map[userKey]string // (provider, subject) → user id
+	authRequests      map[string]AuthRequest
+	sessions          map[string]Session
+	consents          map[consentKey]Consent
+	codes             map[string]AuthCode
+	grants            map[string]Grant
+	refreshTokens     map[string]RefreshToken
+	accessTokens      map[string]AccessToken
+	revokedJTIs       map[string]time.Time // jti → token exp
+	logoutTokens      map[string]time.Time // upstream NUL jti → logout token exp
+	signingKeys       map[string]SigningKey
+	metadataDocs      map[string]MetadataDocument
+	upstream          upstreamTokens
 	encryptionSecrets map[string]EncryptionSecret
 }
 
@@ -57,20 +56,21 @@ var _ Store = (*Memory)(nil)
 // NewMemory returns an empty in-memory store (development only).
 func NewMemory() *Memory {
 	return &Memory{
-		clients:       map[string]Client{},
-		users:         map[string]User{},
-		userIDs:       map[userKey]string{},
-		authRequests:  map[string]AuthRequest{},
-		sessions:      map[string]Session{},
-		consents:      map[consentKey]Consent{},
-		codes:         map[string]AuthCode{},
-		grants:        map[string]Grant{},
-		refreshTokens: map[string]RefreshToken{},
-		accessTokens:  map[string]AccessToken{},
-		revokedJTIs:   map[string]time.Time{},
-		logoutTokens:  map[string]time.Time{},
-		signingKeys:   map[string]SigningKey{},
-		metadataDocs:  map[string]MetadataDocument{},
+		clients:           map[string]Client{},
+		users:             map[string]User{},
+		userIDs:           map[userKey]string{},
+		authRequests:      map[string]AuthRequest{},
+		sessions:          map[string]Session{},
+		consents:          map[consentKey]Consent{},
+		codes:             map[string]AuthCode{},
+		grants:            map[string]Grant{},
+		refreshTokens:     map[string]RefreshToken{},
+		accessTokens:      map[string]AccessToken{},
+		revokedJTIs:       map[string]time.Time{},
+		logoutTokens:      map[string]time.Time{},
+		encryptionSecrets: map[string]EncryptionSecret{},
+		signingKeys:       map[string]SigningKey{},
+		metadataDocs:      map[string]MetadataDocument{},
 	}
 }
 

@@ -116,7 +116,6 @@ type UserFilter struct {
 	Limit    int    // 0: no limit
 }
 
-// UserRevocation is what DisableUser revoked.
 // UserLogout is what LogoutUser ended.
 type UserLogout struct {
 	// UserID is the user logged out; "" when LogoutUpstreamUser found no
@@ -137,6 +136,7 @@ type UpstreamLogout struct {
 	RevokeGrants bool
 }
 
+// UserRevocation is what DisableUser revoked.
 type UserRevocation struct {
 	Grants        []Grant // the grants revoked now, as stored afterwards, oldest first
 	RefreshTokens int64   // unused refresh tokens marked used
@@ -224,7 +224,7 @@ type Consent struct {
 // carried.
 type AuthCode struct {
 	Digest              string
-	ClientID            string // "" for the sign-in offered on /apps (no client asks)
+	ClientID            string
 	UserID              string
 	RedirectURI         string
 	RedirectURIProvided bool

@@ -54,10 +54,7 @@ func (p resourcePolicy) IdentityClaims(resources []string) idclaims.Set {
 // identityClaims is what a token for resources may say about its user
 // (idclaims.ForToken, the rule /introspect answers by too).
 func (h *Handler) identityClaims(resources []string) idclaims.Set {
-	return idclaims.ForToken(resources, func(uri string) (idclaims.Set, bool) {
-		r, ok := h.Policy.Resource(uri)
-		return r.Claims, ok
-	}, h.IdentityClaims)
+	return h.Policy.IdentityClaims(resources, h.IdentityClaims)
 }
 
 // audience picks the resources a token is bound to: the requested ones,

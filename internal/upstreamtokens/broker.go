@@ -449,7 +449,7 @@ func (b *Broker) refreshShared(ctx context.Context, up Upstream, userID string) 
 			return token(row, s), nil // another replica refreshed it
 		}
 		if time.Now().After(giveUp) {
-			return Token{}, fmt.Errorf("upstreamtokens: the %s token is being refreshed by another replica; try again", up.ID)
+			return Token{}, store.Unavailable(fmt.Errorf("upstreamtokens: the %s token is being refreshed by another replica; try again", up.ID))
 		}
 		select {
 		case <-time.After(pollInterval):

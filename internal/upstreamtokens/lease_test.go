@@ -375,3 +375,27 @@ func TestSharedRefreshHasItsOwnBudget(t *testing.T) {
 		t.Fatalf("the upstream was called %d times, want 1", n)
 	}
 }
+
+// A caller that waited its whole time for another replica's refresh gets
+// an unavailable error (503 temporarily_unavailable at /token and /verify,
+// with Retry-After), not a server error: nothing is wrong but the timing.
+func TestWaitForAnotherReplicaIsUnavailable(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, store.NewMemory(), time.Hour)
+	b := f.broker(t, nil)
+	b.RefreshTimeout = 10 * time.Millisecond
+	ctx := t.Context()
+	if err := b.Keep(ctx, f.user.ID, "github", f.ident.Grant); err != nil {
+		t.Fatalf("Keep: %v", err)
+	}
+	f.advance(2 * time.Hour)
+	// Another replica holds the refresh and never writes its result.
+	now := f.now()
+	if _, claimed, err := f.st.ClaimUpstreamRefresh(ctx, f.user.ID, "github", now, now.Add(time.Hour), now.Add(time.Hour)); err != nil || !claimed {
+		t.Fatalf("the other replica's claim: claimed %v, %v", claimed, err)
+	}
+	_, err := b.Token(ctx, f.user.ID, "github")
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Token while another replica holds the refresh: %v, want an unavailable error", err)
+	}
+}

@@ -78,7 +78,9 @@ func (b *Broker) RecheckMemberships(ctx context.Context, u store.User) error {
 	}
 	tok, err := b.Token(ctx, u.ID, up.ID)
 	switch {
-	case errors.Is(err, ErrNotStored), errors.Is(err, ErrGrantDead):
+	case errors.Is(err, ErrNotStored), errors.Is(err, ErrGrantDead), errors.Is(err, ErrDecrypt):
+		// A grant sealed under a secret no longer configured can never
+		// be read again: as gone, not as a check to retry for ever.
 		if b.needsMemberships(up, u) {
 			return b.deprovision(ctx, up, u, now, fmt.Sprintf("the kept %s grant is gone or dead: the memberships the allowlist needs cannot be re-checked", up.ID))
 		}

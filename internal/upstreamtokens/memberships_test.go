@@ -188,6 +188,28 @@ func TestRecheckWithoutKeptGrantFails(t *testing.T) {
 			t.Fatal("the grant outlived a check that could not be made")
 		}
 	})
+	t.Run("sealed under a secret no longer configured", func(t *testing.T) {
+		t.Parallel()
+		// The kept grant can never be opened again: the memberships
+		// cannot be re-checked, now or later, so the check fails rather
+		// than being retried for ever.
+		f := newFixture(t, store.NewMemory(), 8*time.Hour)
+		b, g := recheckFixture(t, f, true)
+		ctx := t.Context()
+		if _, err := f.st.UpdateUpstreamToken(ctx, f.user.ID, "github", func(r store.UpstreamToken) (*store.UpstreamToken, error) {
+			r.KeyID = "a-secret-removed-since"
+			return &r, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		f.advance(16 * time.Minute)
+		if err := b.RecheckMemberships(ctx, f.user); !errors.Is(err, upstreamtokens.ErrNoLongerAllowed) {
+			t.Fatalf("RecheckMemberships with an undecryptable kept grant: %v, want ErrNoLongerAllowed", err)
+		}
+		if got, _ := f.st.GetGrant(ctx, g.ID); got.RevokedAt == nil {
+			t.Fatal("the grant outlived a check that can never be made")
+		}
+	})
 	t.Run("dead, no revocation", func(t *testing.T) {
 		t.Parallel()
 		f := newFixture(t, store.NewMemory(), 10*time.Minute)
